@@ -1,0 +1,123 @@
+//! The agent ↔ server protocol: registration, long-poll check-in, reports, results.
+
+use crate::commands::{AgentCommand, CommandResult};
+use crate::updates::PackageUpdate;
+use crate::HostId;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Facts about the machine the agent runs on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    /// `/etc/machine-id`: with (cluster, vmid) the stable identity of a guest.
+    pub machine_id: String,
+    /// `ID` from /etc/os-release (`debian`, `fedora`, `alpine`).
+    pub os_id: String,
+    /// `PRETTY_NAME` from /etc/os-release.
+    pub os_pretty: String,
+    pub kernel: String,
+    pub arch: String,
+    pub agent_version: String,
+    /// The agent runs read-only: scan and dry-run only, never install.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// `POST /api/v1/agent/register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub registration_token: String,
+    pub facts: HostFacts,
+}
+
+/// The credential the agent keeps (0600) and sends as `Authorization: Bearer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub host_id: HostId,
+    /// `HOST_ID.SECRET`; shown once, stored hashed on the server.
+    pub agent_token: String,
+}
+
+/// One complete scan of a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanReport {
+    pub updates: Vec<PackageUpdate>,
+    /// `/var/run/reboot-required` exists (or the equivalent).
+    #[serde(default)]
+    pub reboot_required: bool,
+    /// Scanners that failed, with their reason; their packages are absent, not removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scanner_errors: Vec<ScannerError>,
+    pub scanned_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScannerError {
+    pub scanner: String,
+    pub message: String,
+}
+
+/// `POST /api/v1/agent/checkin`: held open by the server up to `wait_secs` until a
+/// command is queued for this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckinRequest {
+    pub facts: HostFacts,
+    /// Hash of the agent's current scan report (see [`report_hash`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_hash: Option<String>,
+    /// How long the server may hold the request (capped at 30 s by the server).
+    #[serde(default)]
+    pub wait_secs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckinResponse {
+    pub commands: Vec<AgentCommand>,
+    /// The server does not have the report with `report_hash`: send it.
+    pub report_wanted: bool,
+}
+
+/// `POST /api/v1/agent/report`: `raw` is a list of JSON values so that one malformed
+/// row is rejected with its reason while the rest are stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportUpload {
+    pub report_hash: String,
+    pub reboot_required: bool,
+    pub scanned_at: DateTime<Utc>,
+    #[serde(default)]
+    pub scanner_errors: Vec<ScannerError>,
+    pub updates: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedRow {
+    /// Index of the row in `updates`.
+    pub index: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAccepted {
+    pub accepted: u64,
+    pub rejected: Vec<RejectedRow>,
+    /// Rows closed because the update is no longer offered or was applied outside Canopy.
+    pub reconciled: u64,
+}
+
+/// `POST /api/v1/agent/commands/{id}/result`. Submitting the same result twice is a no-op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultSubmission {
+    pub result: CommandResult,
+}
+
+/// Stable hash of a report's content (not of its timestamp): SHA-256 hex computed by
+/// the agent over the canonical JSON of the sorted updates and the reboot flag.
+pub fn report_hash_input(report: &ScanReport) -> Vec<u8> {
+    let mut updates = report.updates.clone();
+    updates.sort_by(|a, b| {
+        (a.manager.as_str(), &a.package, &a.arch).cmp(&(b.manager.as_str(), &b.package, &b.arch))
+    });
+    serde_json::to_vec(&(updates, report.reboot_required, &report.scanner_errors))
+        .expect("report serialises")
+}

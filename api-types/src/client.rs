@@ -1,0 +1,236 @@
+//! The one typed client for Canopy's REST API, used by the agent, the CLI and the tests.
+
+use crate::agent::*;
+use crate::auth::*;
+use crate::commands::Command;
+use crate::hosts::{Event, EventFilter, Host};
+use crate::updates::*;
+use crate::{ApiError, CommandId, API_PREFIX};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("server answered {status}: {error}")]
+    Api { status: u16, error: ApiError },
+    /// The server could not be reached or the body was not what we expect.
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("server answered {status} with a body that is not JSON: {body}")]
+    Garbage { status: u16, body: String },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } | Self::Garbage { status, .. } => Some(*status),
+            Self::Transport { source, .. } => source.status().map(|s| s.as_u16()),
+        }
+    }
+}
+
+/// A client bound to one server and, optionally, one bearer token (a user's access
+/// token or an agent token).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// `base` is the server root, e.g. `http://127.0.0.1:8080`. `http` is the one
+    /// reqwest client of the caller (with its timeouts and TLS settings).
+    pub fn new(http: reqwest::Client, base: impl Into<String>) -> Self {
+        Self {
+            http,
+            base: base.into().trim_end_matches('/').to_string(),
+            token: None,
+        }
+    }
+
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn set_token(&mut self, token: impl Into<String>) {
+        self.token = Some(token.into());
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}{}", self.base, API_PREFIX, path)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().await.map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+        if (200..300).contains(&status) {
+            serde_json::from_slice(&bytes).map_err(|_| ClientError::Garbage {
+                status,
+                body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+            })
+        } else {
+            match serde_json::from_slice::<ApiError>(&bytes) {
+                Ok(error) => Err(ClientError::Api { status, error }),
+                Err(_) => Err(ClientError::Garbage {
+                    status,
+                    body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+                }),
+            }
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = self.url(path);
+        self.send(self.http.get(&url), &url).await
+    }
+
+    async fn get_query<T: DeserializeOwned, Q: Serialize>(&self, path: &str, q: &Q) -> Result<T, ClientError> {
+        let url = self.url(path);
+        self.send(self.http.get(&url).query(q), &url).await
+    }
+
+    async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let url = self.url(path);
+        self.send(self.http.post(&url).json(body), &url).await
+    }
+
+    // ---- users ----
+
+    pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair, ClientError> {
+        self.post(
+            "/auth/login",
+            &LoginRequest {
+                username: username.into(),
+                password: password.into(),
+            },
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, ClientError> {
+        self.post(
+            "/auth/refresh",
+            &RefreshRequest {
+                refresh_token: refresh_token.into(),
+            },
+        )
+        .await
+    }
+
+    pub async fn logout(&self, refresh_token: &str) -> Result<serde_json::Value, ClientError> {
+        self.post(
+            "/auth/logout",
+            &RefreshRequest {
+                refresh_token: refresh_token.into(),
+            },
+        )
+        .await
+    }
+
+    pub async fn create_registration_token(
+        &self,
+        req: &CreateRegistrationToken,
+    ) -> Result<CreatedRegistrationToken, ClientError> {
+        self.post("/registration-tokens", req).await
+    }
+
+    pub async fn hosts(&self) -> Result<Vec<Host>, ClientError> {
+        self.get("/hosts").await
+    }
+
+    pub async fn updates(&self, filter: &UpdateFilter) -> Result<Page<Update>, ClientError> {
+        self.get_query("/updates", filter).await
+    }
+
+    pub async fn approve(&self, ids: Vec<crate::UpdateId>) -> Result<ApproveResponse, ClientError> {
+        self.post("/updates/approve", &UpdateIdsRequest { ids }).await
+    }
+
+    pub async fn reject(&self, ids: Vec<crate::UpdateId>) -> Result<RejectResponse, ClientError> {
+        self.post("/updates/reject", &UpdateIdsRequest { ids }).await
+    }
+
+    pub async fn command(&self, id: CommandId) -> Result<Command, ClientError> {
+        self.get(&format!("/commands/{id}")).await
+    }
+
+    pub async fn commands_of_host(&self, host: crate::HostId) -> Result<Vec<Command>, ClientError> {
+        self.get(&format!("/hosts/{host}/commands")).await
+    }
+
+    /// Confirm a completed dry-run: queues the install. Returns the install command.
+    pub async fn confirm(&self, dry_run: CommandId) -> Result<Command, ClientError> {
+        self.post(&format!("/commands/{dry_run}/confirm"), &serde_json::json!({})).await
+    }
+
+    pub async fn cancel(&self, id: CommandId) -> Result<Command, ClientError> {
+        self.post(&format!("/commands/{id}/cancel"), &serde_json::json!({})).await
+    }
+
+    pub async fn retry(&self, id: CommandId) -> Result<Command, ClientError> {
+        self.post(&format!("/commands/{id}/retry"), &serde_json::json!({})).await
+    }
+
+    pub async fn scan_now(&self, host: crate::HostId) -> Result<Command, ClientError> {
+        self.post(&format!("/hosts/{host}/scan"), &serde_json::json!({})).await
+    }
+
+    pub async fn history(&self, host: Option<crate::HostId>) -> Result<Vec<VersionChange>, ClientError> {
+        match host {
+            Some(h) => self.get(&format!("/hosts/{h}/history")).await,
+            None => self.get("/history").await,
+        }
+    }
+
+    pub async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, ClientError> {
+        self.get_query("/events", filter).await
+    }
+
+    pub async fn stats(&self) -> Result<UpdateStats, ClientError> {
+        self.get("/stats").await
+    }
+
+    // ---- agents ----
+
+    pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, ClientError> {
+        self.post("/agent/register", req).await
+    }
+
+    pub async fn checkin(&self, req: &CheckinRequest) -> Result<CheckinResponse, ClientError> {
+        self.post("/agent/checkin", req).await
+    }
+
+    pub async fn upload_report(&self, report: &ReportUpload) -> Result<ReportAccepted, ClientError> {
+        self.post("/agent/report", report).await
+    }
+
+    pub async fn command_started(&self, id: CommandId) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/agent/commands/{id}/started"), &serde_json::json!({})).await
+    }
+
+    pub async fn submit_result(&self, id: CommandId, sub: &ResultSubmission) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/agent/commands/{id}/result"), sub).await
+    }
+}

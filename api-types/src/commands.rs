@@ -1,0 +1,142 @@
+//! Commands the server queues for an agent, and what the agent reports back.
+
+use crate::{CommandId, CorrelationId, HostId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What a command asks the agent to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CommandSpec {
+    /// Run the scanners now and send a full report.
+    Scan,
+    /// Simulate installing these packages (`apt-get -s install`, `dnf --assumeno`)
+    /// and report every package the install would touch.
+    DryRun { packages: Vec<String> },
+    /// Install these packages (and, implicitly, the dependencies the confirmed dry-run listed).
+    Install { packages: Vec<String> },
+}
+
+impl CommandSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Scan => "scan",
+            Self::DryRun { .. } => "dry_run",
+            Self::Install { .. } => "install",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    Pending,
+    Sent,
+    Running,
+    Completed,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl CommandStatus {
+    pub const ALL: [CommandStatus; 7] = [
+        Self::Pending,
+        Self::Sent,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::TimedOut,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::TimedOut | Self::Cancelled
+        )
+    }
+}
+
+/// A package the dry-run says the install would touch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedPackage {
+    pub package: String,
+    /// `None` when the package is newly installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    pub to_version: String,
+    /// `true` when the user asked for it; `false` for a dependency pulled in.
+    pub requested: bool,
+}
+
+/// What the agent reports when a command finishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// Process exit status of the package manager (or -1 when it could not start).
+    pub exit_code: i32,
+    pub success: bool,
+    /// Captured output, tail-truncated by the agent to a bounded size.
+    pub stdout: String,
+    pub stderr: String,
+    /// For dry-runs: every package the install would touch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<PlannedPackage>,
+    /// A short human-readable summary ("3 upgraded, 1 newly installed").
+    #[serde(default)]
+    pub summary: String,
+}
+
+/// A command as the agent receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCommand {
+    pub id: CommandId,
+    pub spec: CommandSpec,
+    /// The agent must give up (and report failure) after this many seconds.
+    pub timeout_secs: u32,
+}
+
+/// A command as users see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: CommandId,
+    pub host_id: HostId,
+    pub spec: CommandSpec,
+    pub status: CommandStatus,
+    pub correlation_id: CorrelationId,
+    /// The command whose outcome caused this one (dry-run → install).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caused_by: Option<CommandId>,
+    /// Set on a retry: the command it repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_from: Option<CommandId>,
+    pub timeout_secs: u32,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<CommandResult>,
+    /// Why the server (not the agent) ended it: timeout, cancel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -1,0 +1,62 @@
+//! Enrolled hosts and the event history.
+
+use crate::{CorrelationId, EventId, HostId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: HostId,
+    pub hostname: String,
+    pub machine_id: String,
+    pub os_id: String,
+    pub os_pretty: String,
+    pub kernel: String,
+    pub arch: String,
+    pub agent_version: String,
+    pub read_only: bool,
+    pub reboot_required: bool,
+    /// Open (not closed) updates.
+    pub pending_updates: u64,
+    pub security_updates: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<DateTime<Utc>>,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// One entry of the append-only event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    /// Monotonic position in the log.
+    pub seq: i64,
+    pub ts: DateTime<Utc>,
+    /// `update.approved`, `command.completed`, ...
+    pub event_type: String,
+    /// Path of what it is about: `host/{id}`, `host/{id}/update/{id}`, `command/{id}`.
+    pub subject: String,
+    /// `user:{name}`, `agent:{host id}`, `system`.
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<CorrelationId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<EventId>,
+    pub payload: serde_json::Value,
+    /// SHA-256 of the canonical event body, checked by `canopy admin verify-events`.
+    pub checksum: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<HostId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<CorrelationId>,
+    /// Events with `seq` greater than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}

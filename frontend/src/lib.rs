@@ -1,0 +1,1 @@
+//! The yew dashboard. The UI issue fills this crate; it depends only on api-types.
