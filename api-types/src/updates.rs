@@ -136,9 +136,10 @@ impl UpdateStatus {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 
-    /// Closed rows are history: a re-scan never reopens them.
+    /// Closed rows are history: a re-scan never reopens them. A rejected row stays
+    /// open (so the same version is not offered again) until the scan stops listing it.
     pub fn is_closed(self) -> bool {
-        matches!(self, Self::Installed | Self::Reconciled | Self::Rejected)
+        matches!(self, Self::Installed | Self::Reconciled)
     }
 }
 

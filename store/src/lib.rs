@@ -1,1 +1,217 @@
-//! stub
+//! Canopy's storage: one [`Store`] trait, two backends (SQLite, PostgreSQL).
+//!
+//! Every mutating method writes its events into the append-only `events` table in the
+//! SAME transaction as the projection rows it changes (hosts, updates, commands,
+//! version_history). Methods are use-case shaped ("approve these updates and queue the
+//! dry-runs") rather than row-shaped, so that each one is a single transaction on both
+//! backends and the server never holds a transaction across an await on the network.
+//!
+//! Both backends pass the same conformance suite (`tests/conformance/`).
+
+mod error;
+pub mod events;
+mod migrate;
+pub mod model;
+pub mod postgres;
+pub mod sqlite;
+
+pub use error::StoreError;
+pub use migrate::MigrationError;
+pub use model::*;
+
+use async_trait::async_trait;
+use canopy_api_types::agent::HostFacts;
+use canopy_api_types::auth::{RegistrationToken, Role, User};
+use canopy_api_types::commands::{Command, CommandResult};
+use canopy_api_types::hosts::{Event, EventFilter, Host};
+use canopy_api_types::updates::{Page, Update, UpdateFilter, UpdateStats, VersionChange};
+use canopy_api_types::*;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Open the database named by `url` (`sqlite://PATH`, `sqlite::memory:`,
+/// `postgres://…`) and apply every pending migration. Any failure is returned: the
+/// caller must stop (seed 004: never print OK after a failed migration).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, MigrationError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url).await?))
+    } else {
+        Err(MigrationError::BadUrl(url_without_password(url)))
+    }
+}
+
+/// The URL with any password replaced by `***`, for error messages and logs.
+pub fn url_without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Everything the server persists. Split by capability into sub-traits; `Store` is
+/// their union so that `Arc<dyn Store>` is the one handle in `AppState`.
+pub trait Store: UserStore + HostStore + UpdateStore + CommandStore + EventStore + Send + Sync + 'static {
+    /// Which backend: `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+}
+
+#[async_trait]
+pub trait UserStore {
+    /// Cheap round trip used by `/healthz`.
+    async fn ping(&self) -> Result<()>;
+
+    async fn count_users(&self) -> Result<u64>;
+    /// `Conflict` when the username is taken.
+    async fn create_user(&self, username: &str, password_hash: &str, role: Role, actor: &Actor) -> Result<User>;
+    /// The user and their argon2 PHC hash.
+    async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>>;
+    /// Replace a user's password hash (and role). `NotFound` when absent.
+    async fn set_password(&self, username: &str, password_hash: &str, actor: &Actor) -> Result<()>;
+
+    /// Store a new refresh token (SHA-256 hex of the secret).
+    async fn insert_refresh_token(&self, user: UserId, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()>;
+    /// Atomically check `old_hash` (exists, not revoked, not expired at `now`), revoke
+    /// it, and store `new_hash` valid until `new_expiry` (rotation = sliding window).
+    /// `None` when the old token is unknown, revoked or expired.
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new_expiry: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<User>>;
+    /// Revoke one refresh token; `false` when it did not exist.
+    async fn revoke_refresh_token(&self, token_hash: &str) -> Result<bool>;
+    /// Delete refresh tokens expired or revoked before `now`; returns how many.
+    async fn purge_refresh_tokens(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    async fn create_registration_token(&self, new: NewRegistrationToken, actor: &Actor) -> Result<RegistrationToken>;
+    async fn list_registration_tokens(&self) -> Result<Vec<RegistrationToken>>;
+}
+
+#[async_trait]
+pub trait HostStore {
+    /// Consume one seat of the registration token whose hash is `token_hash` and
+    /// create (or, for a known machine-id, re-enrol) the host with the new credential
+    /// hash, in one transaction. Errors: `TokenUnknown`, `TokenExpired`, `TokenRevoked`,
+    /// `NoSeats`.
+    async fn register_host(&self, token_hash: &str, new: NewHost, now: DateTime<Utc>) -> Result<Host>;
+    /// The host and its credential hash (SHA-256 hex), for agent authentication.
+    async fn host_credential(&self, host: HostId) -> Result<Option<(Host, String)>>;
+    /// Record a check-in: `last_seen = now` and the facts the agent sent.
+    async fn touch_host(&self, host: HostId, facts: &HostFacts, now: DateTime<Utc>) -> Result<()>;
+    async fn get_host(&self, host: HostId) -> Result<Option<Host>>;
+    /// Every host with its open/security update counts (one query, no N+1).
+    async fn list_hosts(&self) -> Result<Vec<Host>>;
+    /// Hash of the last report accepted from this host.
+    async fn report_hash(&self, host: HostId) -> Result<Option<String>>;
+}
+
+#[async_trait]
+pub trait UpdateStore {
+    /// Store one validated report in chunks (see [`REPORT_CHUNK_ROWS`]) in one
+    /// transaction, with per-row error isolation: a row the database refuses is
+    /// returned in `rejected` (index into `report.rows`) and the rest are kept.
+    /// Open rows of a scanned manager that the report no longer lists are closed as
+    /// `reconciled`; rows carried by an in-flight command (dry_run, installing) are left.
+    /// Sets the host's report hash, reboot flag and last_report.
+    async fn ingest_report(&self, host: HostId, report: IngestReport, actor: &Actor) -> Result<IngestOutcome>;
+
+    async fn list_updates(&self, filter: &UpdateFilter) -> Result<Page<Update>>;
+    async fn get_update(&self, id: UpdateId) -> Result<Option<Update>>;
+
+    /// Approve the given updates (status pending or failed, not held) in one statement,
+    /// bind each row's fingerprint (package, current, available), then queue ONE dry-run
+    /// command per host carrying that host's approved packages and move those rows to
+    /// `dry_run` with `command_id` set. All under `correlation`, in one transaction.
+    /// Ids that are unknown or not approvable are listed in `skipped` with the reason.
+    async fn approve_updates(
+        &self,
+        ids: &[UpdateId],
+        correlation: CorrelationId,
+        timeout_secs: u32,
+        actor: &Actor,
+    ) -> Result<ApproveOutcome>;
+    /// Reject the given pending/failed/awaiting rows in one statement; returns how many moved.
+    async fn reject_updates(&self, ids: &[UpdateId], actor: &Actor) -> Result<u64>;
+
+    /// What Canopy installed (newest first). `None` = every host.
+    async fn version_history(&self, host: Option<HostId>, limit: u32) -> Result<Vec<VersionChange>>;
+    /// Dashboard figures, one query per figure.
+    async fn stats(&self) -> Result<UpdateStats>;
+}
+
+#[async_trait]
+pub trait CommandStore {
+    /// Queue a command (used for scans and by tests). Writes `command.queued`.
+    async fn enqueue_command(&self, new: NewCommand, actor: &Actor) -> Result<Command>;
+    /// Claim up to `limit` pending commands of `host`, oldest first: pending → sent,
+    /// `sent_at = now`, deadline = now + timeout + [`SENT_GRACE_SECS`]. Postgres uses
+    /// `FOR UPDATE SKIP LOCKED`; SQLite `UPDATE … RETURNING` in `BEGIN IMMEDIATE`.
+    async fn claim_commands(&self, host: HostId, now: DateTime<Utc>, limit: u32) -> Result<Vec<Command>>;
+    /// sent → running (`started_at = now`, deadline = now + timeout). Idempotent for a
+    /// command already running. `NotFound` for another host's command; `Conflict` when
+    /// terminal.
+    async fn mark_running(&self, host: HostId, id: CommandId, now: DateTime<Utc>) -> Result<Command>;
+    /// Record the agent's result and apply it to the projections in one transaction:
+    /// dry-run ok → rows `awaiting_confirmation`; install ok → rows `installed` +
+    /// version_history; failure → rows `failed`. Submitting the same result again
+    /// returns `Duplicate` and changes nothing; a different result for a terminal
+    /// command is `Conflict`. A result arriving after a timeout is recorded on the
+    /// command (`late_result`) but the status stays `timed_out`.
+    async fn complete_command(
+        &self,
+        host: HostId,
+        id: CommandId,
+        result: CommandResult,
+        now: DateTime<Utc>,
+    ) -> Result<CompleteOutcome>;
+    /// Turn a successful dry-run into an install command (same correlation,
+    /// `caused_by` = the dry-run) and move its rows to `installing`. `Conflict` when the
+    /// dry-run did not succeed, was already confirmed, or its rows changed since.
+    async fn confirm_dry_run(&self, dry_run: CommandId, timeout_secs: u32, actor: &Actor) -> Result<Command>;
+    /// Cancel a pending or sent command; its rows go back to `pending`. `Conflict` once running/terminal.
+    async fn cancel_command(&self, id: CommandId, actor: &Actor) -> Result<Command>;
+    /// Queue a copy of a failed / timed_out / cancelled command with `retried_from`
+    /// set and the same correlation; rows it carried move to the new command.
+    async fn retry_command(&self, id: CommandId, actor: &Actor) -> Result<Command>;
+    /// Time out every sent/running command whose deadline is before `now`; their rows
+    /// become `failed`. Returns the commands that timed out.
+    async fn expire_commands(&self, now: DateTime<Utc>) -> Result<Vec<Command>>;
+    async fn get_command(&self, id: CommandId) -> Result<Option<Command>>;
+    /// Commands of one host, newest first.
+    async fn list_commands(&self, host: HostId, limit: u32) -> Result<Vec<Command>>;
+}
+
+#[async_trait]
+pub trait EventStore {
+    /// Events in `seq` order, filtered.
+    async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
+    /// Append a free-standing event (logins, settings changes).
+    async fn append_event(&self, event: NewEvent) -> Result<Event>;
+    /// Delete events older than `before`; returns how many (retention job).
+    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// The stored response for `(actor, key)` of an earlier request carrying an
+    /// `Idempotency-Key`, with the hash of that request's body.
+    async fn idempotent_response(&self, actor: &str, key: &str) -> Result<Option<(String, serde_json::Value)>>;
+    /// Remember a response; a second save for the same `(actor, key)` is `Conflict`.
+    async fn save_idempotent_response(
+        &self,
+        actor: &str,
+        key: &str,
+        request_hash: &str,
+        response: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+}

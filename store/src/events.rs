@@ -1,0 +1,86 @@
+//! Event types and the event checksum, shared by both backends.
+
+use crate::model::NewEvent;
+use canopy_api_types::{CorrelationId, EventId};
+use chrono::{DateTime, SecondsFormat, Utc};
+use sha2::{Digest, Sha256};
+
+pub const USER_CREATED: &str = "user.created";
+pub const USER_PASSWORD_SET: &str = "user.password_set";
+pub const REGISTRATION_TOKEN_CREATED: &str = "registration_token.created";
+pub const HOST_REGISTERED: &str = "host.registered";
+pub const HOST_REENROLLED: &str = "host.reenrolled";
+pub const REPORT_INGESTED: &str = "host.report_ingested";
+pub const UPDATES_APPROVED: &str = "updates.approved";
+pub const UPDATES_REJECTED: &str = "updates.rejected";
+pub const UPDATES_RECONCILED: &str = "updates.reconciled";
+pub const UPDATES_INSTALLED: &str = "updates.installed";
+pub const UPDATES_FAILED: &str = "updates.failed";
+pub const DRY_RUN_READY: &str = "dry_run.ready";
+pub const COMMAND_QUEUED: &str = "command.queued";
+pub const COMMAND_SENT: &str = "command.sent";
+pub const COMMAND_RUNNING: &str = "command.running";
+pub const COMMAND_COMPLETED: &str = "command.completed";
+pub const COMMAND_FAILED: &str = "command.failed";
+pub const COMMAND_TIMED_OUT: &str = "command.timed_out";
+pub const COMMAND_CANCELLED: &str = "command.cancelled";
+pub const COMMAND_RETRIED: &str = "command.retried";
+pub const COMMAND_LATE_RESULT: &str = "command.late_result";
+pub const INSTALL_CONFIRMED: &str = "install.confirmed";
+
+/// SHA-256 hex over the canonical event body. Both backends store it; verification
+/// recomputes it from the stored columns.
+pub fn checksum(
+    id: EventId,
+    ts: DateTime<Utc>,
+    event: &NewEvent,
+) -> String {
+    checksum_parts(
+        id,
+        ts,
+        &event.event_type,
+        &event.subject,
+        &event.actor.to_string(),
+        event.correlation,
+        event.causation,
+        &event.payload,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn checksum_parts(
+    id: EventId,
+    ts: DateTime<Utc>,
+    event_type: &str,
+    subject: &str,
+    actor: &str,
+    correlation: Option<CorrelationId>,
+    causation: Option<EventId>,
+    payload: &serde_json::Value,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        id.to_string(),
+        ts.to_rfc3339_opts(SecondsFormat::Micros, true),
+        event_type.to_string(),
+        subject.to_string(),
+        actor.to_string(),
+        correlation.map(|c| c.to_string()).unwrap_or_default(),
+        causation.map(|c| c.to_string()).unwrap_or_default(),
+        payload.to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Subject path of a host.
+pub fn host_subject(host: canopy_api_types::HostId) -> String {
+    format!("host/{host}")
+}
+
+/// Subject path of a command.
+pub fn command_subject(host: canopy_api_types::HostId, id: canopy_api_types::CommandId) -> String {
+    format!("host/{host}/command/{id}")
+}

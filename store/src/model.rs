@@ -1,0 +1,122 @@
+//! Inputs and outcomes of the store's use-case methods.
+
+use canopy_api_types::agent::{HostFacts, RejectedRow, ScannerError};
+use canopy_api_types::commands::{Command, CommandSpec};
+use canopy_api_types::updates::{PackageManager, PackageUpdate, Update};
+use canopy_api_types::*;
+use chrono::{DateTime, Utc};
+use std::fmt;
+
+/// Rows per multi-row INSERT when ingesting a report.
+pub const REPORT_CHUNK_ROWS: usize = 500;
+/// Extra time a `sent` command gets to be picked up and started by the agent.
+pub const SENT_GRACE_SECS: i64 = 60;
+
+/// Who did something; stored as the event's `actor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    User(String),
+    Agent(HostId),
+    System,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::User(name) => write!(f, "user:{name}"),
+            Self::Agent(id) => write!(f, "agent:{id}"),
+            Self::System => f.write_str("system"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRegistrationToken {
+    pub id: RegistrationTokenId,
+    /// SHA-256 hex of the token secret; the secret itself is never stored.
+    pub token_hash: String,
+    pub label: String,
+    pub seats: u32,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewHost {
+    /// Used when the machine-id is new; a re-enrolled host keeps its old id.
+    pub id: HostId,
+    pub facts: HostFacts,
+    /// SHA-256 hex of the agent credential secret.
+    pub credential_hash: String,
+}
+
+/// A report whose rows the server already parsed and validated.
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    pub report_hash: String,
+    pub reboot_required: bool,
+    pub scanned_at: DateTime<Utc>,
+    /// Managers whose scanner ran successfully: only their missing rows are reconciled.
+    pub scanned_managers: Vec<PackageManager>,
+    pub scanner_errors: Vec<ScannerError>,
+    /// Validated rows; `(original index in the upload, row)`.
+    pub rows: Vec<(usize, PackageUpdate)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Rows stored (new or refreshed).
+    pub accepted: u64,
+    /// Rows the database refused, with the reason.
+    pub rejected: Vec<RejectedRow>,
+    /// Open rows closed as `reconciled`.
+    pub reconciled: u64,
+    /// Rows seen for the first time.
+    pub discovered: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApproveOutcome {
+    pub approved: Vec<Update>,
+    pub commands: Vec<Command>,
+    /// `(id, reason)` for ids that were not approved.
+    pub skipped: Vec<(UpdateId, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CompleteOutcome {
+    /// The result was recorded now.
+    Applied(Command),
+    /// The same result had already been recorded; nothing changed.
+    Duplicate(Command),
+    /// The command had timed out or been cancelled; the result was kept on the
+    /// command for the record but its status did not change.
+    Late(Command),
+}
+
+impl CompleteOutcome {
+    pub fn command(&self) -> &Command {
+        match self {
+            Self::Applied(c) | Self::Duplicate(c) | Self::Late(c) => c,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCommand {
+    pub id: CommandId,
+    pub host: HostId,
+    pub spec: CommandSpec,
+    pub correlation: CorrelationId,
+    pub caused_by: Option<CommandId>,
+    pub timeout_secs: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub subject: String,
+    pub actor: Actor,
+    pub correlation: Option<CorrelationId>,
+    pub causation: Option<EventId>,
+    pub payload: serde_json::Value,
+}
