@@ -1,1 +1,72 @@
-//! stub
+//! The Canopy server as a library: `launch_with_listener` runs it on a bound
+//! listener (tests bind port 0 first, then spawn); the `canopy` binary is a thin CLI.
+
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod http;
+pub mod pipeline;
+pub mod settings;
+pub mod state;
+pub mod telemetry;
+
+use anyhow::Context;
+use settings::Settings;
+use state::AppState;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Longest start-up may spend opening and migrating the database.
+pub const STARTUP_DB_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Open the database and apply migrations, or fail with the reason.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn canopy_store::Store>> {
+    let url = canopy_store::url_without_password(&settings.database_url);
+    match tokio::time::timeout(STARTUP_DB_TIMEOUT, canopy_store::open(&settings.database_url)).await {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context("database start-up failed")),
+        Err(_) => anyhow::bail!(
+            "database start-up failed: opening {url} took longer than {} s",
+            STARTUP_DB_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// Everything up to serving: store, migrations, first admin, keys, state.
+pub async fn prepare(settings: Settings) -> anyhow::Result<AppState> {
+    let store = open_store(&settings).await?;
+    pipeline::bootstrap::ensure_admin(store.as_ref(), &settings)
+        .await
+        .context("creating the first admin failed")?;
+    let jwt = auth::jwt::JwtKeys::load_or_create(&settings.data_dir)?;
+    Ok(AppState::new(store, settings, jwt))
+}
+
+/// Serve on `listener` until `shutdown` resolves.
+pub async fn launch_with_listener(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = prepare(settings).await?;
+    serve(state, listener, shutdown).await
+}
+
+/// Serve an already prepared state (benchmarks and tests reuse the state).
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let _jobs = pipeline::jobs::spawn(state.clone());
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, backend = state.store.backend(), "canopy serving");
+    axum::serve(
+        listener,
+        http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("server stopped with an error")
+}

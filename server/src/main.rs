@@ -1,1 +1,5 @@
-fn main() {}
+//! `canopy`: the server (`canopy serve`) and its admin / user CLI.
+
+fn main() -> std::process::ExitCode {
+    canopy_server::cli::main()
+}

@@ -16,7 +16,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use error::StoreError;
-pub use migrate::MigrationError;
+pub use migrate::{known_migrations, MigrationError};
 pub use model::*;
 
 use async_trait::async_trait;

@@ -1,0 +1,130 @@
+//! Authorization in types: `UserAuth` (a valid access JWT), `RequireRole<Operator>`
+//! (at least that role), `AgentAuth` (a valid agent credential). The agent and UI
+//! routers use different extractors, so an agent token never opens a UI route.
+
+use super::secrets::{digest_eq, sha256_hex};
+use crate::error::Error;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use canopy_api_types::auth::Role;
+use canopy_api_types::hosts::Host;
+use canopy_api_types::HostId;
+use canopy_store::Actor;
+use std::marker::PhantomData;
+
+use super::jwt::Claims;
+
+fn bearer(parts: &Parts) -> Result<&str, Error> {
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| Error::Unauthenticated("missing Authorization: Bearer header".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| Error::Unauthenticated("Authorization header is not ASCII".into()))?;
+    value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::Unauthenticated("Authorization header must be 'Bearer TOKEN'".into()))
+}
+
+/// A logged-in user (any role).
+#[derive(Debug, Clone)]
+pub struct UserAuth(pub Claims);
+
+impl UserAuth {
+    pub fn actor(&self) -> Actor {
+        Actor::User(self.0.name.clone())
+    }
+}
+
+impl FromRequestParts<AppState> for UserAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let token = bearer(parts)?;
+        Ok(Self(state.jwt.verify(token)?))
+    }
+}
+
+pub trait MinRole: Send + Sync + 'static {
+    const ROLE: Role;
+}
+#[derive(Debug)]
+pub struct Viewer;
+#[derive(Debug)]
+pub struct Operator;
+#[derive(Debug)]
+pub struct Admin;
+impl MinRole for Viewer {
+    const ROLE: Role = Role::Viewer;
+}
+impl MinRole for Operator {
+    const ROLE: Role = Role::Operator;
+}
+impl MinRole for Admin {
+    const ROLE: Role = Role::Admin;
+}
+
+/// A logged-in user with at least role `R`.
+#[derive(Debug)]
+pub struct RequireRole<R: MinRole>(pub UserAuth, PhantomData<R>);
+
+impl<R: MinRole> RequireRole<R> {
+    pub fn actor(&self) -> Actor {
+        self.0.actor()
+    }
+}
+
+impl<R: MinRole> FromRequestParts<AppState> for RequireRole<R> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let user = UserAuth::from_request_parts(parts, state).await?;
+        if user.0.role < R::ROLE {
+            return Err(Error::Forbidden(format!(
+                "this needs the {} role; {} has {}",
+                R::ROLE.as_str(),
+                user.0.name,
+                user.0.role.as_str()
+            )));
+        }
+        Ok(Self(user, PhantomData))
+    }
+}
+
+/// An enrolled agent, authenticated by `Bearer HOST_ID.SECRET`.
+#[derive(Debug, Clone)]
+pub struct AgentAuth(pub Host);
+
+impl AgentAuth {
+    pub fn host_id(&self) -> HostId {
+        self.0.id
+    }
+    pub fn actor(&self) -> Actor {
+        Actor::Agent(self.0.id)
+    }
+}
+
+/// Split an agent token `HOST_ID.SECRET`.
+pub fn split_agent_token(token: &str) -> Option<(HostId, &str)> {
+    let (id, secret) = token.split_once('.')?;
+    Some((id.parse().ok()?, secret))
+}
+
+impl FromRequestParts<AppState> for AgentAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let token = bearer(parts)?;
+        let bad = || Error::Unauthenticated("agent token is not valid; re-register the agent".into());
+        let (id, secret) = split_agent_token(token).ok_or_else(bad)?;
+        let (host, stored) = state.store.host_credential(id).await?.ok_or_else(bad)?;
+        if !digest_eq(&sha256_hex(secret), &stored) {
+            return Err(bad());
+        }
+        Ok(Self(host))
+    }
+}

@@ -1,0 +1,10 @@
+//! Authentication and authorization: user passwords (argon2), access JWTs, refresh
+//! tokens, agent credentials, and the extractors that put authorization in types.
+
+pub mod extract;
+pub mod jwt;
+pub mod password;
+pub mod rate_limit;
+pub mod secrets;
+
+pub use extract::{AgentAuth, Admin, Operator, RequireRole, UserAuth, Viewer};

@@ -1,0 +1,116 @@
+//! The `canopy` command line: `serve`, `admin …` (direct database access) and the
+//! user commands that talk to a running server through the typed client.
+
+mod admin;
+mod remote;
+mod session;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "canopy", version, about = "Canopy: update manager for Proxmox homelabs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServerOpts {
+    /// TOML settings file (see `canopy default-config`).
+    #[arg(long, short = 'c', env = "CANOPY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Overrides `listen` / CANOPY_LISTEN.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Overrides `database_url` / CANOPY_DATABASE_URL.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServerOpts),
+    /// Print the example configuration file.
+    DefaultConfig,
+    /// Administration with direct database access.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// Log in to a server and keep the session (0600) for the other commands.
+    Login(remote::LoginArgs),
+    #[command(flatten)]
+    Remote(remote::RemoteCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn load_settings(opts: &ServerOpts) -> anyhow::Result<crate::settings::Settings> {
+    let mut s = crate::settings::Settings::load(opts.config.as_deref())?;
+    if let Some(l) = opts.listen {
+        s.listen = l;
+    }
+    if let Some(u) = &opts.database_url {
+        s.database_url = u.clone();
+    }
+    Ok(s)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(opts) => serve(opts).await,
+        Command::DefaultConfig => {
+            print!("{}", crate::settings::example_toml());
+            Ok(())
+        }
+        Command::Admin(cmd) => admin::run(cmd).await,
+        Command::Login(args) => remote::login(args).await,
+        Command::Remote(cmd) => remote::run(cmd).await,
+    }
+}
+
+async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let settings = load_settings(&opts)?;
+    let listen = settings.listen;
+    let state = crate::prepare(settings).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("Canopy is listening on http://{}", listener.local_addr()?);
+    crate::serve(state, listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,245 @@
+//! User commands against a running server: hosts, updates, approve, confirm, history,
+//! registration tokens. Every command has `--json` for scripts.
+
+use super::session::{self, Session};
+use anyhow::Context;
+use canopy_api_types::auth::CreateRegistrationToken;
+use canopy_api_types::updates::{Severity, UpdateFilter, UpdateStatus};
+use canopy_api_types::{CommandId, HostId, UpdateId};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    #[arg(long, env = "CANOPY_SERVER")]
+    server: String,
+    #[arg(long, default_value = "admin")]
+    username: String,
+    /// Read the password from this file instead of one line of stdin.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Server root URL (default: CANOPY_SERVER or the saved session).
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// List enrolled hosts.
+    Hosts(#[command(flatten)] Common),
+    /// List updates (filters run on the server).
+    Updates {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        host: Option<HostId>,
+        #[arg(long, value_parser = |s: &str| UpdateStatus::parse(s).ok_or_else(|| format!("unknown status '{s}'")))]
+        status: Option<UpdateStatus>,
+        #[arg(long, value_parser = |s: &str| Severity::parse(s).ok_or_else(|| format!("unknown severity '{s}'")))]
+        severity: Option<Severity>,
+        #[arg(long)]
+        package: Option<String>,
+        #[arg(long)]
+        page: Option<u32>,
+        #[arg(long)]
+        per_page: Option<u32>,
+    },
+    /// Approve updates by id; queues a dry-run per host.
+    Approve {
+        #[command(flatten)]
+        common: Common,
+        ids: Vec<UpdateId>,
+    },
+    /// Reject updates by id.
+    Reject {
+        #[command(flatten)]
+        common: Common,
+        ids: Vec<UpdateId>,
+    },
+    /// Show a command (dry-run plan, install output).
+    Command {
+        #[command(flatten)]
+        common: Common,
+        id: CommandId,
+    },
+    /// Confirm a finished dry-run: queues the install.
+    Confirm {
+        #[command(flatten)]
+        common: Common,
+        id: CommandId,
+    },
+    /// Retry a failed / timed-out / cancelled command.
+    Retry {
+        #[command(flatten)]
+        common: Common,
+        id: CommandId,
+    },
+    /// What Canopy installed.
+    History {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        host: Option<HostId>,
+    },
+    /// Registration tokens for agents.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a registration token (the secret is printed once).
+    Create {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1)]
+        seats: u32,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 24 * 3600)]
+        expires: u64,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let password = match &args.password_file {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        None => {
+            let mut line = String::new();
+            eprintln!("password for {}:", args.username);
+            std::io::stdin().read_line(&mut line)?;
+            line
+        }
+    };
+    let client = canopy_api_types::client::Client::new(session::http()?, args.server.clone());
+    let pair = client
+        .login(&args.username, password.trim_end_matches(['\n', '\r']))
+        .await?;
+    let path = session::save(&Session {
+        server: args.server,
+        access_token: pair.access_token,
+        refresh_token: pair.refresh_token,
+        username: pair.user.username.clone(),
+    })?;
+    eprintln!("logged in as {} ({}); session saved to {}", pair.user.username, pair.user.role.as_str(), path.display());
+    Ok(())
+}
+
+fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce(&T)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        table(value);
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
+    match cmd {
+        RemoteCommand::Hosts(c) => {
+            let hosts = session::client(c.server.as_deref()).await?.hosts().await?;
+            print(c.json, &hosts, |hs| {
+                println!("{:<36}  {:<20} {:<24} {:>7} {:>8}  LAST SEEN", "ID", "HOSTNAME", "OS", "PENDING", "SECURITY");
+                for h in hs {
+                    println!(
+                        "{:<36}  {:<20} {:<24} {:>7} {:>8}  {}",
+                        h.id,
+                        h.hostname,
+                        h.os_pretty,
+                        h.pending_updates,
+                        h.security_updates,
+                        h.last_seen.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into())
+                    );
+                }
+            })
+        }
+        RemoteCommand::Updates { common, host, status, severity, package, page, per_page } => {
+            let filter = UpdateFilter { host_id: host, status, severity, manager: None, package, page, per_page };
+            let page = session::client(common.server.as_deref()).await?.updates(&filter).await?;
+            print(common.json, &page, |p| {
+                println!("{:<36}  {:<20} {:<28} {:<20} {:<20} {:<9} STATUS", "ID", "HOST", "PACKAGE", "CURRENT", "AVAILABLE", "SEVERITY");
+                for u in &p.items {
+                    println!(
+                        "{:<36}  {:<20} {:<28} {:<20} {:<20} {:<9} {}{}",
+                        u.id, u.hostname, u.package, u.current_version, u.available_version,
+                        u.severity.as_str(), u.status.as_str(), if u.held { " (held)" } else { "" }
+                    );
+                }
+                println!("page {} of {} rows ({} per page)", p.page, p.total, p.per_page);
+            })
+        }
+        RemoteCommand::Approve { common, ids } => {
+            anyhow::ensure!(!ids.is_empty(), "name at least one update id (see `canopy updates`)");
+            let r = session::client(common.server.as_deref()).await?.approve(ids).await?;
+            print(common.json, &r, |r| {
+                println!("approved {} update(s); dry-run queued:", r.approved);
+                for c in &r.dry_run_commands {
+                    println!("  {c}   (canopy command {c})");
+                }
+            })
+        }
+        RemoteCommand::Reject { common, ids } => {
+            anyhow::ensure!(!ids.is_empty(), "name at least one update id");
+            let r = session::client(common.server.as_deref()).await?.reject(ids).await?;
+            print(common.json, &r, |r| println!("rejected {} update(s)", r.rejected))
+        }
+        RemoteCommand::Command { common, id } => {
+            let c = session::client(common.server.as_deref()).await?.command(id).await?;
+            print(common.json, &c, |c| {
+                println!("{} {} on {}: {}", c.spec.kind(), c.id, c.host_id, c.status.as_str());
+                if let Some(r) = &c.result {
+                    if !r.summary.is_empty() {
+                        println!("{}", r.summary);
+                    }
+                    for p in &r.planned {
+                        println!(
+                            "  {:<32} {} -> {}{}",
+                            p.package,
+                            p.from_version.as_deref().unwrap_or("(new)"),
+                            p.to_version,
+                            if p.requested { "" } else { "   [dependency]" }
+                        );
+                    }
+                }
+                if let Some(e) = &c.error {
+                    println!("error: {e}");
+                }
+            })
+        }
+        RemoteCommand::Confirm { common, id } => {
+            let c = session::client(common.server.as_deref()).await?.confirm(id).await?;
+            print(common.json, &c, |c| println!("install queued: {}", c.id))
+        }
+        RemoteCommand::Retry { common, id } => {
+            let c = session::client(common.server.as_deref()).await?.retry(id).await?;
+            print(common.json, &c, |c| println!("retry queued: {} (retries {id})", c.id))
+        }
+        RemoteCommand::History { common, host } => {
+            let h = session::client(common.server.as_deref()).await?.history(host).await?;
+            print(common.json, &h, |rows| {
+                for r in rows {
+                    println!("{}  {:<20} {:<28} {} -> {}", r.installed_at.to_rfc3339(), r.hostname, r.package, r.from_version, r.to_version);
+                }
+            })
+        }
+        RemoteCommand::Token(TokenCommand::Create { common, seats, expires, label }) => {
+            let t = session::client(common.server.as_deref())
+                .await?
+                .create_registration_token(&CreateRegistrationToken { label, seats, expires_in_secs: expires })
+                .await?;
+            print(common.json, &t, |t| {
+                println!("{}", t.token);
+                eprintln!("{} seat(s), expires {}", t.info.seats, t.info.expires_at.to_rfc3339());
+            })
+        }
+    }
+}

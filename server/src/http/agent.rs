@@ -1,0 +1,119 @@
+//! Routes for agents: register, long-poll check-in, report upload, command results.
+//! Separate router, separate auth extractor (`AgentAuth`).
+
+use super::extract::{Json, Path};
+use super::client_ip;
+use crate::auth::secrets::{random_token, sha256_hex};
+use crate::auth::AgentAuth;
+use crate::error::{Error, Result};
+use crate::pipeline::{checkin, report};
+use crate::state::AppState;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::routing::post;
+use axum::Router;
+use canopy_api_types::agent::*;
+use canopy_api_types::CommandId;
+use canopy_store::{CompleteOutcome, NewHost};
+use std::net::SocketAddr;
+
+/// Reports of many thousands of packages are a few MB.
+const REPORT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/agent/register", post(register))
+        .route("/agent/checkin", post(checkin_route))
+        .route(
+            "/agent/report",
+            post(upload_report).layer(DefaultBodyLimit::max(REPORT_BODY_LIMIT)),
+        )
+        .route("/agent/commands/{id}/started", post(started))
+        .route("/agent/commands/{id}/result", post(result))
+}
+
+#[tracing::instrument(skip_all, fields(hostname = %req.facts.hostname))]
+async fn register(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Json(req): Json<RegisterRequest>,
+) -> Result<Json<RegisterResponse>> {
+    client_ip::limit(&state.register_limiter, addr)?;
+    if req.facts.machine_id.trim().is_empty() || req.facts.hostname.trim().is_empty() {
+        return Err(Error::Validation("facts.machine_id and facts.hostname must not be empty".into()));
+    }
+    let secret = random_token();
+    let host = state
+        .store
+        .register_host(
+            &sha256_hex(&req.registration_token),
+            NewHost {
+                id: canopy_api_types::HostId::new(),
+                facts: req.facts,
+                credential_hash: sha256_hex(&secret),
+            },
+            chrono::Utc::now(),
+        )
+        .await?;
+    tracing::info!(host = %host.id, "agent registered");
+    Ok(Json(RegisterResponse {
+        host_id: host.id,
+        agent_token: format!("{}.{}", host.id, secret),
+    }))
+}
+
+#[tracing::instrument(skip_all, fields(host = %agent.0.id))]
+async fn checkin_route(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    Json(req): Json<CheckinRequest>,
+) -> Result<Json<CheckinResponse>> {
+    Ok(Json(checkin::checkin(&state, &agent.0, req).await?))
+}
+
+#[tracing::instrument(skip_all, fields(host = %agent.0.id))]
+async fn upload_report(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    Json(upload): Json<ReportUpload>,
+) -> Result<Json<ReportAccepted>> {
+    let (ingest, mut rejected) = report::validate(upload, &agent.0.os_id);
+    let outcome = state.store.ingest_report(agent.host_id(), ingest, &agent.actor()).await?;
+    rejected.extend(outcome.rejected);
+    rejected.sort_by_key(|r| r.index);
+    if !rejected.is_empty() {
+        tracing::warn!(rejected = rejected.len(), "report rows rejected");
+    }
+    Ok(Json(ReportAccepted {
+        accepted: outcome.accepted,
+        rejected,
+        reconciled: outcome.reconciled,
+    }))
+}
+
+async fn started(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    Path(id): Path<CommandId>,
+) -> Result<Json<serde_json::Value>> {
+    let cmd = state.store.mark_running(agent.host_id(), id, chrono::Utc::now()).await?;
+    Ok(Json(serde_json::json!({ "status": cmd.status })))
+}
+
+#[tracing::instrument(skip_all, fields(host = %agent.0.id, command = %id))]
+async fn result(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    Path(id): Path<CommandId>,
+    Json(sub): Json<ResultSubmission>,
+) -> Result<Json<serde_json::Value>> {
+    let outcome = state
+        .store
+        .complete_command(agent.host_id(), id, sub.result, chrono::Utc::now())
+        .await?;
+    let recorded = match &outcome {
+        CompleteOutcome::Applied(_) => "applied",
+        CompleteOutcome::Duplicate(_) => "duplicate",
+        CompleteOutcome::Late(_) => "late",
+    };
+    Ok(Json(serde_json::json!({ "recorded": recorded, "status": outcome.command().status })))
+}

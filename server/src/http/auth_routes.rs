@@ -1,0 +1,161 @@
+//! Login, refresh (rotating, sliding), logout, users and registration tokens.
+
+use super::client_ip;
+use super::extract::Json;
+use crate::auth::jwt::Claims;
+use crate::auth::secrets::{random_token, sha256_hex};
+use crate::auth::{password, Admin, RequireRole};
+use crate::error::{Error, Result};
+use crate::pipeline::bootstrap;
+use crate::state::AppState;
+use axum::extract::{ConnectInfo, State};
+use axum::routing::{get, post};
+use axum::Router;
+use canopy_api_types::auth::*;
+use canopy_api_types::RegistrationTokenId;
+use canopy_store::{Actor, NewEvent, NewRegistrationToken};
+use std::net::SocketAddr;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+        .route("/users", post(create_user))
+        .route("/registration-tokens", post(create_token).get(list_tokens))
+        .route("/me", get(me))
+}
+
+async fn issue_pair(state: &AppState, user: User) -> Result<TokenPair> {
+    let now = chrono::Utc::now();
+    let ttl = state.settings.access_token_ttl_secs;
+    let access_token = state.jwt.issue(&Claims {
+        sub: user.id,
+        name: user.username.clone(),
+        role: user.role,
+        iat: now.timestamp(),
+        exp: now.timestamp() + ttl as i64,
+    })?;
+    let refresh_token = random_token();
+    let expiry = now + chrono::Duration::seconds(state.settings.refresh_token_ttl_secs as i64);
+    state
+        .store
+        .insert_refresh_token(user.id, &sha256_hex(&refresh_token), expiry)
+        .await?;
+    Ok(TokenPair {
+        access_token,
+        expires_in: ttl,
+        refresh_token,
+        user,
+    })
+}
+
+#[tracing::instrument(skip_all, fields(username = %req.username))]
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Json(req): Json<LoginRequest>,
+) -> Result<Json<TokenPair>> {
+    client_ip::limit(&state.login_limiter, addr)?;
+    let found = state.store.user_by_name(&req.username).await?;
+    let phc = found
+        .as_ref()
+        .map(|(_, h)| h.clone())
+        .unwrap_or_else(|| password::dummy_hash().to_string());
+    let ok = password::verify(req.password, phc).await?;
+    let user = match (found, ok) {
+        (Some((user, _)), true) => user,
+        _ => {
+            tracing::warn!(ip = %addr.ip(), "failed login");
+            return Err(Error::Unauthenticated("wrong username or password".into()));
+        }
+    };
+    state
+        .store
+        .append_event(NewEvent {
+            event_type: "user.login".into(),
+            subject: format!("user/{}", user.username),
+            actor: Actor::User(user.username.clone()),
+            correlation: None,
+            causation: None,
+            payload: serde_json::json!({ "ip": addr.ip().to_string() }),
+        })
+        .await?;
+    Ok(Json(issue_pair(&state, user).await?))
+}
+
+async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> Result<Json<TokenPair>> {
+    let now = chrono::Utc::now();
+    let new_token = random_token();
+    let expiry = now + chrono::Duration::seconds(state.settings.refresh_token_ttl_secs as i64);
+    let user = state
+        .store
+        .rotate_refresh_token(&sha256_hex(&req.refresh_token), &sha256_hex(&new_token), expiry, now)
+        .await?
+        .ok_or_else(|| Error::Unauthenticated("refresh token is unknown, expired or revoked; log in again".into()))?;
+    let ttl = state.settings.access_token_ttl_secs;
+    let access_token = state.jwt.issue(&Claims {
+        sub: user.id,
+        name: user.username.clone(),
+        role: user.role,
+        iat: now.timestamp(),
+        exp: now.timestamp() + ttl as i64,
+    })?;
+    Ok(Json(TokenPair {
+        access_token,
+        expires_in: ttl,
+        refresh_token: new_token,
+        user,
+    }))
+}
+
+async fn logout(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> Result<Json<serde_json::Value>> {
+    let revoked = state.store.revoke_refresh_token(&sha256_hex(&req.refresh_token)).await?;
+    Ok(Json(serde_json::json!({ "revoked": revoked })))
+}
+
+async fn me(user: crate::auth::UserAuth) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "id": user.0.sub, "username": user.0.name, "role": user.0.role }))
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    _admin: RequireRole<Admin>,
+    Json(req): Json<CreateUserRequest>,
+) -> Result<Json<User>> {
+    Ok(Json(
+        bootstrap::create_user(state.store.as_ref(), &req.username, req.password, req.role).await?,
+    ))
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    admin: RequireRole<Admin>,
+    Json(req): Json<CreateRegistrationToken>,
+) -> Result<Json<CreatedRegistrationToken>> {
+    if req.seats == 0 || req.seats > 10_000 {
+        return Err(Error::Validation("seats must be between 1 and 10000".into()));
+    }
+    if req.expires_in_secs == 0 || req.expires_in_secs > 365 * 24 * 3600 {
+        return Err(Error::Validation("expires_in_secs must be between 1 and one year".into()));
+    }
+    let token = format!("canopy-reg-{}", random_token());
+    let info = state
+        .store
+        .create_registration_token(
+            NewRegistrationToken {
+                id: RegistrationTokenId::new(),
+                token_hash: sha256_hex(&token),
+                label: req.label,
+                seats: req.seats,
+                expires_at: chrono::Utc::now() + chrono::Duration::seconds(req.expires_in_secs as i64),
+            },
+            &admin.actor(),
+        )
+        .await?;
+    Ok(Json(CreatedRegistrationToken { token, info }))
+}
+
+async fn list_tokens(State(state): State<AppState>, _admin: RequireRole<Admin>) -> Result<Json<Vec<RegistrationToken>>> {
+    Ok(Json(state.store.list_registration_tokens().await?))
+}

@@ -1,0 +1,44 @@
+//! The HTTP surface: `/healthz`, and under `/api/v1` the UI router (user JWTs) and
+//! the agent router (agent credentials), plus the OpenAPI description.
+
+mod agent;
+mod auth_routes;
+mod client_ip;
+pub mod extract;
+mod idempotency;
+pub mod openapi;
+mod ui;
+
+use crate::error::Error;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use canopy_api_types::API_PREFIX;
+use tower_http::trace::TraceLayer;
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(auth_routes::router())
+        .merge(ui::router())
+        .merge(agent::router())
+        .route("/openapi.json", get(openapi::document));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest(API_PREFIX, api)
+        .fallback(|| async { Error::NotFound("no such route".into()) })
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// 200 when the database answers, 503 otherwise.
+async fn healthz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok"),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: database unusable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! `/api/v1/openapi.json`: an OpenAPI 3.0 document generated from one route table.
+//! A test walks the table against the real router so the two cannot drift.
+
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    User,
+    Operator,
+    Admin,
+    Agent,
+}
+
+/// `(method, path under /api/v1, auth, summary)`.
+pub const ROUTES: &[(&str, &str, Auth, &str)] = &[
+    ("post", "/auth/login", Auth::None, "Log in; returns an access JWT and a refresh token"),
+    ("post", "/auth/refresh", Auth::None, "Rotate a refresh token; returns a new pair"),
+    ("post", "/auth/logout", Auth::None, "Revoke a refresh token"),
+    ("get", "/me", Auth::User, "The logged-in user"),
+    ("post", "/users", Auth::Admin, "Create a user"),
+    ("post", "/registration-tokens", Auth::Admin, "Create a registration token (secret shown once)"),
+    ("get", "/registration-tokens", Auth::Admin, "List registration tokens"),
+    ("get", "/hosts", Auth::User, "Enrolled hosts with update counts"),
+    ("get", "/hosts/{id}", Auth::User, "One host"),
+    ("get", "/hosts/{id}/commands", Auth::User, "Commands of a host, newest first"),
+    ("get", "/hosts/{id}/history", Auth::User, "What Canopy installed on a host"),
+    ("post", "/hosts/{id}/scan", Auth::Operator, "Queue a scan now"),
+    ("get", "/updates", Auth::User, "Updates with filters (host_id, status, severity, manager, package) and pagination (page, per_page)"),
+    ("post", "/updates/approve", Auth::Operator, "Approve updates; queues one dry-run per host (Idempotency-Key honoured)"),
+    ("post", "/updates/reject", Auth::Operator, "Reject updates"),
+    ("get", "/commands/{id}", Auth::User, "One command with its result"),
+    ("post", "/commands/{id}/confirm", Auth::Operator, "Confirm a dry-run; queues the install"),
+    ("post", "/commands/{id}/cancel", Auth::Operator, "Cancel a pending or sent command"),
+    ("post", "/commands/{id}/retry", Auth::Operator, "Retry a failed, timed-out or cancelled command"),
+    ("get", "/history", Auth::User, "Version history of every host"),
+    ("get", "/events", Auth::User, "Event log (host_id, correlation_id, after, limit)"),
+    ("get", "/stats", Auth::User, "Dashboard figures"),
+    ("post", "/agent/register", Auth::None, "Register an agent with a registration token"),
+    ("post", "/agent/checkin", Auth::Agent, "Long-poll check-in; returns commands"),
+    ("post", "/agent/report", Auth::Agent, "Upload a scan report"),
+    ("post", "/agent/commands/{id}/started", Auth::Agent, "Mark a command running"),
+    ("post", "/agent/commands/{id}/result", Auth::Agent, "Submit a command result (idempotent)"),
+    ("get", "/openapi.json", Auth::None, "This document"),
+];
+
+pub fn build() -> Value {
+    let mut paths = Map::new();
+    for (method, path, auth, summary) in ROUTES {
+        let mut op = json!({
+            "summary": summary,
+            "responses": {
+                "200": { "description": "OK" },
+                "default": { "description": "Error", "content": { "application/json": {
+                    "schema": { "$ref": "#/components/schemas/Error" } } } }
+            }
+        });
+        let security = match auth {
+            Auth::None => None,
+            Auth::Agent => Some(json!([{ "agentToken": [] }])),
+            _ => Some(json!([{ "userJwt": [] }])),
+        };
+        if let Some(s) = security {
+            op["security"] = s;
+        }
+        if !matches!(auth, Auth::None | Auth::Agent | Auth::User) {
+            op["x-canopy-role"] = json!(format!("{auth:?}").to_lowercase());
+        }
+        if path.contains("{id}") {
+            op["parameters"] = json!([{ "name": "id", "in": "path", "required": true,
+                                        "schema": { "type": "string", "format": "uuid" } }]);
+        }
+        paths
+            .entry(format!("/api/v1{path}"))
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("path item is an object")
+            .insert((*method).to_string(), op);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "Canopy", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "userJwt": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+                "agentToken": { "type": "http", "scheme": "bearer", "description": "HOST_ID.SECRET" }
+            },
+            "schemas": {
+                "Error": { "type": "object", "required": ["code", "message"], "properties": {
+                    "code": { "type": "string" }, "message": { "type": "string" } } }
+            }
+        }
+    })
+}
+
+pub async fn document() -> Json<Value> {
+    Json(build())
+}

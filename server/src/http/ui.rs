@@ -1,0 +1,192 @@
+//! Routes for users (web UI and CLI): hosts, updates, the approve → dry-run →
+//! confirm → install pipeline, commands, history, events, stats.
+
+use super::extract::{Json, Path, Query};
+use crate::auth::{Operator, RequireRole, UserAuth};
+use crate::error::{Error, Result};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::Router;
+use canopy_api_types::commands::{Command, CommandSpec};
+use canopy_api_types::hosts::{Event, EventFilter, Host};
+use canopy_api_types::updates::*;
+use canopy_api_types::{CommandId, CorrelationId, HostId};
+use canopy_store::NewCommand;
+
+/// Most ids one approve/reject request may carry.
+const MAX_IDS: usize = 10_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/hosts", get(hosts))
+        .route("/hosts/{id}", get(host))
+        .route("/hosts/{id}/commands", get(host_commands))
+        .route("/hosts/{id}/history", get(host_history))
+        .route("/hosts/{id}/scan", post(scan_now))
+        .route("/updates", get(updates))
+        .route("/updates/approve", post(approve))
+        .route("/updates/reject", post(reject))
+        .route("/commands/{id}", get(command))
+        .route("/commands/{id}/confirm", post(confirm))
+        .route("/commands/{id}/cancel", post(cancel))
+        .route("/commands/{id}/retry", post(retry))
+        .route("/history", get(history))
+        .route("/events", get(events))
+        .route("/stats", get(stats))
+}
+
+async fn hosts(State(state): State<AppState>, _u: UserAuth) -> Result<Json<Vec<Host>>> {
+    Ok(Json(state.store.list_hosts().await?))
+}
+
+async fn host(State(state): State<AppState>, _u: UserAuth, Path(id): Path<HostId>) -> Result<Json<Host>> {
+    state
+        .store
+        .get_host(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("host {id} not found")))
+}
+
+async fn host_commands(State(state): State<AppState>, _u: UserAuth, Path(id): Path<HostId>) -> Result<Json<Vec<Command>>> {
+    Ok(Json(state.store.list_commands(id, 200).await?))
+}
+
+async fn host_history(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Path(id): Path<HostId>,
+) -> Result<Json<Vec<VersionChange>>> {
+    Ok(Json(state.store.version_history(Some(id), 1000).await?))
+}
+
+async fn history(State(state): State<AppState>, _u: UserAuth) -> Result<Json<Vec<VersionChange>>> {
+    Ok(Json(state.store.version_history(None, 1000).await?))
+}
+
+#[tracing::instrument(skip_all, fields(host = %id))]
+async fn scan_now(State(state): State<AppState>, op: RequireRole<Operator>, Path(id): Path<HostId>) -> Result<Json<Command>> {
+    if state.store.get_host(id).await?.is_none() {
+        return Err(Error::NotFound(format!("host {id} not found")));
+    }
+    let cmd = state
+        .store
+        .enqueue_command(
+            NewCommand {
+                id: CommandId::new(),
+                host: id,
+                spec: CommandSpec::Scan,
+                correlation: CorrelationId::new(),
+                caused_by: None,
+                timeout_secs: state.settings.scan_timeout_secs,
+            },
+            &op.actor(),
+        )
+        .await?;
+    state.wakeups.wake(id);
+    Ok(Json(cmd))
+}
+
+async fn updates(State(state): State<AppState>, _u: UserAuth, Query(filter): Query<UpdateFilter>) -> Result<Json<Page<Update>>> {
+    Ok(Json(state.store.list_updates(&filter).await?))
+}
+
+fn check_ids(ids: &[canopy_api_types::UpdateId]) -> Result<()> {
+    if ids.is_empty() {
+        return Err(Error::Validation("field `ids` must list at least one update".into()));
+    }
+    if ids.len() > MAX_IDS {
+        return Err(Error::Validation(format!("field `ids` may list at most {MAX_IDS} updates")));
+    }
+    Ok(())
+}
+
+/// Approve updates; queues one dry-run per host. Honours `Idempotency-Key`: the same
+/// key with the same body returns the first answer; with another body it is 409.
+#[tracing::instrument(skip_all, fields(count = req.ids.len()))]
+async fn approve(
+    State(state): State<AppState>,
+    op: RequireRole<Operator>,
+    headers: HeaderMap,
+    Json(req): Json<UpdateIdsRequest>,
+) -> Result<Json<ApproveResponse>> {
+    check_ids(&req.ids)?;
+    let actor = op.actor().to_string();
+    let key = super::idempotency::key(&headers)?;
+    let body_hash = super::idempotency::body_hash(&req);
+    if let Some(key) = &key {
+        if let Some(previous) = super::idempotency::lookup(&state, &actor, key, &body_hash).await? {
+            return Ok(Json(previous));
+        }
+    }
+    let correlation = CorrelationId::new();
+    let outcome = state
+        .store
+        .approve_updates(&req.ids, correlation, state.settings.dry_run_timeout_secs, &op.actor())
+        .await?;
+    if outcome.approved.is_empty() {
+        let reasons: Vec<String> = outcome.skipped.iter().map(|(id, why)| format!("{id}: {why}")).collect();
+        return Err(Error::Conflict(format!("nothing approved: {}", reasons.join("; "))));
+    }
+    for c in &outcome.commands {
+        state.wakeups.wake(c.host_id);
+    }
+    let resp = ApproveResponse {
+        approved: outcome.approved.len() as u64,
+        correlation_id: correlation,
+        dry_run_commands: outcome.commands.iter().map(|c| c.id).collect(),
+    };
+    if let Some(key) = &key {
+        super::idempotency::save(&state, &actor, key, &body_hash, &resp).await?;
+    }
+    Ok(Json(resp))
+}
+
+async fn reject(
+    State(state): State<AppState>,
+    op: RequireRole<Operator>,
+    Json(req): Json<UpdateIdsRequest>,
+) -> Result<Json<RejectResponse>> {
+    check_ids(&req.ids)?;
+    let rejected = state.store.reject_updates(&req.ids, &op.actor()).await?;
+    Ok(Json(RejectResponse { rejected }))
+}
+
+async fn command(State(state): State<AppState>, _u: UserAuth, Path(id): Path<CommandId>) -> Result<Json<Command>> {
+    state
+        .store
+        .get_command(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("command {id} not found")))
+}
+
+#[tracing::instrument(skip_all, fields(dry_run = %id))]
+async fn confirm(State(state): State<AppState>, op: RequireRole<Operator>, Path(id): Path<CommandId>) -> Result<Json<Command>> {
+    let cmd = state
+        .store
+        .confirm_dry_run(id, state.settings.install_timeout_secs, &op.actor())
+        .await?;
+    state.wakeups.wake(cmd.host_id);
+    Ok(Json(cmd))
+}
+
+async fn cancel(State(state): State<AppState>, op: RequireRole<Operator>, Path(id): Path<CommandId>) -> Result<Json<Command>> {
+    Ok(Json(state.store.cancel_command(id, &op.actor()).await?))
+}
+
+async fn retry(State(state): State<AppState>, op: RequireRole<Operator>, Path(id): Path<CommandId>) -> Result<Json<Command>> {
+    let cmd = state.store.retry_command(id, &op.actor()).await?;
+    state.wakeups.wake(cmd.host_id);
+    Ok(Json(cmd))
+}
+
+async fn events(State(state): State<AppState>, _u: UserAuth, Query(filter): Query<EventFilter>) -> Result<Json<Vec<Event>>> {
+    Ok(Json(state.store.events(&filter).await?))
+}
+
+async fn stats(State(state): State<AppState>, _u: UserAuth) -> Result<Json<UpdateStats>> {
+    Ok(Json(state.store.stats().await?))
+}

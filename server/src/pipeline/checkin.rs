@@ -1,0 +1,52 @@
+//! The long-poll check-in: record that the agent is alive, hand it its queued
+//! commands, and when there are none hold the request until one is queued or the
+//! wait runs out (so a command starts within a second of being approved).
+
+use crate::error::Result;
+use crate::state::AppState;
+use canopy_api_types::agent::{CheckinRequest, CheckinResponse};
+use canopy_api_types::commands::AgentCommand;
+use canopy_api_types::hosts::Host;
+use std::time::Duration;
+
+/// Commands handed out per check-in.
+const CLAIM_LIMIT: u32 = 16;
+
+pub async fn checkin(state: &AppState, host: &Host, req: CheckinRequest) -> Result<CheckinResponse> {
+    let now = chrono::Utc::now();
+    state.store.touch_host(host.id, &req.facts, now).await?;
+    let report_wanted = match &req.report_hash {
+        Some(hash) => state.store.report_hash(host.id).await?.as_deref() != Some(hash.as_str()),
+        None => false,
+    };
+    let wait = Duration::from_secs(u64::from(req.wait_secs.min(state.settings.checkin_max_wait_secs)));
+    let deadline = tokio::time::Instant::now() + wait;
+    let notify = state.wakeups.handle(host.id);
+    loop {
+        // Register interest before looking, so a command queued in between still wakes us.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let commands = state
+            .store
+            .claim_commands(host.id, chrono::Utc::now(), CLAIM_LIMIT)
+            .await?;
+        if !commands.is_empty() || report_wanted || tokio::time::Instant::now() >= deadline {
+            return Ok(CheckinResponse {
+                commands: commands
+                    .into_iter()
+                    .map(|c| AgentCommand {
+                        id: c.id,
+                        spec: c.spec,
+                        timeout_secs: c.timeout_secs,
+                    })
+                    .collect(),
+                report_wanted,
+            });
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Turning an uploaded report into validated rows. One bad row is rejected with its
+//! reason; it never sinks the report (seed 000).
+
+use canopy_api_types::agent::{RejectedRow, ReportUpload};
+use canopy_api_types::updates::{PackageManager, PackageUpdate};
+use canopy_store::IngestReport;
+use std::collections::HashSet;
+
+const MAX_NAME: usize = 256;
+const MAX_VERSION: usize = 256;
+
+fn check_field(name: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("field `{name}` is empty"));
+    }
+    if value.len() > max {
+        return Err(format!("field `{name}` is longer than {max} bytes"));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("field `{name}` contains whitespace or control characters"));
+    }
+    Ok(())
+}
+
+fn validate_row(value: &serde_json::Value) -> Result<PackageUpdate, String> {
+    let row: PackageUpdate = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    check_field("package", &row.package, MAX_NAME)?;
+    check_field("current_version", &row.current_version, MAX_VERSION)?;
+    check_field("available_version", &row.available_version, MAX_VERSION)?;
+    if let Some(arch) = &row.arch {
+        check_field("arch", arch, 64)?;
+    }
+    Ok(row)
+}
+
+/// The package manager a host's OS uses (from os-release `ID`).
+pub fn native_manager(os_id: &str) -> Option<PackageManager> {
+    match os_id {
+        "debian" | "ubuntu" | "raspbian" | "linuxmint" | "pop" | "kali" => Some(PackageManager::Apt),
+        "fedora" | "rhel" | "centos" | "rocky" | "almalinux" | "ol" | "amzn" => Some(PackageManager::Dnf),
+        "alpine" => Some(PackageManager::Apk),
+        _ => None,
+    }
+}
+
+/// Validate every row; return the rows to store and the rejected ones with reasons.
+/// `scanned_managers` = managers that produced rows plus the host's native manager,
+/// minus any scanner that reported an error (its absent rows must not be closed).
+pub fn validate(upload: ReportUpload, os_id: &str) -> (IngestReport, Vec<RejectedRow>) {
+    let mut rows = Vec::with_capacity(upload.updates.len());
+    let mut rejected = Vec::new();
+    let mut seen = HashSet::new();
+    for (index, value) in upload.updates.iter().enumerate() {
+        match validate_row(value) {
+            Ok(row) => {
+                let key = (row.manager, row.package.clone(), row.arch.clone());
+                if seen.insert(key) {
+                    rows.push((index, row));
+                } else {
+                    rejected.push(RejectedRow {
+                        index,
+                        reason: format!("duplicate of an earlier row for package `{}`", row.package),
+                    });
+                }
+            }
+            Err(reason) => rejected.push(RejectedRow { index, reason }),
+        }
+    }
+    let failed: HashSet<&str> = upload.scanner_errors.iter().map(|e| e.scanner.as_str()).collect();
+    let mut managers: Vec<PackageManager> = rows.iter().map(|(_, r)| r.manager).collect();
+    managers.extend(native_manager(os_id));
+    managers.sort_by_key(|m| m.as_str());
+    managers.dedup();
+    managers.retain(|m| !failed.contains(m.as_str()));
+    (
+        IngestReport {
+            report_hash: upload.report_hash,
+            reboot_required: upload.reboot_required,
+            scanned_at: upload.scanned_at,
+            scanned_managers: managers,
+            scanner_errors: upload.scanner_errors,
+            rows,
+        },
+        rejected,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy_api_types::agent::ScannerError;
+    use serde_json::json;
+
+    fn upload(rows: Vec<serde_json::Value>) -> ReportUpload {
+        ReportUpload {
+            report_hash: "h".into(),
+            reboot_required: false,
+            scanned_at: chrono::Utc::now(),
+            scanner_errors: vec![],
+            updates: rows,
+        }
+    }
+
+    fn good(name: &str) -> serde_json::Value {
+        json!({"manager": "apt", "package": name, "current_version": "1.0",
+               "available_version": "1.1", "severity": "normal"})
+    }
+
+    #[test]
+    fn bad_rows_are_rejected_with_reasons_and_the_rest_kept() {
+        let rows = vec![
+            good("a"),
+            json!({"manager": "apt", "current_version": "1", "available_version": "2", "severity": "normal"}),
+            json!({"manager": "zypper", "package": "b", "current_version": "1", "available_version": "2", "severity": "normal"}),
+            json!({"manager": "apt", "package": "bad name", "current_version": "1", "available_version": "2", "severity": "normal"}),
+            good("a"),
+            json!("not an object"),
+            good("c"),
+        ];
+        let (report, rejected) = validate(upload(rows), "debian");
+        assert_eq!(report.rows.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 6]);
+        let reasons: Vec<_> = rejected.iter().map(|r| (r.index, r.reason.as_str())).collect();
+        assert!(reasons[0].1.contains("missing field `package`"), "{reasons:?}");
+        assert!(reasons[1].1.contains("zypper"), "{reasons:?}");
+        assert!(reasons[2].1.contains("whitespace"), "{reasons:?}");
+        assert!(reasons[3].1.contains("duplicate"), "{reasons:?}");
+        assert_eq!(rejected.len(), 5);
+    }
+
+    #[test]
+    fn failed_scanners_are_not_reconciled() {
+        let mut u = upload(vec![]);
+        u.scanner_errors.push(ScannerError { scanner: "apt".into(), message: "lock".into() });
+        let (report, _) = validate(u, "debian");
+        assert!(report.scanned_managers.is_empty());
+        let (report, _) = validate(upload(vec![]), "debian");
+        assert_eq!(report.scanned_managers, vec![PackageManager::Apt]);
+    }
+}

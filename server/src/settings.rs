@@ -1,0 +1,196 @@
+//! Server settings: defaults → TOML file (`--config`) → `CANOPY_*` environment →
+//! command-line flags. Defaults live here and only here.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on. Keep it on loopback behind a reverse proxy.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (default) or `postgres://USER@HOST/DB`.
+    pub database_url: String,
+    /// Where the server keeps its own files (the JWT signing key).
+    pub data_dir: PathBuf,
+    /// Username of the first admin created from `CANOPY_ADMIN_PASSWORD(_FILE)`.
+    pub admin_username: String,
+    /// Lifetime of an access JWT, seconds.
+    pub access_token_ttl_secs: u64,
+    /// Sliding lifetime of a refresh token, seconds.
+    pub refresh_token_ttl_secs: u64,
+    /// Longest a check-in is held open, seconds.
+    pub checkin_max_wait_secs: u32,
+    pub dry_run_timeout_secs: u32,
+    pub install_timeout_secs: u32,
+    pub scan_timeout_secs: u32,
+    /// How often the command-timeout sweep runs, seconds.
+    pub sweep_interval_secs: u64,
+    /// Events older than this many days are deleted by the retention job.
+    pub event_retention_days: u32,
+    /// Login and registration attempts allowed per client address per minute.
+    pub auth_attempts_per_minute: u32,
+    #[serde(skip_serializing)]
+    pub admin_password: Option<Secret>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            database_url: "sqlite://canopy.db".into(),
+            data_dir: PathBuf::from("canopy-data"),
+            admin_username: "admin".into(),
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            checkin_max_wait_secs: 30,
+            dry_run_timeout_secs: 300,
+            install_timeout_secs: 1800,
+            scan_timeout_secs: 600,
+            sweep_interval_secs: 5,
+            event_retention_days: 180,
+            auth_attempts_per_minute: 10,
+            admin_password: None,
+        }
+    }
+}
+
+/// The example configuration printed by `canopy default-config`.
+pub fn example_toml() -> String {
+    let body = toml::to_string_pretty(&Settings::default()).expect("settings serialise");
+    format!(
+        "# Canopy server configuration. Every key may also be set as CANOPY_<KEY> in the\n\
+         # environment (e.g. CANOPY_DATABASE_URL), which wins over this file.\n\
+         # The first admin's password comes from CANOPY_ADMIN_PASSWORD or\n\
+         # CANOPY_ADMIN_PASSWORD_FILE, never from this file.\n{body}"
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is invalid: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("environment variable {name} is invalid: {reason}")]
+    Env { name: String, reason: String },
+}
+
+impl Settings {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut s = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+                    path: path.into(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| SettingsError::Parse {
+                    path: path.into(),
+                    source,
+                })?
+            }
+            None => Settings::default(),
+        };
+        s.apply_env(|k| std::env::var(k).ok())?;
+        Ok(s)
+    }
+
+    /// Apply `CANOPY_*` variables read through `get` (injectable for tests).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
+        fn parse<T: std::str::FromStr>(name: &str, v: String) -> Result<T, SettingsError>
+        where
+            T::Err: fmt::Display,
+        {
+            v.trim().parse().map_err(|e: T::Err| SettingsError::Env {
+                name: name.into(),
+                reason: e.to_string(),
+            })
+        }
+        macro_rules! env {
+            ($field:ident, $name:literal) => {
+                if let Some(v) = get($name) {
+                    self.$field = parse($name, v)?;
+                }
+            };
+        }
+        env!(listen, "CANOPY_LISTEN");
+        env!(database_url, "CANOPY_DATABASE_URL");
+        env!(data_dir, "CANOPY_DATA_DIR");
+        env!(admin_username, "CANOPY_ADMIN_USERNAME");
+        env!(access_token_ttl_secs, "CANOPY_ACCESS_TOKEN_TTL_SECS");
+        env!(refresh_token_ttl_secs, "CANOPY_REFRESH_TOKEN_TTL_SECS");
+        env!(checkin_max_wait_secs, "CANOPY_CHECKIN_MAX_WAIT_SECS");
+        env!(dry_run_timeout_secs, "CANOPY_DRY_RUN_TIMEOUT_SECS");
+        env!(install_timeout_secs, "CANOPY_INSTALL_TIMEOUT_SECS");
+        env!(scan_timeout_secs, "CANOPY_SCAN_TIMEOUT_SECS");
+        env!(sweep_interval_secs, "CANOPY_SWEEP_INTERVAL_SECS");
+        env!(event_retention_days, "CANOPY_EVENT_RETENTION_DAYS");
+        env!(auth_attempts_per_minute, "CANOPY_AUTH_ATTEMPTS_PER_MINUTE");
+        if let Some(p) = get("CANOPY_ADMIN_PASSWORD") {
+            self.admin_password = Some(Secret::new(p));
+        } else if let Some(path) = get("CANOPY_ADMIN_PASSWORD_FILE") {
+            let text = std::fs::read_to_string(&path).map_err(|e| SettingsError::Env {
+                name: "CANOPY_ADMIN_PASSWORD_FILE".into(),
+                reason: format!("cannot read {path}: {e}"),
+            })?;
+            self.admin_password = Some(Secret::new(text.trim_end_matches(['\n', '\r'])));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_round_trips() {
+        let text = example_toml();
+        let parsed: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(parsed, Settings::default());
+    }
+
+    #[test]
+    fn env_overrides_and_names_bad_values() {
+        let mut s = Settings::default();
+        s.apply_env(|k| (k == "CANOPY_LISTEN").then(|| "127.0.0.1:9999".to_string()))
+            .unwrap();
+        assert_eq!(s.listen.port(), 9999);
+        let err = s
+            .apply_env(|k| (k == "CANOPY_INSTALL_TIMEOUT_SECS").then(|| "soon".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("CANOPY_INSTALL_TIMEOUT_SECS"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut s = Settings::default();
+        s.apply_env(|k| (k == "CANOPY_ADMIN_PASSWORD").then(|| "hunter2".to_string()))
+            .unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!example_toml().contains("hunter2"));
+    }
+}

@@ -1,0 +1,59 @@
+//! `AppState`: every dependency of a handler, injected once (no globals).
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::rate_limit::RateLimiter;
+use crate::settings::Settings;
+use canopy_api_types::HostId;
+use canopy_store::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<Settings>,
+    pub jwt: JwtKeys,
+    pub wakeups: Arc<Wakeups>,
+    pub login_limiter: Arc<RateLimiter>,
+    pub register_limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, settings: Settings, jwt: JwtKeys) -> Self {
+        let per_minute = settings.auth_attempts_per_minute;
+        Self {
+            store,
+            settings: Arc::new(settings),
+            jwt,
+            wakeups: Arc::new(Wakeups::default()),
+            login_limiter: Arc::new(RateLimiter::new(per_minute)),
+            register_limiter: Arc::new(RateLimiter::new(per_minute)),
+        }
+    }
+}
+
+/// Wakes the long-polling check-in of a host when a command is queued for it.
+///
+/// In-process only: with several replicas on PostgreSQL an agent held by another
+/// replica notices the command at its next check-in (at most `checkin_max_wait_secs`).
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    hosts: Mutex<HashMap<HostId, Arc<Notify>>>,
+}
+
+impl Wakeups {
+    pub fn handle(&self, host: HostId) -> Arc<Notify> {
+        self.hosts
+            .lock()
+            .expect("wakeups lock")
+            .entry(host)
+            .or_default()
+            .clone()
+    }
+
+    /// Wake the host's check-in; a permit is stored if none is waiting yet.
+    pub fn wake(&self, host: HostId) {
+        self.handle(host).notify_one();
+    }
+}
