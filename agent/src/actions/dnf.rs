@@ -1,0 +1,148 @@
+//! dnf dry-run and install. The dry-run is `dnf --assumeno upgrade PKG…` (it prints
+//! the transaction table, then "Operation aborted." with exit 1); the install is
+//! `dnf -y upgrade PKG…`. The table gives the new versions; the installed ones come
+//! from `rpm -q`.
+
+use super::{base_name, Plan};
+use crate::process::Cmd;
+use canopy_api_types::commands::PlannedPackage;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// Parse the transaction table (`Installing:`, `Upgrading:`, `Installing
+/// dependencies:`, `Removing:` … sections) up to `Transaction Summary`. Rows that dnf
+/// wrapped (a long name alone on its line) are joined with the next line.
+/// `installed` maps `name.arch` (or `name`) to the installed version.
+pub fn parse_transaction(
+    text: &str,
+    requested: &[String],
+    installed: &HashMap<String, String>,
+) -> Plan {
+    let wanted: HashSet<&str> = requested.iter().map(|r| base_name(r)).collect();
+    let mut plan = Plan::default();
+    let mut section: Option<String> = None;
+    let mut pending: Option<String> = None;
+    for raw in text.lines() {
+        let t = raw.trim();
+        if t.starts_with("Transaction Summary") {
+            break;
+        }
+        if t.is_empty() || t.starts_with('=') || t.starts_with("Package ") {
+            continue;
+        }
+        if !raw.starts_with(' ') && t.ends_with(':') {
+            section = Some(t.trim_end_matches(':').to_ascii_lowercase());
+            continue;
+        }
+        let Some(sec) = &section else { continue };
+        let line = match pending.take() {
+            Some(p) => format!("{p} {t}"),
+            None => t.to_string(),
+        };
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 4 {
+            pending = Some(line);
+            continue;
+        }
+        let (name, arch, version) = (fields[0], fields[1], fields[2]);
+        if sec.starts_with("removing") {
+            plan.removed.push(name.to_string());
+            continue;
+        }
+        if sec.starts_with("replacing") || sec.starts_with("skipping") {
+            continue;
+        }
+        let from_version = installed
+            .get(&format!("{name}.{arch}"))
+            .or_else(|| installed.get(name))
+            .cloned();
+        plan.packages.push(PlannedPackage {
+            package: name.to_string(),
+            from_version,
+            to_version: version.to_string(),
+            requested: wanted.contains(name),
+        });
+    }
+    plan
+}
+
+pub fn dry_run_cmd(packages: &[String], timeout: Duration) -> Cmd {
+    Cmd::new("dnf")
+        .args(["--assumeno", "upgrade"])
+        .args(packages.iter().cloned())
+        .timeout(timeout)
+}
+
+pub fn install_cmd(packages: &[String], timeout: Duration) -> Cmd {
+    Cmd::new("dnf")
+        .args(["-y", "upgrade"])
+        .args(packages.iter().cloned())
+        .timeout(timeout)
+}
+
+/// dnf's exit code for a dry-run is 1 ("Operation aborted.") even when the plan is fine.
+pub fn dry_run_ok(exit_code: i32, stdout: &str, stderr: &str) -> bool {
+    exit_code == 0
+        || (exit_code == 1
+            && (stdout.contains("Operation aborted") || stderr.contains("Operation aborted")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::strip_fixture_header;
+
+    #[test]
+    fn real_rhel8_transaction_table() {
+        let text = strip_fixture_header(include_str!(
+            "../../tests/fixtures/dnf-install-transaction-rhel8.txt"
+        ));
+        let installed =
+            HashMap::from([("git-core.x86_64".to_string(), "2.27.0-1.el8".to_string())]);
+        let plan = parse_transaction(&text, &["ansible-core".to_string()], &installed);
+        assert_eq!(plan.packages.len(), 3);
+        let a = &plan.packages[0];
+        assert_eq!(a.package, "ansible-core");
+        assert_eq!(a.to_version, "2.13.3-1.el8");
+        assert!(a.requested);
+        assert_eq!(a.from_version, None);
+        let git = &plan.packages[1];
+        assert!(!git.requested);
+        assert_eq!(git.from_version.as_deref(), Some("2.27.0-1.el8"));
+        assert_eq!(
+            plan.packages[2].to_version,
+            "3.9.6-1.module_el8.5.0+872+ab54e8e5"
+        );
+    }
+
+    #[test]
+    fn upgrade_section_wrapped_rows_and_removals() {
+        let text = "\
+Dependencies resolved.
+================================================================================
+ Package                      Arch     Version              Repository     Size
+================================================================================
+Upgrading:
+ openssl-libs                 x86_64   1:3.5.1-4.el9_7      baseos        2.3 M
+ a-very-long-package-name-that-wraps-the-column
+                              noarch   1.2-3.el9            appstream      10 k
+Removing:
+ old-thing                    x86_64   1.0-1.el9            @baseos        1 M
+
+Transaction Summary
+================================================================================
+Upgrade  2 Packages
+Operation aborted.
+";
+        let plan = parse_transaction(text, &["openssl-libs".to_string()], &HashMap::new());
+        assert_eq!(plan.packages.len(), 2);
+        assert_eq!(plan.packages[0].to_version, "1:3.5.1-4.el9_7");
+        assert_eq!(
+            plan.packages[1].package,
+            "a-very-long-package-name-that-wraps-the-column"
+        );
+        assert_eq!(plan.removed, vec!["old-thing"]);
+        assert!(dry_run_ok(1, text, ""));
+        assert!(!dry_run_ok(1, "Error: Unable to find a match: nope", ""));
+    }
+}

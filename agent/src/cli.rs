@@ -1,0 +1,393 @@
+//! The command line (clap derive) and what each subcommand does. Machine output
+//! goes to stdout, logs to stderr, so `scan --json | jq` works.
+
+use crate::cache::Cache;
+use crate::config::{config_path, AgentConfig, Secret, DEFAULT_STATE_DIR, STATE_DIR_ENV};
+use crate::scan::{self, ScanOptions};
+use anyhow::Context;
+use canopy_api_types::updates::{PackageUpdate, Severity};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "canopy-agent",
+    version,
+    about = "Canopy agent: scans packages, reports to the Canopy server, runs approved dry-runs and installs"
+)]
+pub struct Cli {
+    /// Config file [default: $CANOPY_AGENT_CONFIG or /etc/canopy-agent/agent.toml]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check in with the server (long poll), report, and execute commands until SIGTERM.
+    Run {
+        /// Refuse installs (scan and dry-run still work).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Register with a server using a registration token; writes the config and credential (0600).
+    Register {
+        /// Server root URL, e.g. https://canopy.lan:8080
+        #[arg(long)]
+        server: String,
+        /// Single-use registration token (or set CANOPY_REGISTRATION_TOKEN).
+        #[arg(long, env = "CANOPY_REGISTRATION_TOKEN", hide_env_values = true)]
+        token: String,
+        /// State/cache directory [default: $CANOPY_AGENT_STATE_DIR or /var/lib/canopy-agent]
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Register as a read-only agent.
+        #[arg(long)]
+        read_only: bool,
+        /// Extra PEM CA certificate to trust for the server.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// Run the scanners locally (no server needed) and print the result.
+    Scan {
+        /// Print the ScanReport as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Refresh package lists first (apt-get update / dnf makecache / apk update).
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// Show registration, server, last check-in, last scan and pending counts (from the cache).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the updates found by the last scan (from the cache).
+    ListUpdates {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Simulate installing packages and print every package the install would touch.
+    DryRun {
+        #[arg(required = true)]
+        packages: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        /// Timeout in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// The config if there is one (status and scan work without registration).
+fn try_config(flag: Option<&std::path::Path>) -> anyhow::Result<Option<AgentConfig>> {
+    let path = config_path(flag);
+    if path.exists() {
+        AgentConfig::load(&path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn cache_path(cfg: Option<&AgentConfig>) -> PathBuf {
+    match cfg {
+        Some(c) => c.cache_path(),
+        None => std::env::var_os(STATE_DIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+            .join("cache.json"),
+    }
+}
+
+/// Execute the parsed command. Returns the process exit code.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let cfg_flag = cli.config.as_deref();
+    match cli.command {
+        Command::Run { read_only } => {
+            let path = config_path(cfg_flag);
+            let cfg = AgentConfig::load(&path)?;
+            crate::run::launch(cfg, read_only).await?;
+            Ok(0)
+        }
+        Command::Register {
+            server,
+            token,
+            state_dir,
+            read_only,
+            ca_file,
+        } => {
+            let r = crate::register::register(crate::register::RegisterArgs {
+                server,
+                registration_token: Secret::new(token),
+                config: cli.config.clone(),
+                state_dir,
+                read_only,
+                ca_file,
+            })
+            .await?;
+            println!("registered as host {}", r.host_id);
+            println!("config:     {}", r.config_path.display());
+            println!("credential: {} (mode 0600)", r.token_path.display());
+            Ok(0)
+        }
+        Command::Scan { json, refresh } => {
+            let cfg = try_config(cfg_flag)?;
+            let timeout = Duration::from_secs(cfg.as_ref().map_or(600, |c| c.scan_timeout_secs));
+            let report = scan::scan(&ScanOptions { refresh, timeout }).await;
+            let path = cache_path(cfg.as_ref());
+            let mut cache = Cache::load(&path).unwrap_or_default();
+            cache.set_report(report.clone());
+            if let Err(e) = cache.save(&path) {
+                tracing::warn!(error = %format!("{e:#}"), "scan result not cached");
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("serialising report")?
+                );
+            } else {
+                print_table(&report.updates);
+                for e in &report.scanner_errors {
+                    eprintln!("scanner {} failed: {}", e.scanner, e.message);
+                }
+                if report.reboot_required {
+                    println!("reboot required");
+                }
+            }
+            Ok(if report.scanner_errors.is_empty() {
+                0
+            } else {
+                2
+            })
+        }
+        Command::Status { json } => {
+            let cfg = try_config(cfg_flag)?;
+            let cache = Cache::load(&cache_path(cfg.as_ref()))?;
+            let status = status_json(cfg.as_ref(), &cache);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).context("serialising status")?
+                );
+            } else {
+                print_status(&status);
+            }
+            Ok(0)
+        }
+        Command::ListUpdates { format } => {
+            let cfg = try_config(cfg_flag)?;
+            let path = cache_path(cfg.as_ref());
+            let cache = Cache::load(&path)?;
+            let report = cache.report.with_context(|| {
+                format!(
+                    "no scan cached in {}: run `canopy-agent scan` first",
+                    path.display()
+                )
+            })?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report.updates).context("serialising updates")?
+                ),
+                Format::Csv => print!("{}", to_csv(&report.updates)),
+                Format::Table => print_table(&report.updates),
+            }
+            Ok(0)
+        }
+        Command::DryRun {
+            packages,
+            json,
+            timeout,
+        } => {
+            let r = crate::actions::dry_run(
+                scan::primary_manager(),
+                &packages,
+                Duration::from_secs(timeout),
+            )
+            .await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).context("serialising result")?
+                );
+            } else {
+                for p in &r.planned {
+                    println!(
+                        "{:<40} {:<28} -> {:<28} {}",
+                        p.package,
+                        p.from_version.as_deref().unwrap_or("(new)"),
+                        p.to_version,
+                        if p.requested {
+                            "requested"
+                        } else {
+                            "dependency"
+                        }
+                    );
+                }
+                println!("{}", r.summary);
+                if !r.success {
+                    eprintln!("{}", r.stderr.trim_end());
+                }
+            }
+            Ok(if r.success { 0 } else { 1 })
+        }
+    }
+}
+
+fn status_json(cfg: Option<&AgentConfig>, cache: &Cache) -> serde_json::Value {
+    let updates = cache
+        .report
+        .as_ref()
+        .map(|r| r.updates.as_slice())
+        .unwrap_or(&[]);
+    serde_json::json!({
+        "registered": cfg.is_some_and(|c| c.token.is_some() || c.token_file.as_ref().is_some_and(|p| p.exists())),
+        "host_id": cfg.and_then(|c| c.host_id.clone()),
+        "server_url": cfg.map(|c| c.server_url.clone()),
+        "read_only": cfg.is_some_and(|c| c.read_only),
+        "last_checkin": cache.last_checkin,
+        "last_scan": cache.last_scan,
+        "last_error": cache.last_error,
+        "report_uploaded": cache.report_hash.is_some() && cache.report_hash == cache.uploaded_hash,
+        "pending": updates.len(),
+        "security": updates.iter().filter(|u| u.severity == Severity::Security).count(),
+        "held": updates.iter().filter(|u| u.held).count(),
+        "reboot_required": cache.report.as_ref().is_some_and(|r| r.reboot_required),
+        "scanner_errors": cache.report.as_ref().map(|r| r.scanner_errors.len()).unwrap_or(0),
+    })
+}
+
+fn print_status(s: &serde_json::Value) {
+    let text = |k: &str| match &s[k] {
+        serde_json::Value::Null => "never".to_string(),
+        serde_json::Value::String(v) => v.clone(),
+        v => v.to_string(),
+    };
+    let yn = |k: &str| {
+        if s[k].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    println!(
+        "registered:      {}{}",
+        yn("registered"),
+        s["host_id"]
+            .as_str()
+            .map(|h| format!(" (host {h})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "server:          {}",
+        s["server_url"].as_str().unwrap_or("(none)")
+    );
+    println!("read-only:       {}", yn("read_only"));
+    println!("last check-in:   {}", text("last_checkin"));
+    println!("last scan:       {}", text("last_scan"));
+    println!(
+        "pending updates: {} ({} security, {} held)",
+        s["pending"], s["security"], s["held"]
+    );
+    println!("reboot required: {}", yn("reboot_required"));
+    if let Some(e) = s["last_error"].as_str() {
+        println!("last error:      {e}");
+    }
+}
+
+fn print_table(updates: &[PackageUpdate]) {
+    if updates.is_empty() {
+        println!("no updates");
+        return;
+    }
+    for u in updates {
+        println!(
+            "{:<4} {:<36} {:<28} -> {:<28} {:<9} {}{}",
+            u.manager.as_str(),
+            u.package,
+            u.current_version,
+            u.available_version,
+            u.severity.as_str(),
+            u.source.as_deref().unwrap_or("-"),
+            if u.held { " [held]" } else { "" }
+        );
+    }
+    println!("{} updates", updates.len());
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// CSV with a header: manager,package,current_version,available_version,arch,source,severity,held
+pub fn to_csv(updates: &[PackageUpdate]) -> String {
+    let mut out = String::from(
+        "manager,package,current_version,available_version,arch,source,severity,held\n",
+    );
+    for u in updates {
+        let row = [
+            u.manager.as_str().to_string(),
+            csv_field(&u.package),
+            csv_field(&u.current_version),
+            csv_field(&u.available_version),
+            csv_field(u.arch.as_deref().unwrap_or("")),
+            csv_field(u.source.as_deref().unwrap_or("")),
+            u.severity.as_str().to_string(),
+            u.held.to_string(),
+        ];
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["canopy-agent", "list-updates", "--format", "csv"])
+            .expect("parses");
+        assert!(matches!(
+            c.command,
+            Command::ListUpdates {
+                format: Format::Csv
+            }
+        ));
+    }
+
+    #[test]
+    fn csv_quotes() {
+        let u = PackageUpdate {
+            manager: canopy_api_types::updates::PackageManager::Apt,
+            package: "a".into(),
+            current_version: "1,2".into(),
+            available_version: "3".into(),
+            arch: None,
+            source: Some("x\"y".into()),
+            severity: Severity::Security,
+            held: true,
+        };
+        let csv = to_csv(&[u]);
+        assert!(
+            csv.ends_with("apt,a,\"1,2\",3,,\"x\"\"y\",security,true\n"),
+            "{csv}"
+        );
+    }
+}

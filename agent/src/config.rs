@@ -1,0 +1,250 @@
+//! The agent's configuration file (TOML) and its credential file, both written 0600.
+//!
+//! Lookup: `--config PATH`, else `$CANOPY_AGENT_CONFIG`, else
+//! `/etc/canopy-agent/agent.toml`. The agent token lives in `token_file` (default
+//! `agent.token` next to the config) or inline as `token`; it is never logged.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG: &str = "/etc/canopy-agent/agent.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/canopy-agent";
+pub const CONFIG_ENV: &str = "CANOPY_AGENT_CONFIG";
+pub const STATE_DIR_ENV: &str = "CANOPY_AGENT_STATE_DIR";
+
+/// A secret string whose `Debug`/`Display` never show the value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `agent.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Server root, e.g. `https://canopy.lan:8080`.
+    pub server_url: String,
+    /// The host id the server assigned at registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// File holding the agent token (`HOST_ID.SECRET`), mode 0600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The agent token inline (prefer `token_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// Cache and state directory.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Scan and dry-run only; installs are refused.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Periodic re-scan interval.
+    #[serde(default = "default_scan_interval")]
+    pub scan_interval_secs: u64,
+    /// Run `apt-get update` / `dnf makecache` / `apk update` before periodic scans.
+    #[serde(default = "yes")]
+    pub refresh_before_scan: bool,
+    /// Timeout of each scanner command.
+    #[serde(default = "default_scan_timeout")]
+    pub scan_timeout_secs: u64,
+    /// How long the server may hold a check-in (long poll; the server caps it at 30).
+    #[serde(default = "default_wait")]
+    pub wait_secs: u32,
+    /// TCP/TLS connect timeout to the server.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Extra PEM CA certificate to trust for the server (self-signed homelab CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_state_dir() -> PathBuf {
+    std::env::var_os(STATE_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+fn default_scan_interval() -> u64 {
+    1800
+}
+fn default_scan_timeout() -> u64 {
+    600
+}
+fn default_wait() -> u32 {
+    25
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn yes() -> bool {
+    true
+}
+
+impl AgentConfig {
+    pub fn new(server_url: impl Into<String>) -> Self {
+        Self {
+            server_url: server_url.into(),
+            host_id: None,
+            token_file: None,
+            token: None,
+            state_dir: default_state_dir(),
+            read_only: false,
+            scan_interval_secs: default_scan_interval(),
+            refresh_before_scan: true,
+            scan_timeout_secs: default_scan_timeout(),
+            wait_secs: default_wait(),
+            connect_timeout_secs: default_connect_timeout(),
+            ca_file: None,
+        }
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading agent config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing agent config {}", path.display()))
+    }
+
+    /// Write the config (0600, parent directory 0700 when created).
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let text = toml::to_string_pretty(self).context("serialising agent config")?;
+        write_private(path, text.as_bytes())
+    }
+
+    /// The agent token: inline `token`, else the contents of `token_file`.
+    pub fn token(&self) -> anyhow::Result<Secret> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let path = self.token_file.as_ref().context(
+            "the config has neither `token` nor `token_file`: run `canopy-agent register` first",
+        )?;
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("reading agent token file {}", path.display()))?;
+        let t = t.trim();
+        anyhow::ensure!(
+            !t.is_empty(),
+            "agent token file {} is empty",
+            path.display()
+        );
+        Ok(Secret::new(t))
+    }
+
+    pub fn cache_path(&self) -> PathBuf {
+        self.state_dir.join("cache.json")
+    }
+}
+
+/// The config path from the flag, the environment or the default.
+pub fn config_path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+/// Create `dir` (and parents) with mode 0700 if missing.
+pub fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating directory {}", dir.display()))
+}
+
+/// Write `bytes` to `path` atomically (temp file + rename) with mode 0600.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    ensure_private_dir(dir)?;
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        // The mode only applies on creation: force it for a leftover temp file.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("setting mode 0600 on {}", tmp.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_is_0600_and_hides_the_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/agent.toml");
+        let mut c = AgentConfig::new("http://127.0.0.1:8080");
+        c.token = Some(Secret::new("hid.s3cr3t"));
+        c.state_dir = dir.path().join("state");
+        c.save(&path).expect("save");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(path.parent().expect("parent"))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+        let back = AgentConfig::load(&path).expect("load");
+        assert_eq!(back, c);
+        assert_eq!(back.token().expect("token").expose(), "hid.s3cr3t");
+        assert!(!format!("{back:?}").contains("s3cr3t"));
+        assert_eq!(back.wait_secs, 25);
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("a.toml");
+        std::fs::write(&p, "server_url = \"http://x\"\n").expect("write");
+        let c = AgentConfig::load(&p).expect("load");
+        assert_eq!(c.scan_interval_secs, 1800);
+        assert!(c.token().is_err());
+        std::fs::write(&p, "server_url = \"http://x\"\nbogus = 1\n").expect("write");
+        let e = AgentConfig::load(&p).unwrap_err();
+        assert!(format!("{e:#}").contains("bogus"), "{e:#}");
+    }
+}

@@ -1,0 +1,171 @@
+//! Scanners: find out which package managers are present, ask each for its outdated
+//! packages and assemble one [`ScanReport`]. A scanner that fails is recorded in
+//! `scanner_errors` (its packages are then absent, not removed) instead of failing
+//! the whole scan. Parsers are pure functions tested on captured real output.
+
+pub mod apk;
+pub mod apt;
+pub mod dnf;
+
+use crate::process::which;
+use canopy_api_types::agent::{report_hash_input, ScanReport, ScannerError};
+use canopy_api_types::updates::PackageManager;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::Duration;
+
+/// How to scan.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Refresh the package lists first (`apt-get update`, `dnf makecache`, `apk update`).
+    pub refresh: bool,
+    /// Timeout of each external command.
+    pub timeout: Duration,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        Self {
+            refresh: false,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The package managers found on this machine, in the order they are scanned.
+pub fn detect_managers() -> Vec<PackageManager> {
+    let mut found = Vec::new();
+    if which("apt-get").is_some() && which("dpkg-query").is_some() {
+        found.push(PackageManager::Apt);
+    }
+    if which("dnf").is_some() {
+        found.push(PackageManager::Dnf);
+    }
+    if which("apk").is_some() {
+        found.push(PackageManager::Apk);
+    }
+    found
+}
+
+/// The manager used for dry-runs and installs: the first one detected.
+pub fn primary_manager() -> Option<PackageManager> {
+    detect_managers().into_iter().next()
+}
+
+/// Run every detected scanner and build the report.
+#[tracing::instrument(skip_all, fields(refresh = opts.refresh))]
+pub async fn scan(opts: &ScanOptions) -> ScanReport {
+    let mut report = ScanReport {
+        scanned_at: chrono::Utc::now(),
+        ..ScanReport::default()
+    };
+    let managers = detect_managers();
+    if managers.is_empty() {
+        report.scanner_errors.push(ScannerError {
+            scanner: "detect".into(),
+            message: "no supported package manager found (looked for apt-get, dnf, apk on PATH)"
+                .into(),
+        });
+    }
+    for m in managers {
+        let result = match m {
+            PackageManager::Apt => apt::scan(opts).await,
+            PackageManager::Dnf => dnf::scan(opts).await,
+            PackageManager::Apk => apk::scan(opts).await,
+            PackageManager::Docker => continue,
+        };
+        match result {
+            Ok(mut updates) => report.updates.append(&mut updates),
+            Err(e) => {
+                tracing::warn!(scanner = m.as_str(), error = %e, "scanner failed");
+                report.scanner_errors.push(ScannerError {
+                    scanner: m.as_str().into(),
+                    message: format!("{e:#}"),
+                });
+            }
+        }
+    }
+    report.updates.sort_by(|a, b| {
+        (a.manager.as_str(), &a.package, &a.arch).cmp(&(b.manager.as_str(), &b.package, &b.arch))
+    });
+    report.reboot_required = reboot_required(Path::new("/"));
+    tracing::info!(
+        updates = report.updates.len(),
+        errors = report.scanner_errors.len(),
+        "scan finished"
+    );
+    report
+}
+
+/// `/var/run/reboot-required` (Debian/Ubuntu) or `/run/reboot-required` exists under `root`.
+pub fn reboot_required(root: &Path) -> bool {
+    ["var/run/reboot-required", "run/reboot-required"]
+        .iter()
+        .any(|p| root.join(p).exists())
+}
+
+/// SHA-256 hex of the canonical report content (not its timestamp).
+pub fn report_hash(report: &ScanReport) -> String {
+    hex::encode(Sha256::digest(report_hash_input(report)))
+}
+
+/// Non-empty, trimmed lines.
+pub(crate) fn lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+}
+
+/// Drop the leading `#` provenance lines of a committed third-party fixture.
+#[cfg(test)]
+pub(crate) fn strip_fixture_header(text: &str) -> String {
+    text.lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy_api_types::updates::{PackageUpdate, Severity};
+
+    fn upd(name: &str) -> PackageUpdate {
+        PackageUpdate {
+            manager: PackageManager::Apt,
+            package: name.into(),
+            current_version: "1".into(),
+            available_version: "2".into(),
+            arch: Some("amd64".into()),
+            source: None,
+            severity: Severity::Normal,
+            held: false,
+        }
+    }
+
+    #[test]
+    fn hash_ignores_order_and_timestamp() {
+        let a = ScanReport {
+            updates: vec![upd("a"), upd("b")],
+            scanned_at: chrono::Utc::now(),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.updates.reverse();
+        b.scanned_at = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+        assert_eq!(report_hash(&a), report_hash(&b));
+        assert_eq!(report_hash(&a).len(), 64);
+        let mut c = a.clone();
+        c.reboot_required = true;
+        assert_ne!(report_hash(&a), report_hash(&c));
+    }
+
+    #[test]
+    fn reboot_flag_reads_the_marker_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!reboot_required(dir.path()));
+        std::fs::create_dir_all(dir.path().join("var/run")).expect("mkdir");
+        std::fs::write(dir.path().join("var/run/reboot-required"), "").expect("write");
+        assert!(reboot_required(dir.path()));
+    }
+}
