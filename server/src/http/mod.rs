@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agent::router())
         .route("/openapi.json", get(openapi::document));
     Router::new()
+        .route("/", get(index))
         .route("/healthz", get(healthz))
         .nest(API_PREFIX, api)
         .fallback(|| async { Error::NotFound("no such route".into()) })
@@ -41,4 +42,14 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, &'static str) {
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
     }
+}
+
+/// Until the web dashboard lands, `/` says where things are.
+async fn index() -> axum::response::Html<&'static str> {
+    axum::response::Html(concat!(
+        "<!doctype html><title>Canopy</title><h1>Canopy</h1>",
+        "<p>The API is under <a href=\"/api/v1/openapi.json\">/api/v1</a>. ",
+        "Use the <code>canopy</code> CLI (<code>canopy login</code>, <code>canopy hosts</code>, ",
+        "<code>canopy updates</code>, <code>canopy approve</code>) until the web dashboard arrives.</p>"
+    ))
 }

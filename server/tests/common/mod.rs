@@ -1,0 +1,197 @@
+//! `spawn_app()`: a real server on 127.0.0.1:0 with a fresh database (SQLite file or
+//! a new PostgreSQL database), a logged-in admin client, and helpers that speak the
+//! agent protocol over real HTTP.
+#![allow(dead_code)]
+
+use canopy_api_types::agent::*;
+use canopy_api_types::auth::CreateRegistrationToken;
+use canopy_api_types::client::Client;
+use canopy_api_types::updates::{PackageManager, PackageUpdate, Severity};
+use canopy_server::settings::{Secret, Settings};
+use sqlx::Connection;
+use std::time::Duration;
+
+pub const ADMIN_PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub base: String,
+    pub admin: Client,
+    pub anon: Client,
+    pub settings: Settings,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh PostgreSQL database on the server named by CANOPY_TEST_POSTGRES_URL.
+/// Missing → the test fails (never a silent pass), unless CANOPY_SKIP_POSTGRES=1.
+pub async fn fresh_postgres_url() -> Option<String> {
+    let Ok(admin_url) = std::env::var("CANOPY_TEST_POSTGRES_URL") else {
+        if std::env::var("CANOPY_SKIP_POSTGRES").as_deref() == Ok("1") {
+            eprintln!("SKIPPED (CANOPY_SKIP_POSTGRES=1): PostgreSQL variant of this test");
+            return None;
+        }
+        panic!("set CANOPY_TEST_POSTGRES_URL (cargo xtask test starts a PostgreSQL) or CANOPY_SKIP_POSTGRES=1");
+    };
+    let name = format!("canopy_srv_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("connect to test postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    let (base, _) = admin_url.rsplit_once('/').expect("url has a database part");
+    Some(format!("{base}/{name}"))
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.database_url = match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("canopy.db").display()),
+        Backend::Postgres => fresh_postgres_url().await?,
+    };
+    settings.data_dir = dir.path().join("data");
+    settings.admin_password = Some(Secret::new(ADMIN_PASSWORD));
+    settings.sweep_interval_secs = 1;
+    settings.auth_attempts_per_minute = 1000;
+    tweak(&mut settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let s = settings.clone();
+    let state = canopy_server::prepare(s).await.expect("server prepares");
+    tokio::spawn(canopy_server::serve(state, listener, async move {
+        let _ = rx.await;
+    }));
+    let anon = Client::new(http(), base.clone());
+    let pair = anon.login("admin", ADMIN_PASSWORD).await.expect("admin logs in");
+    let admin = anon.clone().with_token(pair.access_token);
+    Some(TestApp {
+        base,
+        admin,
+        anon,
+        settings,
+        _dir: dir,
+        _shutdown: tx,
+    })
+}
+
+pub fn facts(name: &str) -> HostFacts {
+    HostFacts {
+        hostname: name.into(),
+        machine_id: format!("{:032x}", uuid::Uuid::new_v4().as_u128()),
+        os_id: "debian".into(),
+        os_pretty: "Debian GNU/Linux 12 (bookworm)".into(),
+        kernel: "6.8.12-4-pve".into(),
+        arch: "x86_64".into(),
+        agent_version: "test".into(),
+        read_only: false,
+    }
+}
+
+pub fn package(name: &str, security: bool) -> PackageUpdate {
+    PackageUpdate {
+        manager: PackageManager::Apt,
+        package: name.into(),
+        current_version: "1.0-1".into(),
+        available_version: "1.1-1".into(),
+        arch: Some("amd64".into()),
+        source: Some(if security { "bookworm-security" } else { "bookworm" }.into()),
+        severity: if security { Severity::Security } else { Severity::Normal },
+        held: false,
+    }
+}
+
+/// An agent speaking the real protocol over HTTP (register, check-in, report, result).
+pub struct ProtocolAgent {
+    pub client: Client,
+    pub host_id: canopy_api_types::HostId,
+    pub facts: HostFacts,
+}
+
+impl TestApp {
+    pub async fn registration_token(&self, seats: u32) -> String {
+        self.admin
+            .create_registration_token(&CreateRegistrationToken {
+                label: "test".into(),
+                seats,
+                expires_in_secs: 3600,
+            })
+            .await
+            .unwrap()
+            .token
+    }
+
+    pub async fn enrol(&self, hostname: &str) -> ProtocolAgent {
+        let token = self.registration_token(1).await;
+        let facts = facts(hostname);
+        let r = self
+            .anon
+            .register(&RegisterRequest {
+                registration_token: token,
+                facts: facts.clone(),
+            })
+            .await
+            .unwrap();
+        ProtocolAgent {
+            client: Client::new(http(), self.base.clone()).with_token(r.agent_token),
+            host_id: r.host_id,
+            facts,
+        }
+    }
+}
+
+impl ProtocolAgent {
+    pub async fn report(&self, rows: Vec<serde_json::Value>) -> ReportAccepted {
+        self.client
+            .upload_report(&ReportUpload {
+                report_hash: format!("{:x}", uuid::Uuid::new_v4().as_u128()),
+                reboot_required: false,
+                scanned_at: chrono::Utc::now(),
+                scanner_errors: vec![],
+                updates: rows,
+            })
+            .await
+            .unwrap()
+    }
+
+    pub async fn checkin(&self, wait_secs: u32) -> CheckinResponse {
+        self.client
+            .checkin(&CheckinRequest {
+                facts: self.facts.clone(),
+                report_hash: None,
+                wait_secs,
+            })
+            .await
+            .unwrap()
+    }
+}
+
+/// Poll `f` until it returns Some, at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
