@@ -1,0 +1,301 @@
+//! The agent against a small fake server (axum on port 0): registration through the
+//! real binary (files 0600, no secret on stdout/stderr), then the check-in loop:
+//! report upload when asked, started → result for each command, a result retried
+//! after a 503, installs refused by a read-only agent, clean stop on shutdown.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use canopy_agent::config::{AgentConfig, Secret};
+use canopy_agent::run::Agent;
+use canopy_api_types::agent::*;
+use canopy_api_types::commands::{AgentCommand, CommandSpec};
+use canopy_api_types::{CommandId, HostId};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const AGENT_SECRET: &str = "HOSTID.agent-secret-d41d8cd9";
+const REG_TOKEN: &str = "reg-token-5f4dcc3b";
+
+#[derive(Default)]
+struct Seen {
+    checkins: usize,
+    reports: Vec<ReportUpload>,
+    events: Vec<String>,
+    results: Vec<(CommandId, ResultSubmission)>,
+    failed_once: bool,
+    auth: Vec<String>,
+}
+
+type S = Arc<Mutex<Seen>>;
+
+fn lock(s: &S) -> std::sync::MutexGuard<'_, Seen> {
+    s.lock().expect("lock")
+}
+
+async fn spawn_server(commands: Vec<AgentCommand>) -> (String, S) {
+    let seen: S = Arc::default();
+    let cmds = Arc::new(Mutex::new(Some(commands)));
+    let app =
+        Router::new()
+            .route(
+                "/api/v1/agent/register",
+                post(|Json(req): Json<RegisterRequest>| async move {
+                    assert_eq!(req.registration_token, REG_TOKEN);
+                    assert!(!req.facts.hostname.is_empty());
+                    Json(RegisterResponse {
+                        host_id: HostId::new(),
+                        agent_token: AGENT_SECRET.into(),
+                    })
+                }),
+            )
+            .route(
+                "/api/v1/agent/checkin",
+                post({
+                    let cmds = cmds.clone();
+                    move |State(s): State<S>,
+                          headers: axum::http::HeaderMap,
+                          Json(req): Json<CheckinRequest>| async move {
+                        let first = cmds.lock().expect("lock").take();
+                        {
+                            let mut g = lock(&s);
+                            g.checkins += 1;
+                            g.auth.push(
+                                headers
+                                    .get("authorization")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_string(),
+                            );
+                        }
+                        assert!(req.wait_secs > 0);
+                        match first {
+                            Some(commands) => Json(CheckinResponse {
+                                commands,
+                                report_wanted: true,
+                            }),
+                            None => {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                Json(CheckinResponse {
+                                    commands: vec![],
+                                    report_wanted: false,
+                                })
+                            }
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/api/v1/agent/report",
+                post(
+                    |State(s): State<S>, Json(r): Json<ReportUpload>| async move {
+                        let n = r.updates.len() as u64;
+                        lock(&s).reports.push(r);
+                        Json(ReportAccepted {
+                            accepted: n,
+                            rejected: vec![],
+                            reconciled: 0,
+                        })
+                    },
+                ),
+            )
+            .route(
+                "/api/v1/agent/commands/{id}/started",
+                post(|State(s): State<S>, Path(id): Path<CommandId>| async move {
+                    lock(&s).events.push(format!("started {id}"));
+                    Json(serde_json::json!({}))
+                }),
+            )
+            .route(
+                "/api/v1/agent/commands/{id}/result",
+                post(
+                    |State(s): State<S>,
+                     Path(id): Path<CommandId>,
+                     Json(r): Json<ResultSubmission>| async move {
+                        let mut g = lock(&s);
+                        if !g.failed_once {
+                            g.failed_once = true;
+                            return Err(StatusCode::SERVICE_UNAVAILABLE);
+                        }
+                        g.events.push(format!("result {id}"));
+                        g.results.push((id, r));
+                        Ok(Json(serde_json::json!({})))
+                    },
+                ),
+            )
+            .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn register_writes_private_files_and_prints_no_secret() {
+    let (url, _seen) = spawn_server(vec![]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("etc/agent.toml");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_canopy-agent"))
+        .args(["register", "--server", &url, "--read-only", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .env("CANOPY_AGENT_CONFIG", &config)
+        .env("CANOPY_REGISTRATION_TOKEN", REG_TOKEN)
+        .env("RUST_LOG", "debug")
+        .output()
+        .await
+        .expect("run binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("registered as host"), "{stdout}");
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains("agent-secret"),
+            "agent secret leaked: {text}"
+        );
+        assert!(
+            !text.contains(REG_TOKEN),
+            "registration token leaked: {text}"
+        );
+    }
+    let token_path = dir.path().join("etc/agent.token");
+    for p in [&config, &token_path] {
+        let mode = std::fs::metadata(p).expect("written").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+    let cfg = AgentConfig::load(&config).expect("config loads");
+    assert!(cfg.read_only);
+    assert_eq!(cfg.token().expect("token").expose(), AGENT_SECRET);
+    assert!(!std::fs::read_to_string(&config)
+        .expect("read")
+        .contains("agent-secret"));
+
+    // `status` reads it back without the server.
+    let st = tokio::process::Command::new(env!("CARGO_BIN_EXE_canopy-agent"))
+        .args(["status", "--json"])
+        .env("CANOPY_AGENT_CONFIG", &config)
+        .output()
+        .await
+        .expect("status");
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).expect("status json");
+    assert_eq!(v["registered"], true);
+    assert_eq!(v["server_url"], url);
+    assert!(!String::from_utf8_lossy(&st.stdout).contains("agent-secret"));
+}
+
+#[tokio::test]
+async fn checkin_loop_runs_commands_and_reports() {
+    let dry = AgentCommand {
+        id: CommandId::new(),
+        spec: CommandSpec::DryRun {
+            packages: vec!["bash".into()],
+        },
+        timeout_secs: 120,
+    };
+    let install = AgentCommand {
+        id: CommandId::new(),
+        spec: CommandSpec::Install {
+            packages: vec!["bash".into()],
+        },
+        timeout_secs: 120,
+    };
+    let (url, seen) = spawn_server(vec![dry.clone(), install.clone()]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = AgentConfig::new(url);
+    cfg.state_dir = dir.path().join("state");
+    cfg.read_only = true;
+    cfg.refresh_before_scan = false;
+    cfg.wait_secs = 2;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let agent = Agent::new(cfg.clone(), Secret::new(AGENT_SECRET), rx).expect("agent");
+    let task = tokio::spawn(agent.run());
+
+    // Bounded poll for both results.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while lock(&seen).results.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "results not delivered: {:?}",
+            lock(&seen).events
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let it check in again at least once more, then stop.
+    let n = lock(&seen).checkins;
+    while lock(&seen).checkins <= n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no further check-in"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tx.send(true).expect("signal");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops promptly")
+        .expect("join")
+        .expect("run ok");
+
+    let g = lock(&seen);
+    assert_eq!(g.auth[0], format!("Bearer {AGENT_SECRET}"));
+    assert!(!g.reports.is_empty(), "report uploaded when wanted");
+    assert_eq!(g.reports[0].report_hash.len(), 64);
+    assert_eq!(
+        g.events,
+        vec![
+            format!("started {}", dry.id),
+            format!("result {}", dry.id),
+            format!("started {}", install.id),
+            format!("result {}", install.id),
+        ]
+    );
+    let (_, dry_res) = &g.results[0];
+    assert!(dry_res.result.success, "{:?}", dry_res.result);
+    let (_, inst_res) = &g.results[1];
+    assert!(!inst_res.result.success);
+    assert!(inst_res.result.stderr.contains("read-only"));
+
+    let cache = canopy_agent::cache::Cache::load(&cfg.cache_path()).expect("cache");
+    assert!(cache.last_checkin.is_some() && cache.report.is_some());
+    let mode = std::fs::metadata(cfg.cache_path())
+        .expect("cache")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[tokio::test]
+async fn scan_json_needs_no_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_canopy-agent"))
+        .args(["scan", "--json"])
+        .env("CANOPY_AGENT_CONFIG", dir.path().join("missing.toml"))
+        .env("CANOPY_AGENT_STATE_DIR", dir.path().join("state"))
+        .output()
+        .await
+        .expect("run binary");
+    let report: ScanReport = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(out.status.success() || !report.scanner_errors.is_empty());
+    // The cache it wrote feeds list-updates.
+    let csv = tokio::process::Command::new(env!("CARGO_BIN_EXE_canopy-agent"))
+        .args(["list-updates", "--format", "csv"])
+        .env("CANOPY_AGENT_CONFIG", dir.path().join("missing.toml"))
+        .env("CANOPY_AGENT_STATE_DIR", dir.path().join("state"))
+        .output()
+        .await
+        .expect("run binary");
+    assert!(
+        csv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&csv.stderr)
+    );
+    let text = String::from_utf8_lossy(&csv.stdout);
+    assert!(text.starts_with("manager,package,current_version,available_version"));
+    assert_eq!(text.lines().count(), report.updates.len() + 1);
+}

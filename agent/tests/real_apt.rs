@@ -1,0 +1,97 @@
+//! The real apt scanner and the real `apt-get -s` dry-run on this machine (Debian
+//! with apt). No network: `apt list --upgradable` reads the local lists as they are
+//! (possibly empty), and the dry-run simulates a reinstall of an installed package.
+//! Skipped (with a message) on hosts without apt.
+
+use canopy_agent::scan::{self, ScanOptions};
+use canopy_api_types::updates::PackageManager;
+use std::time::Duration;
+
+fn have_apt() -> bool {
+    canopy_agent::process::which("apt-get").is_some()
+}
+
+#[tokio::test]
+async fn real_apt_scan_is_well_formed() {
+    if !have_apt() {
+        eprintln!("skipping: no apt-get on this host");
+        return;
+    }
+    assert!(scan::detect_managers().contains(&PackageManager::Apt));
+    let report = scan::scan(&ScanOptions {
+        refresh: false,
+        timeout: Duration::from_secs(120),
+    })
+    .await;
+    assert!(
+        report.scanner_errors.is_empty(),
+        "{:?}",
+        report.scanner_errors
+    );
+    for u in &report.updates {
+        assert_eq!(u.manager, PackageManager::Apt);
+        assert!(!u.package.is_empty() && !u.package.contains('/'), "{u:?}");
+        assert!(
+            !u.current_version.is_empty() && !u.available_version.is_empty(),
+            "{u:?}"
+        );
+        assert_ne!(u.current_version, u.available_version, "{u:?}");
+        assert!(u.arch.is_some());
+    }
+    // Sorted, and the JSON shape round-trips.
+    let names: Vec<_> = report.updates.iter().map(|u| u.package.clone()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    let json = serde_json::to_string(&report).expect("serialise");
+    let back: canopy_api_types::agent::ScanReport = serde_json::from_str(&json).expect("parse");
+    assert_eq!(back, report);
+    assert_eq!(scan::report_hash(&report).len(), 64);
+}
+
+#[tokio::test]
+async fn real_apt_dry_run_of_an_installed_package() {
+    if !have_apt() {
+        eprintln!("skipping: no apt-get on this host");
+        return;
+    }
+    let r = canopy_agent::actions::dry_run(
+        Some(PackageManager::Apt),
+        &["bash".to_string()],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(r.success, "{r:?}");
+    assert_eq!(r.exit_code, 0);
+    // bash is installed: either it is upgradable (planned, requested, with its old
+    // version) or already newest (nothing planned).
+    if let Some(p) = r.planned.iter().find(|p| p.package == "bash") {
+        assert!(p.requested);
+        assert!(p.from_version.is_some());
+    }
+    assert!(r.planned.iter().filter(|p| p.requested).count() <= 1);
+    assert!(r.summary.contains("upgraded"), "{}", r.summary);
+    assert!(r.stdout.contains("Reading package lists"));
+}
+
+#[tokio::test]
+async fn real_apt_dry_run_of_an_unknown_package_fails_cleanly() {
+    if !have_apt() {
+        eprintln!("skipping: no apt-get on this host");
+        return;
+    }
+    let r = canopy_agent::actions::dry_run(
+        Some(PackageManager::Apt),
+        &["canopy-no-such-package-xyz".to_string()],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(!r.success);
+    assert_eq!(r.exit_code, 100);
+    assert!(
+        r.stderr.contains("Unable to locate package"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.summary.contains("apt-get"), "{}", r.summary);
+}
