@@ -1,1 +1,97 @@
-fn main() {}
+//! `cargo xtask`: developer and CI tasks for the Canopy workspace.
+//!
+//! Plain `std` + `anyhow` so that it compiles first and fast in CI. Every subcommand lives in
+//! its own module; this file only parses the command line and dispatches.
+
+mod bench;
+mod check;
+mod demo;
+mod dockerd;
+mod lab;
+mod pg;
+mod prereqs;
+mod proc;
+mod state;
+mod test;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  prereqs                 install what the tests need (apt packages, rustup targets)
+  check                   drift checks (paired migrations, workspace dependencies)
+  pg start|stop|url       throwaway PostgreSQL 15 on 127.0.0.1 (prints its URL)
+  dockerd [start|stop]    ensure a Docker engine runs (bridge-less, host networking only)
+  lab up [--lab-guests N] build the guest image and apt repo, start guests, write .lab/lab.json
+  lab down|status         remove the guests and stop the repo server | print .lab/lab.json
+  test                    the whole suite, exactly what CI runs
+  demo                    start a local Canopy with demo data
+  bench                   benchmarks (see docs/benchmarks.md)
+
+environment:
+  CI=true                 missing prerequisites are hard failures
+  CANOPY_XTASK_STATE      state dir for pg/dockerd/lab runtime files (default /tmp/canopy-xtask)
+  CANOPY_LAB_CACHE        cache dir for lab images (default $HOME/.cache/canopy-lab)
+  CARGO_TARGET_DIR        honoured by every build step
+";
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["prereqs"] => prereqs::run(state::is_ci()),
+        ["check"] => check::run(&state::repo_root()?),
+        ["pg", "start"] => {
+            println!("{}", pg::start()?);
+            Ok(())
+        }
+        ["pg", "stop"] => pg::stop(),
+        ["pg", "url"] => {
+            println!("{}", pg::url()?);
+            Ok(())
+        }
+        ["dockerd"] | ["dockerd", "start"] => dockerd::ensure().map(|_| ()),
+        ["dockerd", "stop"] => dockerd::stop(),
+        ["lab", "up", rest @ ..] => lab::up(parse_guests(rest)?).map(|_| ()),
+        ["lab", "down"] => lab::down(),
+        ["lab", "status"] => lab::status(),
+        ["test", rest @ ..] => test::run(rest),
+        ["demo", rest @ ..] => demo::run(rest),
+        ["bench", rest @ ..] => bench::run(rest),
+        [] | ["help"] | ["--help"] | ["-h"] => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {:?}\n\n{USAGE}", other.join(" ")),
+    }
+}
+
+/// `--lab-guests N` or `--lab-guests=N`; default 1.
+pub fn parse_guests(args: &[&str]) -> Result<usize> {
+    let mut guests = 1;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let value = match arg.strip_prefix("--lab-guests") {
+            Some("") => it.next().copied(),
+            Some(v) if v.starts_with('=') => Some(&v[1..]),
+            _ => bail!("unknown argument {arg:?} (expected --lab-guests N)"),
+        };
+        let value = value.ok_or_else(|| anyhow::anyhow!("--lab-guests needs a number"))?;
+        guests = value
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--lab-guests: {value:?} is not a number"))?;
+        if guests == 0 || guests > 32 {
+            bail!("--lab-guests must be between 1 and 32");
+        }
+    }
+    Ok(guests)
+}

@@ -1,0 +1,152 @@
+//! `cargo xtask bench`: runs the pipeline benchmark (`server/benches/pipeline.rs`, release),
+//! collects its `BENCH name=value` lines and appends a dated section to docs/benchmarks.md
+//! with each figure next to its goal, marked met or missed.
+
+use crate::proc::cmd;
+use crate::state;
+use anyhow::{bail, Context, Result};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// A goal on one figure: `(name, comparison, bound)`.
+const GOALS: &[(&str, Cmp, f64)] = &[
+    ("ingest_vs_raw_ratio", Cmp::AtMost, 2.0),
+    ("checkin_vs_noop_pct", Cmp::AtLeast, 25.0),
+    ("checkins_per_sec", Cmp::AtLeast, 1000.0),
+    ("approve_to_command_p95_ms", Cmp::AtMost, 250.0),
+];
+
+#[derive(Clone, Copy)]
+enum Cmp {
+    AtMost,
+    AtLeast,
+}
+
+impl Cmp {
+    fn holds(self, value: f64, bound: f64) -> bool {
+        match self {
+            Cmp::AtMost => value <= bound,
+            Cmp::AtLeast => value >= bound,
+        }
+    }
+
+    fn show(self, bound: f64) -> String {
+        match self {
+            Cmp::AtMost => format!("≤ {bound}"),
+            Cmp::AtLeast => format!("≥ {bound}"),
+        }
+    }
+}
+
+pub fn run(args: &[&str]) -> Result<()> {
+    if let Some(arg) = args.first() {
+        bail!("cargo xtask bench takes no arguments (got {arg:?})");
+    }
+    let root = state::repo_root()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo bench -p canopy-server --bench pipeline (release; takes a while)");
+    let out = cmd(
+        &cargo,
+        ["bench", "-p", "canopy-server", "--bench", "pipeline"],
+    )
+    .current_dir(&root)
+    .timeout(Duration::from_secs(45 * 60))
+    .output()?;
+    let figures = parse(&out);
+    if figures.is_empty() {
+        bail!(
+            "the benchmark printed no `BENCH name=value` line:\n{}",
+            crate::proc::tail(&out, 20)
+        );
+    }
+    let section = section(&figures, &date()?, &machine());
+    print!("{section}");
+    let path = root.join("docs/benchmarks.md");
+    let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    if !doc.ends_with('\n') {
+        doc.push('\n');
+    }
+    doc.push('\n');
+    doc.push_str(&section);
+    std::fs::write(&path, doc).with_context(|| format!("write {}", path.display()))?;
+    eprintln!("xtask: appended to {}", path.display());
+    Ok(())
+}
+
+/// `BENCH name=value` lines, in order.
+fn parse(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("BENCH "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn section(figures: &[(String, String)], date: &str, machine: &str) -> String {
+    let mut s =
+        format!("## {date} — {machine}\n\n| figure | value | goal | |\n|---|---|---|---|\n");
+    for (name, value) in figures {
+        let goal = GOALS.iter().find(|(g, _, _)| g == name);
+        let (goal, verdict) = match (goal, value.parse::<f64>()) {
+            (Some((_, cmp, bound)), Ok(v)) => (
+                cmp.show(*bound),
+                if cmp.holds(v, *bound) {
+                    "met"
+                } else {
+                    "**missed**"
+                },
+            ),
+            (Some((_, cmp, bound)), Err(_)) => (cmp.show(*bound), "unreadable"),
+            (None, _) => (String::new(), ""),
+        };
+        let _ = writeln!(s, "| {name} | {value} | {goal} | {verdict} |");
+    }
+    for (name, cmp, bound) in GOALS {
+        if !figures.iter().any(|(n, _)| n == name) {
+            let _ = writeln!(
+                s,
+                "| {name} | (not reported) | {} | **missed** |",
+                cmp.show(*bound)
+            );
+        }
+    }
+    s
+}
+
+fn date() -> Result<String> {
+    Ok(cmd("date", ["-u", "+%Y-%m-%d"])
+        .output()?
+        .trim()
+        .to_string())
+}
+
+/// `<cpu model>, <n> cores`.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{model}, {cores} cores")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_marks_goals() {
+        let figures = parse("noise\nBENCH ingest_vs_raw_ratio=1.50\nBENCH checkins_per_sec=900\n");
+        let s = section(&figures, "2026-01-01", "cpu, 2 cores");
+        assert!(s.starts_with("## 2026-01-01 — cpu, 2 cores\n"));
+        assert!(s.contains("| ingest_vs_raw_ratio | 1.50 | ≤ 2 | met |"));
+        assert!(s.contains("| checkins_per_sec | 900 | ≥ 1000 | **missed** |"));
+        assert!(s.contains("| approve_to_command_p95_ms | (not reported) |"));
+    }
+}

@@ -1,0 +1,293 @@
+//! `cargo xtask demo`: a running Canopy with one enrolled agent, in the foreground.
+//!
+//! Builds `canopy` and `canopy-agent` (release), starts `canopy serve` on SQLite in a fresh
+//! /tmp/canopy-demo with a random admin password, logs in with the CLI, creates a
+//! registration token and enrols an agent: inside a lab guest (static musl agent) when a Docker
+//! engine answers, else on this machine in read-only mode. Prints the URL, the login and a few
+//! commands to try, then waits for Ctrl-C. A detached watchdog stops the server, the agent
+//! and the lab once xtask is gone, however it ended.
+
+use crate::proc::{cmd, poll};
+use crate::{dockerd, lab, state, test};
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const STATE: &str = "/tmp/canopy-demo";
+
+pub fn run(args: &[&str]) -> Result<()> {
+    if let Some(arg) = args.first() {
+        bail!("cargo xtask demo takes no arguments (got {arg:?})");
+    }
+    let root = state::repo_root()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let docker = dockerd::engine_up();
+    cmd(
+        &cargo,
+        [
+            "build",
+            "--release",
+            "-p",
+            "canopy-server",
+            "-p",
+            "canopy-agent",
+        ],
+    )
+    .current_dir(&root)
+    .timeout(Duration::from_secs(40 * 60))
+    .stream()?;
+    let release = test::target_dir(&root)?.join("release");
+    let canopy = release.join("canopy");
+    let agent = if docker {
+        test::build_musl_agent(&root)?
+    } else {
+        release.join("canopy-agent")
+    };
+
+    let dir = PathBuf::from(STATE);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data"))?;
+    let password = random_hex(12)?;
+    let pw_file = dir.join("admin-password");
+    std::fs::write(&pw_file, format!("{password}\n"))?;
+    std::fs::set_permissions(&pw_file, std::fs::Permissions::from_mode(0o600))?;
+    let session = dir.join("session.json");
+
+    let port = first_free_port(8080)?;
+    let url = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("server.log"))?;
+    let mut server = Command::new(&canopy)
+        .arg("serve")
+        .env(
+            "CANOPY_DATABASE_URL",
+            format!("sqlite://{}", dir.join("canopy.db").display()),
+        )
+        .env("CANOPY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CANOPY_DATA_DIR", dir.join("data"))
+        .env("CANOPY_ADMIN_PASSWORD_FILE", &pw_file)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("start {}", canopy.display()))?;
+    let mut children: Vec<u32> = vec![server.id()];
+    watchdog(&children, docker)?;
+    if !poll(Duration::from_secs(30), Duration::from_millis(200), || {
+        healthz(port)
+    }) {
+        let _ = server.kill();
+        let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+        bail!(
+            "canopy serve did not answer /healthz within 30 s:\n{}",
+            crate::proc::tail(&log, 20)
+        );
+    }
+
+    let canopy_s = canopy.to_string_lossy().into_owned();
+    let pw_s = pw_file.to_string_lossy().into_owned();
+    cmd(
+        &canopy_s,
+        [
+            "login",
+            "--server",
+            &url,
+            "--username",
+            "admin",
+            "--password-file",
+            &pw_s,
+        ],
+    )
+    .env("CANOPY_SESSION", &session)
+    .output()?;
+    let token_json = cmd(&canopy_s, ["token", "create", "--seats", "5", "--json"])
+        .env("CANOPY_SESSION", &session)
+        .output()?;
+    let token = json_string_field(&token_json, "token").with_context(|| {
+        format!("no \"token\" in `canopy token create --json` output: {token_json}")
+    })?;
+
+    let mut agent_child: Option<Child> = None;
+    let where_agent = if docker {
+        lab::up(1)?;
+        let guest = "canopy-lab-guest-1";
+        let dest = format!("{guest}:/usr/local/bin/canopy-agent");
+        cmd("docker", ["cp", &agent.to_string_lossy(), &dest]).output()?;
+        cmd(
+            "docker",
+            [
+                "exec",
+                guest,
+                "canopy-agent",
+                "register",
+                "--server",
+                &url,
+                "--token",
+                &token,
+            ],
+        )
+        .output()?;
+        cmd("docker", ["exec", "-d", guest, "canopy-agent", "run"]).output()?;
+        format!("in the lab guest {guest} (docker exec {guest} canopy-agent status)")
+    } else {
+        let config = dir.join("agent/agent.toml");
+        let config_s = config.to_string_lossy().into_owned();
+        let state_s = dir.join("agent-state").to_string_lossy().into_owned();
+        let agent_s = agent.to_string_lossy().into_owned();
+        cmd(
+            &agent_s,
+            [
+                "--config",
+                &config_s,
+                "register",
+                "--server",
+                &url,
+                "--token",
+                &token,
+                "--state-dir",
+                &state_s,
+                "--read-only",
+            ],
+        )
+        .output()?;
+        let log = std::fs::File::create(dir.join("agent.log"))?;
+        let child = Command::new(&agent)
+            .args(["--config", &config_s, "run", "--read-only"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start canopy-agent run")?;
+        children.push(child.id());
+        watchdog(&children, docker)?;
+        agent_child = Some(child);
+        format!(
+            "on this machine, read-only (log {}/agent.log)",
+            dir.display()
+        )
+    };
+
+    let session_s = session.display();
+    let canopy_d = canopy.display();
+    println!(
+        "\nCanopy is running at {url}\n\n\
+         Log in as admin with the password in {pw} ({password})\n\
+         Agent enrolled {where_agent}; server log {state}/server.log\n\n\
+         Try:\n  \
+           export CANOPY_SESSION={session_s}\n  \
+           {canopy_d} hosts\n  \
+           {canopy_d} updates\n  \
+           {canopy_d} approve ID        # queues a dry-run\n  \
+           {canopy_d} command ID        # the dry-run plan\n  \
+           {canopy_d} confirm ID        # installs\n\n\
+         Ctrl-C stops everything.",
+        pw = pw_file.display(),
+        state = dir.display(),
+    );
+    loop {
+        if let Some(status) = server.try_wait()? {
+            bail!(
+                "canopy serve exited ({status}); see {}/server.log",
+                dir.display()
+            );
+        }
+        if let Some(child) = agent_child.as_mut() {
+            if let Some(status) = child.try_wait()? {
+                eprintln!(
+                    "xtask: the agent exited ({status}); see {}/agent.log",
+                    dir.display()
+                );
+                agent_child = None;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A detached shell that waits for xtask to exit, then stops `pids` (and the lab).
+/// Ctrl-C also reaches the children directly (same process group); this covers the rest.
+fn watchdog(pids: &[u32], docker: bool) -> Result<()> {
+    let dir = Path::new(STATE);
+    let me = std::process::id();
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let exe = std::env::current_exe()?;
+    let lab_down = if docker {
+        format!("'{}' lab down", exe.display())
+    } else {
+        String::new()
+    };
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -TERM {} 2>/dev/null; {lab_down}",
+        pids.join(" ")
+    );
+    let pidfile = dir.join(format!("watchdog-{}.pid", pids.len()));
+    state::spawn_detached(
+        cmd("sh", ["-c", &script]),
+        &dir.join("watchdog.log"),
+        &pidfile,
+    )?;
+    Ok(())
+}
+
+fn healthz(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req =
+        format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200")
+}
+
+fn first_free_port(start: u16) -> Result<u16> {
+    (start..start + 100)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .with_context(|| format!("no free port on 127.0.0.1 from {start}"))
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The string value of `"key": "..."` in a JSON document (top-level or first occurrence).
+fn json_string_field(json: &str, key: &str) -> Option<String> {
+    let pat = format!("\"{key}\"");
+    let after = &json[json.find(&pat)? + pat.len()..];
+    let after = after
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = after.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => out.push(chars.next()?),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_string_field;
+
+    #[test]
+    fn token_field() {
+        let j = r#"{"token": "cnp_abc\"d", "info": {"token": "no"}}"#;
+        assert_eq!(json_string_field(j, "token").as_deref(), Some("cnp_abc\"d"));
+        assert_eq!(json_string_field(j, "missing"), None);
+    }
+}

@@ -1,0 +1,247 @@
+//! `cargo xtask lab up|down|status`: real Debian guests in Docker containers (host network)
+//! with apt pointed at a local repository that holds newer demo packages.
+//!
+//! `lab up` writes `.lab/lab.json` (the contract tests read through `CANOPY_LAB`):
+//!
+//! ```json
+//! {
+//!   "schema": 1,
+//!   "image": "canopy-lab/debian:bookworm",
+//!   "image_hash": "0123456789abcdef",
+//!   "repo_url": "http://127.0.0.1:PORT/",
+//!   "repo_dir": "/tmp/canopy-xtask/lab/repo",
+//!   "suites": { "main": "bookworm", "security": "bookworm-security" },
+//!   "apt_sources": "deb [trusted=yes] http://127.0.0.1:PORT/ bookworm main\n…",
+//!   "guests": ["canopy-lab-guest-1"],
+//!   "packages": {
+//!     "canopy-demo-tools": { "old": "1.0", "new": "2.0", "suite": "bookworm",
+//!                            "security": false, "held": false,
+//!                            "new_dependency": "canopy-demo-libextra" }
+//!   }
+//! }
+//! ```
+//!
+//! `packages` lists the installed demo packages (each has an upgrade); `new_dependency` is null
+//! when the upgrade pulls in nothing new.
+
+mod image;
+mod mirror;
+mod packages;
+mod repo;
+
+use crate::proc::cmd;
+use crate::state::{self, json_str};
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const GUEST_PREFIX: &str = "canopy-lab-guest-";
+const GUEST_LABEL: &str = "canopy.lab=guest";
+
+/// `.lab/lab.json` in the workspace root.
+pub fn lab_json_path() -> Result<PathBuf> {
+    Ok(state::repo_root()?.join(".lab/lab.json"))
+}
+
+/// Builds what is missing, (re)starts the repo server and `guests` containers, writes lab.json
+/// and returns its path.
+pub fn up(guests: usize) -> Result<PathBuf> {
+    let started = Instant::now();
+    crate::dockerd::ensure()?;
+    let root = state::repo_root()?;
+    let description = fs::read_to_string(packages::description_path(&root))
+        .context("read lab/packages/demo-packages.txt")?;
+    let pkgs = packages::parse(&description)?;
+    let lab_state = state::state_dir()?.join("lab");
+    fs::create_dir_all(&lab_state)?;
+    let repo_dir = lab_state.join("repo");
+    let old_debs = repo::build(&pkgs, &repo_dir)?;
+    let key = image::image_key(&description);
+    let build_secs = image::ensure(&key, &pkgs, &old_debs)?;
+    let url = repo::serve(&repo_dir)?;
+    let sources = format!(
+        "deb [trusted=yes] {url} {} main\ndeb [trusted=yes] {url} {} main\n",
+        repo::MAIN_SUITE,
+        repo::SECURITY_SUITE
+    );
+    remove_guests()?;
+    let mut names = Vec::new();
+    for i in 1..=guests {
+        let name = format!("{GUEST_PREFIX}{i}");
+        start_guest(&name, &sources)?;
+        verify_guest(&name, &pkgs)?;
+        names.push(name);
+    }
+    let path = lab_json_path()?;
+    fs::create_dir_all(path.parent().unwrap_or(&root))?;
+    fs::write(
+        &path,
+        lab_json(&key, &url, &repo_dir, &sources, &names, &pkgs),
+    )?;
+    eprintln!(
+        "xtask: lab up: {} guest(s), repo {url}, image build {build_secs:.1}s, total {:.1}s; wrote {}",
+        names.len(),
+        started.elapsed().as_secs_f64(),
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Removes the guests, stops the repo server and deletes lab.json. Safe to repeat.
+pub fn down() -> Result<()> {
+    if crate::dockerd::engine_up() {
+        remove_guests()?;
+    }
+    repo::stop()?;
+    let path = lab_json_path()?;
+    if path.exists() {
+        fs::remove_file(&path)?;
+    }
+    eprintln!("xtask: lab down");
+    Ok(())
+}
+
+pub fn status() -> Result<()> {
+    let path = lab_json_path()?;
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(_) => bail!(
+            "no lab is up ({} missing; run `cargo xtask lab up`)",
+            path.display()
+        ),
+    }
+}
+
+fn remove_guests() -> Result<()> {
+    let ids = cmd(
+        "docker",
+        ["ps", "-aq", "--filter", &format!("label={GUEST_LABEL}")],
+    )
+    .output()?;
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        cmd("docker", ["rm", "-f"])
+            .args_from(&ids)
+            .timeout(Duration::from_secs(60))
+            .output()?;
+    }
+    Ok(())
+}
+
+fn start_guest(name: &str, sources: &str) -> Result<()> {
+    cmd(
+        "docker",
+        [
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "--label",
+            GUEST_LABEL,
+            image::IMAGE,
+        ],
+    )
+    .timeout(Duration::from_secs(60))
+    .output()
+    .with_context(|| format!("start guest {name}"))?;
+    cmd(
+        "docker",
+        [
+            "exec",
+            "-i",
+            name,
+            "sh",
+            "-c",
+            "cat > /etc/apt/sources.list",
+        ],
+    )
+    .stdin(sources)
+    .timeout(Duration::from_secs(30))
+    .output()?;
+    cmd("docker", ["exec", name, "apt-get", "update", "-q"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .with_context(|| format!("apt-get update in {name}"))?;
+    Ok(())
+}
+
+/// Each installed demo package must have its new version as the apt candidate (held ones too:
+/// a hold keeps the candidate, it only stops the upgrade).
+fn verify_guest(name: &str, pkgs: &[packages::DemoPackage]) -> Result<()> {
+    let names: Vec<&str> = pkgs
+        .iter()
+        .filter(|p| p.old.is_some())
+        .map(|p| p.name.as_str())
+        .collect();
+    let policy = cmd("docker", ["exec", name, "apt-cache", "policy"])
+        .args_from(&names)
+        .timeout(Duration::from_secs(30))
+        .output()?;
+    for p in pkgs.iter().filter(|p| p.old.is_some()) {
+        let section = policy.split(&format!("{}:", p.name)).nth(1).unwrap_or("");
+        let field = |k: &str| {
+            section
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(k).map(str::trim))
+        };
+        let (installed, candidate) = (field("Installed:"), field("Candidate:"));
+        if installed != p.old.as_deref() || candidate != Some(p.new.as_str()) {
+            bail!(
+                "guest {name}: {} installed {installed:?} candidate {candidate:?}, expected {:?} -> {}",
+                p.name,
+                p.old,
+                p.new
+            );
+        }
+    }
+    Ok(())
+}
+
+fn lab_json(
+    key: &str,
+    url: &str,
+    repo_dir: &std::path::Path,
+    sources: &str,
+    guests: &[String],
+    pkgs: &[packages::DemoPackage],
+) -> String {
+    let guests: Vec<String> = guests.iter().map(|g| json_str(g)).collect();
+    let mut entries = Vec::new();
+    for p in pkgs {
+        let Some(old) = &p.old else { continue };
+        let new_dep = p
+            .depends
+            .iter()
+            .find(|d| pkgs.iter().any(|q| &q.name == *d && q.old.is_none()));
+        entries.push(format!(
+            "    {}: {{ \"old\": {}, \"new\": {}, \"suite\": {}, \"security\": {}, \"held\": {}, \"new_dependency\": {} }}",
+            json_str(&p.name),
+            json_str(old),
+            json_str(&p.new),
+            json_str(&p.suite),
+            p.suite == repo::SECURITY_SUITE,
+            p.held,
+            new_dep.map(|d| json_str(d)).unwrap_or_else(|| "null".into()),
+        ));
+    }
+    format!(
+        "{{\n  \"schema\": 1,\n  \"image\": {},\n  \"image_hash\": {},\n  \"repo_url\": {},\n  \"repo_dir\": {},\n  \
+         \"suites\": {{ \"main\": {}, \"security\": {} }},\n  \"apt_sources\": {},\n  \"guests\": [{}],\n  \
+         \"packages\": {{\n{}\n  }}\n}}\n",
+        json_str(image::IMAGE),
+        json_str(key),
+        json_str(url),
+        json_str(&repo_dir.to_string_lossy()),
+        json_str(repo::MAIN_SUITE),
+        json_str(repo::SECURITY_SUITE),
+        json_str(sources),
+        guests.join(", "),
+        entries.join(",\n"),
+    )
+}

@@ -1,0 +1,165 @@
+//! `cargo xtask prereqs`: installs what the test suite needs on a fresh machine, and costs
+//! only a few checks on a warm one. Every item is probed first (`command -v`, a known path,
+//! `rustup target list --installed`); only what is missing is installed, and each install is
+//! printed.
+
+use crate::proc::{cmd, have};
+use crate::state;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// One Debian package and how to tell whether what we need from it is already here.
+struct AptNeed {
+    package: &'static str,
+    present: fn() -> bool,
+}
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+const APT_NEEDS: &[AptNeed] = &[
+    AptNeed {
+        package: "docker.io",
+        present: || have("dockerd") && have("containerd"),
+    },
+    AptNeed {
+        package: "debootstrap",
+        present: || have("debootstrap"),
+    },
+    AptNeed {
+        package: "musl-tools",
+        present: || have("musl-gcc"),
+    },
+    AptNeed {
+        package: "postgresql-15",
+        present: || Path::new(PG_BIN).join("initdb").is_file(),
+    },
+    AptNeed {
+        package: "dpkg-dev",
+        present: || have("dpkg-scanpackages"),
+    },
+    AptNeed {
+        package: "apt-utils",
+        present: || have("apt-ftparchive"),
+    },
+    AptNeed {
+        package: "procps",
+        present: || have("ps"),
+    },
+    AptNeed {
+        package: "python3",
+        present: || have("python3"),
+    },
+    AptNeed {
+        package: "passwd",
+        present: || have("useradd"),
+    },
+    AptNeed {
+        package: "util-linux",
+        present: || have("runuser"),
+    },
+];
+
+const RUST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl"];
+
+/// Installs whatever is missing. With `strict` (CI), failing to install is an error;
+/// otherwise it is a warning and the suite runs what it can.
+pub fn run(strict: bool) -> Result<()> {
+    let started = Instant::now();
+    let result = install_missing();
+    match result {
+        Ok(()) => {
+            println!(
+                "xtask: prereqs ready in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Err(err) if !strict => {
+            eprintln!("xtask: warning: prerequisites incomplete (not CI, continuing): {err:#}");
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn install_missing() -> Result<()> {
+    let missing: Vec<&str> = APT_NEEDS
+        .iter()
+        .filter(|n| !(n.present)())
+        .map(|n| n.package)
+        .collect();
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+        let still: Vec<&str> = APT_NEEDS
+            .iter()
+            .filter(|n| !(n.present)())
+            .map(|n| n.package)
+            .collect();
+        if !still.is_empty() {
+            bail!("installed but still not usable: {}", still.join(", "));
+        }
+    }
+    rust_targets()
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "need root to install {} (run `cargo xtask prereqs` as root)",
+            packages.join(" ")
+        );
+    }
+    println!("xtask: installing apt packages: {}", packages.join(" "));
+    cmd("apt-get", ["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .timeout(Duration::from_secs(600))
+        .output()
+        .context("apt-get update")?;
+    let mut args = vec!["install", "-y", "-q", "-o", "Dpkg::Use-Pty=0"];
+    args.extend_from_slice(packages);
+    let out = cmd("apt-get", &args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .timeout(Duration::from_secs(1500))
+        .output()
+        .context("apt-get install")?;
+    let summary = out
+        .lines()
+        .find(|l| l.contains("newly installed"))
+        .unwrap_or("done");
+    println!("xtask: apt: {summary}");
+    Ok(())
+}
+
+fn rust_targets() -> Result<()> {
+    if !have("rustup") {
+        bail!("rustup not found: cannot add {}", RUST_TARGETS.join(", "));
+    }
+    let root = state::repo_root()?;
+    let installed = cmd("rustup", ["target", "list", "--installed"])
+        .current_dir(&root)
+        .output()?;
+    for target in RUST_TARGETS {
+        if installed.lines().any(|l| l.trim() == *target) {
+            continue;
+        }
+        println!("xtask: rustup target add {target}");
+        cmd("rustup", ["target", "add", target])
+            .current_dir(&root)
+            .timeout(Duration::from_secs(900))
+            .output()?;
+    }
+    Ok(())
+}
+
+/// Effective uid 0, read from /proc (no libc dependency).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
