@@ -1,0 +1,184 @@
+//! End to end in a lab guest: a real Debian bookworm container (host networking), the
+//! real static `canopy-agent`, real apt against the lab's local repository, and the
+//! real server. Needs `cargo xtask test` (it exports CANOPY_LAB and
+//! CANOPY_AGENT_MUSL_BIN); without them the test fails, unless CANOPY_SKIP_LAB=1.
+
+mod common;
+
+use canopy_api_types::commands::{CommandSpec, CommandStatus};
+use canopy_api_types::hosts::EventFilter;
+use canopy_api_types::updates::{Severity, UpdateFilter, UpdateStatus};
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+struct Lab {
+    guests: Vec<String>,
+    agent_bin: String,
+}
+
+fn lab() -> Option<Lab> {
+    let (Ok(path), Ok(agent_bin)) = (std::env::var("CANOPY_LAB"), std::env::var("CANOPY_AGENT_MUSL_BIN")) else {
+        if std::env::var("CANOPY_SKIP_LAB").as_deref() == Ok("1") {
+            eprintln!("SKIPPED (CANOPY_SKIP_LAB=1): lab end-to-end test");
+            return None;
+        }
+        panic!("set CANOPY_LAB and CANOPY_AGENT_MUSL_BIN (cargo xtask test does), or CANOPY_SKIP_LAB=1");
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("lab.json is JSON");
+    let guests = v["guests"]
+        .as_array()
+        .expect("lab.json has guests")
+        .iter()
+        .map(|g| g.as_str().or_else(|| g["name"].as_str()).expect("guest name").to_string())
+        .collect();
+    Some(Lab { guests, agent_bin })
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn dpkg_version(guest: &str, package: &str) -> String {
+    docker(&["exec", guest, "dpkg-query", "-W", "-f", "${Version}", package])
+}
+
+/// Copy the agent in, register it with a fresh token, start `canopy-agent run`.
+async fn enrol_guest(app: &TestApp, lab: &Lab, guest: &str) {
+    docker(&["cp", &lab.agent_bin, &format!("{guest}:/usr/local/bin/canopy-agent")]);
+    // A previous run may have left a registration behind.
+    let _ = Command::new("docker").args(["exec", guest, "rm", "-rf", "/etc/canopy-agent", "/var/lib/canopy-agent"]).output();
+    let _ = Command::new("docker").args(["exec", guest, "pkill", "-f", "canopy-agent run"]).output();
+    let token = app.registration_token(1).await;
+    let out = docker(&[
+        "exec", "-e", &format!("CANOPY_REGISTRATION_TOKEN={token}"), guest,
+        "canopy-agent", "register", "--server", &app.base,
+    ]);
+    assert!(!out.contains(&token), "the registration token must not be echoed");
+    start_agent(guest);
+}
+
+fn start_agent(guest: &str) {
+    docker(&["exec", "-d", "-e", "RUST_LOG=info", guest, "sh", "-c", "exec canopy-agent run >>/var/log/canopy-agent.log 2>&1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_in_a_lab_guest_runs_the_whole_pipeline() {
+    let Some(lab) = lab() else { return };
+    let guest = lab.guests[0].clone();
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    enrol_guest(&app, &lab, &guest).await;
+
+    // The agent registers and reports the outdated demo packages.
+    let updates = eventually(Duration::from_secs(120), || async {
+        let page = app.admin.updates(&UpdateFilter { package: Some("canopy-demo".into()), ..Default::default() }).await.unwrap();
+        (page.total >= 4).then_some(page.items)
+    })
+    .await;
+    let by_name = |n: &str| updates.iter().find(|u| u.package == n).unwrap_or_else(|| panic!("{n} not reported: {updates:?}"));
+    assert_eq!(by_name("canopy-demo-ssl").severity, Severity::Security);
+    assert!(by_name("canopy-demo-pinned").held, "held packages are reported as held");
+    assert_eq!(by_name("canopy-demo-tools").available_version, "2.0");
+
+    // Approving two shows the new dependency in the dry-run.
+    let old_tools = dpkg_version(&guest, "canopy-demo-tools");
+    let approved = app.admin.approve(vec![by_name("canopy-demo-tools").id, by_name("canopy-demo-ssl").id]).await.unwrap();
+    assert_eq!(approved.approved, 2);
+    let dry_id = approved.dry_run_commands[0];
+    let dry = eventually(Duration::from_secs(60), || async {
+        let c = app.admin.command(dry_id).await.unwrap();
+        c.status.is_terminal().then_some(c)
+    })
+    .await;
+    assert_eq!(dry.status, CommandStatus::Completed, "dry-run failed: {:?}", dry.result);
+    let planned = dry.result.unwrap().planned;
+    let dep = planned.iter().find(|p| p.package == "canopy-demo-libextra").expect("the dry-run shows the new dependency");
+    assert!(!dep.requested && dep.from_version.is_none());
+    assert_eq!(dpkg_version(&guest, "canopy-demo-tools"), old_tools, "a dry-run changes nothing");
+
+    // Confirming installs them.
+    let install = app.admin.confirm(dry_id).await.unwrap();
+    assert!(matches!(install.spec, CommandSpec::Install { .. }));
+    let done = eventually(Duration::from_secs(120), || async {
+        let c = app.admin.command(install.id).await.unwrap();
+        c.status.is_terminal().then_some(c)
+    })
+    .await;
+    assert_eq!(done.status, CommandStatus::Completed, "install failed: {:?}", done.result);
+    assert_eq!(dpkg_version(&guest, "canopy-demo-tools"), "2.0");
+    assert_eq!(dpkg_version(&guest, "canopy-demo-ssl"), "1.0+deb12u1");
+    assert!(!dpkg_version(&guest, "canopy-demo-libextra").is_empty());
+
+    // The re-scan after install closes nothing it should not; the installed rows are history.
+    let installed = app.admin.updates(&UpdateFilter { status: Some(UpdateStatus::Installed), ..Default::default() }).await.unwrap();
+    assert_eq!(installed.total, 2);
+    let history = app.admin.history(None).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(history.iter().all(|h| h.correlation_id == approved.correlation_id));
+
+    // Every step under one correlation id.
+    let events = app.admin.events(&EventFilter { correlation_id: Some(approved.correlation_id), ..Default::default() }).await.unwrap();
+    let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+    for t in ["updates.approved", "command.queued", "command.sent", "command.running", "command.completed", "dry_run.ready", "install.confirmed", "updates.installed"] {
+        assert!(types.contains(&t), "{t} missing from {types:?}");
+    }
+    let _ = Command::new("docker").args(["exec", &guest, "pkill", "-f", "canopy-agent run"]).output();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
+    let Some(lab) = lab() else { return };
+    let guest = lab.guests.get(1).cloned().unwrap_or_else(|| lab.guests[0].clone());
+    let app = spawn_app_with(Backend::Sqlite, |s| s.install_timeout_secs = 8).await.unwrap();
+    enrol_guest(&app, &lab, &guest).await;
+    let slow = eventually(Duration::from_secs(120), || async {
+        let page = app.admin.updates(&UpdateFilter { package: Some("canopy-demo-slow".into()), ..Default::default() }).await.unwrap();
+        page.items.into_iter().next()
+    })
+    .await;
+    let approved = app.admin.approve(vec![slow.id]).await.unwrap();
+    let dry_id = approved.dry_run_commands[0];
+    eventually(Duration::from_secs(60), || async {
+        (app.admin.command(dry_id).await.unwrap().status == CommandStatus::Completed).then_some(())
+    })
+    .await;
+    let install = app.admin.confirm(dry_id).await.unwrap();
+    eventually(Duration::from_secs(60), || async {
+        (app.admin.command(install.id).await.unwrap().status == CommandStatus::Running).then_some(())
+    })
+    .await;
+    // The postinst of canopy-demo-slow sleeps; kill the agent in the middle of it.
+    docker(&["exec", &guest, "pkill", "-9", "-f", "canopy-agent run"]);
+    let timed_out = eventually(Duration::from_secs(60), || async {
+        let c = app.admin.command(install.id).await.unwrap();
+        (c.status == CommandStatus::TimedOut).then_some(c)
+    })
+    .await;
+    assert!(timed_out.error.unwrap().contains("no result"));
+
+    // Let the orphaned dpkg finish, restart the agent, retry.
+    eventually(Duration::from_secs(60), || async {
+        let out = Command::new("docker").args(["exec", &guest, "pgrep", "-x", "dpkg"]).output().unwrap();
+        (!out.status.success()).then_some(())
+    })
+    .await;
+    start_agent(&guest);
+    let retry = app.admin.retry(install.id).await.unwrap();
+    assert_eq!(retry.retried_from, Some(install.id));
+    let done = eventually(Duration::from_secs(120), || async {
+        let c = app.admin.command(retry.id).await.unwrap();
+        c.status.is_terminal().then_some(c)
+    })
+    .await;
+    assert_eq!(done.status, CommandStatus::Completed, "retry failed: {:?}", done.result);
+    assert_eq!(dpkg_version(&guest, "canopy-demo-slow"), "1.1");
+    let _ = Command::new("docker").args(["exec", &guest, "pkill", "-f", "canopy-agent run"]).output();
+}
