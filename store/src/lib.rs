@@ -8,7 +8,9 @@
 //!
 //! Both backends pass the same conformance suite (`tests/conformance/`).
 
+mod common;
 mod error;
+mod ingest_plan;
 pub mod events;
 mod migrate;
 pub mod model;

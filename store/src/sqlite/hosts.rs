@@ -1,38 +1,49 @@
-//! Host registration and check-in bookkeeping on SQLite.
+//! Host enrolment, check-ins and host listings on SQLite.
 
 use super::rows::{self, HOST_SELECT};
-use super::{insert_events, SqliteStore};
+use super::{insert_events, new_event, ts, SqliteStore, Tx};
 use crate::common::{micros, prepare_event};
-use crate::{events, Actor, HostStore, NewEvent, NewHost, Result, StoreError};
+use crate::{events, Actor, HostStore, NewHost, Result, StoreError};
 use async_trait::async_trait;
 use canopy_api_types::agent::HostFacts;
 use canopy_api_types::hosts::Host;
 use canopy_api_types::HostId;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use serde_json::json;
+
+impl SqliteStore {
+    /// One host with its counts, inside a transaction.
+    pub(super) async fn host_in(tx: &mut Tx, host: HostId) -> Result<Option<Host>> {
+        let row = sqlx::query(&format!("{HOST_SELECT} WHERE h.id = ? GROUP BY h.id"))
+            .bind(host.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+        row.as_ref().map(rows::host).transpose()
+    }
+}
 
 #[async_trait]
 impl HostStore for SqliteStore {
     async fn register_host(&self, token_hash: &str, new: NewHost, now: DateTime<Utc>) -> Result<Host> {
         let now = micros(now);
-        let mut tx = self.write_tx().await?;
-        let token = sqlx::query("SELECT id, seats, seats_used, expires_at, revoked FROM registration_tokens WHERE token_hash = ?")
+        let mut tx = self.begin_immediate().await?;
+        let token = sqlx::query("SELECT * FROM registration_tokens WHERE token_hash = ?")
             .bind(token_hash)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::TokenUnknown)?;
-        let token_id: String = token.try_get("id")?;
-        if token.try_get::<bool, _>("revoked")? {
+        let token = rows::registration_token(&token)?;
+        if token.revoked {
             return Err(StoreError::TokenRevoked);
         }
-        if token.try_get::<DateTime<Utc>, _>("expires_at")? <= now {
+        if token.expires_at <= now {
             return Err(StoreError::TokenExpired);
         }
-        if token.try_get::<i64, _>("seats_used")? >= token.try_get::<i64, _>("seats")? {
+        if token.seats_used >= token.seats {
             return Err(StoreError::NoSeats);
         }
         sqlx::query("UPDATE registration_tokens SET seats_used = seats_used + 1 WHERE id = ?")
-            .bind(&token_id)
+            .bind(token.id.to_string())
             .execute(&mut *tx)
             .await?;
         let f = &new.facts;
@@ -40,11 +51,12 @@ impl HostStore for SqliteStore {
             .bind(&f.machine_id)
             .fetch_optional(&mut *tx)
             .await?;
-        let (id, event_type) = match existing {
+        let (host_id, event_type) = match existing {
             Some(id) => {
                 sqlx::query(
-                    "UPDATE hosts SET hostname = ?, os_id = ?, os_pretty = ?, kernel = ?, arch = ?, agent_version = ?, \
-                     read_only = ?, credential_hash = ?, registration_token_id = ?, last_seen = ? WHERE id = ?",
+                    "UPDATE hosts SET hostname = ?, os_id = ?, os_pretty = ?, kernel = ?, arch = ?, \
+                     agent_version = ?, read_only = ?, credential_hash = ?, registration_token_id = ?, \
+                     last_seen = ? WHERE id = ?",
                 )
                 .bind(&f.hostname)
                 .bind(&f.os_id)
@@ -54,20 +66,20 @@ impl HostStore for SqliteStore {
                 .bind(&f.agent_version)
                 .bind(f.read_only)
                 .bind(&new.credential_hash)
-                .bind(&token_id)
-                .bind(now)
+                .bind(token.id.to_string())
+                .bind(ts(now))
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-                (id, events::HOST_REENROLLED)
+                (rows::parse::<HostId>("hosts", "id", &id)?, events::HOST_REENROLLED)
             }
             None => {
-                let id = new.id.to_string();
                 sqlx::query(
-                    "INSERT INTO hosts (id, hostname, machine_id, os_id, os_pretty, kernel, arch, agent_version, read_only, \
-                     credential_hash, registration_token_id, last_seen, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO hosts (id, hostname, machine_id, os_id, os_pretty, kernel, arch, agent_version, \
+                     read_only, credential_hash, registration_token_id, last_seen, registered_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
-                .bind(&id)
+                .bind(new.id.to_string())
                 .bind(&f.hostname)
                 .bind(&f.machine_id)
                 .bind(&f.os_id)
@@ -77,62 +89,63 @@ impl HostStore for SqliteStore {
                 .bind(&f.agent_version)
                 .bind(f.read_only)
                 .bind(&new.credential_hash)
-                .bind(&token_id)
-                .bind(now)
-                .bind(now)
+                .bind(token.id.to_string())
+                .bind(ts(now))
+                .bind(ts(now))
                 .execute(&mut *tx)
                 .await?;
-                (id, events::HOST_REGISTERED)
+                (new.id, events::HOST_REGISTERED)
             }
         };
-        let host_id: HostId = id
-            .parse()
-            .map_err(|_| StoreError::corrupt("hosts", format!("id {id}")))?;
-        let ev = NewEvent {
-            event_type: event_type.into(),
-            subject: events::host_subject(host_id),
-            actor: Actor::Agent(host_id),
-            correlation: None,
-            causation: None,
-            payload: serde_json::json!({
-                "hostname": f.hostname, "machine_id": f.machine_id, "os": f.os_pretty,
-                "read_only": f.read_only, "registration_token": token_id,
+        let ev = new_event(
+            event_type,
+            events::host_subject(host_id),
+            &Actor::Agent(host_id),
+            None,
+            json!({
+                "hostname": f.hostname,
+                "machine_id": f.machine_id,
+                "registration_token_id": token.id,
             }),
-        };
+        );
         insert_events(&mut tx, &[prepare_event(ev, Some(host_id), now)]).await?;
-        let row = sqlx::query(&format!("{HOST_SELECT} WHERE h.id = ?"))
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let host = rows::host(&row)?;
+        let host = Self::host_in(&mut tx, host_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("host {host_id}")))?;
         tx.commit().await?;
         Ok(host)
     }
 
     async fn host_credential(&self, host: HostId) -> Result<Option<(Host, String)>> {
-        let row = sqlx::query(&format!("{HOST_SELECT} WHERE h.id = ?"))
+        let row = sqlx::query(&format!("{HOST_SELECT} WHERE h.id = ? GROUP BY h.id"))
             .bind(host.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok((rows::host(&r)?, r.try_get("credential_hash")?))).transpose()
+        row.map(|r| Ok((rows::host(&r)?, rows::text(&r, "hosts", "credential_hash")?)))
+            .transpose()
     }
 
-    async fn touch_host(&self, host: HostId, f: &HostFacts, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
+    async fn touch_host(&self, host: HostId, facts: &HostFacts, now: DateTime<Utc>) -> Result<()> {
+        // A check-in is not an event (it would flood the log every 30 s per host); facts
+        // and last_seen are plain projection columns.
+        let done = sqlx::query(
             "UPDATE hosts SET last_seen = ?, hostname = ?, os_id = ?, os_pretty = ?, kernel = ?, arch = ?, \
              agent_version = ?, read_only = ? WHERE id = ?",
         )
-        .bind(micros(now))
-        .bind(&f.hostname)
-        .bind(&f.os_id)
-        .bind(&f.os_pretty)
-        .bind(&f.kernel)
-        .bind(&f.arch)
-        .bind(&f.agent_version)
-        .bind(f.read_only)
+        .bind(ts(now))
+        .bind(&facts.hostname)
+        .bind(&facts.os_id)
+        .bind(&facts.os_pretty)
+        .bind(&facts.kernel)
+        .bind(&facts.arch)
+        .bind(&facts.agent_version)
+        .bind(facts.read_only)
         .bind(host.to_string())
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("host {host}")));
+        }
         Ok(())
     }
 
@@ -141,24 +154,17 @@ impl HostStore for SqliteStore {
     }
 
     async fn list_hosts(&self) -> Result<Vec<Host>> {
-        // One statement: the counts come from a grouped join, not a query per host.
-        let rows = sqlx::query(
-            "SELECT h.*, COALESCE(c.pending, 0) AS pending_updates, COALESCE(c.security, 0) AS security_updates \
-             FROM hosts h LEFT JOIN ( \
-                SELECT host_id, COUNT(*) AS pending, SUM(severity = 'security') AS security FROM updates \
-                WHERE status NOT IN ('installed','reconciled','rejected') GROUP BY host_id \
-             ) c ON c.host_id = h.id ORDER BY h.hostname",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::host).collect()
+        let found = sqlx::query(&format!("{HOST_SELECT} GROUP BY h.id ORDER BY h.hostname, h.id"))
+            .fetch_all(&self.pool)
+            .await?;
+        found.iter().map(rows::host).collect()
     }
 
     async fn report_hash(&self, host: HostId) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT report_hash FROM hosts WHERE id = ?")
+        let hash: Option<Option<String>> = sqlx::query_scalar("SELECT report_hash FROM hosts WHERE id = ?")
             .bind(host.to_string())
             .fetch_optional(&self.pool)
-            .await?
-            .flatten())
+            .await?;
+        Ok(hash.flatten())
     }
 }

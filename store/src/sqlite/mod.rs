@@ -4,13 +4,25 @@
 //! before they write run in `BEGIN IMMEDIATE` transactions so that concurrent writers
 //! queue on SQLite's write lock instead of failing to upgrade a read lock.
 
+use crate::common::PreparedEvent;
 use crate::migrate::{MigrationError, OPEN_TIMEOUT, SQLITE_MIGRATIONS};
-use crate::Store;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use crate::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
-mod stubs;
+mod commands;
+mod complete;
+mod event_store;
+mod hosts;
+mod ingest;
+mod rows;
+mod updates;
+mod users;
 
 /// How long a writer waits for SQLite's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,5 +86,72 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+}
+
+type Tx = Transaction<'static, Sqlite>;
+
+impl SqliteStore {
+    /// A write transaction holding SQLite's write lock from the start.
+    async fn begin_immediate(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// The one timestamp encoding of this backend: UTC, microseconds, `Z` — fixed width,
+/// so text order is time order and `<` in SQL compares times.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    crate::common::micros(t).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Append prepared events (ids, timestamps and checksums fixed) in one statement.
+async fn insert_events(conn: &mut SqliteConnection, events: &[PreparedEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+        "INSERT INTO events (id, ts, event_type, subject, host_id, actor, correlation_id, causation_id, payload, checksum) ",
+    );
+    qb.push_values(events, |mut b, e| {
+        b.push_bind(e.id.to_string())
+            .push_bind(ts(e.ts))
+            .push_bind(e.event.event_type.clone())
+            .push_bind(e.event.subject.clone())
+            .push_bind(e.host_id.map(|h| h.to_string()))
+            .push_bind(e.event.actor.to_string())
+            .push_bind(e.event.correlation.map(|c| c.to_string()))
+            .push_bind(e.event.causation.map(|c| c.to_string()))
+            .push_bind(e.event.payload.to_string())
+            .push_bind(e.checksum.clone());
+    });
+    qb.build().execute(conn).await?;
+    Ok(())
+}
+
+/// `true` when the error is a UNIQUE / PRIMARY KEY violation.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// `?, ?, ?` for an `IN (...)` list of `n` items.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// A new event about `subject` (no causation: the correlation groups the chain).
+fn new_event(
+    event_type: &str,
+    subject: String,
+    actor: &crate::Actor,
+    correlation: Option<canopy_api_types::CorrelationId>,
+    payload: serde_json::Value,
+) -> crate::NewEvent {
+    crate::NewEvent {
+        event_type: event_type.to_string(),
+        subject,
+        actor: actor.clone(),
+        correlation,
+        causation: None,
+        payload,
     }
 }

@@ -1,100 +1,220 @@
-//! Decoding SQLite rows into API types (ids and enums are stored as text).
+//! Decoding SQLite rows into the API types, with a `Corrupt` error naming the table
+//! and column instead of a panic when a stored value does not parse.
 
-use crate::{Result, StoreError};
-use canopy_api_types::commands::{Command, CommandResult, CommandSpec, CommandStatus};
-use canopy_api_types::hosts::Host;
-use canopy_api_types::updates::{PackageManager, Severity, Update, UpdateStatus};
+use crate::StoreError;
+use canopy_api_types::auth::{RegistrationToken, Role, User};
+use canopy_api_types::commands::{Command, CommandSpec, CommandStatus};
+use canopy_api_types::hosts::{Event, Host};
+use canopy_api_types::updates::{PackageManager, Severity, Update, UpdateStatus, VersionChange};
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
-use uuid::Uuid;
+use std::str::FromStr;
 
-pub(super) fn uuid(row: &SqliteRow, col: &str) -> Result<Uuid> {
-    let s: String = row.try_get(col)?;
-    Uuid::parse_str(&s).map_err(|e| StoreError::corrupt("row", format!("{col}: {e}")))
+type R<T> = Result<T, StoreError>;
+
+/// Columns of a host with its open/security counts (see [`HOST_SELECT`]).
+pub(super) const HOST_SELECT: &str = "SELECT h.id, h.hostname, h.machine_id, h.os_id, h.os_pretty, h.kernel, h.arch, \
+     h.agent_version, h.read_only, h.reboot_required, h.last_seen, h.last_report, h.registered_at, \
+     h.credential_hash, COUNT(u.id) AS open_updates, \
+     COALESCE(SUM(CASE WHEN u.severity = 'security' THEN 1 ELSE 0 END), 0) AS security_updates \
+     FROM hosts h LEFT JOIN updates u ON u.host_id = h.id AND u.status NOT IN ('installed', 'reconciled')";
+
+/// Columns of an update row joined with its host's name.
+pub(super) const UPDATE_SELECT: &str = "SELECT u.id, u.host_id, h.hostname, u.manager, u.package, u.current_version, \
+     u.available_version, u.arch, u.source, u.severity, u.held, u.status, u.correlation_id, u.command_id, \
+     u.first_seen, u.updated_at FROM updates u JOIN hosts h ON h.id = u.host_id";
+
+pub(super) fn text(row: &SqliteRow, table: &'static str, col: &str) -> R<String> {
+    row.try_get::<String, _>(col)
+        .map_err(|e| StoreError::corrupt(table, format!("column {col}: {e}")))
 }
 
-pub(super) fn opt_uuid(row: &SqliteRow, col: &str) -> Result<Option<Uuid>> {
-    let s: Option<String> = row.try_get(col)?;
-    s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::corrupt("row", format!("{col}: {e}"))))
+pub(super) fn opt_text(row: &SqliteRow, table: &'static str, col: &str) -> R<Option<String>> {
+    row.try_get::<Option<String>, _>(col)
+        .map_err(|e| StoreError::corrupt(table, format!("column {col}: {e}")))
+}
+
+pub(super) fn int(row: &SqliteRow, table: &'static str, col: &str) -> R<i64> {
+    row.try_get::<i64, _>(col)
+        .map_err(|e| StoreError::corrupt(table, format!("column {col}: {e}")))
+}
+
+pub(super) fn parse<T: FromStr>(table: &'static str, col: &str, s: &str) -> R<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>()
+        .map_err(|e| StoreError::corrupt(table, format!("column {col}: '{s}': {e}")))
+}
+
+pub(super) fn id<T: FromStr>(row: &SqliteRow, table: &'static str, col: &str) -> R<T>
+where
+    T::Err: std::fmt::Display,
+{
+    parse(table, col, &text(row, table, col)?)
+}
+
+pub(super) fn opt_id<T: FromStr>(row: &SqliteRow, table: &'static str, col: &str) -> R<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    opt_text(row, table, col)?
+        .map(|s| parse(table, col, &s))
         .transpose()
 }
 
-/// Columns of `hosts h` plus the open-update counts, for [`host`].
-pub(super) const HOST_SELECT: &str = "SELECT h.*, \
-    (SELECT COUNT(*) FROM updates u WHERE u.host_id = h.id AND u.status NOT IN ('installed','reconciled','rejected')) AS pending_updates, \
-    (SELECT COUNT(*) FROM updates u WHERE u.host_id = h.id AND u.status NOT IN ('installed','reconciled','rejected') AND u.severity = 'security') AS security_updates \
-    FROM hosts h";
+pub(super) fn parse_ts(table: &'static str, col: &str, s: &str) -> R<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::corrupt(table, format!("column {col}: '{s}': {e}")))
+}
 
-pub(super) fn host(row: &SqliteRow) -> Result<Host> {
+pub(super) fn time(row: &SqliteRow, table: &'static str, col: &str) -> R<DateTime<Utc>> {
+    parse_ts(table, col, &text(row, table, col)?)
+}
+
+pub(super) fn opt_time(row: &SqliteRow, table: &'static str, col: &str) -> R<Option<DateTime<Utc>>> {
+    opt_text(row, table, col)?
+        .map(|s| parse_ts(table, col, &s))
+        .transpose()
+}
+
+fn enum_col<T>(row: &SqliteRow, table: &'static str, col: &str, f: fn(&str) -> Option<T>) -> R<T> {
+    let s = text(row, table, col)?;
+    f(&s).ok_or_else(|| StoreError::corrupt(table, format!("column {col}: unknown value '{s}'")))
+}
+
+fn count(row: &SqliteRow, table: &'static str, col: &str) -> R<u64> {
+    Ok(int(row, table, col)?.max(0) as u64)
+}
+
+fn bool_col(row: &SqliteRow, table: &'static str, col: &str) -> R<bool> {
+    Ok(int(row, table, col)? != 0)
+}
+
+pub(super) fn user(row: &SqliteRow) -> R<User> {
+    Ok(User {
+        id: id(row, "users", "id")?,
+        username: text(row, "users", "username")?,
+        role: enum_col(row, "users", "role", Role::parse)?,
+    })
+}
+
+pub(super) fn registration_token(row: &SqliteRow) -> R<RegistrationToken> {
+    const T: &str = "registration_tokens";
+    Ok(RegistrationToken {
+        id: id(row, T, "id")?,
+        label: text(row, T, "label")?,
+        seats: int(row, T, "seats")?.clamp(0, u32::MAX as i64) as u32,
+        seats_used: int(row, T, "seats_used")?.clamp(0, u32::MAX as i64) as u32,
+        expires_at: time(row, T, "expires_at")?,
+        revoked: bool_col(row, T, "revoked")?,
+    })
+}
+
+/// A host from a [`HOST_SELECT`] row.
+pub(super) fn host(row: &SqliteRow) -> R<Host> {
+    const T: &str = "hosts";
     Ok(Host {
-        id: canopy_api_types::HostId(uuid(row, "id")?),
-        hostname: row.try_get("hostname")?,
-        machine_id: row.try_get("machine_id")?,
-        os_id: row.try_get("os_id")?,
-        os_pretty: row.try_get("os_pretty")?,
-        kernel: row.try_get("kernel")?,
-        arch: row.try_get("arch")?,
-        agent_version: row.try_get("agent_version")?,
-        read_only: row.try_get("read_only")?,
-        reboot_required: row.try_get("reboot_required")?,
-        pending_updates: row.try_get::<i64, _>("pending_updates")? as u64,
-        security_updates: row.try_get::<i64, _>("security_updates")? as u64,
-        last_seen: row.try_get("last_seen")?,
-        last_report: row.try_get("last_report")?,
-        registered_at: row.try_get("registered_at")?,
+        id: id(row, T, "id")?,
+        hostname: text(row, T, "hostname")?,
+        machine_id: text(row, T, "machine_id")?,
+        os_id: text(row, T, "os_id")?,
+        os_pretty: text(row, T, "os_pretty")?,
+        kernel: text(row, T, "kernel")?,
+        arch: text(row, T, "arch")?,
+        agent_version: text(row, T, "agent_version")?,
+        read_only: bool_col(row, T, "read_only")?,
+        reboot_required: bool_col(row, T, "reboot_required")?,
+        pending_updates: count(row, T, "open_updates")?,
+        security_updates: count(row, T, "security_updates")?,
+        last_seen: opt_time(row, T, "last_seen")?,
+        last_report: opt_time(row, T, "last_report")?,
+        registered_at: time(row, T, "registered_at")?,
     })
 }
 
-/// Columns of `updates u JOIN hosts h` for [`update`].
-pub(super) const UPDATE_SELECT: &str = "SELECT u.*, h.hostname AS hostname FROM updates u JOIN hosts h ON h.id = u.host_id";
-
-pub(super) fn update(row: &SqliteRow) -> Result<Update> {
-    let manager: String = row.try_get("manager")?;
-    let severity: String = row.try_get("severity")?;
-    let status: String = row.try_get("status")?;
-    let arch: String = row.try_get("arch")?;
+/// An update from an [`UPDATE_SELECT`] row.
+pub(super) fn update(row: &SqliteRow) -> R<Update> {
+    const T: &str = "updates";
+    let arch = text(row, T, "arch")?;
     Ok(Update {
-        id: canopy_api_types::UpdateId(uuid(row, "id")?),
-        host_id: canopy_api_types::HostId(uuid(row, "host_id")?),
-        hostname: row.try_get("hostname")?,
-        manager: PackageManager::parse(&manager).ok_or_else(|| StoreError::corrupt("updates", format!("manager {manager}")))?,
-        package: row.try_get("package")?,
-        current_version: row.try_get("current_version")?,
-        available_version: row.try_get("available_version")?,
+        id: id(row, T, "id")?,
+        host_id: id(row, T, "host_id")?,
+        hostname: text(row, T, "hostname")?,
+        manager: enum_col(row, T, "manager", PackageManager::parse)?,
+        package: text(row, T, "package")?,
+        current_version: text(row, T, "current_version")?,
+        available_version: text(row, T, "available_version")?,
         arch: (!arch.is_empty()).then_some(arch),
-        source: row.try_get("source")?,
-        severity: Severity::parse(&severity).ok_or_else(|| StoreError::corrupt("updates", format!("severity {severity}")))?,
-        held: row.try_get("held")?,
-        status: UpdateStatus::parse(&status).ok_or_else(|| StoreError::corrupt("updates", format!("status {status}")))?,
-        correlation_id: opt_uuid(row, "correlation_id")?.map(canopy_api_types::CorrelationId),
-        command_id: opt_uuid(row, "command_id")?.map(canopy_api_types::CommandId),
-        first_seen: row.try_get("first_seen")?,
-        updated_at: row.try_get("updated_at")?,
+        source: opt_text(row, T, "source")?,
+        severity: enum_col(row, T, "severity", Severity::parse)?,
+        held: bool_col(row, T, "held")?,
+        status: enum_col(row, T, "status", UpdateStatus::parse)?,
+        correlation_id: opt_id(row, T, "correlation_id")?,
+        command_id: opt_id(row, T, "command_id")?,
+        first_seen: time(row, T, "first_seen")?,
+        updated_at: time(row, T, "updated_at")?,
     })
 }
 
-pub(super) fn command(row: &SqliteRow) -> Result<Command> {
-    let spec: String = row.try_get("spec")?;
-    let status: String = row.try_get("status")?;
-    let result: Option<String> = row.try_get("result")?;
-    let timeout: i64 = row.try_get("timeout_secs")?;
+/// A command from a `SELECT * FROM commands` row.
+pub(super) fn command(row: &SqliteRow) -> R<Command> {
+    const T: &str = "commands";
+    let spec: CommandSpec = serde_json::from_str(&text(row, T, "spec")?)
+        .map_err(|e| StoreError::corrupt(T, format!("column spec: {e}")))?;
+    let result = opt_text(row, T, "result")?
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| StoreError::corrupt(T, format!("column result: {e}")))?;
     Ok(Command {
-        id: canopy_api_types::CommandId(uuid(row, "id")?),
-        host_id: canopy_api_types::HostId(uuid(row, "host_id")?),
-        spec: serde_json::from_str::<CommandSpec>(&spec).map_err(|e| StoreError::corrupt("commands", format!("spec: {e}")))?,
-        status: CommandStatus::parse(&status).ok_or_else(|| StoreError::corrupt("commands", format!("status {status}")))?,
-        correlation_id: canopy_api_types::CorrelationId(uuid(row, "correlation_id")?),
-        caused_by: opt_uuid(row, "caused_by")?.map(canopy_api_types::CommandId),
-        retried_from: opt_uuid(row, "retried_from")?.map(canopy_api_types::CommandId),
-        timeout_secs: timeout as u32,
-        created_at: row.try_get("created_at")?,
-        sent_at: row.try_get("sent_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        result: result
-            .map(|r| serde_json::from_str::<CommandResult>(&r))
-            .transpose()
-            .map_err(|e| StoreError::corrupt("commands", format!("result: {e}")))?,
-        error: row.try_get("error")?,
+        id: id(row, T, "id")?,
+        host_id: id(row, T, "host_id")?,
+        spec,
+        status: enum_col(row, T, "status", CommandStatus::parse)?,
+        correlation_id: id(row, T, "correlation_id")?,
+        caused_by: opt_id(row, T, "caused_by")?,
+        retried_from: opt_id(row, T, "retried_from")?,
+        timeout_secs: int(row, T, "timeout_secs")?.clamp(1, u32::MAX as i64) as u32,
+        created_at: time(row, T, "created_at")?,
+        sent_at: opt_time(row, T, "sent_at")?,
+        started_at: opt_time(row, T, "started_at")?,
+        finished_at: opt_time(row, T, "finished_at")?,
+        result,
+        error: opt_text(row, T, "error")?,
+    })
+}
+
+pub(super) fn event(row: &SqliteRow) -> R<Event> {
+    const T: &str = "events";
+    let payload = serde_json::from_str(&text(row, T, "payload")?)
+        .map_err(|e| StoreError::corrupt(T, format!("column payload: {e}")))?;
+    Ok(Event {
+        id: id(row, T, "id")?,
+        seq: int(row, T, "seq")?,
+        ts: time(row, T, "ts")?,
+        event_type: text(row, T, "event_type")?,
+        subject: text(row, T, "subject")?,
+        actor: text(row, T, "actor")?,
+        correlation_id: opt_id(row, T, "correlation_id")?,
+        causation_id: opt_id(row, T, "causation_id")?,
+        payload,
+        checksum: text(row, T, "checksum")?,
+    })
+}
+
+pub(super) fn version_change(row: &SqliteRow) -> R<VersionChange> {
+    const T: &str = "update_version_history";
+    Ok(VersionChange {
+        host_id: id(row, T, "host_id")?,
+        hostname: text(row, T, "hostname")?,
+        manager: enum_col(row, T, "manager", PackageManager::parse)?,
+        package: text(row, T, "package")?,
+        from_version: text(row, T, "from_version")?,
+        to_version: text(row, T, "to_version")?,
+        command_id: id(row, T, "command_id")?,
+        correlation_id: id(row, T, "correlation_id")?,
+        installed_at: time(row, T, "installed_at")?,
     })
 }

@@ -1,276 +1,73 @@
-//! Reports, update listings, approval and history on SQLite.
+//! Update listings, approval, rejection, version history and dashboard figures on SQLite.
 
+use super::commands::{insert_commands, queued_event};
 use super::rows::{self, UPDATE_SELECT};
-use super::{insert_events, SqliteStore, Tx};
-use crate::common::{fingerprint, micros, now_micros, prepare_event, skip_reason, APPROVABLE, SEVERITY_ORDER_SQL};
-use crate::{events, Actor, ApproveOutcome, IngestOutcome, IngestReport, NewEvent, Result, UpdateStore, REPORT_CHUNK_ROWS};
+use super::{insert_events, new_event, placeholders, ts, SqliteStore};
+use crate::common::{fingerprint, now_micros, prepare_event, skip_reason};
+use crate::{events, Actor, ApproveOutcome, IngestOutcome, IngestReport, NewCommand, Result, StoreError, UpdateStore};
 use async_trait::async_trait;
-use canopy_api_types::agent::RejectedRow;
 use canopy_api_types::commands::CommandSpec;
-use canopy_api_types::updates::*;
-use canopy_api_types::*;
-use sqlx::{QueryBuilder, Row, Sqlite};
-use std::collections::{BTreeMap, HashMap};
+use canopy_api_types::updates::{
+    Page, Severity, Update, UpdateFilter, UpdateStats, UpdateStatus, VersionChange,
+};
+use canopy_api_types::{CommandId, CorrelationId, HostId, UpdateId};
+use serde_json::json;
+use sqlx::{QueryBuilder, Sqlite};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// An open row as ingest needs it.
-struct OpenRow {
-    id: String,
-    current: String,
-    available: String,
-    source: Option<String>,
-    severity: String,
-    held: bool,
-    status: UpdateStatus,
-}
+/// Ids per approve statement. One statement covers any realistic selection (SQLite
+/// allows 32,766 bound values; each id binds three).
+const APPROVE_CHUNK: usize = 5_000;
+/// Ids per `IN (…)` list of a lookup.
+const LOOKUP_CHUNK: usize = 500;
 
-type Key = (String, String, String);
+/// Severity rank for `ORDER BY … DESC`.
+const SEVERITY_RANK: &str =
+    "CASE u.severity WHEN 'security' THEN 3 WHEN 'important' THEN 2 WHEN 'normal' THEN 1 ELSE 0 END";
 
-fn ids_json<T: ToString>(ids: impl IntoIterator<Item = T>) -> String {
-    serde_json::to_string(&ids.into_iter().map(|i| i.to_string()).collect::<Vec<_>>()).expect("ids serialise")
-}
-
-async fn insert_new_rows(
-    tx: &mut Tx<'_>,
-    host: &str,
-    rows: &[(usize, &PackageUpdate)],
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<RejectedRow>> {
-    let mut rejected = Vec::new();
-    for chunk in rows.chunks(REPORT_CHUNK_ROWS) {
-        let mut sp = tx.begin().await?;
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO updates (id, host_id, manager, package, arch, current_version, available_version, source, severity, held, status, first_seen, updated_at) ",
-        );
-        q.push_values(chunk, |mut b, (_, r)| {
-            b.push_bind(UpdateId::new().to_string())
-                .push_bind(host)
-                .push_bind(r.manager.as_str())
-                .push_bind(&r.package)
-                .push_bind(r.arch.clone().unwrap_or_default())
-                .push_bind(&r.current_version)
-                .push_bind(&r.available_version)
-                .push_bind(&r.source)
-                .push_bind(r.severity.as_str())
-                .push_bind(r.held)
-                .push_bind("pending")
-                .push_bind(now)
-                .push_bind(now);
-        });
-        match q.build().execute(&mut *sp).await {
-            Ok(_) => sp.commit().await?,
-            Err(_) => {
-                // Isolate the bad row(s): redo the chunk one row at a time.
-                sp.rollback().await?;
-                for (index, r) in chunk {
-                    let mut one = tx.begin().await?;
-                    let res = sqlx::query(
-                        "INSERT INTO updates (id, host_id, manager, package, arch, current_version, available_version, source, severity, held, status, first_seen, updated_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                    )
-                    .bind(UpdateId::new().to_string())
-                    .bind(host)
-                    .bind(r.manager.as_str())
-                    .bind(&r.package)
-                    .bind(r.arch.clone().unwrap_or_default())
-                    .bind(&r.current_version)
-                    .bind(&r.available_version)
-                    .bind(&r.source)
-                    .bind(r.severity.as_str())
-                    .bind(r.held)
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *one)
-                    .await;
-                    match res {
-                        Ok(_) => one.commit().await?,
-                        Err(e) => {
-                            one.rollback().await?;
-                            rejected.push(RejectedRow {
-                                index: *index,
-                                reason: format!("database refused the row: {e}"),
-                            });
-                        }
-                    }
-                }
-            }
-        }
+fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &UpdateFilter) {
+    qb.push(" WHERE 1 = 1");
+    if let Some(h) = f.host_id {
+        qb.push(" AND u.host_id = ").push_bind(h.to_string());
     }
-    Ok(rejected)
+    if let Some(s) = f.status {
+        qb.push(" AND u.status = ").push_bind(s.as_str());
+    }
+    if let Some(s) = f.severity {
+        qb.push(" AND u.severity = ").push_bind(s.as_str());
+    }
+    if let Some(m) = f.manager {
+        qb.push(" AND u.manager = ").push_bind(m.as_str());
+    }
+    if let Some(p) = f.package.as_deref().filter(|p| !p.is_empty()) {
+        // Case-insensitive substring, no LIKE wildcards to escape.
+        qb.push(" AND instr(lower(u.package), lower(").push_bind(p.to_string()).push(")) > 0");
+    }
 }
 
 #[async_trait]
 impl UpdateStore for SqliteStore {
     async fn ingest_report(&self, host: HostId, report: IngestReport, actor: &Actor) -> Result<IngestOutcome> {
-        let now = now_micros();
-        let host_s = host.to_string();
-        let mut tx = self.write_tx().await?;
-        let mut open: HashMap<Key, OpenRow> = HashMap::new();
-        let existing = sqlx::query(
-            "SELECT id, manager, package, arch, current_version, available_version, source, severity, held, status \
-             FROM updates WHERE host_id = ? AND status NOT IN ('installed', 'reconciled')",
-        )
-        .bind(&host_s)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in existing {
-            let status: String = r.try_get("status")?;
-            open.insert(
-                (r.try_get("manager")?, r.try_get("package")?, r.try_get("arch")?),
-                OpenRow {
-                    id: r.try_get("id")?,
-                    current: r.try_get("current_version")?,
-                    available: r.try_get("available_version")?,
-                    source: r.try_get("source")?,
-                    severity: r.try_get("severity")?,
-                    held: r.try_get("held")?,
-                    status: UpdateStatus::parse(&status).unwrap_or(UpdateStatus::Pending),
-                },
-            );
-        }
-        let mut new_rows = Vec::new();
-        let mut accepted = 0u64;
-        for (index, r) in &report.rows {
-            let key = (r.manager.as_str().to_string(), r.package.clone(), r.arch.clone().unwrap_or_default());
-            let Some(o) = open.remove(&key) else {
-                new_rows.push((*index, r));
-                continue;
-            };
-            accepted += 1;
-            let in_flight = matches!(o.status, UpdateStatus::DryRun | UpdateStatus::Installing);
-            if o.available != r.available_version && !in_flight {
-                // A newer candidate: any earlier decision was about another version.
-                sqlx::query(
-                    "UPDATE updates SET current_version = ?, available_version = ?, source = ?, severity = ?, held = ?, \
-                     status = 'pending', fingerprint = NULL, command_id = NULL, updated_at = ? WHERE id = ?",
-                )
-                .bind(&r.current_version)
-                .bind(&r.available_version)
-                .bind(&r.source)
-                .bind(r.severity.as_str())
-                .bind(r.held)
-                .bind(now)
-                .bind(&o.id)
-                .execute(&mut *tx)
-                .await?;
-            } else if o.available == r.available_version
-                && (o.current != r.current_version || o.source != r.source || o.severity != r.severity.as_str() || o.held != r.held)
-            {
-                sqlx::query("UPDATE updates SET current_version = ?, source = ?, severity = ?, held = ?, updated_at = ? WHERE id = ?")
-                    .bind(&r.current_version)
-                    .bind(&r.source)
-                    .bind(r.severity.as_str())
-                    .bind(r.held)
-                    .bind(now)
-                    .bind(&o.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        let rejected = insert_new_rows(&mut tx, &host_s, &new_rows, now).await?;
-        let discovered = (new_rows.len() - rejected.len()) as u64;
-        accepted += discovered;
-
-        // Open rows the scan no longer lists were applied outside Canopy or withdrawn.
-        let scanned: Vec<&str> = report.scanned_managers.iter().map(|m| m.as_str()).collect();
-        let gone: Vec<String> = open
-            .into_iter()
-            .filter(|((m, _, _), o)| {
-                scanned.contains(&m.as_str()) && !matches!(o.status, UpdateStatus::DryRun | UpdateStatus::Installing)
-            })
-            .map(|(_, o)| o.id)
-            .collect();
-        if !gone.is_empty() {
-            sqlx::query(
-                "UPDATE updates SET status = 'reconciled', closed_at = ?, updated_at = ?, command_id = NULL \
-                 WHERE id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(now)
-            .bind(now)
-            .bind(ids_json(&gone))
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("UPDATE hosts SET report_hash = ?, reboot_required = ?, last_report = ? WHERE id = ?")
-            .bind(&report.report_hash)
-            .bind(report.reboot_required)
-            .bind(micros(report.scanned_at))
-            .bind(&host_s)
-            .execute(&mut *tx)
-            .await?;
-        let mut evs = vec![prepare_event(
-            NewEvent {
-                event_type: events::REPORT_INGESTED.into(),
-                subject: events::host_subject(host),
-                actor: actor.clone(),
-                correlation: None,
-                causation: None,
-                payload: serde_json::json!({
-                    "accepted": accepted, "discovered": discovered, "reconciled": gone.len(),
-                    "rejected": rejected.len(), "reboot_required": report.reboot_required,
-                    "scanner_errors": report.scanner_errors, "report_hash": report.report_hash,
-                }),
-            },
-            Some(host),
-            now,
-        )];
-        if !gone.is_empty() {
-            evs.push(prepare_event(
-                NewEvent {
-                    event_type: events::UPDATES_RECONCILED.into(),
-                    subject: format!("host/{host}/updates"),
-                    actor: actor.clone(),
-                    correlation: None,
-                    causation: None,
-                    payload: serde_json::json!({ "ids": gone, "reason": "no longer offered by the host's package manager (applied outside Canopy or withdrawn)" }),
-                },
-                Some(host),
-                now,
-            ));
-        }
-        insert_events(&mut tx, &evs).await?;
-        tx.commit().await?;
-        Ok(IngestOutcome {
-            accepted,
-            rejected,
-            reconciled: gone.len() as u64,
-            discovered,
-        })
+        self.ingest(host, report, actor).await
     }
 
-    async fn list_updates(&self, f: &UpdateFilter) -> Result<Page<Update>> {
-        fn filters(q: &mut QueryBuilder<'_, Sqlite>, f: &UpdateFilter) {
-            q.push(" WHERE 1 = 1");
-            if let Some(h) = f.host_id {
-                q.push(" AND u.host_id = ").push_bind(h.to_string());
-            }
-            if let Some(s) = f.status {
-                q.push(" AND u.status = ").push_bind(s.as_str());
-            }
-            if let Some(s) = f.severity {
-                q.push(" AND u.severity = ").push_bind(s.as_str());
-            }
-            if let Some(m) = f.manager {
-                q.push(" AND u.manager = ").push_bind(m.as_str());
-            }
-            if let Some(p) = &f.package {
-                q.push(" AND instr(u.package, ").push_bind(p.clone()).push(") > 0");
-            }
-        }
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM updates u");
-        filters(&mut count, f);
+    async fn list_updates(&self, filter: &UpdateFilter) -> Result<Page<Update>> {
+        let (page, per_page) = (filter.page(), filter.per_page());
+        let mut count: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM updates u");
+        push_filter(&mut count, filter);
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
-        let mut q = QueryBuilder::<Sqlite>::new(UPDATE_SELECT);
-        filters(&mut q, f);
-        q.push(format!(" ORDER BY {SEVERITY_ORDER_SQL}, u.package, h.hostname LIMIT "))
-            .push_bind(i64::from(f.per_page()))
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(UPDATE_SELECT);
+        push_filter(&mut qb, filter);
+        qb.push(format!(" ORDER BY {SEVERITY_RANK} DESC, u.package, h.hostname, u.id LIMIT "))
+            .push_bind(i64::from(per_page))
             .push(" OFFSET ")
-            .push_bind(i64::from((f.page() - 1) * f.per_page()));
-        let rows = q.build().fetch_all(&self.pool).await?;
+            .push_bind(i64::from(page - 1) * i64::from(per_page));
+        let found = qb.build().fetch_all(&self.pool).await?;
         Ok(Page {
-            items: rows.iter().map(rows::update).collect::<Result<_>>()?,
-            total: total as u64,
-            page: f.page(),
-            per_page: f.per_page(),
+            items: found.iter().map(rows::update).collect::<Result<_>>()?,
+            total: total.max(0) as u64,
+            page,
+            per_page,
         })
     }
 
@@ -289,148 +86,183 @@ impl UpdateStore for SqliteStore {
         timeout_secs: u32,
         actor: &Actor,
     ) -> Result<ApproveOutcome> {
+        const T: &str = "updates";
         let now = now_micros();
-        let mut tx = self.write_tx().await?;
-        let rows = sqlx::query(&format!("{UPDATE_SELECT} WHERE u.id IN (SELECT value FROM json_each(?))"))
-            .bind(ids_json(ids))
-            .fetch_all(&mut *tx)
-            .await?;
-        let found: HashMap<UpdateId, Update> = rows
-            .iter()
-            .map(|r| rows::update(r).map(|u| (u.id, u)))
-            .collect::<Result<_>>()?;
+        let mut seen = HashSet::new();
+        let ids: Vec<UpdateId> = ids.iter().copied().filter(|i| seen.insert(*i)).collect();
+        let mut tx = self.begin_immediate().await?;
+
+        // Read the candidates once: why an id is skipped, each row's fingerprint.
+        let mut found: HashMap<UpdateId, (HostId, String, bool, UpdateStatus)> = HashMap::new();
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "SELECT id, host_id, manager, package, arch, current_version, available_version, held, status \
+                 FROM updates WHERE id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                let status = rows::text(&r, T, "status")?;
+                let status = UpdateStatus::parse(&status)
+                    .ok_or_else(|| StoreError::corrupt(T, format!("column status: unknown value '{status}'")))?;
+                let fp = fingerprint(
+                    &rows::text(&r, T, "manager")?,
+                    &rows::text(&r, T, "package")?,
+                    &rows::text(&r, T, "arch")?,
+                    &rows::text(&r, T, "current_version")?,
+                    &rows::text(&r, T, "available_version")?,
+                );
+                let held = rows::int(&r, T, "held")? != 0;
+                found.insert(rows::id(&r, T, "id")?, (rows::id(&r, T, "host_id")?, fp, held, status));
+            }
+        }
         let mut skipped = Vec::new();
-        let mut fingerprints = serde_json::Map::new();
-        for id in ids {
+        let mut command_of: BTreeMap<HostId, CommandId> = BTreeMap::new();
+        let mut todo: Vec<(UpdateId, String, CommandId)> = Vec::new();
+        for id in &ids {
             match found.get(id) {
-                None => skipped.push((*id, "unknown update".to_string())),
-                Some(u) if u.held || !APPROVABLE.contains(&u.status) => skipped.push((*id, skip_reason(u.status, u.held))),
-                Some(u) => {
-                    let fp = fingerprint(u.manager.as_str(), &u.package, u.arch.as_deref().unwrap_or(""), &u.current_version, &u.available_version);
-                    fingerprints.insert(u.id.to_string(), serde_json::Value::String(fp));
+                None => skipped.push((*id, "not found".to_string())),
+                Some((_, _, held, status)) if *held || !crate::common::APPROVABLE.contains(status) => {
+                    skipped.push((*id, skip_reason(*status, *held)))
+                }
+                Some((host, fp, _, _)) => {
+                    let cmd = *command_of.entry(*host).or_insert_with(CommandId::new);
+                    todo.push((*id, fp.clone(), cmd));
                 }
             }
         }
-        // The approval itself: one statement for every row.
-        let approved_ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE updates SET status = 'approved', fingerprint = json_extract(?1, '$.\"' || id || '\"'), \
-             correlation_id = ?2, updated_at = ?3 \
-             WHERE id IN (SELECT key FROM json_each(?1)) AND status IN ('pending', 'failed') AND held = 0 RETURNING id",
-        )
-        .bind(serde_json::Value::Object(fingerprints).to_string())
-        .bind(correlation.to_string())
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut by_host: BTreeMap<HostId, Vec<&Update>> = BTreeMap::new();
-        for id in &approved_ids {
-            if let Some(u) = found.get(&id.parse::<UpdateId>().map_err(|_| crate::StoreError::corrupt("updates", id.clone()))?) {
-                by_host.entry(u.host_id).or_default().push(u);
+
+        // The approval itself: one guarded statement (per 5,000 ids).
+        let mut approved: Vec<(UpdateId, HostId, String)> = Vec::with_capacity(todo.len());
+        for chunk in todo.chunks(APPROVE_CHUNK) {
+            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("WITH v(id, fp, cmd) AS (");
+            qb.push_values(chunk, |mut b, (id, fp, cmd)| {
+                b.push_bind(id.to_string()).push_bind(fp.clone()).push_bind(cmd.to_string());
+            });
+            qb.push(") UPDATE updates SET status = 'dry_run', fingerprint = v.fp, command_id = v.cmd, correlation_id = ")
+                .push_bind(correlation.to_string())
+                .push(", updated_at = ")
+                .push_bind(ts(now))
+                .push(
+                    " FROM v WHERE updates.id = v.id AND updates.status IN ('pending', 'failed') \
+                     AND updates.held = 0 RETURNING id, host_id, package",
+                );
+            for r in qb.build().fetch_all(&mut *tx).await? {
+                approved.push((rows::id(&r, T, "id")?, rows::id(&r, T, "host_id")?, rows::text(&r, T, "package")?));
             }
         }
-        let mut evs = vec![prepare_event(
-            NewEvent {
-                event_type: events::UPDATES_APPROVED.into(),
-                subject: "updates".into(),
-                actor: actor.clone(),
-                correlation: Some(correlation),
-                causation: None,
-                payload: serde_json::json!({ "ids": approved_ids, "skipped": skipped.iter().map(|(i, r)| serde_json::json!({"id": i, "reason": r})).collect::<Vec<_>>() }),
-            },
-            None,
-            now,
-        )];
-        let mut commands = Vec::new();
-        for (host, updates) in &by_host {
-            let mut packages: Vec<String> = updates.iter().map(|u| u.package.clone()).collect();
+
+        // One dry-run per host with that host's packages, sorted.
+        let mut per_host: BTreeMap<HostId, (Vec<UpdateId>, Vec<String>)> = BTreeMap::new();
+        for (id, host, package) in &approved {
+            let e = per_host.entry(*host).or_default();
+            e.0.push(*id);
+            e.1.push(package.clone());
+        }
+        let mut new_commands = Vec::new();
+        let mut evs = Vec::new();
+        for (host, (ids, mut packages)) in per_host {
             packages.sort();
             packages.dedup();
-            let cmd_id = CommandId::new();
-            let spec = CommandSpec::DryRun { packages };
-            super::commands::insert_command(&mut tx, cmd_id, *host, &spec, correlation, None, None, timeout_secs, now).await?;
-            sqlx::query("UPDATE updates SET status = 'dry_run', command_id = ? WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(cmd_id.to_string())
-                .bind(ids_json(updates.iter().map(|u| u.id)))
-                .execute(&mut *tx)
-                .await?;
-            evs.push(super::commands::queued_event(*host, cmd_id, &spec, correlation, actor, now));
-            commands.push(cmd_id);
+            let id = command_of[&host];
+            evs.push(prepare_event(
+                new_event(
+                    events::UPDATES_APPROVED,
+                    events::host_subject(host),
+                    actor,
+                    Some(correlation),
+                    json!({ "ids": ids, "command_id": id }),
+                ),
+                Some(host),
+                now,
+            ));
+            new_commands.push(NewCommand {
+                id,
+                host,
+                spec: CommandSpec::DryRun { packages },
+                correlation,
+                caused_by: None,
+                timeout_secs,
+            });
         }
+        let commands = insert_commands(&mut tx, &new_commands, None, now).await?;
+        evs.extend(commands.iter().map(|c| queued_event(c, actor, now)));
         insert_events(&mut tx, &evs).await?;
-        let mut approved = Vec::new();
-        let rows = sqlx::query(&format!("{UPDATE_SELECT} WHERE u.id IN (SELECT value FROM json_each(?))"))
-            .bind(ids_json(&approved_ids))
-            .fetch_all(&mut *tx)
-            .await?;
-        for r in &rows {
-            approved.push(rows::update(r)?);
-        }
-        let mut cmds = Vec::new();
-        for id in commands {
-            cmds.push(super::commands::fetch(&mut tx, id).await?);
+
+        let mut rows_out = Vec::with_capacity(approved.len());
+        for chunk in approved.chunks(LOOKUP_CHUNK) {
+            let sql = format!("{UPDATE_SELECT} WHERE u.id IN ({})", placeholders(chunk.len()));
+            let mut q = sqlx::query(&sql);
+            for (id, _, _) in chunk {
+                q = q.bind(id.to_string());
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                rows_out.push(rows::update(&r)?);
+            }
         }
         tx.commit().await?;
+        rows_out.sort_by(|a, b| (&a.package, a.host_id).cmp(&(&b.package, b.host_id)));
         Ok(ApproveOutcome {
-            approved,
-            commands: cmds,
+            approved: rows_out,
+            commands,
             skipped,
         })
     }
 
     async fn reject_updates(&self, ids: &[UpdateId], actor: &Actor) -> Result<u64> {
         let now = now_micros();
-        let mut tx = self.write_tx().await?;
-        let rejected: Vec<String> = sqlx::query_scalar(
-            "UPDATE updates SET status = 'rejected', command_id = NULL, updated_at = ? WHERE id IN (SELECT value FROM json_each(?)) \
-             AND status IN ('pending', 'failed', 'approved', 'awaiting_confirmation') RETURNING id",
-        )
-        .bind(now)
-        .bind(ids_json(ids))
-        .fetch_all(&mut *tx)
-        .await?;
-        let ev = NewEvent {
-            event_type: events::UPDATES_REJECTED.into(),
-            subject: "updates".into(),
-            actor: actor.clone(),
-            correlation: None,
-            causation: None,
-            payload: serde_json::json!({ "ids": rejected }),
-        };
-        insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
+        let mut tx = self.begin_immediate().await?;
+        let mut per_host: BTreeMap<HostId, Vec<UpdateId>> = BTreeMap::new();
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            let sql = format!(
+                "UPDATE updates SET status = 'rejected', command_id = NULL, fingerprint = NULL, updated_at = ? \
+                 WHERE id IN ({}) AND status IN ('pending', 'failed', 'awaiting_confirmation') \
+                 RETURNING id, host_id",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(ts(now));
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                per_host
+                    .entry(rows::id(&r, "updates", "host_id")?)
+                    .or_default()
+                    .push(rows::id(&r, "updates", "id")?);
+            }
+        }
+        let moved = per_host.values().map(Vec::len).sum::<usize>() as u64;
+        let evs: Vec<_> = per_host
+            .into_iter()
+            .map(|(host, ids)| {
+                let ev = new_event(events::UPDATES_REJECTED, events::host_subject(host), actor, None, json!({ "ids": ids }));
+                prepare_event(ev, Some(host), now)
+            })
+            .collect();
+        insert_events(&mut tx, &evs).await?;
         tx.commit().await?;
-        Ok(rejected.len() as u64)
+        Ok(moved)
     }
 
     async fn version_history(&self, host: Option<HostId>, limit: u32) -> Result<Vec<VersionChange>> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT v.*, h.hostname FROM update_version_history v JOIN hosts h ON h.id = v.host_id",
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "SELECT v.host_id, h.hostname, v.manager, v.package, v.from_version, v.to_version, v.command_id, \
+             v.correlation_id, v.installed_at FROM update_version_history v JOIN hosts h ON h.id = v.host_id",
         );
         if let Some(h) = host {
-            q.push(" WHERE v.host_id = ").push_bind(h.to_string());
+            qb.push(" WHERE v.host_id = ").push_bind(h.to_string());
         }
-        q.push(" ORDER BY v.installed_at DESC, v.package LIMIT ").push_bind(i64::from(limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let manager: String = r.try_get("manager")?;
-                Ok(VersionChange {
-                    host_id: HostId(rows::uuid(r, "host_id")?),
-                    hostname: r.try_get("hostname")?,
-                    manager: PackageManager::parse(&manager).unwrap_or(PackageManager::Apt),
-                    package: r.try_get("package")?,
-                    from_version: r.try_get("from_version")?,
-                    to_version: r.try_get("to_version")?,
-                    command_id: CommandId(rows::uuid(r, "command_id")?),
-                    correlation_id: CorrelationId(rows::uuid(r, "correlation_id")?),
-                    installed_at: r.try_get("installed_at")?,
-                })
-            })
-            .collect()
+        qb.push(" ORDER BY v.installed_at DESC, v.package LIMIT ").push_bind(i64::from(limit));
+        let found = qb.build().fetch_all(&self.pool).await?;
+        found.iter().map(rows::version_change).collect()
     }
 
     async fn stats(&self) -> Result<UpdateStats> {
-        let by_severity: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT severity, COUNT(*) FROM updates WHERE status NOT IN ('installed','reconciled','rejected') GROUP BY severity",
+        let by_sev: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT severity, COUNT(*) FROM updates WHERE status NOT IN ('installed', 'reconciled') GROUP BY severity",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -439,21 +271,21 @@ impl UpdateStore for SqliteStore {
             .await?;
         let hosts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts").fetch_one(&self.pool).await?;
         let with: i64 = sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT host_id) FROM updates WHERE status NOT IN ('installed','reconciled','rejected')",
+            "SELECT COUNT(DISTINCT host_id) FROM updates WHERE status NOT IN ('installed', 'reconciled')",
         )
         .fetch_one(&self.pool)
         .await?;
+        let sev: HashMap<String, i64> = by_sev.into_iter().collect();
+        let st: HashMap<String, i64> = by_status.into_iter().collect();
+        let n = |m: &HashMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(0).max(0) as u64;
         Ok(UpdateStats {
-            by_severity: by_severity
+            by_severity: [Severity::Low, Severity::Normal, Severity::Important, Severity::Security]
                 .into_iter()
-                .filter_map(|(s, n)| Some((Severity::parse(&s)?, n as u64)))
+                .map(|s| (s, n(&sev, s.as_str())))
                 .collect(),
-            by_status: by_status
-                .into_iter()
-                .filter_map(|(s, n)| Some((UpdateStatus::parse(&s)?, n as u64)))
-                .collect(),
-            hosts: hosts as u64,
-            hosts_with_updates: with as u64,
+            by_status: UpdateStatus::ALL.into_iter().map(|s| (s, n(&st, s.as_str()))).collect(),
+            hosts: hosts.max(0) as u64,
+            hosts_with_updates: with.max(0) as u64,
         })
     }
 }

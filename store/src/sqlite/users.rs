@@ -1,34 +1,13 @@
 //! Users, refresh tokens and registration tokens on SQLite.
 
-use super::{insert_events, unique_to_conflict, SqliteStore};
+use super::{insert_events, is_unique_violation, new_event, rows, ts, SqliteStore};
 use crate::common::{now_micros, prepare_event};
-use crate::{events, Actor, NewEvent, NewRegistrationToken, Result, StoreError, UserStore};
+use crate::{events, Actor, NewRegistrationToken, Result, StoreError, UserStore};
 use async_trait::async_trait;
 use canopy_api_types::auth::{RegistrationToken, Role, User};
-use canopy_api_types::{RegistrationTokenId, UserId};
+use canopy_api_types::UserId;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
-
-fn user(row: &SqliteRow) -> Result<User> {
-    let role: String = row.try_get("role")?;
-    Ok(User {
-        id: UserId(super::rows::uuid(row, "id")?),
-        username: row.try_get("username")?,
-        role: Role::parse(&role).ok_or_else(|| StoreError::corrupt("users", format!("role {role}")))?,
-    })
-}
-
-fn reg_token(row: &SqliteRow) -> Result<RegistrationToken> {
-    Ok(RegistrationToken {
-        id: RegistrationTokenId(super::rows::uuid(row, "id")?),
-        label: row.try_get("label")?,
-        seats: row.try_get::<i64, _>("seats")? as u32,
-        seats_used: row.try_get::<i64, _>("seats_used")? as u32,
-        expires_at: row.try_get("expires_at")?,
-        revoked: row.try_get("revoked")?,
-    })
-}
+use serde_json::json;
 
 #[async_trait]
 impl UserStore for SqliteStore {
@@ -39,81 +18,94 @@ impl UserStore for SqliteStore {
 
     async fn count_users(&self) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
-        Ok(n as u64)
+        Ok(n.max(0) as u64)
     }
 
     async fn create_user(&self, username: &str, password_hash: &str, role: Role, actor: &Actor) -> Result<User> {
         let now = now_micros();
-        let id = UserId::new();
-        let mut tx = self.write_tx().await?;
-        sqlx::query("INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(id.to_string())
-            .bind(username)
-            .bind(password_hash)
-            .bind(role.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| unique_to_conflict(e, || format!("username '{username}' is taken")))?;
-        let ev = NewEvent {
-            event_type: events::USER_CREATED.into(),
-            subject: format!("user/{username}"),
-            actor: actor.clone(),
-            correlation: None,
-            causation: None,
-            payload: serde_json::json!({ "username": username, "role": role.as_str() }),
+        let user = User {
+            id: UserId::new(),
+            username: username.to_string(),
+            role,
         };
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(user.id.to_string())
+        .bind(username)
+        .bind(password_hash)
+        .bind(role.as_str())
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!("username '{username}' is taken")));
+            }
+            other => other?,
+        };
+        let ev = new_event(
+            events::USER_CREATED,
+            format!("user/{username}"),
+            actor,
+            None,
+            json!({ "user_id": user.id, "username": username, "role": role }),
+        );
         insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
         tx.commit().await?;
-        Ok(User {
-            id,
-            username: username.into(),
-            role,
-        })
+        Ok(user)
     }
 
     async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+        let row = sqlx::query("SELECT id, username, role, password_hash FROM users WHERE username = ?")
             .bind(username)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok((user(&r)?, r.try_get("password_hash")?))).transpose()
+        row.map(|r| Ok((rows::user(&r)?, rows::text(&r, "users", "password_hash")?)))
+            .transpose()
     }
 
     async fn set_password(&self, username: &str, password_hash: &str, actor: &Actor) -> Result<()> {
         let now = now_micros();
-        let mut tx = self.write_tx().await?;
-        let n = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
             .bind(password_hash)
             .bind(username)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
+            .await?;
+        if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("user '{username}'")));
         }
-        let ev = NewEvent {
-            event_type: events::USER_PASSWORD_SET.into(),
-            subject: format!("user/{username}"),
-            actor: actor.clone(),
-            correlation: None,
-            causation: None,
-            payload: serde_json::json!({}),
-        };
+        let ev = new_event(
+            events::USER_PASSWORD_SET,
+            format!("user/{username}"),
+            actor,
+            None,
+            json!({ "username": username }),
+        );
         insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn insert_refresh_token(&self, user: UserId, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(token_hash)
-            .bind(user.to_string())
-            .bind(now_micros())
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let res = sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(user.to_string())
+        .bind(ts(now_micros()))
+        .bind(ts(expires_at))
+        .execute(&self.pool)
+        .await;
+        match res {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict("refresh token already exists".into())),
+            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                Err(StoreError::NotFound(format!("user {user}")))
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
     }
 
     async fn rotate_refresh_token(
@@ -123,95 +115,100 @@ impl UserStore for SqliteStore {
         new_expiry: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<User>> {
-        let mut tx = self.write_tx().await?;
-        let user_id: Option<String> = sqlx::query_scalar(
-            "UPDATE refresh_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ? RETURNING user_id",
+        let mut tx = self.begin_immediate().await?;
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.role FROM refresh_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = ? AND t.revoked_at IS NULL AND t.expires_at > ?",
         )
-        .bind(now)
         .bind(old_hash)
-        .bind(now)
+        .bind(ts(now))
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(user_id) = user_id else {
-            return Ok(None);
-        };
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(new_hash)
-            .bind(&user_id)
-            .bind(now)
-            .bind(new_expiry)
+        let Some(row) = row else { return Ok(None) };
+        let user = rows::user(&row)?;
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE token_hash = ?")
+            .bind(ts(now))
+            .bind(old_hash)
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
-            .bind(&user_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let u = user(&row)?;
+        let inserted = sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(new_hash)
+        .bind(user.id.to_string())
+        .bind(ts(now))
+        .bind(ts(new_expiry))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict("new refresh token already exists".into()));
+            }
+            other => other?,
+        };
         tx.commit().await?;
-        Ok(Some(u))
+        Ok(Some(user))
     }
 
     async fn revoke_refresh_token(&self, token_hash: &str) -> Result<bool> {
-        let n = sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL")
-            .bind(now_micros())
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n > 0)
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE token_hash = ?",
+        )
+        .bind(ts(now_micros()))
+        .bind(token_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn purge_refresh_tokens(&self, now: DateTime<Utc>) -> Result<u64> {
-        let n = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < ? OR (revoked_at IS NOT NULL AND revoked_at < ?)")
-            .bind(now)
-            .bind(now)
+        let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < ? OR revoked_at < ?")
+            .bind(ts(now))
+            .bind(ts(now))
             .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn create_registration_token(&self, new: NewRegistrationToken, actor: &Actor) -> Result<RegistrationToken> {
         let now = now_micros();
-        let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "INSERT INTO registration_tokens (id, token_hash, label, seats, seats_used, expires_at, revoked, created_by, created_at) \
-             VALUES (?, ?, ?, ?, 0, ?, 0, ?, ?)",
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO registration_tokens (id, token_hash, label, seats, seats_used, expires_at, revoked, \
+             created_by, created_at) VALUES (?, ?, ?, ?, 0, ?, 0, ?, ?) RETURNING *",
         )
         .bind(new.id.to_string())
         .bind(&new.token_hash)
         .bind(&new.label)
         .bind(i64::from(new.seats))
-        .bind(new.expires_at)
+        .bind(ts(new.expires_at))
         .bind(actor.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| unique_to_conflict(e, || "registration token already exists".into()))?;
-        let ev = NewEvent {
-            event_type: events::REGISTRATION_TOKEN_CREATED.into(),
-            subject: format!("registration_token/{}", new.id),
-            actor: actor.clone(),
-            correlation: None,
-            causation: None,
-            payload: serde_json::json!({ "label": new.label, "seats": new.seats, "expires_at": new.expires_at }),
+        .bind(ts(now))
+        .fetch_one(&mut *tx)
+        .await;
+        let row = match row {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict("registration token already exists".into()));
+            }
+            other => other?,
         };
+        let token = rows::registration_token(&row)?;
+        let ev = new_event(
+            events::REGISTRATION_TOKEN_CREATED,
+            format!("registration_token/{}", new.id),
+            actor,
+            None,
+            json!({ "id": new.id, "label": new.label, "seats": new.seats, "expires_at": token.expires_at }),
+        );
         insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
         tx.commit().await?;
-        Ok(RegistrationToken {
-            id: new.id,
-            label: new.label,
-            seats: new.seats,
-            seats_used: 0,
-            expires_at: new.expires_at,
-            revoked: false,
-        })
+        Ok(token)
     }
 
     async fn list_registration_tokens(&self) -> Result<Vec<RegistrationToken>> {
-        let rows = sqlx::query("SELECT * FROM registration_tokens ORDER BY created_at DESC")
+        let found = sqlx::query("SELECT * FROM registration_tokens ORDER BY created_at DESC, id")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(reg_token).collect()
+        found.iter().map(rows::registration_token).collect()
     }
 }

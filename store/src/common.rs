@@ -1,0 +1,92 @@
+//! Pure helpers shared by both backends: fingerprints, result hashes, timestamps,
+//! event preparation and the reasons shown to users. No SQL here.
+
+use crate::events;
+use crate::model::NewEvent;
+use canopy_api_types::commands::CommandResult;
+use canopy_api_types::updates::UpdateStatus;
+use canopy_api_types::EventId;
+use chrono::{DateTime, SubsecRound, Utc};
+use sha2::{Digest, Sha256};
+
+/// Now, truncated to microseconds (what PostgreSQL stores; checksums must match).
+pub fn now_micros() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+pub fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+/// The approved plan's fingerprint of one update row.
+pub fn fingerprint(manager: &str, package: &str, arch: &str, current: &str, available: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [manager, package, arch, current, available] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Identity of a submitted result, to recognise a resubmission.
+pub fn result_hash(result: &CommandResult) -> String {
+    let json = serde_json::to_vec(result).expect("result serialises");
+    hex::encode(Sha256::digest(json))
+}
+
+/// An event ready to insert: id, timestamp and checksum fixed.
+#[derive(Debug, Clone)]
+pub struct PreparedEvent {
+    pub id: EventId,
+    pub ts: DateTime<Utc>,
+    pub event: NewEvent,
+    pub checksum: String,
+    pub host_id: Option<canopy_api_types::HostId>,
+}
+
+pub fn prepare_event(event: NewEvent, host: Option<canopy_api_types::HostId>, ts: DateTime<Utc>) -> PreparedEvent {
+    let id = EventId::new();
+    let ts = micros(ts);
+    let checksum = events::checksum(id, ts, &event);
+    PreparedEvent {
+        id,
+        ts,
+        event,
+        checksum,
+        host_id: host,
+    }
+}
+
+/// Statuses from which a row may be approved.
+pub const APPROVABLE: [UpdateStatus; 2] = [UpdateStatus::Pending, UpdateStatus::Failed];
+
+/// Why an update id could not be approved.
+pub fn skip_reason(status: UpdateStatus, held: bool) -> String {
+    if held {
+        "held back on the host (apt-mark hold); release it there first".into()
+    } else {
+        format!("status is {}", status.as_str())
+    }
+}
+
+/// Status SQL list of open rows (not closed history).
+pub const OPEN_SQL: &str = "status NOT IN ('installed', 'reconciled')";
+/// Rows that count as pending work for dashboards.
+pub const PENDING_SQL: &str = "status NOT IN ('installed', 'reconciled', 'rejected')";
+
+/// ORDER BY for update listings: most severe first.
+pub const SEVERITY_ORDER_SQL: &str =
+    "CASE u.severity WHEN 'security' THEN 0 WHEN 'important' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_changes_with_any_part() {
+        let a = fingerprint("apt", "nginx", "amd64", "1.0", "1.1");
+        assert_eq!(a, fingerprint("apt", "nginx", "amd64", "1.0", "1.1"));
+        assert_ne!(a, fingerprint("apt", "nginx", "amd64", "1.0", "1.2"));
+        assert_ne!(fingerprint("apt", "ab", "", "c", "d"), fingerprint("apt", "a", "b", "c", "d"));
+    }
+}
