@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 pub const IMAGE: &str = "canopy-lab/debian:bookworm";
 const SUITE: &str = "bookworm";
 const VARIANT: &str = "minbase";
-const INCLUDE: &str = "openssh-server,ca-certificates";
+const INCLUDE: &str = "openssh-server,ca-certificates,procps";
 /// Bump when the steps below change in a way the hash inputs do not show.
 const RECIPE_VERSION: &str = "image-v1";
 

@@ -50,14 +50,12 @@ pub fn up(guests: usize) -> Result<PathBuf> {
     let started = Instant::now();
     crate::dockerd::ensure()?;
     let root = state::repo_root()?;
-    let description = fs::read_to_string(packages::description_path(&root))
-        .context("read lab/packages/demo-packages.txt")?;
-    let pkgs = packages::parse(&description)?;
+    let (pkgs, inputs) = packages::load(&root)?;
     let lab_state = state::state_dir()?.join("lab");
     fs::create_dir_all(&lab_state)?;
     let repo_dir = lab_state.join("repo");
     let old_debs = repo::build(&pkgs, &repo_dir)?;
-    let key = image::image_key(&description);
+    let key = image::image_key(&inputs);
     let build_secs = image::ensure(&key, &pkgs, &old_debs)?;
     let url = repo::serve(&repo_dir)?;
     let sources = format!(

@@ -1,5 +1,6 @@
 //! The demo packages of the lab: parsed from `lab/packages/demo-packages.txt` and built with
-//! `dpkg-deb` (architecture `all`, a tiny script and a version file each).
+//! `dpkg-deb` (architecture `all`, a tiny script and a version file each). A file
+//! `lab/packages/NAME.postinst` becomes the postinst of NAME's new version (e.g. a slow one).
 
 use crate::proc::cmd;
 use anyhow::{bail, Context, Result};
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Bump when the way packages are built changes (part of the image cache key).
-pub const BUILDER_VERSION: &str = "pkg-v1";
+pub const BUILDER_VERSION: &str = "pkg-v2";
 
 /// One row of the description file.
 #[derive(Debug, Clone)]
@@ -21,6 +22,28 @@ pub struct DemoPackage {
     pub suite: String,
     pub depends: Vec<String>,
     pub held: bool,
+    /// postinst of the new version, from `lab/packages/NAME.postinst`.
+    pub postinst: Option<String>,
+}
+
+/// Reads the description and the maintainer scripts. Returns the packages and the text of
+/// every input (for the image cache key).
+pub fn load(root: &Path) -> Result<(Vec<DemoPackage>, String)> {
+    let description = fs::read_to_string(description_path(root))
+        .context("read lab/packages/demo-packages.txt")?;
+    let mut pkgs = parse(&description)?;
+    let mut inputs = description;
+    for p in &mut pkgs {
+        let script = root
+            .join("lab/packages")
+            .join(format!("{}.postinst", p.name));
+        if script.is_file() {
+            let text = fs::read_to_string(&script)?;
+            inputs.push_str(&format!("\n--- {}.postinst\n{text}", p.name));
+            p.postinst = Some(text);
+        }
+    }
+    Ok((pkgs, inputs))
 }
 
 pub fn description_path(root: &Path) -> PathBuf {
@@ -61,6 +84,7 @@ pub fn parse(text: &str) -> Result<Vec<DemoPackage>> {
                 depends.split(',').map(str::to_string).collect()
             },
             held,
+            postinst: None,
         });
     }
     Ok(out)
@@ -71,6 +95,7 @@ pub fn build_deb(
     name: &str,
     version: &str,
     depends: &[String],
+    postinst: Option<&str>,
     work: &Path,
     out_dir: &Path,
 ) -> Result<PathBuf> {
@@ -97,6 +122,11 @@ pub fn build_deb(
         "Description: Canopy lab demo package {name}\n Built by cargo xtask lab.\n"
     ));
     fs::write(root.join("DEBIAN/control"), control)?;
+    if let Some(script) = postinst {
+        let path = root.join("DEBIAN/postinst");
+        fs::write(&path, script)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+    }
     fs::create_dir_all(out_dir)?;
     let deb = out_dir.join(format!("{name}_{version}_all.deb"));
     cmd("dpkg-deb", ["--root-owner-group", "-Zgzip", "--build"])

@@ -45,6 +45,7 @@ pub fn build(pkgs: &[DemoPackage], repo: &Path) -> Result<Vec<PathBuf>> {
                 &p.name,
                 old,
                 &[],
+                None,
                 &work,
                 &repo.join("pool").join(MAIN_SUITE),
             )?;
@@ -54,6 +55,7 @@ pub fn build(pkgs: &[DemoPackage], repo: &Path) -> Result<Vec<PathBuf>> {
             &p.name,
             &p.new,
             &p.depends,
+            p.postinst.as_deref(),
             &work,
             &repo.join("pool").join(&p.suite),
         )?;
