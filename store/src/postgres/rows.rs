@@ -1,0 +1,121 @@
+//! Decoding PostgreSQL rows into API types (enums are stored as text, ids as UUID).
+
+use crate::{Result, StoreError};
+use canopy_api_types::commands::{Command, CommandResult, CommandSpec, CommandStatus};
+use canopy_api_types::hosts::Host;
+use canopy_api_types::updates::{PackageManager, Severity, Update, UpdateStatus};
+use canopy_api_types::*;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+/// `hosts h` with its open-update counts from one grouped join (no query per host).
+pub(super) const HOST_SELECT: &str = "SELECT h.*, COALESCE(c.pending, 0) AS pending_updates, \
+    COALESCE(c.security, 0) AS security_updates FROM hosts h LEFT JOIN ( \
+        SELECT host_id, COUNT(*) AS pending, COUNT(*) FILTER (WHERE severity = 'security') AS security \
+        FROM updates WHERE status NOT IN ('installed', 'reconciled', 'rejected') GROUP BY host_id \
+    ) c ON c.host_id = h.id";
+
+/// Columns of `updates u JOIN hosts h` for [`update`].
+pub(super) const UPDATE_SELECT: &str =
+    "SELECT u.*, h.hostname AS hostname FROM updates u JOIN hosts h ON h.id = u.host_id";
+
+fn count(row: &PgRow, col: &str) -> Result<u64> {
+    Ok(u64::try_from(row.try_get::<i64, _>(col)?).unwrap_or(0))
+}
+
+pub(super) fn host(row: &PgRow) -> Result<Host> {
+    Ok(Host {
+        id: HostId(row.try_get("id")?),
+        hostname: row.try_get("hostname")?,
+        machine_id: row.try_get("machine_id")?,
+        os_id: row.try_get("os_id")?,
+        os_pretty: row.try_get("os_pretty")?,
+        kernel: row.try_get("kernel")?,
+        arch: row.try_get("arch")?,
+        agent_version: row.try_get("agent_version")?,
+        read_only: row.try_get("read_only")?,
+        reboot_required: row.try_get("reboot_required")?,
+        pending_updates: count(row, "pending_updates")?,
+        security_updates: count(row, "security_updates")?,
+        last_seen: row.try_get("last_seen")?,
+        last_report: row.try_get("last_report")?,
+        registered_at: row.try_get("registered_at")?,
+    })
+}
+
+pub(super) fn manager(s: &str) -> Result<PackageManager> {
+    PackageManager::parse(s).ok_or_else(|| StoreError::corrupt("updates", format!("unknown manager '{s}'")))
+}
+
+pub(super) fn update(row: &PgRow) -> Result<Update> {
+    let severity: String = row.try_get("severity")?;
+    let status: String = row.try_get("status")?;
+    let arch: String = row.try_get("arch")?;
+    Ok(Update {
+        id: UpdateId(row.try_get("id")?),
+        host_id: HostId(row.try_get("host_id")?),
+        hostname: row.try_get("hostname")?,
+        manager: manager(&row.try_get::<String, _>("manager")?)?,
+        package: row.try_get("package")?,
+        current_version: row.try_get("current_version")?,
+        available_version: row.try_get("available_version")?,
+        arch: (!arch.is_empty()).then_some(arch),
+        source: row.try_get("source")?,
+        severity: Severity::parse(&severity)
+            .ok_or_else(|| StoreError::corrupt("updates", format!("unknown severity '{severity}'")))?,
+        held: row.try_get("held")?,
+        status: update_status(&status)?,
+        correlation_id: row.try_get::<Option<Uuid>, _>("correlation_id")?.map(CorrelationId),
+        command_id: row.try_get::<Option<Uuid>, _>("command_id")?.map(CommandId),
+        first_seen: row.try_get("first_seen")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub(super) fn update_status(s: &str) -> Result<UpdateStatus> {
+    UpdateStatus::parse(s).ok_or_else(|| StoreError::corrupt("updates", format!("unknown status '{s}'")))
+}
+
+pub(super) fn command(row: &PgRow) -> Result<Command> {
+    let spec: serde_json::Value = row.try_get("spec")?;
+    let status: String = row.try_get("status")?;
+    let result: Option<serde_json::Value> = row.try_get("result")?;
+    let timeout: i32 = row.try_get("timeout_secs")?;
+    Ok(Command {
+        id: CommandId(row.try_get("id")?),
+        host_id: HostId(row.try_get("host_id")?),
+        spec: serde_json::from_value::<CommandSpec>(spec)
+            .map_err(|e| StoreError::corrupt("commands", format!("spec: {e}")))?,
+        status: CommandStatus::parse(&status)
+            .ok_or_else(|| StoreError::corrupt("commands", format!("unknown status '{status}'")))?,
+        correlation_id: CorrelationId(row.try_get("correlation_id")?),
+        caused_by: row.try_get::<Option<Uuid>, _>("caused_by")?.map(CommandId),
+        retried_from: row.try_get::<Option<Uuid>, _>("retried_from")?.map(CommandId),
+        timeout_secs: u32::try_from(timeout).unwrap_or(0),
+        created_at: row.try_get("created_at")?,
+        sent_at: row.try_get("sent_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        result: result
+            .map(serde_json::from_value::<CommandResult>)
+            .transpose()
+            .map_err(|e| StoreError::corrupt("commands", format!("result: {e}")))?,
+        error: row.try_get("error")?,
+    })
+}
+
+pub(super) fn event(row: &PgRow) -> Result<canopy_api_types::hosts::Event> {
+    Ok(canopy_api_types::hosts::Event {
+        id: EventId(row.try_get("id")?),
+        seq: row.try_get("seq")?,
+        ts: row.try_get("ts")?,
+        event_type: row.try_get("event_type")?,
+        subject: row.try_get("subject")?,
+        actor: row.try_get("actor")?,
+        correlation_id: row.try_get::<Option<Uuid>, _>("correlation_id")?.map(CorrelationId),
+        causation_id: row.try_get::<Option<Uuid>, _>("causation_id")?.map(EventId),
+        payload: row.try_get("payload")?,
+        checksum: row.try_get("checksum")?,
+    })
+}

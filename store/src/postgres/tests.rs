@@ -1,0 +1,1 @@
+//! Tests of the PostgreSQL backend (filled in below).

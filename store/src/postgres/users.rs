@@ -1,0 +1,225 @@
+//! Users, refresh tokens and registration tokens on PostgreSQL.
+
+use super::{insert_events, unique_to_conflict, PgStore};
+use crate::common::{micros, now_micros, prepare_event};
+use crate::{events, Actor, NewEvent, NewRegistrationToken, Result, StoreError, UserStore};
+use async_trait::async_trait;
+use canopy_api_types::auth::{RegistrationToken, Role, User};
+use canopy_api_types::{RegistrationTokenId, UserId};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+fn user(row: &PgRow) -> Result<User> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: UserId(row.try_get("id")?),
+        username: row.try_get("username")?,
+        role: Role::parse(&role).ok_or_else(|| StoreError::corrupt("users", format!("unknown role '{role}'")))?,
+    })
+}
+
+fn reg_token(row: &PgRow) -> Result<RegistrationToken> {
+    Ok(RegistrationToken {
+        id: RegistrationTokenId(row.try_get("id")?),
+        label: row.try_get("label")?,
+        seats: u32::try_from(row.try_get::<i32, _>("seats")?).unwrap_or(0),
+        seats_used: u32::try_from(row.try_get::<i32, _>("seats_used")?).unwrap_or(0),
+        expires_at: row.try_get("expires_at")?,
+        revoked: row.try_get("revoked")?,
+    })
+}
+
+fn user_event(event_type: &str, username: &str, actor: &Actor, payload: serde_json::Value) -> NewEvent {
+    NewEvent {
+        event_type: event_type.into(),
+        subject: format!("user/{username}"),
+        actor: actor.clone(),
+        correlation: None,
+        causation: None,
+        payload,
+    }
+}
+
+#[async_trait]
+impl UserStore for PgStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn count_users(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn create_user(&self, username: &str, password_hash: &str, role: Role, actor: &Actor) -> Result<User> {
+        let now = now_micros();
+        let id = UserId::new();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id.0)
+            .bind(username)
+            .bind(password_hash)
+            .bind(role.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unique_to_conflict(e, || format!("username '{username}' is taken")))?;
+        let payload = serde_json::json!({ "username": username, "role": role.as_str() });
+        let ev = user_event(events::USER_CREATED, username, actor, payload);
+        insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
+        tx.commit().await?;
+        Ok(User {
+            id,
+            username: username.into(),
+            role,
+        })
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>> {
+        let row = sqlx::query("SELECT * FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((user(&r)?, r.try_get("password_hash")?)))
+            .transpose()
+    }
+
+    async fn set_password(&self, username: &str, password_hash: &str, actor: &Actor) -> Result<()> {
+        let now = now_micros();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
+            .bind(password_hash)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("user '{username}'")));
+        }
+        let ev = user_event(events::USER_PASSWORD_SET, username, actor, serde_json::json!({}));
+        insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_refresh_token(&self, user: UserId, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(token_hash)
+            .bind(user.0)
+            .bind(now_micros())
+            .bind(micros(expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| unique_to_conflict(e, || "refresh token already exists".into()))?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new_expiry: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<User>> {
+        let now = micros(now);
+        let mut tx = self.pool.begin().await?;
+        // The UPDATE locks the row: of two concurrent rotations only one sees it unrevoked.
+        let user_id: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE refresh_tokens SET revoked_at = $1 \
+             WHERE token_hash = $2 AND revoked_at IS NULL AND expires_at > $1 RETURNING user_id",
+        )
+        .bind(now)
+        .bind(old_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user_id) = user_id else {
+            return Ok(None);
+        };
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(new_hash)
+            .bind(user_id)
+            .bind(now)
+            .bind(micros(new_expiry))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unique_to_conflict(e, || "refresh token already exists".into()))?;
+        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let u = user(&row)?;
+        tx.commit().await?;
+        Ok(Some(u))
+    }
+
+    async fn revoke_refresh_token(&self, token_hash: &str) -> Result<bool> {
+        let n = sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
+            .bind(now_micros())
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn purge_refresh_tokens(&self, now: DateTime<Utc>) -> Result<u64> {
+        let n = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1)")
+            .bind(micros(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n)
+    }
+
+    async fn create_registration_token(&self, new: NewRegistrationToken, actor: &Actor) -> Result<RegistrationToken> {
+        let now = now_micros();
+        let expires_at = micros(new.expires_at);
+        let seats = i32::try_from(new.seats)
+            .map_err(|_| StoreError::Conflict(format!("{} seats is more than a token can carry", new.seats)))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO registration_tokens (id, token_hash, label, seats, seats_used, expires_at, revoked, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, 0, $5, FALSE, $6, $7)",
+        )
+        .bind(new.id.0)
+        .bind(&new.token_hash)
+        .bind(&new.label)
+        .bind(seats)
+        .bind(expires_at)
+        .bind(actor.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_to_conflict(e, || "registration token already exists".into()))?;
+        let ev = NewEvent {
+            event_type: events::REGISTRATION_TOKEN_CREATED.into(),
+            subject: format!("registration_token/{}", new.id),
+            actor: actor.clone(),
+            correlation: None,
+            causation: None,
+            payload: serde_json::json!({ "label": new.label, "seats": new.seats, "expires_at": new.expires_at }),
+        };
+        insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
+        tx.commit().await?;
+        Ok(RegistrationToken {
+            id: new.id,
+            label: new.label,
+            seats: new.seats,
+            seats_used: 0,
+            expires_at,
+            revoked: false,
+        })
+    }
+
+    async fn list_registration_tokens(&self) -> Result<Vec<RegistrationToken>> {
+        let rows = sqlx::query("SELECT * FROM registration_tokens ORDER BY created_at DESC, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(reg_token).collect()
+    }
+}
