@@ -1,0 +1,123 @@
+//! The storage conformance suite: every case runs against both backends, each on a
+//! fresh database. PostgreSQL cases need `CANOPY_TEST_POSTGRES_URL` (a server URL; each
+//! test creates its own `canopy_test_<random>` database); without it they fail, unless
+//! `CANOPY_SKIP_POSTGRES=1` says to skip them.
+
+#[path = "conformance/commands.rs"]
+mod commands;
+#[path = "conformance/fixture.rs"]
+mod fixture;
+#[path = "conformance/ingest.rs"]
+mod ingest;
+#[path = "conformance/listing.rs"]
+mod listing;
+#[path = "conformance/migrations.rs"]
+mod migrations;
+#[path = "conformance/pipeline.rs"]
+mod pipeline;
+#[path = "conformance/support.rs"]
+mod support;
+#[path = "conformance/users.rs"]
+mod users;
+
+/// One `#[tokio::test]` per case that takes the store.
+macro_rules! store_cases {
+    ($fresh:path; $($module:ident :: $case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $case() {
+            let Some(db) = $fresh().await else { return };
+            $crate::$module::$case(db.store.clone()).await;
+        }
+    )*};
+}
+
+/// One `#[tokio::test]` per case that needs the database itself (migrations).
+macro_rules! db_cases {
+    ($fresh:path; $($module:ident :: $case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $case() {
+            let Some(db) = $fresh().await else { return };
+            $crate::$module::$case(db).await;
+        }
+    )*};
+}
+
+/// The whole suite for one backend: `conformance_tests!(module_name, fresh_fn)`.
+macro_rules! conformance_tests {
+    ($backend:ident, $fresh:path) => {
+        mod $backend {
+            store_cases!($fresh;
+                users::users_create_lookup_and_conflict,
+                users::refresh_tokens_rotate_refuse_and_purge,
+                users::registration_token_seats_and_refusals,
+                users::reenrol_same_machine_keeps_host_id,
+                users::touch_host_and_report_hash,
+                ingest::ingest_3772_rows_in_one_call,
+                ingest::ingest_duplicate_rows_are_rejected_individually,
+                ingest::ingest_database_refused_rows_are_isolated,
+                ingest::ingest_reconciles_rows_no_longer_reported,
+                ingest::ingest_leaves_rows_in_flight,
+                ingest::ingest_version_change_voids_approval,
+                ingest::rescan_after_install_closes_nothing_wrongly,
+                pipeline::approve_many_one_dry_run_per_host,
+                pipeline::full_flow_shares_one_correlation,
+                pipeline::confirm_refuses_failed_unfinished_and_repeated,
+                pipeline::duplicate_result_is_duplicate_and_different_is_conflict,
+                pipeline::reject_moves_only_rejectable_rows,
+                commands::claim_sets_sent_once,
+                commands::mark_running_rules,
+                commands::expire_times_out_and_fails_rows,
+                commands::late_result_after_timeout_is_kept_but_status_stays,
+                commands::retry_links_and_completes,
+                commands::retry_of_timed_out_install,
+                commands::cancel_pending_or_sent_only,
+                commands::concurrent_claims_never_hand_out_a_command_twice,
+                listing::list_updates_filters_order_and_pages,
+                listing::list_hosts_counts_open_and_security,
+                listing::stats_one_figure_each,
+                listing::events_filter_checksums_and_purge,
+                listing::idempotency_keys,
+            );
+            db_cases!($fresh;
+                migrations::fresh_database_gets_every_migration_and_reopen_is_noop,
+                migrations::each_migration_applies_on_top_of_the_previous_ones,
+                migrations::changed_migration_is_refused,
+                migrations::unknown_migration_is_refused,
+            );
+        }
+    };
+}
+
+conformance_tests!(sqlite, crate::fixture::fresh_sqlite);
+conformance_tests!(postgres, crate::fixture::fresh_postgres);
+
+/// Both backends carry the same migrations: same numbers, same names.
+#[test]
+fn migrations_are_paired() {
+    let sqlite = canopy_store::known_migrations("sqlite");
+    let postgres = canopy_store::known_migrations("postgres");
+    assert!(!sqlite.is_empty());
+    assert_eq!(sqlite, postgres);
+}
+
+/// SQLite only: an unopenable path fails (fast) instead of hanging; memory works.
+#[tokio::test]
+async fn sqlite_unopenable_path_is_an_error() {
+    let err = canopy_store::open("sqlite:///nonexistent-canopy-dir/sub/canopy.db").await.err();
+    assert!(err.is_some(), "opening a file in a missing directory must fail");
+    let msg = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("nonexistent-canopy-dir"), "the error names the database: {msg}");
+}
+
+#[tokio::test]
+async fn sqlite_memory_database_works() {
+    let store = canopy_store::open("sqlite::memory:").await.expect("memory database");
+    store.create_user("m", "h", canopy_api_types::auth::Role::Admin, &canopy_store::Actor::System).await.unwrap();
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    let h = support::host(&store, "mem").await;
+    store
+        .ingest_report(h.id, support::report(support::many("m", 10)), &canopy_store::Actor::Agent(h.id))
+        .await
+        .unwrap();
+    assert_eq!(store.list_updates(&support::by_host(h.id)).await.unwrap().total, 10);
+}

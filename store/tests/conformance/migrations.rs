@@ -1,0 +1,65 @@
+//! Migrations: a fresh database gets all of them, re-opening is a no-op, an older
+//! database is brought forward one step at a time, and a database that does not match
+//! this binary's migrations is refused.
+
+use super::fixture::{applied, apply_first, empty, exec, Backend, Fresh};
+use canopy_api_types::auth::Role;
+use canopy_store::{known_migrations, Actor};
+
+fn expected(backend: Backend) -> Vec<(i64, String, bool)> {
+    known_migrations(backend.name()).into_iter().map(|(v, d)| (v, d, true)).collect()
+}
+
+pub async fn fresh_database_gets_every_migration_and_reopen_is_noop(fresh: Fresh) {
+    let backend = fresh.db.backend;
+    assert!(!known_migrations(backend.name()).is_empty());
+    assert_eq!(applied(&fresh.db).await, expected(backend));
+    fresh.store.create_user("kept", "h", Role::Viewer, &Actor::System).await.unwrap();
+    let again = canopy_store::open(&fresh.db.url).await.expect("re-open");
+    assert_eq!(applied(&fresh.db).await, expected(backend), "re-open applies nothing");
+    assert!(again.user_by_name("kept").await.unwrap().is_some());
+    again.ping().await.unwrap();
+}
+
+pub async fn each_migration_applies_on_top_of_the_previous_ones(fresh: Fresh) {
+    let backend = fresh.db.backend;
+    let n = known_migrations(backend.name()).len();
+    for k in 0..n {
+        let db = empty(backend).await.expect("database");
+        apply_first(&db, k).await;
+        assert_eq!(applied(&db).await.len(), k);
+        let store = canopy_store::open(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("migrating from {k} of {n} migrations: {e}"));
+        store.ping().await.unwrap();
+        assert_eq!(applied(&db).await, expected(backend));
+    }
+}
+
+pub async fn changed_migration_is_refused(fresh: Fresh) {
+    let sql = match fresh.db.backend {
+        Backend::Sqlite => "UPDATE _sqlx_migrations SET checksum = X'00'",
+        Backend::Postgres => "UPDATE _sqlx_migrations SET checksum = '\\x00'::bytea",
+    };
+    exec(&fresh.db, sql).await.unwrap();
+    let err = canopy_store::open(&fresh.db.url).await.err().expect("a changed migration must be refused");
+    assert!(err.to_string().contains("migrat"), "{err}");
+}
+
+pub async fn unknown_migration_is_refused(fresh: Fresh) {
+    let sql = match fresh.db.backend {
+        Backend::Sqlite => {
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999999, 'from the future', 1, X'00', 0)"
+        }
+        Backend::Postgres => {
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999999, 'from the future', TRUE, '\\x00'::bytea, 0)"
+        }
+    };
+    exec(&fresh.db, sql).await.unwrap();
+    assert!(
+        canopy_store::open(&fresh.db.url).await.is_err(),
+        "a database with a migration this binary does not know must be refused"
+    );
+}
