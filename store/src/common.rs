@@ -69,14 +69,6 @@ pub fn skip_reason(status: UpdateStatus, held: bool) -> String {
     }
 }
 
-/// Status SQL list of open rows (not closed history).
-pub const OPEN_SQL: &str = "status NOT IN ('installed', 'reconciled')";
-/// Rows that count as pending work for dashboards.
-pub const PENDING_SQL: &str = "status NOT IN ('installed', 'reconciled', 'rejected')";
-
-/// ORDER BY for update listings: most severe first.
-pub const SEVERITY_ORDER_SQL: &str =
-    "CASE u.severity WHEN 'security' THEN 0 WHEN 'important' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END";
 
 #[cfg(test)]
 mod tests {
