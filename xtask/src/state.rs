@@ -70,6 +70,7 @@ pub fn free_port() -> Result<u16> {
 /// `pidfile` and returns the pid. The process outlives xtask.
 pub fn spawn_detached(command: Cmd, log: &Path, pidfile: &Path) -> Result<u32> {
     let shown = command.shown().to_string();
+    let program = shown.split_whitespace().next().unwrap_or("").to_string();
     let logfile = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -85,13 +86,23 @@ pub fn spawn_detached(command: Cmd, log: &Path, pidfile: &Path) -> Result<u32> {
         .spawn()
         .with_context(|| format!("cannot start `{shown}`"))?;
     let pid = child.id();
-    fs::write(pidfile, format!("{pid}\n"))?;
+    // The program name guards against a stale pid file whose pid was reused after a reboot.
+    fs::write(pidfile, format!("{pid}\n{program}\n"))?;
     Ok(pid)
 }
 
-/// The pid in `pidfile` if that process is still alive.
+/// The pid in `pidfile` if that process is still alive and still runs the recorded program.
 pub fn running_pid(pidfile: &Path) -> Option<u32> {
-    let pid: u32 = fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    let text = fs::read_to_string(pidfile).ok()?;
+    let mut lines = text.lines();
+    let pid: u32 = lines.next()?.trim().parse().ok()?;
+    if let Some(program) = lines.next().map(str::trim).filter(|p| !p.is_empty()) {
+        let base = program.rsplit('/').next().unwrap_or(program);
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(base) {
+            return None;
+        }
+    }
     pid_alive(pid).then_some(pid)
 }
 

@@ -215,10 +215,14 @@ pub fn run(args: &[&str]) -> Result<()> {
             Ok(())
         });
     }
+    let mut docker_started = false;
     if skipped("docker") {
         run.record("docker", "skipped (flag)".into(), 0.0)
     } else {
-        run.step("docker", |_| dockerd::ensure().map(|_| ()));
+        run.step("docker", |_| {
+            docker_started = dockerd::ensure()?;
+            Ok(())
+        });
     }
     let mut lab_started = false;
     if skipped("lab") {
@@ -278,15 +282,28 @@ pub fn run(args: &[&str]) -> Result<()> {
         run.record("pg stop", outcome, t.elapsed().as_secs_f64());
     }
 
+    if docker_started {
+        // Only an engine this run started; the lab image stays in /var/lib/docker.
+        let t = Instant::now();
+        let outcome = match dockerd::stop() {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                teardown_failed = true;
+                format!("FAILED: {}", first_line(&format!("{e:#}")))
+            }
+        };
+        run.record("dockerd stop", outcome, t.elapsed().as_secs_f64());
+    }
+
     eprintln!(
         "\nxtask test: summary{}",
         if ci { " (CI=true)" } else { "" }
     );
     for s in &run.steps {
-        eprintln!("  {:<10} {:>7.1}s  {}", s.name, s.secs, s.outcome);
+        eprintln!("  {:<12} {:>7.1}s  {}", s.name, s.secs, s.outcome);
     }
     eprintln!(
-        "  {:<10} {:>7.1}s",
+        "  {:<12} {:>7.1}s",
         "total",
         started.elapsed().as_secs_f64()
     );
