@@ -54,12 +54,21 @@ fn current_label() -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+fn image_id() -> Option<String> {
+    cmd("docker", ["image", "inspect", "--format", "{{.Id}}", IMAGE])
+        .output()
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
 /// Makes sure the image with hash `key` exists; builds it otherwise. Returns seconds spent
 /// building (0 when cached).
 pub fn ensure(key: &str, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<f64> {
     if current_label().as_deref() == Some(key) {
         return Ok(0.0);
     }
+    let previous = image_id();
     let started = Instant::now();
     eprintln!("xtask: building lab image {IMAGE} (hash {key})");
     let base = base_tarball()?;
@@ -93,6 +102,10 @@ pub fn ensure(key: &str, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<f
         .context("docker import")?;
     fs::remove_file(&tar)?;
     remove_tree(&root)?;
+    if let Some(old) = previous {
+        // The replaced image is now untagged; drop it (fails harmlessly while a container uses it).
+        let _ = cmd("docker", ["image", "rm", &old]).ok();
+    }
     let secs = started.elapsed().as_secs_f64();
     eprintln!("xtask: lab image built in {secs:.1}s");
     Ok(secs)
