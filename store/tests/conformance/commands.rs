@@ -44,7 +44,10 @@ pub async fn mark_running_rules(store: S) {
     let h = host(&store, "run").await;
     let other = host(&store, "other").await;
     let c = store.enqueue_command(scan(h.id), &admin()).await.unwrap();
-    assert!(matches!(store.mark_running(h.id, c.id, Utc::now()).await, Err(StoreError::Conflict(_))));
+    assert!(
+        matches!(store.mark_running(h.id, c.id, Utc::now()).await, Err(StoreError::Conflict(_))),
+        "only a sent command can start running; a pending one is a Conflict"
+    );
     store.claim_commands(h.id, Utc::now(), 10).await.unwrap();
     assert!(matches!(store.mark_running(other.id, c.id, Utc::now()).await, Err(StoreError::NotFound(_))));
     let r = store.mark_running(h.id, c.id, Utc::now()).await.unwrap();
@@ -103,8 +106,12 @@ pub async fn retry_links_and_completes(store: S) {
     assert_eq!(retry.spec, CommandSpec::DryRun { packages: vec!["a".into(), "b".into()] });
     let rows = store.list_updates(&by_host(h.id)).await.unwrap().items;
     assert!(rows.iter().all(|u| u.status == UpdateStatus::DryRun && u.command_id == Some(retry.id)));
-    // Nothing left to carry for a second retry of the same command.
-    assert!(matches!(store.retry_command(dry, &admin()).await, Err(StoreError::Conflict(_))));
+    // Its rows now belong to the retry: a second retry of the same command has nothing
+    // left to carry and is a Conflict (scans, which carry no rows, can be retried again).
+    assert!(
+        matches!(store.retry_command(dry, &admin()).await, Err(StoreError::Conflict(_))),
+        "a second retry of a dry-run whose rows moved to the first retry must be a Conflict"
+    );
     run(&store, h.id, retry.id, ok(vec![planned("a", true), planned("b", true)])).await;
     let install = store.confirm_dry_run(retry.id, 600, &admin()).await.unwrap();
     assert_eq!(install.caused_by, Some(retry.id));
@@ -139,9 +146,15 @@ pub async fn cancel_pending_or_sent_only(store: S) {
     assert_eq!(store.list_updates(&by_host(h.id)).await.unwrap().items[0].status, UpdateStatus::Pending);
     assert!(matches!(store.cancel_command(dry, &admin()).await, Err(StoreError::Conflict(_))));
     assert!(store.claim_commands(h.id, Utc::now(), 10).await.unwrap().is_empty(), "cancelled is not claimable");
-    // A cancelled command can be retried and carries its rows again.
+    // A cancelled command can be retried and carries its rows again (cancel leaves
+    // `command_id` on the rows it put back to pending, so the retry finds them).
     let retry = store.retry_command(dry, &admin()).await.unwrap();
-    assert_eq!(store.list_updates(&by_host(h.id)).await.unwrap().items[0].command_id, Some(retry.id));
+    let row = &store.list_updates(&by_host(h.id)).await.unwrap().items[0];
+    assert_eq!(
+        (row.status, row.command_id),
+        (UpdateStatus::DryRun, Some(retry.id)),
+        "the retry of a cancelled dry-run carries its rows"
+    );
     // Sent: still cancellable; running: not.
     let s = store.enqueue_command(scan(h.id), &admin()).await.unwrap();
     store.claim_commands(h.id, Utc::now(), 10).await.unwrap();

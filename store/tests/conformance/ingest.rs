@@ -50,15 +50,16 @@ pub async fn ingest_duplicate_rows_are_rejected_individually(store: S) {
 
 pub async fn ingest_database_refused_rows_are_isolated(store: S) {
     let h = host(&store, "bad").await;
-    // 700 rows: two chunks; the database refuses an empty package name (one in each
-    // chunk) and an empty available version; every other row is kept.
+    // 700 rows: two chunks; the schema refuses an empty package name, one longer than
+    // 512 characters and an empty available version (CHECK constraints). Every other
+    // row is kept.
     let mut rows = many("ok", 700);
     rows[3].package = String::new();
-    rows[612].package = String::new();
+    rows[612].package = "p".repeat(600);
     rows[640].available_version = String::new();
     let out = store.ingest_report(h.id, report(rows), &Actor::Agent(h.id)).await.unwrap();
     let idx: Vec<usize> = out.rejected.iter().map(|r| r.index).collect();
-    assert_eq!(idx, vec![3, 612, 640]);
+    assert_eq!(idx, vec![3, 612, 640], "rows refused by the schema's CHECKs: {:?}", out.rejected);
     assert!(out.rejected.iter().all(|r| !r.reason.is_empty()));
     assert_eq!(out.accepted, 697);
     assert_eq!(out.discovered, 697);

@@ -144,7 +144,10 @@ pub async fn events_filter_checksums_and_purge(store: S) {
     let of_a = store.events(&EventFilter { host_id: Some(a), ..Default::default() }).await.unwrap();
     assert!(!of_a.is_empty() && of_a.iter().all(|e| e.subject.starts_with(&format!("host/{a}"))));
     let of_b = store.events(&EventFilter { host_id: Some(b.id), ..Default::default() }).await.unwrap();
-    assert!(of_b.iter().any(|e| e.id == appended.id), "host derived from the subject");
+    assert!(
+        of_b.iter().any(|e| e.id == appended.id),
+        "append_event stores host_id from a `host/{{id}}…` subject so the host filter finds it"
+    );
     let by_corr = store.events(&EventFilter { correlation_id: Some(corr), ..Default::default() }).await.unwrap();
     assert_eq!(by_corr.iter().map(|e| e.id).collect::<Vec<_>>(), vec![appended.id]);
     let after = store.events(&EventFilter { after: Some(all[2].seq), limit: Some(2), ..Default::default() }).await.unwrap();
