@@ -64,7 +64,11 @@ pub(crate) struct IngestPlan {
 type Key = (PackageManager, String, String);
 
 fn key(row: &PackageUpdate) -> Key {
-    (row.manager, row.package.clone(), row.arch.clone().unwrap_or_default())
+    (
+        row.manager,
+        row.package.clone(),
+        row.arch.clone().unwrap_or_default(),
+    )
 }
 
 fn in_flight(status: UpdateStatus) -> bool {
@@ -105,7 +109,8 @@ pub(crate) fn plan(open: Vec<OpenRow>, report: &IngestReport) -> IngestPlan {
         }
         let available_changed = old.available_version != row.available_version;
         let current_changed = old.current_version != row.current_version;
-        let others_changed = old.source != row.source || old.severity != row.severity || old.held != row.held;
+        let others_changed =
+            old.source != row.source || old.severity != row.severity || old.held != row.held;
         if !available_changed && !current_changed && !others_changed {
             out.unchanged += 1;
             continue;
@@ -196,8 +201,14 @@ mod tests {
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].index, 3);
         assert_eq!(p.refreshes.len(), 2);
-        assert!(p.refreshes.iter().any(|f| f.row.package == "newer" && f.reset));
-        assert!(p.refreshes.iter().any(|f| f.row.package == "rej" && !f.reset));
+        assert!(p
+            .refreshes
+            .iter()
+            .any(|f| f.row.package == "newer" && f.reset));
+        assert!(p
+            .refreshes
+            .iter()
+            .any(|f| f.row.package == "rej" && !f.reset));
         assert_eq!(p.reconcile.len(), 1, "only 'gone'; 'flight' is in flight");
     }
 }

@@ -103,21 +103,47 @@ fn migrations_are_paired() {
 /// SQLite only: an unopenable path fails (fast) instead of hanging; memory works.
 #[tokio::test]
 async fn sqlite_unopenable_path_is_an_error() {
-    let err = canopy_store::open("sqlite:///nonexistent-canopy-dir/sub/canopy.db").await.err();
-    assert!(err.is_some(), "opening a file in a missing directory must fail");
-    let msg = err.map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg.contains("nonexistent-canopy-dir"), "the error names the database: {msg}");
+    let Err(err) = canopy_store::open("sqlite:///nonexistent-canopy-dir/sub/canopy.db").await
+    else {
+        panic!("opening a file in a missing directory must fail");
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("nonexistent-canopy-dir"),
+        "the error names the database: {msg}"
+    );
 }
 
 #[tokio::test]
 async fn sqlite_memory_database_works() {
-    let store = canopy_store::open("sqlite::memory:").await.expect("memory database");
-    store.create_user("m", "h", canopy_api_types::auth::Role::Admin, &canopy_store::Actor::System).await.unwrap();
+    let store = canopy_store::open("sqlite::memory:")
+        .await
+        .expect("memory database");
+    store
+        .create_user(
+            "m",
+            "h",
+            canopy_api_types::auth::Role::Admin,
+            &canopy_store::Actor::System,
+        )
+        .await
+        .unwrap();
     assert_eq!(store.count_users().await.unwrap(), 1);
     let h = support::host(&store, "mem").await;
     store
-        .ingest_report(h.id, support::report(support::many("m", 10)), &canopy_store::Actor::Agent(h.id))
+        .ingest_report(
+            h.id,
+            support::report(support::many("m", 10)),
+            &canopy_store::Actor::Agent(h.id),
+        )
         .await
         .unwrap();
-    assert_eq!(store.list_updates(&support::by_host(h.id)).await.unwrap().total, 10);
+    assert_eq!(
+        store
+            .list_updates(&support::by_host(h.id))
+            .await
+            .unwrap()
+            .total,
+        10
+    );
 }

@@ -1,176 +1,20 @@
 //! The command queue on SQLite: enqueue, claim (`UPDATE … RETURNING` inside
 //! `BEGIN IMMEDIATE`), start, cancel, retry, time out. Results and confirmations are in
-//! `complete.rs`.
+//! `complete.rs`, shared building blocks in `queue.rs`.
 
+use super::queue::{carried_rows, command_event, insert_commands, load, move_rows, queued_event};
 use super::rows;
-use super::{insert_events, new_event, placeholders, ts, SqliteStore, Tx};
-use crate::common::{fingerprint, micros, now_micros, prepare_event, PreparedEvent};
-use crate::{events, Actor, CommandStore, CompleteOutcome, NewCommand, Result, StoreError, SENT_GRACE_SECS};
+use super::{insert_events, ts, SqliteStore};
+use crate::common::{micros, now_micros};
+use crate::{
+    events, Actor, CommandStore, CompleteOutcome, NewCommand, Result, StoreError, SENT_GRACE_SECS,
+};
 use async_trait::async_trait;
 use canopy_api_types::commands::{Command, CommandResult, CommandSpec, CommandStatus};
 use canopy_api_types::{CommandId, HostId, UpdateId};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use sqlx::{QueryBuilder, Sqlite};
-
-/// Insert commands (status pending) in one statement; returns them as stored.
-pub(super) async fn insert_commands(
-    tx: &mut Tx,
-    new: &[NewCommand],
-    retried_from: Option<CommandId>,
-    now: DateTime<Utc>,
-) -> Result<Vec<Command>> {
-    if new.is_empty() {
-        return Ok(Vec::new());
-    }
-    let now = micros(now);
-    let mut specs = Vec::with_capacity(new.len());
-    for c in new {
-        specs.push(serde_json::to_string(&c.spec).map_err(|e| StoreError::corrupt("commands", e.to_string()))?);
-    }
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-        "INSERT INTO commands (id, host_id, kind, spec, status, correlation_id, caused_by, retried_from, \
-         timeout_secs, created_at) ",
-    );
-    qb.push_values(new.iter().zip(&specs), |mut b, (c, spec)| {
-        b.push_bind(c.id.to_string())
-            .push_bind(c.host.to_string())
-            .push_bind(c.spec.kind())
-            .push_bind(spec.clone())
-            .push_bind("pending")
-            .push_bind(c.correlation.to_string())
-            .push_bind(c.caused_by.map(|x| x.to_string()))
-            .push_bind(retried_from.map(|x| x.to_string()))
-            .push_bind(i64::from(c.timeout_secs))
-            .push_bind(ts(now));
-    });
-    match qb.build().execute(&mut **tx).await {
-        Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
-            return Err(StoreError::NotFound("host (or caused_by command) of the new command".into()));
-        }
-        Err(e) if super::is_unique_violation(&e) => {
-            return Err(StoreError::Conflict("a command with this id already exists".into()));
-        }
-        other => other?,
-    };
-    Ok(new
-        .iter()
-        .map(|c| Command {
-            id: c.id,
-            host_id: c.host,
-            spec: c.spec.clone(),
-            status: CommandStatus::Pending,
-            correlation_id: c.correlation,
-            caused_by: c.caused_by,
-            retried_from,
-            timeout_secs: c.timeout_secs,
-            created_at: now,
-            sent_at: None,
-            started_at: None,
-            finished_at: None,
-            result: None,
-            error: None,
-        })
-        .collect())
-}
-
-/// A `command.*` event about `c`.
-pub(super) fn command_event(
-    event_type: &str,
-    c: &Command,
-    actor: &Actor,
-    now: DateTime<Utc>,
-    payload: serde_json::Value,
-) -> PreparedEvent {
-    let ev = new_event(
-        event_type,
-        events::command_subject(c.host_id, c.id),
-        actor,
-        Some(c.correlation_id),
-        payload,
-    );
-    prepare_event(ev, Some(c.host_id), now)
-}
-
-pub(super) fn queued_event(c: &Command, actor: &Actor, now: DateTime<Utc>) -> PreparedEvent {
-    command_event(
-        events::COMMAND_QUEUED,
-        c,
-        actor,
-        now,
-        json!({
-            "command_id": c.id,
-            "spec": c.spec,
-            "timeout_secs": c.timeout_secs,
-            "caused_by": c.caused_by,
-            "retried_from": c.retried_from,
-        }),
-    )
-}
-
-/// A command with the columns the API type does not show.
-pub(super) struct Loaded {
-    pub cmd: Command,
-    pub result_hash: Option<String>,
-    pub confirmed_by: Option<CommandId>,
-}
-
-pub(super) async fn load(tx: &mut Tx, id: CommandId) -> Result<Option<Loaded>> {
-    let row = sqlx::query("SELECT * FROM commands WHERE id = ?")
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    Ok(Some(Loaded {
-        cmd: rows::command(&row)?,
-        result_hash: rows::opt_text(&row, "commands", "result_hash")?,
-        confirmed_by: rows::opt_id(&row, "commands", "confirmed_by")?,
-    }))
-}
-
-/// Move rows to a new command and status, one statement.
-pub(super) async fn move_rows(tx: &mut Tx, ids: &[UpdateId], status: &str, cmd: CommandId, now: &str) -> Result<()> {
-    for chunk in ids.chunks(500) {
-        let sql = format!(
-            "UPDATE updates SET status = ?, command_id = ?, updated_at = ? WHERE id IN ({})",
-            placeholders(chunk.len())
-        );
-        let mut q = sqlx::query(&sql).bind(status).bind(cmd.to_string()).bind(now);
-        for id in chunk {
-            q = q.bind(id.to_string());
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Rows carried by `cmd` in one of `statuses` whose versions still match the bound
-/// fingerprint: `(id, package)`.
-pub(super) async fn carried_rows(tx: &mut Tx, cmd: CommandId, statuses: &[&str]) -> Result<Vec<(UpdateId, String, bool)>> {
-    const T: &str = "updates";
-    let sql = format!(
-        "SELECT id, manager, package, arch, current_version, available_version, fingerprint FROM updates \
-         WHERE command_id = ? AND status IN ({}) ORDER BY package",
-        placeholders(statuses.len())
-    );
-    let mut q = sqlx::query(&sql).bind(cmd.to_string());
-    for s in statuses {
-        q = q.bind(*s);
-    }
-    let mut out = Vec::new();
-    for r in q.fetch_all(&mut **tx).await? {
-        let fp = fingerprint(
-            &rows::text(&r, T, "manager")?,
-            &rows::text(&r, T, "package")?,
-            &rows::text(&r, T, "arch")?,
-            &rows::text(&r, T, "current_version")?,
-            &rows::text(&r, T, "available_version")?,
-        );
-        let same = rows::opt_text(&r, T, "fingerprint")?.as_deref() == Some(fp.as_str());
-        out.push((rows::id(&r, T, "id")?, rows::text(&r, T, "package")?, same));
-    }
-    Ok(out)
-}
 
 fn not_found(id: CommandId) -> StoreError {
     StoreError::NotFound(format!("command {id}"))
@@ -188,7 +32,12 @@ impl CommandStore for SqliteStore {
         Ok(cmd)
     }
 
-    async fn claim_commands(&self, host: HostId, now: DateTime<Utc>, limit: u32) -> Result<Vec<Command>> {
+    async fn claim_commands(
+        &self,
+        host: HostId,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Command>> {
         let now = micros(now);
         let mut tx = self.begin_immediate().await?;
         let picked: Vec<(String, i64)> = sqlx::query_as(
@@ -211,20 +60,36 @@ impl CommandStore for SqliteStore {
             .push_bind(ts(now))
             .push(", deadline = v.deadline FROM v WHERE commands.id = v.id AND commands.status = 'pending' RETURNING *");
         let claimed = qb.build().fetch_all(&mut *tx).await?;
-        let mut cmds = claimed.iter().map(rows::command).collect::<Result<Vec<_>>>()?;
+        let mut cmds = claimed
+            .iter()
+            .map(rows::command)
+            .collect::<Result<Vec<_>>>()?;
         let order: Vec<&String> = picked.iter().map(|(id, _)| id).collect();
         cmds.sort_by_key(|c| order.iter().position(|id| **id == c.id.to_string()));
         let actor = Actor::Agent(host);
         let evs: Vec<_> = cmds
             .iter()
-            .map(|c| command_event(events::COMMAND_SENT, c, &actor, now, json!({ "command_id": c.id })))
+            .map(|c| {
+                command_event(
+                    events::COMMAND_SENT,
+                    c,
+                    &actor,
+                    now,
+                    json!({ "command_id": c.id }),
+                )
+            })
             .collect();
         insert_events(&mut tx, &evs).await?;
         tx.commit().await?;
         Ok(cmds)
     }
 
-    async fn mark_running(&self, host: HostId, id: CommandId, now: DateTime<Utc>) -> Result<Command> {
+    async fn mark_running(
+        &self,
+        host: HostId,
+        id: CommandId,
+        now: DateTime<Utc>,
+    ) -> Result<Command> {
         let now = micros(now);
         let mut tx = self.begin_immediate().await?;
         let cmd = match load(&mut tx, id).await? {
@@ -234,7 +99,12 @@ impl CommandStore for SqliteStore {
         match cmd.status {
             CommandStatus::Running => return Ok(cmd),
             CommandStatus::Sent => {}
-            s => return Err(StoreError::Conflict(format!("command {id} is {}, not sent", s.as_str()))),
+            s => {
+                return Err(StoreError::Conflict(format!(
+                    "command {id} is {}, not sent",
+                    s.as_str()
+                )))
+            }
         }
         let deadline = now + Duration::seconds(i64::from(cmd.timeout_secs));
         let row = sqlx::query(
@@ -246,7 +116,13 @@ impl CommandStore for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let cmd = rows::command(&row)?;
-        let ev = command_event(events::COMMAND_RUNNING, &cmd, &Actor::Agent(host), now, json!({ "command_id": id }));
+        let ev = command_event(
+            events::COMMAND_RUNNING,
+            &cmd,
+            &Actor::Agent(host),
+            now,
+            json!({ "command_id": id }),
+        );
         insert_events(&mut tx, &[ev]).await?;
         tx.commit().await?;
         Ok(cmd)
@@ -262,7 +138,12 @@ impl CommandStore for SqliteStore {
         self.complete(host, id, result, now).await
     }
 
-    async fn confirm_dry_run(&self, dry_run: CommandId, timeout_secs: u32, actor: &Actor) -> Result<Command> {
+    async fn confirm_dry_run(
+        &self,
+        dry_run: CommandId,
+        timeout_secs: u32,
+        actor: &Actor,
+    ) -> Result<Command> {
         self.confirm(dry_run, timeout_secs, actor).await
     }
 
@@ -294,7 +175,13 @@ impl CommandStore for SqliteStore {
         .bind(id.to_string())
         .fetch_all(&mut *tx)
         .await?;
-        let ev = command_event(events::COMMAND_CANCELLED, &cmd, actor, now, json!({ "command_id": id, "update_ids": moved }));
+        let ev = command_event(
+            events::COMMAND_CANCELLED,
+            &cmd,
+            actor,
+            now,
+            json!({ "command_id": id, "update_ids": moved }),
+        );
         insert_events(&mut tx, &[ev]).await?;
         tx.commit().await?;
         Ok(cmd)
@@ -317,7 +204,8 @@ impl CommandStore for SqliteStore {
             CommandSpec::Scan => Vec::new(),
             _ => carried_rows(&mut tx, id, &["failed", "pending"]).await?,
         };
-        let usable: Vec<&(UpdateId, String, bool)> = carried.iter().filter(|(_, _, same)| *same).collect();
+        let usable: Vec<&(UpdateId, String, bool)> =
+            carried.iter().filter(|(_, _, same)| *same).collect();
         let mut packages: Vec<String> = usable.iter().map(|(_, p, _)| p.clone()).collect();
         packages.dedup();
         let (spec, row_status) = match &old.spec {
@@ -347,7 +235,13 @@ impl CommandStore for SqliteStore {
             move_rows(&mut tx, &ids, row_status, cmd.id, &ts(now)).await?;
         }
         let evs = [
-            command_event(events::COMMAND_RETRIED, &old, actor, now, json!({ "command_id": id, "retry": cmd.id, "update_ids": ids })),
+            command_event(
+                events::COMMAND_RETRIED,
+                &old,
+                actor,
+                now,
+                json!({ "command_id": id, "retry": cmd.id, "update_ids": ids }),
+            ),
             queued_event(&cmd, actor, now),
         ];
         insert_events(&mut tx, &evs).await?;
@@ -367,7 +261,10 @@ impl CommandStore for SqliteStore {
         .bind(ts(now))
         .fetch_all(&mut *tx)
         .await?;
-        let cmds = found.iter().map(rows::command).collect::<Result<Vec<_>>>()?;
+        let cmds = found
+            .iter()
+            .map(rows::command)
+            .collect::<Result<Vec<_>>>()?;
         let mut evs = Vec::new();
         for c in &cmds {
             let failed: Vec<String> = sqlx::query_scalar(
@@ -378,7 +275,13 @@ impl CommandStore for SqliteStore {
             .bind(c.id.to_string())
             .fetch_all(&mut *tx)
             .await?;
-            evs.push(command_event(events::COMMAND_TIMED_OUT, c, &Actor::System, now, json!({ "command_id": c.id })));
+            evs.push(command_event(
+                events::COMMAND_TIMED_OUT,
+                c,
+                &Actor::System,
+                now,
+                json!({ "command_id": c.id }),
+            ));
             if !failed.is_empty() {
                 evs.push(command_event(
                     events::UPDATES_FAILED,
@@ -403,11 +306,13 @@ impl CommandStore for SqliteStore {
     }
 
     async fn list_commands(&self, host: HostId, limit: u32) -> Result<Vec<Command>> {
-        let found = sqlx::query("SELECT * FROM commands WHERE host_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?")
-            .bind(host.to_string())
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let found = sqlx::query(
+            "SELECT * FROM commands WHERE host_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+        )
+        .bind(host.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         found.iter().map(rows::command).collect()
     }
 }

@@ -1,7 +1,7 @@
 //! Applying an agent's result to a command and its update rows, and turning a
 //! successful dry-run into an install — each one `BEGIN IMMEDIATE` transaction.
 
-use super::commands::{carried_rows, command_event, insert_commands, load, move_rows, queued_event};
+use super::queue::{carried_rows, command_event, insert_commands, load, move_rows, queued_event};
 use super::{insert_events, rows, ts, SqliteStore};
 use crate::common::{micros, now_micros, result_hash};
 use crate::{events, Actor, CompleteOutcome, NewCommand, Result, StoreError};
@@ -12,7 +12,8 @@ use serde_json::json;
 use sqlx::{QueryBuilder, Sqlite};
 
 fn result_json(result: &CommandResult) -> Result<String> {
-    serde_json::to_string(result).map_err(|e| StoreError::corrupt("commands", format!("result: {e}")))
+    serde_json::to_string(result)
+        .map_err(|e| StoreError::corrupt("commands", format!("result: {e}")))
 }
 
 impl SqliteStore {
@@ -45,12 +46,14 @@ impl SqliteStore {
         let actor = Actor::Agent(host);
         match cmd.status {
             CommandStatus::TimedOut | CommandStatus::Cancelled => {
-                let row = sqlx::query("UPDATE commands SET result = ?, result_hash = ? WHERE id = ? RETURNING *")
-                    .bind(result_json(&result)?)
-                    .bind(&hash)
-                    .bind(id.to_string())
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let row = sqlx::query(
+                    "UPDATE commands SET result = ?, result_hash = ? WHERE id = ? RETURNING *",
+                )
+                .bind(result_json(&result)?)
+                .bind(&hash)
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
                 let cmd = rows::command(&row)?;
                 let ev = command_event(
                     events::COMMAND_LATE_RESULT,
@@ -71,7 +74,11 @@ impl SqliteStore {
                 )))
             }
         }
-        let status = if result.success { "completed" } else { "failed" };
+        let status = if result.success {
+            "completed"
+        } else {
+            "failed"
+        };
         let row = sqlx::query(
             "UPDATE commands SET status = ?, finished_at = ?, result = ?, result_hash = ? WHERE id = ? RETURNING *",
         )
@@ -83,7 +90,11 @@ impl SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let cmd = rows::command(&row)?;
-        let done_type = if result.success { events::COMMAND_COMPLETED } else { events::COMMAND_FAILED };
+        let done_type = if result.success {
+            events::COMMAND_COMPLETED
+        } else {
+            events::COMMAND_FAILED
+        };
         let mut evs = vec![command_event(
             done_type,
             &cmd,
@@ -99,7 +110,11 @@ impl SqliteStore {
             (CommandSpec::Install { .. }, false) => ("installing", "failed"),
         };
         if !from.is_empty() {
-            let closed = if to == "installed" { Some(now_s.clone()) } else { None };
+            let closed = if to == "installed" {
+                Some(now_s.clone())
+            } else {
+                None
+            };
             let moved = sqlx::query(
                 "UPDATE updates SET status = ?, updated_at = ?, closed_at = ? WHERE command_id = ? AND status = ? \
                  RETURNING id, host_id, manager, package, current_version, available_version",
@@ -166,7 +181,12 @@ impl SqliteStore {
         Ok(CompleteOutcome::Applied(cmd))
     }
 
-    pub(super) async fn confirm(&self, dry_run: CommandId, timeout_secs: u32, actor: &Actor) -> Result<Command> {
+    pub(super) async fn confirm(
+        &self,
+        dry_run: CommandId,
+        timeout_secs: u32,
+        actor: &Actor,
+    ) -> Result<Command> {
         let now = now_micros();
         let mut tx = self.begin_immediate().await?;
         let loaded = load(&mut tx, dry_run)
@@ -174,9 +194,12 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::NotFound(format!("command {dry_run}")))?;
         let dr = loaded.cmd;
         let CommandSpec::DryRun { packages } = &dr.spec else {
-            return Err(StoreError::Conflict(format!("command {dry_run} is not a dry-run")));
+            return Err(StoreError::Conflict(format!(
+                "command {dry_run} is not a dry-run"
+            )));
         };
-        let succeeded = dr.status == CommandStatus::Completed && dr.result.as_ref().is_some_and(|r| r.success);
+        let succeeded =
+            dr.status == CommandStatus::Completed && dr.result.as_ref().is_some_and(|r| r.success);
         if !succeeded {
             return Err(StoreError::Conflict(format!(
                 "dry-run {dry_run} did not succeed (status {})",
@@ -184,12 +207,17 @@ impl SqliteStore {
             )));
         }
         if let Some(by) = loaded.confirmed_by {
-            return Err(StoreError::Conflict(format!("dry-run {dry_run} was already confirmed (install {by})")));
+            return Err(StoreError::Conflict(format!(
+                "dry-run {dry_run} was already confirmed (install {by})"
+            )));
         }
         let carried = carried_rows(&mut tx, dry_run, &["awaiting_confirmation"]).await?;
         let mut now_packages: Vec<String> = carried.iter().map(|(_, p, _)| p.clone()).collect();
         now_packages.dedup();
-        if carried.is_empty() || carried.iter().any(|(_, _, same)| !same) || &now_packages != packages {
+        if carried.is_empty()
+            || carried.iter().any(|(_, _, same)| !same)
+            || &now_packages != packages
+        {
             return Err(StoreError::Conflict(format!(
                 "the updates of dry-run {dry_run} changed since it ran; approve them again"
             )));
@@ -197,7 +225,9 @@ impl SqliteStore {
         let new = NewCommand {
             id: CommandId::new(),
             host: dr.host_id,
-            spec: CommandSpec::Install { packages: now_packages },
+            spec: CommandSpec::Install {
+                packages: now_packages,
+            },
             correlation: dr.correlation_id,
             caused_by: Some(dry_run),
             timeout_secs,
@@ -214,7 +244,13 @@ impl SqliteStore {
         let ids: Vec<UpdateId> = carried.iter().map(|(u, _, _)| *u).collect();
         move_rows(&mut tx, &ids, "installing", cmd.id, &ts(now)).await?;
         let evs = [
-            command_event(events::INSTALL_CONFIRMED, &dr, actor, now, json!({ "dry_run": dry_run, "install": cmd.id, "ids": ids })),
+            command_event(
+                events::INSTALL_CONFIRMED,
+                &dr,
+                actor,
+                now,
+                json!({ "dry_run": dry_run, "install": cmd.id, "ids": ids }),
+            ),
             queued_event(&cmd, actor, now),
         ];
         insert_events(&mut tx, &evs).await?;

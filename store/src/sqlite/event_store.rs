@@ -22,7 +22,8 @@ fn host_of(subject: &str) -> Option<HostId> {
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>> {
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT * FROM events WHERE 1 = 1");
+        let mut qb: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("SELECT * FROM events WHERE 1 = 1");
         if let Some(h) = filter.host_id {
             qb.push(" AND host_id = ").push_bind(h.to_string());
         }
@@ -32,7 +33,10 @@ impl EventStore for SqliteStore {
         if let Some(after) = filter.after {
             qb.push(" AND seq > ").push_bind(after);
         }
-        let limit = filter.limit.unwrap_or(DEFAULT_EVENT_LIMIT).clamp(1, MAX_EVENT_LIMIT);
+        let limit = filter
+            .limit
+            .unwrap_or(DEFAULT_EVENT_LIMIT)
+            .clamp(1, MAX_EVENT_LIMIT);
         qb.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
         let found = qb.build().fetch_all(&self.pool).await?;
         found.iter().map(rows::event).collect()
@@ -59,17 +63,22 @@ impl EventStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn idempotent_response(&self, actor: &str, key: &str) -> Result<Option<(String, serde_json::Value)>> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT request_hash, response FROM idempotency_keys WHERE actor = ? AND key = ?")
-                .bind(actor)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
+    async fn idempotent_response(
+        &self,
+        actor: &str,
+        key: &str,
+    ) -> Result<Option<(String, serde_json::Value)>> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT request_hash, response FROM idempotency_keys WHERE actor = ? AND key = ?",
+        )
+        .bind(actor)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|(hash, body)| {
-            serde_json::from_str(&body)
-                .map(|v| (hash, v))
-                .map_err(|e| StoreError::corrupt("idempotency_keys", format!("column response: {e}")))
+            serde_json::from_str(&body).map(|v| (hash, v)).map_err(|e| {
+                StoreError::corrupt("idempotency_keys", format!("column response: {e}"))
+            })
         })
         .transpose()
     }

@@ -24,7 +24,12 @@ impl SqliteStore {
 
 #[async_trait]
 impl HostStore for SqliteStore {
-    async fn register_host(&self, token_hash: &str, new: NewHost, now: DateTime<Utc>) -> Result<Host> {
+    async fn register_host(
+        &self,
+        token_hash: &str,
+        new: NewHost,
+        now: DateTime<Utc>,
+    ) -> Result<Host> {
         let now = micros(now);
         let mut tx = self.begin_immediate().await?;
         let token = sqlx::query("SELECT * FROM registration_tokens WHERE token_hash = ?")
@@ -47,10 +52,11 @@ impl HostStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let f = &new.facts;
-        let existing: Option<String> = sqlx::query_scalar("SELECT id FROM hosts WHERE machine_id = ?")
-            .bind(&f.machine_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM hosts WHERE machine_id = ?")
+                .bind(&f.machine_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let (host_id, event_type) = match existing {
             Some(id) => {
                 sqlx::query(
@@ -71,7 +77,10 @@ impl HostStore for SqliteStore {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-                (rows::parse::<HostId>("hosts", "id", &id)?, events::HOST_REENROLLED)
+                (
+                    rows::parse::<HostId>("hosts", "id", &id)?,
+                    events::HOST_REENROLLED,
+                )
             }
             None => {
                 sqlx::query(
@@ -154,17 +163,20 @@ impl HostStore for SqliteStore {
     }
 
     async fn list_hosts(&self) -> Result<Vec<Host>> {
-        let found = sqlx::query(&format!("{HOST_SELECT} GROUP BY h.id ORDER BY h.hostname, h.id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let found = sqlx::query(&format!(
+            "{HOST_SELECT} GROUP BY h.id ORDER BY h.hostname, h.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         found.iter().map(rows::host).collect()
     }
 
     async fn report_hash(&self, host: HostId) -> Result<Option<String>> {
-        let hash: Option<Option<String>> = sqlx::query_scalar("SELECT report_hash FROM hosts WHERE id = ?")
-            .bind(host.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let hash: Option<Option<String>> =
+            sqlx::query_scalar("SELECT report_hash FROM hosts WHERE id = ?")
+                .bind(host.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(hash.flatten())
     }
 }

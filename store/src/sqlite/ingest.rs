@@ -33,28 +33,38 @@ async fn load_open(tx: &mut Tx, host: HostId) -> Result<Vec<OpenRow>> {
     .await?;
     let mut out = Vec::with_capacity(found.len());
     for r in &found {
-        let enum_of = |col: &str, s: String| StoreError::corrupt(T, format!("column {col}: unknown value '{s}'"));
+        let enum_of = |col: &str, s: String| {
+            StoreError::corrupt(T, format!("column {col}: unknown value '{s}'"))
+        };
         let manager = rows::text(r, T, "manager")?;
         let severity = rows::text(r, T, "severity")?;
         let status = rows::text(r, T, "status")?;
         out.push(OpenRow {
             id: rows::id(r, T, "id")?,
-            manager: PackageManager::parse(&manager).ok_or_else(|| enum_of("manager", manager.clone()))?,
+            manager: PackageManager::parse(&manager)
+                .ok_or_else(|| enum_of("manager", manager.clone()))?,
             package: rows::text(r, T, "package")?,
             arch: rows::text(r, T, "arch")?,
             current_version: rows::text(r, T, "current_version")?,
             available_version: rows::text(r, T, "available_version")?,
             source: rows::opt_text(r, T, "source")?,
-            severity: Severity::parse(&severity).ok_or_else(|| enum_of("severity", severity.clone()))?,
+            severity: Severity::parse(&severity)
+                .ok_or_else(|| enum_of("severity", severity.clone()))?,
             held: rows::int(r, T, "held")? != 0,
-            status: UpdateStatus::parse(&status).ok_or_else(|| enum_of("status", status.clone()))?,
+            status: UpdateStatus::parse(&status)
+                .ok_or_else(|| enum_of("status", status.clone()))?,
         });
     }
     Ok(out)
 }
 
 /// Multi-row INSERT of new rows; `ids` are the ids given to `rows` (same order).
-async fn insert_rows(tx: &mut Tx, host: HostId, rows: &[(UpdateId, &PackageUpdate)], now: &str) -> sqlx::Result<()> {
+async fn insert_rows(
+    tx: &mut Tx,
+    host: HostId,
+    rows: &[(UpdateId, &PackageUpdate)],
+    now: &str,
+) -> sqlx::Result<()> {
     let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
         "INSERT INTO updates (id, host_id, manager, package, arch, current_version, available_version, source, \
          severity, held, status, first_seen, updated_at) ",
@@ -79,7 +89,8 @@ async fn insert_rows(tx: &mut Tx, host: HostId, rows: &[(UpdateId, &PackageUpdat
 
 /// One `UPDATE … FROM (VALUES …)` overwriting changed rows.
 async fn refresh_rows(tx: &mut Tx, rows: &[&Refresh], now: &str) -> sqlx::Result<()> {
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("WITH v(id, cur, avail, src, sev, held, reset) AS (");
+    let mut qb: QueryBuilder<'_, Sqlite> =
+        QueryBuilder::new("WITH v(id, cur, avail, src, sev, held, reset) AS (");
     qb.push_values(rows, |mut b, f| {
         b.push_bind(f.id.to_string())
             .push_bind(f.row.current_version.clone())
@@ -103,21 +114,30 @@ async fn refresh_rows(tx: &mut Tx, rows: &[&Refresh], now: &str) -> sqlx::Result
 
 /// Opens the per-row SAVEPOINT.
 async fn savepoint(tx: &mut Tx) -> Result<()> {
-    sqlx::query("SAVEPOINT ingest_row").execute(&mut **tx).await?;
+    sqlx::query("SAVEPOINT ingest_row")
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
 /// Closes the per-row SAVEPOINT, undoing the row's statement when it failed.
 async fn release(tx: &mut Tx, failed: bool) -> Result<()> {
     if failed {
-        sqlx::query("ROLLBACK TO ingest_row").execute(&mut **tx).await?;
+        sqlx::query("ROLLBACK TO ingest_row")
+            .execute(&mut **tx)
+            .await?;
     }
     sqlx::query("RELEASE ingest_row").execute(&mut **tx).await?;
     Ok(())
 }
 
 impl SqliteStore {
-    pub(super) async fn ingest(&self, host: HostId, report: IngestReport, actor: &Actor) -> Result<IngestOutcome> {
+    pub(super) async fn ingest(
+        &self,
+        host: HostId,
+        report: IngestReport,
+        actor: &Actor,
+    ) -> Result<IngestOutcome> {
         let now = now_micros();
         let now_s = ts(now);
         let mut tx = self.begin_immediate().await?;
@@ -134,10 +154,14 @@ impl SqliteStore {
         let mut discovered = 0u64;
         let mut refreshed = 0u64;
 
-        let new_rows: Vec<(UpdateId, usize, &PackageUpdate)> =
-            plan.inserts.iter().map(|(i, r)| (UpdateId::new(), *i, r)).collect();
+        let new_rows: Vec<(UpdateId, usize, &PackageUpdate)> = plan
+            .inserts
+            .iter()
+            .map(|(i, r)| (UpdateId::new(), *i, r))
+            .collect();
         for chunk in new_rows.chunks(REPORT_CHUNK_ROWS) {
-            let batch: Vec<(UpdateId, &PackageUpdate)> = chunk.iter().map(|(id, _, r)| (*id, *r)).collect();
+            let batch: Vec<(UpdateId, &PackageUpdate)> =
+                chunk.iter().map(|(id, _, r)| (*id, *r)).collect();
             if insert_rows(&mut tx, host, &batch, &now_s).await.is_ok() {
                 discovered += batch.len() as u64;
                 continue;
@@ -149,7 +173,10 @@ impl SqliteStore {
                 release(&mut tx, res.is_err()).await?;
                 match res {
                     Ok(()) => discovered += 1,
-                    Err(e) => rejected.push(RejectedRow { index: *index, reason: reason(&e) }),
+                    Err(e) => rejected.push(RejectedRow {
+                        index: *index,
+                        reason: reason(&e),
+                    }),
                 }
             }
         }
@@ -167,7 +194,10 @@ impl SqliteStore {
                 release(&mut tx, res.is_err()).await?;
                 match res {
                     Ok(()) => refreshed += 1,
-                    Err(e) => rejected.push(RejectedRow { index: f.index, reason: reason(&e) }),
+                    Err(e) => rejected.push(RejectedRow {
+                        index: f.index,
+                        reason: reason(&e),
+                    }),
                 }
             }
         }
@@ -184,13 +214,15 @@ impl SqliteStore {
             q.execute(&mut *tx).await?;
         }
 
-        sqlx::query("UPDATE hosts SET report_hash = ?, reboot_required = ?, last_report = ? WHERE id = ?")
-            .bind(&report.report_hash)
-            .bind(report.reboot_required)
-            .bind(&now_s)
-            .bind(host.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE hosts SET report_hash = ?, reboot_required = ?, last_report = ? WHERE id = ?",
+        )
+        .bind(&report.report_hash)
+        .bind(report.reboot_required)
+        .bind(&now_s)
+        .bind(host.to_string())
+        .execute(&mut *tx)
+        .await?;
 
         rejected.sort_by_key(|r| r.index);
         let accepted = discovered + refreshed + plan.unchanged;

@@ -9,7 +9,8 @@ use crate::migrate::{MigrationError, OPEN_TIMEOUT, SQLITE_MIGRATIONS};
 use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 use std::str::FromStr;
@@ -20,6 +21,7 @@ mod complete;
 mod event_store;
 mod hosts;
 mod ingest;
+mod queue;
 mod rows;
 mod updates;
 mod users;
@@ -101,11 +103,16 @@ impl SqliteStore {
 /// The one timestamp encoding of this backend: UTC, microseconds, `Z` — fixed width,
 /// so text order is time order and `<` in SQL compares times.
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
-    crate::common::micros(t).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    crate::common::micros(t)
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
 
 /// Append prepared events (ids, timestamps and checksums fixed) in one statement.
-async fn insert_events(conn: &mut SqliteConnection, events: &[PreparedEvent]) -> Result<(), StoreError> {
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: &[PreparedEvent],
+) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }

@@ -74,7 +74,11 @@ pub(super) fn time(row: &SqliteRow, table: &'static str, col: &str) -> R<DateTim
     parse_ts(table, col, &text(row, table, col)?)
 }
 
-pub(super) fn opt_time(row: &SqliteRow, table: &'static str, col: &str) -> R<Option<DateTime<Utc>>> {
+pub(super) fn opt_time(
+    row: &SqliteRow,
+    table: &'static str,
+    col: &str,
+) -> R<Option<DateTime<Utc>>> {
     opt_text(row, table, col)?
         .map(|s| parse_ts(table, col, &s))
         .transpose()

@@ -1,10 +1,13 @@
 //! Update listings, approval, rejection, version history and dashboard figures on SQLite.
 
-use super::commands::{insert_commands, queued_event};
+use super::queue::{insert_commands, queued_event};
 use super::rows::{self, UPDATE_SELECT};
 use super::{insert_events, new_event, placeholders, ts, SqliteStore};
 use crate::common::{fingerprint, now_micros, prepare_event, skip_reason};
-use crate::{events, Actor, ApproveOutcome, IngestOutcome, IngestReport, NewCommand, Result, StoreError, UpdateStore};
+use crate::{
+    events, Actor, ApproveOutcome, IngestOutcome, IngestReport, NewCommand, Result, StoreError,
+    UpdateStore,
+};
 use async_trait::async_trait;
 use canopy_api_types::commands::CommandSpec;
 use canopy_api_types::updates::{
@@ -41,27 +44,37 @@ fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &UpdateFilter) {
     }
     if let Some(p) = f.package.as_deref().filter(|p| !p.is_empty()) {
         // Case-insensitive substring, no LIKE wildcards to escape.
-        qb.push(" AND instr(lower(u.package), lower(").push_bind(p.to_string()).push(")) > 0");
+        qb.push(" AND instr(lower(u.package), lower(")
+            .push_bind(p.to_string())
+            .push(")) > 0");
     }
 }
 
 #[async_trait]
 impl UpdateStore for SqliteStore {
-    async fn ingest_report(&self, host: HostId, report: IngestReport, actor: &Actor) -> Result<IngestOutcome> {
+    async fn ingest_report(
+        &self,
+        host: HostId,
+        report: IngestReport,
+        actor: &Actor,
+    ) -> Result<IngestOutcome> {
         self.ingest(host, report, actor).await
     }
 
     async fn list_updates(&self, filter: &UpdateFilter) -> Result<Page<Update>> {
         let (page, per_page) = (filter.page(), filter.per_page());
-        let mut count: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM updates u");
+        let mut count: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("SELECT COUNT(*) FROM updates u");
         push_filter(&mut count, filter);
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(UPDATE_SELECT);
         push_filter(&mut qb, filter);
-        qb.push(format!(" ORDER BY {SEVERITY_RANK} DESC, u.package, h.hostname, u.id LIMIT "))
-            .push_bind(i64::from(per_page))
-            .push(" OFFSET ")
-            .push_bind(i64::from(page - 1) * i64::from(per_page));
+        qb.push(format!(
+            " ORDER BY {SEVERITY_RANK} DESC, u.package, h.hostname, u.id LIMIT "
+        ))
+        .push_bind(i64::from(per_page))
+        .push(" OFFSET ")
+        .push_bind(i64::from(page - 1) * i64::from(per_page));
         let found = qb.build().fetch_all(&self.pool).await?;
         Ok(Page {
             items: found.iter().map(rows::update).collect::<Result<_>>()?,
@@ -106,8 +119,9 @@ impl UpdateStore for SqliteStore {
             }
             for r in q.fetch_all(&mut *tx).await? {
                 let status = rows::text(&r, T, "status")?;
-                let status = UpdateStatus::parse(&status)
-                    .ok_or_else(|| StoreError::corrupt(T, format!("column status: unknown value '{status}'")))?;
+                let status = UpdateStatus::parse(&status).ok_or_else(|| {
+                    StoreError::corrupt(T, format!("column status: unknown value '{status}'"))
+                })?;
                 let fp = fingerprint(
                     &rows::text(&r, T, "manager")?,
                     &rows::text(&r, T, "package")?,
@@ -116,7 +130,10 @@ impl UpdateStore for SqliteStore {
                     &rows::text(&r, T, "available_version")?,
                 );
                 let held = rows::int(&r, T, "held")? != 0;
-                found.insert(rows::id(&r, T, "id")?, (rows::id(&r, T, "host_id")?, fp, held, status));
+                found.insert(
+                    rows::id(&r, T, "id")?,
+                    (rows::id(&r, T, "host_id")?, fp, held, status),
+                );
             }
         }
         let mut skipped = Vec::new();
@@ -125,11 +142,13 @@ impl UpdateStore for SqliteStore {
         for id in &ids {
             match found.get(id) {
                 None => skipped.push((*id, "not found".to_string())),
-                Some((_, _, held, status)) if *held || !crate::common::APPROVABLE.contains(status) => {
+                Some((_, _, held, status))
+                    if *held || !crate::common::APPROVABLE.contains(status) =>
+                {
                     skipped.push((*id, skip_reason(*status, *held)))
                 }
                 Some((host, fp, _, _)) => {
-                    let cmd = *command_of.entry(*host).or_insert_with(CommandId::new);
+                    let cmd = *command_of.entry(*host).or_default();
                     todo.push((*id, fp.clone(), cmd));
                 }
             }
@@ -140,7 +159,9 @@ impl UpdateStore for SqliteStore {
         for chunk in todo.chunks(APPROVE_CHUNK) {
             let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("WITH v(id, fp, cmd) AS (");
             qb.push_values(chunk, |mut b, (id, fp, cmd)| {
-                b.push_bind(id.to_string()).push_bind(fp.clone()).push_bind(cmd.to_string());
+                b.push_bind(id.to_string())
+                    .push_bind(fp.clone())
+                    .push_bind(cmd.to_string());
             });
             qb.push(") UPDATE updates SET status = 'dry_run', fingerprint = v.fp, command_id = v.cmd, correlation_id = ")
                 .push_bind(correlation.to_string())
@@ -151,7 +172,11 @@ impl UpdateStore for SqliteStore {
                      AND updates.held = 0 RETURNING id, host_id, package",
                 );
             for r in qb.build().fetch_all(&mut *tx).await? {
-                approved.push((rows::id(&r, T, "id")?, rows::id(&r, T, "host_id")?, rows::text(&r, T, "package")?));
+                approved.push((
+                    rows::id(&r, T, "id")?,
+                    rows::id(&r, T, "host_id")?,
+                    rows::text(&r, T, "package")?,
+                ));
             }
         }
 
@@ -194,7 +219,10 @@ impl UpdateStore for SqliteStore {
 
         let mut rows_out = Vec::with_capacity(approved.len());
         for chunk in approved.chunks(LOOKUP_CHUNK) {
-            let sql = format!("{UPDATE_SELECT} WHERE u.id IN ({})", placeholders(chunk.len()));
+            let sql = format!(
+                "{UPDATE_SELECT} WHERE u.id IN ({})",
+                placeholders(chunk.len())
+            );
             let mut q = sqlx::query(&sql);
             for (id, _, _) in chunk {
                 q = q.bind(id.to_string());
@@ -238,7 +266,13 @@ impl UpdateStore for SqliteStore {
         let evs: Vec<_> = per_host
             .into_iter()
             .map(|(host, ids)| {
-                let ev = new_event(events::UPDATES_REJECTED, events::host_subject(host), actor, None, json!({ "ids": ids }));
+                let ev = new_event(
+                    events::UPDATES_REJECTED,
+                    events::host_subject(host),
+                    actor,
+                    None,
+                    json!({ "ids": ids }),
+                );
                 prepare_event(ev, Some(host), now)
             })
             .collect();
@@ -247,7 +281,11 @@ impl UpdateStore for SqliteStore {
         Ok(moved)
     }
 
-    async fn version_history(&self, host: Option<HostId>, limit: u32) -> Result<Vec<VersionChange>> {
+    async fn version_history(
+        &self,
+        host: Option<HostId>,
+        limit: u32,
+    ) -> Result<Vec<VersionChange>> {
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
             "SELECT v.host_id, h.hostname, v.manager, v.package, v.from_version, v.to_version, v.command_id, \
              v.correlation_id, v.installed_at FROM update_version_history v JOIN hosts h ON h.id = v.host_id",
@@ -255,7 +293,8 @@ impl UpdateStore for SqliteStore {
         if let Some(h) = host {
             qb.push(" WHERE v.host_id = ").push_bind(h.to_string());
         }
-        qb.push(" ORDER BY v.installed_at DESC, v.package LIMIT ").push_bind(i64::from(limit));
+        qb.push(" ORDER BY v.installed_at DESC, v.package LIMIT ")
+            .push_bind(i64::from(limit));
         let found = qb.build().fetch_all(&self.pool).await?;
         found.iter().map(rows::version_change).collect()
     }
@@ -266,10 +305,13 @@ impl UpdateStore for SqliteStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let by_status: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM updates GROUP BY status")
-            .fetch_all(&self.pool)
+        let by_status: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM updates GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        let hosts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts")
+            .fetch_one(&self.pool)
             .await?;
-        let hosts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts").fetch_one(&self.pool).await?;
         let with: i64 = sqlx::query_scalar(
             "SELECT COUNT(DISTINCT host_id) FROM updates WHERE status NOT IN ('installed', 'reconciled')",
         )
@@ -279,11 +321,19 @@ impl UpdateStore for SqliteStore {
         let st: HashMap<String, i64> = by_status.into_iter().collect();
         let n = |m: &HashMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(0).max(0) as u64;
         Ok(UpdateStats {
-            by_severity: [Severity::Low, Severity::Normal, Severity::Important, Severity::Security]
+            by_severity: [
+                Severity::Low,
+                Severity::Normal,
+                Severity::Important,
+                Severity::Security,
+            ]
+            .into_iter()
+            .map(|s| (s, n(&sev, s.as_str())))
+            .collect(),
+            by_status: UpdateStatus::ALL
                 .into_iter()
-                .map(|s| (s, n(&sev, s.as_str())))
+                .map(|s| (s, n(&st, s.as_str())))
                 .collect(),
-            by_status: UpdateStatus::ALL.into_iter().map(|s| (s, n(&st, s.as_str()))).collect(),
             hosts: hosts.max(0) as u64,
             hosts_with_updates: with.max(0) as u64,
         })

@@ -17,11 +17,19 @@ impl UserStore for SqliteStore {
     }
 
     async fn count_users(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n.max(0) as u64)
     }
 
-    async fn create_user(&self, username: &str, password_hash: &str, role: Role, actor: &Actor) -> Result<User> {
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: Role,
+        actor: &Actor,
+    ) -> Result<User> {
         let now = now_micros();
         let user = User {
             id: UserId::new(),
@@ -41,7 +49,9 @@ impl UserStore for SqliteStore {
         .await;
         match inserted {
             Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!("username '{username}' is taken")));
+                return Err(StoreError::Conflict(format!(
+                    "username '{username}' is taken"
+                )));
             }
             other => other?,
         };
@@ -58,10 +68,11 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>> {
-        let row = sqlx::query("SELECT id, username, role, password_hash FROM users WHERE username = ?")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, username, role, password_hash FROM users WHERE username = ?")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| Ok((rows::user(&r)?, rows::text(&r, "users", "password_hash")?)))
             .transpose()
     }
@@ -89,7 +100,12 @@ impl UserStore for SqliteStore {
         Ok(())
     }
 
-    async fn insert_refresh_token(&self, user: UserId, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
+    async fn insert_refresh_token(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
         let res = sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
         )
@@ -100,7 +116,9 @@ impl UserStore for SqliteStore {
         .execute(&self.pool)
         .await;
         match res {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict("refresh token already exists".into())),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Conflict("refresh token already exists".into()))
+            }
             Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
                 Err(StoreError::NotFound(format!("user {user}")))
             }
@@ -142,7 +160,9 @@ impl UserStore for SqliteStore {
         .await;
         match inserted {
             Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict("new refresh token already exists".into()));
+                return Err(StoreError::Conflict(
+                    "new refresh token already exists".into(),
+                ));
             }
             other => other?,
         };
@@ -170,7 +190,11 @@ impl UserStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn create_registration_token(&self, new: NewRegistrationToken, actor: &Actor) -> Result<RegistrationToken> {
+    async fn create_registration_token(
+        &self,
+        new: NewRegistrationToken,
+        actor: &Actor,
+    ) -> Result<RegistrationToken> {
         let now = now_micros();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
@@ -188,7 +212,9 @@ impl UserStore for SqliteStore {
         .await;
         let row = match row {
             Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict("registration token already exists".into()));
+                return Err(StoreError::Conflict(
+                    "registration token already exists".into(),
+                ));
             }
             other => other?,
         };

@@ -127,12 +127,20 @@ pub async fn applied(db: &Empty) -> Vec<(i64, String, bool)> {
     let sql = "SELECT version, description, success FROM _sqlx_migrations ORDER BY version";
     match db.backend {
         Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&db.url).await.expect("connect");
-            sqlx::query_as(sql).fetch_all(&mut c).await.expect("read _sqlx_migrations")
+            let mut c = sqlx::SqliteConnection::connect(&db.url)
+                .await
+                .expect("connect");
+            sqlx::query_as(sql)
+                .fetch_all(&mut c)
+                .await
+                .expect("read _sqlx_migrations")
         }
         Backend::Postgres => {
             let mut c = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-            sqlx::query_as(sql).fetch_all(&mut c).await.expect("read _sqlx_migrations")
+            sqlx::query_as(sql)
+                .fetch_all(&mut c)
+                .await
+                .expect("read _sqlx_migrations")
         }
     }
 }
@@ -142,7 +150,9 @@ pub async fn apply_first(db: &Empty, n: usize) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../migrations")
         .join(db.backend.name());
-    let all = sqlx::migrate::Migrator::new(dir).await.expect("read migrations");
+    let all = sqlx::migrate::Migrator::new(dir)
+        .await
+        .expect("read migrations");
     let mut some = sqlx::migrate::Migrator::DEFAULT;
     some.migrations = std::borrow::Cow::Owned(all.migrations[..n].to_vec());
     match db.backend {
@@ -151,11 +161,15 @@ pub async fn apply_first(db: &Empty, n: usize) {
             let mut c = sqlx::SqliteConnection::connect_with(&opts.create_if_missing(true))
                 .await
                 .expect("connect");
-            some.run_direct(&mut c).await.expect("apply first migrations");
+            some.run_direct(&mut c)
+                .await
+                .expect("apply first migrations");
         }
         Backend::Postgres => {
             let mut c = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-            some.run_direct(&mut c).await.expect("apply first migrations");
+            some.run_direct(&mut c)
+                .await
+                .expect("apply first migrations");
         }
     }
 }
@@ -166,6 +180,9 @@ fn database_name_is_replaced() {
         with_database("postgres://canopy@127.0.0.1:5433/postgres", "x"),
         "postgres://canopy@127.0.0.1:5433/x"
     );
-    assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
+    assert_eq!(
+        with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
     assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
 }

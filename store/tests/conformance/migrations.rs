@@ -7,16 +7,27 @@ use canopy_api_types::auth::Role;
 use canopy_store::{known_migrations, Actor};
 
 fn expected(backend: Backend) -> Vec<(i64, String, bool)> {
-    known_migrations(backend.name()).into_iter().map(|(v, d)| (v, d, true)).collect()
+    known_migrations(backend.name())
+        .into_iter()
+        .map(|(v, d)| (v, d, true))
+        .collect()
 }
 
 pub async fn fresh_database_gets_every_migration_and_reopen_is_noop(fresh: Fresh) {
     let backend = fresh.db.backend;
     assert!(!known_migrations(backend.name()).is_empty());
     assert_eq!(applied(&fresh.db).await, expected(backend));
-    fresh.store.create_user("kept", "h", Role::Viewer, &Actor::System).await.unwrap();
+    fresh
+        .store
+        .create_user("kept", "h", Role::Viewer, &Actor::System)
+        .await
+        .unwrap();
     let again = canopy_store::open(&fresh.db.url).await.expect("re-open");
-    assert_eq!(applied(&fresh.db).await, expected(backend), "re-open applies nothing");
+    assert_eq!(
+        applied(&fresh.db).await,
+        expected(backend),
+        "re-open applies nothing"
+    );
     assert!(again.user_by_name("kept").await.unwrap().is_some());
     again.ping().await.unwrap();
 }
@@ -42,7 +53,9 @@ pub async fn changed_migration_is_refused(fresh: Fresh) {
         Backend::Postgres => "UPDATE _sqlx_migrations SET checksum = '\\x00'::bytea",
     };
     exec(&fresh.db, sql).await.unwrap();
-    let err = canopy_store::open(&fresh.db.url).await.err().expect("a changed migration must be refused");
+    let Err(err) = canopy_store::open(&fresh.db.url).await else {
+        panic!("a changed migration must be refused");
+    };
     assert!(err.to_string().contains("migrat"), "{err}");
 }
 

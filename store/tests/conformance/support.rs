@@ -50,10 +50,19 @@ pub async fn host(store: &S, name: &str) -> Host {
         facts: facts(name),
         credential_hash: format!("cred-{name}"),
     };
-    store.register_host(&hash, new, Utc::now()).await.expect("register host")
+    store
+        .register_host(&hash, new, Utc::now())
+        .await
+        .expect("register host")
 }
 
-pub fn pkg(manager: PackageManager, name: &str, current: &str, available: &str, severity: Severity) -> PackageUpdate {
+pub fn pkg(
+    manager: PackageManager,
+    name: &str,
+    current: &str,
+    available: &str,
+    severity: Severity,
+) -> PackageUpdate {
     PackageUpdate {
         manager,
         package: name.into(),
@@ -67,7 +76,13 @@ pub fn pkg(manager: PackageManager, name: &str, current: &str, available: &str, 
 }
 
 pub fn apt(name: &str, current: &str, available: &str) -> PackageUpdate {
-    pkg(PackageManager::Apt, name, current, available, Severity::Normal)
+    pkg(
+        PackageManager::Apt,
+        name,
+        current,
+        available,
+        Severity::Normal,
+    )
 }
 
 /// A report of `rows` where every manager of the rows (and apt) scanned successfully.
@@ -94,7 +109,9 @@ pub fn report_scanned(rows: Vec<PackageUpdate>, managers: Vec<PackageManager>) -
 
 /// `n` apt rows `prefix-0000 …` 1.0 → 2.0.
 pub fn many(prefix: &str, n: usize) -> Vec<PackageUpdate> {
-    (0..n).map(|i| apt(&format!("{prefix}-{i:04}"), "1.0", "2.0")).collect()
+    (0..n)
+        .map(|i| apt(&format!("{prefix}-{i:04}"), "1.0", "2.0"))
+        .collect()
 }
 
 pub fn ok(planned: Vec<PlannedPackage>) -> CommandResult {
@@ -137,9 +154,16 @@ pub fn by_host(host: HostId) -> UpdateFilter {
 }
 
 /// Ingest `rows` for a new host, approve all of them; returns (host, dry-run id, correlation).
-pub async fn approved_host(store: &S, name: &str, rows: Vec<PackageUpdate>) -> (Host, canopy_api_types::CommandId, CorrelationId) {
+pub async fn approved_host(
+    store: &S,
+    name: &str,
+    rows: Vec<PackageUpdate>,
+) -> (Host, canopy_api_types::CommandId, CorrelationId) {
     let h = host(store, name).await;
-    store.ingest_report(h.id, report(rows), &Actor::Agent(h.id)).await.expect("ingest");
+    store
+        .ingest_report(h.id, report(rows), &Actor::Agent(h.id))
+        .await
+        .expect("ingest");
     let ids: Vec<_> = store
         .list_updates(&by_host(h.id))
         .await
@@ -149,15 +173,30 @@ pub async fn approved_host(store: &S, name: &str, rows: Vec<PackageUpdate>) -> (
         .map(|u| u.id)
         .collect();
     let corr = CorrelationId::new();
-    let out = store.approve_updates(&ids, corr, 600, &admin()).await.expect("approve");
+    let out = store
+        .approve_updates(&ids, corr, 600, &admin())
+        .await
+        .expect("approve");
     assert_eq!(out.commands.len(), 1);
     (h, out.commands[0].id, corr)
 }
 
 /// Claim, start and complete `cmd` on `host` with `result`.
 pub async fn run(store: &S, host: HostId, cmd: canopy_api_types::CommandId, result: CommandResult) {
-    let claimed = store.claim_commands(host, Utc::now(), 10).await.expect("claim");
-    assert!(claimed.iter().any(|c| c.id == cmd), "command {cmd} was not claimable");
-    store.mark_running(host, cmd, Utc::now()).await.expect("running");
-    store.complete_command(host, cmd, result, Utc::now()).await.expect("complete");
+    let claimed = store
+        .claim_commands(host, Utc::now(), 10)
+        .await
+        .expect("claim");
+    assert!(
+        claimed.iter().any(|c| c.id == cmd),
+        "command {cmd} was not claimable"
+    );
+    store
+        .mark_running(host, cmd, Utc::now())
+        .await
+        .expect("running");
+    store
+        .complete_command(host, cmd, result, Utc::now())
+        .await
+        .expect("complete");
 }
