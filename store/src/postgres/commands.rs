@@ -3,14 +3,17 @@
 //! Recording results and confirming dry-runs live in `complete.rs`.
 
 use super::{insert_events, rows, PgStore};
-use crate::common::{micros, now_micros, prepare_event, PreparedEvent};
-use crate::{events, Actor, CommandStore, CompleteOutcome, NewCommand, NewEvent, Result, StoreError, SENT_GRACE_SECS};
+use crate::common::{fingerprint, micros, now_micros, prepare_event, PreparedEvent};
+use crate::{
+    events, Actor, CommandStore, CompleteOutcome, NewCommand, NewEvent, Result, StoreError,
+    SENT_GRACE_SECS,
+};
 use async_trait::async_trait;
 use canopy_api_types::commands::{Command, CommandResult, CommandSpec, CommandStatus};
 use canopy_api_types::*;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -38,9 +41,13 @@ pub(super) async fn insert_command(
     let timeout = i32::try_from(timeout_secs)
         .ok()
         .filter(|t| *t > 0)
-        .ok_or_else(|| StoreError::Conflict(format!("command timeout of {timeout_secs} s is out of range")))?;
-    let spec_json =
-        serde_json::to_value(spec).map_err(|e| StoreError::corrupt("commands", format!("spec does not serialise: {e}")))?;
+        .ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "command timeout of {timeout_secs} s is out of range"
+            ))
+        })?;
+    let spec_json = serde_json::to_value(spec)
+        .map_err(|e| StoreError::corrupt("commands", format!("spec does not serialise: {e}")))?;
     let row = sqlx::query(
         "INSERT INTO commands (id, host_id, kind, spec, status, correlation_id, caused_by, retried_from, timeout_secs, created_at) \
          VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9) RETURNING *",
@@ -56,7 +63,13 @@ pub(super) async fn insert_command(
     .bind(micros(now))
     .fetch_one(conn)
     .await
-    .map_err(|e| super::unique_to_conflict(e, || format!("command {id} already exists")))?;
+    .map_err(|e| {
+        if super::is_foreign_key_violation(&e) {
+            StoreError::NotFound(format!("host {host}"))
+        } else {
+            super::unique_to_conflict(e, || format!("command {id} already exists"))
+        }
+    })?;
     rows::command(&row)
 }
 
@@ -111,10 +124,44 @@ pub(super) fn queued_event(cmd: &Command, actor: &Actor, now: DateTime<Utc>) -> 
 
 /// The command row, locked for the rest of the transaction.
 pub(super) async fn lock(conn: &mut PgConnection, id: CommandId) -> Result<Option<PgRow>> {
-    Ok(sqlx::query("SELECT * FROM commands WHERE id = $1 FOR UPDATE")
-        .bind(id.0)
-        .fetch_optional(conn)
-        .await?)
+    Ok(
+        sqlx::query("SELECT * FROM commands WHERE id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Rows carried by `cmd` in one of `statuses`, by package: `(id, package, still the
+/// approved versions)` — `false` when a scan changed the row since its fingerprint was bound.
+pub(super) async fn carried_rows(
+    conn: &mut PgConnection,
+    cmd: CommandId,
+    statuses: &[&str],
+) -> Result<Vec<(Uuid, String, bool)>> {
+    let statuses: Vec<String> = statuses.iter().map(|s| s.to_string()).collect();
+    let found = sqlx::query(
+        "SELECT id, manager, package, arch, current_version, available_version, fingerprint FROM updates \
+         WHERE command_id = $1 AND status = ANY($2) ORDER BY package COLLATE \"C\", id FOR UPDATE",
+    )
+    .bind(cmd.0)
+    .bind(&statuses)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(found.len());
+    for r in &found {
+        let package: String = r.try_get("package")?;
+        let fp = fingerprint(
+            r.try_get("manager")?,
+            &package,
+            r.try_get("arch")?,
+            r.try_get("current_version")?,
+            r.try_get("available_version")?,
+        );
+        let same = r.try_get::<Option<String>, _>("fingerprint")?.as_deref() == Some(fp.as_str());
+        out.push((r.try_get("id")?, package, same));
+    }
+    Ok(out)
 }
 
 pub(super) fn not_found(id: CommandId) -> StoreError {
@@ -131,79 +178,115 @@ impl CommandStore for PgStore {
     async fn enqueue_command(&self, new: NewCommand, actor: &Actor) -> Result<Command> {
         let now = now_micros();
         let mut tx = self.pool.begin().await?;
-        let cmd = insert_command(
-            &mut tx,
-            new.id,
-            new.host,
-            &new.spec,
-            new.correlation,
-            new.caused_by,
-            None,
-            new.timeout_secs,
-            now,
-        )
-        .await?;
-        insert_events(&mut tx, &[queued_event(&cmd, actor, now)]).await?;
-        tx.commit().await?;
-        Ok(cmd)
+        let r: Result<_> = async {
+            let cmd = insert_command(
+                &mut tx,
+                new.id,
+                new.host,
+                &new.spec,
+                new.correlation,
+                new.caused_by,
+                None,
+                new.timeout_secs,
+                now,
+            )
+            .await?;
+            insert_events(&mut tx, &[queued_event(&cmd, actor, now)]).await?;
+            Ok(cmd)
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
-    async fn claim_commands(&self, host: HostId, now: DateTime<Utc>, limit: u32) -> Result<Vec<Command>> {
+    async fn claim_commands(
+        &self,
+        host: HostId,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Command>> {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE commands SET status = 'sent', sent_at = $1, \
+        let r: Result<_> = async {
+            let rows = sqlx::query(
+                "UPDATE commands SET status = 'sent', sent_at = $1, \
                  deadline = $1 + make_interval(secs => timeout_secs + $2) \
              WHERE id IN (SELECT id FROM commands WHERE host_id = $3 AND status = 'pending' \
                           ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
              RETURNING *",
-        )
-        .bind(now)
-        .bind(SENT_GRACE_SECS as f64)
-        .bind(host.0)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        let cmds = sort(rows.iter().map(rows::command).collect::<Result<_>>()?);
-        let actor = Actor::Agent(host);
-        let evs: Vec<_> = cmds
-            .iter()
-            .map(|c| command_event(c, events::COMMAND_SENT, &actor, serde_json::json!({ "kind": c.spec.kind() }), now))
-            .collect();
-        insert_events(&mut tx, &evs).await?;
-        tx.commit().await?;
-        Ok(cmds)
+            )
+            .bind(now)
+            .bind(SENT_GRACE_SECS as f64)
+            .bind(host.0)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+            let cmds = sort(rows.iter().map(rows::command).collect::<Result<_>>()?);
+            let actor = Actor::Agent(host);
+            let evs: Vec<_> = cmds
+                .iter()
+                .map(|c| {
+                    command_event(
+                        c,
+                        events::COMMAND_SENT,
+                        &actor,
+                        serde_json::json!({ "kind": c.spec.kind() }),
+                        now,
+                    )
+                })
+                .collect();
+            insert_events(&mut tx, &evs).await?;
+            Ok(cmds)
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
-    async fn mark_running(&self, host: HostId, id: CommandId, now: DateTime<Utc>) -> Result<Command> {
+    async fn mark_running(
+        &self,
+        host: HostId,
+        id: CommandId,
+        now: DateTime<Utc>,
+    ) -> Result<Command> {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
-        let row = lock(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
-        let cmd = rows::command(&row)?;
-        if cmd.host_id != host {
-            return Err(not_found(id));
-        }
-        match cmd.status {
-            CommandStatus::Running => return Ok(cmd),
-            s if s.is_terminal() => {
-                return Err(StoreError::Conflict(format!("command {id} is already {}", s.as_str())));
+        let r: Result<_> = async {
+            let row = lock(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+            let cmd = rows::command(&row)?;
+            if cmd.host_id != host {
+                return Err(not_found(id));
             }
-            _ => {}
-        }
-        let row = sqlx::query(
-            "UPDATE commands SET status = 'running', started_at = $1, \
+            match cmd.status {
+                CommandStatus::Running => return Ok(cmd),
+                CommandStatus::Sent => {}
+                s => {
+                    return Err(StoreError::Conflict(format!(
+                        "command {id} is {}, not sent",
+                        s.as_str()
+                    )))
+                }
+            }
+            let row = sqlx::query(
+                "UPDATE commands SET status = 'running', started_at = $1, \
                  deadline = $1 + make_interval(secs => timeout_secs) \
              WHERE id = $2 RETURNING *",
-        )
-        .bind(now)
-        .bind(id.0)
-        .fetch_one(&mut *tx)
-        .await?;
-        let cmd = rows::command(&row)?;
-        let ev = command_event(&cmd, events::COMMAND_RUNNING, &Actor::Agent(host), serde_json::json!({}), now);
-        insert_events(&mut tx, &[ev]).await?;
-        tx.commit().await?;
-        Ok(cmd)
+            )
+            .bind(now)
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+            let cmd = rows::command(&row)?;
+            let ev = command_event(
+                &cmd,
+                events::COMMAND_RUNNING,
+                &Actor::Agent(host),
+                serde_json::json!({}),
+                now,
+            );
+            insert_events(&mut tx, &[ev]).await?;
+            Ok(cmd)
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
     async fn complete_command(
@@ -216,13 +299,19 @@ impl CommandStore for PgStore {
         self.complete(host, id, result, now).await
     }
 
-    async fn confirm_dry_run(&self, dry_run: CommandId, timeout_secs: u32, actor: &Actor) -> Result<Command> {
+    async fn confirm_dry_run(
+        &self,
+        dry_run: CommandId,
+        timeout_secs: u32,
+        actor: &Actor,
+    ) -> Result<Command> {
         self.confirm(dry_run, timeout_secs, actor).await
     }
 
     async fn cancel_command(&self, id: CommandId, actor: &Actor) -> Result<Command> {
         let now = now_micros();
         let mut tx = self.pool.begin().await?;
+        let r: Result<_> = async {
         let row = lock(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
         let cmd = rows::command(&row)?;
         if !matches!(cmd.status, CommandStatus::Pending | CommandStatus::Sent) {
@@ -240,23 +329,27 @@ impl CommandStore for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let cmd = rows::command(&row)?;
+        // The rows keep `command_id` so that a retry can carry them again.
         let released: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE updates SET status = 'pending', command_id = NULL, updated_at = $1 \
-             WHERE command_id = $2 AND status NOT IN ('installed', 'reconciled') RETURNING id",
+            "UPDATE updates SET status = 'pending', updated_at = $1 \
+             WHERE command_id = $2 AND status IN ('dry_run', 'installing') RETURNING id",
         )
         .bind(now)
         .bind(id.0)
         .fetch_all(&mut *tx)
         .await?;
-        let ev = command_event(&cmd, events::COMMAND_CANCELLED, actor, serde_json::json!({ "released": released }), now);
+        let ev = command_event(&cmd, events::COMMAND_CANCELLED, actor, serde_json::json!({ "command_id": id, "update_ids": released }), now);
         insert_events(&mut tx, &[ev]).await?;
-        tx.commit().await?;
         Ok(cmd)
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
     async fn retry_command(&self, id: CommandId, actor: &Actor) -> Result<Command> {
         let now = now_micros();
         let mut tx = self.pool.begin().await?;
+        let r: Result<_> = async {
         let row = lock(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
         let old = rows::command(&row)?;
         if !matches!(
@@ -268,11 +361,28 @@ impl CommandStore for PgStore {
                 old.status.as_str()
             )));
         }
+        let carried = match &old.spec {
+            CommandSpec::Scan => Vec::new(),
+            _ => carried_rows(&mut tx, id, &["failed", "pending"]).await?,
+        };
+        let usable: Vec<&(Uuid, String, bool)> = carried.iter().filter(|(_, _, same)| *same).collect();
+        let mut pkgs: Vec<String> = usable.iter().map(|(_, p, _)| p.clone()).collect();
+        pkgs.dedup();
+        let (spec, row_status) = match &old.spec {
+            CommandSpec::Scan => (CommandSpec::Scan, None),
+            CommandSpec::DryRun { .. } => (CommandSpec::DryRun { packages: pkgs }, Some("dry_run")),
+            CommandSpec::Install { .. } => (CommandSpec::Install { packages: pkgs }, Some("installing")),
+        };
+        if row_status.is_some() && usable.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "command {id} carries no updates that can be retried (they were re-approved, rejected or changed since)"
+            )));
+        }
         let new = insert_command(
             &mut tx,
             CommandId::new(),
             old.host_id,
-            &old.spec,
+            &spec,
             old.correlation_id,
             old.caused_by,
             Some(old.id),
@@ -280,39 +390,32 @@ impl CommandStore for PgStore {
             now,
         )
         .await?;
-        let moved: Vec<Uuid> = match &old.spec {
-            CommandSpec::Scan => Vec::new(),
-            spec => {
-                let status = if matches!(spec, CommandSpec::Install { .. }) {
-                    "installing"
-                } else {
-                    "dry_run"
-                };
-                sqlx::query_scalar(
-                    "UPDATE updates SET command_id = $1, status = $2, updated_at = $3 \
-                     WHERE command_id = $4 AND status IN ('failed', 'pending') RETURNING id",
-                )
+        let moved: Vec<Uuid> = usable.iter().map(|(u, _, _)| *u).collect();
+        if let Some(status) = row_status {
+            sqlx::query("UPDATE updates SET command_id = $1, status = $2, updated_at = $3 WHERE id = ANY($4)")
                 .bind(new.id.0)
                 .bind(status)
                 .bind(now)
-                .bind(old.id.0)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-        };
-        let payload = serde_json::json!({ "retried_from": old.id, "updates": moved });
+                .bind(&moved)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let payload = serde_json::json!({ "command_id": id, "retry": new.id, "update_ids": moved });
         let evs = [
-            command_event(&new, events::COMMAND_RETRIED, actor, payload, now),
+            command_event(&old, events::COMMAND_RETRIED, actor, payload, now),
             queued_event(&new, actor, now),
         ];
         insert_events(&mut tx, &evs).await?;
-        tx.commit().await?;
         Ok(new)
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
     async fn expire_commands(&self, now: DateTime<Utc>) -> Result<Vec<Command>> {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
+        let r: Result<_> = async {
         let rows = sqlx::query(
             "UPDATE commands SET status = 'timed_out', finished_at = $1, \
                  error = format('no result within %s s (agent gone or command hung)', timeout_secs) \
@@ -348,8 +451,10 @@ impl CommandStore for PgStore {
             })
             .collect();
         insert_events(&mut tx, &evs).await?;
-        tx.commit().await?;
         Ok(cmds)
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
     async fn get_command(&self, id: CommandId) -> Result<Option<Command>> {
@@ -361,11 +466,13 @@ impl CommandStore for PgStore {
     }
 
     async fn list_commands(&self, host: HostId, limit: u32) -> Result<Vec<Command>> {
-        let rows = sqlx::query("SELECT * FROM commands WHERE host_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2")
-            .bind(host.0)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM commands WHERE host_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(host.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(rows::command).collect()
     }
 }

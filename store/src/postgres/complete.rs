@@ -2,7 +2,9 @@
 //! into an install, on PostgreSQL. Both lock the command row first so that a
 //! duplicate submission, a timeout sweep and a confirmation never interleave.
 
-use super::commands::{command_event, insert_command, lock, not_found, packages, queued_event, rows_event};
+use super::commands::{
+    command_event, insert_command, lock, not_found, packages, queued_event, rows_event,
+};
 use super::{insert_events, rows, PgStore};
 use crate::common::{fingerprint, micros, now_micros, result_hash, PreparedEvent};
 use crate::{events, Actor, CompleteOutcome, Result, StoreError};
@@ -43,7 +45,8 @@ async fn apply_to_rows(
             .bind(cmd.id.0)
             .fetch_all(&mut *conn)
             .await?;
-            let payload = serde_json::json!({ "dry_run": cmd.id, "ids": ids, "planned": result.planned });
+            let payload =
+                serde_json::json!({ "dry_run": cmd.id, "ids": ids, "planned": result.planned });
             Some(rows_event(cmd, events::DRY_RUN_READY, actor, payload, now))
         }
         (CommandSpec::Install { .. }, true) => {
@@ -76,7 +79,13 @@ async fn apply_to_rows(
                 q.build().execute(&mut *conn).await?;
             }
             let ids: Vec<Uuid> = done.iter().map(|r| r.id).collect();
-            Some(rows_event(cmd, events::UPDATES_INSTALLED, actor, serde_json::json!({ "ids": ids }), now))
+            Some(rows_event(
+                cmd,
+                events::UPDATES_INSTALLED,
+                actor,
+                serde_json::json!({ "ids": ids }),
+                now,
+            ))
         }
         (_, false) => {
             let ids: Vec<Uuid> = sqlx::query_scalar(
@@ -104,10 +113,12 @@ impl PgStore {
     ) -> Result<CompleteOutcome> {
         let now = micros(now);
         let hash = result_hash(&result);
-        let result_json = serde_json::to_value(&result)
-            .map_err(|e| StoreError::corrupt("commands", format!("result does not serialise: {e}")))?;
+        let result_json = serde_json::to_value(&result).map_err(|e| {
+            StoreError::corrupt("commands", format!("result does not serialise: {e}"))
+        })?;
         let actor = Actor::Agent(host);
         let mut tx = self.pool.begin().await?;
+        let r: Result<_> = async {
         let row = lock(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
         let cmd = rows::command(&row)?;
         if cmd.host_id != host {
@@ -132,13 +143,15 @@ impl PgStore {
                     "status": cmd.status.as_str(), "success": result.success, "exit_code": result.exit_code,
                 });
                 insert_events(&mut tx, &[command_event(&cmd, events::COMMAND_LATE_RESULT, &actor, payload, now)]).await?;
-                tx.commit().await?;
                 return Ok(CompleteOutcome::Late(cmd));
             }
-            CommandStatus::Completed | CommandStatus::Failed => {
-                return Err(StoreError::Conflict(format!("command {id} is already {}", cmd.status.as_str())));
+            CommandStatus::Sent | CommandStatus::Running => {}
+            s => {
+                return Err(StoreError::Conflict(format!(
+                    "command {id} is {}; a result is accepted once it was sent",
+                    s.as_str()
+                )));
             }
-            CommandStatus::Pending | CommandStatus::Sent | CommandStatus::Running => {}
         }
         let status = if result.success { "completed" } else { "failed" };
         let row = sqlx::query(
@@ -163,13 +176,21 @@ impl PgStore {
         let mut evs = vec![command_event(&cmd, event_type, &actor, payload, now)];
         evs.extend(apply_to_rows(&mut tx, &cmd, &result, &actor, now).await?);
         insert_events(&mut tx, &evs).await?;
-        tx.commit().await?;
         Ok(CompleteOutcome::Applied(cmd))
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
-    pub(super) async fn confirm(&self, dry_run: CommandId, timeout_secs: u32, actor: &Actor) -> Result<Command> {
+    pub(super) async fn confirm(
+        &self,
+        dry_run: CommandId,
+        timeout_secs: u32,
+        actor: &Actor,
+    ) -> Result<Command> {
         let now = now_micros();
         let mut tx = self.pool.begin().await?;
+        let r: Result<_> = async {
         let row = lock(&mut tx, dry_run).await?.ok_or_else(|| not_found(dry_run))?;
         let dry = rows::command(&row)?;
         let CommandSpec::DryRun { packages: planned } = &dry.spec else {
@@ -261,7 +282,9 @@ impl PgStore {
             queued_event(&install, actor, now),
         ];
         insert_events(&mut tx, &evs).await?;
-        tx.commit().await?;
         Ok(install)
+        }
+        .await;
+        super::finish(tx, r).await
     }
 }

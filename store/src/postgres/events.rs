@@ -5,12 +5,23 @@ use crate::common::{micros, now_micros, prepare_event};
 use crate::{EventStore, NewEvent, Result};
 use async_trait::async_trait;
 use canopy_api_types::hosts::{Event, EventFilter};
+use canopy_api_types::HostId;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 /// Events returned when the filter names no limit, and the most ever returned.
 const DEFAULT_LIMIT: u32 = 1000;
 const MAX_LIMIT: u32 = 10_000;
+
+/// The host an event is about, from its subject path `host/{id}/…`.
+fn host_of(subject: &str) -> Option<HostId> {
+    subject
+        .strip_prefix("host/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
 
 #[async_trait]
 impl EventStore for PgStore {
@@ -32,7 +43,8 @@ impl EventStore for PgStore {
     }
 
     async fn append_event(&self, new: NewEvent) -> Result<Event> {
-        let prepared = prepare_event(new, None, now_micros());
+        let host = host_of(&new.subject);
+        let prepared = prepare_event(new, host, now_micros());
         let mut tx = self.pool.begin().await?;
         insert_events(&mut tx, std::slice::from_ref(&prepared)).await?;
         let row = sqlx::query("SELECT * FROM events WHERE id = $1")
@@ -51,12 +63,18 @@ impl EventStore for PgStore {
             .rows_affected())
     }
 
-    async fn idempotent_response(&self, actor: &str, key: &str) -> Result<Option<(String, serde_json::Value)>> {
-        let row = sqlx::query("SELECT request_hash, response FROM idempotency_keys WHERE actor = $1 AND key = $2")
-            .bind(actor)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+    async fn idempotent_response(
+        &self,
+        actor: &str,
+        key: &str,
+    ) -> Result<Option<(String, serde_json::Value)>> {
+        let row = sqlx::query(
+            "SELECT request_hash, response FROM idempotency_keys WHERE actor = $1 AND key = $2",
+        )
+        .bind(actor)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| Ok((r.try_get("request_hash")?, r.try_get("response")?)))
             .transpose()
     }

@@ -14,9 +14,15 @@ use uuid::Uuid;
 
 #[async_trait]
 impl HostStore for PgStore {
-    async fn register_host(&self, token_hash: &str, new: NewHost, now: DateTime<Utc>) -> Result<Host> {
+    async fn register_host(
+        &self,
+        token_hash: &str,
+        new: NewHost,
+        now: DateTime<Utc>,
+    ) -> Result<Host> {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
+        let r: Result<_> = async {
         // Lock the token: concurrent registrations queue here and cannot overspend seats.
         let token = sqlx::query(
             "SELECT id, seats, seats_used, expires_at, revoked FROM registration_tokens WHERE token_hash = $1 FOR UPDATE",
@@ -100,8 +106,9 @@ impl HostStore for PgStore {
             correlation: None,
             causation: None,
             payload: serde_json::json!({
-                "hostname": f.hostname, "machine_id": f.machine_id, "os": f.os_pretty,
-                "read_only": f.read_only, "registration_token": token_id,
+                "hostname": f.hostname,
+                "machine_id": f.machine_id,
+                "registration_token_id": token_id,
             }),
         };
         insert_events(&mut tx, &[prepare_event(ev, Some(id), now)]).await?;
@@ -110,8 +117,10 @@ impl HostStore for PgStore {
             .fetch_one(&mut *tx)
             .await?;
         let host = rows::host(&row)?;
-        tx.commit().await?;
         Ok(host)
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
     async fn host_credential(&self, host: HostId) -> Result<Option<(Host, String)>> {
@@ -124,7 +133,8 @@ impl HostStore for PgStore {
     }
 
     async fn touch_host(&self, host: HostId, f: &HostFacts, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
+        // A check-in is not an event (it would flood the log every 30 s per host).
+        let done = sqlx::query(
             "UPDATE hosts SET last_seen = $1, hostname = $2, os_id = $3, os_pretty = $4, kernel = $5, arch = $6, \
              agent_version = $7, read_only = $8 WHERE id = $9",
         )
@@ -139,6 +149,9 @@ impl HostStore for PgStore {
         .bind(host.0)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("host {host}")));
+        }
         Ok(())
     }
 
@@ -147,17 +160,21 @@ impl HostStore for PgStore {
     }
 
     async fn list_hosts(&self) -> Result<Vec<Host>> {
-        let rows = sqlx::query(&format!("{HOST_SELECT} ORDER BY h.hostname, h.registered_at, h.id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "{HOST_SELECT} ORDER BY h.hostname COLLATE \"C\", h.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(rows::host).collect()
     }
 
     async fn report_hash(&self, host: HostId) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT report_hash FROM hosts WHERE id = $1")
-            .bind(host.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .flatten())
+        Ok(
+            sqlx::query_scalar("SELECT report_hash FROM hosts WHERE id = $1")
+                .bind(host.0)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
     }
 }

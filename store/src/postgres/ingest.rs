@@ -9,7 +9,9 @@
 use super::{insert_events, rows};
 use crate::common::{now_micros, prepare_event};
 use crate::ingest_plan::{self, OpenRow, Refresh};
-use crate::{events, Actor, IngestOutcome, IngestReport, NewEvent, Result, StoreError, REPORT_CHUNK_ROWS};
+use crate::{
+    events, Actor, IngestOutcome, IngestReport, NewEvent, Result, StoreError, REPORT_CHUNK_ROWS,
+};
 use canopy_api_types::agent::RejectedRow;
 use canopy_api_types::updates::{PackageUpdate, Severity};
 use canopy_api_types::{HostId, UpdateId};
@@ -30,11 +32,26 @@ struct Write<'a> {
 }
 
 /// Insert new rows with one `INSERT … SELECT FROM UNNEST(…)`.
-async fn insert_rows(conn: &mut PgConnection, host: HostId, rows: &[&Write<'_>], now: DateTime<Utc>) -> sqlx::Result<()> {
+async fn insert_rows(
+    conn: &mut PgConnection,
+    host: HostId,
+    rows: &[&Write<'_>],
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
     let n = rows.len();
-    let (mut ids, mut managers, mut packages, mut arches) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut currents, mut availables, mut sources, mut severities, mut helds) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ids, mut managers, mut packages, mut arches) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut currents, mut availables, mut sources, mut severities, mut helds) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for w in rows {
         let Op::Insert(id, r) = w.op else { continue };
         ids.push(id.0);
@@ -71,10 +88,23 @@ async fn insert_rows(conn: &mut PgConnection, host: HostId, rows: &[&Write<'_>],
 }
 
 /// Refresh or reset open rows with one `UPDATE … FROM UNNEST(…)`.
-async fn update_rows(conn: &mut PgConnection, rows: &[&Write<'_>], now: DateTime<Utc>) -> sqlx::Result<()> {
+async fn update_rows(
+    conn: &mut PgConnection,
+    rows: &[&Write<'_>],
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
     let n = rows.len();
-    let (mut ids, mut currents, mut availables, mut sources) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut severities, mut helds, mut resets) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ids, mut currents, mut availables, mut sources) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut severities, mut helds, mut resets) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for w in rows {
         let Op::Refresh(f) = w.op else { continue };
         let (r, reset) = (&f.row, f.reset);
@@ -109,8 +139,14 @@ async fn update_rows(conn: &mut PgConnection, rows: &[&Write<'_>], now: DateTime
     Ok(())
 }
 
-async fn write(conn: &mut PgConnection, host: HostId, rows: &[&Write<'_>], now: DateTime<Utc>) -> sqlx::Result<()> {
-    let (inserts, updates): (Vec<&Write<'_>>, Vec<&Write<'_>>) = rows.iter().partition(|w| matches!(w.op, Op::Insert(..)));
+async fn write(
+    conn: &mut PgConnection,
+    host: HostId,
+    rows: &[&Write<'_>],
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    let (inserts, updates): (Vec<&Write<'_>>, Vec<&Write<'_>>) =
+        rows.iter().partition(|w| matches!(w.op, Op::Insert(..)));
     if !inserts.is_empty() {
         insert_rows(conn, host, &inserts, now).await?;
     }
@@ -122,7 +158,12 @@ async fn write(conn: &mut PgConnection, host: HostId, rows: &[&Write<'_>], now: 
 
 /// Write `writes` chunk by chunk; a refused chunk is redone row by row in savepoints.
 /// Returns the refused rows.
-async fn write_isolated(conn: &mut PgConnection, host: HostId, writes: &[Write<'_>], now: DateTime<Utc>) -> Result<Vec<RejectedRow>> {
+async fn write_isolated(
+    conn: &mut PgConnection,
+    host: HostId,
+    writes: &[Write<'_>],
+    now: DateTime<Utc>,
+) -> Result<Vec<RejectedRow>> {
     let mut rejected = Vec::new();
     for chunk in writes.chunks(REPORT_CHUNK_ROWS) {
         let refs: Vec<&Write<'_>> = chunk.iter().collect();
@@ -147,7 +188,10 @@ async fn write_isolated(conn: &mut PgConnection, host: HostId, writes: &[Write<'
                         Some(d) => format!("refused by the database: {}", d.message()),
                         None => return Err(StoreError::Database(e)),
                     };
-                    rejected.push(RejectedRow { index: w.index, reason });
+                    rejected.push(RejectedRow {
+                        index: w.index,
+                        reason,
+                    });
                 }
             }
         }
@@ -174,8 +218,9 @@ async fn load_open(conn: &mut PgConnection, host: HostId) -> Result<Vec<OpenRow>
             current_version: r.try_get("current_version")?,
             available_version: r.try_get("available_version")?,
             source: r.try_get("source")?,
-            severity: Severity::parse(&severity)
-                .ok_or_else(|| StoreError::corrupt("updates", format!("unknown severity '{severity}'")))?,
+            severity: Severity::parse(&severity).ok_or_else(|| {
+                StoreError::corrupt("updates", format!("unknown severity '{severity}'"))
+            })?,
             held: r.try_get("held")?,
             status: rows::update_status(&r.try_get::<String, _>("status")?)?,
         });
@@ -184,7 +229,12 @@ async fn load_open(conn: &mut PgConnection, host: HostId) -> Result<Vec<OpenRow>
 }
 
 /// Store one report for `host` inside the caller's transaction.
-pub(super) async fn ingest(conn: &mut PgConnection, host: HostId, report: IngestReport, actor: &Actor) -> Result<IngestOutcome> {
+pub(super) async fn ingest(
+    conn: &mut PgConnection,
+    host: HostId,
+    report: IngestReport,
+    actor: &Actor,
+) -> Result<IngestOutcome> {
     let now = now_micros();
     // Serialise reports of one host: two concurrent ingests would both see a row as new.
     let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM hosts WHERE id = $1 FOR UPDATE")
@@ -199,9 +249,15 @@ pub(super) async fn ingest(conn: &mut PgConnection, host: HostId, report: Ingest
     let mut writes: Vec<Write<'_>> = plan
         .inserts
         .iter()
-        .map(|(index, r)| Write { index: *index, op: Op::Insert(UpdateId::new(), r) })
+        .map(|(index, r)| Write {
+            index: *index,
+            op: Op::Insert(UpdateId::new(), r),
+        })
         .collect();
-    writes.extend(plan.refreshes.iter().map(|f| Write { index: f.index, op: Op::Refresh(f) }));
+    writes.extend(plan.refreshes.iter().map(|f| Write {
+        index: f.index,
+        op: Op::Refresh(f),
+    }));
     let refused = write_isolated(conn, host, &writes, now).await?;
     let refused_new = writes
         .iter()
@@ -223,13 +279,15 @@ pub(super) async fn ingest(conn: &mut PgConnection, host: HostId, report: Ingest
             .execute(&mut *conn)
             .await?;
     }
-    sqlx::query("UPDATE hosts SET report_hash = $1, reboot_required = $2, last_report = $3 WHERE id = $4")
-        .bind(&report.report_hash)
-        .bind(report.reboot_required)
-        .bind(now)
-        .bind(host.0)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE hosts SET report_hash = $1, reboot_required = $2, last_report = $3 WHERE id = $4",
+    )
+    .bind(&report.report_hash)
+    .bind(report.reboot_required)
+    .bind(now)
+    .bind(host.0)
+    .execute(&mut *conn)
+    .await?;
     let reconciled = gone.len() as u64;
     let resets = plan.refreshes.iter().filter(|f| f.reset).count();
     let mut evs = vec![prepare_event(

@@ -23,8 +23,6 @@ mod users;
 
 #[cfg(test)]
 mod smoke;
-#[cfg(test)]
-mod tests;
 
 /// Connections per pool (per server replica).
 const MAX_CONNECTIONS: u32 = 16;
@@ -121,4 +119,25 @@ async fn insert_events(conn: &mut PgConnection, evs: &[PreparedEvent]) -> Result
     });
     q.build().execute(&mut *conn).await?;
     Ok(())
+}
+
+/// End a transaction: commit on success; on failure roll back right away. (A dropped
+/// sqlx transaction only rolls back when its connection is next used, keeping its row
+/// locks until then — which a `SKIP LOCKED` claim or a waiting UPDATE would trip over.)
+async fn finish<T>(
+    tx: sqlx::Transaction<'_, Postgres>,
+    r: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match r {
+        Ok(v) => {
+            tx.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            if let Err(re) = tx.rollback().await {
+                tracing::warn!(error = %re, "rolling back a failed transaction failed");
+            }
+            Err(e)
+        }
+    }
 }

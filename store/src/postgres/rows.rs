@@ -13,7 +13,7 @@ use uuid::Uuid;
 pub(super) const HOST_SELECT: &str = "SELECT h.*, COALESCE(c.pending, 0) AS pending_updates, \
     COALESCE(c.security, 0) AS security_updates FROM hosts h LEFT JOIN ( \
         SELECT host_id, COUNT(*) AS pending, COUNT(*) FILTER (WHERE severity = 'security') AS security \
-        FROM updates WHERE status NOT IN ('installed', 'reconciled', 'rejected') GROUP BY host_id \
+        FROM updates WHERE status NOT IN ('installed', 'reconciled') GROUP BY host_id \
     ) c ON c.host_id = h.id";
 
 /// Columns of `updates u JOIN hosts h` for [`update`].
@@ -45,7 +45,8 @@ pub(super) fn host(row: &PgRow) -> Result<Host> {
 }
 
 pub(super) fn manager(s: &str) -> Result<PackageManager> {
-    PackageManager::parse(s).ok_or_else(|| StoreError::corrupt("updates", format!("unknown manager '{s}'")))
+    PackageManager::parse(s)
+        .ok_or_else(|| StoreError::corrupt("updates", format!("unknown manager '{s}'")))
 }
 
 pub(super) fn update(row: &PgRow) -> Result<Update> {
@@ -62,11 +63,14 @@ pub(super) fn update(row: &PgRow) -> Result<Update> {
         available_version: row.try_get("available_version")?,
         arch: (!arch.is_empty()).then_some(arch),
         source: row.try_get("source")?,
-        severity: Severity::parse(&severity)
-            .ok_or_else(|| StoreError::corrupt("updates", format!("unknown severity '{severity}'")))?,
+        severity: Severity::parse(&severity).ok_or_else(|| {
+            StoreError::corrupt("updates", format!("unknown severity '{severity}'"))
+        })?,
         held: row.try_get("held")?,
         status: update_status(&status)?,
-        correlation_id: row.try_get::<Option<Uuid>, _>("correlation_id")?.map(CorrelationId),
+        correlation_id: row
+            .try_get::<Option<Uuid>, _>("correlation_id")?
+            .map(CorrelationId),
         command_id: row.try_get::<Option<Uuid>, _>("command_id")?.map(CommandId),
         first_seen: row.try_get("first_seen")?,
         updated_at: row.try_get("updated_at")?,
@@ -74,7 +78,8 @@ pub(super) fn update(row: &PgRow) -> Result<Update> {
 }
 
 pub(super) fn update_status(s: &str) -> Result<UpdateStatus> {
-    UpdateStatus::parse(s).ok_or_else(|| StoreError::corrupt("updates", format!("unknown status '{s}'")))
+    UpdateStatus::parse(s)
+        .ok_or_else(|| StoreError::corrupt("updates", format!("unknown status '{s}'")))
 }
 
 pub(super) fn command(row: &PgRow) -> Result<Command> {
@@ -91,7 +96,9 @@ pub(super) fn command(row: &PgRow) -> Result<Command> {
             .ok_or_else(|| StoreError::corrupt("commands", format!("unknown status '{status}'")))?,
         correlation_id: CorrelationId(row.try_get("correlation_id")?),
         caused_by: row.try_get::<Option<Uuid>, _>("caused_by")?.map(CommandId),
-        retried_from: row.try_get::<Option<Uuid>, _>("retried_from")?.map(CommandId),
+        retried_from: row
+            .try_get::<Option<Uuid>, _>("retried_from")?
+            .map(CommandId),
         timeout_secs: u32::try_from(timeout).unwrap_or(0),
         created_at: row.try_get("created_at")?,
         sent_at: row.try_get("sent_at")?,
@@ -113,7 +120,9 @@ pub(super) fn event(row: &PgRow) -> Result<canopy_api_types::hosts::Event> {
         event_type: row.try_get("event_type")?,
         subject: row.try_get("subject")?,
         actor: row.try_get("actor")?,
-        correlation_id: row.try_get::<Option<Uuid>, _>("correlation_id")?.map(CorrelationId),
+        correlation_id: row
+            .try_get::<Option<Uuid>, _>("correlation_id")?
+            .map(CorrelationId),
         causation_id: row.try_get::<Option<Uuid>, _>("causation_id")?.map(EventId),
         payload: row.try_get("payload")?,
         checksum: row.try_get("checksum")?,

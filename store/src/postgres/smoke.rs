@@ -7,21 +7,29 @@ use crate::*;
 use canopy_api_types::agent::HostFacts;
 use canopy_api_types::commands::{CommandResult, CommandSpec, CommandStatus};
 use canopy_api_types::hosts::EventFilter;
-use canopy_api_types::updates::{PackageManager, PackageUpdate, Severity, UpdateFilter, UpdateStatus};
+use canopy_api_types::updates::{
+    PackageManager, PackageUpdate, Severity, UpdateFilter, UpdateStatus,
+};
 use canopy_api_types::*;
 use chrono::{Duration, Utc};
 
 /// A fresh database on the test server, or `None` when no server is configured.
 async fn fresh() -> Option<PgStore> {
     let base = std::env::var("CANOPY_TEST_POSTGRES_URL").ok()?;
-    let admin = sqlx::PgPool::connect(&base).await.expect("connect to the test server");
+    let admin = sqlx::PgPool::connect(&base)
+        .await
+        .expect("connect to the test server");
     let name = format!("canopy_smoke_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
         .expect("create database");
     let (head, _) = base.rsplit_once('/').expect("URL has a database path");
-    Some(PgStore::open(&format!("{head}/{name}")).await.expect("open"))
+    Some(
+        PgStore::open(&format!("{head}/{name}"))
+            .await
+            .expect("open"),
+    )
 }
 
 fn pu(pkg: &str, cur: &str, avail: &str) -> PackageUpdate {
@@ -68,7 +76,9 @@ async fn host(s: &PgStore) -> HostId {
         seats: 2,
         expires_at: Utc::now() + Duration::hours(1),
     };
-    s.create_registration_token(tok, &admin).await.expect("token");
+    s.create_registration_token(tok, &admin)
+        .await
+        .expect("token");
     let facts = HostFacts {
         hostname: "pve-1".into(),
         machine_id: "m1".into(),
@@ -79,13 +89,18 @@ async fn host(s: &PgStore) -> HostId {
         facts,
         credential_hash: "c".into(),
     };
-    s.register_host("t", new, Utc::now()).await.expect("register").id
+    s.register_host("t", new, Utc::now())
+        .await
+        .expect("register")
+        .id
 }
 
 #[tokio::test]
 async fn unreachable_server_fails_fast_without_password() {
     let started = std::time::Instant::now();
-    let err = PgStore::open("postgres://u:secret@127.0.0.1:1/db").await.err().expect("must fail");
+    let err = PgStore::open("postgres://u:secret@127.0.0.1:1/db")
+        .await
+        .expect_err("must fail");
     assert!(started.elapsed() < std::time::Duration::from_secs(7));
     assert!(!err.to_string().contains("secret"), "{err}");
 }
@@ -95,22 +110,44 @@ async fn approve_dry_run_confirm_install() {
     let Some(s) = fresh().await else { return };
     let admin = Actor::User("admin".into());
     let h = host(&s).await;
-    let mut rows = vec![pu("nginx", "1", "2"), pu("curl", "7", "8"), pu("curl", "7", "9"), pu("bad\0name", "1", "2")];
+    let mut rows = vec![
+        pu("nginx", "1", "2"),
+        pu("curl", "7", "8"),
+        pu("curl", "7", "9"),
+        pu("bad\0name", "1", "2"),
+    ];
     rows.extend((0..1200).map(|i| pu(&format!("p{i}"), "1", "2")));
-    let out = s.ingest_report(h, report(rows), &Actor::Agent(h)).await.expect("ingest");
+    let out = s
+        .ingest_report(h, report(rows), &Actor::Agent(h))
+        .await
+        .expect("ingest");
     assert_eq!(out.discovered, 1202, "{out:?}");
-    assert_eq!(out.rejected.iter().map(|r| r.index).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(
+        out.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
     let page = s
-        .list_updates(&UpdateFilter { package: Some("n".into()), ..Default::default() })
+        .list_updates(&UpdateFilter {
+            package: Some("n".into()),
+            ..Default::default()
+        })
         .await
         .expect("list");
     assert_eq!(page.items[0].package, "nginx");
-    let ids: Vec<UpdateId> = page.items.iter().filter(|u| u.package != "p1").map(|u| u.id).collect();
+    let ids: Vec<UpdateId> = page
+        .items
+        .iter()
+        .filter(|u| u.package != "p1")
+        .map(|u| u.id)
+        .collect();
     let missing = UpdateId::new();
     let mut with_missing = ids.clone();
     with_missing.push(missing);
     let corr = CorrelationId::new();
-    let ap = s.approve_updates(&with_missing, corr, 60, &admin).await.expect("approve");
+    let ap = s
+        .approve_updates(&with_missing, corr, 60, &admin)
+        .await
+        .expect("approve");
     assert_eq!(ap.skipped.len(), 1);
     assert_eq!(ap.commands.len(), 1);
     assert!(ap.approved.iter().all(|u| u.status == UpdateStatus::DryRun));
@@ -119,9 +156,15 @@ async fn approve_dry_run_confirm_install() {
     assert_eq!(claimed[0].status, CommandStatus::Sent);
     let dry = claimed[0].id;
     s.mark_running(h, dry, Utc::now()).await.expect("running");
-    let done = s.complete_command(h, dry, ok_result(), Utc::now()).await.expect("complete");
+    let done = s
+        .complete_command(h, dry, ok_result(), Utc::now())
+        .await
+        .expect("complete");
     assert!(matches!(done, CompleteOutcome::Applied(_)));
-    let again = s.complete_command(h, dry, ok_result(), Utc::now()).await.expect("dup");
+    let again = s
+        .complete_command(h, dry, ok_result(), Utc::now())
+        .await
+        .expect("dup");
     assert!(matches!(again, CompleteOutcome::Duplicate(_)));
     let mut other = ok_result();
     other.stdout = "different".into();
@@ -132,9 +175,14 @@ async fn approve_dry_run_confirm_install() {
     let install = s.confirm_dry_run(dry, 60, &admin).await.expect("confirm");
     assert!(matches!(install.spec, CommandSpec::Install { .. }));
     assert!(s.confirm_dry_run(dry, 60, &admin).await.is_err());
-    let c = s.claim_commands(h, Utc::now(), 10).await.expect("claim install");
+    let c = s
+        .claim_commands(h, Utc::now(), 10)
+        .await
+        .expect("claim install");
     assert_eq!(c[0].id, install.id);
-    s.complete_command(h, install.id, ok_result(), Utc::now()).await.expect("install");
+    s.complete_command(h, install.id, ok_result(), Utc::now())
+        .await
+        .expect("install");
     let hist = s.version_history(Some(h), 100).await.expect("history");
     assert_eq!(hist.len(), ids.len());
     let hosts = s.list_hosts().await.expect("hosts");
@@ -143,13 +191,29 @@ async fn approve_dry_run_confirm_install() {
     assert_eq!(stats.hosts, 1);
     // A report without the installed rows and without p0 reconciles p0.
     let rows: Vec<_> = (1..1200).map(|i| pu(&format!("p{i}"), "1", "2")).collect();
-    let out = s.ingest_report(h, report(rows), &Actor::Agent(h)).await.expect("ingest 2");
+    let out = s
+        .ingest_report(h, report(rows), &Actor::Agent(h))
+        .await
+        .expect("ingest 2");
     assert_eq!(out.discovered, 0);
     assert!(out.reconciled >= 1, "{out:?}");
-    let evs = s.events(&EventFilter { limit: Some(10_000), ..Default::default() }).await.expect("events");
+    let evs = s
+        .events(&EventFilter {
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .await
+        .expect("events");
     for e in &evs {
         let sum = events::checksum_parts(
-            e.id, e.ts, &e.event_type, &e.subject, &e.actor, e.correlation_id, e.causation_id, &e.payload,
+            e.id,
+            e.ts,
+            &e.event_type,
+            &e.subject,
+            &e.actor,
+            e.correlation_id,
+            e.causation_id,
+            &e.payload,
         );
         assert_eq!(sum, e.checksum, "event {} {}", e.seq, e.event_type);
     }
@@ -160,35 +224,66 @@ async fn timeouts_retry_cancel_and_conflicts() {
     let Some(s) = fresh().await else { return };
     let admin = Actor::User("admin".into());
     let h = host(&s).await;
-    s.ingest_report(h, report(vec![pu("a", "1", "2")]), &Actor::Agent(h)).await.expect("ingest");
-    let u = s.list_updates(&UpdateFilter::default()).await.expect("list").items[0].id;
-    let ap = s.approve_updates(&[u], CorrelationId::new(), 1, &admin).await.expect("approve");
+    s.ingest_report(h, report(vec![pu("a", "1", "2")]), &Actor::Agent(h))
+        .await
+        .expect("ingest");
+    let u = s
+        .list_updates(&UpdateFilter::default())
+        .await
+        .expect("list")
+        .items[0]
+        .id;
+    let ap = s
+        .approve_updates(&[u], CorrelationId::new(), 1, &admin)
+        .await
+        .expect("approve");
     let cmd = ap.commands[0].id;
     s.claim_commands(h, Utc::now(), 5).await.expect("claim");
-    let expired = s.expire_commands(Utc::now() + Duration::hours(1)).await.expect("expire");
+    let expired = s
+        .expire_commands(Utc::now() + Duration::hours(1))
+        .await
+        .expect("expire");
     assert_eq!(expired.len(), 1);
-    assert_eq!(s.get_update(u).await.expect("get").expect("row").status, UpdateStatus::Failed);
-    let late = s.complete_command(h, cmd, ok_result(), Utc::now()).await.expect("late");
+    assert_eq!(
+        s.get_update(u).await.expect("get").expect("row").status,
+        UpdateStatus::Failed
+    );
+    let late = s
+        .complete_command(h, cmd, ok_result(), Utc::now())
+        .await
+        .expect("late");
     assert!(matches!(late, CompleteOutcome::Late(ref c) if c.status == CommandStatus::TimedOut));
     let retry = s.retry_command(cmd, &admin).await.expect("retry");
     assert_eq!(retry.retried_from, Some(cmd));
     let row = s.get_update(u).await.expect("get").expect("row");
-    assert_eq!((row.status, row.command_id), (UpdateStatus::DryRun, Some(retry.id)));
+    assert_eq!(
+        (row.status, row.command_id),
+        (UpdateStatus::DryRun, Some(retry.id))
+    );
     s.cancel_command(retry.id, &admin).await.expect("cancel");
-    assert!(matches!(s.cancel_command(retry.id, &admin).await, Err(StoreError::Conflict(_))));
     assert!(matches!(
-        s.create_user("bob", "x", canopy_api_types::auth::Role::Admin, &admin).await,
-        Ok(_)
+        s.cancel_command(retry.id, &admin).await,
+        Err(StoreError::Conflict(_))
     ));
+    s.create_user("bob", "x", canopy_api_types::auth::Role::Admin, &admin)
+        .await
+        .expect("create bob");
     assert!(matches!(
-        s.create_user("bob", "x", canopy_api_types::auth::Role::Admin, &admin).await,
+        s.create_user("bob", "x", canopy_api_types::auth::Role::Admin, &admin)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     let resp = serde_json::json!({"a": 1});
-    s.save_idempotent_response("u", "k", "h", &resp, Utc::now()).await.expect("save");
+    s.save_idempotent_response("u", "k", "h", &resp, Utc::now())
+        .await
+        .expect("save");
     assert!(matches!(
-        s.save_idempotent_response("u", "k", "h", &resp, Utc::now()).await,
+        s.save_idempotent_response("u", "k", "h", &resp, Utc::now())
+            .await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(s.idempotent_response("u", "k").await.expect("get"), Some(("h".into(), resp)));
+    assert_eq!(
+        s.idempotent_response("u", "k").await.expect("get"),
+        Some(("h".into(), resp))
+    );
 }

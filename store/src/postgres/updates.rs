@@ -4,15 +4,22 @@
 use super::commands::{insert_command, queued_event};
 use super::rows::{self, UPDATE_SELECT};
 use super::{insert_events, PgStore};
-use crate::common::{fingerprint, now_micros, prepare_event, skip_reason, APPROVABLE, SEVERITY_ORDER_SQL};
-use crate::{events, Actor, ApproveOutcome, IngestOutcome, IngestReport, NewEvent, Result, UpdateStore};
+use crate::common::{fingerprint, now_micros, prepare_event, skip_reason, APPROVABLE};
+use crate::{
+    events, Actor, ApproveOutcome, IngestOutcome, IngestReport, NewEvent, Result, UpdateStore,
+};
 use async_trait::async_trait;
 use canopy_api_types::commands::CommandSpec;
 use canopy_api_types::updates::*;
 use canopy_api_types::*;
+use serde_json::json;
 use sqlx::{Postgres, QueryBuilder, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
+
+/// Severity rank for `ORDER BY … DESC`: most severe first.
+const SEVERITY_RANK: &str =
+    "CASE u.severity WHEN 'security' THEN 3 WHEN 'important' THEN 2 WHEN 'normal' THEN 1 ELSE 0 END";
 
 fn push_filters(q: &mut QueryBuilder<'_, Postgres>, f: &UpdateFilter) {
     q.push(" WHERE TRUE");
@@ -28,19 +35,29 @@ fn push_filters(q: &mut QueryBuilder<'_, Postgres>, f: &UpdateFilter) {
     if let Some(m) = f.manager {
         q.push(" AND u.manager = ").push_bind(m.as_str());
     }
-    if let Some(p) = &f.package {
-        // Plain substring (no LIKE wildcards), case-sensitive like the SQLite backend.
-        q.push(" AND strpos(u.package, ").push_bind(p.clone()).push(") > 0");
+    if let Some(p) = f.package.as_deref().filter(|p| !p.is_empty()) {
+        // Case-insensitive substring, no LIKE wildcards to escape.
+        q.push(" AND strpos(lower(u.package), lower(")
+            .push_bind(p.to_string())
+            .push(")) > 0");
     }
 }
 
 #[async_trait]
 impl UpdateStore for PgStore {
-    async fn ingest_report(&self, host: HostId, report: IngestReport, actor: &Actor) -> Result<IngestOutcome> {
+    async fn ingest_report(
+        &self,
+        host: HostId,
+        report: IngestReport,
+        actor: &Actor,
+    ) -> Result<IngestOutcome> {
         let mut tx = self.pool.begin().await?;
-        let out = super::ingest::ingest(&mut tx, host, report, actor).await?;
-        tx.commit().await?;
-        Ok(out)
+        let r: Result<_> = async {
+            let out = super::ingest::ingest(&mut tx, host, report, actor).await?;
+            Ok(out)
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
     async fn list_updates(&self, f: &UpdateFilter) -> Result<Page<Update>> {
@@ -49,7 +66,9 @@ impl UpdateStore for PgStore {
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
         let mut q = QueryBuilder::<Postgres>::new(UPDATE_SELECT);
         push_filters(&mut q, f);
-        q.push(format!(" ORDER BY {SEVERITY_ORDER_SQL}, u.package, h.hostname, u.id LIMIT "))
+        q.push(format!(
+            " ORDER BY {SEVERITY_RANK} DESC, u.package COLLATE \"C\", h.hostname COLLATE \"C\", u.id LIMIT "
+        ))
             .push_bind(i64::from(f.per_page()))
             .push(" OFFSET ")
             .push_bind(i64::from(f.page() - 1) * i64::from(f.per_page()));
@@ -78,131 +97,168 @@ impl UpdateStore for PgStore {
         actor: &Actor,
     ) -> Result<ApproveOutcome> {
         let now = now_micros();
+        let mut seen = HashSet::new();
+        let ids: Vec<UpdateId> = ids.iter().copied().filter(|i| seen.insert(*i)).collect();
         let raw: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
         let mut tx = self.pool.begin().await?;
-        // Lock the rows so the fingerprints below describe exactly what gets approved.
-        let found_rows = sqlx::query(&format!("{UPDATE_SELECT} WHERE u.id = ANY($1) FOR UPDATE OF u"))
+        let r: Result<_> = async {
+            // Read (and lock) the candidates once: why an id is skipped, each row's fingerprint.
+            let found_rows = sqlx::query(&format!(
+                "{UPDATE_SELECT} WHERE u.id = ANY($1) FOR UPDATE OF u"
+            ))
             .bind(&raw)
             .fetch_all(&mut *tx)
             .await?;
-        let found: HashMap<UpdateId, Update> = found_rows
-            .iter()
-            .map(|r| rows::update(r).map(|u| (u.id, u)))
-            .collect::<Result<_>>()?;
-        let mut skipped = Vec::new();
-        let (mut fp_ids, mut fps) = (Vec::new(), Vec::new());
-        let mut seen = HashSet::new();
-        for id in ids {
-            match found.get(id) {
-                None => skipped.push((*id, "unknown update".to_string())),
-                Some(u) if u.held || !APPROVABLE.contains(&u.status) => skipped.push((*id, skip_reason(u.status, u.held))),
-                Some(u) if !seen.insert(u.id) => {}
-                Some(u) => {
-                    let arch = u.arch.as_deref().unwrap_or("");
-                    fp_ids.push(u.id.0);
-                    fps.push(fingerprint(u.manager.as_str(), &u.package, arch, &u.current_version, &u.available_version));
+            let found: HashMap<UpdateId, Update> = found_rows
+                .iter()
+                .map(|r| rows::update(r).map(|u| (u.id, u)))
+                .collect::<Result<_>>()?;
+            let mut skipped = Vec::new();
+            let mut command_of: BTreeMap<HostId, CommandId> = BTreeMap::new();
+            let (mut todo_ids, mut todo_fps, mut todo_cmds) = (Vec::new(), Vec::new(), Vec::new());
+            for id in &ids {
+                match found.get(id) {
+                    None => skipped.push((*id, "not found".to_string())),
+                    Some(u) if u.held || !APPROVABLE.contains(&u.status) => {
+                        skipped.push((*id, skip_reason(u.status, u.held)))
+                    }
+                    Some(u) => {
+                        let arch = u.arch.as_deref().unwrap_or("");
+                        todo_ids.push(u.id.0);
+                        todo_fps.push(fingerprint(
+                            u.manager.as_str(),
+                            &u.package,
+                            arch,
+                            &u.current_version,
+                            &u.available_version,
+                        ));
+                        todo_cmds.push(command_of.entry(u.host_id).or_default().0);
+                    }
                 }
             }
-        }
-        // The approval itself: ONE statement for every row (seed 004, F-B1-7).
-        let approved_ids: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE updates u SET status = 'approved', fingerprint = f.fp, correlation_id = $3, updated_at = $4 \
-             FROM UNNEST($1::uuid[], $2::text[]) AS f(id, fp) \
-             WHERE u.id = f.id AND u.status IN ('pending', 'failed') AND NOT u.held RETURNING u.id",
-        )
-        .bind(&fp_ids)
-        .bind(&fps)
-        .bind(correlation.0)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut by_host: BTreeMap<HostId, Vec<&Update>> = BTreeMap::new();
-        for id in &approved_ids {
-            if let Some(u) = found.get(&UpdateId(*id)) {
-                by_host.entry(u.host_id).or_default().push(u);
-            }
-        }
-        let skipped_json: Vec<_> = skipped
-            .iter()
-            .map(|(i, r)| serde_json::json!({ "id": i, "reason": r }))
-            .collect();
-        let mut evs = vec![prepare_event(
-            NewEvent {
-                event_type: events::UPDATES_APPROVED.into(),
-                subject: "updates".into(),
-                actor: actor.clone(),
-                correlation: Some(correlation),
-                causation: None,
-                payload: serde_json::json!({ "ids": approved_ids, "skipped": skipped_json }),
-            },
-            None,
-            now,
-        )];
-        let (mut moved_ids, mut moved_cmds, mut commands) = (Vec::new(), Vec::new(), Vec::new());
-        for (host, updates) in &by_host {
-            let mut packages: Vec<String> = updates.iter().map(|u| u.package.clone()).collect();
-            packages.sort();
-            packages.dedup();
-            let cmd = CommandId::new();
-            let spec = CommandSpec::DryRun { packages };
-            let c = insert_command(&mut tx, cmd, *host, &spec, correlation, None, None, timeout_secs, now).await?;
-            evs.push(queued_event(&c, actor, now));
-            moved_ids.extend(updates.iter().map(|u| u.id.0));
-            moved_cmds.extend(updates.iter().map(|_| cmd.0));
-            commands.push(c);
-        }
-        if !moved_ids.is_empty() {
-            sqlx::query(
-                "UPDATE updates u SET status = 'dry_run', command_id = m.cmd \
-                 FROM UNNEST($1::uuid[], $2::uuid[]) AS m(id, cmd) WHERE u.id = m.id",
+            // The approval itself: ONE guarded statement for every row (seed 004, F-B1-7);
+            // the rows go straight to `dry_run` on their host's command.
+            let approved_rows = sqlx::query(
+                "UPDATE updates u SET status = 'dry_run', fingerprint = v.fp, command_id = v.cmd, \
+             correlation_id = $4, updated_at = $5 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) AS v(id, fp, cmd) \
+             WHERE u.id = v.id AND u.status IN ('pending', 'failed') AND NOT u.held \
+             RETURNING u.id, u.host_id, u.package",
             )
-            .bind(&moved_ids)
-            .bind(&moved_cmds)
-            .execute(&mut *tx)
+            .bind(&todo_ids)
+            .bind(&todo_fps)
+            .bind(&todo_cmds)
+            .bind(correlation.0)
+            .bind(now)
+            .fetch_all(&mut *tx)
             .await?;
+            // One dry-run per host with that host's packages, sorted.
+            let mut per_host: BTreeMap<HostId, (Vec<Uuid>, Vec<String>)> = BTreeMap::new();
+            for r in &approved_rows {
+                let e = per_host.entry(HostId(r.try_get("host_id")?)).or_default();
+                e.0.push(r.try_get("id")?);
+                e.1.push(r.try_get("package")?);
+            }
+            let mut evs = Vec::new();
+            let mut commands = Vec::with_capacity(per_host.len());
+            for (host, (ids, mut packages)) in per_host {
+                packages.sort();
+                packages.dedup();
+                let cmd = command_of[&host];
+                evs.push(prepare_event(
+                    NewEvent {
+                        event_type: events::UPDATES_APPROVED.into(),
+                        subject: events::host_subject(host),
+                        actor: actor.clone(),
+                        correlation: Some(correlation),
+                        causation: None,
+                        payload: json!({ "ids": ids, "command_id": cmd }),
+                    },
+                    Some(host),
+                    now,
+                ));
+                let spec = CommandSpec::DryRun { packages };
+                let c = insert_command(
+                    &mut tx,
+                    cmd,
+                    host,
+                    &spec,
+                    correlation,
+                    None,
+                    None,
+                    timeout_secs,
+                    now,
+                )
+                .await?;
+                commands.push(c);
+            }
+            evs.extend(commands.iter().map(|c| queued_event(c, actor, now)));
+            insert_events(&mut tx, &evs).await?;
+            let approved_ids: Vec<Uuid> = approved_rows
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<Result<_, _>>()?;
+            let rows = sqlx::query(&format!(
+                "{UPDATE_SELECT} WHERE u.id = ANY($1) ORDER BY u.package COLLATE \"C\", u.host_id"
+            ))
+            .bind(&approved_ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            let approved = rows.iter().map(rows::update).collect::<Result<Vec<_>>>()?;
+            Ok(ApproveOutcome {
+                approved,
+                commands,
+                skipped,
+            })
         }
-        insert_events(&mut tx, &evs).await?;
-        let rows = sqlx::query(&format!(
-            "{UPDATE_SELECT} WHERE u.id = ANY($1) ORDER BY array_position($1, u.id)"
-        ))
-        .bind(&approved_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let approved = rows.iter().map(rows::update).collect::<Result<Vec<_>>>()?;
-        tx.commit().await?;
-        Ok(ApproveOutcome {
-            approved,
-            commands,
-            skipped,
-        })
+        .await;
+        super::finish(tx, r).await
     }
 
     async fn reject_updates(&self, ids: &[UpdateId], actor: &Actor) -> Result<u64> {
         let now = now_micros();
         let raw: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
         let mut tx = self.pool.begin().await?;
-        let rejected: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE updates SET status = 'rejected', command_id = NULL, updated_at = $1 WHERE id = ANY($2) \
-             AND status IN ('pending', 'failed', 'approved', 'awaiting_confirmation') RETURNING id",
+        let r: Result<_> = async {
+        let rejected: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "UPDATE updates SET status = 'rejected', command_id = NULL, fingerprint = NULL, updated_at = $1 \
+             WHERE id = ANY($2) AND status IN ('pending', 'failed', 'awaiting_confirmation') RETURNING id, host_id",
         )
         .bind(now)
         .bind(&raw)
         .fetch_all(&mut *tx)
         .await?;
-        let ev = NewEvent {
-            event_type: events::UPDATES_REJECTED.into(),
-            subject: "updates".into(),
-            actor: actor.clone(),
-            correlation: None,
-            causation: None,
-            payload: serde_json::json!({ "ids": rejected }),
-        };
-        insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
-        tx.commit().await?;
+        let mut per_host: BTreeMap<HostId, Vec<Uuid>> = BTreeMap::new();
+        for (id, host) in &rejected {
+            per_host.entry(HostId(*host)).or_default().push(*id);
+        }
+        let evs: Vec<_> = per_host
+            .into_iter()
+            .map(|(host, mut ids)| {
+                ids.sort();
+                let ev = NewEvent {
+                    event_type: events::UPDATES_REJECTED.into(),
+                    subject: events::host_subject(host),
+                    actor: actor.clone(),
+                    correlation: None,
+                    causation: None,
+                    payload: json!({ "ids": ids }),
+                };
+                prepare_event(ev, Some(host), now)
+            })
+            .collect();
+        insert_events(&mut tx, &evs).await?;
         Ok(rejected.len() as u64)
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
-    async fn version_history(&self, host: Option<HostId>, limit: u32) -> Result<Vec<VersionChange>> {
+    async fn version_history(
+        &self,
+        host: Option<HostId>,
+        limit: u32,
+    ) -> Result<Vec<VersionChange>> {
         let mut q = QueryBuilder::<Postgres>::new(
             "SELECT v.*, h.hostname FROM update_version_history v JOIN hosts h ON h.id = v.host_id",
         );
@@ -230,32 +286,39 @@ impl UpdateStore for PgStore {
     }
 
     async fn stats(&self) -> Result<UpdateStats> {
-        let by_severity: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT severity, COUNT(*) FROM updates WHERE status NOT IN ('installed', 'reconciled', 'rejected') \
-             GROUP BY severity ORDER BY severity",
+        let by_sev: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT severity, COUNT(*) FROM updates WHERE status NOT IN ('installed', 'reconciled') GROUP BY severity",
         )
         .fetch_all(&self.pool)
         .await?;
         let by_status: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM updates GROUP BY status ORDER BY status")
+            sqlx::query_as("SELECT status, COUNT(*) FROM updates GROUP BY status")
                 .fetch_all(&self.pool)
                 .await?;
         let hosts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts")
             .fetch_one(&self.pool)
             .await?;
         let with: i64 = sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT host_id) FROM updates WHERE status NOT IN ('installed', 'reconciled', 'rejected')",
+            "SELECT COUNT(DISTINCT host_id) FROM updates WHERE status NOT IN ('installed', 'reconciled')",
         )
         .fetch_one(&self.pool)
         .await?;
+        let sev: HashMap<String, i64> = by_sev.into_iter().collect();
+        let st: HashMap<String, i64> = by_status.into_iter().collect();
+        let n = |m: &HashMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(0).max(0) as u64;
         Ok(UpdateStats {
-            by_severity: by_severity
+            by_severity: [
+                Severity::Low,
+                Severity::Normal,
+                Severity::Important,
+                Severity::Security,
+            ]
+            .into_iter()
+            .map(|s| (s, n(&sev, s.as_str())))
+            .collect(),
+            by_status: UpdateStatus::ALL
                 .into_iter()
-                .filter_map(|(s, n)| Some((Severity::parse(&s)?, n.max(0) as u64)))
-                .collect(),
-            by_status: by_status
-                .into_iter()
-                .filter_map(|(s, n)| Some((UpdateStatus::parse(&s)?, n.max(0) as u64)))
+                .map(|s| (s, n(&st, s.as_str())))
                 .collect(),
             hosts: hosts.max(0) as u64,
             hosts_with_updates: with.max(0) as u64,

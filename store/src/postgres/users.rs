@@ -1,6 +1,6 @@
 //! Users, refresh tokens and registration tokens on PostgreSQL.
 
-use super::{insert_events, unique_to_conflict, PgStore};
+use super::{insert_events, is_foreign_key_violation, unique_to_conflict, PgStore};
 use crate::common::{micros, now_micros, prepare_event};
 use crate::{events, Actor, NewEvent, NewRegistrationToken, Result, StoreError, UserStore};
 use async_trait::async_trait;
@@ -16,7 +16,8 @@ fn user(row: &PgRow) -> Result<User> {
     Ok(User {
         id: UserId(row.try_get("id")?),
         username: row.try_get("username")?,
-        role: Role::parse(&role).ok_or_else(|| StoreError::corrupt("users", format!("unknown role '{role}'")))?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::corrupt("users", format!("unknown role '{role}'")))?,
     })
 }
 
@@ -31,7 +32,12 @@ fn reg_token(row: &PgRow) -> Result<RegistrationToken> {
     })
 }
 
-fn user_event(event_type: &str, username: &str, actor: &Actor, payload: serde_json::Value) -> NewEvent {
+fn user_event(
+    event_type: &str,
+    username: &str,
+    actor: &Actor,
+    payload: serde_json::Value,
+) -> NewEvent {
     NewEvent {
         event_type: event_type.into(),
         subject: format!("user/{username}"),
@@ -56,10 +62,17 @@ impl UserStore for PgStore {
         Ok(n.max(0) as u64)
     }
 
-    async fn create_user(&self, username: &str, password_hash: &str, role: Role, actor: &Actor) -> Result<User> {
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: Role,
+        actor: &Actor,
+    ) -> Result<User> {
         let now = now_micros();
         let id = UserId::new();
         let mut tx = self.pool.begin().await?;
+        let r: Result<_> = async {
         sqlx::query("INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(id.0)
             .bind(username)
@@ -69,15 +82,17 @@ impl UserStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| unique_to_conflict(e, || format!("username '{username}' is taken")))?;
-        let payload = serde_json::json!({ "username": username, "role": role.as_str() });
+        let payload = serde_json::json!({ "user_id": id, "username": username, "role": role });
         let ev = user_event(events::USER_CREATED, username, actor, payload);
         insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
-        tx.commit().await?;
         Ok(User {
             id,
             username: username.into(),
             role,
         })
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
     async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>> {
@@ -92,22 +107,35 @@ impl UserStore for PgStore {
     async fn set_password(&self, username: &str, password_hash: &str, actor: &Actor) -> Result<()> {
         let now = now_micros();
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
-            .bind(password_hash)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("user '{username}'")));
+        let r: Result<_> = async {
+            let n = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
+                .bind(password_hash)
+                .bind(username)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user '{username}'")));
+            }
+            let ev = user_event(
+                events::USER_PASSWORD_SET,
+                username,
+                actor,
+                serde_json::json!({ "username": username }),
+            );
+            insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
+            Ok(())
         }
-        let ev = user_event(events::USER_PASSWORD_SET, username, actor, serde_json::json!({}));
-        insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
-        tx.commit().await?;
-        Ok(())
+        .await;
+        super::finish(tx, r).await
     }
 
-    async fn insert_refresh_token(&self, user: UserId, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
+    async fn insert_refresh_token(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(token_hash)
             .bind(user.0)
@@ -115,7 +143,13 @@ impl UserStore for PgStore {
             .bind(micros(expires_at))
             .execute(&self.pool)
             .await
-            .map_err(|e| unique_to_conflict(e, || "refresh token already exists".into()))?;
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::NotFound(format!("user {user}"))
+                } else {
+                    unique_to_conflict(e, || "refresh token already exists".into())
+                }
+            })?;
         Ok(())
     }
 
@@ -128,6 +162,7 @@ impl UserStore for PgStore {
     ) -> Result<Option<User>> {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
+        let r: Result<_> = async {
         // The UPDATE locks the row: of two concurrent rotations only one sees it unrevoked.
         let user_id: Option<Uuid> = sqlx::query_scalar(
             "UPDATE refresh_tokens SET revoked_at = $1 \
@@ -147,14 +182,16 @@ impl UserStore for PgStore {
             .bind(micros(new_expiry))
             .execute(&mut *tx)
             .await
-            .map_err(|e| unique_to_conflict(e, || "refresh token already exists".into()))?;
+            .map_err(|e| unique_to_conflict(e, || "new refresh token already exists".into()))?;
         let row = sqlx::query("SELECT * FROM users WHERE id = $1")
             .bind(user_id)
             .fetch_one(&mut *tx)
             .await?;
         let u = user(&row)?;
-        tx.commit().await?;
         Ok(Some(u))
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
     async fn revoke_refresh_token(&self, token_hash: &str) -> Result<bool> {
@@ -176,12 +213,21 @@ impl UserStore for PgStore {
         Ok(n)
     }
 
-    async fn create_registration_token(&self, new: NewRegistrationToken, actor: &Actor) -> Result<RegistrationToken> {
+    async fn create_registration_token(
+        &self,
+        new: NewRegistrationToken,
+        actor: &Actor,
+    ) -> Result<RegistrationToken> {
         let now = now_micros();
         let expires_at = micros(new.expires_at);
-        let seats = i32::try_from(new.seats)
-            .map_err(|_| StoreError::Conflict(format!("{} seats is more than a token can carry", new.seats)))?;
+        let seats = i32::try_from(new.seats).map_err(|_| {
+            StoreError::Conflict(format!(
+                "{} seats is more than a token can carry",
+                new.seats
+            ))
+        })?;
         let mut tx = self.pool.begin().await?;
+        let r: Result<_> = async {
         sqlx::query(
             "INSERT INTO registration_tokens (id, token_hash, label, seats, seats_used, expires_at, revoked, created_by, created_at) \
              VALUES ($1, $2, $3, $4, 0, $5, FALSE, $6, $7)",
@@ -202,10 +248,9 @@ impl UserStore for PgStore {
             actor: actor.clone(),
             correlation: None,
             causation: None,
-            payload: serde_json::json!({ "label": new.label, "seats": new.seats, "expires_at": new.expires_at }),
+            payload: serde_json::json!({ "id": new.id, "label": new.label, "seats": new.seats, "expires_at": expires_at }),
         };
         insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
-        tx.commit().await?;
         Ok(RegistrationToken {
             id: new.id,
             label: new.label,
@@ -214,6 +259,9 @@ impl UserStore for PgStore {
             expires_at,
             revoked: false,
         })
+        }
+        .await;
+        super::finish(tx, r).await
     }
 
     async fn list_registration_tokens(&self) -> Result<Vec<RegistrationToken>> {

@@ -1,1 +1,0 @@
-//! Tests of the PostgreSQL backend (filled in below).
