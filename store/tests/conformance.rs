@@ -27,6 +27,7 @@ macro_rules! store_cases {
         async fn $case() {
             let Some(db) = $fresh().await else { return };
             $crate::$module::$case(db.store.clone()).await;
+            db.cleanup().await;
         }
     )*};
 }
@@ -37,7 +38,8 @@ macro_rules! db_cases {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $case() {
             let Some(db) = $fresh().await else { return };
-            $crate::$module::$case(db).await;
+            $crate::$module::$case(&db).await;
+            db.cleanup().await;
         }
     )*};
 }

@@ -106,6 +106,38 @@ pub async fn fresh_postgres() -> Option<Fresh> {
     fresh(Backend::Postgres).await
 }
 
+impl Fresh {
+    /// Drop a PostgreSQL test database once its test passed (a failed test keeps it
+    /// for inspection). SQLite's temp dir goes away with `Empty`.
+    pub async fn cleanup(self) {
+        let Fresh { store, db } = self;
+        drop(store);
+        if db.backend != Backend::Postgres {
+            return;
+        }
+        let Ok(base) = std::env::var("CANOPY_TEST_POSTGRES_URL") else {
+            return;
+        };
+        let name = db
+            .url
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .split('?')
+            .next()
+            .unwrap_or_default();
+        if !name.starts_with("canopy_test_") {
+            return;
+        }
+        if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut c)
+                .await;
+            let _ = c.close().await;
+        }
+    }
+}
+
 /// Run raw SQL against the database behind `db` (outside the store).
 pub async fn exec(db: &Empty, sql: &str) -> Result<(), sqlx::Error> {
     match db.backend {

@@ -13,7 +13,7 @@ fn expected(backend: Backend) -> Vec<(i64, String, bool)> {
         .collect()
 }
 
-pub async fn fresh_database_gets_every_migration_and_reopen_is_noop(fresh: Fresh) {
+pub async fn fresh_database_gets_every_migration_and_reopen_is_noop(fresh: &Fresh) {
     let backend = fresh.db.backend;
     assert!(!known_migrations(backend.name()).is_empty());
     assert_eq!(applied(&fresh.db).await, expected(backend));
@@ -32,7 +32,7 @@ pub async fn fresh_database_gets_every_migration_and_reopen_is_noop(fresh: Fresh
     again.ping().await.unwrap();
 }
 
-pub async fn each_migration_applies_on_top_of_the_previous_ones(fresh: Fresh) {
+pub async fn each_migration_applies_on_top_of_the_previous_ones(fresh: &Fresh) {
     let backend = fresh.db.backend;
     let n = known_migrations(backend.name()).len();
     for k in 0..n {
@@ -47,7 +47,7 @@ pub async fn each_migration_applies_on_top_of_the_previous_ones(fresh: Fresh) {
     }
 }
 
-pub async fn changed_migration_is_refused(fresh: Fresh) {
+pub async fn changed_migration_is_refused(fresh: &Fresh) {
     let sql = match fresh.db.backend {
         Backend::Sqlite => "UPDATE _sqlx_migrations SET checksum = X'00'",
         Backend::Postgres => "UPDATE _sqlx_migrations SET checksum = '\\x00'::bytea",
@@ -59,7 +59,7 @@ pub async fn changed_migration_is_refused(fresh: Fresh) {
     assert!(err.to_string().contains("migrat"), "{err}");
 }
 
-pub async fn unknown_migration_is_refused(fresh: Fresh) {
+pub async fn unknown_migration_is_refused(fresh: &Fresh) {
     let sql = match fresh.db.backend {
         Backend::Sqlite => {
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
