@@ -209,10 +209,10 @@ impl CommandStore for PgStore {
         let r: Result<_> = async {
             let rows = sqlx::query(
                 "UPDATE commands SET status = 'sent', sent_at = $1, \
-                 deadline = $1 + make_interval(secs => timeout_secs + $2) \
-             WHERE id IN (SELECT id FROM commands WHERE host_id = $3 AND status = 'pending' \
-                          ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING *",
+                     deadline = $1 + make_interval(secs => timeout_secs + $2) \
+                 WHERE id IN (SELECT id FROM commands WHERE host_id = $3 AND status = 'pending' \
+                              ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 RETURNING *",
             )
             .bind(now)
             .bind(SENT_GRACE_SECS as f64)
@@ -267,8 +267,8 @@ impl CommandStore for PgStore {
             }
             let row = sqlx::query(
                 "UPDATE commands SET status = 'running', started_at = $1, \
-                 deadline = $1 + make_interval(secs => timeout_secs) \
-             WHERE id = $2 RETURNING *",
+                     deadline = $1 + make_interval(secs => timeout_secs) \
+                 WHERE id = $2 RETURNING *",
             )
             .bind(now)
             .bind(id.0)
@@ -312,35 +312,35 @@ impl CommandStore for PgStore {
         let now = now_micros();
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-        let row = lock(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
-        let cmd = rows::command(&row)?;
-        if !matches!(cmd.status, CommandStatus::Pending | CommandStatus::Sent) {
-            return Err(StoreError::Conflict(format!(
-                "command {id} is {}; only pending or sent commands can be cancelled",
-                cmd.status.as_str()
-            )));
-        }
-        let row = sqlx::query(
-            "UPDATE commands SET status = 'cancelled', finished_at = $1, error = $2 WHERE id = $3 RETURNING *",
-        )
-        .bind(now)
-        .bind(format!("cancelled by {actor}"))
-        .bind(id.0)
-        .fetch_one(&mut *tx)
-        .await?;
-        let cmd = rows::command(&row)?;
-        // The rows keep `command_id` so that a retry can carry them again.
-        let released: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE updates SET status = 'pending', updated_at = $1 \
-             WHERE command_id = $2 AND status IN ('dry_run', 'installing') RETURNING id",
-        )
-        .bind(now)
-        .bind(id.0)
-        .fetch_all(&mut *tx)
-        .await?;
-        let ev = command_event(&cmd, events::COMMAND_CANCELLED, actor, serde_json::json!({ "command_id": id, "update_ids": released }), now);
-        insert_events(&mut tx, &[ev]).await?;
-        Ok(cmd)
+            let row = lock(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+            let cmd = rows::command(&row)?;
+            if !matches!(cmd.status, CommandStatus::Pending | CommandStatus::Sent) {
+                return Err(StoreError::Conflict(format!(
+                    "command {id} is {}; only pending or sent commands can be cancelled",
+                    cmd.status.as_str()
+                )));
+            }
+            let row = sqlx::query(
+                "UPDATE commands SET status = 'cancelled', finished_at = $1, error = $2 WHERE id = $3 RETURNING *",
+            )
+            .bind(now)
+            .bind(format!("cancelled by {actor}"))
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+            let cmd = rows::command(&row)?;
+            // The rows keep `command_id` so that a retry can carry them again.
+            let released: Vec<Uuid> = sqlx::query_scalar(
+                "UPDATE updates SET status = 'pending', updated_at = $1 \
+                 WHERE command_id = $2 AND status IN ('dry_run', 'installing') RETURNING id",
+            )
+            .bind(now)
+            .bind(id.0)
+            .fetch_all(&mut *tx)
+            .await?;
+            let ev = command_event(&cmd, events::COMMAND_CANCELLED, actor, serde_json::json!({ "command_id": id, "update_ids": released }), now);
+            insert_events(&mut tx, &[ev]).await?;
+            Ok(cmd)
         }
         .await;
         super::finish(tx, r).await
@@ -350,63 +350,63 @@ impl CommandStore for PgStore {
         let now = now_micros();
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-        let row = lock(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
-        let old = rows::command(&row)?;
-        if !matches!(
-            old.status,
-            CommandStatus::Failed | CommandStatus::TimedOut | CommandStatus::Cancelled
-        ) {
-            return Err(StoreError::Conflict(format!(
-                "command {id} is {}; only failed, timed-out or cancelled commands can be retried",
-                old.status.as_str()
-            )));
-        }
-        let carried = match &old.spec {
-            CommandSpec::Scan => Vec::new(),
-            _ => carried_rows(&mut tx, id, &["failed", "pending"]).await?,
-        };
-        let usable: Vec<&(Uuid, String, bool)> = carried.iter().filter(|(_, _, same)| *same).collect();
-        let mut pkgs: Vec<String> = usable.iter().map(|(_, p, _)| p.clone()).collect();
-        pkgs.dedup();
-        let (spec, row_status) = match &old.spec {
-            CommandSpec::Scan => (CommandSpec::Scan, None),
-            CommandSpec::DryRun { .. } => (CommandSpec::DryRun { packages: pkgs }, Some("dry_run")),
-            CommandSpec::Install { .. } => (CommandSpec::Install { packages: pkgs }, Some("installing")),
-        };
-        if row_status.is_some() && usable.is_empty() {
-            return Err(StoreError::Conflict(format!(
-                "command {id} carries no updates that can be retried (they were re-approved, rejected or changed since)"
-            )));
-        }
-        let new = insert_command(
-            &mut tx,
-            CommandId::new(),
-            old.host_id,
-            &spec,
-            old.correlation_id,
-            old.caused_by,
-            Some(old.id),
-            old.timeout_secs,
-            now,
-        )
-        .await?;
-        let moved: Vec<Uuid> = usable.iter().map(|(u, _, _)| *u).collect();
-        if let Some(status) = row_status {
-            sqlx::query("UPDATE updates SET command_id = $1, status = $2, updated_at = $3 WHERE id = ANY($4)")
-                .bind(new.id.0)
-                .bind(status)
-                .bind(now)
-                .bind(&moved)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let payload = serde_json::json!({ "command_id": id, "retry": new.id, "update_ids": moved });
-        let evs = [
-            command_event(&old, events::COMMAND_RETRIED, actor, payload, now),
-            queued_event(&new, actor, now),
-        ];
-        insert_events(&mut tx, &evs).await?;
-        Ok(new)
+            let row = lock(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+            let old = rows::command(&row)?;
+            if !matches!(
+                old.status,
+                CommandStatus::Failed | CommandStatus::TimedOut | CommandStatus::Cancelled
+            ) {
+                return Err(StoreError::Conflict(format!(
+                    "command {id} is {}; only failed, timed-out or cancelled commands can be retried",
+                    old.status.as_str()
+                )));
+            }
+            let carried = match &old.spec {
+                CommandSpec::Scan => Vec::new(),
+                _ => carried_rows(&mut tx, id, &["failed", "pending"]).await?,
+            };
+            let usable: Vec<&(Uuid, String, bool)> = carried.iter().filter(|(_, _, same)| *same).collect();
+            let mut pkgs: Vec<String> = usable.iter().map(|(_, p, _)| p.clone()).collect();
+            pkgs.dedup();
+            let (spec, row_status) = match &old.spec {
+                CommandSpec::Scan => (CommandSpec::Scan, None),
+                CommandSpec::DryRun { .. } => (CommandSpec::DryRun { packages: pkgs }, Some("dry_run")),
+                CommandSpec::Install { .. } => (CommandSpec::Install { packages: pkgs }, Some("installing")),
+            };
+            if row_status.is_some() && usable.is_empty() {
+                return Err(StoreError::Conflict(format!(
+                    "command {id} carries no updates that can be retried (they were re-approved, rejected or changed since)"
+                )));
+            }
+            let new = insert_command(
+                &mut tx,
+                CommandId::new(),
+                old.host_id,
+                &spec,
+                old.correlation_id,
+                old.caused_by,
+                Some(old.id),
+                old.timeout_secs,
+                now,
+            )
+            .await?;
+            let moved: Vec<Uuid> = usable.iter().map(|(u, _, _)| *u).collect();
+            if let Some(status) = row_status {
+                sqlx::query("UPDATE updates SET command_id = $1, status = $2, updated_at = $3 WHERE id = ANY($4)")
+                    .bind(new.id.0)
+                    .bind(status)
+                    .bind(now)
+                    .bind(&moved)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let payload = serde_json::json!({ "command_id": id, "retry": new.id, "update_ids": moved });
+            let evs = [
+                command_event(&old, events::COMMAND_RETRIED, actor, payload, now),
+                queued_event(&new, actor, now),
+            ];
+            insert_events(&mut tx, &evs).await?;
+            Ok(new)
         }
         .await;
         super::finish(tx, r).await
@@ -416,42 +416,42 @@ impl CommandStore for PgStore {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-        let rows = sqlx::query(
-            "UPDATE commands SET status = 'timed_out', finished_at = $1, \
-                 error = format('no result within %s s (agent gone or command hung)', timeout_secs) \
-             WHERE status IN ('sent', 'running') AND deadline < $1 RETURNING *",
-        )
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        let cmds = sort(rows.iter().map(rows::command).collect::<Result<_>>()?);
-        if cmds.is_empty() {
-            return Ok(cmds);
-        }
-        let ids: Vec<Uuid> = cmds.iter().map(|c| c.id.0).collect();
-        let failed: Vec<(Uuid, Uuid)> = sqlx::query_as(
-            "UPDATE updates SET status = 'failed', updated_at = $1 \
-             WHERE command_id = ANY($2) AND status IN ('dry_run', 'installing') RETURNING command_id, id",
-        )
-        .bind(now)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut by_cmd: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
-        for (cmd, row) in failed {
-            by_cmd.entry(cmd).or_default().push(row);
-        }
-        let evs: Vec<_> = cmds
-            .iter()
-            .map(|c| {
-                let payload = serde_json::json!({
-                    "error": c.error, "failed_updates": by_cmd.get(&c.id.0).cloned().unwrap_or_default(),
-                });
-                command_event(c, events::COMMAND_TIMED_OUT, &Actor::System, payload, now)
-            })
-            .collect();
-        insert_events(&mut tx, &evs).await?;
-        Ok(cmds)
+            let rows = sqlx::query(
+                "UPDATE commands SET status = 'timed_out', finished_at = $1, \
+                     error = format('no result within %s s (agent gone or command hung)', timeout_secs) \
+                 WHERE status IN ('sent', 'running') AND deadline < $1 RETURNING *",
+            )
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            let cmds = sort(rows.iter().map(rows::command).collect::<Result<_>>()?);
+            if cmds.is_empty() {
+                return Ok(cmds);
+            }
+            let ids: Vec<Uuid> = cmds.iter().map(|c| c.id.0).collect();
+            let failed: Vec<(Uuid, Uuid)> = sqlx::query_as(
+                "UPDATE updates SET status = 'failed', updated_at = $1 \
+                 WHERE command_id = ANY($2) AND status IN ('dry_run', 'installing') RETURNING command_id, id",
+            )
+            .bind(now)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut by_cmd: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+            for (cmd, row) in failed {
+                by_cmd.entry(cmd).or_default().push(row);
+            }
+            let evs: Vec<_> = cmds
+                .iter()
+                .map(|c| {
+                    let payload = serde_json::json!({
+                        "error": c.error, "failed_updates": by_cmd.get(&c.id.0).cloned().unwrap_or_default(),
+                    });
+                    command_event(c, events::COMMAND_TIMED_OUT, &Actor::System, payload, now)
+                })
+                .collect();
+            insert_events(&mut tx, &evs).await?;
+            Ok(cmds)
         }
         .await;
         super::finish(tx, r).await

@@ -140,10 +140,10 @@ impl UpdateStore for PgStore {
             // the rows go straight to `dry_run` on their host's command.
             let approved_rows = sqlx::query(
                 "UPDATE updates u SET status = 'dry_run', fingerprint = v.fp, command_id = v.cmd, \
-             correlation_id = $4, updated_at = $5 \
-             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) AS v(id, fp, cmd) \
-             WHERE u.id = v.id AND u.status IN ('pending', 'failed') AND NOT u.held \
-             RETURNING u.id, u.host_id, u.package",
+                 correlation_id = $4, updated_at = $5 \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) AS v(id, fp, cmd) \
+                 WHERE u.id = v.id AND u.status IN ('pending', 'failed') AND NOT u.held \
+                 RETURNING u.id, u.host_id, u.package",
             )
             .bind(&todo_ids)
             .bind(&todo_fps)
@@ -220,35 +220,35 @@ impl UpdateStore for PgStore {
         let raw: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-        let rejected: Vec<(Uuid, Uuid)> = sqlx::query_as(
-            "UPDATE updates SET status = 'rejected', command_id = NULL, fingerprint = NULL, updated_at = $1 \
-             WHERE id = ANY($2) AND status IN ('pending', 'failed', 'awaiting_confirmation') RETURNING id, host_id",
-        )
-        .bind(now)
-        .bind(&raw)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut per_host: BTreeMap<HostId, Vec<Uuid>> = BTreeMap::new();
-        for (id, host) in &rejected {
-            per_host.entry(HostId(*host)).or_default().push(*id);
-        }
-        let evs: Vec<_> = per_host
-            .into_iter()
-            .map(|(host, mut ids)| {
-                ids.sort();
-                let ev = NewEvent {
-                    event_type: events::UPDATES_REJECTED.into(),
-                    subject: events::host_subject(host),
-                    actor: actor.clone(),
-                    correlation: None,
-                    causation: None,
-                    payload: json!({ "ids": ids }),
-                };
-                prepare_event(ev, Some(host), now)
-            })
-            .collect();
-        insert_events(&mut tx, &evs).await?;
-        Ok(rejected.len() as u64)
+            let rejected: Vec<(Uuid, Uuid)> = sqlx::query_as(
+                "UPDATE updates SET status = 'rejected', command_id = NULL, fingerprint = NULL, updated_at = $1 \
+                 WHERE id = ANY($2) AND status IN ('pending', 'failed', 'awaiting_confirmation') RETURNING id, host_id",
+            )
+            .bind(now)
+            .bind(&raw)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut per_host: BTreeMap<HostId, Vec<Uuid>> = BTreeMap::new();
+            for (id, host) in &rejected {
+                per_host.entry(HostId(*host)).or_default().push(*id);
+            }
+            let evs: Vec<_> = per_host
+                .into_iter()
+                .map(|(host, mut ids)| {
+                    ids.sort();
+                    let ev = NewEvent {
+                        event_type: events::UPDATES_REJECTED.into(),
+                        subject: events::host_subject(host),
+                        actor: actor.clone(),
+                        correlation: None,
+                        causation: None,
+                        payload: json!({ "ids": ids }),
+                    };
+                    prepare_event(ev, Some(host), now)
+                })
+                .collect();
+            insert_events(&mut tx, &evs).await?;
+            Ok(rejected.len() as u64)
         }
         .await;
         super::finish(tx, r).await

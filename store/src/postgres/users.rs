@@ -73,23 +73,23 @@ impl UserStore for PgStore {
         let id = UserId::new();
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-        sqlx::query("INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id.0)
-            .bind(username)
-            .bind(password_hash)
-            .bind(role.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| unique_to_conflict(e, || format!("username '{username}' is taken")))?;
-        let payload = serde_json::json!({ "user_id": id, "username": username, "role": role });
-        let ev = user_event(events::USER_CREATED, username, actor, payload);
-        insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
-        Ok(User {
-            id,
-            username: username.into(),
-            role,
-        })
+            sqlx::query("INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id.0)
+                .bind(username)
+                .bind(password_hash)
+                .bind(role.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| unique_to_conflict(e, || format!("username '{username}' is taken")))?;
+            let payload = serde_json::json!({ "user_id": id, "username": username, "role": role });
+            let ev = user_event(events::USER_CREATED, username, actor, payload);
+            insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
+            Ok(User {
+                id,
+                username: username.into(),
+                role,
+            })
         }
         .await;
         super::finish(tx, r).await
@@ -163,32 +163,32 @@ impl UserStore for PgStore {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-        // The UPDATE locks the row: of two concurrent rotations only one sees it unrevoked.
-        let user_id: Option<Uuid> = sqlx::query_scalar(
-            "UPDATE refresh_tokens SET revoked_at = $1 \
-             WHERE token_hash = $2 AND revoked_at IS NULL AND expires_at > $1 RETURNING user_id",
-        )
-        .bind(now)
-        .bind(old_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(user_id) = user_id else {
-            return Ok(None);
-        };
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(new_hash)
-            .bind(user_id)
+            // The UPDATE locks the row: of two concurrent rotations only one sees it unrevoked.
+            let user_id: Option<Uuid> = sqlx::query_scalar(
+                "UPDATE refresh_tokens SET revoked_at = $1 \
+                 WHERE token_hash = $2 AND revoked_at IS NULL AND expires_at > $1 RETURNING user_id",
+            )
             .bind(now)
-            .bind(micros(new_expiry))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| unique_to_conflict(e, || "new refresh token already exists".into()))?;
-        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_one(&mut *tx)
+            .bind(old_hash)
+            .fetch_optional(&mut *tx)
             .await?;
-        let u = user(&row)?;
-        Ok(Some(u))
+            let Some(user_id) = user_id else {
+                return Ok(None);
+            };
+            sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                .bind(new_hash)
+                .bind(user_id)
+                .bind(now)
+                .bind(micros(new_expiry))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| unique_to_conflict(e, || "new refresh token already exists".into()))?;
+            let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let u = user(&row)?;
+            Ok(Some(u))
         }
         .await;
         super::finish(tx, r).await
@@ -228,37 +228,37 @@ impl UserStore for PgStore {
         })?;
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-        sqlx::query(
-            "INSERT INTO registration_tokens (id, token_hash, label, seats, seats_used, expires_at, revoked, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, 0, $5, FALSE, $6, $7)",
-        )
-        .bind(new.id.0)
-        .bind(&new.token_hash)
-        .bind(&new.label)
-        .bind(seats)
-        .bind(expires_at)
-        .bind(actor.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| unique_to_conflict(e, || "registration token already exists".into()))?;
-        let ev = NewEvent {
-            event_type: events::REGISTRATION_TOKEN_CREATED.into(),
-            subject: format!("registration_token/{}", new.id),
-            actor: actor.clone(),
-            correlation: None,
-            causation: None,
-            payload: serde_json::json!({ "id": new.id, "label": new.label, "seats": new.seats, "expires_at": expires_at }),
-        };
-        insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
-        Ok(RegistrationToken {
-            id: new.id,
-            label: new.label,
-            seats: new.seats,
-            seats_used: 0,
-            expires_at,
-            revoked: false,
-        })
+            sqlx::query(
+                "INSERT INTO registration_tokens (id, token_hash, label, seats, seats_used, expires_at, revoked, created_by, created_at) \
+                 VALUES ($1, $2, $3, $4, 0, $5, FALSE, $6, $7)",
+            )
+            .bind(new.id.0)
+            .bind(&new.token_hash)
+            .bind(&new.label)
+            .bind(seats)
+            .bind(expires_at)
+            .bind(actor.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unique_to_conflict(e, || "registration token already exists".into()))?;
+            let ev = NewEvent {
+                event_type: events::REGISTRATION_TOKEN_CREATED.into(),
+                subject: format!("registration_token/{}", new.id),
+                actor: actor.clone(),
+                correlation: None,
+                causation: None,
+                payload: serde_json::json!({ "id": new.id, "label": new.label, "seats": new.seats, "expires_at": expires_at }),
+            };
+            insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
+            Ok(RegistrationToken {
+                id: new.id,
+                label: new.label,
+                seats: new.seats,
+                seats_used: 0,
+                expires_at,
+                revoked: false,
+            })
         }
         .await;
         super::finish(tx, r).await
