@@ -199,10 +199,12 @@ async fn write_isolated(
     Ok(rejected)
 }
 
+/// The host's open rows, locked in id order: an approval running at the same time either
+/// finishes first (and ingest sees its `dry_run` rows) or waits for this report.
 async fn load_open(conn: &mut PgConnection, host: HostId) -> Result<Vec<OpenRow>> {
     let found = sqlx::query(
         "SELECT id, manager, package, arch, current_version, available_version, source, severity, held, status \
-         FROM updates WHERE host_id = $1 AND status NOT IN ('installed', 'reconciled')",
+         FROM updates WHERE host_id = $1 AND status NOT IN ('installed', 'reconciled') ORDER BY id FOR UPDATE",
     )
     .bind(host.0)
     .fetch_all(&mut *conn)

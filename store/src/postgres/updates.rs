@@ -102,9 +102,10 @@ impl UpdateStore for PgStore {
         let raw: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-            // Read (and lock) the candidates once: why an id is skipped, each row's fingerprint.
+            // Read and lock the candidates once (in id order, like ingest, so the two never
+            // deadlock): why an id is skipped, each row's fingerprint.
             let found_rows = sqlx::query(&format!(
-                "{UPDATE_SELECT} WHERE u.id = ANY($1) FOR UPDATE OF u"
+                "{UPDATE_SELECT} WHERE u.id = ANY($1) ORDER BY u.id FOR UPDATE OF u"
             ))
             .bind(&raw)
             .fetch_all(&mut *tx)
