@@ -125,7 +125,7 @@ pub(super) fn queued_event(cmd: &Command, actor: &Actor, now: DateTime<Utc>) -> 
 /// The command row, locked for the rest of the transaction.
 pub(super) async fn lock(conn: &mut PgConnection, id: CommandId) -> Result<Option<PgRow>> {
     Ok(
-        sqlx::query("SELECT * FROM commands WHERE id = $1 FOR UPDATE")
+        sqlx::query("SELECT * FROM commands WHERE id = $1 FOR NO KEY UPDATE")
             .bind(id.0)
             .fetch_optional(conn)
             .await?,
@@ -142,7 +142,7 @@ pub(super) async fn carried_rows(
     let statuses: Vec<String> = statuses.iter().map(|s| s.to_string()).collect();
     let found = sqlx::query(
         "SELECT id, manager, package, arch, current_version, available_version, fingerprint FROM updates \
-         WHERE command_id = $1 AND status = ANY($2) ORDER BY package COLLATE \"C\", id FOR UPDATE",
+         WHERE command_id = $1 AND status = ANY($2) ORDER BY package COLLATE \"C\", id FOR NO KEY UPDATE",
     )
     .bind(cmd.0)
     .bind(&statuses)

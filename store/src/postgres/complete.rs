@@ -34,6 +34,14 @@ async fn apply_to_rows(
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Option<PreparedEvent>> {
+    if !matches!(cmd.spec, CommandSpec::Scan) {
+        // Lock the carried rows in id order first, as ingest and approve do, so the
+        // UPDATEs below cannot deadlock with a report of the same host.
+        sqlx::query("SELECT id FROM updates WHERE command_id = $1 ORDER BY id FOR NO KEY UPDATE")
+            .bind(cmd.id.0)
+            .execute(&mut *conn)
+            .await?;
+    }
     let ev = match (&cmd.spec, result.success) {
         (CommandSpec::Scan, _) => None,
         (CommandSpec::DryRun { .. }, true) => {
@@ -212,7 +220,7 @@ impl PgStore {
             }
             let carried = sqlx::query(
                 "SELECT id, manager, package, arch, current_version, available_version, fingerprint, status \
-                 FROM updates WHERE command_id = $1 FOR UPDATE",
+                 FROM updates WHERE command_id = $1 ORDER BY id FOR NO KEY UPDATE",
             )
             .bind(dry_run.0)
             .fetch_all(&mut *tx)

@@ -25,7 +25,7 @@ impl HostStore for PgStore {
         let r: Result<_> = async {
             // Lock the token: concurrent registrations queue here and cannot overspend seats.
             let token = sqlx::query(
-                "SELECT id, seats, seats_used, expires_at, revoked FROM registration_tokens WHERE token_hash = $1 FOR UPDATE",
+                "SELECT id, seats, seats_used, expires_at, revoked FROM registration_tokens WHERE token_hash = $1 FOR NO KEY UPDATE",
             )
             .bind(token_hash)
             .fetch_optional(&mut *tx)
@@ -46,7 +46,7 @@ impl HostStore for PgStore {
                 .execute(&mut *tx)
                 .await?;
             let f = &new.facts;
-            let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM hosts WHERE machine_id = $1 FOR UPDATE")
+            let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM hosts WHERE machine_id = $1 FOR NO KEY UPDATE")
                 .bind(&f.machine_id)
                 .fetch_optional(&mut *tx)
                 .await?;

@@ -204,7 +204,7 @@ async fn write_isolated(
 async fn load_open(conn: &mut PgConnection, host: HostId) -> Result<Vec<OpenRow>> {
     let found = sqlx::query(
         "SELECT id, manager, package, arch, current_version, available_version, source, severity, held, status \
-         FROM updates WHERE host_id = $1 AND status NOT IN ('installed', 'reconciled') ORDER BY id FOR UPDATE",
+         FROM updates WHERE host_id = $1 AND status NOT IN ('installed', 'reconciled') ORDER BY id FOR NO KEY UPDATE",
     )
     .bind(host.0)
     .fetch_all(&mut *conn)
@@ -239,10 +239,11 @@ pub(super) async fn ingest(
 ) -> Result<IngestOutcome> {
     let now = now_micros();
     // Serialise reports of one host: two concurrent ingests would both see a row as new.
-    let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM hosts WHERE id = $1 FOR UPDATE")
-        .bind(host.0)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let exists: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM hosts WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(host.0)
+            .fetch_optional(&mut *conn)
+            .await?;
     if exists.is_none() {
         return Err(StoreError::NotFound(format!("host {host}")));
     }

@@ -3,7 +3,10 @@
 //! Native types (UUID, TIMESTAMPTZ, JSONB, BOOLEAN). Every mutating method is one
 //! transaction that writes its events next to the projection rows it changes. Rows that
 //! a concurrent writer could change between a read and a write are locked with
-//! `SELECT … FOR UPDATE`; the command queue is claimed with `FOR UPDATE SKIP LOCKED`.
+//! `SELECT … FOR NO KEY UPDATE` (never plain `FOR UPDATE`: that would also block the
+//! foreign-key checks of inserts referencing the row, e.g. a new command of a host whose
+//! report is being ingested, and deadlock); update rows are locked in id order. The
+//! command queue is claimed with `FOR UPDATE SKIP LOCKED`.
 
 use crate::common::PreparedEvent;
 use crate::migrate::{MigrationError, OPEN_TIMEOUT, POSTGRES_MIGRATIONS};

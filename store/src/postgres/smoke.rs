@@ -287,3 +287,60 @@ async fn timeouts_retry_cancel_and_conflicts() {
         Some(("h".into(), resp))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_ingests_and_approvals_stay_consistent() {
+    let Some(s) = fresh().await else { return };
+    let s = std::sync::Arc::new(s);
+    let h = host(&s).await;
+    let rows: Vec<_> = (0..300).map(|i| pu(&format!("c{i}"), "1", "2")).collect();
+    // Four replicas ingest the same report at once: every row exists once, none refused.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (s, rows) = (s.clone(), rows.clone());
+        tasks.push(tokio::spawn(async move {
+            s.ingest_report(h, report(rows), &Actor::Agent(h)).await
+        }));
+    }
+    let mut discovered = 0;
+    for t in tasks {
+        let out = t.await.expect("join").expect("ingest");
+        assert!(out.rejected.is_empty(), "{out:?}");
+        discovered += out.discovered;
+    }
+    assert_eq!(discovered, 300);
+    let ids: Vec<UpdateId> = s
+        .list_updates(&UpdateFilter {
+            per_page: Some(500),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    // Two users approve the same rows (in opposite orders) while a re-scan runs.
+    let mut rev = ids.clone();
+    rev.reverse();
+    let admin = Actor::User("admin".into());
+    let rescan = report(rows.clone());
+    let agent = Actor::Agent(h);
+    let (a, b, c) = tokio::join!(
+        s.approve_updates(&ids, CorrelationId::new(), 60, &admin),
+        s.approve_updates(&rev, CorrelationId::new(), 60, &admin),
+        s.ingest_report(h, rescan, &agent),
+    );
+    let (a, b) = (a.expect("approve a"), b.expect("approve b"));
+    c.expect("rescan");
+    assert_eq!(a.approved.len() + b.approved.len(), 300);
+    assert_eq!(a.skipped.len() + b.skipped.len(), 300);
+    let page = s
+        .list_updates(&UpdateFilter {
+            per_page: Some(500),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert!(page.items.iter().all(|u| u.status == UpdateStatus::DryRun));
+}

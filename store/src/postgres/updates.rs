@@ -105,7 +105,7 @@ impl UpdateStore for PgStore {
             // Read and lock the candidates once (in id order, like ingest, so the two never
             // deadlock): why an id is skipped, each row's fingerprint.
             let found_rows = sqlx::query(&format!(
-                "{UPDATE_SELECT} WHERE u.id = ANY($1) ORDER BY u.id FOR UPDATE OF u"
+                "{UPDATE_SELECT} WHERE u.id = ANY($1) ORDER BY u.id FOR NO KEY UPDATE OF u"
             ))
             .bind(&raw)
             .fetch_all(&mut *tx)
