@@ -60,11 +60,17 @@ fn saved_port(p: &Paths) -> Option<u16> {
 
 /// Starts (or reuses) the server and returns its URL.
 pub fn start() -> Result<String> {
+    start_owned().map(|(url, _)| url)
+}
+
+/// Like [`start`], and tells whether this call started the server (false when it reused one
+/// that was already running, which the caller should then leave running).
+pub fn start_owned() -> Result<(String, bool)> {
     let p = paths()?;
     if running(&p) {
         if let Some(port) = saved_port(&p) {
             if ready(&p, port) {
-                return Ok(url_for(port));
+                return Ok((url_for(port), false));
             }
         }
         // Running but unknown port: restart it cleanly.
@@ -125,7 +131,7 @@ pub fn start() -> Result<String> {
         bail!("PostgreSQL started but does not answer on 127.0.0.1:{port} (log: {log})");
     }
     eprintln!("xtask: PostgreSQL 15 running on 127.0.0.1:{port} (data {data})");
-    Ok(url_for(port))
+    Ok((url_for(port), true))
 }
 
 /// `pg_isready` against the TCP address, bounded.

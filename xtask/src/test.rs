@@ -209,8 +209,9 @@ pub fn run(args: &[&str]) -> Result<()> {
         run.export("CANOPY_SKIP_POSTGRES", "1");
     } else {
         run.step("pg", |r| {
-            let url = pg::start()?;
-            pg_started = true;
+            // Stop it afterwards only if this run started it (not a developer's running one).
+            let (url, started) = pg::start_owned()?;
+            pg_started = started;
             r.export("CANOPY_TEST_POSTGRES_URL", url);
             Ok(())
         });
