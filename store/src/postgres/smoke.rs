@@ -32,6 +32,25 @@ async fn fresh() -> Option<PgStore> {
     )
 }
 
+/// Drop the test's database (a failed test leaves it behind for inspection).
+async fn drop_db(s: &PgStore) {
+    let Ok(base) = std::env::var("CANOPY_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(s.pool())
+        .await
+        .expect("database name");
+    s.pool().close().await;
+    let admin = sqlx::PgPool::connect(&base)
+        .await
+        .expect("connect to the test server");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .expect("drop database");
+}
+
 fn pu(pkg: &str, cur: &str, avail: &str) -> PackageUpdate {
     PackageUpdate {
         manager: PackageManager::Apt,
@@ -217,6 +236,7 @@ async fn approve_dry_run_confirm_install() {
         );
         assert_eq!(sum, e.checksum, "event {} {}", e.seq, e.event_type);
     }
+    drop_db(&s).await;
 }
 
 #[tokio::test]
@@ -286,6 +306,7 @@ async fn timeouts_retry_cancel_and_conflicts() {
         s.idempotent_response("u", "k").await.expect("get"),
         Some(("h".into(), resp))
     );
+    drop_db(&s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -343,4 +364,5 @@ async fn concurrent_ingests_and_approvals_stay_consistent() {
         .await
         .expect("list");
     assert!(page.items.iter().all(|u| u.status == UpdateStatus::DryRun));
+    drop_db(&s).await;
 }
