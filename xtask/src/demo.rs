@@ -3,9 +3,9 @@
 //! Builds `canopy` and `canopy-agent` (release), starts `canopy serve` on SQLite in a fresh
 //! /tmp/canopy-demo with a random admin password, logs in with the CLI, creates a
 //! registration token and enrols an agent: inside a lab guest (static musl agent) when a Docker
-//! engine answers, else on this machine in read-only mode. Prints the URL, the login and a few
-//! commands to try, then waits for Ctrl-C. A detached watchdog stops the server, the agent
-//! and the lab once xtask is gone, however it ended.
+//! engine answers (unless `--no-docker`), else on this machine in read-only mode. Prints the
+//! URL, the login and a few commands to try, then waits for Ctrl-C. A detached watchdog stops
+//! the server, the agent and the lab once xtask is gone, however it ended.
 
 use crate::proc::{cmd, poll};
 use crate::{dockerd, lab, state, test};
@@ -20,12 +20,13 @@ use std::time::Duration;
 const STATE: &str = "/tmp/canopy-demo";
 
 pub fn run(args: &[&str]) -> Result<()> {
-    if let Some(arg) = args.first() {
-        bail!("cargo xtask demo takes no arguments (got {arg:?})");
-    }
+    let docker = match args {
+        [] => dockerd::engine_up(),
+        ["--no-docker"] => false,
+        other => bail!("usage: cargo xtask demo [--no-docker] (got {other:?})"),
+    };
     let root = state::repo_root()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let docker = dockerd::engine_up();
     cmd(
         &cargo,
         [
