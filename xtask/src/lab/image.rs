@@ -23,7 +23,8 @@ const RECIPE_VERSION: &str = "image-v1";
 
 /// The container's command: host keys for the (later) sshd, then idle.
 const INIT: &str = "#!/bin/sh\n\
-# canopy lab guest init: generate per-container SSH host keys, then idle.\n\
+# canopy lab guest init: a machine-id and SSH host keys of its own for each container, then idle.\n\
+if [ ! -s /etc/machine-id ]; then tr -d '-' < /proc/sys/kernel/random/uuid > /etc/machine-id; fi\n\
 ssh-keygen -A >/dev/null 2>&1 || true\n\
 mkdir -p /run/sshd\n\
 exec sleep infinity\n";
@@ -156,6 +157,9 @@ fn customise(root: &Path, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<
     let _ = fs::remove_file(root.join("etc/apt/sources.list.d/debian.sources"));
     clear_dir(&root.join("var/lib/apt/lists"))?;
     clear_dir(&root.join("var/cache/apt/archives"))?;
+    // Per-container identity: init writes a fresh machine-id; no host keys are baked in.
+    let _ = fs::remove_file(root.join("etc/machine-id"));
+    let _ = fs::remove_file(root.join("var/lib/dbus/machine-id"));
     for entry in fs::read_dir(root.join("etc/ssh"))?.flatten() {
         if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
             fs::remove_file(entry.path())?;

@@ -136,7 +136,11 @@ fn start_guest(name: &str, sources: &str) -> Result<()> {
         [
             "run",
             "-d",
+            // Never ask a registry: the image is built here or the lab fails.
+            "--pull=never",
             "--name",
+            name,
+            "--hostname",
             name,
             "--network",
             "host",
@@ -148,6 +152,18 @@ fn start_guest(name: &str, sources: &str) -> Result<()> {
     .timeout(Duration::from_secs(60))
     .output()
     .with_context(|| format!("start guest {name}"))?;
+    let identity = || {
+        cmd("docker", ["exec", name, "test", "-s", "/etc/machine-id"])
+            .timeout(Duration::from_secs(10))
+            .ok()
+    };
+    if !crate::proc::poll(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        identity,
+    ) {
+        bail!("guest {name} has no /etc/machine-id (its init did not run)");
+    }
     cmd(
         "docker",
         [
