@@ -71,7 +71,11 @@ impl Client {
         format!("{}{}{}", self.base, API_PREFIX, path)
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T, ClientError> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -81,10 +85,13 @@ impl Client {
             source,
         })?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport {
-            url: url.to_string(),
-            source,
-        })?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.to_string(),
+                source,
+            })?;
         if (200..300).contains(&status) {
             serde_json::from_slice(&bytes).map_err(|_| ClientError::Garbage {
                 status,
@@ -106,12 +113,20 @@ impl Client {
         self.send(self.http.get(&url), &url).await
     }
 
-    async fn get_query<T: DeserializeOwned, Q: Serialize>(&self, path: &str, q: &Q) -> Result<T, ClientError> {
+    async fn get_query<T: DeserializeOwned, Q: Serialize>(
+        &self,
+        path: &str,
+        q: &Q,
+    ) -> Result<T, ClientError> {
         let url = self.url(path);
         self.send(self.http.get(&url).query(q), &url).await
     }
 
-    async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    async fn post<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let url = self.url(path);
         self.send(self.http.post(&url).json(body), &url).await
     }
@@ -165,11 +180,13 @@ impl Client {
     }
 
     pub async fn approve(&self, ids: Vec<crate::UpdateId>) -> Result<ApproveResponse, ClientError> {
-        self.post("/updates/approve", &UpdateIdsRequest { ids }).await
+        self.post("/updates/approve", &UpdateIdsRequest { ids })
+            .await
     }
 
     pub async fn reject(&self, ids: Vec<crate::UpdateId>) -> Result<RejectResponse, ClientError> {
-        self.post("/updates/reject", &UpdateIdsRequest { ids }).await
+        self.post("/updates/reject", &UpdateIdsRequest { ids })
+            .await
     }
 
     pub async fn command(&self, id: CommandId) -> Result<Command, ClientError> {
@@ -182,22 +199,32 @@ impl Client {
 
     /// Confirm a completed dry-run: queues the install. Returns the install command.
     pub async fn confirm(&self, dry_run: CommandId) -> Result<Command, ClientError> {
-        self.post(&format!("/commands/{dry_run}/confirm"), &serde_json::json!({})).await
+        self.post(
+            &format!("/commands/{dry_run}/confirm"),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     pub async fn cancel(&self, id: CommandId) -> Result<Command, ClientError> {
-        self.post(&format!("/commands/{id}/cancel"), &serde_json::json!({})).await
+        self.post(&format!("/commands/{id}/cancel"), &serde_json::json!({}))
+            .await
     }
 
     pub async fn retry(&self, id: CommandId) -> Result<Command, ClientError> {
-        self.post(&format!("/commands/{id}/retry"), &serde_json::json!({})).await
+        self.post(&format!("/commands/{id}/retry"), &serde_json::json!({}))
+            .await
     }
 
     pub async fn scan_now(&self, host: crate::HostId) -> Result<Command, ClientError> {
-        self.post(&format!("/hosts/{host}/scan"), &serde_json::json!({})).await
+        self.post(&format!("/hosts/{host}/scan"), &serde_json::json!({}))
+            .await
     }
 
-    pub async fn history(&self, host: Option<crate::HostId>) -> Result<Vec<VersionChange>, ClientError> {
+    pub async fn history(
+        &self,
+        host: Option<crate::HostId>,
+    ) -> Result<Vec<VersionChange>, ClientError> {
         match host {
             Some(h) => self.get(&format!("/hosts/{h}/history")).await,
             None => self.get("/history").await,
@@ -222,15 +249,27 @@ impl Client {
         self.post("/agent/checkin", req).await
     }
 
-    pub async fn upload_report(&self, report: &ReportUpload) -> Result<ReportAccepted, ClientError> {
+    pub async fn upload_report(
+        &self,
+        report: &ReportUpload,
+    ) -> Result<ReportAccepted, ClientError> {
         self.post("/agent/report", report).await
     }
 
     pub async fn command_started(&self, id: CommandId) -> Result<serde_json::Value, ClientError> {
-        self.post(&format!("/agent/commands/{id}/started"), &serde_json::json!({})).await
+        self.post(
+            &format!("/agent/commands/{id}/started"),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
-    pub async fn submit_result(&self, id: CommandId, sub: &ResultSubmission) -> Result<serde_json::Value, ClientError> {
-        self.post(&format!("/agent/commands/{id}/result"), sub).await
+    pub async fn submit_result(
+        &self,
+        id: CommandId,
+        sub: &ResultSubmission,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/agent/commands/{id}/result"), sub)
+            .await
     }
 }

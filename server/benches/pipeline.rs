@@ -31,7 +31,11 @@ fn rows() -> Vec<(usize, PackageUpdate)> {
                     available_version: "1.0.1-1.fc40".into(),
                     arch: Some("x86_64".into()),
                     source: Some("updates".into()),
-                    severity: if i % 40 == 0 { Severity::Security } else { Severity::Normal },
+                    severity: if i % 40 == 0 {
+                        Severity::Security
+                    } else {
+                        Severity::Normal
+                    },
                     held: false,
                 },
             )
@@ -79,7 +83,15 @@ async fn bench_ingest(dir: &std::path::Path) -> (Duration, Duration) {
     let mut raw_conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     for round in 0..7 {
         let host = store
-            .register_host(token, NewHost { id: HostId::new(), facts: facts(round), credential_hash: "x".into() }, chrono::Utc::now())
+            .register_host(
+                token,
+                NewHost {
+                    id: HostId::new(),
+                    facts: facts(round),
+                    credential_hash: "x".into(),
+                },
+                chrono::Utc::now(),
+            )
             .await
             .unwrap();
         let report = IngestReport {
@@ -91,13 +103,24 @@ async fn bench_ingest(dir: &std::path::Path) -> (Duration, Duration) {
             rows: rows(),
         };
         let t = Instant::now();
-        let out = store.ingest_report(host.id, report, &Actor::Agent(host.id)).await.unwrap();
+        let out = store
+            .ingest_report(host.id, report, &Actor::Agent(host.id))
+            .await
+            .unwrap();
         ingest.push(t.elapsed());
         assert_eq!(out.accepted as usize, REPORT_ROWS);
 
         // Baseline: the same rows as plain multi-row INSERTs in one transaction.
         let raw_host = store
-            .register_host(token, NewHost { id: HostId::new(), facts: facts(100 + round), credential_hash: "x".into() }, chrono::Utc::now())
+            .register_host(
+                token,
+                NewHost {
+                    id: HostId::new(),
+                    facts: facts(100 + round),
+                    credential_hash: "x".into(),
+                },
+                chrono::Utc::now(),
+            )
             .await
             .unwrap();
         let t = Instant::now();
@@ -160,7 +183,10 @@ async fn spawn_noop() -> String {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap()
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap()
 }
 
 struct Agent {
@@ -171,7 +197,11 @@ struct Agent {
 
 async fn enrol(base: &str, admin: &Client, n: usize) -> Vec<Agent> {
     let token = admin
-        .create_registration_token(&CreateRegistrationToken { label: "bench".into(), seats: n as u32, expires_in_secs: 3600 })
+        .create_registration_token(&CreateRegistrationToken {
+            label: "bench".into(),
+            seats: n as u32,
+            expires_in_secs: 3600,
+        })
         .await
         .unwrap()
         .token;
@@ -179,7 +209,13 @@ async fn enrol(base: &str, admin: &Client, n: usize) -> Vec<Agent> {
     let mut agents = Vec::new();
     for i in 0..n {
         let facts = facts(i);
-        let r = anon.register(&RegisterRequest { registration_token: token.clone(), facts: facts.clone() }).await.unwrap();
+        let r = anon
+            .register(&RegisterRequest {
+                registration_token: token.clone(),
+                facts: facts.clone(),
+            })
+            .await
+            .unwrap();
         let client = Client::new(http(), base).with_token(r.agent_token);
         let hash = format!("hash-{i}");
         let upload = ReportUpload {
@@ -190,7 +226,11 @@ async fn enrol(base: &str, admin: &Client, n: usize) -> Vec<Agent> {
             updates: vec![serde_json::to_value(&rows()[i].1).unwrap()],
         };
         client.upload_report(&upload).await.unwrap();
-        agents.push(Agent { client, facts, hash });
+        agents.push(Agent {
+            client,
+            facts,
+            hash,
+        });
     }
     agents
 }
@@ -204,7 +244,10 @@ async fn checkin_rate(agents: &[(Client, CheckinRequest)], dur: Duration) -> f64
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let r = client.checkin(&req).await.expect("check-in");
-                assert!(!r.report_wanted, "hash-gated: the report must not be wanted");
+                assert!(
+                    !r.report_wanted,
+                    "hash-gated: the report must not be wanted"
+                );
                 n += 1;
             }
             n
@@ -223,24 +266,47 @@ async fn main() {
     let (ingest, raw) = bench_ingest(dir.path()).await;
     println!("BENCH ingest_3772_ms={:.1}", ingest.as_secs_f64() * 1e3);
     println!("BENCH raw_insert_3772_ms={:.1}", raw.as_secs_f64() * 1e3);
-    println!("BENCH ingest_vs_raw_ratio={:.2}", ingest.as_secs_f64() / raw.as_secs_f64());
+    println!(
+        "BENCH ingest_vs_raw_ratio={:.2}",
+        ingest.as_secs_f64() / raw.as_secs_f64()
+    );
 
     let (base, _stop) = spawn_server(dir.path()).await;
     let anon = Client::new(http(), base.clone());
-    let admin = anon.clone().with_token(anon.login("admin", "bench-password").await.unwrap().access_token);
+    let admin = anon.clone().with_token(
+        anon.login("admin", "bench-password")
+            .await
+            .unwrap()
+            .access_token,
+    );
     let agents = enrol(&base, &admin, 16).await;
     let reqs: Vec<_> = agents
         .iter()
-        .map(|a| (a.client.clone(), CheckinRequest { facts: a.facts.clone(), report_hash: Some(a.hash.clone()), wait_secs: 0 }))
+        .map(|a| {
+            (
+                a.client.clone(),
+                CheckinRequest {
+                    facts: a.facts.clone(),
+                    report_hash: Some(a.hash.clone()),
+                    wait_secs: 0,
+                },
+            )
+        })
         .collect();
     let noop_base = spawn_noop().await;
-    let noop: Vec<_> = reqs.iter().map(|(_, r)| (Client::new(http(), noop_base.clone()), r.clone())).collect();
+    let noop: Vec<_> = reqs
+        .iter()
+        .map(|(_, r)| (Client::new(http(), noop_base.clone()), r.clone()))
+        .collect();
     let dur = Duration::from_secs(5);
     let canopy_rate = checkin_rate(&reqs, dur).await;
     let noop_rate = checkin_rate(&noop, dur).await;
     println!("BENCH checkins_per_sec={canopy_rate:.0}");
     println!("BENCH noop_per_sec={noop_rate:.0}");
-    println!("BENCH checkin_vs_noop_pct={:.1}", 100.0 * canopy_rate / noop_rate);
+    println!(
+        "BENCH checkin_vs_noop_pct={:.1}",
+        100.0 * canopy_rate / noop_rate
+    );
 
     // Approve → the long-polling agent receives the dry-run.
     let agent = &agents[0];
@@ -254,17 +320,27 @@ async fn main() {
             reboot_required: false,
             scanned_at: chrono::Utc::now(),
             scanner_errors: vec![],
-            updates: vec![serde_json::to_value(&rows()[0].1).unwrap(), serde_json::to_value(&row).unwrap()],
+            updates: vec![
+                serde_json::to_value(&rows()[0].1).unwrap(),
+                serde_json::to_value(&row).unwrap(),
+            ],
         };
         agent.client.upload_report(&upload).await.unwrap();
         let id = admin
-            .updates(&UpdateFilter { package: Some(pkg), ..Default::default() })
+            .updates(&UpdateFilter {
+                package: Some(pkg),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .items[0]
             .id;
         let client = agent.client.clone();
-        let req = CheckinRequest { facts: agent.facts.clone(), report_hash: Some(format!("lat-{i}")), wait_secs: 25 };
+        let req = CheckinRequest {
+            facts: agent.facts.clone(),
+            report_hash: Some(format!("lat-{i}")),
+            wait_secs: 25,
+        };
         let waiter = tokio::spawn(async move {
             let r = client.checkin(&req).await.unwrap();
             (Instant::now(), r)
@@ -274,7 +350,11 @@ async fn main() {
         admin.approve(vec![id]).await.unwrap();
         let (got_at, resp) = waiter.await.unwrap();
         assert_eq!(resp.commands.len(), 1);
-        agent.client.command_started(resp.commands[0].id).await.unwrap();
+        agent
+            .client
+            .command_started(resp.commands[0].id)
+            .await
+            .unwrap();
         lat.push(got_at.saturating_duration_since(t0));
     }
     lat.sort();

@@ -58,7 +58,14 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        (status, axum::Json(ApiError { code: code.into(), message })).into_response()
+        (
+            status,
+            axum::Json(ApiError {
+                code: code.into(),
+                message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -67,12 +74,18 @@ impl From<StoreError> for Error {
         match e {
             StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             StoreError::Conflict(msg) => Self::Conflict(msg),
-            StoreError::TokenUnknown => Self::Unauthenticated("registration token is not known".into()),
+            StoreError::TokenUnknown => {
+                Self::Unauthenticated("registration token is not known".into())
+            }
             StoreError::TokenExpired => Self::Unauthenticated("registration token expired".into()),
-            StoreError::TokenRevoked => Self::Unauthenticated("registration token was revoked".into()),
+            StoreError::TokenRevoked => {
+                Self::Unauthenticated("registration token was revoked".into())
+            }
             StoreError::NoSeats => Self::Forbidden("registration token has no seats left".into()),
             StoreError::ReportRefused { reason, .. } => Self::Validation(reason),
-            e @ (StoreError::Database(_) | StoreError::Corrupt { .. }) => Self::Internal(e.to_string()),
+            e @ (StoreError::Database(_) | StoreError::Corrupt { .. }) => {
+                Self::Internal(e.to_string())
+            }
         }
     }
 }

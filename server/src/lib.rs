@@ -21,9 +21,16 @@ use std::time::Duration;
 pub const STARTUP_DB_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Open the database and apply migrations, or fail with the reason.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn canopy_store::Store>> {
+pub async fn open_store(
+    settings: &Settings,
+) -> anyhow::Result<std::sync::Arc<dyn canopy_store::Store>> {
     let url = canopy_store::url_without_password(&settings.database_url);
-    match tokio::time::timeout(STARTUP_DB_TIMEOUT, canopy_store::open(&settings.database_url)).await {
+    match tokio::time::timeout(
+        STARTUP_DB_TIMEOUT,
+        canopy_store::open(&settings.database_url),
+    )
+    .await
+    {
         Ok(Ok(store)) => Ok(store),
         Ok(Err(e)) => Err(anyhow::Error::new(e).context("database start-up failed")),
         Err(_) => anyhow::bail!(

@@ -91,9 +91,15 @@ pub fn example_toml() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is invalid: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("environment variable {name} is invalid: {reason}")]
     Env { name: String, reason: String },
 }
@@ -182,7 +188,10 @@ mod tests {
         let err = s
             .apply_env(|k| (k == "CANOPY_INSTALL_TIMEOUT_SECS").then(|| "soon".to_string()))
             .unwrap_err();
-        assert!(err.to_string().contains("CANOPY_INSTALL_TIMEOUT_SECS"), "{err}");
+        assert!(
+            err.to_string().contains("CANOPY_INSTALL_TIMEOUT_SECS"),
+            "{err}"
+        );
     }
 
     #[test]

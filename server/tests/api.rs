@@ -17,7 +17,12 @@ fn api_error(e: ClientError) -> (u16, String, String) {
 #[tokio::test]
 async fn wrong_password_and_bad_tokens_are_401_with_a_clear_message() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let (status, code, msg) = api_error(app.anon.login("admin", "not the password").await.unwrap_err());
+    let (status, code, msg) = api_error(
+        app.anon
+            .login("admin", "not the password")
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((status, code.as_str()), (401, "unauthenticated"));
     assert!(msg.contains("wrong username or password"), "{msg}");
 
@@ -34,7 +39,11 @@ async fn wrong_password_and_bad_tokens_are_401_with_a_clear_message() {
     let agent = app.enrol("h1").await;
     let (status, _, _) = api_error(agent.client.hosts().await.unwrap_err());
     assert_eq!(status, 401);
-    let req = CheckinRequest { facts: facts("x"), report_hash: None, wait_secs: 0 };
+    let req = CheckinRequest {
+        facts: facts("x"),
+        report_hash: None,
+        wait_secs: 0,
+    };
     let (status, _, msg) = api_error(app.admin.checkin(&req).await.unwrap_err());
     assert_eq!(status, 401);
     assert!(msg.contains("agent token"), "{msg}");
@@ -42,7 +51,9 @@ async fn wrong_password_and_bad_tokens_are_401_with_a_clear_message() {
 
 #[tokio::test]
 async fn expired_access_token_is_401_expired_and_refresh_rotates() {
-    let app = spawn_app_with(Backend::Sqlite, |s| s.access_token_ttl_secs = 1).await.unwrap();
+    let app = spawn_app_with(Backend::Sqlite, |s| s.access_token_ttl_secs = 1)
+        .await
+        .unwrap();
     let pair = app.anon.login("admin", ADMIN_PASSWORD).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(8)).await; // past the 1 s TTL and the 5 s leeway
     let stale = app.anon.clone().with_token(pair.access_token.clone());
@@ -52,14 +63,26 @@ async fn expired_access_token_is_401_expired_and_refresh_rotates() {
 
     let fresh = app.anon.refresh(&pair.refresh_token).await.unwrap();
     assert_ne!(fresh.refresh_token, pair.refresh_token);
-    app.anon.clone().with_token(fresh.access_token).hosts().await.unwrap();
+    app.anon
+        .clone()
+        .with_token(fresh.access_token)
+        .hosts()
+        .await
+        .unwrap();
     // The old refresh token was rotated away.
     let (status, _, msg) = api_error(app.anon.refresh(&pair.refresh_token).await.unwrap_err());
     assert_eq!(status, 401);
     assert!(msg.contains("refresh token"), "{msg}");
     // Logout revokes.
     app.anon.logout(&fresh.refresh_token).await.unwrap();
-    assert_eq!(app.anon.refresh(&fresh.refresh_token).await.unwrap_err().status(), Some(401));
+    assert_eq!(
+        app.anon
+            .refresh(&fresh.refresh_token)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(401)
+    );
 }
 
 #[tokio::test]
@@ -69,34 +92,72 @@ async fn roles_are_enforced() {
     let resp = http
         .post(format!("{}/api/v1/users", app.base))
         .bearer_auth(admin_token(&app).await)
-        .json(&CreateUserRequest { username: "vera".into(), password: "viewer-password".into(), role: Role::Viewer })
+        .json(&CreateUserRequest {
+            username: "vera".into(),
+            password: "viewer-password".into(),
+            role: Role::Viewer,
+        })
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let viewer = app.anon.clone().with_token(app.anon.login("vera", "viewer-password").await.unwrap().access_token);
+    let viewer = app.anon.clone().with_token(
+        app.anon
+            .login("vera", "viewer-password")
+            .await
+            .unwrap()
+            .access_token,
+    );
     viewer.hosts().await.unwrap();
-    let (status, code, msg) = api_error(viewer.approve(vec![canopy_api_types::UpdateId::new()]).await.unwrap_err());
+    let (status, code, msg) = api_error(
+        viewer
+            .approve(vec![canopy_api_types::UpdateId::new()])
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((status, code.as_str()), (403, "forbidden"));
     assert!(msg.contains("operator"), "{msg}");
-    let req = CreateRegistrationToken { label: String::new(), seats: 1, expires_in_secs: 60 };
-    assert_eq!(viewer.create_registration_token(&req).await.unwrap_err().status(), Some(403));
+    let req = CreateRegistrationToken {
+        label: String::new(),
+        seats: 1,
+        expires_in_secs: 60,
+    };
+    assert_eq!(
+        viewer
+            .create_registration_token(&req)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(403)
+    );
 }
 
 async fn admin_token(app: &TestApp) -> String {
-    app.anon.login("admin", ADMIN_PASSWORD).await.unwrap().access_token
+    app.anon
+        .login("admin", ADMIN_PASSWORD)
+        .await
+        .unwrap()
+        .access_token
 }
 
 #[tokio::test]
 async fn registration_token_seats_and_unknown_tokens() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     let token = app.registration_token(1).await;
-    let reg = |t: String, name: &str| RegisterRequest { registration_token: t, facts: facts(name) };
+    let reg = |t: String, name: &str| RegisterRequest {
+        registration_token: t,
+        facts: facts(name),
+    };
     app.anon.register(&reg(token.clone(), "one")).await.unwrap();
     let (status, code, msg) = api_error(app.anon.register(&reg(token, "two")).await.unwrap_err());
     assert_eq!((status, code.as_str()), (403, "forbidden"));
     assert!(msg.contains("no seats"), "{msg}");
-    let (status, _, msg) = api_error(app.anon.register(&reg("canopy-reg-nope".into(), "three")).await.unwrap_err());
+    let (status, _, msg) = api_error(
+        app.anon
+            .register(&reg("canopy-reg-nope".into(), "three"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(status, 401);
     assert!(msg.contains("not known"), "{msg}");
 }
@@ -117,7 +178,11 @@ async fn malformed_json_is_400_naming_the_field() {
     assert_eq!(resp.status(), 400);
     let body: canopy_api_types::ApiError = resp.json().await.unwrap();
     assert_eq!(body.code, "validation");
-    assert!(body.message.contains("missing field `ids`"), "{}", body.message);
+    assert!(
+        body.message.contains("missing field `ids`"),
+        "{}",
+        body.message
+    );
 
     let resp = http
         .post(format!("{}/api/v1/updates/approve", app.base))
@@ -131,17 +196,32 @@ async fn malformed_json_is_400_naming_the_field() {
     let body: canopy_api_types::ApiError = resp.json().await.unwrap();
     assert!(body.message.contains("ids"), "{}", body.message);
 
-    let resp = http.post(format!("{}/api/v1/auth/login", app.base)).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let resp = http
+        .post(format!("{}/api/v1/auth/login", app.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
 }
 
 #[tokio::test]
 async fn login_is_rate_limited() {
-    let app = spawn_app_with(Backend::Sqlite, |s| s.auth_attempts_per_minute = 3).await.unwrap();
+    let app = spawn_app_with(Backend::Sqlite, |s| s.auth_attempts_per_minute = 3)
+        .await
+        .unwrap();
     // spawn_app logged in once already.
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        statuses.push(app.anon.login("admin", "wrong password").await.unwrap_err().status().unwrap());
+        statuses.push(
+            app.anon
+                .login("admin", "wrong password")
+                .await
+                .unwrap_err()
+                .status()
+                .unwrap(),
+        );
     }
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
 }
@@ -150,7 +230,9 @@ async fn login_is_rate_limited() {
 async fn approve_honours_idempotency_keys() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     let agent = app.enrol("idem").await;
-    agent.report(vec![serde_json::to_value(package("vim", false)).unwrap()]).await;
+    agent
+        .report(vec![serde_json::to_value(package("vim", false)).unwrap()])
+        .await;
     let id = app.admin.updates(&Default::default()).await.unwrap().items[0].id;
     let http = reqwest::Client::new();
     let token = admin_token(&app).await;
@@ -161,10 +243,22 @@ async fn approve_honours_idempotency_keys() {
             .json(&body)
             .send()
     };
-    let first: serde_json::Value = send(serde_json::json!({ "ids": [id] })).await.unwrap().json().await.unwrap();
-    let second: serde_json::Value = send(serde_json::json!({ "ids": [id] })).await.unwrap().json().await.unwrap();
+    let first: serde_json::Value = send(serde_json::json!({ "ids": [id] }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second: serde_json::Value = send(serde_json::json!({ "ids": [id] }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first, second, "the same key returns the first answer");
-    let other = send(serde_json::json!({ "ids": [canopy_api_types::UpdateId::new()] })).await.unwrap();
+    let other = send(serde_json::json!({ "ids": [canopy_api_types::UpdateId::new()] }))
+        .await
+        .unwrap();
     assert_eq!(other.status(), 409);
 }
 
@@ -172,19 +266,45 @@ async fn approve_honours_idempotency_keys() {
 async fn openapi_lists_every_route_and_every_listed_route_exists() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     let http = reqwest::Client::new();
-    let doc: serde_json::Value = http.get(format!("{}/api/v1/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = http
+        .get(format!("{}/api/v1/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(doc["openapi"], "3.0.3");
     for (method, path, _, _) in canopy_server::http::openapi::ROUTES {
-        assert!(doc["paths"][format!("/api/v1{path}")][method].is_object(), "{method} {path} missing from the document");
-        let url = format!("{}/api/v1{}", app.base, path.replace("{id}", &uuid::Uuid::new_v4().to_string()));
-        let req = match *method { "get" => http.get(&url), _ => http.post(&url).json(&serde_json::json!({})) };
+        assert!(
+            doc["paths"][format!("/api/v1{path}")][method].is_object(),
+            "{method} {path} missing from the document"
+        );
+        let url = format!(
+            "{}/api/v1{}",
+            app.base,
+            path.replace("{id}", &uuid::Uuid::new_v4().to_string())
+        );
+        let req = match *method {
+            "get" => http.get(&url),
+            _ => http.post(&url).json(&serde_json::json!({})),
+        };
         let status = req.send().await.unwrap().status().as_u16();
         // Unauthenticated calls to real routes answer 401/400/404-with-our-body; a
         // missing route would be our fallback 404 "no such route" or 405.
         assert_ne!(status, 405, "{method} {path} is not routed");
         if status == 404 {
-            let body: canopy_api_types::ApiError = http.get(&url).send().await.unwrap().json().await.unwrap_or(canopy_api_types::ApiError { code: String::new(), message: String::new() });
-            assert_ne!(body.message, "no such route", "{method} {path} is not routed");
+            let body: canopy_api_types::ApiError =
+                http.get(&url).send().await.unwrap().json().await.unwrap_or(
+                    canopy_api_types::ApiError {
+                        code: String::new(),
+                        message: String::new(),
+                    },
+                );
+            assert_ne!(
+                body.message, "no such route",
+                "{method} {path} is not routed"
+            );
         }
     }
 }

@@ -18,7 +18,10 @@ struct Lab {
 }
 
 fn lab() -> Option<Lab> {
-    let (Ok(path), Ok(agent_bin)) = (std::env::var("CANOPY_LAB"), std::env::var("CANOPY_AGENT_MUSL_BIN")) else {
+    let (Ok(path), Ok(agent_bin)) = (
+        std::env::var("CANOPY_LAB"),
+        std::env::var("CANOPY_AGENT_MUSL_BIN"),
+    ) else {
         if std::env::var("CANOPY_SKIP_LAB").as_deref() == Ok("1") {
             eprintln!("SKIPPED (CANOPY_SKIP_LAB=1): lab end-to-end test");
             return None;
@@ -31,13 +34,21 @@ fn lab() -> Option<Lab> {
         .as_array()
         .expect("lab.json has guests")
         .iter()
-        .map(|g| g.as_str().or_else(|| g["name"].as_str()).expect("guest name").to_string())
+        .map(|g| {
+            g.as_str()
+                .or_else(|| g["name"].as_str())
+                .expect("guest name")
+                .to_string()
+        })
         .collect();
     Some(Lab { guests, agent_bin })
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker runs");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
     assert!(
         out.status.success(),
         "docker {args:?} failed: {}{}",
@@ -48,26 +59,67 @@ fn docker(args: &[&str]) -> String {
 }
 
 fn dpkg_version(guest: &str, package: &str) -> String {
-    docker(&["exec", guest, "dpkg-query", "-W", "-f", "${Version}", package])
+    docker(&[
+        "exec",
+        guest,
+        "dpkg-query",
+        "-W",
+        "-f",
+        "${Version}",
+        package,
+    ])
 }
 
 /// Copy the agent in, register it with a fresh token, start `canopy-agent run`.
 async fn enrol_guest(app: &TestApp, lab: &Lab, guest: &str) {
-    docker(&["cp", &lab.agent_bin, &format!("{guest}:/usr/local/bin/canopy-agent")]);
+    docker(&[
+        "cp",
+        &lab.agent_bin,
+        &format!("{guest}:/usr/local/bin/canopy-agent"),
+    ]);
     // A previous run may have left a registration behind.
-    let _ = Command::new("docker").args(["exec", guest, "rm", "-rf", "/etc/canopy-agent", "/var/lib/canopy-agent"]).output();
-    let _ = Command::new("docker").args(["exec", guest, "pkill", "-f", "canopy-agent run"]).output();
+    let _ = Command::new("docker")
+        .args([
+            "exec",
+            guest,
+            "rm",
+            "-rf",
+            "/etc/canopy-agent",
+            "/var/lib/canopy-agent",
+        ])
+        .output();
+    let _ = Command::new("docker")
+        .args(["exec", guest, "pkill", "-f", "canopy-agent run"])
+        .output();
     let token = app.registration_token(1).await;
     let out = docker(&[
-        "exec", "-e", &format!("CANOPY_REGISTRATION_TOKEN={token}"), guest,
-        "canopy-agent", "register", "--server", &app.base,
+        "exec",
+        "-e",
+        &format!("CANOPY_REGISTRATION_TOKEN={token}"),
+        guest,
+        "canopy-agent",
+        "register",
+        "--server",
+        &app.base,
     ]);
-    assert!(!out.contains(&token), "the registration token must not be echoed");
+    assert!(
+        !out.contains(&token),
+        "the registration token must not be echoed"
+    );
     start_agent(guest);
 }
 
 fn start_agent(guest: &str) {
-    docker(&["exec", "-d", "-e", "RUST_LOG=info", guest, "sh", "-c", "exec canopy-agent run >>/var/log/canopy-agent.log 2>&1"]);
+    docker(&[
+        "exec",
+        "-d",
+        "-e",
+        "RUST_LOG=info",
+        guest,
+        "sh",
+        "-c",
+        "exec canopy-agent run >>/var/log/canopy-agent.log 2>&1",
+    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,18 +131,40 @@ async fn agent_in_a_lab_guest_runs_the_whole_pipeline() {
 
     // The agent registers and reports the outdated demo packages.
     let updates = eventually(Duration::from_secs(120), || async {
-        let page = app.admin.updates(&UpdateFilter { package: Some("canopy-demo".into()), ..Default::default() }).await.unwrap();
+        let page = app
+            .admin
+            .updates(&UpdateFilter {
+                package: Some("canopy-demo".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         (page.total >= 4).then_some(page.items)
     })
     .await;
-    let by_name = |n: &str| updates.iter().find(|u| u.package == n).unwrap_or_else(|| panic!("{n} not reported: {updates:?}"));
+    let by_name = |n: &str| {
+        updates
+            .iter()
+            .find(|u| u.package == n)
+            .unwrap_or_else(|| panic!("{n} not reported: {updates:?}"))
+    };
     assert_eq!(by_name("canopy-demo-ssl").severity, Severity::Security);
-    assert!(by_name("canopy-demo-pinned").held, "held packages are reported as held");
+    assert!(
+        by_name("canopy-demo-pinned").held,
+        "held packages are reported as held"
+    );
     assert_eq!(by_name("canopy-demo-tools").available_version, "2.0");
 
     // Approving two shows the new dependency in the dry-run.
     let old_tools = dpkg_version(&guest, "canopy-demo-tools");
-    let approved = app.admin.approve(vec![by_name("canopy-demo-tools").id, by_name("canopy-demo-ssl").id]).await.unwrap();
+    let approved = app
+        .admin
+        .approve(vec![
+            by_name("canopy-demo-tools").id,
+            by_name("canopy-demo-ssl").id,
+        ])
+        .await
+        .unwrap();
     assert_eq!(approved.approved, 2);
     let dry_id = approved.dry_run_commands[0];
     let dry = eventually(Duration::from_secs(60), || async {
@@ -98,11 +172,23 @@ async fn agent_in_a_lab_guest_runs_the_whole_pipeline() {
         c.status.is_terminal().then_some(c)
     })
     .await;
-    assert_eq!(dry.status, CommandStatus::Completed, "dry-run failed: {:?}", dry.result);
+    assert_eq!(
+        dry.status,
+        CommandStatus::Completed,
+        "dry-run failed: {:?}",
+        dry.result
+    );
     let planned = dry.result.unwrap().planned;
-    let dep = planned.iter().find(|p| p.package == "canopy-demo-libextra").expect("the dry-run shows the new dependency");
+    let dep = planned
+        .iter()
+        .find(|p| p.package == "canopy-demo-libextra")
+        .expect("the dry-run shows the new dependency");
     assert!(!dep.requested && dep.from_version.is_none());
-    assert_eq!(dpkg_version(&guest, "canopy-demo-tools"), old_tools, "a dry-run changes nothing");
+    assert_eq!(
+        dpkg_version(&guest, "canopy-demo-tools"),
+        old_tools,
+        "a dry-run changes nothing"
+    );
 
     // Confirming installs them.
     let install = app.admin.confirm(dry_id).await.unwrap();
@@ -112,35 +198,80 @@ async fn agent_in_a_lab_guest_runs_the_whole_pipeline() {
         c.status.is_terminal().then_some(c)
     })
     .await;
-    assert_eq!(done.status, CommandStatus::Completed, "install failed: {:?}", done.result);
+    assert_eq!(
+        done.status,
+        CommandStatus::Completed,
+        "install failed: {:?}",
+        done.result
+    );
     assert_eq!(dpkg_version(&guest, "canopy-demo-tools"), "2.0");
     assert_eq!(dpkg_version(&guest, "canopy-demo-ssl"), "1.0+deb12u1");
     assert!(!dpkg_version(&guest, "canopy-demo-libextra").is_empty());
 
     // The re-scan after install closes nothing it should not; the installed rows are history.
-    let installed = app.admin.updates(&UpdateFilter { status: Some(UpdateStatus::Installed), ..Default::default() }).await.unwrap();
+    let installed = app
+        .admin
+        .updates(&UpdateFilter {
+            status: Some(UpdateStatus::Installed),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(installed.total, 2);
     let history = app.admin.history(None).await.unwrap();
     assert_eq!(history.len(), 2);
-    assert!(history.iter().all(|h| h.correlation_id == approved.correlation_id));
+    assert!(history
+        .iter()
+        .all(|h| h.correlation_id == approved.correlation_id));
 
     // Every step under one correlation id.
-    let events = app.admin.events(&EventFilter { correlation_id: Some(approved.correlation_id), ..Default::default() }).await.unwrap();
+    let events = app
+        .admin
+        .events(&EventFilter {
+            correlation_id: Some(approved.correlation_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
-    for t in ["updates.approved", "command.queued", "command.sent", "command.running", "command.completed", "dry_run.ready", "install.confirmed", "updates.installed"] {
+    for t in [
+        "updates.approved",
+        "command.queued",
+        "command.sent",
+        "command.running",
+        "command.completed",
+        "dry_run.ready",
+        "install.confirmed",
+        "updates.installed",
+    ] {
         assert!(types.contains(&t), "{t} missing from {types:?}");
     }
-    let _ = Command::new("docker").args(["exec", &guest, "pkill", "-f", "canopy-agent run"]).output();
+    let _ = Command::new("docker")
+        .args(["exec", &guest, "pkill", "-f", "canopy-agent run"])
+        .output();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
     let Some(lab) = lab() else { return };
-    let guest = lab.guests.get(1).cloned().unwrap_or_else(|| lab.guests[0].clone());
-    let app = spawn_app_with(Backend::Sqlite, |s| s.install_timeout_secs = 8).await.unwrap();
+    let guest = lab
+        .guests
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| lab.guests[0].clone());
+    let app = spawn_app_with(Backend::Sqlite, |s| s.install_timeout_secs = 8)
+        .await
+        .unwrap();
     enrol_guest(&app, &lab, &guest).await;
     let slow = eventually(Duration::from_secs(120), || async {
-        let page = app.admin.updates(&UpdateFilter { package: Some("canopy-demo-slow".into()), ..Default::default() }).await.unwrap();
+        let page = app
+            .admin
+            .updates(&UpdateFilter {
+                package: Some("canopy-demo-slow".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         page.items.into_iter().next()
     })
     .await;
@@ -152,7 +283,8 @@ async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
     .await;
     let install = app.admin.confirm(dry_id).await.unwrap();
     eventually(Duration::from_secs(60), || async {
-        (app.admin.command(install.id).await.unwrap().status == CommandStatus::Running).then_some(())
+        (app.admin.command(install.id).await.unwrap().status == CommandStatus::Running)
+            .then_some(())
     })
     .await;
     // The postinst of canopy-demo-slow sleeps; kill the agent in the middle of it.
@@ -166,7 +298,10 @@ async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
 
     // Let the orphaned dpkg finish, restart the agent, retry.
     eventually(Duration::from_secs(60), || async {
-        let out = Command::new("docker").args(["exec", &guest, "pgrep", "-x", "dpkg"]).output().unwrap();
+        let out = Command::new("docker")
+            .args(["exec", &guest, "pgrep", "-x", "dpkg"])
+            .output()
+            .unwrap();
         (!out.status.success()).then_some(())
     })
     .await;
@@ -178,7 +313,14 @@ async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
         c.status.is_terminal().then_some(c)
     })
     .await;
-    assert_eq!(done.status, CommandStatus::Completed, "retry failed: {:?}", done.result);
+    assert_eq!(
+        done.status,
+        CommandStatus::Completed,
+        "retry failed: {:?}",
+        done.result
+    );
     assert_eq!(dpkg_version(&guest, "canopy-demo-slow"), "1.1");
-    let _ = Command::new("docker").args(["exec", &guest, "pkill", "-f", "canopy-agent run"]).output();
+    let _ = Command::new("docker")
+        .args(["exec", &guest, "pkill", "-f", "canopy-agent run"])
+        .output();
 }

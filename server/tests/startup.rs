@@ -50,7 +50,11 @@ fn a_database_with_an_unknown_migration_is_refused() {
         .env("CANOPY_DATABASE_URL", &url)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Pretend a newer Canopy applied migration 9999 to this database.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

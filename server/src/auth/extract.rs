@@ -119,7 +119,8 @@ impl FromRequestParts<AppState> for AgentAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let token = bearer(parts)?;
-        let bad = || Error::Unauthenticated("agent token is not valid; re-register the agent".into());
+        let bad =
+            || Error::Unauthenticated("agent token is not valid; re-register the agent".into());
         let (id, secret) = split_agent_token(token).ok_or_else(bad)?;
         let (host, stored) = state.store.host_credential(id).await?.ok_or_else(bad)?;
         if !digest_eq(&sha256_hex(secret), &stored) {

@@ -43,11 +43,15 @@ impl JwtKeys {
     /// Load `dir/jwt.key`, creating it (0600, random) on first start.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
         use anyhow::Context;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
         let path = dir.join("jwt.key");
         match std::fs::read(&path) {
             Ok(bytes) if bytes.len() >= 32 => return Ok(Self::from_secret(&bytes)),
-            Ok(_) => anyhow::bail!("{} is shorter than 32 bytes; delete it to generate a new key", path.display()),
+            Ok(_) => anyhow::bail!(
+                "{} is shorter than 32 bytes; delete it to generate a new key",
+                path.display()
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
@@ -65,7 +69,8 @@ impl JwtKeys {
     }
 
     pub fn issue(&self, claims: &Claims) -> Result<String> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).map_err(Error::internal)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(Error::internal)
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims> {
@@ -74,9 +79,9 @@ impl JwtKeys {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    Error::Unauthenticated("access token expired; refresh it or log in again".into())
-                }
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Error::Unauthenticated(
+                    "access token expired; refresh it or log in again".into(),
+                ),
                 _ => Error::Unauthenticated("access token is invalid".into()),
             })
     }
@@ -102,7 +107,10 @@ mod tests {
     fn key_file_is_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
         let a = JwtKeys::load_or_create(dir.path()).unwrap();
-        let mode = std::fs::metadata(dir.path().join("jwt.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("jwt.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let b = JwtKeys::load_or_create(dir.path()).unwrap();
         let t = a.issue(&claims(60)).unwrap();

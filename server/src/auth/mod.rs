@@ -7,4 +7,4 @@ pub mod password;
 pub mod rate_limit;
 pub mod secrets;
 
-pub use extract::{AgentAuth, Admin, Operator, RequireRole, UserAuth, Viewer};
+pub use extract::{Admin, AgentAuth, Operator, RequireRole, UserAuth, Viewer};

@@ -1,7 +1,9 @@
 //! Password hashing with argon2id (PHC strings), run off the async executor.
 
 use crate::error::{Error, Result};
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 
 pub const MIN_PASSWORD_LEN: usize = 8;
@@ -56,6 +58,8 @@ mod tests {
 
     #[tokio::test]
     async fn dummy_hash_parses_and_rejects() {
-        assert!(!verify("anything-at-all".into(), dummy_hash().into()).await.unwrap());
+        assert!(!verify("anything-at-all".into(), dummy_hash().into())
+            .await
+            .unwrap());
     }
 }

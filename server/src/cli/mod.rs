@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "canopy", version, about = "Canopy: update manager for Proxmox homelabs")]
+#[command(
+    name = "canopy",
+    version,
+    about = "Canopy: update manager for Proxmox homelabs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

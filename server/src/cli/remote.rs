@@ -112,7 +112,9 @@ pub enum TokenCommand {
 
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let password = match &args.password_file {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
+        }
         None => {
             let mut line = String::new();
             eprintln!("password for {}:", args.username);
@@ -130,7 +132,12 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         refresh_token: pair.refresh_token,
         username: pair.user.username.clone(),
     })?;
-    eprintln!("logged in as {} ({}); session saved to {}", pair.user.username, pair.user.role.as_str(), path.display());
+    eprintln!(
+        "logged in as {} ({}); session saved to {}",
+        pair.user.username,
+        pair.user.role.as_str(),
+        path.display()
+    );
     Ok(())
 }
 
@@ -148,7 +155,10 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
         RemoteCommand::Hosts(c) => {
             let hosts = session::client(c.server.as_deref()).await?.hosts().await?;
             print(c.json, &hosts, |hs| {
-                println!("{:<36}  {:<20} {:<24} {:>7} {:>8}  LAST SEEN", "ID", "HOSTNAME", "OS", "PENDING", "SECURITY");
+                println!(
+                    "{:<36}  {:<20} {:<24} {:>7} {:>8}  LAST SEEN",
+                    "ID", "HOSTNAME", "OS", "PENDING", "SECURITY"
+                );
                 for h in hs {
                     println!(
                         "{:<36}  {:<20} {:<24} {:>7} {:>8}  {}",
@@ -157,29 +167,68 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                         h.os_pretty,
                         h.pending_updates,
                         h.security_updates,
-                        h.last_seen.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into())
+                        h.last_seen
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_else(|| "never".into())
                     );
                 }
             })
         }
-        RemoteCommand::Updates { common, host, status, severity, package, page, per_page } => {
-            let filter = UpdateFilter { host_id: host, status, severity, manager: None, package, page, per_page };
-            let page = session::client(common.server.as_deref()).await?.updates(&filter).await?;
+        RemoteCommand::Updates {
+            common,
+            host,
+            status,
+            severity,
+            package,
+            page,
+            per_page,
+        } => {
+            let filter = UpdateFilter {
+                host_id: host,
+                status,
+                severity,
+                manager: None,
+                package,
+                page,
+                per_page,
+            };
+            let page = session::client(common.server.as_deref())
+                .await?
+                .updates(&filter)
+                .await?;
             print(common.json, &page, |p| {
-                println!("{:<36}  {:<20} {:<28} {:<20} {:<20} {:<9} STATUS", "ID", "HOST", "PACKAGE", "CURRENT", "AVAILABLE", "SEVERITY");
+                println!(
+                    "{:<36}  {:<20} {:<28} {:<20} {:<20} {:<9} STATUS",
+                    "ID", "HOST", "PACKAGE", "CURRENT", "AVAILABLE", "SEVERITY"
+                );
                 for u in &p.items {
                     println!(
                         "{:<36}  {:<20} {:<28} {:<20} {:<20} {:<9} {}{}",
-                        u.id, u.hostname, u.package, u.current_version, u.available_version,
-                        u.severity.as_str(), u.status.as_str(), if u.held { " (held)" } else { "" }
+                        u.id,
+                        u.hostname,
+                        u.package,
+                        u.current_version,
+                        u.available_version,
+                        u.severity.as_str(),
+                        u.status.as_str(),
+                        if u.held { " (held)" } else { "" }
                     );
                 }
-                println!("page {} of {} rows ({} per page)", p.page, p.total, p.per_page);
+                println!(
+                    "page {} of {} rows ({} per page)",
+                    p.page, p.total, p.per_page
+                );
             })
         }
         RemoteCommand::Approve { common, ids } => {
-            anyhow::ensure!(!ids.is_empty(), "name at least one update id (see `canopy updates`)");
-            let r = session::client(common.server.as_deref()).await?.approve(ids).await?;
+            anyhow::ensure!(
+                !ids.is_empty(),
+                "name at least one update id (see `canopy updates`)"
+            );
+            let r = session::client(common.server.as_deref())
+                .await?
+                .approve(ids)
+                .await?;
             print(common.json, &r, |r| {
                 println!("approved {} update(s); dry-run queued:", r.approved);
                 for c in &r.dry_run_commands {
@@ -189,13 +238,27 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
         }
         RemoteCommand::Reject { common, ids } => {
             anyhow::ensure!(!ids.is_empty(), "name at least one update id");
-            let r = session::client(common.server.as_deref()).await?.reject(ids).await?;
-            print(common.json, &r, |r| println!("rejected {} update(s)", r.rejected))
+            let r = session::client(common.server.as_deref())
+                .await?
+                .reject(ids)
+                .await?;
+            print(common.json, &r, |r| {
+                println!("rejected {} update(s)", r.rejected)
+            })
         }
         RemoteCommand::Command { common, id } => {
-            let c = session::client(common.server.as_deref()).await?.command(id).await?;
+            let c = session::client(common.server.as_deref())
+                .await?
+                .command(id)
+                .await?;
             print(common.json, &c, |c| {
-                println!("{} {} on {}: {}", c.spec.kind(), c.id, c.host_id, c.status.as_str());
+                println!(
+                    "{} {} on {}: {}",
+                    c.spec.kind(),
+                    c.id,
+                    c.host_id,
+                    c.status.as_str()
+                );
                 if let Some(r) = &c.result {
                     if !r.summary.is_empty() {
                         println!("{}", r.summary);
@@ -216,29 +279,60 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
             })
         }
         RemoteCommand::Confirm { common, id } => {
-            let c = session::client(common.server.as_deref()).await?.confirm(id).await?;
+            let c = session::client(common.server.as_deref())
+                .await?
+                .confirm(id)
+                .await?;
             print(common.json, &c, |c| println!("install queued: {}", c.id))
         }
         RemoteCommand::Retry { common, id } => {
-            let c = session::client(common.server.as_deref()).await?.retry(id).await?;
-            print(common.json, &c, |c| println!("retry queued: {} (retries {id})", c.id))
+            let c = session::client(common.server.as_deref())
+                .await?
+                .retry(id)
+                .await?;
+            print(common.json, &c, |c| {
+                println!("retry queued: {} (retries {id})", c.id)
+            })
         }
         RemoteCommand::History { common, host } => {
-            let h = session::client(common.server.as_deref()).await?.history(host).await?;
+            let h = session::client(common.server.as_deref())
+                .await?
+                .history(host)
+                .await?;
             print(common.json, &h, |rows| {
                 for r in rows {
-                    println!("{}  {:<20} {:<28} {} -> {}", r.installed_at.to_rfc3339(), r.hostname, r.package, r.from_version, r.to_version);
+                    println!(
+                        "{}  {:<20} {:<28} {} -> {}",
+                        r.installed_at.to_rfc3339(),
+                        r.hostname,
+                        r.package,
+                        r.from_version,
+                        r.to_version
+                    );
                 }
             })
         }
-        RemoteCommand::Token(TokenCommand::Create { common, seats, expires, label }) => {
+        RemoteCommand::Token(TokenCommand::Create {
+            common,
+            seats,
+            expires,
+            label,
+        }) => {
             let t = session::client(common.server.as_deref())
                 .await?
-                .create_registration_token(&CreateRegistrationToken { label, seats, expires_in_secs: expires })
+                .create_registration_token(&CreateRegistrationToken {
+                    label,
+                    seats,
+                    expires_in_secs: expires,
+                })
                 .await?;
             print(common.json, &t, |t| {
                 println!("{}", t.token);
-                eprintln!("{} seat(s), expires {}", t.info.seats, t.info.expires_at.to_rfc3339());
+                eprintln!(
+                    "{} seat(s), expires {}",
+                    t.info.seats,
+                    t.info.expires_at.to_rfc3339()
+                );
             })
         }
     }

@@ -68,7 +68,8 @@ pub async fn client(server: Option<&str>) -> anyhow::Result<Client> {
     if let Ok(token) = std::env::var("CANOPY_TOKEN") {
         return Ok(client.with_token(token));
     }
-    let mut s = session.context("not logged in: run `canopy login --server URL --username NAME`")?;
+    let mut s =
+        session.context("not logged in: run `canopy login --server URL --username NAME`")?;
     let authed = client.clone().with_token(s.access_token.clone());
     match authed.stats().await {
         Err(ClientError::Api { status: 401, .. }) => {

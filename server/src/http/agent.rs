@@ -1,8 +1,8 @@
 //! Routes for agents: register, long-poll check-in, report upload, command results.
 //! Separate router, separate auth extractor (`AgentAuth`).
 
-use super::extract::{Json, Path};
 use super::client_ip;
+use super::extract::{Json, Path};
 use crate::auth::secrets::{random_token, sha256_hex};
 use crate::auth::AgentAuth;
 use crate::error::{Error, Result};
@@ -39,7 +39,9 @@ async fn register(
 ) -> Result<Json<RegisterResponse>> {
     client_ip::limit(&state.register_limiter, addr)?;
     if req.facts.machine_id.trim().is_empty() || req.facts.hostname.trim().is_empty() {
-        return Err(Error::Validation("facts.machine_id and facts.hostname must not be empty".into()));
+        return Err(Error::Validation(
+            "facts.machine_id and facts.hostname must not be empty".into(),
+        ));
     }
     let secret = random_token();
     let host = state
@@ -77,7 +79,10 @@ async fn upload_report(
     Json(upload): Json<ReportUpload>,
 ) -> Result<Json<ReportAccepted>> {
     let (ingest, mut rejected) = report::validate(upload, &agent.0.os_id);
-    let outcome = state.store.ingest_report(agent.host_id(), ingest, &agent.actor()).await?;
+    let outcome = state
+        .store
+        .ingest_report(agent.host_id(), ingest, &agent.actor())
+        .await?;
     rejected.extend(outcome.rejected);
     rejected.sort_by_key(|r| r.index);
     if !rejected.is_empty() {
@@ -95,7 +100,10 @@ async fn started(
     agent: AgentAuth,
     Path(id): Path<CommandId>,
 ) -> Result<Json<serde_json::Value>> {
-    let cmd = state.store.mark_running(agent.host_id(), id, chrono::Utc::now()).await?;
+    let cmd = state
+        .store
+        .mark_running(agent.host_id(), id, chrono::Utc::now())
+        .await?;
     Ok(Json(serde_json::json!({ "status": cmd.status })))
 }
 
@@ -115,5 +123,7 @@ async fn result(
         CompleteOutcome::Duplicate(_) => "duplicate",
         CompleteOutcome::Late(_) => "late",
     };
-    Ok(Json(serde_json::json!({ "recorded": recorded, "status": outcome.command().status })))
+    Ok(Json(
+        serde_json::json!({ "recorded": recorded, "status": outcome.command().status }),
+    ))
 }

@@ -26,25 +26,43 @@ pub fn router() -> Router<AppState> {
         .route("/me", get(me))
 }
 
-async fn issue_pair(state: &AppState, user: User) -> Result<TokenPair> {
-    let now = chrono::Utc::now();
-    let ttl = state.settings.access_token_ttl_secs;
-    let access_token = state.jwt.issue(&Claims {
+/// A fresh access JWT for `user`.
+fn access_token(
+    state: &AppState,
+    user: &User,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String> {
+    state.jwt.issue(&Claims {
         sub: user.id,
         name: user.username.clone(),
         role: user.role,
         iat: now.timestamp(),
-        exp: now.timestamp() + ttl as i64,
-    })?;
+        exp: now.timestamp() + state.settings.access_token_ttl_secs as i64,
+    })
+}
+
+fn refresh_expiry(
+    state: &AppState,
+    now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    now + chrono::Duration::seconds(state.settings.refresh_token_ttl_secs as i64)
+}
+
+/// Login: a new access token and a new refresh token (stored hashed).
+async fn issue_pair(state: &AppState, user: User) -> Result<TokenPair> {
+    let now = chrono::Utc::now();
     let refresh_token = random_token();
-    let expiry = now + chrono::Duration::seconds(state.settings.refresh_token_ttl_secs as i64);
     state
         .store
-        .insert_refresh_token(user.id, &sha256_hex(&refresh_token), expiry)
+        .insert_refresh_token(
+            user.id,
+            &sha256_hex(&refresh_token),
+            refresh_expiry(state, now),
+        )
         .await?;
     Ok(TokenPair {
-        access_token,
-        expires_in: ttl,
+        access_token: access_token(state, &user, now)?,
+        expires_in: state.settings.access_token_ttl_secs,
         refresh_token,
         user,
     })
@@ -84,33 +102,42 @@ async fn login(
     Ok(Json(issue_pair(&state, user).await?))
 }
 
-async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> Result<Json<TokenPair>> {
+async fn refresh(
+    State(state): State<AppState>,
+    Json(req): Json<RefreshRequest>,
+) -> Result<Json<TokenPair>> {
     let now = chrono::Utc::now();
     let new_token = random_token();
-    let expiry = now + chrono::Duration::seconds(state.settings.refresh_token_ttl_secs as i64);
     let user = state
         .store
-        .rotate_refresh_token(&sha256_hex(&req.refresh_token), &sha256_hex(&new_token), expiry, now)
+        .rotate_refresh_token(
+            &sha256_hex(&req.refresh_token),
+            &sha256_hex(&new_token),
+            refresh_expiry(&state, now),
+            now,
+        )
         .await?
-        .ok_or_else(|| Error::Unauthenticated("refresh token is unknown, expired or revoked; log in again".into()))?;
-    let ttl = state.settings.access_token_ttl_secs;
-    let access_token = state.jwt.issue(&Claims {
-        sub: user.id,
-        name: user.username.clone(),
-        role: user.role,
-        iat: now.timestamp(),
-        exp: now.timestamp() + ttl as i64,
-    })?;
+        .ok_or_else(|| {
+            Error::Unauthenticated(
+                "refresh token is unknown, expired or revoked; log in again".into(),
+            )
+        })?;
     Ok(Json(TokenPair {
-        access_token,
-        expires_in: ttl,
+        access_token: access_token(&state, &user, now)?,
+        expires_in: state.settings.access_token_ttl_secs,
         refresh_token: new_token,
         user,
     }))
 }
 
-async fn logout(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> Result<Json<serde_json::Value>> {
-    let revoked = state.store.revoke_refresh_token(&sha256_hex(&req.refresh_token)).await?;
+async fn logout(
+    State(state): State<AppState>,
+    Json(req): Json<RefreshRequest>,
+) -> Result<Json<serde_json::Value>> {
+    let revoked = state
+        .store
+        .revoke_refresh_token(&sha256_hex(&req.refresh_token))
+        .await?;
     Ok(Json(serde_json::json!({ "revoked": revoked })))
 }
 
@@ -134,10 +161,14 @@ async fn create_token(
     Json(req): Json<CreateRegistrationToken>,
 ) -> Result<Json<CreatedRegistrationToken>> {
     if req.seats == 0 || req.seats > 10_000 {
-        return Err(Error::Validation("seats must be between 1 and 10000".into()));
+        return Err(Error::Validation(
+            "seats must be between 1 and 10000".into(),
+        ));
     }
     if req.expires_in_secs == 0 || req.expires_in_secs > 365 * 24 * 3600 {
-        return Err(Error::Validation("expires_in_secs must be between 1 and one year".into()));
+        return Err(Error::Validation(
+            "expires_in_secs must be between 1 and one year".into(),
+        ));
     }
     let token = format!("canopy-reg-{}", random_token());
     let info = state
@@ -148,7 +179,8 @@ async fn create_token(
                 token_hash: sha256_hex(&token),
                 label: req.label,
                 seats: req.seats,
-                expires_at: chrono::Utc::now() + chrono::Duration::seconds(req.expires_in_secs as i64),
+                expires_at: chrono::Utc::now()
+                    + chrono::Duration::seconds(req.expires_in_secs as i64),
             },
             &admin.actor(),
         )
@@ -156,6 +188,9 @@ async fn create_token(
     Ok(Json(CreatedRegistrationToken { token, info }))
 }
 
-async fn list_tokens(State(state): State<AppState>, _admin: RequireRole<Admin>) -> Result<Json<Vec<RegistrationToken>>> {
+async fn list_tokens(
+    State(state): State<AppState>,
+    _admin: RequireRole<Admin>,
+) -> Result<Json<Vec<RegistrationToken>>> {
     Ok(Json(state.store.list_registration_tokens().await?))
 }

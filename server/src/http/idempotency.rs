@@ -14,7 +14,9 @@ pub fn key(headers: &HeaderMap) -> Result<Option<String>> {
                 .to_str()
                 .map_err(|_| Error::Validation("Idempotency-Key must be ASCII".into()))?;
             if k.is_empty() || k.len() > 128 {
-                return Err(Error::Validation("Idempotency-Key must be 1-128 characters".into()));
+                return Err(Error::Validation(
+                    "Idempotency-Key must be 1-128 characters".into(),
+                ));
             }
             Ok(Some(k.to_string()))
         }
@@ -26,17 +28,30 @@ pub fn body_hash<T: Serialize>(body: &T) -> String {
 }
 
 /// The earlier answer for this key, if any; 409 when the key was used for another body.
-pub async fn lookup<T: DeserializeOwned>(state: &AppState, actor: &str, key: &str, hash: &str) -> Result<Option<T>> {
+pub async fn lookup<T: DeserializeOwned>(
+    state: &AppState,
+    actor: &str,
+    key: &str,
+    hash: &str,
+) -> Result<Option<T>> {
     match state.store.idempotent_response(actor, key).await? {
         None => Ok(None),
         Some((stored_hash, _)) if stored_hash != hash => Err(Error::Conflict(format!(
             "Idempotency-Key '{key}' was already used for a different request"
         ))),
-        Some((_, value)) => Ok(Some(serde_json::from_value(value).map_err(Error::internal)?)),
+        Some((_, value)) => Ok(Some(
+            serde_json::from_value(value).map_err(Error::internal)?,
+        )),
     }
 }
 
-pub async fn save<T: Serialize>(state: &AppState, actor: &str, key: &str, hash: &str, resp: &T) -> Result<()> {
+pub async fn save<T: Serialize>(
+    state: &AppState,
+    actor: &str,
+    key: &str,
+    hash: &str,
+    resp: &T,
+) -> Result<()> {
     let value = serde_json::to_value(resp).map_err(Error::internal)?;
     state
         .store

@@ -41,7 +41,11 @@ async fn hosts(State(state): State<AppState>, _u: UserAuth) -> Result<Json<Vec<H
     Ok(Json(state.store.list_hosts().await?))
 }
 
-async fn host(State(state): State<AppState>, _u: UserAuth, Path(id): Path<HostId>) -> Result<Json<Host>> {
+async fn host(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Path(id): Path<HostId>,
+) -> Result<Json<Host>> {
     state
         .store
         .get_host(id)
@@ -50,7 +54,11 @@ async fn host(State(state): State<AppState>, _u: UserAuth, Path(id): Path<HostId
         .ok_or_else(|| Error::NotFound(format!("host {id} not found")))
 }
 
-async fn host_commands(State(state): State<AppState>, _u: UserAuth, Path(id): Path<HostId>) -> Result<Json<Vec<Command>>> {
+async fn host_commands(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Path(id): Path<HostId>,
+) -> Result<Json<Vec<Command>>> {
     Ok(Json(state.store.list_commands(id, 200).await?))
 }
 
@@ -67,7 +75,11 @@ async fn history(State(state): State<AppState>, _u: UserAuth) -> Result<Json<Vec
 }
 
 #[tracing::instrument(skip_all, fields(host = %id))]
-async fn scan_now(State(state): State<AppState>, op: RequireRole<Operator>, Path(id): Path<HostId>) -> Result<Json<Command>> {
+async fn scan_now(
+    State(state): State<AppState>,
+    op: RequireRole<Operator>,
+    Path(id): Path<HostId>,
+) -> Result<Json<Command>> {
     if state.store.get_host(id).await?.is_none() {
         return Err(Error::NotFound(format!("host {id} not found")));
     }
@@ -89,16 +101,24 @@ async fn scan_now(State(state): State<AppState>, op: RequireRole<Operator>, Path
     Ok(Json(cmd))
 }
 
-async fn updates(State(state): State<AppState>, _u: UserAuth, Query(filter): Query<UpdateFilter>) -> Result<Json<Page<Update>>> {
+async fn updates(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Query(filter): Query<UpdateFilter>,
+) -> Result<Json<Page<Update>>> {
     Ok(Json(state.store.list_updates(&filter).await?))
 }
 
 fn check_ids(ids: &[canopy_api_types::UpdateId]) -> Result<()> {
     if ids.is_empty() {
-        return Err(Error::Validation("field `ids` must list at least one update".into()));
+        return Err(Error::Validation(
+            "field `ids` must list at least one update".into(),
+        ));
     }
     if ids.len() > MAX_IDS {
-        return Err(Error::Validation(format!("field `ids` may list at most {MAX_IDS} updates")));
+        return Err(Error::Validation(format!(
+            "field `ids` may list at most {MAX_IDS} updates"
+        )));
     }
     Ok(())
 }
@@ -124,11 +144,23 @@ async fn approve(
     let correlation = CorrelationId::new();
     let outcome = state
         .store
-        .approve_updates(&req.ids, correlation, state.settings.dry_run_timeout_secs, &op.actor())
+        .approve_updates(
+            &req.ids,
+            correlation,
+            state.settings.dry_run_timeout_secs,
+            &op.actor(),
+        )
         .await?;
     if outcome.approved.is_empty() {
-        let reasons: Vec<String> = outcome.skipped.iter().map(|(id, why)| format!("{id}: {why}")).collect();
-        return Err(Error::Conflict(format!("nothing approved: {}", reasons.join("; "))));
+        let reasons: Vec<String> = outcome
+            .skipped
+            .iter()
+            .map(|(id, why)| format!("{id}: {why}"))
+            .collect();
+        return Err(Error::Conflict(format!(
+            "nothing approved: {}",
+            reasons.join("; ")
+        )));
     }
     for c in &outcome.commands {
         state.wakeups.wake(c.host_id);
@@ -154,7 +186,11 @@ async fn reject(
     Ok(Json(RejectResponse { rejected }))
 }
 
-async fn command(State(state): State<AppState>, _u: UserAuth, Path(id): Path<CommandId>) -> Result<Json<Command>> {
+async fn command(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Path(id): Path<CommandId>,
+) -> Result<Json<Command>> {
     state
         .store
         .get_command(id)
@@ -164,7 +200,11 @@ async fn command(State(state): State<AppState>, _u: UserAuth, Path(id): Path<Com
 }
 
 #[tracing::instrument(skip_all, fields(dry_run = %id))]
-async fn confirm(State(state): State<AppState>, op: RequireRole<Operator>, Path(id): Path<CommandId>) -> Result<Json<Command>> {
+async fn confirm(
+    State(state): State<AppState>,
+    op: RequireRole<Operator>,
+    Path(id): Path<CommandId>,
+) -> Result<Json<Command>> {
     let cmd = state
         .store
         .confirm_dry_run(id, state.settings.install_timeout_secs, &op.actor())
@@ -173,17 +213,29 @@ async fn confirm(State(state): State<AppState>, op: RequireRole<Operator>, Path(
     Ok(Json(cmd))
 }
 
-async fn cancel(State(state): State<AppState>, op: RequireRole<Operator>, Path(id): Path<CommandId>) -> Result<Json<Command>> {
+async fn cancel(
+    State(state): State<AppState>,
+    op: RequireRole<Operator>,
+    Path(id): Path<CommandId>,
+) -> Result<Json<Command>> {
     Ok(Json(state.store.cancel_command(id, &op.actor()).await?))
 }
 
-async fn retry(State(state): State<AppState>, op: RequireRole<Operator>, Path(id): Path<CommandId>) -> Result<Json<Command>> {
+async fn retry(
+    State(state): State<AppState>,
+    op: RequireRole<Operator>,
+    Path(id): Path<CommandId>,
+) -> Result<Json<Command>> {
     let cmd = state.store.retry_command(id, &op.actor()).await?;
     state.wakeups.wake(cmd.host_id);
     Ok(Json(cmd))
 }
 
-async fn events(State(state): State<AppState>, _u: UserAuth, Query(filter): Query<EventFilter>) -> Result<Json<Vec<Event>>> {
+async fn events(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Query(filter): Query<EventFilter>,
+) -> Result<Json<Vec<Event>>> {
     Ok(Json(state.store.events(&filter).await?))
 }
 

@@ -17,7 +17,11 @@ pub async fn ensure_admin(store: &dyn Store, settings: &Settings) -> Result<Opti
         }
         return Ok(None);
     };
-    if store.user_by_name(&settings.admin_username).await?.is_some() {
+    if store
+        .user_by_name(&settings.admin_username)
+        .await?
+        .is_some()
+    {
         return Ok(None);
     }
     let hash = password::hash(pw.expose().to_string()).await?;
@@ -29,12 +33,24 @@ pub async fn ensure_admin(store: &dyn Store, settings: &Settings) -> Result<Opti
 }
 
 /// Create a user (CLI path); `Conflict` when taken.
-pub async fn create_user(store: &dyn Store, username: &str, pw: String, role: Role) -> Result<User> {
-    if username.is_empty() || username.len() > 64 || username.chars().any(|c| c.is_whitespace() || c.is_control()) {
+pub async fn create_user(
+    store: &dyn Store,
+    username: &str,
+    pw: String,
+    role: Role,
+) -> Result<User> {
+    if username.is_empty()
+        || username.len() > 64
+        || username
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(Error::Validation(
             "username must be 1-64 characters without spaces".into(),
         ));
     }
     let hash = password::hash(pw).await?;
-    Ok(store.create_user(username, &hash, role, &Actor::System).await?)
+    Ok(store
+        .create_user(username, &hash, role, &Actor::System)
+        .await?)
 }

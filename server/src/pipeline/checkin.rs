@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::state::AppState;
-use canopy_api_types::agent::{CheckinRequest, CheckinResponse};
+use canopy_api_types::agent::{CheckinRequest, CheckinResponse, HostFacts};
 use canopy_api_types::commands::AgentCommand;
 use canopy_api_types::hosts::Host;
 use std::time::Duration;
@@ -12,14 +12,40 @@ use std::time::Duration;
 /// Commands handed out per check-in.
 const CLAIM_LIMIT: u32 = 16;
 
-pub async fn checkin(state: &AppState, host: &Host, req: CheckinRequest) -> Result<CheckinResponse> {
+/// `last_seen` is refreshed at most this often when nothing else changed, so that a
+/// hash-gated check-in is a read, not a write.
+const LAST_SEEN_RESOLUTION: chrono::Duration = chrono::Duration::seconds(10);
+
+fn needs_touch(host: &Host, f: &HostFacts, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let facts_changed = host.hostname != f.hostname
+        || host.os_id != f.os_id
+        || host.os_pretty != f.os_pretty
+        || host.kernel != f.kernel
+        || host.arch != f.arch
+        || host.agent_version != f.agent_version
+        || host.read_only != f.read_only;
+    facts_changed
+        || host
+            .last_seen
+            .is_none_or(|t| now - t >= LAST_SEEN_RESOLUTION)
+}
+
+pub async fn checkin(
+    state: &AppState,
+    host: &Host,
+    req: CheckinRequest,
+) -> Result<CheckinResponse> {
     let now = chrono::Utc::now();
-    state.store.touch_host(host.id, &req.facts, now).await?;
+    if needs_touch(host, &req.facts, now) {
+        state.store.touch_host(host.id, &req.facts, now).await?;
+    }
     let report_wanted = match &req.report_hash {
         Some(hash) => state.store.report_hash(host.id).await?.as_deref() != Some(hash.as_str()),
         None => false,
     };
-    let wait = Duration::from_secs(u64::from(req.wait_secs.min(state.settings.checkin_max_wait_secs)));
+    let wait = Duration::from_secs(u64::from(
+        req.wait_secs.min(state.settings.checkin_max_wait_secs),
+    ));
     let deadline = tokio::time::Instant::now() + wait;
     let notify = state.wakeups.handle(host.id);
     loop {

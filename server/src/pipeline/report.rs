@@ -17,7 +17,9 @@ fn check_field(name: &str, value: &str, max: usize) -> Result<(), String> {
         return Err(format!("field `{name}` is longer than {max} bytes"));
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("field `{name}` contains whitespace or control characters"));
+        return Err(format!(
+            "field `{name}` contains whitespace or control characters"
+        ));
     }
     Ok(())
 }
@@ -36,8 +38,12 @@ fn validate_row(value: &serde_json::Value) -> Result<PackageUpdate, String> {
 /// The package manager a host's OS uses (from os-release `ID`).
 pub fn native_manager(os_id: &str) -> Option<PackageManager> {
     match os_id {
-        "debian" | "ubuntu" | "raspbian" | "linuxmint" | "pop" | "kali" => Some(PackageManager::Apt),
-        "fedora" | "rhel" | "centos" | "rocky" | "almalinux" | "ol" | "amzn" => Some(PackageManager::Dnf),
+        "debian" | "ubuntu" | "raspbian" | "linuxmint" | "pop" | "kali" => {
+            Some(PackageManager::Apt)
+        }
+        "fedora" | "rhel" | "centos" | "rocky" | "almalinux" | "ol" | "amzn" => {
+            Some(PackageManager::Dnf)
+        }
         "alpine" => Some(PackageManager::Apk),
         _ => None,
     }
@@ -59,14 +65,21 @@ pub fn validate(upload: ReportUpload, os_id: &str) -> (IngestReport, Vec<Rejecte
                 } else {
                     rejected.push(RejectedRow {
                         index,
-                        reason: format!("duplicate of an earlier row for package `{}`", row.package),
+                        reason: format!(
+                            "duplicate of an earlier row for package `{}`",
+                            row.package
+                        ),
                     });
                 }
             }
             Err(reason) => rejected.push(RejectedRow { index, reason }),
         }
     }
-    let failed: HashSet<&str> = upload.scanner_errors.iter().map(|e| e.scanner.as_str()).collect();
+    let failed: HashSet<&str> = upload
+        .scanner_errors
+        .iter()
+        .map(|e| e.scanner.as_str())
+        .collect();
     let mut managers: Vec<PackageManager> = rows.iter().map(|(_, r)| r.manager).collect();
     managers.extend(native_manager(os_id));
     managers.sort_by_key(|m| m.as_str());
@@ -118,9 +131,18 @@ mod tests {
             good("c"),
         ];
         let (report, rejected) = validate(upload(rows), "debian");
-        assert_eq!(report.rows.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 6]);
-        let reasons: Vec<_> = rejected.iter().map(|r| (r.index, r.reason.as_str())).collect();
-        assert!(reasons[0].1.contains("missing field `package`"), "{reasons:?}");
+        assert_eq!(
+            report.rows.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![0, 6]
+        );
+        let reasons: Vec<_> = rejected
+            .iter()
+            .map(|r| (r.index, r.reason.as_str()))
+            .collect();
+        assert!(
+            reasons[0].1.contains("missing field `package`"),
+            "{reasons:?}"
+        );
         assert!(reasons[1].1.contains("zypper"), "{reasons:?}");
         assert!(reasons[2].1.contains("whitespace"), "{reasons:?}");
         assert!(reasons[3].1.contains("duplicate"), "{reasons:?}");
@@ -130,7 +152,10 @@ mod tests {
     #[test]
     fn failed_scanners_are_not_reconciled() {
         let mut u = upload(vec![]);
-        u.scanner_errors.push(ScannerError { scanner: "apt".into(), message: "lock".into() });
+        u.scanner_errors.push(ScannerError {
+            scanner: "apt".into(),
+            message: "lock".into(),
+        });
         let (report, _) = validate(u, "debian");
         assert!(report.scanned_managers.is_empty());
         let (report, _) = validate(upload(vec![]), "debian");

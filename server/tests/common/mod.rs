@@ -39,8 +39,13 @@ pub async fn fresh_postgres_url() -> Option<String> {
         panic!("set CANOPY_TEST_POSTGRES_URL (cargo xtask test starts a PostgreSQL) or CANOPY_SKIP_POSTGRES=1");
     };
     let name = format!("canopy_srv_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("connect to test postgres");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to test postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let (base, _) = admin_url.rsplit_once('/').expect("url has a database part");
     Some(format!("{base}/{name}"))
 }
@@ -56,7 +61,10 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, |_| {}).await
 }
 
-pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+pub async fn spawn_app_with(
+    backend: Backend,
+    tweak: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::default();
     settings.database_url = match backend {
@@ -77,7 +85,10 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         let _ = rx.await;
     }));
     let anon = Client::new(http(), base.clone());
-    let pair = anon.login("admin", ADMIN_PASSWORD).await.expect("admin logs in");
+    let pair = anon
+        .login("admin", ADMIN_PASSWORD)
+        .await
+        .expect("admin logs in");
     let admin = anon.clone().with_token(pair.access_token);
     Some(TestApp {
         base,
@@ -109,8 +120,19 @@ pub fn package(name: &str, security: bool) -> PackageUpdate {
         current_version: "1.0-1".into(),
         available_version: "1.1-1".into(),
         arch: Some("amd64".into()),
-        source: Some(if security { "bookworm-security" } else { "bookworm" }.into()),
-        severity: if security { Severity::Security } else { Severity::Normal },
+        source: Some(
+            if security {
+                "bookworm-security"
+            } else {
+                "bookworm"
+            }
+            .into(),
+        ),
+        severity: if security {
+            Severity::Security
+        } else {
+            Severity::Normal
+        },
         held: false,
     }
 }
@@ -191,7 +213,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
