@@ -26,8 +26,9 @@ commands:
   dockerd [start|stop]    ensure a Docker engine runs (bridge-less, host networking only)
   lab up [--lab-guests N] build the guest image and apt repo, start guests, write .lab/lab.json
   lab down|status         remove the guests and stop the repo server | print .lab/lab.json
-  test                    the whole suite, exactly what CI runs
-  demo                    start a local Canopy with demo data
+  test [--no-STEP ...]    the whole suite, exactly what CI runs (steps: prereqs check fmt
+                          clippy musl pg docker lab; skipping is refused when CI=true)
+  demo [--no-docker]      start a local Canopy with an enrolled agent
   bench                   benchmarks (see docs/benchmarks.md)
 
 environment:

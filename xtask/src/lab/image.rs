@@ -73,7 +73,7 @@ pub fn ensure(key: &str, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<f
     let started = Instant::now();
     eprintln!("xtask: building lab image {IMAGE} (hash {key})");
     let base = base_tarball()?;
-    let root = state::state_dir()?.join("lab/imgroot");
+    let root = super::lab_dir()?.join("imgroot");
     remove_tree(&root)?;
     fs::create_dir_all(&root)?;
     cmd("tar", ["-x", "--numeric-owner", "-p", "-f"])
@@ -83,7 +83,7 @@ pub fn ensure(key: &str, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<f
         .timeout(Duration::from_secs(300))
         .output()?;
     customise(&root, pkgs, old_debs)?;
-    let tar = state::state_dir()?.join("lab/image.tar");
+    let tar = super::lab_dir()?.join("image.tar");
     cmd("tar", ["--numeric-owner", "-c", "-f"])
         .arg(&tar)
         .arg("-C")

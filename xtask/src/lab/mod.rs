@@ -36,8 +36,46 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const GUEST_PREFIX: &str = "canopy-lab-guest-";
-const GUEST_LABEL: &str = "canopy.lab=guest";
+/// `CANOPY_LAB_INSTANCE=NAME` runs a second lab beside the default one (own guests, repo
+/// server and state dir; shared image), e.g. tests while a demo runs. Empty = the default lab.
+fn instance() -> Result<Option<String>> {
+    match std::env::var("CANOPY_LAB_INSTANCE") {
+        Ok(i) if i.is_empty() => Ok(None),
+        Ok(i)
+            if i.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
+            Ok(Some(i))
+        }
+        Ok(i) => bail!("CANOPY_LAB_INSTANCE={i:?}: use lowercase letters, digits and '-'"),
+        Err(_) => Ok(None),
+    }
+}
+
+fn guest_prefix() -> Result<String> {
+    Ok(match instance()? {
+        None => "canopy-lab-guest-".into(),
+        Some(i) => format!("canopy-lab-{i}-guest-"),
+    })
+}
+
+fn guest_label() -> Result<String> {
+    Ok(match instance()? {
+        None => "canopy.lab=guest".into(),
+        Some(i) => format!("canopy.lab=guest-{i}"),
+    })
+}
+
+/// Runtime files of this lab instance (repo, server pid and log, image build scratch).
+pub fn lab_dir() -> Result<PathBuf> {
+    let name = match instance()? {
+        None => "lab".to_string(),
+        Some(i) => format!("lab-{i}"),
+    };
+    let dir = state::state_dir()?.join(name);
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
 
 /// `.lab/lab.json` in the workspace root.
 pub fn lab_json_path() -> Result<PathBuf> {
@@ -51,8 +89,7 @@ pub fn up(guests: usize) -> Result<PathBuf> {
     crate::dockerd::ensure()?;
     let root = state::repo_root()?;
     let (pkgs, inputs) = packages::load(&root)?;
-    let lab_state = state::state_dir()?.join("lab");
-    fs::create_dir_all(&lab_state)?;
+    let lab_state = lab_dir()?;
     let repo_dir = lab_state.join("repo");
     let old_debs = repo::build(&pkgs, &repo_dir)?;
     let key = image::image_key(&inputs);
@@ -66,7 +103,7 @@ pub fn up(guests: usize) -> Result<PathBuf> {
     remove_guests()?;
     let mut names = Vec::new();
     for i in 1..=guests {
-        let name = format!("{GUEST_PREFIX}{i}");
+        let name = format!("{}{i}", guest_prefix()?);
         start_guest(&name, &sources)?;
         verify_guest(&name, &pkgs)?;
         names.push(name);
@@ -117,7 +154,12 @@ pub fn status() -> Result<()> {
 fn remove_guests() -> Result<()> {
     let ids = cmd(
         "docker",
-        ["ps", "-aq", "--filter", &format!("label={GUEST_LABEL}")],
+        [
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={}", guest_label()?),
+        ],
     )
     .output()?;
     let ids: Vec<&str> = ids.split_whitespace().collect();
@@ -131,6 +173,7 @@ fn remove_guests() -> Result<()> {
 }
 
 fn start_guest(name: &str, sources: &str) -> Result<()> {
+    let label = guest_label()?;
     cmd(
         "docker",
         [
@@ -145,7 +188,7 @@ fn start_guest(name: &str, sources: &str) -> Result<()> {
             "--network",
             "host",
             "--label",
-            GUEST_LABEL,
+            &label,
             image::IMAGE,
         ],
     )

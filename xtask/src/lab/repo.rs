@@ -104,7 +104,7 @@ fn index_suite(repo: &Path, suite: &str) -> Result<()> {
 
 /// Runtime files of the HTTP server.
 fn pidfile() -> Result<PathBuf> {
-    Ok(state::state_dir()?.join("lab/http.pid"))
+    Ok(super::lab_dir()?.join("http.pid"))
 }
 
 /// Serves `repo` on 127.0.0.1 at a free port; returns the base URL (with trailing slash).
@@ -129,7 +129,7 @@ pub fn serve(repo: &Path) -> Result<String> {
             dir,
         ],
     );
-    let log = state::state_dir()?.join("lab/http.log");
+    let log = super::lab_dir()?.join("http.log");
     state::spawn_detached(server, &log, &pidfile()?)?;
     let probe = format!("/dists/{MAIN_SUITE}/Release");
     if !poll(Duration::from_secs(15), Duration::from_millis(100), || {
