@@ -154,11 +154,13 @@ async fn bench_ingest(dir: &std::path::Path) -> (Duration, Duration) {
 }
 
 async fn spawn_server(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let mut s = Settings::default();
-    s.database_url = format!("sqlite://{}", dir.join("server.db").display());
-    s.data_dir = dir.join("data");
-    s.admin_password = Some(Secret::new("bench-password"));
-    s.auth_attempts_per_minute = 100_000;
+    let s = Settings {
+        database_url: format!("sqlite://{}", dir.join("server.db").display()),
+        data_dir: dir.join("data"),
+        admin_password: Some(Secret::new("bench-password")),
+        auth_attempts_per_minute: 100_000,
+        ..Settings::default()
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = canopy_server::prepare(s).await.unwrap();
@@ -239,7 +241,8 @@ async fn enrol(base: &str, admin: &Client, n: usize) -> Vec<Agent> {
 async fn checkin_rate(agents: &[(Client, CheckinRequest)], dur: Duration) -> f64 {
     let deadline = Instant::now() + dur;
     let mut set = tokio::task::JoinSet::new();
-    for (client, req) in agents.iter().cloned() {
+    for (client, req) in agents {
+        let (client, req) = (client.clone(), req.clone());
         set.spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {

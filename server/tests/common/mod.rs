@@ -66,15 +66,18 @@ pub async fn spawn_app_with(
     tweak: impl FnOnce(&mut Settings),
 ) -> Option<TestApp> {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
-    settings.database_url = match backend {
+    let database_url = match backend {
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("canopy.db").display()),
         Backend::Postgres => fresh_postgres_url().await?,
     };
-    settings.data_dir = dir.path().join("data");
-    settings.admin_password = Some(Secret::new(ADMIN_PASSWORD));
-    settings.sweep_interval_secs = 1;
-    settings.auth_attempts_per_minute = 1000;
+    let mut settings = Settings {
+        database_url,
+        data_dir: dir.path().join("data"),
+        admin_password: Some(Secret::new(ADMIN_PASSWORD)),
+        sweep_interval_secs: 1,
+        auth_attempts_per_minute: 1000,
+        ..Settings::default()
+    };
     tweak(&mut settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
