@@ -19,7 +19,13 @@ pub fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// The approved plan's fingerprint of one update row.
-pub fn fingerprint(manager: &str, package: &str, arch: &str, current: &str, available: &str) -> String {
+pub fn fingerprint(
+    manager: &str,
+    package: &str,
+    arch: &str,
+    current: &str,
+    available: &str,
+) -> String {
     let mut h = Sha256::new();
     for part in [manager, package, arch, current, available] {
         h.update(part.as_bytes());
@@ -44,7 +50,11 @@ pub struct PreparedEvent {
     pub host_id: Option<canopy_api_types::HostId>,
 }
 
-pub fn prepare_event(event: NewEvent, host: Option<canopy_api_types::HostId>, ts: DateTime<Utc>) -> PreparedEvent {
+pub fn prepare_event(
+    event: NewEvent,
+    host: Option<canopy_api_types::HostId>,
+    ts: DateTime<Utc>,
+) -> PreparedEvent {
     let id = EventId::new();
     let ts = micros(ts);
     let checksum = events::checksum(id, ts, &event);
@@ -69,7 +79,6 @@ pub fn skip_reason(status: UpdateStatus, held: bool) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +88,9 @@ mod tests {
         let a = fingerprint("apt", "nginx", "amd64", "1.0", "1.1");
         assert_eq!(a, fingerprint("apt", "nginx", "amd64", "1.0", "1.1"));
         assert_ne!(a, fingerprint("apt", "nginx", "amd64", "1.0", "1.2"));
-        assert_ne!(fingerprint("apt", "ab", "", "c", "d"), fingerprint("apt", "a", "b", "c", "d"));
+        assert_ne!(
+            fingerprint("apt", "ab", "", "c", "d"),
+            fingerprint("apt", "a", "b", "c", "d")
+        );
     }
 }

@@ -19,7 +19,10 @@ pub enum StoreError {
     NoSeats,
     /// The whole report was refused (never for one bad row).
     #[error("report refused: {reason}")]
-    ReportRefused { reason: String, rejected: Vec<RejectedRow> },
+    ReportRefused {
+        reason: String,
+        rejected: Vec<RejectedRow>,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("corrupt row in {table}: {detail}")]

@@ -30,11 +30,7 @@ pub const INSTALL_CONFIRMED: &str = "install.confirmed";
 
 /// SHA-256 hex over the canonical event body. Both backends store it; verification
 /// recomputes it from the stored columns.
-pub fn checksum(
-    id: EventId,
-    ts: DateTime<Utc>,
-    event: &NewEvent,
-) -> String {
+pub fn checksum(id: EventId, ts: DateTime<Utc>, event: &NewEvent) -> String {
     checksum_parts(
         id,
         ts,

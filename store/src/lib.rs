@@ -10,8 +10,8 @@
 
 mod common;
 mod error;
-mod ingest_plan;
 pub mod events;
+mod ingest_plan;
 mod migrate;
 pub mod model;
 pub mod postgres;
@@ -62,7 +62,9 @@ pub fn url_without_password(url: &str) -> String {
 
 /// Everything the server persists. Split by capability into sub-traits; `Store` is
 /// their union so that `Arc<dyn Store>` is the one handle in `AppState`.
-pub trait Store: UserStore + HostStore + UpdateStore + CommandStore + EventStore + Send + Sync + 'static {
+pub trait Store:
+    UserStore + HostStore + UpdateStore + CommandStore + EventStore + Send + Sync + 'static
+{
     /// Which backend: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 }
@@ -74,14 +76,25 @@ pub trait UserStore {
 
     async fn count_users(&self) -> Result<u64>;
     /// `Conflict` when the username is taken.
-    async fn create_user(&self, username: &str, password_hash: &str, role: Role, actor: &Actor) -> Result<User>;
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: Role,
+        actor: &Actor,
+    ) -> Result<User>;
     /// The user and their argon2 PHC hash.
     async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>>;
     /// Replace a user's password hash (and role). `NotFound` when absent.
     async fn set_password(&self, username: &str, password_hash: &str, actor: &Actor) -> Result<()>;
 
     /// Store a new refresh token (SHA-256 hex of the secret).
-    async fn insert_refresh_token(&self, user: UserId, token_hash: &str, expires_at: DateTime<Utc>) -> Result<()>;
+    async fn insert_refresh_token(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
     /// Atomically check `old_hash` (exists, not revoked, not expired at `now`), revoke
     /// it, and store `new_hash` valid until `new_expiry` (rotation = sliding window).
     /// `None` when the old token is unknown, revoked or expired.
@@ -97,7 +110,11 @@ pub trait UserStore {
     /// Delete refresh tokens expired or revoked before `now`; returns how many.
     async fn purge_refresh_tokens(&self, now: DateTime<Utc>) -> Result<u64>;
 
-    async fn create_registration_token(&self, new: NewRegistrationToken, actor: &Actor) -> Result<RegistrationToken>;
+    async fn create_registration_token(
+        &self,
+        new: NewRegistrationToken,
+        actor: &Actor,
+    ) -> Result<RegistrationToken>;
     async fn list_registration_tokens(&self) -> Result<Vec<RegistrationToken>>;
 }
 
@@ -107,7 +124,12 @@ pub trait HostStore {
     /// create (or, for a known machine-id, re-enrol) the host with the new credential
     /// hash, in one transaction. Errors: `TokenUnknown`, `TokenExpired`, `TokenRevoked`,
     /// `NoSeats`.
-    async fn register_host(&self, token_hash: &str, new: NewHost, now: DateTime<Utc>) -> Result<Host>;
+    async fn register_host(
+        &self,
+        token_hash: &str,
+        new: NewHost,
+        now: DateTime<Utc>,
+    ) -> Result<Host>;
     /// The host and its credential hash (SHA-256 hex), for agent authentication.
     async fn host_credential(&self, host: HostId) -> Result<Option<(Host, String)>>;
     /// Record a check-in: `last_seen = now` and the facts the agent sent.
@@ -127,7 +149,12 @@ pub trait UpdateStore {
     /// Open rows of a scanned manager that the report no longer lists are closed as
     /// `reconciled`; rows carried by an in-flight command (dry_run, installing) are left.
     /// Sets the host's report hash, reboot flag and last_report.
-    async fn ingest_report(&self, host: HostId, report: IngestReport, actor: &Actor) -> Result<IngestOutcome>;
+    async fn ingest_report(
+        &self,
+        host: HostId,
+        report: IngestReport,
+        actor: &Actor,
+    ) -> Result<IngestOutcome>;
 
     async fn list_updates(&self, filter: &UpdateFilter) -> Result<Page<Update>>;
     async fn get_update(&self, id: UpdateId) -> Result<Option<Update>>;
@@ -148,7 +175,8 @@ pub trait UpdateStore {
     async fn reject_updates(&self, ids: &[UpdateId], actor: &Actor) -> Result<u64>;
 
     /// What Canopy installed (newest first). `None` = every host.
-    async fn version_history(&self, host: Option<HostId>, limit: u32) -> Result<Vec<VersionChange>>;
+    async fn version_history(&self, host: Option<HostId>, limit: u32)
+        -> Result<Vec<VersionChange>>;
     /// Dashboard figures, one query per figure.
     async fn stats(&self) -> Result<UpdateStats>;
 }
@@ -160,11 +188,21 @@ pub trait CommandStore {
     /// Claim up to `limit` pending commands of `host`, oldest first: pending → sent,
     /// `sent_at = now`, deadline = now + timeout + [`SENT_GRACE_SECS`]. Postgres uses
     /// `FOR UPDATE SKIP LOCKED`; SQLite `UPDATE … RETURNING` in `BEGIN IMMEDIATE`.
-    async fn claim_commands(&self, host: HostId, now: DateTime<Utc>, limit: u32) -> Result<Vec<Command>>;
+    async fn claim_commands(
+        &self,
+        host: HostId,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Command>>;
     /// sent → running (`started_at = now`, deadline = now + timeout). Idempotent for a
     /// command already running. `NotFound` for another host's command; `Conflict` when
     /// terminal.
-    async fn mark_running(&self, host: HostId, id: CommandId, now: DateTime<Utc>) -> Result<Command>;
+    async fn mark_running(
+        &self,
+        host: HostId,
+        id: CommandId,
+        now: DateTime<Utc>,
+    ) -> Result<Command>;
     /// Record the agent's result and apply it to the projections in one transaction:
     /// dry-run ok → rows `awaiting_confirmation`; install ok → rows `installed` +
     /// version_history; failure → rows `failed`. Submitting the same result again
@@ -181,7 +219,12 @@ pub trait CommandStore {
     /// Turn a successful dry-run into an install command (same correlation,
     /// `caused_by` = the dry-run) and move its rows to `installing`. `Conflict` when the
     /// dry-run did not succeed, was already confirmed, or its rows changed since.
-    async fn confirm_dry_run(&self, dry_run: CommandId, timeout_secs: u32, actor: &Actor) -> Result<Command>;
+    async fn confirm_dry_run(
+        &self,
+        dry_run: CommandId,
+        timeout_secs: u32,
+        actor: &Actor,
+    ) -> Result<Command>;
     /// Cancel a pending or sent command; its rows go back to `pending`. `Conflict` once running/terminal.
     async fn cancel_command(&self, id: CommandId, actor: &Actor) -> Result<Command>;
     /// Queue a copy of a failed / timed_out / cancelled command with `retried_from`
@@ -206,7 +249,11 @@ pub trait EventStore {
 
     /// The stored response for `(actor, key)` of an earlier request carrying an
     /// `Idempotency-Key`, with the hash of that request's body.
-    async fn idempotent_response(&self, actor: &str, key: &str) -> Result<Option<(String, serde_json::Value)>>;
+    async fn idempotent_response(
+        &self,
+        actor: &str,
+        key: &str,
+    ) -> Result<Option<(String, serde_json::Value)>>;
     /// Remember a response; a second save for the same `(actor, key)` is `Conflict`.
     async fn save_idempotent_response(
         &self,

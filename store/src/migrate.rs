@@ -39,5 +39,7 @@ pub fn known_migrations(backend: &str) -> Vec<(i64, String)> {
         "sqlite" => &SQLITE_MIGRATIONS,
         _ => &POSTGRES_MIGRATIONS,
     };
-    m.iter().map(|m| (m.version, m.description.to_string())).collect()
+    m.iter()
+        .map(|m| (m.version, m.description.to_string()))
+        .collect()
 }
