@@ -79,6 +79,46 @@ pub fn skip_reason(status: UpdateStatus, held: bool) -> String {
     }
 }
 
+/// The dashboard figures, one query each (no N+1); plain SQL both backends accept.
+pub const STATS_BY_SEVERITY_SQL: &str =
+    "SELECT severity, COUNT(*) FROM updates WHERE status NOT IN ('installed', 'reconciled') GROUP BY severity";
+pub const STATS_BY_STATUS_SQL: &str = "SELECT status, COUNT(*) FROM updates GROUP BY status";
+pub const STATS_HOSTS_SQL: &str = "SELECT COUNT(*) FROM hosts";
+pub const STATS_HOSTS_WITH_UPDATES_SQL: &str =
+    "SELECT COUNT(DISTINCT host_id) FROM updates WHERE status NOT IN ('installed', 'reconciled')";
+
+/// Build [`UpdateStats`] from the four figures, listing every severity and status
+/// (zero counts included).
+pub fn assemble_stats(
+    by_severity: Vec<(String, i64)>,
+    by_status: Vec<(String, i64)>,
+    hosts: i64,
+    hosts_with_updates: i64,
+) -> canopy_api_types::updates::UpdateStats {
+    use canopy_api_types::updates::Severity;
+    use std::collections::HashMap;
+    let sev: HashMap<String, i64> = by_severity.into_iter().collect();
+    let st: HashMap<String, i64> = by_status.into_iter().collect();
+    let n = |m: &HashMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(0).max(0) as u64;
+    canopy_api_types::updates::UpdateStats {
+        by_severity: [
+            Severity::Low,
+            Severity::Normal,
+            Severity::Important,
+            Severity::Security,
+        ]
+        .into_iter()
+        .map(|s| (s, n(&sev, s.as_str())))
+        .collect(),
+        by_status: UpdateStatus::ALL
+            .into_iter()
+            .map(|s| (s, n(&st, s.as_str())))
+            .collect(),
+        hosts: hosts.max(0) as u64,
+        hosts_with_updates: hosts_with_updates.max(0) as u64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

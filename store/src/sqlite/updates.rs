@@ -3,6 +3,10 @@
 use super::queue::{insert_commands, queued_event};
 use super::rows::{self, UPDATE_SELECT};
 use super::{insert_events, new_event, placeholders, ts, SqliteStore};
+use crate::common::{
+    assemble_stats, STATS_BY_SEVERITY_SQL, STATS_BY_STATUS_SQL, STATS_HOSTS_SQL,
+    STATS_HOSTS_WITH_UPDATES_SQL,
+};
 use crate::common::{fingerprint, now_micros, prepare_event, skip_reason};
 use crate::{
     events, Actor, ApproveOutcome, IngestOutcome, IngestReport, NewCommand, Result, StoreError,
@@ -11,7 +15,7 @@ use crate::{
 use async_trait::async_trait;
 use canopy_api_types::commands::CommandSpec;
 use canopy_api_types::updates::{
-    Page, Severity, Update, UpdateFilter, UpdateStats, UpdateStatus, VersionChange,
+    Page, Update, UpdateFilter, UpdateStats, UpdateStatus, VersionChange,
 };
 use canopy_api_types::{CommandId, CorrelationId, HostId, UpdateId};
 use serde_json::json;
@@ -300,42 +304,18 @@ impl UpdateStore for SqliteStore {
     }
 
     async fn stats(&self) -> Result<UpdateStats> {
-        let by_sev: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT severity, COUNT(*) FROM updates WHERE status NOT IN ('installed', 'reconciled') GROUP BY severity",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let by_status: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM updates GROUP BY status")
-                .fetch_all(&self.pool)
-                .await?;
-        let hosts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts")
+        let by_severity: Vec<(String, i64)> = sqlx::query_as(STATS_BY_SEVERITY_SQL)
+            .fetch_all(&self.pool)
+            .await?;
+        let by_status: Vec<(String, i64)> = sqlx::query_as(STATS_BY_STATUS_SQL)
+            .fetch_all(&self.pool)
+            .await?;
+        let hosts: i64 = sqlx::query_scalar(STATS_HOSTS_SQL)
             .fetch_one(&self.pool)
             .await?;
-        let with: i64 = sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT host_id) FROM updates WHERE status NOT IN ('installed', 'reconciled')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let sev: HashMap<String, i64> = by_sev.into_iter().collect();
-        let st: HashMap<String, i64> = by_status.into_iter().collect();
-        let n = |m: &HashMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(0).max(0) as u64;
-        Ok(UpdateStats {
-            by_severity: [
-                Severity::Low,
-                Severity::Normal,
-                Severity::Important,
-                Severity::Security,
-            ]
-            .into_iter()
-            .map(|s| (s, n(&sev, s.as_str())))
-            .collect(),
-            by_status: UpdateStatus::ALL
-                .into_iter()
-                .map(|s| (s, n(&st, s.as_str())))
-                .collect(),
-            hosts: hosts.max(0) as u64,
-            hosts_with_updates: with.max(0) as u64,
-        })
+        let with: i64 = sqlx::query_scalar(STATS_HOSTS_WITH_UPDATES_SQL)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(assemble_stats(by_severity, by_status, hosts, with))
     }
 }
