@@ -25,6 +25,11 @@ pub fn run(args: &[&str]) -> Result<()> {
         ["--no-docker"] => false,
         other => bail!("usage: cargo xtask demo [--no-docker] (got {other:?})"),
     };
+    if docker && std::env::var_os("CANOPY_LAB_INSTANCE").is_none() {
+        // A lab of its own, so the demo never replaces the guests tests may be using; the
+        // watchdog inherits this and tears down only the demo's lab.
+        std::env::set_var("CANOPY_LAB_INSTANCE", "demo");
+    }
     let root = state::repo_root()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     cmd(
@@ -113,8 +118,13 @@ pub fn run(args: &[&str]) -> Result<()> {
 
     let mut agent_child: Option<Child> = None;
     let where_agent = if docker {
-        lab::up(1)?;
-        let guest = "canopy-lab-guest-1";
+        let lab_json = std::fs::read_to_string(lab::up(1)?)?;
+        let guests = lab_json
+            .find("\"guests\"")
+            .map(|i| &lab_json[i + 8..])
+            .unwrap_or("");
+        let guest = json_array_first(guests).context("lab.json lists no guest")?;
+        let guest = guest.as_str();
         let dest = format!("{guest}:/usr/local/bin/canopy-agent");
         cmd("docker", ["cp", &agent.to_string_lossy(), &dest]).output()?;
         cmd(
@@ -260,6 +270,17 @@ fn random_hex(bytes: usize) -> Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The first string in the JSON array that starts `text` (after optional `:` and spaces).
+fn json_array_first(text: &str) -> Option<String> {
+    let rest = text
+        .trim_start()
+        .trim_start_matches(':')
+        .trim_start()
+        .strip_prefix('[')?;
+    let rest = rest.trim_start().strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_string())
+}
+
 /// The string value of `"key": "..."` in a JSON document (top-level or first occurrence).
 fn json_string_field(json: &str, key: &str) -> Option<String> {
     let pat = format!("\"{key}\"");
@@ -283,12 +304,18 @@ fn json_string_field(json: &str, key: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::json_string_field;
+    use super::{json_array_first, json_string_field};
 
     #[test]
     fn token_field() {
         let j = r#"{"token": "cnp_abc\"d", "info": {"token": "no"}}"#;
         assert_eq!(json_string_field(j, "token").as_deref(), Some("cnp_abc\"d"));
         assert_eq!(json_string_field(j, "missing"), None);
+        let lab = r#"{"guests": ["canopy-lab-demo-guest-1", "x"]}"#;
+        let at = &lab[lab.find("\"guests\"").unwrap() + 8..];
+        assert_eq!(
+            json_array_first(at).as_deref(),
+            Some("canopy-lab-demo-guest-1")
+        );
     }
 }
