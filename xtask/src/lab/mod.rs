@@ -77,9 +77,14 @@ pub fn lab_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `.lab/lab.json` in the workspace root.
+/// `.lab/lab.json` in the workspace root (`.lab/lab-NAME.json` for a second lab started
+/// with `CANOPY_LAB_INSTANCE=NAME`, so it never overwrites the file the tests read).
 pub fn lab_json_path() -> Result<PathBuf> {
-    Ok(state::repo_root()?.join(".lab/lab.json"))
+    let file = match instance()? {
+        Some(name) => format!(".lab/lab-{name}.json"),
+        None => ".lab/lab.json".to_string(),
+    };
+    Ok(state::repo_root()?.join(file))
 }
 
 /// Builds what is missing, (re)starts the repo server and `guests` containers, writes lab.json
