@@ -44,7 +44,7 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<EventId>,
     pub payload: serde_json::Value,
-    /// SHA-256 of the canonical event body, checked by `canopy admin verify-events`.
+    /// SHA-256 of the canonical event body (`canopy_store::events::checksum_parts`).
     pub checksum: String,
 }
 

@@ -215,7 +215,7 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     );
                 }
                 println!(
-                    "page {} of {} rows ({} per page)",
+                    "page {} · {} rows in all · {} per page",
                     p.page, p.total, p.per_page
                 );
             })
