@@ -343,6 +343,7 @@ pub fn scan_result(cache: &Cache) -> CommandResult {
             stdout: String::new(),
             stderr: "no report".into(),
             planned: vec![],
+            removed: vec![],
             summary: "scan failed".into(),
         };
     };
@@ -363,6 +364,7 @@ pub fn scan_result(cache: &Cache) -> CommandResult {
         stdout: String::new(),
         stderr: errors.join("\n"),
         planned: vec![],
+        removed: vec![],
         summary: format!(
             "{} updates ({sec} security){}",
             r.updates.len(),

@@ -95,9 +95,12 @@ pub struct CommandResult {
     /// Captured output, tail-truncated by the agent to a bounded size.
     pub stdout: String,
     pub stderr: String,
-    /// For dry-runs: every package the install would touch.
+    /// For dry-runs: every package the install would install or upgrade.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub planned: Vec<PlannedPackage>,
+    /// For dry-runs: packages the install would remove (apt `Remv`, dnf `Removing:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
     /// A short human-readable summary ("3 upgraded, 1 newly installed").
     #[serde(default)]
     pub summary: String,

@@ -18,6 +18,7 @@ fn ok_result(planned: Vec<PlannedPackage>) -> CommandResult {
         stdout: "done".into(),
         stderr: String::new(),
         planned,
+        removed: Vec::new(),
         summary: "ok".into(),
     }
 }
@@ -104,7 +105,10 @@ async fn full_pipeline(backend: Backend) {
         },
     ];
     let sub = ResultSubmission {
-        result: ok_result(planned),
+        result: CommandResult {
+            removed: vec!["libold0".into()],
+            ..ok_result(planned)
+        },
     };
     agent.client.submit_result(dry.id, &sub).await.unwrap();
     // Idempotent: the same result again is recorded as a duplicate, not an error.
@@ -113,9 +117,13 @@ async fn full_pipeline(backend: Backend) {
 
     let shown = app.admin.command(dry.id).await.unwrap();
     assert_eq!(shown.status, CommandStatus::Completed);
-    let deps: Vec<_> = shown
-        .result
-        .unwrap()
+    let result = shown.result.unwrap();
+    assert_eq!(
+        result.removed,
+        vec!["libold0".to_string()],
+        "removals survive the round trip"
+    );
+    let deps: Vec<_> = result
         .planned
         .into_iter()
         .filter(|p| !p.requested)

@@ -15,7 +15,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub packages: Vec<PlannedPackage>,
-    /// Packages the transaction would remove (PlannedPackage cannot express them).
+    /// Packages the transaction would remove (sent as `CommandResult::removed`).
     pub removed: Vec<String>,
 }
 
@@ -73,6 +73,7 @@ fn failed(exit_code: i32, stderr: String, summary: String) -> CommandResult {
         stdout: String::new(),
         stderr,
         planned: Vec::new(),
+        removed: Vec::new(),
         summary,
     }
 }
@@ -80,33 +81,33 @@ fn failed(exit_code: i32, stderr: String, summary: String) -> CommandResult {
 fn check_request(
     manager: Option<PackageManager>,
     packages: &[String],
-) -> Result<PackageManager, CommandResult> {
+) -> Result<PackageManager, Box<CommandResult>> {
     let Some(m) = manager else {
-        return Err(failed(
+        return Err(Box::new(failed(
             -1,
             "no supported package manager found on this host".into(),
             "no package manager".into(),
-        ));
+        )));
     };
     if packages.is_empty() {
-        return Err(failed(
+        return Err(Box::new(failed(
             -1,
             "no packages given".into(),
             "nothing to do".into(),
-        ));
+        )));
     }
     for p in packages {
         if let Err(e) = validate_package_name(p) {
-            return Err(failed(-1, e, "rejected".into()));
+            return Err(Box::new(failed(-1, e, "rejected".into())));
         }
     }
     Ok(m)
 }
 
-async fn run_captured(cmd: &Cmd) -> Result<Output, CommandResult> {
+async fn run_captured(cmd: &Cmd) -> Result<Output, Box<CommandResult>> {
     run(cmd)
         .await
-        .map_err(|e| failed(e.exit_code(), e.to_string(), format!("{e}")))
+        .map_err(|e| Box::new(failed(e.exit_code(), e.to_string(), format!("{e}"))))
 }
 
 fn result_from(out: Output, success: bool, plan: Option<Plan>, summary: String) -> CommandResult {
@@ -115,6 +116,7 @@ fn result_from(out: Output, success: bool, plan: Option<Plan>, summary: String) 
         success,
         stdout: truncate_tail(&out.stdout, MAX_OUTPUT),
         stderr: truncate_tail(&out.stderr, MAX_OUTPUT),
+        removed: plan.as_ref().map(|p| p.removed.clone()).unwrap_or_default(),
         planned: plan.map(|p| p.packages).unwrap_or_default(),
         summary,
     }
@@ -129,7 +131,7 @@ pub async fn dry_run(
 ) -> CommandResult {
     let m = match check_request(manager, packages) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let cmd = match m {
         PackageManager::Apt => apt::dry_run_cmd(packages, timeout),
@@ -145,7 +147,7 @@ pub async fn dry_run(
     };
     let out = match run_captured(&cmd).await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (ok, plan) = match m {
         PackageManager::Apt => (out.success(), apt::parse_simulation(&out.stdout, packages)),
@@ -192,7 +194,7 @@ pub async fn install(
     }
     let m = match check_request(manager, packages) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let cmd = match m {
         PackageManager::Apt => apt::install_cmd(packages, timeout),
@@ -208,7 +210,7 @@ pub async fn install(
     };
     let out = match run_captured(&cmd).await {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let ok = out.success();
     let summary = if ok {

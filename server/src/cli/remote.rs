@@ -272,6 +272,9 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                             if p.requested { "" } else { "   [dependency]" }
                         );
                     }
+                    for name in &r.removed {
+                        println!("  {name:<32} (removed)");
+                    }
                 }
                 if let Some(e) = &c.error {
                     println!("error: {e}");

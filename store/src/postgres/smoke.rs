@@ -82,6 +82,7 @@ fn ok_result() -> CommandResult {
         stdout: "ok".into(),
         stderr: String::new(),
         planned: vec![],
+        removed: vec![],
         summary: "done".into(),
     }
 }

@@ -121,6 +121,7 @@ pub fn ok(planned: Vec<PlannedPackage>) -> CommandResult {
         stdout: "done".into(),
         stderr: String::new(),
         planned,
+        removed: Vec::new(),
         summary: "ok".into(),
     }
 }
@@ -132,6 +133,7 @@ pub fn failed() -> CommandResult {
         stdout: String::new(),
         stderr: "E: broken".into(),
         planned: vec![],
+        removed: vec![],
         summary: "failed".into(),
     }
 }
