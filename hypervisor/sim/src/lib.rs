@@ -1,0 +1,1 @@
+//! A Proxmox VE API simulator (filled by the simulator work of issue #4).
