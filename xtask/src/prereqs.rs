@@ -42,6 +42,16 @@ const APT_NEEDS: &[AptNeed] = &[
         package: "apt-utils",
         present: || have("apt-ftparchive"),
     },
+    // The lab's RPM repository for the dnf guest: rpmbuild, createrepo_c and modifyrepo_c.
+    // (dnf itself runs only inside the guest image, installed there from the Debian mirror.)
+    AptNeed {
+        package: "rpm",
+        present: || have("rpmbuild"),
+    },
+    AptNeed {
+        package: "createrepo-c",
+        present: || have("createrepo_c") && have("modifyrepo_c"),
+    },
     AptNeed {
         package: "procps",
         present: || have("ps"),

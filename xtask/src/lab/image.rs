@@ -15,21 +15,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub const IMAGE: &str = "canopy-lab/debian:bookworm";
-const SUITE: &str = "bookworm";
+pub(super) const SUITE: &str = "bookworm";
 const VARIANT: &str = "minbase";
 const INCLUDE: &str = "openssh-server,ca-certificates,procps";
 /// Bump when the steps below change in a way the hash inputs do not show.
 const RECIPE_VERSION: &str = "image-v1";
 
 /// The container's command: host keys for the (later) sshd, then idle.
-const INIT: &str = "#!/bin/sh\n\
+pub(super) const INIT: &str = "#!/bin/sh\n\
 # canopy lab guest init: a machine-id and SSH host keys of its own for each container, then idle.\n\
 if [ ! -s /etc/machine-id ]; then tr -d '-' < /proc/sys/kernel/random/uuid > /etc/machine-id; fi\n\
 ssh-keygen -A >/dev/null 2>&1 || true\n\
 mkdir -p /run/sshd\n\
 exec sleep infinity\n";
 
-fn base_key() -> String {
+pub(super) fn base_key() -> String {
     let mut h = StableHash::new();
     for part in [RECIPE_VERSION, SUITE, VARIANT, INCLUDE] {
         h.update(part.as_bytes());
@@ -46,17 +46,17 @@ pub fn image_key(description: &str) -> String {
     h.hex()
 }
 
-/// The hash label of the existing image, if any.
-fn current_label() -> Option<String> {
+/// The hash label of an existing image, if any.
+pub(super) fn current_label(image: &str) -> Option<String> {
     let fmt = "{{index .Config.Labels \"canopy.lab.hash\"}}";
-    cmd("docker", ["image", "inspect", "--format", fmt, IMAGE])
+    cmd("docker", ["image", "inspect", "--format", fmt, image])
         .output()
         .ok()
         .map(|s| s.trim().to_string())
 }
 
-fn image_id() -> Option<String> {
-    cmd("docker", ["image", "inspect", "--format", "{{.Id}}", IMAGE])
+fn image_id(image: &str) -> Option<String> {
+    cmd("docker", ["image", "inspect", "--format", "{{.Id}}", image])
         .output()
         .ok()
         .map(|s| s.trim().to_string())
@@ -66,28 +66,43 @@ fn image_id() -> Option<String> {
 /// Makes sure the image with hash `key` exists; builds it otherwise. Returns seconds spent
 /// building (0 when cached).
 pub fn ensure(key: &str, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<f64> {
-    if current_label().as_deref() == Some(key) {
+    if current_label(IMAGE).as_deref() == Some(key) {
         return Ok(0.0);
     }
-    let previous = image_id();
     let started = Instant::now();
     eprintln!("xtask: building lab image {IMAGE} (hash {key})");
-    let base = base_tarball()?;
-    let root = super::lab_dir()?.join("imgroot");
+    let root = unpack(&base_tarball()?, "imgroot")?;
+    customise(&root, pkgs, old_debs)?;
+    finish_root(&root)?;
+    import(&root, IMAGE, key)?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("xtask: lab image built in {secs:.1}s");
+    Ok(secs)
+}
+
+/// Unpacks `tarball` into a fresh scratch directory `lab_dir/NAME` and returns it.
+pub(super) fn unpack(tarball: &Path, name: &str) -> Result<PathBuf> {
+    let root = super::lab_dir()?.join(name);
     remove_tree(&root)?;
     fs::create_dir_all(&root)?;
     cmd("tar", ["-x", "--numeric-owner", "-p", "-f"])
-        .arg(&base)
+        .arg(tarball)
         .arg("-C")
         .arg(&root)
         .timeout(Duration::from_secs(300))
         .output()?;
-    customise(&root, pkgs, old_debs)?;
-    let tar = super::lab_dir()?.join("image.tar");
+    Ok(root)
+}
+
+/// `docker import` of `root` as `image` labelled with `key`; removes `root` and the image it
+/// replaces.
+pub(super) fn import(root: &Path, image: &str, key: &str) -> Result<()> {
+    let previous = image_id(image);
+    let tar = root.with_extension("tar");
     cmd("tar", ["--numeric-owner", "-c", "-f"])
         .arg(&tar)
         .arg("-C")
-        .arg(&root)
+        .arg(root)
         .arg(".")
         .timeout(Duration::from_secs(300))
         .output()?;
@@ -97,19 +112,17 @@ pub fn ensure(key: &str, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<f
         .arg("--change")
         .arg(format!("LABEL canopy.lab.hash={key}"))
         .arg(&tar)
-        .arg(IMAGE)
+        .arg(image)
         .timeout(Duration::from_secs(600))
         .output()
-        .context("docker import")?;
+        .with_context(|| format!("docker import {image}"))?;
     fs::remove_file(&tar)?;
-    remove_tree(&root)?;
+    remove_tree(root)?;
     if let Some(old) = previous {
         // The replaced image is now untagged; drop it (fails harmlessly while a container uses it).
         let _ = cmd("docker", ["image", "rm", &old]).ok();
     }
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!("xtask: lab image built in {secs:.1}s");
-    Ok(secs)
+    Ok(())
 }
 
 fn customise(root: &Path, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<()> {
@@ -149,6 +162,12 @@ fn customise(root: &Path, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<
         .context("apt-mark hold in the image")?;
     }
     fs::remove_dir_all(&debs)?;
+    Ok(())
+}
+
+/// What every guest image gets: no apt sources (guests get theirs at start), empty apt caches,
+/// no machine-id or SSH host keys (per container), and the init script.
+pub(super) fn finish_root(root: &Path) -> Result<()> {
     // No internet inside guests: apt sources are written at `lab up` to point at the local repo.
     fs::write(
         root.join("etc/apt/sources.list"),
@@ -173,7 +192,7 @@ fn customise(root: &Path, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<
 }
 
 /// The debootstrapped base system as a tarball in the cache dir (built once per recipe).
-fn base_tarball() -> Result<PathBuf> {
+pub(super) fn base_tarball() -> Result<PathBuf> {
     let cache = state::cache_dir()?;
     let tarball = cache.join(format!("debootstrap-{SUITE}-{}.tar", base_key()));
     if tarball.is_file() {
@@ -214,7 +233,7 @@ fn base_tarball() -> Result<PathBuf> {
     Ok(tarball)
 }
 
-fn clear_dir(dir: &Path) -> Result<()> {
+pub(super) fn clear_dir(dir: &Path) -> Result<()> {
     if let Ok(rd) = fs::read_dir(dir) {
         for entry in rd.flatten() {
             let path = entry.path();
@@ -231,7 +250,7 @@ fn clear_dir(dir: &Path) -> Result<()> {
 }
 
 /// `rm -rf` that does not follow symlinks out of the tree (std's remove_dir_all does not).
-fn remove_tree(dir: &Path) -> Result<()> {
+pub(super) fn remove_tree(dir: &Path) -> Result<()> {
     if dir.symlink_metadata().is_ok() {
         fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
     }

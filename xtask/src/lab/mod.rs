@@ -17,17 +17,31 @@
 //!     "canopy-demo-tools": { "old": "1.0", "new": "2.0", "suite": "bookworm",
 //!                            "security": false, "held": false,
 //!                            "new_dependency": "canopy-demo-libextra" }
+//!   },
+//!   "dnf": {
+//!     "image": "canopy-lab/dnf:bookworm",
+//!     "repo_url": "http://127.0.0.1:PORT/rpm/",
+//!     "repo_id": "canopy-lab",
+//!     "guests": ["canopy-lab-guest-dnf-1"],
+//!     "packages": {
+//!       "canopy-demo-ssl": { "old": "1.0-1", "new": "1.0-2", "arch": "noarch",
+//!                            "advisory": "security", "advisory_id": "CANOPY-LAB-2023-0004",
+//!                            "security": true, "new_dependency": null }
+//!     }
 //!   }
 //! }
 //! ```
 //!
 //! `packages` lists the installed demo packages (each has an upgrade); `new_dependency` is null
-//! when the upgrade pulls in nothing new.
+//! when the upgrade pulls in nothing new. `dnf` describes the dnf guests (see `dnf.rs`): the same
+//! shape for the RPM demo packages of `lab/packages/demo-rpms.txt`.
 
+mod dnf;
 mod image;
 mod mirror;
 mod packages;
 mod repo;
+mod rpms;
 
 use crate::proc::cmd;
 use crate::state::{self, json_str};
@@ -58,6 +72,14 @@ fn guest_prefix() -> Result<String> {
         Some(i) => format!("canopy-lab-{i}-guest-"),
     })
 }
+
+/// dnf guests: `canopy-lab-guest-dnf-N` (`canopy-lab-NAME-guest-dnf-N` for an instance).
+fn dnf_guest_name(i: usize) -> Result<String> {
+    Ok(format!("{}dnf-{i}", guest_prefix()?))
+}
+
+/// How many dnf guests `lab up` starts.
+const DNF_GUESTS: usize = 1;
 
 fn guest_label() -> Result<String> {
     Ok(match instance()? {
@@ -97,9 +119,18 @@ pub fn up(guests: usize) -> Result<PathBuf> {
     let lab_state = lab_dir()?;
     let repo_dir = lab_state.join("repo");
     let old_debs = repo::build(&pkgs, &repo_dir)?;
+    let (rpms, rpm_inputs) = rpms::load(&root)?;
+    let old_rpms = rpms::build(
+        &rpms,
+        &repo_dir.join(rpms::SUBDIR),
+        &lab_state.join("rpm-old"),
+    )?;
     let key = image::image_key(&inputs);
     let build_secs = image::ensure(&key, &pkgs, &old_debs)?;
+    let dnf_key = dnf::image_key(&rpm_inputs);
+    let dnf_build_secs = dnf::ensure(&dnf_key, &old_rpms)?;
     let url = repo::serve(&repo_dir)?;
+    let rpm_url = format!("{url}{}/", rpms::SUBDIR);
     let sources = format!(
         "deb [trusted=yes] {url} {} main\ndeb [trusted=yes] {url} {} main\n",
         repo::MAIN_SUITE,
@@ -113,15 +144,26 @@ pub fn up(guests: usize) -> Result<PathBuf> {
         verify_guest(&name, &pkgs)?;
         names.push(name);
     }
+    let mut dnf_names = Vec::new();
+    for i in 1..=DNF_GUESTS {
+        let name = dnf_guest_name(i)?;
+        run_container(&name, dnf::IMAGE)?;
+        dnf::configure_guest(&name, &rpm_url)?;
+        dnf::verify_guest(&name, &rpms)?;
+        dnf_names.push(name);
+    }
     let path = lab_json_path()?;
     fs::create_dir_all(path.parent().unwrap_or(&root))?;
+    let dnf_json = dnf::json_section(&rpm_url, &dnf_names, &rpms);
     fs::write(
         &path,
-        lab_json(&key, &url, &repo_dir, &sources, &names, &pkgs),
+        lab_json(&key, &url, &repo_dir, &sources, &names, &pkgs, &dnf_json),
     )?;
     eprintln!(
-        "xtask: lab up: {} guest(s), repo {url}, image build {build_secs:.1}s, total {:.1}s; wrote {}",
+        "xtask: lab up: {} apt + {} dnf guest(s), repo {url}, image builds {build_secs:.1}s + \
+         {dnf_build_secs:.1}s (dnf), total {:.1}s; wrote {}",
         names.len(),
+        dnf_names.len(),
         started.elapsed().as_secs_f64(),
         path.display()
     );
@@ -178,40 +220,7 @@ fn remove_guests() -> Result<()> {
 }
 
 fn start_guest(name: &str, sources: &str) -> Result<()> {
-    let label = guest_label()?;
-    cmd(
-        "docker",
-        [
-            "run",
-            "-d",
-            // Never ask a registry: the image is built here or the lab fails.
-            "--pull=never",
-            "--name",
-            name,
-            "--hostname",
-            name,
-            "--network",
-            "host",
-            "--label",
-            &label,
-            image::IMAGE,
-        ],
-    )
-    .timeout(Duration::from_secs(60))
-    .output()
-    .with_context(|| format!("start guest {name}"))?;
-    let identity = || {
-        cmd("docker", ["exec", name, "test", "-s", "/etc/machine-id"])
-            .timeout(Duration::from_secs(10))
-            .ok()
-    };
-    if !crate::proc::poll(
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        identity,
-    ) {
-        bail!("guest {name} has no /etc/machine-id (its init did not run)");
-    }
+    run_container(name, image::IMAGE)?;
     cmd(
         "docker",
         [
@@ -230,6 +239,46 @@ fn start_guest(name: &str, sources: &str) -> Result<()> {
         .timeout(Duration::from_secs(120))
         .output()
         .with_context(|| format!("apt-get update in {name}"))?;
+    Ok(())
+}
+
+/// Starts guest container `name` from `image` (host network, this lab's label) and waits for
+/// its init to write a machine-id.
+fn run_container(name: &str, image: &str) -> Result<()> {
+    let label = guest_label()?;
+    cmd(
+        "docker",
+        [
+            "run",
+            "-d",
+            // Never ask a registry: the image is built here or the lab fails.
+            "--pull=never",
+            "--name",
+            name,
+            "--hostname",
+            name,
+            "--network",
+            "host",
+            "--label",
+            &label,
+            image,
+        ],
+    )
+    .timeout(Duration::from_secs(60))
+    .output()
+    .with_context(|| format!("start guest {name}"))?;
+    let identity = || {
+        cmd("docker", ["exec", name, "test", "-s", "/etc/machine-id"])
+            .timeout(Duration::from_secs(10))
+            .ok()
+    };
+    if !crate::proc::poll(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        identity,
+    ) {
+        bail!("guest {name} has no /etc/machine-id (its init did not run)");
+    }
     Ok(())
 }
 
@@ -272,6 +321,7 @@ fn lab_json(
     sources: &str,
     guests: &[String],
     pkgs: &[packages::DemoPackage],
+    dnf_json: &str,
 ) -> String {
     let guests: Vec<String> = guests.iter().map(|g| json_str(g)).collect();
     let mut entries = Vec::new();
@@ -295,7 +345,7 @@ fn lab_json(
     format!(
         "{{\n  \"schema\": 1,\n  \"image\": {},\n  \"image_hash\": {},\n  \"repo_url\": {},\n  \"repo_dir\": {},\n  \
          \"suites\": {{ \"main\": {}, \"security\": {} }},\n  \"apt_sources\": {},\n  \"guests\": [{}],\n  \
-         \"packages\": {{\n{}\n  }}\n}}\n",
+         \"packages\": {{\n{}\n  }},\n  \"dnf\": {}\n}}\n",
         json_str(image::IMAGE),
         json_str(key),
         json_str(url),
@@ -305,5 +355,6 @@ fn lab_json(
         json_str(sources),
         guests.join(", "),
         entries.join(",\n"),
+        dnf_json,
     )
 }
