@@ -6,6 +6,9 @@
 //! - Every dependency of a member crate that carries a version comes from
 //!   `[workspace.dependencies]` (`foo.workspace = true` / `{ workspace = true, ... }`).
 //!
+//! - `hypervisor/src/generated.rs` is what progenitor makes of `hypervisor/openapi/pve.yaml`
+//!   today (`cargo run -p canopy-pve-codegen -- --check`).
+//!
 //! Each problem names the offending file; any problem makes the command exit non-zero.
 
 use anyhow::{bail, Context, Result};
@@ -19,8 +22,9 @@ const FORBIDDEN: [&str; 2] = ["_sqlx_migrations", "schema_migrations"];
 pub fn run(root: &Path) -> Result<()> {
     let mut problems = migrations(root)?;
     problems.extend(workspace_deps(root)?);
+    problems.extend(generated_client(root)?);
     if problems.is_empty() {
-        eprintln!("xtask: check ok (paired migrations, workspace dependencies)");
+        eprintln!("xtask: check ok (paired migrations, workspace dependencies, PVE client)");
         return Ok(());
     }
     for p in &problems {
@@ -31,6 +35,36 @@ pub fn run(root: &Path) -> Result<()> {
         problems.len(),
         problems.join("; ")
     )
+}
+
+/// The committed PVE client matches the API document.
+fn generated_client(root: &Path) -> Result<Vec<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["run", "--quiet", "-p", "canopy-pve-codegen", "--", "--check"])
+        .current_dir(root)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .context("run canopy-pve-codegen")?;
+    if out.status.success() {
+        return Ok(Vec::new());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    Ok(vec![stderr.trim().lines().last().unwrap_or("codegen failed").to_string()])
+}
+
+/// Regenerate `hypervisor/src/generated.rs` from `hypervisor/openapi/pve.yaml`.
+pub fn codegen(root: &Path) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["run", "--quiet", "-p", "canopy-pve-codegen"])
+        .current_dir(root)
+        .status()
+        .context("run canopy-pve-codegen")?;
+    if !status.success() {
+        bail!("canopy-pve-codegen failed");
+    }
+    Ok(())
 }
 
 /// `^\d{4}_[a-z0-9_]+\.sql$` without a regex crate.
