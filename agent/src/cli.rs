@@ -2,10 +2,13 @@
 //! goes to stdout, logs to stderr, so `scan --json | jq` works.
 
 use crate::cache::Cache;
-use crate::config::{config_path, AgentConfig, Secret, DEFAULT_STATE_DIR, STATE_DIR_ENV};
+use crate::config::{
+    config_path, effective_managers, parse_manager, AgentConfig, Secret, DEFAULT_STATE_DIR,
+    STATE_DIR_ENV,
+};
 use crate::scan::{self, ScanOptions};
 use anyhow::Context;
-use canopy_api_types::updates::{PackageUpdate, Severity};
+use canopy_api_types::updates::{PackageManager, PackageUpdate, Severity};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +23,11 @@ pub struct Cli {
     /// Config file [default: $CANOPY_AGENT_CONFIG or /etc/canopy-agent/agent.toml]
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Package manager to use (apt, dnf, apk); repeat or comma-separate for several. Replaces
+    /// `package_managers` from the config and $CANOPY_AGENT_PACKAGE_MANAGERS; `register`
+    /// writes it into the config. [default: every one found on PATH]
+    #[arg(long = "package-manager", global = true, value_delimiter = ',', value_parser = parse_manager)]
+    pub package_managers: Vec<PackageManager>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -111,11 +119,12 @@ fn cache_path(cfg: Option<&AgentConfig>) -> PathBuf {
 /// Execute the parsed command. Returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let cfg_flag = cli.config.as_deref();
+    let manager_flags = cli.package_managers.clone();
     match cli.command {
         Command::Run { read_only } => {
             let path = config_path(cfg_flag);
             let cfg = AgentConfig::load(&path)?;
-            crate::run::launch(cfg, read_only).await?;
+            crate::run::launch(cfg, read_only, &manager_flags).await?;
             Ok(0)
         }
         Command::Register {
@@ -132,6 +141,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 state_dir,
                 read_only,
                 ca_file,
+                package_managers: manager_flags,
             })
             .await?;
             println!("registered as host {}", r.host_id);
@@ -142,7 +152,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Scan { json, refresh } => {
             let cfg = try_config(cfg_flag)?;
             let timeout = Duration::from_secs(cfg.as_ref().map_or(600, |c| c.scan_timeout_secs));
-            let report = scan::scan(&ScanOptions { refresh, timeout }).await;
+            let managers = configured_managers(cfg.as_ref(), &manager_flags)?;
+            let report = scan::scan(&ScanOptions {
+                refresh,
+                timeout,
+                managers,
+            })
+            .await;
             let path = cache_path(cfg.as_ref());
             let mut cache = Cache::load(&path).unwrap_or_default();
             cache.set_report(report.clone());
@@ -208,12 +224,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             json,
             timeout,
         } => {
-            let r = crate::actions::dry_run(
-                scan::primary_manager(),
-                &packages,
-                Duration::from_secs(timeout),
-            )
-            .await;
+            // Like the service: each package goes to the manager that reported it in the
+            // cached scan, else to the first manager in use.
+            let cfg = try_config(cfg_flag)?;
+            let managers =
+                scan::select_managers(&configured_managers(cfg.as_ref(), &manager_flags)?);
+            let cache = Cache::load(&cache_path(cfg.as_ref())).unwrap_or_default();
+            let r = match crate::actions::route(&packages, &managers, cache.report.as_ref()) {
+                Ok(batches) => {
+                    crate::actions::dry_run(&batches, Duration::from_secs(timeout)).await
+                }
+                Err(refused) => *refused,
+            };
             if json {
                 println!(
                     "{}",
@@ -243,6 +265,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// The configured package managers (flags > environment > config file); empty = detect.
+fn configured_managers(
+    cfg: Option<&AgentConfig>,
+    flags: &[PackageManager],
+) -> anyhow::Result<Vec<PackageManager>> {
+    effective_managers(cfg.map_or(&[][..], |c| &c.package_managers), flags)
+}
+
 fn status_json(cfg: Option<&AgentConfig>, cache: &Cache) -> serde_json::Value {
     let updates = cache
         .report
@@ -254,6 +284,7 @@ fn status_json(cfg: Option<&AgentConfig>, cache: &Cache) -> serde_json::Value {
         "host_id": cfg.and_then(|c| c.host_id.clone()),
         "server_url": cfg.map(|c| c.server_url.clone()),
         "read_only": cfg.is_some_and(|c| c.read_only),
+        "package_managers": cfg.map(|c| c.package_managers.iter().map(|m| m.as_str()).collect::<Vec<_>>()).unwrap_or_default(),
         "last_checkin": cache.last_checkin,
         "last_scan": cache.last_scan,
         "last_error": cache.last_error,
@@ -292,6 +323,18 @@ fn print_status(s: &serde_json::Value) {
         s["server_url"].as_str().unwrap_or("(none)")
     );
     println!("read-only:       {}", yn("read_only"));
+    let managers: Vec<&str> = s["package_managers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    println!(
+        "managers:        {}",
+        if managers.is_empty() {
+            "auto-detect".to_string()
+        } else {
+            managers.join(", ")
+        }
+    );
     println!("last check-in:   {}", text("last_checkin"));
     println!("last scan:       {}", text("last_scan"));
     println!(
@@ -370,6 +413,32 @@ mod tests {
                 format: Format::Csv
             }
         ));
+    }
+
+    #[test]
+    fn package_manager_flag_repeats_and_splits() {
+        let c = Cli::try_parse_from([
+            "canopy-agent",
+            "scan",
+            "--package-manager",
+            "dnf,apt",
+            "--package-manager=apk",
+        ])
+        .expect("parses");
+        assert_eq!(
+            c.package_managers,
+            [
+                PackageManager::Dnf,
+                PackageManager::Apt,
+                PackageManager::Apk
+            ]
+        );
+        let c = Cli::try_parse_from(["canopy-agent", "--package-manager", "dnf", "run"])
+            .expect("global flag before the subcommand");
+        assert_eq!(c.package_managers, [PackageManager::Dnf]);
+        assert!(
+            Cli::try_parse_from(["canopy-agent", "--package-manager", "docker", "scan"]).is_err()
+        );
     }
 
     #[test]

@@ -3,8 +3,13 @@
 //! Lookup: `--config PATH`, else `$CANOPY_AGENT_CONFIG`, else
 //! `/etc/canopy-agent/agent.toml`. The agent token lives in `token_file` (default
 //! `agent.token` next to the config) or inline as `token`; it is never logged.
+//!
+//! Which package managers the agent uses: `package_managers` in the file, replaced by
+//! `$CANOPY_AGENT_PACKAGE_MANAGERS` (`dnf`, `apt,dnf` or `auto`), replaced by `--package-manager`
+//! flags; none set = every one found on PATH.
 
 use anyhow::Context;
+use canopy_api_types::updates::PackageManager;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Write;
@@ -15,6 +20,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/canopy-agent/agent.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/canopy-agent";
 pub const CONFIG_ENV: &str = "CANOPY_AGENT_CONFIG";
 pub const STATE_DIR_ENV: &str = "CANOPY_AGENT_STATE_DIR";
+pub const PACKAGE_MANAGERS_ENV: &str = "CANOPY_AGENT_PACKAGE_MANAGERS";
 
 /// A secret string whose `Debug`/`Display` never show the value.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +87,10 @@ pub struct AgentConfig {
     /// Extra PEM CA certificate to trust for the server (self-signed homelab CA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// The package managers this agent scans and installs with, e.g. `["dnf"]` on a host that
+    /// has apt as well. Empty (the default) = every one found on PATH (apt, dnf, apk).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub package_managers: Vec<PackageManager>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -119,13 +129,18 @@ impl AgentConfig {
             wait_secs: default_wait(),
             connect_timeout_secs: default_connect_timeout(),
             ca_file: None,
+            package_managers: Vec::new(),
         }
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading agent config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing agent config {}", path.display()))
+        let cfg: Self = toml::from_str(&text)
+            .with_context(|| format!("parsing agent config {}", path.display()))?;
+        check_managers(&cfg.package_managers)
+            .with_context(|| format!("agent config {}: package_managers", path.display()))?;
+        Ok(cfg)
     }
 
     /// Write the config (0600, parent directory 0700 when created).
@@ -156,6 +171,64 @@ impl AgentConfig {
     pub fn cache_path(&self) -> PathBuf {
         self.state_dir.join("cache.json")
     }
+}
+
+/// Only managers the agent can scan and install with (not `docker`).
+fn check_managers(list: &[PackageManager]) -> anyhow::Result<()> {
+    match list.iter().find(|m| **m == PackageManager::Docker) {
+        Some(_) => {
+            anyhow::bail!("docker is not a package manager the agent scans; use apt, dnf or apk")
+        }
+        None => Ok(()),
+    }
+}
+
+/// One `--package-manager` value: `apt`, `dnf` or `apk`.
+pub fn parse_manager(s: &str) -> Result<PackageManager, String> {
+    match PackageManager::parse(s.trim()) {
+        Some(PackageManager::Docker) | None => Err(format!(
+            "unknown package manager {s:?}: use apt, dnf or apk"
+        )),
+        Some(m) => Ok(m),
+    }
+}
+
+/// A list such as `dnf`, `apt,dnf` or `apt dnf`; `auto` or an empty string = auto-detect
+/// (an empty list).
+pub fn parse_managers(s: &str) -> anyhow::Result<Vec<PackageManager>> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("auto") {
+        return Ok(Vec::new());
+    }
+    s.split([',', ' '])
+        .filter(|w| !w.is_empty())
+        .map(|w| parse_manager(w).map_err(anyhow::Error::msg))
+        .collect()
+}
+
+/// The package managers to use: the `--package-manager` flags if any, else
+/// `$CANOPY_AGENT_PACKAGE_MANAGERS` if set, else the config file's list. Duplicates dropped,
+/// order kept; empty = auto-detect.
+pub fn effective_managers(
+    file: &[PackageManager],
+    flags: &[PackageManager],
+) -> anyhow::Result<Vec<PackageManager>> {
+    let env = std::env::var(PACKAGE_MANAGERS_ENV).ok();
+    let chosen = if !flags.is_empty() {
+        flags.to_vec()
+    } else if let Some(v) = env {
+        parse_managers(&v).with_context(|| format!("${PACKAGE_MANAGERS_ENV}={v:?}"))?
+    } else {
+        file.to_vec()
+    };
+    check_managers(&chosen)?;
+    let mut out: Vec<PackageManager> = Vec::new();
+    for m in chosen {
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    Ok(out)
 }
 
 /// The config path from the flag, the environment or the default.
@@ -246,5 +319,65 @@ mod tests {
         std::fs::write(&p, "server_url = \"http://x\"\nbogus = 1\n").expect("write");
         let e = AgentConfig::load(&p).unwrap_err();
         assert!(format!("{e:#}").contains("bogus"), "{e:#}");
+    }
+
+    #[test]
+    fn package_managers_from_file_and_strings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("a.toml");
+        std::fs::write(
+            &p,
+            "server_url = \"http://x\"\npackage_managers = [\"dnf\"]\n",
+        )
+        .expect("write");
+        let c = AgentConfig::load(&p).expect("load");
+        assert_eq!(c.package_managers, [PackageManager::Dnf]);
+        c.save(&p).expect("save");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(text.contains("package_managers = [\"dnf\"]"), "{text}");
+        std::fs::write(
+            &p,
+            "server_url = \"http://x\"\npackage_managers = [\"docker\"]\n",
+        )
+        .expect("write");
+        let e = AgentConfig::load(&p).unwrap_err();
+        assert!(format!("{e:#}").contains("docker is not"), "{e:#}");
+        std::fs::write(
+            &p,
+            "server_url = \"http://x\"\npackage_managers = [\"yum\"]\n",
+        )
+        .expect("write");
+        assert!(AgentConfig::load(&p).is_err());
+
+        assert_eq!(
+            parse_managers("apt, dnf").expect("parse"),
+            [PackageManager::Apt, PackageManager::Dnf]
+        );
+        assert!(parse_managers("auto").expect("auto").is_empty());
+        assert!(parse_managers("").expect("empty").is_empty());
+        assert!(parse_managers("dnf,docker").is_err());
+        assert!(parse_manager("yum").is_err());
+    }
+
+    #[test]
+    fn flags_replace_the_file_list_and_duplicates_go() {
+        // (The environment variable is exercised by the lab test, in a process of its own.)
+        if std::env::var_os(PACKAGE_MANAGERS_ENV).is_some() {
+            return;
+        }
+        let file = [PackageManager::Apt];
+        assert_eq!(effective_managers(&file, &[]).expect("file"), file);
+        assert_eq!(
+            effective_managers(&file, &[PackageManager::Dnf, PackageManager::Dnf]).expect("flags"),
+            [PackageManager::Dnf]
+        );
+        assert!(effective_managers(&[], &[PackageManager::Docker]).is_err());
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/agent.toml");
+        let c = AgentConfig::load(Path::new(example)).expect("examples/agent.toml loads");
+        assert!(c.package_managers.is_empty(), "the example auto-detects");
     }
 }

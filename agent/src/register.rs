@@ -17,6 +17,8 @@ pub struct RegisterArgs {
     pub state_dir: Option<PathBuf>,
     pub read_only: bool,
     pub ca_file: Option<PathBuf>,
+    /// Written to the config as `package_managers` (after the environment override).
+    pub package_managers: Vec<canopy_api_types::updates::PackageManager>,
 }
 
 /// Where things were written.
@@ -43,6 +45,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
     }
     cfg.read_only = args.read_only;
     cfg.ca_file = args.ca_file;
+    cfg.package_managers = crate::config::effective_managers(&[], &args.package_managers)?;
     // Fail before talking to the server if we cannot write where we must.
     let config_dir = config_path.parent().unwrap_or(Path::new("."));
     ensure_private_dir(config_dir)?;

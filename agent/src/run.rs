@@ -89,7 +89,8 @@ pub struct Agent {
     client: Client,
     cache: Cache,
     cache_path: PathBuf,
-    manager: Option<PackageManager>,
+    /// The package managers scanned and used for commands (configured, else detected at start).
+    managers: Vec<PackageManager>,
     last_scan: Option<Instant>,
     shutdown: watch::Receiver<bool>,
 }
@@ -107,12 +108,13 @@ impl Agent {
             tracing::warn!(error = %format!("{e:#}"), "ignoring unreadable cache");
             Cache::default()
         });
+        let managers = scan::select_managers(&cfg.package_managers);
         Ok(Self {
             cfg,
             client,
             cache,
             cache_path,
-            manager: scan::primary_manager(),
+            managers,
             last_scan: None,
             shutdown,
         })
@@ -130,7 +132,12 @@ impl Agent {
 
     /// Scan, store the report in the cache.
     async fn rescan(&mut self, refresh: bool, timeout: Duration) {
-        let report = scan::scan(&ScanOptions { refresh, timeout }).await;
+        let report = scan::scan(&ScanOptions {
+            refresh,
+            timeout,
+            managers: self.managers.clone(),
+        })
+        .await;
         self.cache.set_report(report);
         self.last_scan = Some(Instant::now());
         self.save_cache();
@@ -186,7 +193,13 @@ impl Agent {
 
     /// The loop; returns when `shutdown` flips to true.
     pub async fn run(mut self) -> anyhow::Result<()> {
-        tracing::info!(server = %self.cfg.server_url, read_only = self.cfg.read_only, manager = ?self.manager.map(|m| m.as_str()), "agent starting");
+        let managers: Vec<&str> = self.managers.iter().map(|m| m.as_str()).collect();
+        let how = if self.cfg.package_managers.is_empty() {
+            "detected"
+        } else {
+            "configured"
+        };
+        tracing::info!(server = %self.cfg.server_url, read_only = self.cfg.read_only, managers = %managers.join(","), how, "agent starting");
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut online: Option<bool> = None;
         let scan_timeout = Duration::from_secs(self.cfg.scan_timeout_secs);
@@ -277,11 +290,18 @@ impl Agent {
                 self.rescan(self.cfg.refresh_before_scan, timeout).await;
                 scan_result(&self.cache)
             }
+            // Each package goes to the manager that reported it in the last scan.
             CommandSpec::DryRun { packages } => {
-                actions::dry_run(self.manager, packages, timeout).await
+                match actions::route(packages, &self.managers, self.cache.report.as_ref()) {
+                    Ok(batches) => actions::dry_run(&batches, timeout).await,
+                    Err(refused) => *refused,
+                }
             }
             CommandSpec::Install { packages } => {
-                actions::install(self.manager, packages, timeout, self.cfg.read_only).await
+                match actions::route(packages, &self.managers, self.cache.report.as_ref()) {
+                    Ok(batches) => actions::install(&batches, timeout, self.cfg.read_only).await,
+                    Err(refused) => *refused,
+                }
             }
         };
         tracing::info!(success = result.success, exit_code = result.exit_code, summary = %result.summary, "command finished");
@@ -377,9 +397,15 @@ pub fn scan_result(cache: &Cache) -> CommandResult {
     }
 }
 
-/// Load the config and token, start the agent, stop on SIGTERM / ctrl-c.
-pub async fn launch(mut cfg: AgentConfig, read_only_flag: bool) -> anyhow::Result<()> {
+/// Load the config and token, start the agent, stop on SIGTERM / ctrl-c. `managers` are the
+/// `--package-manager` flags (they and the environment replace the file's list).
+pub async fn launch(
+    mut cfg: AgentConfig,
+    read_only_flag: bool,
+    managers: &[PackageManager],
+) -> anyhow::Result<()> {
     cfg.read_only |= read_only_flag;
+    cfg.package_managers = crate::config::effective_managers(&cfg.package_managers, managers)?;
     let token = cfg.token()?;
     crate::config::ensure_private_dir(&cfg.state_dir)?;
     let (tx, rx) = watch::channel(false);

@@ -21,6 +21,7 @@ async fn real_apt_scan_is_well_formed() {
     let report = scan::scan(&ScanOptions {
         refresh: false,
         timeout: Duration::from_secs(120),
+        managers: vec![PackageManager::Apt],
     })
     .await;
     assert!(
@@ -55,8 +56,8 @@ async fn real_apt_dry_run_of_an_installed_package() {
         eprintln!("skipping: no apt-get on this host");
         return;
     }
-    let r = canopy_agent::actions::dry_run(
-        Some(PackageManager::Apt),
+    let r = canopy_agent::actions::dry_run_one(
+        PackageManager::Apt,
         &["bash".to_string()],
         Duration::from_secs(120),
     )
@@ -80,8 +81,8 @@ async fn real_apt_dry_run_of_an_unknown_package_fails_cleanly() {
         eprintln!("skipping: no apt-get on this host");
         return;
     }
-    let r = canopy_agent::actions::dry_run(
-        Some(PackageManager::Apt),
+    let r = canopy_agent::actions::dry_run_one(
+        PackageManager::Apt,
         &["canopy-no-such-package-xyz".to_string()],
         Duration::from_secs(120),
     )

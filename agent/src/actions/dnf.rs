@@ -115,6 +115,79 @@ mod tests {
         );
     }
 
+    // Real output of dnf 4.14 / rpm 4.18 (Debian 12's packages) in the lab's dnf guest.
+    fn lab(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        strip_fixture_header(&std::fs::read_to_string(&path).expect("fixture"))
+    }
+
+    #[test]
+    fn real_dnf414_dry_run_lists_the_new_dependency() {
+        let installed = crate::scan::dnf::parse_rpm_query(&lab("rpm418-debian12-query.txt"));
+        let requested = [
+            "canopy-demo-ssl".to_string(),
+            "canopy-demo-tools".to_string(),
+        ];
+        let text = lab("dnf414-debian12-assumeno-upgrade.txt");
+        assert!(dry_run_ok(1, &text, "Operation aborted.\n"));
+        let plan = parse_transaction(&text, &requested, &installed);
+        assert!(plan.removed.is_empty());
+        let got: Vec<(&str, Option<&str>, &str, bool)> = plan
+            .packages
+            .iter()
+            .map(|p| {
+                (
+                    p.package.as_str(),
+                    p.from_version.as_deref(),
+                    p.to_version.as_str(),
+                    p.requested,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("canopy-demo-ssl", Some("1.0-1"), "1.0-2", true),
+                ("canopy-demo-tools", Some("1.0-1"), "2.0-1", true),
+                ("canopy-demo-libextra", None, "1.0-1", false),
+            ]
+        );
+        assert_eq!(
+            plan.summary(),
+            "2 upgraded, 1 newly installed (2 requested, 1 dependencies)"
+        );
+        // The install prints the same table before its progress lines.
+        let install = parse_transaction(
+            &lab("dnf414-debian12-upgrade-y.txt"),
+            &requested,
+            &installed,
+        );
+        assert_eq!(install, plan);
+    }
+
+    #[test]
+    fn real_dnf414_dry_run_edge_cases() {
+        let none = lab("dnf414-debian12-assumeno-nothing-to-do.txt");
+        assert!(dry_run_ok(0, &none, ""));
+        assert_eq!(
+            parse_transaction(&none, &["canopy-demo-tools".into()], &HashMap::new()),
+            Plan::default()
+        );
+        let missing = lab("dnf414-debian12-assumeno-no-match.txt");
+        assert!(!dry_run_ok(
+            1,
+            &missing,
+            "Error: No packages marked for upgrade.\n"
+        ));
+        assert!(parse_transaction(
+            &missing,
+            &["canopy-no-such-package".into()],
+            &HashMap::new()
+        )
+        .packages
+        .is_empty());
+    }
+
     #[test]
     fn upgrade_section_wrapped_rows_and_removals() {
         let text = "\

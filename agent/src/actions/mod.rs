@@ -1,15 +1,27 @@
 //! What the server asks an agent to *do*: dry-run and install, per package manager.
 //! Each returns a [`CommandResult`] (captured output, exit status, plan, summary);
 //! failures are data in the result, never a panic or a lost command.
+//!
+//! A command names packages only. [`route`] gives each one to the manager that reported it
+//! in the last scan (a host may run apt and dnf side by side), so the dry-run and the install
+//! run with the manager of the approved update rows, never "whichever was detected first".
 
 pub mod apk;
 pub mod apt;
 pub mod dnf;
 
 use crate::process::{run, truncate_tail, Cmd, Output, MAX_OUTPUT};
+use canopy_api_types::agent::ScanReport;
 use canopy_api_types::commands::{CommandResult, PlannedPackage};
 use canopy_api_types::updates::PackageManager;
 use std::time::Duration;
+
+/// One package manager's share of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub manager: PackageManager,
+    pub packages: Vec<String>,
+}
 
 /// What a dry-run says the install would do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,11 +90,16 @@ fn failed(exit_code: i32, stderr: String, summary: String) -> CommandResult {
     }
 }
 
-fn check_request(
-    manager: Option<PackageManager>,
+/// Splits `packages` by manager: each goes to the manager of its row in `last` (the last
+/// scan report) if that manager is in `managers`, else to the first of `managers`. A name
+/// reported by two managers goes to the one listed first. Batches follow the order of
+/// `managers`; names are validated first (nothing runs when one is bad).
+pub fn route(
     packages: &[String],
-) -> Result<PackageManager, Box<CommandResult>> {
-    let Some(m) = manager else {
+    managers: &[PackageManager],
+    last: Option<&ScanReport>,
+) -> Result<Vec<Batch>, Box<CommandResult>> {
+    let Some(&primary) = managers.first() else {
         return Err(Box::new(failed(
             -1,
             "no supported package manager found on this host".into(),
@@ -101,7 +118,77 @@ fn check_request(
             return Err(Box::new(failed(-1, e, "rejected".into())));
         }
     }
-    Ok(m)
+    let mut batches: Vec<Batch> = Vec::new();
+    for p in packages {
+        let name = base_name(p);
+        let reported: Vec<PackageManager> = last
+            .map(|r| {
+                r.updates
+                    .iter()
+                    .filter(|u| u.package == name)
+                    .map(|u| u.manager)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let manager = managers
+            .iter()
+            .copied()
+            .find(|m| reported.contains(m))
+            .unwrap_or(primary);
+        if reported.len() > 1 {
+            tracing::warn!(package = %p, manager = manager.as_str(), "reported by several package managers; using the first configured");
+        }
+        match batches.iter_mut().find(|b| b.manager == manager) {
+            Some(b) => b.packages.push(p.clone()),
+            None => batches.push(Batch {
+                manager,
+                packages: vec![p.clone()],
+            }),
+        }
+    }
+    batches.sort_by_key(|b| managers.iter().position(|m| *m == b.manager));
+    Ok(batches)
+}
+
+/// One result from several batches: output under a `==> manager <==` header each, plans
+/// concatenated, the exit code of the first failure.
+fn merge(results: Vec<(PackageManager, CommandResult)>) -> CommandResult {
+    if results.len() == 1 {
+        if let Some((_, r)) = results.into_iter().next() {
+            return r;
+        }
+        unreachable!("one result");
+    }
+    let join = |f: &dyn Fn(&CommandResult) -> &str| {
+        let parts: Vec<String> = results
+            .iter()
+            .filter(|(_, r)| !f(r).is_empty())
+            .map(|(m, r)| format!("==> {} <==\n{}", m.as_str(), f(r)))
+            .collect();
+        truncate_tail(&parts.join("\n"), MAX_OUTPUT)
+    };
+    CommandResult {
+        exit_code: results
+            .iter()
+            .find(|(_, r)| !r.success)
+            .map_or(0, |(_, r)| r.exit_code),
+        success: results.iter().all(|(_, r)| r.success),
+        stdout: join(&|r| r.stdout.as_str()),
+        stderr: join(&|r| r.stderr.as_str()),
+        planned: results
+            .iter()
+            .flat_map(|(_, r)| r.planned.clone())
+            .collect(),
+        removed: results
+            .iter()
+            .flat_map(|(_, r)| r.removed.clone())
+            .collect(),
+        summary: results
+            .iter()
+            .map(|(m, r)| format!("{}: {}", m.as_str(), r.summary))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 async fn run_captured(cmd: &Cmd) -> Result<Output, Box<CommandResult>> {
@@ -122,17 +209,70 @@ fn result_from(out: Output, success: bool, plan: Option<Plan>, summary: String) 
     }
 }
 
-/// Simulate installing `packages` and report every package the install would touch.
-#[tracing::instrument(skip_all, fields(packages = ?packages))]
-pub async fn dry_run(
-    manager: Option<PackageManager>,
+/// Simulate installing every batch and report every package the install would touch.
+pub async fn dry_run(batches: &[Batch], timeout: Duration) -> CommandResult {
+    let mut results = Vec::new();
+    for b in batches {
+        results.push((
+            b.manager,
+            dry_run_one(b.manager, &b.packages, timeout).await,
+        ));
+    }
+    if results.is_empty() {
+        return failed(-1, "no packages given".into(), "nothing to do".into());
+    }
+    merge(results)
+}
+
+/// Install every batch in turn, stopping at the first failure (later batches are not
+/// attempted, and the result says so). Refused when `read_only`.
+pub async fn install(batches: &[Batch], timeout: Duration, read_only: bool) -> CommandResult {
+    if read_only {
+        return refused_read_only();
+    }
+    let mut results = Vec::new();
+    for (i, b) in batches.iter().enumerate() {
+        let r = install_one(b.manager, &b.packages, timeout, false).await;
+        let stop = !r.success;
+        results.push((b.manager, r));
+        if stop {
+            for rest in &batches[i + 1..] {
+                results.push((
+                    rest.manager,
+                    failed(
+                        -1,
+                        String::new(),
+                        format!("not attempted ({} failed first)", b.manager.as_str()),
+                    ),
+                ));
+            }
+            break;
+        }
+    }
+    if results.is_empty() {
+        return failed(-1, "no packages given".into(), "nothing to do".into());
+    }
+    merge(results)
+}
+
+fn refused_read_only() -> CommandResult {
+    failed(
+        -1,
+        "this agent is read-only (read_only = true / --read-only): installs are refused".into(),
+        "refused: agent is read-only".into(),
+    )
+}
+
+/// Simulate installing `packages` with `m` and report every package the install would touch.
+#[tracing::instrument(skip_all, fields(manager = m.as_str(), packages = ?packages))]
+pub async fn dry_run_one(
+    m: PackageManager,
     packages: &[String],
     timeout: Duration,
 ) -> CommandResult {
-    let m = match check_request(manager, packages) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
+    if let Err(r) = route(packages, &[m], None) {
+        return *r;
+    }
     let cmd = match m {
         PackageManager::Apt => apt::dry_run_cmd(packages, timeout),
         PackageManager::Dnf => dnf::dry_run_cmd(packages, timeout),
@@ -177,25 +317,20 @@ pub async fn dry_run(
     result_from(out, ok, Some(plan), summary)
 }
 
-/// Install (upgrade) `packages` and their new dependencies. Refused when `read_only`.
-#[tracing::instrument(skip_all, fields(packages = ?packages))]
-pub async fn install(
-    manager: Option<PackageManager>,
+/// Install (upgrade) `packages` and their new dependencies with `m`. Refused when `read_only`.
+#[tracing::instrument(skip_all, fields(manager = m.as_str(), packages = ?packages))]
+pub async fn install_one(
+    m: PackageManager,
     packages: &[String],
     timeout: Duration,
     read_only: bool,
 ) -> CommandResult {
     if read_only {
-        return failed(
-            -1,
-            "this agent is read-only (read_only = true / --read-only): installs are refused".into(),
-            "refused: agent is read-only".into(),
-        );
+        return refused_read_only();
     }
-    let m = match check_request(manager, packages) {
-        Ok(m) => m,
-        Err(r) => return *r,
-    };
+    if let Err(r) = route(packages, &[m], None) {
+        return *r;
+    }
     let cmd = match m {
         PackageManager::Apt => apt::install_cmd(packages, timeout),
         PackageManager::Dnf => dnf::install_cmd(packages, timeout),
@@ -227,11 +362,12 @@ pub async fn install(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use canopy_api_types::updates::{PackageUpdate, Severity};
 
     #[tokio::test]
     async fn read_only_refuses_installs() {
-        let r = install(
-            Some(PackageManager::Apt),
+        let r = install_one(
+            PackageManager::Apt,
             &["bash".into()],
             Duration::from_secs(5),
             true,
@@ -239,20 +375,116 @@ mod tests {
         .await;
         assert!(!r.success);
         assert!(r.stderr.contains("read-only"));
+        let batches = [Batch {
+            manager: PackageManager::Dnf,
+            packages: vec!["bash".into()],
+        }];
+        let r = install(&batches, Duration::from_secs(5), true).await;
+        assert!(r.stderr.contains("read-only"));
     }
 
     #[tokio::test]
     async fn bad_names_are_rejected_before_running_anything() {
-        let r = dry_run(
-            Some(PackageManager::Apt),
+        let r = dry_run_one(
+            PackageManager::Apt,
             &["-o=evil".into()],
             Duration::from_secs(5),
         )
         .await;
         assert!(!r.success);
         assert!(r.stderr.contains("invalid package name"));
-        let r = dry_run(None, &["bash".into()], Duration::from_secs(5)).await;
-        assert!(r.stderr.contains("no supported package manager"));
+        let e = route(&["bash".into()], &[], None).unwrap_err();
+        assert!(e.stderr.contains("no supported package manager"));
+        let e = route(&["ok".into(), "x;rm".into()], &[PackageManager::Apt], None).unwrap_err();
+        assert!(e.stderr.contains("invalid package name"));
+    }
+
+    fn row(manager: PackageManager, package: &str) -> PackageUpdate {
+        PackageUpdate {
+            manager,
+            package: package.into(),
+            current_version: "1".into(),
+            available_version: "2".into(),
+            arch: None,
+            source: None,
+            severity: Severity::Normal,
+            held: false,
+        }
+    }
+
+    #[test]
+    fn packages_go_to_the_manager_that_reported_them() {
+        use PackageManager::*;
+        let report = ScanReport {
+            updates: vec![
+                row(Apt, "curl"),
+                row(Dnf, "canopy-demo-tools"),
+                row(Dnf, "canopy-demo-ssl"),
+                row(Apt, "both"),
+                row(Dnf, "both"),
+            ],
+            ..ScanReport::default()
+        };
+        let pkgs: Vec<String> = ["canopy-demo-tools", "curl", "canopy-demo-ssl", "unknown"]
+            .map(String::from)
+            .to_vec();
+        // apt detected first: before this routing, dnf's packages were handed to apt.
+        let b = route(&pkgs, &[Apt, Dnf], Some(&report)).expect("route");
+        assert_eq!(
+            b,
+            [
+                Batch {
+                    manager: Apt,
+                    packages: vec!["curl".into(), "unknown".into()],
+                },
+                Batch {
+                    manager: Dnf,
+                    packages: vec!["canopy-demo-tools".into(), "canopy-demo-ssl".into()],
+                },
+            ]
+        );
+        // Only dnf enabled: everything goes to dnf; names reported twice go to the first listed.
+        let b = route(&pkgs, &[Dnf], Some(&report)).expect("route");
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].manager, Dnf);
+        let b = route(&["both".into()], &[Dnf, Apt], Some(&report)).expect("route");
+        assert_eq!(b[0].manager, Dnf);
+        // No report yet: the first enabled manager.
+        let b = route(&["x".into()], &[Dnf, Apt], None).expect("route");
+        assert_eq!(b[0].manager, Dnf);
+        // An arch or version suffix does not hide the row.
+        let b = route(&["curl:amd64".into()], &[Dnf, Apt], Some(&report)).expect("route");
+        assert_eq!(b[0].manager, Apt);
+    }
+
+    #[test]
+    fn merged_results_keep_each_managers_output_and_the_first_failure() {
+        let ok = CommandResult {
+            exit_code: 0,
+            success: true,
+            stdout: "apt out".into(),
+            stderr: String::new(),
+            planned: vec![PlannedPackage {
+                package: "curl".into(),
+                from_version: Some("1".into()),
+                to_version: "2".into(),
+                requested: true,
+            }],
+            removed: vec![],
+            summary: "1 upgraded".into(),
+        };
+        let bad = failed(1, "dnf broke".into(), "dry-run failed".into());
+        let m = merge(vec![
+            (PackageManager::Apt, ok.clone()),
+            (PackageManager::Dnf, bad),
+        ]);
+        assert!(!m.success);
+        assert_eq!(m.exit_code, 1);
+        assert_eq!(m.stdout, "==> apt <==\napt out");
+        assert_eq!(m.stderr, "==> dnf <==\ndnf broke");
+        assert_eq!(m.planned.len(), 1);
+        assert_eq!(m.summary, "apt: 1 upgraded; dnf: dry-run failed");
+        assert_eq!(merge(vec![(PackageManager::Apt, ok.clone())]), ok);
     }
 
     #[test]

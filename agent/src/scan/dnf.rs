@@ -262,6 +262,55 @@ mod tests {
         assert_eq!(nm.severity, Severity::Normal);
     }
 
+    // Real output of dnf 4.14 / rpm 4.18 (Debian 12's packages) in the lab's dnf guest.
+    fn lab(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        strip_fixture_header(&std::fs::read_to_string(&path).expect("fixture"))
+    }
+
+    #[test]
+    fn real_dnf414_check_update_rpm_query_and_advisories() {
+        let rows = parse_check_update(&lab("dnf414-debian12-check-update.txt"));
+        let names: Vec<&str> = rows.iter().map(|r| r.package.as_str()).collect();
+        assert_eq!(
+            names,
+            ["canopy-demo-hello", "canopy-demo-ssl", "canopy-demo-tools"]
+        );
+        assert_eq!(
+            rows[2],
+            DnfUpgradable {
+                package: "canopy-demo-tools".into(),
+                arch: "noarch".into(),
+                version: "2.0-1".into(),
+                repo: "canopy-lab".into(),
+            }
+        );
+        let installed = parse_rpm_query(&lab("rpm418-debian12-query.txt"));
+        assert_eq!(installed.len(), 3, "{installed:?}");
+        assert_eq!(installed["canopy-demo-hello.noarch"], "1.0-1");
+        assert!(!installed.contains_key("canopy-demo-libextra.noarch"));
+        // Only security advisories count: the bugfix advisory of hello does not.
+        let all = parse_updateinfo_security(&lab("dnf414-debian12-updateinfo-all.txt"));
+        let sec = parse_updateinfo_security(&lab("dnf414-debian12-updateinfo-security.txt"));
+        assert_eq!(all, sec);
+        assert_eq!(
+            sec,
+            HashSet::from([("canopy-demo-ssl".to_string(), "noarch".to_string())])
+        );
+        let ups: Vec<PackageUpdate> = rows
+            .into_iter()
+            .map(|r| to_update(r, &installed, &sec))
+            .collect();
+        assert_eq!(ups[0].severity, Severity::Normal);
+        assert_eq!(ups[1].severity, Severity::Security);
+        assert_eq!(ups[1].current_version, "1.0-1");
+        assert_eq!(ups[1].available_version, "1.0-2");
+        assert_eq!(ups[1].source.as_deref(), Some("canopy-lab"));
+        assert!(ups
+            .iter()
+            .all(|u| u.manager == PackageManager::Dnf && !u.held));
+    }
+
     #[test]
     fn nevra_split() {
         assert_eq!(

@@ -1,5 +1,5 @@
-//! Scanners: find out which package managers are present, ask each for its outdated
-//! packages and assemble one [`ScanReport`]. A scanner that fails is recorded in
+//! Scanners: decide which package managers to use (the configured ones, else every one
+//! present), ask each for its outdated packages and assemble one [`ScanReport`]. A scanner that fails is recorded in
 //! `scanner_errors` (its packages are then absent, not removed) instead of failing
 //! the whole scan. Parsers are pure functions tested on captured real output.
 
@@ -21,6 +21,9 @@ pub struct ScanOptions {
     pub refresh: bool,
     /// Timeout of each external command.
     pub timeout: Duration,
+    /// The package managers to scan, in order (`package_managers` in the config); empty =
+    /// every one detected.
+    pub managers: Vec<PackageManager>,
 }
 
 impl Default for ScanOptions {
@@ -28,7 +31,18 @@ impl Default for ScanOptions {
         Self {
             refresh: false,
             timeout: Duration::from_secs(600),
+            managers: Vec::new(),
         }
+    }
+}
+
+/// The program a manager needs on PATH (and what the error names when it is missing).
+fn program(m: PackageManager) -> &'static str {
+    match m {
+        PackageManager::Apt => "apt-get",
+        PackageManager::Dnf => "dnf",
+        PackageManager::Apk => "apk",
+        PackageManager::Docker => "docker",
     }
 }
 
@@ -47,19 +61,30 @@ pub fn detect_managers() -> Vec<PackageManager> {
     found
 }
 
-/// The manager used for dry-runs and installs: the first one detected.
-pub fn primary_manager() -> Option<PackageManager> {
-    detect_managers().into_iter().next()
+/// The managers the agent works with: `configured` (duplicates dropped, order kept) when it
+/// names any, else every one detected. A configured manager is used even when missing, so
+/// that its scan fails loudly instead of the host silently reporting nothing.
+pub fn select_managers(configured: &[PackageManager]) -> Vec<PackageManager> {
+    if configured.is_empty() {
+        return detect_managers();
+    }
+    let mut out: Vec<PackageManager> = Vec::new();
+    for m in configured {
+        if *m != PackageManager::Docker && !out.contains(m) {
+            out.push(*m);
+        }
+    }
+    out
 }
 
-/// Run every detected scanner and build the report.
+/// Run the scanner of every selected manager and build the report.
 #[tracing::instrument(skip_all, fields(refresh = opts.refresh))]
 pub async fn scan(opts: &ScanOptions) -> ScanReport {
     let mut report = ScanReport {
         scanned_at: chrono::Utc::now(),
         ..ScanReport::default()
     };
-    let managers = detect_managers();
+    let managers = select_managers(&opts.managers);
     if managers.is_empty() {
         report.scanner_errors.push(ScannerError {
             scanner: "detect".into(),
@@ -68,6 +93,17 @@ pub async fn scan(opts: &ScanOptions) -> ScanReport {
         });
     }
     for m in managers {
+        if which(program(m)).is_none() {
+            report.scanner_errors.push(ScannerError {
+                scanner: m.as_str().into(),
+                message: format!(
+                    "{} is configured (package_managers) but `{}` is not on PATH",
+                    m.as_str(),
+                    program(m)
+                ),
+            });
+            continue;
+        }
         let result = match m {
             PackageManager::Apt => apt::scan(opts).await,
             PackageManager::Dnf => dnf::scan(opts).await,
@@ -158,6 +194,34 @@ mod tests {
         let mut c = a.clone();
         c.reboot_required = true;
         assert_ne!(report_hash(&a), report_hash(&c));
+    }
+
+    #[test]
+    fn configured_managers_win_over_detection() {
+        use PackageManager::*;
+        assert_eq!(select_managers(&[Dnf, Apt, Dnf]), [Dnf, Apt]);
+        assert_eq!(select_managers(&[Docker, Apk]), [Apk]);
+        assert_eq!(select_managers(&[]), detect_managers());
+    }
+
+    #[tokio::test]
+    async fn a_configured_but_missing_manager_is_a_scanner_error() {
+        if which("apk").is_some() {
+            return;
+        }
+        let report = scan(&ScanOptions {
+            managers: vec![PackageManager::Apk],
+            ..ScanOptions::default()
+        })
+        .await;
+        assert!(report.updates.is_empty());
+        assert_eq!(report.scanner_errors.len(), 1);
+        assert_eq!(report.scanner_errors[0].scanner, "apk");
+        assert!(
+            report.scanner_errors[0].message.contains("not on PATH"),
+            "{:?}",
+            report.scanner_errors
+        );
     }
 
     #[test]
