@@ -68,3 +68,11 @@ uuid_id!(
     /// One event in the append-only log.
     EventId
 );
+uuid_id!(
+    /// A Proxmox VE cluster (or standalone node) Canopy discovers.
+    ClusterId
+);
+uuid_id!(
+    /// A guest (LXC or VM) by its stable identity (cluster, vmid), whatever its node.
+    GuestId
+);

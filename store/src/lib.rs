@@ -12,6 +12,7 @@ mod common;
 mod error;
 pub mod events;
 mod ingest_plan;
+pub mod inventory;
 mod migrate;
 pub mod model;
 pub mod postgres;
@@ -20,6 +21,7 @@ pub mod sqlite;
 pub use error::StoreError;
 pub use migrate::{known_migrations, MigrationError};
 pub use model::*;
+pub use inventory::*;
 
 use async_trait::async_trait;
 use canopy_api_types::agent::HostFacts;
