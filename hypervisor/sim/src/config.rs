@@ -1,0 +1,507 @@
+//! The cluster file (`examples/sim/*.toml`): what a simulated estate looks like before it
+//! starts. Everything here is plain serde data; `state` turns it into the live model.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A whole simulator file: one or more clusters (or standalone nodes).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimFile {
+    #[serde(default)]
+    pub clusters: Vec<ClusterSpec>,
+}
+
+impl SimFile {
+    /// Reads and validates a cluster file; `[generate]` sections are expanded.
+    pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading simulator file {}", path.display()))?;
+        Self::from_toml_str(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn from_toml_str(text: &str) -> anyhow::Result<Self> {
+        let mut file: SimFile = toml::from_str(text).context("parsing simulator TOML")?;
+        for cluster in &mut file.clusters {
+            cluster.expand()?;
+            cluster.validate()?;
+        }
+        Ok(file)
+    }
+}
+
+/// One PVE cluster, or one standalone node when `standalone = true`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// Cluster name as `/cluster/status` reports it (for a standalone node: only a label).
+    pub name: String,
+    /// A single node that is not part of a cluster (no `type=cluster` status entry).
+    #[serde(default)]
+    pub standalone: bool,
+    /// pve-manager version reported by `/version` and `/nodes/{node}/status`.
+    #[serde(default = "default_version")]
+    pub version: String,
+    #[serde(default = "default_release")]
+    pub release: String,
+    #[serde(default = "default_repoid")]
+    pub repoid: String,
+    /// corosync config version (`/cluster/status` `version`); defaults to the node count.
+    #[serde(default)]
+    pub config_version: Option<u64>,
+    /// How long a task (UPID) runs before it stops; its effect applies when it stops.
+    #[serde(default = "default_task_ms")]
+    pub task_duration_ms: u64,
+    #[serde(default)]
+    pub quirks: Quirks,
+    #[serde(default)]
+    pub nodes: Vec<NodeSpec>,
+    #[serde(default)]
+    pub guests: Vec<GuestSpec>,
+    #[serde(default)]
+    pub tokens: Vec<TokenSpec>,
+    /// Storages defined on every node; `local` (dir) and `local-lvm` when empty.
+    #[serde(default)]
+    pub storages: Vec<StorageSpec>,
+    #[serde(default)]
+    pub failures: Vec<FailureSpec>,
+    /// Generates nodes and guests in bulk (appended to the listed ones).
+    #[serde(default)]
+    pub generate: Option<GenerateSpec>,
+    /// Existing TLS material; generated at start when absent.
+    #[serde(default)]
+    pub tls: Option<TlsSpec>,
+}
+
+/// Behaviour that differs between PVE versions.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quirks {
+    /// pve-http-server >= 5.2 (2025, "fix #6503") also puts the error text into the JSON
+    /// body as `"message": "...\n"`; older versions only use the status reason phrase.
+    #[serde(default = "yes")]
+    pub error_message_in_body: bool,
+    /// Older versions serialize some numbers as strings (`"vmid": "101"`).
+    #[serde(default)]
+    pub numbers_as_strings: bool,
+    /// Real PVE delays every 401 by 3000 ms; 0 keeps tests fast.
+    #[serde(default)]
+    pub unauthorized_delay_ms: u64,
+    /// Guests on an offline node keep their last name/template/stats (as during the first
+    /// five minutes after a node fails) instead of the bare entry PVE shows afterwards.
+    #[serde(default)]
+    pub offline_guests_keep_stats: bool,
+}
+
+impl Default for Quirks {
+    fn default() -> Self {
+        Self {
+            error_message_in_body: true,
+            numbers_as_strings: false,
+            unauthorized_delay_ms: 0,
+            offline_guests_keep_stats: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub name: String,
+    /// Cluster network address reported by `/cluster/status` (not where the sim listens).
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default = "yes")]
+    pub online: bool,
+    /// Requests to this node (its listener and `/nodes/{node}/…`) never answer.
+    #[serde(default)]
+    pub hang: bool,
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Fixed listener port on 127.0.0.1; 0 or absent picks a free one.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Subscription level (`""`, `c`, `b`, `s`, `p`).
+    #[serde(default)]
+    pub level: String,
+    #[serde(default = "default_node_cpus")]
+    pub cpus: u32,
+    #[serde(default = "default_node_mem_gb")]
+    pub memory_gb: u64,
+    #[serde(default = "default_node_disk_gb")]
+    pub disk_gb: u64,
+    /// Pending apt updates (`GET /nodes/{node}/apt/update`).
+    #[serde(default)]
+    pub updates: Vec<AptUpdate>,
+}
+
+impl NodeSpec {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ip: None,
+            online: true,
+            hang: false,
+            latency_ms: 0,
+            port: None,
+            level: String::new(),
+            cpus: default_node_cpus(),
+            memory_gb: default_node_mem_gb(),
+            disk_gb: default_node_disk_gb(),
+            updates: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `GET /nodes/{node}/apt/update`; PVE's own key names are accepted as aliases.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AptUpdate {
+    #[serde(alias = "Package")]
+    pub package: String,
+    #[serde(alias = "OldVersion", default)]
+    pub old_version: Option<String>,
+    #[serde(alias = "Version")]
+    pub version: String,
+    #[serde(alias = "Origin", default = "default_origin")]
+    pub origin: String,
+    #[serde(alias = "Title", default)]
+    pub title: Option<String>,
+    #[serde(alias = "Description", default)]
+    pub description: Option<String>,
+    #[serde(alias = "Priority", default = "default_priority")]
+    pub priority: String,
+    #[serde(alias = "Section", default = "default_section")]
+    pub section: String,
+    #[serde(alias = "Arch", default = "default_arch")]
+    pub arch: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestKind {
+    Lxc,
+    #[serde(alias = "vm")]
+    Qemu,
+}
+
+impl GuestKind {
+    /// The path segment and resource `type` (`lxc` / `qemu`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestKind::Lxc => "lxc",
+            GuestKind::Qemu => "qemu",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestSpec {
+    pub vmid: u32,
+    #[serde(rename = "type", default = "default_kind")]
+    pub kind: GuestKind,
+    pub node: String,
+    /// LXC hostname / VM name.
+    pub name: String,
+    /// `running` or `stopped`.
+    #[serde(default = "default_status")]
+    pub status: String,
+    #[serde(default)]
+    pub template: bool,
+    /// Written `["prod", "web"]` or `"prod;web"`; served as `"prod;web"`.
+    #[serde(default, deserialize_with = "tags_de")]
+    pub tags: Vec<String>,
+    /// MiB; defaults to 512 (LXC) or 2048 (VM).
+    #[serde(default)]
+    pub memory: Option<u64>,
+    #[serde(default)]
+    pub cores: Option<u32>,
+    #[serde(default)]
+    pub disk_gb: Option<u64>,
+    /// `debian`, `ubuntu`, `alpine`, … (LXC) or `l26`, `win11` (VM).
+    #[serde(default)]
+    pub ostype: Option<String>,
+    /// `net0` address; `dhcp` when absent.
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub lock: Option<String>,
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotSpec>,
+}
+
+impl GuestSpec {
+    pub fn new(vmid: u32, kind: GuestKind, node: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            vmid,
+            kind,
+            node: node.into(),
+            name: name.into(),
+            status: default_status(),
+            template: false,
+            tags: Vec::new(),
+            memory: None,
+            cores: None,
+            disk_gb: None,
+            ostype: None,
+            ip: None,
+            lock: None,
+            snapshots: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Unix time; defaults to one day before start per position.
+    #[serde(default)]
+    pub snaptime: Option<u64>,
+}
+
+/// An API token (`USER@REALM!TOKENID`) and what it may do. Privileges are given as a role at
+/// `/` (`role`), a privilege list at `/` (`privs`), and/or path ACL entries (`acl`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    pub id: String,
+    pub secret: String,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub privs: Vec<String>,
+    #[serde(default)]
+    pub acl: Vec<AclSpec>,
+    /// Unix time after which the token is rejected.
+    #[serde(default)]
+    pub expire: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclSpec {
+    pub path: String,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub privs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSpec {
+    pub name: String,
+    #[serde(rename = "type", default = "default_storage_type")]
+    pub plugintype: String,
+    #[serde(default = "default_content")]
+    pub content: String,
+    #[serde(default)]
+    pub shared: bool,
+    #[serde(default = "default_storage_gb")]
+    pub size_gb: u64,
+}
+
+/// Injected failure: requests whose API path (after `/api2/json`) starts with `path` answer
+/// `status` with `reason`, `count` times (absent = always).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureSpec {
+    pub path: String,
+    #[serde(default)]
+    pub method: Option<String>,
+    pub status: u16,
+    pub reason: String,
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+/// Bulk estate for benchmarks: `nodes` named `{prefix}{NN}`, each with LXCs and VMs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateSpec {
+    pub nodes: u32,
+    #[serde(default)]
+    pub lxc_per_node: u32,
+    #[serde(default)]
+    pub vm_per_node: u32,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_first_vmid")]
+    pub first_vmid: u32,
+    /// The last N generated nodes are offline.
+    #[serde(default)]
+    pub offline_nodes: u32,
+}
+
+/// PEM material to serve instead of generating it (e.g. to keep fingerprints stable).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    pub ca_cert_pem: String,
+    pub nodes: Vec<NodeTlsSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeTlsSpec {
+    pub node: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl ClusterSpec {
+    /// A minimal cluster with the given node names and no guests or tokens.
+    pub fn new(name: impl Into<String>, nodes: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            standalone: false,
+            version: default_version(),
+            release: default_release(),
+            repoid: default_repoid(),
+            config_version: None,
+            task_duration_ms: default_task_ms(),
+            quirks: Quirks::default(),
+            nodes: nodes.iter().map(|n| NodeSpec::new(*n)).collect(),
+            guests: Vec::new(),
+            tokens: Vec::new(),
+            storages: Vec::new(),
+            failures: Vec::new(),
+            generate: None,
+            tls: None,
+        }
+    }
+
+    /// Appends what `[generate]` describes and drops the section.
+    pub fn expand(&mut self) -> anyhow::Result<()> {
+        if let Some(generate) = self.generate.take() {
+            crate::generate::expand(self, &generate)?;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let name = &self.name;
+        if self.nodes.is_empty() {
+            bail!("cluster {name}: no nodes");
+        }
+        if self.standalone && self.nodes.len() != 1 {
+            bail!("cluster {name}: a standalone node needs exactly one node");
+        }
+        let mut nodes = BTreeSet::new();
+        for node in &self.nodes {
+            if !valid_node_name(&node.name) || !nodes.insert(node.name.as_str()) {
+                bail!("cluster {name}: invalid or duplicate node name {:?}", node.name);
+            }
+        }
+        let mut vmids = BTreeSet::new();
+        for guest in &self.guests {
+            if !(100..=999_999_999).contains(&guest.vmid) || !vmids.insert(guest.vmid) {
+                bail!("cluster {name}: invalid or duplicate vmid {}", guest.vmid);
+            }
+            if !nodes.contains(guest.node.as_str()) {
+                bail!("cluster {name}: guest {} on unknown node {}", guest.vmid, guest.node);
+            }
+            if guest.status != "running" && guest.status != "stopped" {
+                bail!("cluster {name}: guest {} status must be running|stopped", guest.vmid);
+            }
+        }
+        for token in &self.tokens {
+            crate::auth::split_token_id(&token.id)
+                .with_context(|| format!("cluster {name}: token id {:?}", token.id))?;
+            for role in token.role.iter().chain(token.acl.iter().filter_map(|a| a.role.as_ref())) {
+                if crate::auth::role_privs(role).is_none() {
+                    bail!("cluster {name}: unknown role {role:?}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// PVE's `pve-node` format.
+pub(crate) fn valid_node_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+}
+
+fn tags_de<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Tags {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Tags::deserialize(d)? {
+        Tags::One(s) => crate::state::split_tags(&s),
+        Tags::Many(v) => v,
+    })
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_version() -> String {
+    "8.4.1".into()
+}
+fn default_release() -> String {
+    "8.4".into()
+}
+fn default_repoid() -> String {
+    "2a5fa54a8503f96d".into()
+}
+fn default_task_ms() -> u64 {
+    1000
+}
+fn default_node_cpus() -> u32 {
+    8
+}
+fn default_node_mem_gb() -> u64 {
+    32
+}
+fn default_node_disk_gb() -> u64 {
+    100
+}
+fn default_origin() -> String {
+    "Debian".into()
+}
+fn default_priority() -> String {
+    "optional".into()
+}
+fn default_section() -> String {
+    "admin".into()
+}
+fn default_arch() -> String {
+    "amd64".into()
+}
+fn default_kind() -> GuestKind {
+    GuestKind::Lxc
+}
+fn default_status() -> String {
+    "running".into()
+}
+fn default_storage_type() -> String {
+    "dir".into()
+}
+fn default_content() -> String {
+    "rootdir,images".into()
+}
+fn default_storage_gb() -> u64 {
+    500
+}
+fn default_prefix() -> String {
+    "node".into()
+}
+fn default_first_vmid() -> u32 {
+    1000
+}
