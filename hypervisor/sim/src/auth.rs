@@ -8,8 +8,11 @@ use anyhow::bail;
 
 use crate::config::TokenSpec;
 
+/// Privilege list of one role level.
+type PrivList = &'static [&'static str];
+
 /// Privilege groups of pve-access-control (`$privgroups`): (category, admin, user, audit).
-const PRIV_GROUPS: &[(&str, &[&str], &[&str], &[&str])] = &[
+const PRIV_GROUPS: &[(&str, PrivList, PrivList, PrivList)] = &[
     (
         "VM",
         &[
@@ -46,10 +49,25 @@ const PRIV_GROUPS: &[(&str, &[&str], &[&str], &[&str])] = &[
         &["Datastore.AllocateSpace"],
         &["Datastore.Audit"],
     ),
-    ("SDN", &["SDN.Allocate", "SDN.Audit"], &["SDN.Use"], &["SDN.Audit"]),
-    ("User", &["User.Modify", "Group.Allocate", "Realm.AllocateUser"], &[], &[]),
+    (
+        "SDN",
+        &["SDN.Allocate", "SDN.Audit"],
+        &["SDN.Use"],
+        &["SDN.Audit"],
+    ),
+    (
+        "User",
+        &["User.Modify", "Group.Allocate", "Realm.AllocateUser"],
+        &[],
+        &[],
+    ),
     ("Pool", &["Pool.Allocate"], &["Pool.Audit"], &["Pool.Audit"]),
-    ("Mapping", &["Mapping.Modify"], &["Mapping.Use"], &["Mapping.Audit"]),
+    (
+        "Mapping",
+        &["Mapping.Modify"],
+        &["Mapping.Use"],
+        &["Mapping.Audit"],
+    ),
 ];
 
 /// Privileges only `Administrator` (and root) hold.
@@ -142,7 +160,12 @@ impl Token {
                 .or_default()
                 .extend(resolve_privs(entry.role.as_deref(), &entry.privs));
         }
-        Self { id: spec.id.clone(), secret: spec.secret.clone(), expire: spec.expire, acl }
+        Self {
+            id: spec.id.clone(),
+            secret: spec.secret.clone(),
+            expire: spec.expire,
+            acl,
+        }
     }
 
     /// Effective privileges on `path`: the deepest ACL entry on the way down wins.
@@ -196,10 +219,14 @@ pub fn split_token_id(id: &str) -> anyhow::Result<(&str, &str)> {
     };
     let token_ok = token.len() >= 2
         && token.as_bytes()[0].is_ascii_alphabetic()
-        && token.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
+        && token
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
     let realm_ok = realm.len() >= 2
         && realm.as_bytes()[0].is_ascii_alphabetic()
-        && realm.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
+        && realm
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
     let name_ok = !name.is_empty() && !name.contains([':', '/', '!']);
     if !(token_ok && realm_ok && name_ok) {
         bail!("'{id}' is not a valid token ID - not able to split into user and token parts");
@@ -236,7 +263,11 @@ pub(crate) fn extract_api_token(header: &str) -> Option<String> {
         let rest = &header[start + KEY.len()..];
         if boundary && (rest.starts_with('=') || rest.starts_with(' ')) {
             let value = rest[1..].split(';').next().unwrap_or("");
-            return Some(percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned());
+            return Some(
+                percent_encoding::percent_decode_str(value)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            );
         }
         from = start + KEY.len();
     }
@@ -253,11 +284,18 @@ pub(crate) fn authenticate<'a>(
     if value.is_empty() {
         // A `PVEAuthCookie` ticket would be tried here; the simulator knows none.
         let has_ticket = header.is_some_and(|h| h.contains("PVEAuthCookie="));
-        return Err(if has_ticket { AuthError::Failed } else { AuthError::NoTicket });
+        return Err(if has_ticket {
+            AuthError::Failed
+        } else {
+            AuthError::NoTicket
+        });
     }
     let (id, secret) = value.rsplit_once('=').ok_or(AuthError::Failed)?;
     split_token_id(id).map_err(|_| AuthError::Failed)?;
-    let token = tokens.iter().find(|t| t.id == id).ok_or(AuthError::Failed)?;
+    let token = tokens
+        .iter()
+        .find(|t| t.id == id)
+        .ok_or(AuthError::Failed)?;
     if token.expire.is_some_and(|e| e < now_unix) || token.secret != secret {
         return Err(AuthError::Failed);
     }
@@ -281,8 +319,14 @@ mod tests {
 
     #[test]
     fn header_forms_match_pve() {
-        assert_eq!(extract_api_token("PVEAPIToken=a@pam!t=x").as_deref(), Some("a@pam!t=x"));
-        assert_eq!(extract_api_token("PVEAPIToken a@pam!t=x").as_deref(), Some("a@pam!t=x"));
+        assert_eq!(
+            extract_api_token("PVEAPIToken=a@pam!t=x").as_deref(),
+            Some("a@pam!t=x")
+        );
+        assert_eq!(
+            extract_api_token("PVEAPIToken a@pam!t=x").as_deref(),
+            Some("a@pam!t=x")
+        );
         assert_eq!(extract_api_token("Bearer x"), None);
         let t = [token("Administrator")];
         assert!(authenticate(Some("PVEAPIToken=root@pam!canopy=s3cret"), &t, 0).is_ok());
@@ -291,7 +335,10 @@ mod tests {
         let colon = authenticate(Some("PVEAPIToken=root@pam!canopy:s3cret"), &t, 0);
         assert_eq!(colon.unwrap_err(), AuthError::Failed);
         assert_eq!(authenticate(None, &t, 0).unwrap_err(), AuthError::NoTicket);
-        assert_eq!(authenticate(Some("PVEAPIToken="), &t, 0).unwrap_err(), AuthError::NoTicket);
+        assert_eq!(
+            authenticate(Some("PVEAPIToken="), &t, 0).unwrap_err(),
+            AuthError::NoTicket
+        );
     }
 
     #[test]
@@ -299,7 +346,10 @@ mod tests {
         let auditor = token("PVEAuditor");
         assert!(auditor.has("/vms/101", "VM.Audit"));
         assert!(!auditor.has("/nodes/pve1", "Sys.Modify"));
-        assert_eq!(auditor.check("/vms/101", &["VM.Snapshot"]), Err("/vms/101, VM.Snapshot".into()));
+        assert_eq!(
+            auditor.check("/vms/101", &["VM.Snapshot"]),
+            Err("/vms/101, VM.Snapshot".into())
+        );
         assert!(token("Administrator").has("/nodes/pve1", "Sys.Modify"));
         assert!(role_privs("PVEVMAdmin").unwrap().contains("VM.Snapshot"));
         assert!(role_privs("PVESysUser").is_none());

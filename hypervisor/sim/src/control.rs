@@ -34,7 +34,10 @@ impl RunningCluster {
 
     fn with_guest(&self, vmid: u32, f: impl FnOnce(&mut Guest)) -> anyhow::Result<()> {
         self.with_state(|st| {
-            let g = st.guests.get_mut(&vmid).ok_or_else(|| anyhow!("no guest {vmid}"))?;
+            let g = st
+                .guests
+                .get_mut(&vmid)
+                .ok_or_else(|| anyhow!("no guest {vmid}"))?;
             f(g);
             g.touch();
             Ok(())
@@ -47,7 +50,10 @@ impl RunningCluster {
             if st.node(to_node).is_none() {
                 bail!("no node {to_node}");
             }
-            let g = st.guests.get_mut(&vmid).ok_or_else(|| anyhow!("no guest {vmid}"))?;
+            let g = st
+                .guests
+                .get_mut(&vmid)
+                .ok_or_else(|| anyhow!("no guest {vmid}"))?;
             g.node = to_node.into();
             g.touch();
             Ok(())
@@ -72,7 +78,9 @@ impl RunningCluster {
     /// Takes a node offline (its listener closes; `/nodes/{node}/…` answers 595) or back.
     pub fn set_node_online(&self, node: &str, online: bool) -> anyhow::Result<()> {
         self.with_state(|st| {
-            st.node_mut(node).ok_or_else(|| anyhow!("no node {node}"))?.online = online;
+            st.node_mut(node)
+                .ok_or_else(|| anyhow!("no node {node}"))?
+                .online = online;
             Ok(())
         })?;
         if let Some(tx) = self.shared.online.get(node) {
@@ -84,7 +92,9 @@ impl RunningCluster {
     /// A hanging node accepts connections but never answers.
     pub fn set_node_hang(&self, node: &str, hang: bool) -> anyhow::Result<()> {
         self.with_state(|st| {
-            st.node_mut(node).ok_or_else(|| anyhow!("no node {node}"))?.hang = hang;
+            st.node_mut(node)
+                .ok_or_else(|| anyhow!("no node {node}"))?
+                .hang = hang;
             Ok(())
         })
     }
@@ -92,7 +102,9 @@ impl RunningCluster {
     /// Delay before answering requests on `node`'s listener or proxied to `node`.
     pub fn set_latency(&self, node: &str, latency: Duration) -> anyhow::Result<()> {
         self.with_state(|st| {
-            st.node_mut(node).ok_or_else(|| anyhow!("no node {node}"))?.latency = latency;
+            st.node_mut(node)
+                .ok_or_else(|| anyhow!("no node {node}"))?
+                .latency = latency;
             Ok(())
         })
     }
@@ -105,13 +117,19 @@ impl RunningCluster {
             if st.node(&spec.node).is_none() {
                 bail!("no node {}", spec.node);
             }
-            st.guests.insert(spec.vmid, Guest::from_spec(&spec, unix_now()));
+            st.guests
+                .insert(spec.vmid, Guest::from_spec(&spec, unix_now()));
             Ok(())
         })
     }
 
     pub fn remove_guest(&self, vmid: u32) -> anyhow::Result<()> {
-        self.with_state(|st| st.guests.remove(&vmid).map(|_| ()).ok_or_else(|| anyhow!("no guest {vmid}")))
+        self.with_state(|st| {
+            st.guests
+                .remove(&vmid)
+                .map(|_| ())
+                .ok_or_else(|| anyhow!("no guest {vmid}"))
+        })
     }
 
     /// Changes the hostname (LXC) or name (VM).
@@ -120,7 +138,9 @@ impl RunningCluster {
     }
 
     pub fn set_tags(&self, vmid: u32, tags: &[&str]) -> anyhow::Result<()> {
-        self.with_guest(vmid, |g| g.tags = tags.iter().map(|t| t.to_string()).collect())
+        self.with_guest(vmid, |g| {
+            g.tags = tags.iter().map(|t| t.to_string()).collect()
+        })
     }
 
     pub fn set_template(&self, vmid: u32, template: bool) -> anyhow::Result<()> {
@@ -133,7 +153,9 @@ impl RunningCluster {
     /// Replaces a node's pending apt updates.
     pub fn set_updates(&self, node: &str, updates: Vec<AptUpdate>) -> anyhow::Result<()> {
         self.with_state(|st| {
-            st.node_mut(node).ok_or_else(|| anyhow!("no node {node}"))?.updates = updates;
+            st.node_mut(node)
+                .ok_or_else(|| anyhow!("no node {node}"))?
+                .updates = updates;
             Ok(())
         })
     }
@@ -196,7 +218,11 @@ impl RunningCluster {
             snapshots: g
                 .snapshots
                 .iter()
-                .map(|s| SnapshotSpec { name: s.name.clone(), description: s.description.clone(), snaptime: Some(s.snaptime) })
+                .map(|s| SnapshotSpec {
+                    name: s.name.clone(),
+                    description: s.description.clone(),
+                    snaptime: Some(s.snaptime),
+                })
                 .collect(),
         })
     }
@@ -213,7 +239,12 @@ impl RunningCluster {
                 node: t.node.clone(),
                 kind: t.kind.clone(),
                 id: t.id.clone(),
-                status: if t.result.is_some() { "stopped" } else { "running" }.into(),
+                status: if t.result.is_some() {
+                    "stopped"
+                } else {
+                    "running"
+                }
+                .into(),
                 exitstatus: t.result.as_ref().map(|r| match r {
                     Ok(()) => "OK".to_string(),
                     Err(e) => e.clone(),

@@ -33,8 +33,8 @@ use tokio::task::JoinHandle;
 
 pub use auth::{role_privs, split_token_id};
 pub use config::{
-    AclSpec, AptUpdate, ClusterSpec, FailureSpec, GenerateSpec, GuestKind, GuestSpec, NodeSpec, NodeTlsSpec,
-    Quirks, SimFile, SnapshotSpec, StorageSpec, TlsSpec, TokenSpec,
+    AclSpec, AptUpdate, ClusterSpec, FailureSpec, GenerateSpec, GuestKind, GuestSpec, NodeSpec,
+    NodeTlsSpec, Quirks, SimFile, SnapshotSpec, StorageSpec, TlsSpec, TokenSpec,
 };
 pub use control::TaskInfo;
 pub use server::RequestRecord;
@@ -64,32 +64,68 @@ pub struct RunningCluster {
 pub async fn start(mut spec: ClusterSpec) -> anyhow::Result<RunningCluster> {
     spec.expand()?;
     spec.validate()?;
-    let node_ips: Vec<(String, Option<String>)> = spec.nodes.iter().map(|n| (n.name.clone(), n.ip.clone())).collect();
+    let node_ips: Vec<(String, Option<String>)> = spec
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.ip.clone()))
+        .collect();
     let cluster_tls = tls::ClusterTls::for_cluster(&node_ips, spec.tls.as_ref())?;
 
     let mut bound = Vec::new();
     let mut fingerprints = BTreeMap::new();
     for node in &spec.nodes {
-        let node_tls = cluster_tls.node(&node.name).context("tls material missing")?;
+        let node_tls = cluster_tls
+            .node(&node.name)
+            .context("tls material missing")?;
         let (config, fingerprint) = tls::server_config(node_tls)?;
         let listener = server::bind(node.port.unwrap_or(0))
             .await
-            .with_context(|| format!("binding listener for node {} of cluster {}", node.name, spec.name))?;
+            .with_context(|| {
+                format!(
+                    "binding listener for node {} of cluster {}",
+                    node.name, spec.name
+                )
+            })?;
         let addr = listener.local_addr()?;
         fingerprints.insert(node.name.clone(), fingerprint.clone());
-        bound.push((Endpoint { node: node.name.clone(), addr, fingerprint }, listener, config));
+        bound.push((
+            Endpoint {
+                node: node.name.clone(),
+                addr,
+                fingerprint,
+            },
+            listener,
+            config,
+        ));
     }
 
     let shared = Arc::new(Shared::new(state::State::new(&spec, &fingerprints)));
     let mut endpoints = Vec::new();
     let mut handles = Vec::new();
     for (endpoint, listener, config) in bound {
-        handles.push(server::spawn_listener(shared.clone(), endpoint.node.clone(), listener, endpoint.addr, config));
+        handles.push(server::spawn_listener(
+            shared.clone(),
+            endpoint.node.clone(),
+            listener,
+            endpoint.addr,
+            config,
+        ));
         endpoints.push(endpoint);
     }
-    let token = spec.tokens.first().map(|t| format!("{}={}", t.id, t.secret)).unwrap_or_default();
+    let token = spec
+        .tokens
+        .first()
+        .map(|t| format!("{}={}", t.id, t.secret))
+        .unwrap_or_default();
     tracing::info!(cluster = %spec.name, nodes = endpoints.len(), guests = spec.guests.len(), "PVE simulator started");
-    Ok(RunningCluster { name: spec.name, shared, endpoints, tls: cluster_tls, token, handles })
+    Ok(RunningCluster {
+        name: spec.name,
+        shared,
+        endpoints,
+        tls: cluster_tls,
+        token,
+        handles,
+    })
 }
 
 impl RunningCluster {
@@ -100,21 +136,34 @@ impl RunningCluster {
     /// `https://127.0.0.1:PORT` of the first online node (the first node if none is online).
     pub fn url(&self) -> String {
         let st = self.shared.lock();
-        let online = self.endpoints.iter().find(|e| st.node(&e.node).is_some_and(|n| n.online));
+        let online = self
+            .endpoints
+            .iter()
+            .find(|e| st.node(&e.node).is_some_and(|n| n.online));
         let endpoint = online.or(self.endpoints.first());
-        endpoint.map(|e| format!("https://{}", e.addr)).unwrap_or_default()
+        endpoint
+            .map(|e| format!("https://{}", e.addr))
+            .unwrap_or_default()
     }
 
     /// `https://127.0.0.1:PORT` of `node`'s listener; empty for an unknown node.
     pub fn node_url(&self, node: &str) -> String {
-        self.endpoint(node).map(|e| format!("https://{}", e.addr)).unwrap_or_default()
+        self.endpoint(node)
+            .map(|e| format!("https://{}", e.addr))
+            .unwrap_or_default()
     }
 
     /// `(node, url, fingerprint)` for every node, in file order.
     pub fn endpoints(&self) -> Vec<(String, String, String)> {
         self.endpoints
             .iter()
-            .map(|e| (e.node.clone(), format!("https://{}", e.addr), e.fingerprint.clone()))
+            .map(|e| {
+                (
+                    e.node.clone(),
+                    format!("https://{}", e.addr),
+                    e.fingerprint.clone(),
+                )
+            })
             .collect()
     }
 
@@ -130,7 +179,9 @@ impl RunningCluster {
 
     /// Fingerprint of `node`'s certificate.
     pub fn node_fingerprint(&self, node: &str) -> String {
-        self.endpoint(node).map(|e| e.fingerprint.clone()).unwrap_or_default()
+        self.endpoint(node)
+            .map(|e| e.fingerprint.clone())
+            .unwrap_or_default()
     }
 
     /// The cluster CA (like `/etc/pve/pve-root-ca.pem`).

@@ -9,7 +9,10 @@ use canopy_pve_sim::{SimFile, TlsSpec};
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "canopy-pve-sim", about = "Proxmox VE API simulator (HTTPS on 127.0.0.1)")]
+#[command(
+    name = "canopy-pve-sim",
+    about = "Proxmox VE API simulator (HTTPS on 127.0.0.1)"
+)]
 struct Cli {
     /// Simulator cluster file, e.g. examples/sim/home.toml.
     #[arg(long)]
@@ -27,7 +30,8 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "canopy_pve_sim=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "canopy_pve_sim=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -38,16 +42,27 @@ async fn main() -> anyhow::Result<()> {
         let mut port = base;
         for node in file.clusters.iter_mut().flat_map(|c| c.nodes.iter_mut()) {
             node.port = Some(port);
-            port = port.checked_add(1).context("--port-base: ran out of ports")?;
+            port = port
+                .checked_add(1)
+                .context("--port-base: ran out of ports")?;
         }
     }
 
     let mut running = Vec::new();
     for mut cluster in file.clusters {
-        let tls_file = cli.tls_dir.as_ref().map(|d| d.join(format!("{}.tls.toml", cluster.name)));
-        if let Some(path) = tls_file.as_ref().filter(|p| p.exists() && cluster.tls.is_none()) {
+        let tls_file = cli
+            .tls_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.tls.toml", cluster.name)));
+        if let Some(path) = tls_file
+            .as_ref()
+            .filter(|p| p.exists() && cluster.tls.is_none())
+        {
             let text = std::fs::read_to_string(path)?;
-            cluster.tls = Some(toml::from_str::<TlsSpec>(&text).with_context(|| format!("reading {}", path.display()))?);
+            cluster.tls = Some(
+                toml::from_str::<TlsSpec>(&text)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            );
         }
         let sim = canopy_pve_sim::start(cluster).await?;
         if let Some(path) = tls_file.filter(|p| !p.exists()) {

@@ -23,7 +23,11 @@ use crate::state::{normalize_api_path, unix_now};
 const PROXY_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BODY: usize = 512 * 1024;
 
-pub(crate) async fn handle(shared: Arc<Shared>, listener: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
@@ -33,7 +37,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, listener: Arc<str>, req: Request
         let mut st = shared.lock();
         st.settle();
         let node = st.node(&listener);
-        (node.is_some_and(|n| n.hang), node.map(|n| n.latency).unwrap_or_default(), st.quirks.error_message_in_body)
+        (
+            node.is_some_and(|n| n.hang),
+            node.map(|n| n.latency).unwrap_or_default(),
+            st.quirks.error_message_in_body,
+        )
     };
     if hang {
         std::future::pending::<()>().await;
@@ -64,16 +72,26 @@ async fn respond(
         None => (rest, "/".to_string()),
     };
     let format_ok = format.starts_with(|c: char| c.is_ascii_lowercase())
-        && format.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        && format
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if !format_ok {
         return Err(ApiError::plain(501, "no such uri"));
     }
 
-    let auth_header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let auth_header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let (token, delay) = {
         let st = shared.lock();
-        let token = crate::auth::authenticate(auth_header.as_deref(), &st.tokens, unix_now()).cloned();
-        (token, Duration::from_millis(st.quirks.unauthorized_delay_ms))
+        let token =
+            crate::auth::authenticate(auth_header.as_deref(), &st.tokens, unix_now()).cloned();
+        (
+            token,
+            Duration::from_millis(st.quirks.unauthorized_delay_ms),
+        )
     };
     let token = match token {
         Ok(t) => t,
@@ -85,7 +103,10 @@ async fn respond(
         }
     };
     if format != "json" {
-        return Err(ApiError::plain(501, format!("no formatter for uri {rel}, {format}")));
+        return Err(ApiError::plain(
+            501,
+            format!("no formatter for uri {rel}, {format}"),
+        ));
     }
 
     let json_body = req
@@ -99,7 +120,10 @@ async fn respond(
         .map(|b| b.to_bytes())
         .map_err(|_| ApiError::plain(413, "Request Entity Too Large"))?;
     if !body.is_empty() && !matches!(method, "POST" | "PUT") {
-        return Err(ApiError::plain(501, format!("Unexpected content for method '{method}'")));
+        return Err(ApiError::plain(
+            501,
+            format!("Unexpected content for method '{method}'"),
+        ));
     }
     let params = parse_params(query, &body, json_body)?;
 
@@ -107,7 +131,8 @@ async fn respond(
     if let Some((status, reason)) = failure {
         return Err(ApiError::new(status, reason));
     }
-    let route = routes::route(method, &rel).ok_or_else(|| ApiError::not_implemented(method, &rel))?;
+    let route =
+        routes::route(method, &rel).ok_or_else(|| ApiError::not_implemented(method, &rel))?;
     route.perm.verify(&token)?;
 
     if let Some(target) = route.node.as_deref().filter(|n| *n != listener) {
@@ -137,7 +162,12 @@ async fn respond(
 
     let mut st = shared.lock();
     st.settle();
-    let ctx = Ctx { token: &token, listener, node: route.node.as_deref(), params: &params };
+    let ctx = Ctx {
+        token: &token,
+        listener,
+        node: route.node.as_deref(),
+        params: &params,
+    };
     routes::execute(&mut st, &route.endpoint, &ctx).map(|reply| reply.into_response())
 }
 

@@ -5,7 +5,9 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, EXPIRES, PRAGMA, SERVER};
+use hyper::header::{
+    HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, EXPIRES, PRAGMA, SERVER,
+};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -14,8 +16,23 @@ pub(crate) type Body = Full<Bytes>;
 
 /// Keys whose numbers become strings under the `numbers_as_strings` quirk.
 pub(crate) const STRINGY_KEYS: &[&str] = &[
-    "vmid", "maxmem", "mem", "maxdisk", "disk", "maxcpu", "cpu", "cpus", "uptime", "netin", "netout",
-    "diskread", "diskwrite", "maxswap", "swap", "nodeid", "snaptime",
+    "vmid",
+    "maxmem",
+    "mem",
+    "maxdisk",
+    "disk",
+    "maxcpu",
+    "cpu",
+    "cpus",
+    "uptime",
+    "netin",
+    "netout",
+    "diskread",
+    "diskwrite",
+    "maxswap",
+    "swap",
+    "nodeid",
+    "snaptime",
 ];
 
 /// A successful result: the serialized `data` member, and `total` where PVE sets it.
@@ -83,7 +100,12 @@ pub(crate) enum ErrorBody {
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), errors: None, body: ErrorBody::Json }
+        Self {
+            status,
+            message: message.into(),
+            errors: None,
+            body: ErrorBody::Json,
+        }
     }
 
     /// 403 from `raise_perm_exc("$path, $priv")`.
@@ -93,8 +115,14 @@ impl ApiError {
 
     /// 400 from `raise_param_exc`, with per-parameter messages.
     pub fn param(errors: &[(&str, String)]) -> Self {
-        let map: Map<String, Value> = errors.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect();
-        Self { errors: Some(Value::Object(map)), ..Self::new(400, "Parameter verification failed.\n") }
+        let map: Map<String, Value> = errors
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+            .collect();
+        Self {
+            errors: Some(Value::Object(map)),
+            ..Self::new(400, "Parameter verification failed.\n")
+        }
     }
 
     /// 500 from a plain `die "…\n"` in a handler.
@@ -108,12 +136,18 @@ impl ApiError {
 
     /// A response written without the formatter: reason phrase only, empty body.
     pub fn bare(status: u16, reason: impl Into<String>) -> Self {
-        Self { body: ErrorBody::Empty, ..Self::new(status, reason) }
+        Self {
+            body: ErrorBody::Empty,
+            ..Self::new(status, reason)
+        }
     }
 
     /// pve-http-server's `$self->error(...)`: reason phrase and the same text as body.
     pub fn plain(status: u16, message: impl Into<String>) -> Self {
-        Self { body: ErrorBody::Text, ..Self::new(status, message) }
+        Self {
+            body: ErrorBody::Text,
+            ..Self::new(status, message)
+        }
     }
 
     pub fn into_response(self, message_in_body: bool) -> Response<Body> {
@@ -134,12 +168,14 @@ impl ApiError {
             Bytes::new()
         };
         let mut resp = Response::new(Full::new(body));
-        *resp.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *resp.status_mut() =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes()) {
             resp.extensions_mut().insert(phrase);
         }
         common_headers(&mut resp, self.body == ErrorBody::Json);
-        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
         resp
     }
 }
@@ -147,12 +183,18 @@ impl ApiError {
 fn common_headers(resp: &mut Response<Body>, json: bool) {
     let h = resp.headers_mut();
     if json {
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json;charset=UTF-8"));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json;charset=UTF-8"),
+        );
     }
     h.insert(SERVER, HeaderValue::from_static("pve-api-daemon/3.0"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=0"));
     h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
-    h.insert(EXPIRES, HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+    h.insert(
+        EXPIRES,
+        HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+    );
 }
 
 /// The `numbers_as_strings` quirk for `Value` answers.
@@ -189,10 +231,16 @@ enum NumValue {
 
 impl Num {
     pub fn int(v: u64, as_string: bool) -> Self {
-        Self { value: NumValue::Int(v), as_string }
+        Self {
+            value: NumValue::Int(v),
+            as_string,
+        }
     }
     pub fn float(v: f64, as_string: bool) -> Self {
-        Self { value: NumValue::Float(v), as_string }
+        Self {
+            value: NumValue::Float(v),
+            as_string,
+        }
     }
 }
 

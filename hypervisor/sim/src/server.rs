@@ -42,7 +42,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn new(state: State) -> Self {
-        let online = state.nodes.iter().map(|n| (n.name.clone(), watch::Sender::new(n.online))).collect();
+        let online = state
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), watch::Sender::new(n.online)))
+            .collect();
         Self {
             state: Mutex::new(state),
             log: Mutex::new(Vec::new()),
@@ -60,7 +64,12 @@ impl Shared {
     pub fn record(&self, method: &str, path: &str, listener: &str, query: Option<String>) {
         self.count.fetch_add(1, Ordering::SeqCst);
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        log.push(RequestRecord { method: method.into(), path: path.into(), listener_node: listener.into(), query });
+        log.push(RequestRecord {
+            method: method.into(),
+            path: path.into(),
+            listener_node: listener.into(),
+            query,
+        });
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {
@@ -93,7 +102,9 @@ pub(crate) fn spawn_listener(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let acceptor = TlsAcceptor::from(tls);
-        let Some(mut online) = shared.online.get(&node).map(watch::Sender::subscribe) else { return };
+        let Some(mut online) = shared.online.get(&node).map(watch::Sender::subscribe) else {
+            return;
+        };
         let mut shutdown = shared.shutdown.subscribe();
         let node: Arc<str> = node.into();
         let mut listener = Some(listener);
@@ -132,9 +143,16 @@ pub(crate) fn spawn_listener(
     })
 }
 
-async fn serve_connection(shared: Arc<Shared>, node: Arc<str>, tcp: TcpStream, acceptor: TlsAcceptor) {
+async fn serve_connection(
+    shared: Arc<Shared>,
+    node: Arc<str>,
+    tcp: TcpStream,
+    acceptor: TlsAcceptor,
+) {
     let _ = tcp.set_nodelay(true);
-    let Some(mut online) = shared.online.get(&*node).map(watch::Sender::subscribe) else { return };
+    let Some(mut online) = shared.online.get(&*node).map(watch::Sender::subscribe) else {
+        return;
+    };
     let mut shutdown = shared.shutdown.subscribe();
     let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
@@ -146,8 +164,11 @@ async fn serve_connection(shared: Arc<Shared>, node: Arc<str>, tcp: TcpStream, a
     };
     let svc_shared = shared.clone();
     let svc_node = node.clone();
-    let service = service_fn(move |req| crate::pipeline::handle(svc_shared.clone(), svc_node.clone(), req));
-    let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(tls), service);
+    let service =
+        service_fn(move |req| crate::pipeline::handle(svc_shared.clone(), svc_node.clone(), req));
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(tls), service);
     tokio::select! {
         res = conn => {
             if let Err(e) = res {

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Token;
-use crate::config::{AptUpdate, ClusterSpec, FailureSpec, GuestKind, GuestSpec, NodeSpec, Quirks, StorageSpec};
+use crate::config::{
+    AptUpdate, ClusterSpec, FailureSpec, GuestKind, GuestSpec, NodeSpec, Quirks, StorageSpec,
+};
 use crate::tasks::Task;
 
 #[derive(Debug, Clone)]
@@ -83,7 +85,10 @@ impl Guest {
             memory: spec.memory.unwrap_or(if lxc { 512 } else { 2048 }),
             cores: spec.cores.unwrap_or(if lxc { 1 } else { 2 }),
             disk_gb: spec.disk_gb.unwrap_or(if lxc { 8 } else { 32 }),
-            ostype: spec.ostype.clone().unwrap_or_else(|| if lxc { "debian" } else { "l26" }.into()),
+            ostype: spec
+                .ostype
+                .clone()
+                .unwrap_or_else(|| if lxc { "debian" } else { "l26" }.into()),
             ip: spec.ip.clone(),
             lock: spec.lock.clone(),
             snapshots: Vec::new(),
@@ -92,7 +97,9 @@ impl Guest {
             config_generation: 0,
         };
         for (i, snap) in spec.snapshots.iter().enumerate() {
-            let snaptime = snap.snaptime.unwrap_or(now - 86_400 * (spec.snapshots.len() - i) as u64);
+            let snaptime = snap
+                .snaptime
+                .unwrap_or(now - 86_400 * (spec.snapshots.len() - i) as u64);
             guest.snapshots.push(Snapshot {
                 name: snap.name.clone(),
                 description: snap.description.clone(),
@@ -106,7 +113,12 @@ impl Guest {
     }
 
     pub fn saved(&self) -> SavedConfig {
-        SavedConfig { name: self.name.clone(), tags: self.tags.clone(), memory: self.memory, cores: self.cores }
+        SavedConfig {
+            name: self.name.clone(),
+            tags: self.tags.clone(),
+            memory: self.memory,
+            cores: self.cores,
+        }
     }
 
     pub fn restore(&mut self, saved: &SavedConfig) {
@@ -147,7 +159,14 @@ impl Guest {
         let mut h = Sha256::new();
         h.update(format!(
             "{}|{}|{}|{:?}|{}|{}|{}|{:?}|{}",
-            self.vmid, self.name, self.node, self.tags, self.memory, self.cores, self.template, self.lock,
+            self.vmid,
+            self.name,
+            self.node,
+            self.tags,
+            self.memory,
+            self.cores,
+            self.template,
+            self.lock,
             self.config_generation
         ));
         hex::encode(h.finalize())[..40].to_string()
@@ -155,7 +174,12 @@ impl Guest {
 
     pub fn hwaddr(&self) -> String {
         let v = self.vmid;
-        format!("BC:24:11:{:02X}:{:02X}:{:02X}", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff)
+        format!(
+            "BC:24:11:{:02X}:{:02X}:{:02X}",
+            (v >> 16) & 0xff,
+            (v >> 8) & 0xff,
+            v & 0xff
+        )
     }
 
     /// Deterministic "used memory" for a running guest (bytes).
@@ -229,9 +253,22 @@ pub(crate) struct State {
 impl State {
     pub fn new(spec: &ClusterSpec, fingerprints: &BTreeMap<String, String>) -> Self {
         let now = unix_now();
-        let nodes = spec.nodes.iter().enumerate().map(|(i, n)| node_from_spec(n, i, fingerprints, now)).collect();
-        let guests = spec.guests.iter().map(|g| (g.vmid, Guest::from_spec(g, now))).collect();
-        let storages = if spec.storages.is_empty() { default_storages() } else { spec.storages.clone() };
+        let nodes = spec
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| node_from_spec(n, i, fingerprints, now))
+            .collect();
+        let guests = spec
+            .guests
+            .iter()
+            .map(|g| (g.vmid, Guest::from_spec(g, now)))
+            .collect();
+        let storages = if spec.storages.is_empty() {
+            default_storages()
+        } else {
+            spec.storages.clone()
+        };
         Self {
             name: spec.name.clone(),
             standalone: spec.standalone,
@@ -285,7 +322,10 @@ impl State {
 fn node_from_spec(n: &NodeSpec, i: usize, fps: &BTreeMap<String, String>, now: u64) -> Node {
     Node {
         name: n.name.clone(),
-        ip: n.ip.clone().unwrap_or_else(|| format!("192.168.1.{}", 11 + i)),
+        ip: n
+            .ip
+            .clone()
+            .unwrap_or_else(|| format!("192.168.1.{}", 11 + i)),
         online: n.online,
         hang: n.hang,
         latency: Duration::from_millis(n.latency_ms),
@@ -320,7 +360,10 @@ fn default_storages() -> Vec<StorageSpec> {
 
 /// `a;b` / `a,b` / `a b` → tags (PVE accepts all three separators).
 pub fn split_tags(s: &str) -> Vec<String> {
-    s.split([';', ',', ' ']).filter(|t| !t.is_empty()).map(str::to_string).collect()
+    s.split([';', ',', ' '])
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Strips `/api2/json` and trailing slashes: `/api2/json/nodes/` → `/nodes`.
@@ -337,5 +380,8 @@ pub(crate) fn normalize_api_path(path: &str) -> String {
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -34,11 +34,24 @@ async fn offline_node_and_its_guests() {
     let backup = list.iter().find(|r| r["id"] == "lxc/301").unwrap();
     assert_eq!(backup["status"], "unknown");
     assert_eq!(backup["node"], "pve3");
-    assert_eq!(backup["tags"], "prod", "tags come from the cluster-wide config");
-    assert!(backup.get("name").is_none(), "no RRD data for a node that is gone");
+    assert_eq!(
+        backup["tags"], "prod",
+        "tags come from the cluster-wide config"
+    );
+    assert!(
+        backup.get("name").is_none(),
+        "no RRD data for a node that is gone"
+    );
 
     let proxied = get(&sim, "/nodes/pve3/lxc", ADMIN).await;
-    assert_eq!((proxied.status, proxied.reason.as_deref(), proxied.raw.as_str()), (595, Some("No route to host"), ""));
+    assert_eq!(
+        (
+            proxied.status,
+            proxied.reason.as_deref(),
+            proxied.raw.as_str()
+        ),
+        (595, Some("No route to host"), "")
+    );
     // Permission checks come before the proxy.
     let denied = get(&sim, "/nodes/pve3/apt/update", AUDITOR).await;
     assert_eq!(denied.status, 403);
@@ -46,23 +59,51 @@ async fn offline_node_and_its_guests() {
     let pve3_url = sim.node_url("pve3");
     let c = client(&sim, Duration::from_secs(2));
     let direct = c.get(format!("{pve3_url}/api2/json/version")).send().await;
-    assert!(direct.is_err(), "an offline node's port refuses connections");
+    assert!(
+        direct.is_err(),
+        "an offline node's port refuses connections"
+    );
 
     sim.set_node_online("pve3", true).unwrap();
     let back = wait_for(Duration::from_secs(5), || async {
-        let r = c.get(format!("{pve3_url}/api2/json/version")).header("Authorization", format!("PVEAPIToken={ADMIN}")).send().await;
+        let r = c
+            .get(format!("{pve3_url}/api2/json/version"))
+            .header("Authorization", format!("PVEAPIToken={ADMIN}"))
+            .send()
+            .await;
         r.ok().map(|r| r.status().as_u16())
     })
     .await;
     assert_eq!(back, 200);
     let res = get(&sim, "/cluster/resources?type=vm", ADMIN).await;
-    let backup = res.data().as_array().unwrap().iter().find(|r| r["id"] == "lxc/301").unwrap().clone();
-    assert_eq!((backup["status"].clone(), backup["name"].clone()), (json!("running"), json!("backup")));
+    let backup = res
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "lxc/301")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (backup["status"].clone(), backup["name"].clone()),
+        (json!("running"), json!("backup"))
+    );
 
     sim.set_node_online("pve1", false).unwrap();
-    assert_eq!(sim.url(), sim.node_url("pve2"), "url() moves to the first online node");
+    assert_eq!(
+        sim.url(),
+        sim.node_url("pve2"),
+        "url() moves to the first online node"
+    );
     let status = get(&sim, "/cluster/status", ADMIN).await;
-    let pve1 = status.data().as_array().unwrap().iter().find(|n| n["name"] == "pve1").unwrap().clone();
+    let pve1 = status
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "pve1")
+        .unwrap()
+        .clone();
     assert_eq!(pve1["online"], 0);
     sim.shutdown().await;
 }
@@ -110,10 +151,23 @@ async fn migrate_and_other_runtime_changes() {
     let sim = home().await;
     sim.migrate(101, "pve2").unwrap();
     let res = get(&sim, "/cluster/resources?type=vm", ADMIN).await;
-    let web1 = res.data().as_array().unwrap().iter().find(|r| r["id"] == "lxc/101").unwrap().clone();
+    let web1 = res
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "lxc/101")
+        .unwrap()
+        .clone();
     assert_eq!(web1["node"], "pve2");
-    assert_eq!(get(&sim, "/nodes/pve1/lxc/101/config", ADMIN).await.status, 500);
-    assert_eq!(get(&sim, "/nodes/pve2/lxc/101/config", ADMIN).await.data()["hostname"], "web1");
+    assert_eq!(
+        get(&sim, "/nodes/pve1/lxc/101/config", ADMIN).await.status,
+        500
+    );
+    assert_eq!(
+        get(&sim, "/nodes/pve2/lxc/101/config", ADMIN).await.data()["hostname"],
+        "web1"
+    );
 
     sim.rename_guest(101, "web1-new").unwrap();
     sim.set_tags(101, &["prod", "edge"]).unwrap();
@@ -125,8 +179,17 @@ async fn migrate_and_other_runtime_changes() {
     let res = get(&sim, "/cluster/resources?type=vm", ADMIN).await;
     let list = res.data().as_array().unwrap();
     let web1 = list.iter().find(|r| r["id"] == "lxc/101").unwrap();
-    assert_eq!((web1["name"].clone(), web1["tags"].clone(), web1["status"].clone()), (json!("web1-new"), json!("prod;edge"), json!("stopped")));
-    assert!(list.iter().any(|r| r["id"] == "lxc/150" && r["status"] == "running"));
+    assert_eq!(
+        (
+            web1["name"].clone(),
+            web1["tags"].clone(),
+            web1["status"].clone()
+        ),
+        (json!("web1-new"), json!("prod;edge"), json!("stopped"))
+    );
+    assert!(list
+        .iter()
+        .any(|r| r["id"] == "lxc/150" && r["status"] == "running"));
     assert!(!list.iter().any(|r| r["id"] == "lxc/102"));
     assert!(sim.migrate(999, "pve1").is_err());
     assert!(sim.migrate(101, "nope").is_err());
@@ -139,7 +202,10 @@ async fn injected_failures_and_request_counter() {
     sim.reset_requests();
     sim.fail_next("/cluster/resources", 500, "simulated outage", 1);
     let first = get(&sim, "/cluster/resources", ADMIN).await;
-    assert_eq!((first.status, first.reason.as_deref()), (500, Some("simulated outage")));
+    assert_eq!(
+        (first.status, first.reason.as_deref()),
+        (500, Some("simulated outage"))
+    );
     assert_eq!(get(&sim, "/cluster/resources", ADMIN).await.status, 200);
     sim.fail_always("/api2/json/nodes/pve2", 503, "maintenance");
     assert_eq!(get(&sim, "/nodes/pve2/status", ADMIN).await.status, 503);
@@ -154,9 +220,16 @@ async fn injected_failures_and_request_counter() {
     assert_eq!(requests[0].path, "/api2/json/cluster/resources");
     assert_eq!(requests[0].listener_node, "pve1");
     let c = client(&sim, Duration::from_secs(5));
-    let _ = c.get(format!("{}/api2/json/cluster/status", sim.node_url("pve2"))).send().await.unwrap();
+    let _ = c
+        .get(format!("{}/api2/json/cluster/status", sim.node_url("pve2")))
+        .send()
+        .await
+        .unwrap();
     let last = sim.requests().pop().unwrap();
-    assert_eq!((last.listener_node.as_str(), last.path.as_str()), ("pve2", "/api2/json/cluster/status"));
+    assert_eq!(
+        (last.listener_node.as_str(), last.path.as_str()),
+        ("pve2", "/api2/json/cluster/status")
+    );
     sim.reset_requests();
     assert_eq!(sim.request_count(), 0);
 
@@ -171,9 +244,18 @@ async fn injected_failures_and_request_counter() {
     });
     let sim2 = start(spec).await;
     for _ in 0..2 {
-        assert_eq!(get(&sim2, "/nodes/pve1/apt/update", ADMIN).await.reason.as_deref(), Some("apt cache locked"));
+        assert_eq!(
+            get(&sim2, "/nodes/pve1/apt/update", ADMIN)
+                .await
+                .reason
+                .as_deref(),
+            Some("apt cache locked")
+        );
     }
-    assert_eq!(get(&sim2, "/nodes/pve1/apt/update", ADMIN).await.status, 200);
+    assert_eq!(
+        get(&sim2, "/nodes/pve1/apt/update", ADMIN).await.status,
+        200
+    );
     sim2.shutdown().await;
     sim.shutdown().await;
 }
@@ -186,15 +268,28 @@ async fn acl_limits_what_a_token_sees() {
         secret: "s1".into(),
         role: None,
         privs: vec![],
-        acl: vec![canopy_pve_sim::AclSpec { path: "/vms/101".into(), role: Some("PVEVMAdmin".into()), privs: vec![] }],
+        acl: vec![canopy_pve_sim::AclSpec {
+            path: "/vms/101".into(),
+            role: Some("PVEVMAdmin".into()),
+            privs: vec![],
+        }],
         expire: None,
     });
     let sim = start(spec).await;
     let res = get(&sim, "/cluster/resources?type=vm", "ops@pve!one=s1").await;
-    let ids: Vec<_> = res.data().as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    let ids: Vec<_> = res
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
     assert_eq!(ids, vec![json!("lxc/101")]);
     let status = get(&sim, "/cluster/status", "ops@pve!one=s1").await;
-    assert_eq!(status.reason.as_deref(), Some("Permission check failed (/, Sys.Audit)"));
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("Permission check failed (/, Sys.Audit)")
+    );
     let nodes = get(&sim, "/nodes", "ops@pve!one=s1").await;
     let pve1 = &nodes.data().as_array().unwrap()[0];
     assert!(pve1.get("maxmem").is_none(), "node stats need Sys.Audit");

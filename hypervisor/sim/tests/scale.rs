@@ -20,17 +20,30 @@ async fn big_estate_loads_and_lists_quickly() {
     let c = client(&sim, Duration::from_secs(30));
     let url = format!("{}/api2/json/cluster/resources", sim.url());
     // Warm up the connection, then time one call.
-    let _ = call(&c, reqwest::Method::GET, format!("{}/api2/json/version", sim.url()), Some(&token), &[]).await;
+    let _ = call(
+        &c,
+        reqwest::Method::GET,
+        format!("{}/api2/json/version", sim.url()),
+        Some(&token),
+        &[],
+    )
+    .await;
     let started = Instant::now();
     let res = call(&c, reqwest::Method::GET, url, Some(&token), &[]).await;
     let took = started.elapsed();
     assert_eq!(res.status, 200);
     let list = res.data().as_array().unwrap();
-    let guests = list.iter().filter(|r| r["type"] == "lxc" || r["type"] == "qemu").count();
+    let guests = list
+        .iter()
+        .filter(|r| r["type"] == "lxc" || r["type"] == "qemu")
+        .count();
     let nodes = list.iter().filter(|r| r["type"] == "node").count();
     assert_eq!((guests, nodes), (5_000, 50));
     assert_eq!(list.iter().filter(|r| r["type"] == "qemu").count(), 1_000);
-    eprintln!("cluster/resources with 5,000 guests: {took:?}, {} bytes", res.raw.len());
+    eprintln!(
+        "cluster/resources with 5,000 guests: {took:?}, {} bytes",
+        res.raw.len()
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
     sim.shutdown().await;
 }

@@ -12,7 +12,10 @@ use crate::reply::{ApiError, Num, Reply};
 use crate::state::{unix_now, Guest, Node, State};
 
 pub(super) fn version(state: &State) -> Reply {
-    Reply::value(json!({"version": state.version, "release": state.release, "repoid": state.repoid}), false)
+    Reply::value(
+        json!({"version": state.version, "release": state.release, "repoid": state.repoid}),
+        false,
+    )
 }
 
 pub(super) fn status(state: &State, listener: &str) -> Reply {
@@ -143,11 +146,23 @@ fn guest_res<'a>(state: &'a State, g: &'a Guest, node_online: bool, now: u64) ->
         maxmem: n(g.memory * 1024 * 1024),
         mem: n(g.mem_used()),
         maxdisk: n(g.disk_gb * 1024 * 1024 * 1024),
-        disk: n(if g.kind.as_str() == "lxc" && g.running { g.disk_gb * 1024 * 1024 * 1024 / 4 } else { 0 }),
+        disk: n(if g.kind.as_str() == "lxc" && g.running {
+            g.disk_gb * 1024 * 1024 * 1024 / 4
+        } else {
+            0
+        }),
         netin: n(up * 1_200),
         netout: n(up * 800),
-        diskread: n(if g.running { 50_000_000 + u64::from(g.vmid) * 1_000 } else { 0 }),
-        diskwrite: n(if g.running { 20_000_000 + u64::from(g.vmid) * 500 } else { 0 }),
+        diskread: n(if g.running {
+            50_000_000 + u64::from(g.vmid) * 1_000
+        } else {
+            0
+        }),
+        diskwrite: n(if g.running {
+            20_000_000 + u64::from(g.vmid) * 500
+        } else {
+            0
+        }),
         memhost: (g.kind.as_str() == "qemu").then(|| n(g.mem_used())),
     });
     GuestRes {
@@ -166,7 +181,11 @@ fn guest_res<'a>(state: &'a State, g: &'a Guest, node_online: bool, now: u64) ->
 
 /// Used memory per node: the host's own 2 GiB plus its running guests (one pass).
 fn node_mem_used(state: &State) -> HashMap<&str, u64> {
-    let mut used: HashMap<&str, u64> = state.nodes.iter().map(|n| (n.name.as_str(), 2 << 30)).collect();
+    let mut used: HashMap<&str, u64> = state
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), 2 << 30))
+        .collect();
     for g in state.guests.values() {
         if let Some(u) = used.get_mut(g.node.as_str()) {
             *u += g.mem_used();
@@ -175,7 +194,13 @@ fn node_mem_used(state: &State) -> HashMap<&str, u64> {
     used
 }
 
-fn node_res<'a>(state: &'a State, n: &'a Node, used_mem: u64, can_audit: bool, with_fp: bool) -> NodeRes<'a> {
+fn node_res<'a>(
+    state: &'a State,
+    n: &'a Node,
+    used_mem: u64,
+    can_audit: bool,
+    with_fp: bool,
+) -> NodeRes<'a> {
     let s = state.quirks.numbers_as_strings;
     let num = |v: u64| Num::int(v, s);
     let now = unix_now();
@@ -277,16 +302,29 @@ pub(super) fn nodes(state: &State, ctx: &Ctx<'_>) -> Reply {
         .iter()
         .map(|n| {
             let audit = ctx.token.has(&format!("/nodes/{}", n.name), "Sys.Audit");
-            node_res(state, n, used.get(n.name.as_str()).copied().unwrap_or_default(), audit, true)
+            node_res(
+                state,
+                n,
+                used.get(n.name.as_str()).copied().unwrap_or_default(),
+                audit,
+                true,
+            )
         })
         .collect();
     Reply::serialize(&list)
 }
 
 pub(super) fn node_status(state: &State, node: &str) -> Reply {
-    let Some(n) = state.node(node) else { return Reply::value(Value::Null, false) };
+    let Some(n) = state.node(node) else {
+        return Reply::value(Value::Null, false);
+    };
     let uptime = unix_now().saturating_sub(n.boot_unix);
-    let used: u64 = state.guests.values().filter(|g| g.node == n.name).map(Guest::mem_used).sum::<u64>()
+    let used: u64 = state
+        .guests
+        .values()
+        .filter(|g| g.node == n.name)
+        .map(Guest::mem_used)
+        .sum::<u64>()
         + 2 * 1024 * 1024 * 1024;
     let used = used.min(n.memory);
     let kernel = "6.8.12-9-pve";

@@ -11,13 +11,23 @@ use crate::reply::{ApiError, Reply};
 use crate::state::{unix_now, Guest, State};
 use crate::tasks::Action;
 
-fn load<'a>(state: &'a State, node: &str, kind: GuestKind, id: &str) -> Result<&'a Guest, ApiError> {
+fn load<'a>(
+    state: &'a State,
+    node: &str,
+    kind: GuestKind,
+    id: &str,
+) -> Result<&'a Guest, ApiError> {
     let vmid = parse_vmid(id)?;
     state
         .guests
         .get(&vmid)
         .filter(|g| g.kind == kind && g.node == node)
-        .ok_or_else(|| ApiError::die(format!("Configuration file '{}' does not exist", Guest::conf_path(kind, node, vmid))))
+        .ok_or_else(|| {
+            ApiError::die(format!(
+                "Configuration file '{}' does not exist",
+                Guest::conf_path(kind, node, vmid)
+            ))
+        })
 }
 
 /// `vmstatus` of one guest, as `/lxc` and `/qemu` lists and `status/current` return it.
@@ -66,7 +76,12 @@ pub(super) fn list(state: &State, ctx: &Ctx<'_>, node: &str, kind: GuestKind) ->
     Reply::value(Value::Array(list), state.quirks.numbers_as_strings)
 }
 
-pub(super) fn config(state: &State, node: &str, kind: GuestKind, id: &str) -> Result<Reply, ApiError> {
+pub(super) fn config(
+    state: &State,
+    node: &str,
+    kind: GuestKind,
+    id: &str,
+) -> Result<Reply, ApiError> {
     let g = load(state, node, kind, id)?;
     let disk = format!("local-lvm:vm-{}-disk-0,size={}G", g.vmid, g.disk_gb);
     let ip = g.ip.clone().unwrap_or_else(|| "dhcp".into());
@@ -104,7 +119,12 @@ pub(super) fn config(state: &State, node: &str, kind: GuestKind, id: &str) -> Re
     Ok(Reply::value(v, state.quirks.numbers_as_strings))
 }
 
-pub(super) fn status(state: &State, node: &str, kind: GuestKind, id: &str) -> Result<Reply, ApiError> {
+pub(super) fn status(
+    state: &State,
+    node: &str,
+    kind: GuestKind,
+    id: &str,
+) -> Result<Reply, ApiError> {
     let g = load(state, node, kind, id)?;
     let mut v = vmstatus(g);
     v["ha"] = json!({"managed": 0});
@@ -151,14 +171,20 @@ pub(super) fn action(
     Ok(Reply::value(json!(upid), false))
 }
 
-pub(super) fn snapshots(state: &State, node: &str, kind: GuestKind, id: &str) -> Result<Reply, ApiError> {
+pub(super) fn snapshots(
+    state: &State,
+    node: &str,
+    kind: GuestKind,
+    id: &str,
+) -> Result<Reply, ApiError> {
     let g = load(state, node, kind, id)?;
     let mut snaps: Vec<_> = g.snapshots.iter().collect();
     snaps.sort_by_key(|s| s.snaptime);
     let mut out: Vec<Value> = snaps
         .into_iter()
         .map(|s| {
-            let mut v = json!({"name": s.name, "snaptime": s.snaptime, "description": s.description});
+            let mut v =
+                json!({"name": s.name, "snaptime": s.snaptime, "description": s.description});
             if let Some(p) = &s.parent {
                 v["parent"] = json!(p);
             }
@@ -176,7 +202,10 @@ pub(super) fn snapshots(state: &State, node: &str, kind: GuestKind, id: &str) ->
         current["parent"] = json!(p);
     }
     out.push(current);
-    Ok(Reply::value(Value::Array(out), state.quirks.numbers_as_strings))
+    Ok(Reply::value(
+        Value::Array(out),
+        state.quirks.numbers_as_strings,
+    ))
 }
 
 /// `pve-snapshot-name`: the `pve-configid` format, at most 40 characters.
@@ -184,12 +213,19 @@ fn check_snapname(name: &str) -> Result<(), ApiError> {
     let b = name.as_bytes();
     let ok = b.len() >= 2
         && b[0].is_ascii_alphabetic()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-');
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-');
     if !ok {
-        return Err(ApiError::param(&[("snapname", format!("invalid format - invalid configuration ID '{name}'\n"))]));
+        return Err(ApiError::param(&[(
+            "snapname",
+            format!("invalid format - invalid configuration ID '{name}'\n"),
+        )]));
     }
     if name.len() > 40 {
-        return Err(ApiError::param(&[("snapname", "value may only be 40 characters long".into())]));
+        return Err(ApiError::param(&[(
+            "snapname",
+            "value may only be 40 characters long".into(),
+        )]));
     }
     Ok(())
 }
@@ -205,7 +241,9 @@ pub(super) fn snapshot_create(
     let name = ctx.params.required("snapname")?;
     check_snapname(name)?;
     if name == "current" || name == "vzdump" {
-        return Err(ApiError::die(format!("unable to use snapshot name '{name}' (reserved name)")));
+        return Err(ApiError::die(format!(
+            "unable to use snapshot name '{name}' (reserved name)"
+        )));
     }
     let action = Action::Snapshot {
         name: name.into(),
@@ -226,7 +264,10 @@ pub(super) fn snapshot_rollback(
     let vmid = load(state, node, kind, id)?.vmid;
     check_snapname(snap)?;
     let start = ctx.params.flag("start")?;
-    let action = Action::Rollback { name: snap.into(), start };
+    let action = Action::Rollback {
+        name: snap.into(),
+        start,
+    };
     let upid = state.spawn_task(node, Some((vmid, kind)), &ctx.token.id, action, None);
     Ok(Reply::value(json!(upid), false))
 }

@@ -79,22 +79,46 @@ pub(crate) fn route(method: &str, rel_path: &str) -> Option<Route> {
     let node_path = |node: &str| format!("/nodes/{node}");
     let (node, perm, endpoint) = match (method, segs.as_slice()) {
         ("GET", ["version"]) => (None, Perm::All, Endpoint::Version),
-        ("GET", ["cluster", "status"]) => (None, Perm::Check("/".into(), SYS_AUDIT), Endpoint::ClusterStatus),
+        ("GET", ["cluster", "status"]) => (
+            None,
+            Perm::Check("/".into(), SYS_AUDIT),
+            Endpoint::ClusterStatus,
+        ),
         ("GET", ["cluster", "resources"]) => (None, Perm::All, Endpoint::ClusterResources),
         ("GET", ["nodes"]) => (None, Perm::All, Endpoint::Nodes),
-        ("GET", ["nodes", n, "status"]) => (Some(n), Perm::Check(node_path(n), SYS_AUDIT), Endpoint::NodeStatus),
-        ("GET", ["nodes", n, "apt", "update"]) => (Some(n), Perm::Check(node_path(n), SYS_MODIFY), Endpoint::AptUpdates),
+        ("GET", ["nodes", n, "status"]) => (
+            Some(n),
+            Perm::Check(node_path(n), SYS_AUDIT),
+            Endpoint::NodeStatus,
+        ),
+        ("GET", ["nodes", n, "apt", "update"]) => (
+            Some(n),
+            Perm::Check(node_path(n), SYS_MODIFY),
+            Endpoint::AptUpdates,
+        ),
         ("POST", ["nodes", n, "vzdump"]) => (Some(n), Perm::All, Endpoint::Vzdump),
-        ("GET", ["nodes", n, "tasks", upid, "status"]) => (Some(n), Perm::All, Endpoint::TaskStatus(upid.to_string())),
-        ("GET", ["nodes", n, "tasks", upid, "log"]) => (Some(n), Perm::All, Endpoint::TaskLog(upid.to_string())),
+        ("GET", ["nodes", n, "tasks", upid, "status"]) => {
+            (Some(n), Perm::All, Endpoint::TaskStatus(upid.to_string()))
+        }
+        ("GET", ["nodes", n, "tasks", upid, "log"]) => {
+            (Some(n), Perm::All, Endpoint::TaskLog(upid.to_string()))
+        }
         (_, ["nodes", n, kind @ ("lxc" | "qemu"), rest @ ..]) => {
-            let kind = if *kind == "lxc" { GuestKind::Lxc } else { GuestKind::Qemu };
+            let kind = if *kind == "lxc" {
+                GuestKind::Lxc
+            } else {
+                GuestKind::Qemu
+            };
             let (perm, endpoint) = guest_route(method, kind, rest, vms)?;
             (Some(n), perm, endpoint)
         }
         _ => return None,
     };
-    Some(Route { node: node.map(|n| n.to_string()), perm, endpoint })
+    Some(Route {
+        node: node.map(|n| n.to_string()),
+        perm,
+        endpoint,
+    })
 }
 
 fn guest_route(
@@ -105,10 +129,14 @@ fn guest_route(
 ) -> Option<(Perm, Endpoint)> {
     Some(match (method, rest) {
         ("GET", []) => (Perm::All, Endpoint::GuestList(kind)),
-        ("GET", [id, "config"]) => (Perm::Check(vms(id), VM_AUDIT), Endpoint::GuestConfig(kind, id.to_string())),
-        ("GET", [id, "status", "current"]) => {
-            (Perm::Check(vms(id), VM_AUDIT), Endpoint::GuestStatus(kind, id.to_string()))
-        }
+        ("GET", [id, "config"]) => (
+            Perm::Check(vms(id), VM_AUDIT),
+            Endpoint::GuestConfig(kind, id.to_string()),
+        ),
+        ("GET", [id, "status", "current"]) => (
+            Perm::Check(vms(id), VM_AUDIT),
+            Endpoint::GuestStatus(kind, id.to_string()),
+        ),
         ("POST", [id, "status", action @ ("start" | "shutdown" | "reboot" | "stop")]) => {
             let action: &'static str = match *action {
                 "start" => "start",
@@ -116,12 +144,19 @@ fn guest_route(
                 "reboot" => "reboot",
                 _ => "stop",
             };
-            (Perm::Check(vms(id), VM_POWER), Endpoint::GuestAction(kind, id.to_string(), action))
+            (
+                Perm::Check(vms(id), VM_POWER),
+                Endpoint::GuestAction(kind, id.to_string(), action),
+            )
         }
-        ("GET", [id, "snapshot"]) => (Perm::Check(vms(id), VM_AUDIT), Endpoint::SnapshotList(kind, id.to_string())),
-        ("POST", [id, "snapshot"]) => {
-            (Perm::Check(vms(id), VM_SNAPSHOT), Endpoint::SnapshotCreate(kind, id.to_string()))
-        }
+        ("GET", [id, "snapshot"]) => (
+            Perm::Check(vms(id), VM_AUDIT),
+            Endpoint::SnapshotList(kind, id.to_string()),
+        ),
+        ("POST", [id, "snapshot"]) => (
+            Perm::Check(vms(id), VM_SNAPSHOT),
+            Endpoint::SnapshotCreate(kind, id.to_string()),
+        ),
         ("POST", [id, "snapshot", snap, "rollback"]) => (
             Perm::Any(vms(id), VM_ROLLBACK),
             Endpoint::SnapshotRollback(kind, id.to_string(), snap.to_string()),
@@ -149,13 +184,17 @@ impl Params {
             None => Ok(false),
             Some("1" | "true" | "yes" | "on") => Ok(true),
             Some("0" | "false" | "no" | "off") => Ok(false),
-            Some(other) => Err(ApiError::param(&[(key, format!("type check ('boolean') failed - got '{other}'"))])),
+            Some(other) => Err(ApiError::param(&[(
+                key,
+                format!("type check ('boolean') failed - got '{other}'"),
+            )])),
         }
     }
 
     pub fn required(&self, key: &str) -> Result<&str, ApiError> {
-        self.get(key)
-            .ok_or_else(|| ApiError::param(&[(key, "property is missing and it is not optional".into())]))
+        self.get(key).ok_or_else(|| {
+            ApiError::param(&[(key, "property is missing and it is not optional".into())])
+        })
     }
 }
 
@@ -169,7 +208,11 @@ pub(crate) struct Ctx<'a> {
     pub params: &'a Params,
 }
 
-pub(crate) fn execute(state: &mut State, endpoint: &Endpoint, ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+pub(crate) fn execute(
+    state: &mut State,
+    endpoint: &Endpoint,
+    ctx: &Ctx<'_>,
+) -> Result<Reply, ApiError> {
     let node = ctx.node.unwrap_or_default();
     match endpoint {
         Endpoint::Version => Ok(cluster::version(state)),
@@ -181,11 +224,17 @@ pub(crate) fn execute(state: &mut State, endpoint: &Endpoint, ctx: &Ctx<'_>) -> 
         Endpoint::GuestList(kind) => Ok(guests::list(state, ctx, node, *kind)),
         Endpoint::GuestConfig(kind, id) => guests::config(state, node, *kind, id),
         Endpoint::GuestStatus(kind, id) => guests::status(state, node, *kind, id),
-        Endpoint::GuestAction(kind, id, action) => guests::action(state, ctx, node, *kind, id, action),
+        Endpoint::GuestAction(kind, id, action) => {
+            guests::action(state, ctx, node, *kind, id, action)
+        }
         Endpoint::SnapshotList(kind, id) => guests::snapshots(state, node, *kind, id),
         Endpoint::SnapshotCreate(kind, id) => guests::snapshot_create(state, ctx, node, *kind, id),
-        Endpoint::SnapshotRollback(kind, id, snap) => guests::snapshot_rollback(state, ctx, node, *kind, id, snap),
-        Endpoint::SnapshotDelete(kind, id, snap) => guests::snapshot_delete(state, ctx, node, *kind, id, snap),
+        Endpoint::SnapshotRollback(kind, id, snap) => {
+            guests::snapshot_rollback(state, ctx, node, *kind, id, snap)
+        }
+        Endpoint::SnapshotDelete(kind, id, snap) => {
+            guests::snapshot_delete(state, ctx, node, *kind, id, snap)
+        }
         Endpoint::Vzdump => tasks::vzdump(state, ctx, node),
         Endpoint::TaskStatus(upid) => tasks::status(state, ctx, node, upid),
         Endpoint::TaskLog(upid) => tasks::log(state, ctx, node, upid),
@@ -196,7 +245,13 @@ pub(crate) fn execute(state: &mut State, endpoint: &Endpoint, ctx: &Ctx<'_>) -> 
 pub(crate) fn parse_vmid(id: &str) -> Result<u32, ApiError> {
     match id.parse::<u32>() {
         Ok(v) if (100..=999_999_999).contains(&v) => Ok(v),
-        Ok(v) if v < 100 => Err(ApiError::param(&[("vmid", format!("value must have a minimum value of 100"))])),
-        _ => Err(ApiError::param(&[("vmid", format!("type check ('integer') failed - got '{id}'"))])),
+        Ok(v) if v < 100 => Err(ApiError::param(&[(
+            "vmid",
+            "value must have a minimum value of 100".to_string(),
+        )])),
+        _ => Err(ApiError::param(&[(
+            "vmid",
+            format!("type check ('integer') failed - got '{id}'"),
+        )])),
     }
 }

@@ -13,27 +13,46 @@ use crate::tasks::Action;
 pub(super) fn vzdump(state: &mut State, ctx: &Ctx<'_>, node: &str) -> Result<Reply, ApiError> {
     let p = ctx.params;
     if p.get("node").is_some_and(|n| n != node) {
-        return Err(ApiError::param(&[("node", "option is only allowed on the command line interface.".into())]));
+        return Err(ApiError::param(&[(
+            "node",
+            "option is only allowed on the command line interface.".into(),
+        )]));
     }
     for key in ["tmpdir", "dumpdir", "script", "job-id"] {
         if p.get(key).is_some() {
-            return Err(ApiError::param(&[(key, "Only root may set this option.".into())]));
+            return Err(ApiError::param(&[(
+                key,
+                "Only root may set this option.".into(),
+            )]));
         }
     }
-    if ["bwlimit", "ionice", "performance"].iter().any(|k| p.get(k).is_some()) {
-        ctx.token.check("/", &["Sys.Modify"]).map_err(|w| ApiError::perm(&w))?;
+    if ["bwlimit", "ionice", "performance"]
+        .iter()
+        .any(|k| p.get(k).is_some())
+    {
+        ctx.token
+            .check("/", &["Sys.Modify"])
+            .map_err(|w| ApiError::perm(&w))?;
     }
     let all = p.flag("all")?;
     let vmid_list = p.get("vmid").unwrap_or_default();
     if all && !vmid_list.is_empty() {
-        return Err(ApiError::param(&[("all", "option conflicts with option 'vmid'".into())]));
+        return Err(ApiError::param(&[(
+            "all",
+            "option conflicts with option 'vmid'".into(),
+        )]));
     }
     if !all && vmid_list.is_empty() {
-        return Err(ApiError::param(&[("vmid", "property is missing and it is not optional".into())]));
+        return Err(ApiError::param(&[(
+            "vmid",
+            "property is missing and it is not optional".into(),
+        )]));
     }
     let mode = p.get("mode").unwrap_or("snapshot").to_string();
     if !["snapshot", "suspend", "stop"].contains(&mode.as_str()) {
-        let msg = format!("value '{mode}' does not have a value in the enumeration 'snapshot, suspend, stop'");
+        let msg = format!(
+            "value '{mode}' does not have a value in the enumeration 'snapshot, suspend, stop'"
+        );
         return Err(ApiError::param(&[("mode", msg)]));
     }
     let mut requested: Vec<u32> = Vec::new();
@@ -43,14 +62,24 @@ pub(super) fn vzdump(state: &mut State, ctx: &Ctx<'_>, node: &str) -> Result<Rep
         for part in vmid_list.split([',', ';', ' ']).filter(|s| !s.is_empty()) {
             match part.parse::<u32>() {
                 Ok(v) if v >= 100 => requested.push(v),
-                _ => return Err(ApiError::param(&[("vmid", format!("value '{part}' does not look like a valid VM ID"))])),
+                _ => {
+                    return Err(ApiError::param(&[(
+                        "vmid",
+                        format!("value '{part}' does not look like a valid VM ID"),
+                    )]))
+                }
             }
         }
     }
     // Guests on this node, plus unknown IDs ("include IDs for deleted guests, and visibly fail later").
     let local: Vec<u32> = requested
         .into_iter()
-        .filter(|v| state.guests.get(v).is_none_or(|g| g.node == node && !g.template))
+        .filter(|v| {
+            state
+                .guests
+                .get(v)
+                .is_none_or(|g| g.node == node && !g.template)
+        })
         .collect();
     if local.is_empty() && !all {
         return Ok(Reply::value(json!("OK"), false));
@@ -81,7 +110,11 @@ pub(super) fn vzdump(state: &mut State, ctx: &Ctx<'_>, node: &str) -> Result<Rep
     if precheck.is_none() && job_errors {
         precheck = Some("job errors".into());
     }
-    let action = Action::Vzdump { vmids: local, storage, mode };
+    let action = Action::Vzdump {
+        vmids: local,
+        storage,
+        mode,
+    };
     let upid = state.spawn_task(node, None, &ctx.token.id, action, precheck);
     Ok(Reply::value(json!(upid), false))
 }
@@ -106,12 +139,22 @@ fn check_task_access(ctx: &Ctx<'_>, node: &str, user: Option<&str>) -> Result<()
     if user == Some(ctx.token.id.as_str()) {
         return Ok(());
     }
-    ctx.token.check(&format!("/nodes/{node}"), &["Sys.Audit"]).map_err(|w| ApiError::perm(&w))
+    ctx.token
+        .check(&format!("/nodes/{node}"), &["Sys.Audit"])
+        .map_err(|w| ApiError::perm(&w))
 }
 
-pub(super) fn status(state: &mut State, ctx: &Ctx<'_>, node: &str, upid: &str) -> Result<Reply, ApiError> {
+pub(super) fn status(
+    state: &mut State,
+    ctx: &Ctx<'_>,
+    node: &str,
+    upid: &str,
+) -> Result<Reply, ApiError> {
     if upid_node(upid).is_none() {
-        return Err(ApiError::param(&[("upid", "unable to parse worker upid".into())]));
+        return Err(ApiError::param(&[(
+            "upid",
+            "unable to parse worker upid".into(),
+        )]));
     }
     let task = state.tasks.get(upid).filter(|t| t.node == node);
     let Some(task) = task else {
@@ -121,17 +164,25 @@ pub(super) fn status(state: &mut State, ctx: &Ctx<'_>, node: &str, upid: &str) -
     Ok(Reply::value(task.status_json(), false))
 }
 
-pub(super) fn log(state: &mut State, ctx: &Ctx<'_>, node: &str, upid: &str) -> Result<Reply, ApiError> {
+pub(super) fn log(
+    state: &mut State,
+    ctx: &Ctx<'_>,
+    node: &str,
+    upid: &str,
+) -> Result<Reply, ApiError> {
     let Some(upid_user) = upid_node(upid).and(upid.split(':').nth(7)) else {
-        return Err(ApiError::param(&[("upid", "unable to parse worker upid".into())]));
+        return Err(ApiError::param(&[(
+            "upid",
+            "unable to parse worker upid".into(),
+        )]));
     };
     check_task_access(ctx, node, Some(upid_user))?;
     let parse = |key: &str, default: usize| -> Result<usize, ApiError> {
         match ctx.params.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| ApiError::param(&[(key, format!("type check ('integer') failed - got '{v}'"))])),
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::param(&[(key, format!("type check ('integer') failed - got '{v}'"))])
+            }),
         }
     };
     let (start, limit) = (parse("start", 0)?, parse("limit", 50)?);

@@ -15,12 +15,17 @@ pub const ADMIN: &str = "root@pam!canopy=5f0c6b1e-2a47-4c1d-9e8a-3b7d6c5a4f21";
 pub const AUDITOR: &str = "auditor@pve!ro=0b9e7c2a-5d4f-4e3b-8a1c-9f8e7d6c5b4a";
 
 pub fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/sim").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/sim")
+        .join(name)
 }
 
 pub fn cluster(file: &str, name: &str) -> ClusterSpec {
     let file = SimFile::load(example(file)).expect("example file loads");
-    file.clusters.into_iter().find(|c| c.name == name).expect("cluster in file")
+    file.clusters
+        .into_iter()
+        .find(|c| c.name == name)
+        .expect("cluster in file")
 }
 
 pub async fn home() -> RunningCluster {
@@ -56,7 +61,13 @@ impl Answer {
     }
 }
 
-pub async fn call(client: &reqwest::Client, method: reqwest::Method, url: String, token: Option<&str>, form: &[(&str, &str)]) -> Answer {
+pub async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    form: &[(&str, &str)],
+) -> Answer {
     let mut req = client.request(method, url);
     if let Some(t) = token {
         req = req.header("Authorization", format!("PVEAPIToken={t}"));
@@ -72,17 +83,36 @@ pub async fn call(client: &reqwest::Client, method: reqwest::Method, url: String
         .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
     let raw = resp.text().await.expect("body");
     let json = serde_json::from_str(&raw).unwrap_or(Value::Null);
-    Answer { status, reason, raw, json }
+    Answer {
+        status,
+        reason,
+        raw,
+        json,
+    }
 }
 
 pub async fn get(sim: &RunningCluster, path: &str, token: &str) -> Answer {
     let c = client(sim, Duration::from_secs(10));
-    call(&c, reqwest::Method::GET, format!("{}/api2/json{path}", sim.url()), Some(token), &[]).await
+    call(
+        &c,
+        reqwest::Method::GET,
+        format!("{}/api2/json{path}", sim.url()),
+        Some(token),
+        &[],
+    )
+    .await
 }
 
 pub async fn post(sim: &RunningCluster, path: &str, token: &str, form: &[(&str, &str)]) -> Answer {
     let c = client(sim, Duration::from_secs(10));
-    call(&c, reqwest::Method::POST, format!("{}/api2/json{path}", sim.url()), Some(token), form).await
+    call(
+        &c,
+        reqwest::Method::POST,
+        format!("{}/api2/json{path}", sim.url()),
+        Some(token),
+        form,
+    )
+    .await
 }
 
 /// Polls `f` every 25 ms until it returns `Some`, for at most `limit`.
@@ -96,7 +126,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "condition not met within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -113,22 +146,31 @@ pub async fn wait_task(sim: &RunningCluster, node: &str, upid: &str) -> Value {
 
 /// Raw HTTPS: sends `request` bytes, returns the status line, the peer leaf certificate's
 /// fingerprint and the whole response text.
-pub async fn raw_request(sim: &RunningCluster, url: &str, request: &str) -> (String, String, String) {
+pub async fn raw_request(
+    sim: &RunningCluster,
+    url: &str,
+    request: &str,
+) -> (String, String, String) {
     use rustls::pki_types::pem::PemObject;
     let addr = url.trim_start_matches("https://");
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(sim.ca_pem().as_bytes()) {
         roots.add(cert.expect("CA cert")).expect("add root");
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake against the sim CA");
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake against the sim CA");
     let leaf = tls.get_ref().1.peer_certificates().expect("peer certs")[0].clone();
     let fingerprint = canopy_pve_sim::fingerprint_of_der(&leaf);
     tls.write_all(request.as_bytes()).await.expect("write");
