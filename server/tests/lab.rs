@@ -8,55 +8,10 @@ mod common;
 use canopy_api_types::commands::{CommandSpec, CommandStatus};
 use canopy_api_types::hosts::EventFilter;
 use canopy_api_types::updates::{Severity, UpdateFilter, UpdateStatus};
+use common::lab::*;
 use common::*;
 use std::process::Command;
 use std::time::Duration;
-
-struct Lab {
-    guests: Vec<String>,
-    agent_bin: String,
-}
-
-fn lab() -> Option<Lab> {
-    let (Ok(path), Ok(agent_bin)) = (
-        std::env::var("CANOPY_LAB"),
-        std::env::var("CANOPY_AGENT_MUSL_BIN"),
-    ) else {
-        if std::env::var("CANOPY_SKIP_LAB").as_deref() == Ok("1") {
-            eprintln!("SKIPPED (CANOPY_SKIP_LAB=1): lab end-to-end test");
-            return None;
-        }
-        panic!("set CANOPY_LAB and CANOPY_AGENT_MUSL_BIN (cargo xtask test does), or CANOPY_SKIP_LAB=1");
-    };
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    let v: serde_json::Value = serde_json::from_str(&text).expect("lab.json is JSON");
-    let guests = v["guests"]
-        .as_array()
-        .expect("lab.json has guests")
-        .iter()
-        .map(|g| {
-            g.as_str()
-                .or_else(|| g["name"].as_str())
-                .expect("guest name")
-                .to_string()
-        })
-        .collect();
-    Some(Lab { guests, agent_bin })
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn dpkg_version(guest: &str, package: &str) -> String {
     docker(&[
@@ -72,25 +27,7 @@ fn dpkg_version(guest: &str, package: &str) -> String {
 
 /// Copy the agent in, register it with a fresh token, start `canopy-agent run`.
 async fn enrol_guest(app: &TestApp, lab: &Lab, guest: &str) {
-    docker(&[
-        "cp",
-        &lab.agent_bin,
-        &format!("{guest}:/usr/local/bin/canopy-agent"),
-    ]);
-    // A previous run may have left a registration behind.
-    let _ = Command::new("docker")
-        .args([
-            "exec",
-            guest,
-            "rm",
-            "-rf",
-            "/etc/canopy-agent",
-            "/var/lib/canopy-agent",
-        ])
-        .output();
-    let _ = Command::new("docker")
-        .args(["exec", guest, "pkill", "-f", "canopy-agent run"])
-        .output();
+    install_agent(lab, guest);
     let token = app.registration_token(1).await;
     let out = docker(&[
         "exec",
@@ -109,23 +46,14 @@ async fn enrol_guest(app: &TestApp, lab: &Lab, guest: &str) {
     start_agent(guest);
 }
 
-fn start_agent(guest: &str) {
-    docker(&[
-        "exec",
-        "-d",
-        "-e",
-        "RUST_LOG=info",
-        guest,
-        "sh",
-        "-c",
-        "exec canopy-agent run >>/var/log/canopy-agent.log 2>&1",
-    ]);
+fn lab() -> Option<Lab> {
+    Lab::from_env("lab end-to-end test")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_in_a_lab_guest_runs_the_whole_pipeline() {
     let Some(lab) = lab() else { return };
-    let guest = lab.guests[0].clone();
+    let guest = lab.guests()[0].clone();
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     enrol_guest(&app, &lab, &guest).await;
 
@@ -254,11 +182,8 @@ async fn agent_in_a_lab_guest_runs_the_whole_pipeline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
     let Some(lab) = lab() else { return };
-    let guest = lab
-        .guests
-        .get(1)
-        .cloned()
-        .unwrap_or_else(|| lab.guests[0].clone());
+    let guests = lab.guests();
+    let guest = guests.get(1).cloned().unwrap_or_else(|| guests[0].clone());
     let app = spawn_app_with(Backend::Sqlite, |s| s.install_timeout_secs = 8)
         .await
         .unwrap();

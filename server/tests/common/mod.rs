@@ -3,6 +3,8 @@
 //! agent protocol over real HTTP.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use canopy_api_types::agent::*;
 use canopy_api_types::auth::CreateRegistrationToken;
 use canopy_api_types::client::Client;

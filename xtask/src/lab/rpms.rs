@@ -4,7 +4,7 @@
 //! `createrepo_c`, with advisories in `repodata/updateinfo.xml` added by `modifyrepo_c`.
 //! The repository lives in `repo/rpm/` so the apt repository's HTTP server serves both.
 
-use crate::proc::cmd;
+use crate::proc::{cmd, have};
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -187,6 +187,15 @@ fn build_rpm(
 /// Builds every package: new versions into `repo` (then indexed, with `updateinfo.xml`), old
 /// versions into `old_dir` for the image. Both directories are wiped first. Returns the old RPMs.
 pub fn build(pkgs: &[DemoRpm], repo: &Path, old_dir: &Path) -> Result<Vec<PathBuf>> {
+    for (tool, package) in [
+        ("rpmbuild", "rpm"),
+        ("createrepo_c", "createrepo-c"),
+        ("modifyrepo_c", "createrepo-c"),
+    ] {
+        if !have(tool) {
+            bail!("{tool} not found: the dnf guest's repository needs Debian's {package} (run `cargo xtask prereqs`)");
+        }
+    }
     for dir in [repo, old_dir] {
         if dir.exists() {
             fs::remove_dir_all(dir)?;

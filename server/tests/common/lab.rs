@@ -1,0 +1,147 @@
+//! The lab as the lab tests see it: `.lab/lab.json` (path in CANOPY_LAB, written by
+//! `cargo xtask lab up`), the static agent (CANOPY_AGENT_MUSL_BIN), and `docker` helpers
+//! for its guests. Without the variables a lab test fails, unless CANOPY_SKIP_LAB=1.
+
+use std::process::{Command, Output};
+
+pub struct Lab {
+    /// The parsed lab.json.
+    pub json: serde_json::Value,
+    pub agent_bin: String,
+}
+
+impl Lab {
+    /// The lab from the environment; `None` (and a SKIPPED line naming `what`) when
+    /// CANOPY_SKIP_LAB=1.
+    pub fn from_env(what: &str) -> Option<Lab> {
+        let (Ok(path), Ok(agent_bin)) = (
+            std::env::var("CANOPY_LAB"),
+            std::env::var("CANOPY_AGENT_MUSL_BIN"),
+        ) else {
+            if std::env::var("CANOPY_SKIP_LAB").as_deref() == Ok("1") {
+                eprintln!("SKIPPED (CANOPY_SKIP_LAB=1): {what}");
+                return None;
+            }
+            panic!("set CANOPY_LAB and CANOPY_AGENT_MUSL_BIN (cargo xtask test does), or CANOPY_SKIP_LAB=1");
+        };
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        let json = serde_json::from_str(&text).expect("lab.json is JSON");
+        Some(Lab { json, agent_bin })
+    }
+
+    /// The Debian (apt) guests.
+    pub fn guests(&self) -> Vec<String> {
+        names(&self.json["guests"])
+    }
+
+    /// The dnf guests.
+    pub fn dnf_guests(&self) -> Vec<String> {
+        names(&self.dnf()["guests"])
+    }
+
+    /// The dnf section of lab.json (`dnf.guests`, `dnf.packages`, …).
+    pub fn dnf(&self) -> &serde_json::Value {
+        let dnf = &self.json["dnf"];
+        assert!(
+            dnf.is_object(),
+            "lab.json has no \"dnf\" section: rebuild the lab with `cargo xtask lab up`"
+        );
+        dnf
+    }
+}
+
+fn names(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .expect("lab.json lists guests")
+        .iter()
+        .map(|g| {
+            g.as_str()
+                .or_else(|| g["name"].as_str())
+                .expect("guest name")
+                .to_string()
+        })
+        .collect()
+}
+
+/// `docker ARGS`; panics with its output unless it succeeds; returns stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = docker_output(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `docker ARGS`, whatever its exit status.
+pub fn docker_output(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+/// Copies the agent into `guest` and removes what an earlier run left (registration, cache,
+/// a running agent).
+pub fn install_agent(lab: &Lab, guest: &str) {
+    docker(&[
+        "cp",
+        &lab.agent_bin,
+        &format!("{guest}:/usr/local/bin/canopy-agent"),
+    ]);
+    stop_agent(guest);
+    let _ = docker_output(&[
+        "exec",
+        guest,
+        "rm",
+        "-rf",
+        "/etc/canopy-agent",
+        "/var/lib/canopy-agent",
+        "/var/log/canopy-agent.log",
+    ]);
+}
+
+/// `canopy-agent run` in the background, logging to /var/log/canopy-agent.log.
+pub fn start_agent(guest: &str) {
+    docker(&[
+        "exec",
+        "-d",
+        "-e",
+        "RUST_LOG=info",
+        guest,
+        "sh",
+        "-c",
+        "exec canopy-agent run >>/var/log/canopy-agent.log 2>&1",
+    ]);
+}
+
+pub fn stop_agent(guest: &str) {
+    let _ = docker_output(&["exec", guest, "pkill", "-f", "canopy-agent run"]);
+}
+
+/// The agent's log in `guest`, without terminal colour codes.
+pub fn agent_log(guest: &str) -> String {
+    let out = docker_output(&["exec", guest, "cat", "/var/log/canopy-agent.log"]);
+    strip_ansi(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Drops `ESC [ … letter` sequences.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
