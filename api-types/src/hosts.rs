@@ -1,6 +1,6 @@
 //! Enrolled hosts and the event history.
 
-use crate::{CorrelationId, EventId, HostId};
+use crate::{CorrelationId, EventId, GuestId, HostId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,9 @@ pub struct Event {
     pub correlation_id: Option<CorrelationId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<EventId>,
+    /// The guest (LXC or VM) the event is about, kept across migrations between nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_id: Option<GuestId>,
     pub payload: serde_json::Value,
     /// SHA-256 of the canonical event body (`canopy_store::events::checksum_parts`).
     pub checksum: String,

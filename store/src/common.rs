@@ -48,6 +48,8 @@ pub struct PreparedEvent {
     pub event: NewEvent,
     pub checksum: String,
     pub host_id: Option<canopy_api_types::HostId>,
+    /// The guest the event is about (not part of the checksum, like `host_id`).
+    pub guest_id: Option<canopy_api_types::GuestId>,
 }
 
 pub fn prepare_event(
@@ -64,6 +66,15 @@ pub fn prepare_event(
         event,
         checksum,
         host_id: host,
+        guest_id: None,
+    }
+}
+
+impl PreparedEvent {
+    /// Link the event to a guest.
+    pub fn with_guest(mut self, guest: Option<canopy_api_types::GuestId>) -> Self {
+        self.guest_id = guest;
+        self
     }
 }
 

@@ -27,6 +27,12 @@ pub const COMMAND_CANCELLED: &str = "command.cancelled";
 pub const COMMAND_RETRIED: &str = "command.retried";
 pub const COMMAND_LATE_RESULT: &str = "command.late_result";
 pub const INSTALL_CONFIRMED: &str = "install.confirmed";
+// The inventory's events are named like `canopy_inventory::reconcile` names its changes.
+pub const CLUSTER_ADDED: &str = "cluster_added";
+pub const CLUSTER_REMOVED: &str = "cluster_removed";
+pub const HOST_ATTACHED: &str = "host_attached";
+/// The one guest event linked to the guest row a discovery pass deletes.
+pub const GUEST_REMOVED: &str = "guest_removed";
 
 /// SHA-256 hex over the canonical event body. Both backends store it; verification
 /// recomputes it from the stored columns.
@@ -79,4 +85,14 @@ pub fn host_subject(host: canopy_api_types::HostId) -> String {
 /// Subject path of a command.
 pub fn command_subject(host: canopy_api_types::HostId, id: canopy_api_types::CommandId) -> String {
     format!("host/{host}/command/{id}")
+}
+
+/// Path ID of a cluster: `cluster/{name}`.
+pub fn cluster_subject(name: &str) -> String {
+    format!("cluster/{name}")
+}
+
+/// Path ID of a guest: `cluster/{cluster}/node/{node}/{lxc|vm}/{vmid}`.
+pub fn guest_subject(cluster: &str, node: &str, kind: &str, vmid: u32) -> String {
+    format!("cluster/{cluster}/node/{node}/{kind}/{vmid}")
 }

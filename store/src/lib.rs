@@ -13,15 +13,16 @@ mod error;
 pub mod events;
 mod ingest_plan;
 pub mod inventory;
+mod inventory_plan;
 mod migrate;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
 
 pub use error::StoreError;
+pub use inventory::*;
 pub use migrate::{known_migrations, MigrationError};
 pub use model::*;
-pub use inventory::*;
 
 use async_trait::async_trait;
 use canopy_api_types::agent::HostFacts;
@@ -65,7 +66,15 @@ pub fn url_without_password(url: &str) -> String {
 /// Everything the server persists. Split by capability into sub-traits; `Store` is
 /// their union so that `Arc<dyn Store>` is the one handle in `AppState`.
 pub trait Store:
-    UserStore + HostStore + UpdateStore + CommandStore + EventStore + Send + Sync + 'static
+    UserStore
+    + HostStore
+    + UpdateStore
+    + CommandStore
+    + EventStore
+    + InventoryStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which backend: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;

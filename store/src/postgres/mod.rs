@@ -17,9 +17,11 @@ use std::str::FromStr;
 
 mod commands;
 mod complete;
+mod discovery;
 mod events;
 mod hosts;
 mod ingest;
+mod inventory;
 mod rows;
 mod updates;
 mod users;
@@ -100,13 +102,24 @@ fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
     sqlstate(e).as_deref() == Some(FOREIGN_KEY_VIOLATION)
 }
 
-/// Append prepared events in one multi-row INSERT (inside the caller's transaction).
+/// Events per multi-row INSERT (11 binds each, well below PostgreSQL's 65,535).
+const EVENT_CHUNK: usize = 1_000;
+
+/// Append prepared events in multi-row INSERTs of [`EVENT_CHUNK`] (inside the caller's
+/// transaction).
 async fn insert_events(conn: &mut PgConnection, evs: &[PreparedEvent]) -> Result<(), StoreError> {
-    if evs.is_empty() {
-        return Ok(());
+    for chunk in evs.chunks(EVENT_CHUNK) {
+        insert_event_chunk(&mut *conn, chunk).await?;
     }
+    Ok(())
+}
+
+async fn insert_event_chunk(
+    conn: &mut PgConnection,
+    evs: &[PreparedEvent],
+) -> Result<(), StoreError> {
     let mut q = QueryBuilder::<Postgres>::new(
-        "INSERT INTO events (id, ts, event_type, subject, host_id, actor, correlation_id, causation_id, payload, checksum) ",
+        "INSERT INTO events (id, ts, event_type, subject, host_id, guest_id, actor, correlation_id, causation_id, payload, checksum) ",
     );
     q.push_values(evs, |mut b, e| {
         b.push_bind(e.id.0)
@@ -114,6 +127,7 @@ async fn insert_events(conn: &mut PgConnection, evs: &[PreparedEvent]) -> Result
             .push_bind(e.event.event_type.clone())
             .push_bind(e.event.subject.clone())
             .push_bind(e.host_id.map(|h| h.0))
+            .push_bind(e.guest_id.map(|g| g.0))
             .push_bind(e.event.actor.to_string())
             .push_bind(e.event.correlation.map(|c| c.0))
             .push_bind(e.event.causation.map(|c| c.0))

@@ -124,7 +124,81 @@ pub(super) fn event(row: &PgRow) -> Result<canopy_api_types::hosts::Event> {
             .try_get::<Option<Uuid>, _>("correlation_id")?
             .map(CorrelationId),
         causation_id: row.try_get::<Option<Uuid>, _>("causation_id")?.map(EventId),
+        guest_id: row.try_get::<Option<Uuid>, _>("guest_id")?.map(GuestId),
         payload: row.try_get("payload")?,
         checksum: row.try_get("checksum")?,
+    })
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(
+    row: &PgRow,
+    table: &'static str,
+    col: &str,
+) -> Result<T> {
+    let v: serde_json::Value = row.try_get(col)?;
+    serde_json::from_value(v).map_err(|e| StoreError::corrupt(table, format!("column {col}: {e}")))
+}
+
+fn u32_col(row: &PgRow, table: &'static str, col: &str) -> Result<u32> {
+    let v: i64 = row.try_get(col)?;
+    u32::try_from(v)
+        .map_err(|_| StoreError::corrupt(table, format!("column {col}: {v} is not a u32")))
+}
+
+/// A cluster from a `SELECT * FROM clusters` row.
+pub(super) fn cluster(row: &PgRow) -> Result<crate::ClusterRecord> {
+    const T: &str = "clusters";
+    Ok(crate::ClusterRecord {
+        id: ClusterId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        endpoints: json_col(row, T, "endpoints")?,
+        token_id: row.try_get("token_id")?,
+        token_secret_sealed: row.try_get("token_secret_sealed")?,
+        fingerprints: json_col(row, T, "fingerprints")?,
+        ca_pem: row.try_get("ca_pem")?,
+        interval_secs: u32_col(row, T, "interval_secs")?,
+        created_at: row.try_get("created_at")?,
+        last_discovery_at: row.try_get("last_discovery_at")?,
+        last_error: row.try_get("last_error")?,
+        standalone: row.try_get("standalone")?,
+    })
+}
+
+/// A node from a `SELECT * FROM pve_nodes` row.
+pub(super) fn node(row: &PgRow) -> Result<crate::NodeRecord> {
+    Ok(crate::NodeRecord {
+        cluster_id: ClusterId(row.try_get("cluster_id")?),
+        row: crate::NodeRow {
+            name: row.try_get("name")?,
+            status: row.try_get("status")?,
+            ip: row.try_get("ip")?,
+            error: row.try_get("error")?,
+        },
+        updated_at: row.try_get("updated_at")?,
+        apt_updates: row.try_get("apt_updates")?,
+        apt_checked_at: row.try_get("apt_checked_at")?,
+        apt_error: row.try_get("apt_error")?,
+    })
+}
+
+/// A guest from a `SELECT * FROM guests` row.
+pub(super) fn guest(row: &PgRow) -> Result<crate::GuestRecord> {
+    const T: &str = "guests";
+    Ok(crate::GuestRecord {
+        id: GuestId(row.try_get("id")?),
+        cluster_id: ClusterId(row.try_get("cluster_id")?),
+        row: crate::GuestRow {
+            kind: row.try_get("kind")?,
+            vmid: u32_col(row, T, "vmid")?,
+            node: row.try_get("node")?,
+            name: row.try_get("name")?,
+            status: row.try_get("status")?,
+            template: row.try_get("template")?,
+            tags: json_col(row, T, "tags")?,
+        },
+        os: row.try_get("os")?,
+        host_id: row.try_get::<Option<Uuid>, _>("host_id")?.map(HostId),
+        first_seen: row.try_get("first_seen")?,
+        last_seen: row.try_get("last_seen")?,
     })
 }

@@ -18,9 +18,11 @@ use std::time::Duration;
 
 mod commands;
 mod complete;
+mod discovery;
 mod event_store;
 mod hosts;
 mod ingest;
+mod inventory;
 mod queue;
 mod rows;
 mod updates;
@@ -108,16 +110,27 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
         .to_string()
 }
 
-/// Append prepared events (ids, timestamps and checksums fixed) in one statement.
+/// Events per multi-row INSERT (11 binds each, well below SQLite's 32,766).
+const EVENT_CHUNK: usize = 1_000;
+
+/// Append prepared events (ids, timestamps and checksums fixed), one statement per
+/// [`EVENT_CHUNK`] events.
 async fn insert_events(
     conn: &mut SqliteConnection,
     events: &[PreparedEvent],
 ) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
+    for chunk in events.chunks(EVENT_CHUNK) {
+        insert_event_chunk(&mut *conn, chunk).await?;
     }
+    Ok(())
+}
+
+async fn insert_event_chunk(
+    conn: &mut SqliteConnection,
+    events: &[PreparedEvent],
+) -> Result<(), StoreError> {
     let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-        "INSERT INTO events (id, ts, event_type, subject, host_id, actor, correlation_id, causation_id, payload, checksum) ",
+        "INSERT INTO events (id, ts, event_type, subject, host_id, guest_id, actor, correlation_id, causation_id, payload, checksum) ",
     );
     qb.push_values(events, |mut b, e| {
         b.push_bind(e.id.to_string())
@@ -125,6 +138,7 @@ async fn insert_events(
             .push_bind(e.event.event_type.clone())
             .push_bind(e.event.subject.clone())
             .push_bind(e.host_id.map(|h| h.to_string()))
+            .push_bind(e.guest_id.map(|g| g.to_string()))
             .push_bind(e.event.actor.to_string())
             .push_bind(e.event.correlation.map(|c| c.to_string()))
             .push_bind(e.event.causation.map(|c| c.to_string()))

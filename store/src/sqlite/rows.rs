@@ -203,6 +203,7 @@ pub(super) fn event(row: &SqliteRow) -> R<Event> {
         actor: text(row, T, "actor")?,
         correlation_id: opt_id(row, T, "correlation_id")?,
         causation_id: opt_id(row, T, "causation_id")?,
+        guest_id: opt_id(row, T, "guest_id")?,
         payload,
         checksum: text(row, T, "checksum")?,
     })
@@ -220,5 +221,82 @@ pub(super) fn version_change(row: &SqliteRow) -> R<VersionChange> {
         command_id: id(row, T, "command_id")?,
         correlation_id: id(row, T, "correlation_id")?,
         installed_at: time(row, T, "installed_at")?,
+    })
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    table: &'static str,
+    col: &str,
+) -> R<T> {
+    serde_json::from_str(&text(row, table, col)?)
+        .map_err(|e| StoreError::corrupt(table, format!("column {col}: {e}")))
+}
+
+fn u32_col(row: &SqliteRow, table: &'static str, col: &str) -> R<u32> {
+    let v = int(row, table, col)?;
+    u32::try_from(v)
+        .map_err(|_| StoreError::corrupt(table, format!("column {col}: {v} is not a u32")))
+}
+
+/// A cluster from a `SELECT * FROM clusters` row.
+pub(super) fn cluster(row: &SqliteRow) -> R<crate::ClusterRecord> {
+    const T: &str = "clusters";
+    Ok(crate::ClusterRecord {
+        id: id(row, T, "id")?,
+        name: text(row, T, "name")?,
+        endpoints: json_col(row, T, "endpoints")?,
+        token_id: text(row, T, "token_id")?,
+        token_secret_sealed: text(row, T, "token_secret_sealed")?,
+        fingerprints: json_col(row, T, "fingerprints")?,
+        ca_pem: opt_text(row, T, "ca_pem")?,
+        interval_secs: u32_col(row, T, "interval_secs")?,
+        created_at: time(row, T, "created_at")?,
+        last_discovery_at: opt_time(row, T, "last_discovery_at")?,
+        last_error: opt_text(row, T, "last_error")?,
+        standalone: bool_col(row, T, "standalone")?,
+    })
+}
+
+/// A node from a `SELECT * FROM pve_nodes` row.
+pub(super) fn node(row: &SqliteRow) -> R<crate::NodeRecord> {
+    const T: &str = "pve_nodes";
+    Ok(crate::NodeRecord {
+        cluster_id: id(row, T, "cluster_id")?,
+        row: crate::NodeRow {
+            name: text(row, T, "name")?,
+            status: text(row, T, "status")?,
+            ip: opt_text(row, T, "ip")?,
+            error: opt_text(row, T, "error")?,
+        },
+        updated_at: time(row, T, "updated_at")?,
+        apt_updates: opt_text(row, T, "apt_updates")?
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| StoreError::corrupt(T, format!("column apt_updates: {e}")))?,
+        apt_checked_at: opt_time(row, T, "apt_checked_at")?,
+        apt_error: opt_text(row, T, "apt_error")?,
+    })
+}
+
+/// A guest from a `SELECT * FROM guests` row.
+pub(super) fn guest(row: &SqliteRow) -> R<crate::GuestRecord> {
+    const T: &str = "guests";
+    Ok(crate::GuestRecord {
+        id: id(row, T, "id")?,
+        cluster_id: id(row, T, "cluster_id")?,
+        row: crate::GuestRow {
+            kind: text(row, T, "kind")?,
+            vmid: u32_col(row, T, "vmid")?,
+            node: text(row, T, "node")?,
+            name: text(row, T, "name")?,
+            status: text(row, T, "status")?,
+            template: bool_col(row, T, "template")?,
+            tags: json_col(row, T, "tags")?,
+        },
+        os: opt_text(row, T, "os")?,
+        host_id: opt_id(row, T, "host_id")?,
+        first_seen: time(row, T, "first_seen")?,
+        last_seen: time(row, T, "last_seen")?,
     })
 }

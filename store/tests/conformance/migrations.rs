@@ -76,3 +76,34 @@ pub async fn unknown_migration_is_refused(fresh: &Fresh) {
         "a database with a migration this binary does not know must be refused"
     );
 }
+
+/// 0002 (inventory) on a database that already holds 0001's data: the events stay, with
+/// no guest, and the new tables start empty.
+pub async fn inventory_migration_keeps_existing_events(fresh: &Fresh) {
+    let backend = fresh.db.backend;
+    let all = known_migrations(backend.name());
+    assert!(
+        all.iter().any(|(v, d)| *v == 2 && d == "inventory"),
+        "{all:?}"
+    );
+    let db = empty(backend).await.expect("database");
+    apply_first(&db, 1).await;
+    exec(
+        &db,
+        "INSERT INTO events (id, ts, event_type, subject, host_id, actor, correlation_id, causation_id, payload, checksum) \
+         VALUES ('6f1c2a8e-4c1e-4f43-9d7a-0d7f5d3b2a10', '2024-05-01T12:00:00.000000Z', 'user.created', 'user/old', \
+         NULL, 'system', NULL, NULL, '{\"username\":\"old\"}', 'x')",
+    )
+    .await
+    .unwrap();
+    let store = canopy_store::open(&db.url)
+        .await
+        .expect("migrate to the latest");
+    assert_eq!(applied(&db).await, expected(backend));
+    let events = store.events(&Default::default()).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, "user.created");
+    assert_eq!(events[0].guest_id, None);
+    let inv = store.inventory().await.unwrap();
+    assert!(inv.clusters.is_empty() && inv.nodes.is_empty() && inv.guests.is_empty());
+}
