@@ -128,6 +128,15 @@ pub async fn start(mut spec: ClusterSpec) -> anyhow::Result<RunningCluster> {
     })
 }
 
+/// Starts every cluster of a file, in order (stopping those already started on error).
+pub async fn start_all(file: SimFile) -> anyhow::Result<Vec<RunningCluster>> {
+    let mut running = Vec::new();
+    for spec in file.clusters {
+        running.push(start(spec).await?);
+    }
+    Ok(running)
+}
+
 impl RunningCluster {
     pub fn name(&self) -> &str {
         &self.name
