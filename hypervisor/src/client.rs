@@ -561,7 +561,7 @@ impl Hypervisor for PveClient {
         let id = upid.0.as_str();
         let mut lines = self
             .call(&what, |c| async move {
-                c.task_log(node, id, None, Some(5000)).await
+                c.task_log(node, id, Some(5000), None).await
             })
             .await?
             .data;

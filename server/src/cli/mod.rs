@@ -2,6 +2,7 @@
 //! user commands that talk to a running server through the typed client.
 
 mod admin;
+pub mod discover;
 mod remote;
 mod session;
 
@@ -42,6 +43,8 @@ pub enum Command {
     /// Administration with direct database access.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// One-shot discovery of a PVE cluster: prints its tree, no server or database needed.
+    Discover(discover::DiscoverArgs),
     /// Log in to a server and keep the session (0600) for the other commands.
     Login(remote::LoginArgs),
     #[command(flatten)]
@@ -86,6 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(cmd) => admin::run(cmd).await,
+        Command::Discover(args) => discover::run(args).await,
         Command::Login(args) => remote::login(args).await,
         Command::Remote(cmd) => remote::run(cmd).await,
     }
