@@ -5,6 +5,7 @@
 //! resolution. The vertex stays the source of truth: facts are recomputed on every write.
 
 use crate::model::Vertex;
+use crate::rollup::Counts;
 use crate::selector::glob_match;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,6 +96,11 @@ pub(crate) struct Facts {
     pub(crate) os: Sym,
     pub(crate) agent: Sym,
     pub(crate) vmid: Option<u32>,
+    pub(crate) template: bool,
+    /// The vertex's own counts (for rollups).
+    pub(crate) counts: Counts,
+    /// [`Vertex::is_stopped`].
+    pub(crate) stopped: bool,
     tags_len: u8,
     tags_inline: [Sym; INLINE_TAGS],
     tags_spilled: Option<Box<[Sym]>>,
@@ -108,6 +114,9 @@ impl Facts {
             os: interner.intern_opt(v.os.as_deref()),
             agent: interner.intern_opt(v.agent.as_deref()),
             vmid: v.vmid,
+            template: v.template,
+            counts: v.counts,
+            stopped: v.is_stopped(),
             ..Facts::default()
         };
         if tags.len() <= INLINE_TAGS {

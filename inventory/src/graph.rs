@@ -5,6 +5,7 @@
 //! leave this crate.
 
 use crate::facts::{Facts, Interner};
+use crate::flat::Flat;
 use crate::model::Vertex;
 use crate::path::{Kind, PathId};
 use petgraph::stable_graph::{NodeIndex, StableGraph};
@@ -13,6 +14,7 @@ use petgraph::Direction;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 /// Why a vertex or change could not go into the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +40,8 @@ pub enum InventoryError {
 #[derive(Clone)]
 pub(crate) struct Slot {
     pub(crate) kind: Kind,
+    /// The vertex's ID again, so results are built without touching the boxed vertex.
+    pub(crate) id: PathId,
     pub(crate) facts: Facts,
     /// Sorted by [`PathId::sibling_cmp`].
     pub(crate) children: Vec<NodeIndex>,
@@ -52,6 +56,8 @@ pub struct Inventory {
     /// Clusters, sorted.
     roots: Vec<NodeIndex>,
     interner: Interner,
+    /// Pre-order snapshot for selector walks; dropped whenever the shape changes.
+    pub(crate) flat: OnceLock<Flat>,
 }
 
 impl Inventory {
@@ -136,6 +142,7 @@ impl Inventory {
             .unwrap_or_else(|e| e);
         let idx = self.graph.add_node(Slot {
             kind: vertex.kind,
+            id: id.clone(),
             facts,
             children: Vec::new(),
             vertex: Box::new(vertex),
@@ -148,6 +155,7 @@ impl Inventory {
             }
             None => self.roots.insert(pos, idx),
         }
+        self.flat.take();
         Ok(None)
     }
 
@@ -156,6 +164,7 @@ impl Inventory {
         let Some(&root) = self.index.get(id) else {
             return Vec::new();
         };
+        self.flat.take();
         let order = self.preorder_from(root);
         let siblings = match self.parent_index(root) {
             Some(p) => &mut self.graph[p].children,
@@ -267,18 +276,6 @@ impl Inventory {
             stack: vec![root],
         }
         .collect()
-    }
-
-    /// Pre-order over everything, each index with its parent's.
-    pub(crate) fn preorder_with_parents(&self) -> Vec<(NodeIndex, Option<NodeIndex>)> {
-        let mut out = Vec::with_capacity(self.len());
-        let mut stack: Vec<(NodeIndex, Option<NodeIndex>)> =
-            self.roots.iter().rev().map(|&r| (r, None)).collect();
-        while let Some((idx, parent)) = stack.pop() {
-            out.push((idx, parent));
-            stack.extend(self.graph[idx].children.iter().rev().map(|&c| (c, Some(idx))));
-        }
-        out
     }
 }
 

@@ -17,6 +17,7 @@
 //! ```
 
 mod facts;
+mod flat;
 mod graph;
 mod merge;
 mod model;

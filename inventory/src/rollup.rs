@@ -59,21 +59,27 @@ impl Sum for Counts {
 impl Inventory {
     /// Every vertex's subtree sum (its own counts included), in one O(n) pass.
     pub fn rollups(&self) -> HashMap<PathId, Counts> {
-        let order = self.preorder_with_parents();
-        let mut acc = vec![Counts::default(); self.index_bound()];
-        for &(idx, parent) in order.iter().rev() {
-            let own = self.slot(idx).vertex.counts;
-            acc[idx.index()] += own;
-            if let Some(p) = parent {
-                let sub = acc[idx.index()];
-                acc[p.index()] += sub;
+        let flat = self.flat();
+        let n = flat.entries.len();
+        // Post-order by scanning the pre-order snapshot backwards: a vertex's children sit
+        // at i + 1, then at each child's `end`, and are all summed before it.
+        let mut acc = vec![Counts::default(); n];
+        for i in (0..n).rev() {
+            let entry = flat.entries[i];
+            let mut sum = self.slot(entry.idx).facts.counts;
+            let mut c = i + 1;
+            while c < entry.end as usize {
+                sum += acc[c];
+                c = flat.entries[c].end as usize;
             }
+            acc[i] = sum;
         }
-        let mut out = HashMap::with_capacity(order.len());
+        let mut out = HashMap::with_capacity(n);
         out.extend(
-            order
+            flat.entries
                 .iter()
-                .map(|&(idx, _)| (self.slot(idx).vertex.id.clone(), acc[idx.index()])),
+                .zip(acc)
+                .map(|(e, counts)| (self.slot(e.idx).id.clone(), counts)),
         );
         out
     }

@@ -1,16 +1,18 @@
 //! Resolving a selector against the tree in one walk. The union's globs are compiled into one
 //! NFA whose states are bits of a `u128` (positions in the globs); each vertex adds two path
-//! segments (kind word, name), so a child's state is two steps from its parent's. An empty
-//! state prunes the subtree; a level where every live position is a literal pair is reached by
-//! hash lookup. Children are visited in tree order, so results come out sorted.
+//! segments (kind word, name), so a child's state is two steps from its parent's. The walk
+//! scans the inventory's pre-order snapshot ([`crate::flat`]): an empty state skips the whole
+//! subtree in one jump, and a level where every live position is a literal pair is reached
+//! by hash lookup. Children are visited in tree order, so results come out sorted.
 
 use super::filter::Bound;
 use super::{Segment, Selector, Term};
-use crate::graph::Slot;
-use crate::graph::Inventory;
+use crate::flat::{Entry, Flat};
+use crate::graph::{Inventory, Slot};
 use crate::model::Vertex;
 use crate::path::{Kind, PathId};
 use petgraph::stable_graph::NodeIndex;
+use std::ops::Range;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Program {
@@ -29,12 +31,8 @@ pub(crate) struct Program {
     any_one: u128,
     /// Positions whose match depends on the name (literals and patterns other than `*`).
     by_name: u128,
-}
-
-struct Frame {
-    idx: NodeIndex,
-    state: u128,
-    covered: bool,
+    /// Positions holding a literal.
+    literal: u128,
 }
 
 impl Program {
@@ -48,6 +46,7 @@ impl Program {
             kind_match: [0; 5],
             any_one: 0,
             by_name: 0,
+            literal: 0,
         };
         for (t, term) in terms.iter().enumerate() {
             p.start |= 1 << p.pats.len();
@@ -58,6 +57,9 @@ impl Program {
                     Segment::Pattern(s) if s == "*" => p.any_one |= bit,
                     Segment::Literal(_) | Segment::Pattern(_) => {
                         p.by_name |= bit;
+                        if matches!(seg, Segment::Literal(_)) {
+                            p.literal |= bit;
+                        }
                         for (k, kind) in Kind::ALL.into_iter().enumerate() {
                             if seg_matches(seg, kind.as_str()) {
                                 p.kind_match[k] |= bit;
@@ -105,17 +107,24 @@ impl Program {
     /// The state after a vertex's (kind word, name) pair: `step` twice, but the kind word is
     /// matched from a precomputed table and the name is only read when a live position needs
     /// it (so `**` and `*` walk without touching names).
-    fn child_state<'n>(&self, state: u128, kind: Kind, name: impl FnOnce() -> &'n str) -> u128 {
+    /// Also says whether the name was needed (if not, the result holds for any sibling of
+    /// the same kind).
+    fn child_state<'n>(
+        &self,
+        state: u128,
+        kind: Kind,
+        name: impl FnOnce() -> &'n str,
+    ) -> (u128, bool) {
         let live = state & !self.finals;
-        let k = Kind::ALL.iter().position(|&x| x == kind).unwrap_or(0);
-        let moved = live & (self.kind_match[k] | self.any_one);
+        let moved = live & (self.kind_match[kind as usize] | self.any_one);
         let after_word = self.closure((moved << 1) | (live & self.any_depth)) & !self.finals;
         if after_word == 0 {
-            return 0;
+            return (0, false);
         }
         let mut next = ((after_word & self.any_one) << 1) | (after_word & self.any_depth);
         let mut bits = after_word & self.by_name;
-        if bits != 0 {
+        let by_name = bits != 0;
+        if by_name {
             let name = name();
             while bits != 0 {
                 let i = bits.trailing_zeros() as usize;
@@ -125,7 +134,7 @@ impl Program {
                 }
             }
         }
-        self.closure(next)
+        (self.closure(next), by_name)
     }
 
     /// Bit `t` set for each term `t` whose glob ends here and whose filters hold.
@@ -171,6 +180,9 @@ impl Program {
 
     /// If every live position starts a literal (kind word, name) pair, those pairs.
     fn literal_pairs(&self, live: u128) -> Option<Vec<(&str, &str)>> {
+        if live & !self.literal != 0 {
+            return None;
+        }
         let mut pairs = Vec::new();
         let mut bits = live;
         while bits != 0 {
@@ -188,73 +200,94 @@ impl Program {
         Some(pairs)
     }
 
-    /// Walks the tree in order, calling `visit(index, vertex, matched_terms, covered)` on every
+    /// Walks the tree in order, calling `visit(index, node, matched_terms, covered)` on every
     /// vertex that some term could still match, plus, where `visit` returned true for an
     /// ancestor ("cover my subtree"), every vertex down to guests.
     pub(crate) fn walk<F>(&self, inv: &Inventory, terms: &[Term], mut visit: F)
     where
-        F: FnMut(NodeIndex, &Vertex, u64, bool) -> bool,
+        F: FnMut(NodeIndex, &Slot, u64, bool) -> bool,
     {
         let bound: Vec<Vec<Bound<'_>>> = terms
             .iter()
             .map(|t| t.filters.iter().map(|f| f.bind(inv.interner())).collect())
             .collect();
-        let mut stack = Vec::new();
-        self.expand(inv, None, self.start, false, &mut stack);
-        while let Some(Frame {
-            idx,
-            state,
-            covered,
-        }) = stack.pop()
-        {
-            let slot = inv.slot(idx);
-            let mask = self.matched_bound(&bound, state, slot);
-            let cover = visit(idx, &slot.vertex, mask, covered);
-            self.expand(inv, Some(idx), state, cover, &mut stack);
+        let flat = inv.flat();
+        let mut walker = Walker {
+            program: self,
+            inv,
+            flat,
+            bound: &bound,
+            visit: &mut visit,
+            memo: [(0, 0); 5],
+        };
+        walker.children(None, 0..flat.entries.len(), self.start, false);
+    }
+}
+
+/// One walk's context; recursion depth is the tree's (at most four levels).
+struct Walker<'a, F> {
+    program: &'a Program,
+    inv: &'a Inventory,
+    flat: &'a Flat,
+    bound: &'a [Vec<Bound<'a>>],
+    visit: &'a mut F,
+    /// Per kind: the last (parent live state, child state) computed without reading a name,
+    /// valid for every later child of that kind reached with the same live state.
+    memo: [(u128, u128); 5],
+}
+
+impl<F> Walker<'_, F>
+where
+    F: FnMut(NodeIndex, &Slot, u64, bool) -> bool,
+{
+    /// The children of `parent`, whose subtree (without itself) is `range` of the snapshot.
+    fn children(&mut self, parent: Option<NodeIndex>, range: Range<usize>, state: u128, cover: bool) {
+        let live = state & !self.program.finals;
+        if range.is_empty() || (live == 0 && !cover) {
+            return;
+        }
+        if !cover {
+            if let Some(pairs) = self.program.literal_pairs(live) {
+                for c in lookup(self.inv, parent, &pairs) {
+                    self.subtree(self.flat.pos[c.index()] as usize, live, false);
+                }
+                return;
+            }
+        }
+        let mut i = range.start;
+        while i < range.end {
+            let next = self.flat.entries[i].end as usize;
+            self.subtree(i, live, cover);
+            i = next;
         }
     }
 
-    fn expand(
-        &self,
-        inv: &Inventory,
-        parent: Option<NodeIndex>,
-        state: u128,
-        cover: bool,
-        stack: &mut Vec<Frame>,
-    ) {
-        let live = state & !self.finals;
-        if live == 0 && !cover {
+    /// The vertex at snapshot position `i`, reached with its parent's live state.
+    fn subtree(&mut self, i: usize, live: u128, cover: bool) {
+        let Entry { idx, end, kind } = self.flat.entries[i];
+        let p = self.program;
+        let state = match self.memo[kind as usize] {
+            _ if live == 0 => 0,
+            (seen, state) if seen == live => state,
+            _ => {
+                let (state, by_name) = p.child_state(live, kind, || self.inv.slot(idx).id.name());
+                if !by_name {
+                    self.memo[kind as usize] = (live, state);
+                }
+                state
+            }
+        };
+        if state == 0 && !(cover && kind != Kind::Docker) {
             return;
         }
-        let all: &[NodeIndex] = match parent {
-            Some(p) => &inv.slot(p).children,
-            None => inv.roots(),
+        let slot = self.inv.slot(idx);
+        let mask = if state & p.finals != 0 {
+            p.matched_bound(self.bound, state, slot)
+        } else {
+            0
         };
-        let looked_up;
-        let children = match (cover, self.literal_pairs(live)) {
-            (false, Some(pairs)) => {
-                looked_up = lookup(inv, parent, &pairs);
-                &looked_up[..]
-            }
-            _ => all,
-        };
-        let base = stack.len();
-        for &c in children {
-            let slot = inv.slot(c);
-            let s = if live == 0 {
-                0
-            } else {
-                self.child_state(live, slot.kind, || slot.vertex.id.name())
-            };
-            if s != 0 || (cover && slot.kind != Kind::Docker) {
-                stack.push(Frame {
-                    idx: c,
-                    state: s,
-                    covered: cover,
-                });
-            }
-        }
-        stack[base..].reverse();
+        let cover_children = (self.visit)(idx, slot, mask, cover);
+        self.children(Some(idx), i + 1..end as usize, state, cover_children);
     }
 }
 
@@ -289,7 +322,7 @@ fn lookup(inv: &Inventory, parent: Option<NodeIndex>, pairs: &[(&str, &str)]) ->
 impl Selector {
     pub(crate) fn walk<F>(&self, inv: &Inventory, visit: F)
     where
-        F: FnMut(NodeIndex, &Vertex, u64, bool) -> bool,
+        F: FnMut(NodeIndex, &Slot, u64, bool) -> bool,
     {
         self.program.walk(inv, &self.terms, visit);
     }
@@ -303,9 +336,9 @@ impl Inventory {
     /// The IDs of the vertices the selector matches, sorted (tree order), each once.
     pub fn select(&self, selector: &Selector) -> Vec<PathId> {
         let mut out = Vec::new();
-        selector.walk(self, |_, v, mask, _| {
+        selector.walk(self, |_, slot, mask, _| {
             if mask != 0 {
-                out.push(v.id.clone());
+                out.push(slot.id.clone());
             }
             false
         });

@@ -5,8 +5,8 @@
 //! listed with the reason so a preview can say "resolves to 14 hosts (2 templates skipped)".
 
 use super::{Filter, Key, Segment, Selector, Term, Value};
+use crate::facts::Facts;
 use crate::graph::Inventory;
-use crate::model::Vertex;
 use crate::path::{Kind, PathId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -94,20 +94,20 @@ impl Inventory {
             .filter(|(_, t)| t.wants_docker())
             .fold(0, |m, (i, _)| m | 1 << i);
         let mut out = Targets::default();
-        selector.walk(self, |idx, v, mask, covered| {
-            let target = match v.kind {
+        selector.walk(self, |idx, slot, mask, covered| {
+            let target = match slot.kind {
                 Kind::Cluster | Kind::Node => return covered || mask != 0,
                 Kind::Lxc | Kind::Vm => covered || mask != 0,
                 Kind::Docker => mask & docker_terms != 0,
             };
             if target {
-                let guest = (v.kind == Kind::Docker)
-                    .then(|| self.parent_index(idx).map(|g| &*self.slot(g).vertex))
+                let guest = (slot.kind == Kind::Docker)
+                    .then(|| self.parent_index(idx).map(|g| &self.slot(g).facts))
                     .flatten();
-                match skip_reason(v, guest, options) {
-                    None => out.hosts.push(v.id.clone()),
+                match skip_reason(&slot.facts, guest, options) {
+                    None => out.hosts.push(slot.id.clone()),
                     Some(reason) => out.skipped.push(Skipped {
-                        id: v.id.clone(),
+                        id: slot.id.clone(),
                         reason,
                     }),
                 }
@@ -118,17 +118,19 @@ impl Inventory {
     }
 }
 
-fn skip_reason(v: &Vertex, guest: Option<&Vertex>, options: TargetOptions) -> Option<SkipReason> {
+fn skip_reason(v: &Facts, guest: Option<&Facts>, options: TargetOptions) -> Option<SkipReason> {
     if v.template || guest.is_some_and(|g| g.template) {
         return Some(SkipReason::Template);
     }
-    let stopped = v.is_stopped() || guest.is_some_and(Vertex::is_stopped);
+    let stopped = v.stopped || guest.is_some_and(|g| g.stopped);
     (stopped && !options.include_stopped).then_some(SkipReason::Stopped)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::Vertex;
 
     fn v(s: &str) -> Vertex {
         Vertex::new(PathId::parse(s).unwrap())
