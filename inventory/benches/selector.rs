@@ -16,16 +16,26 @@ const RUNS: usize = 200;
 
 fn build() -> Inventory {
     let mut inv = Inventory::new();
-    let images = ["nginx:1.25", "postgres:16", "ghcr.io/linuxserver/nginx:latest"];
+    let images = [
+        "nginx:1.25",
+        "postgres:16",
+        "ghcr.io/linuxserver/nginx:latest",
+    ];
     for c in 0..CLUSTERS {
         let cluster = PathId::cluster(&format!("c{c}")).unwrap();
         inv.upsert(Vertex::new(cluster.clone())).unwrap();
         for n in 0..NODES {
             let node = cluster.node(&format!("pve{}", n + 1)).unwrap();
-            inv.upsert(Vertex::new(node.clone()).with_status("online")).unwrap();
+            inv.upsert(Vertex::new(node.clone()).with_status("online"))
+                .unwrap();
             for g in 0..GUESTS {
                 let vmid = (1000 + n * 200 + g) as u32;
-                let id = if g % 4 == 0 { node.vm(vmid) } else { node.lxc(vmid) }.unwrap();
+                let id = if g % 4 == 0 {
+                    node.vm(vmid)
+                } else {
+                    node.lxc(vmid)
+                }
+                .unwrap();
                 let guest = Vertex::new(id.clone())
                     .with_name(format!("host-{vmid}"))
                     .with_status(if g % 10 == 9 { "stopped" } else { "running" })
@@ -67,7 +77,9 @@ fn time<R>(mut f: impl FnMut() -> R) -> Timing {
             t.elapsed()
         })
         .collect();
-    let cpu = cpu_start.zip(thread_cpu()).map(|(a, b)| b.saturating_sub(a));
+    let cpu = cpu_start
+        .zip(thread_cpu())
+        .map(|(a, b)| b.saturating_sub(a));
     wall.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Timing {

@@ -65,7 +65,8 @@ mod tests {
         inv.upsert(Vertex::new(p("cluster/a/node/n"))).unwrap();
         assert_eq!(inv.flat().entries.len(), 2);
         assert_eq!(inv.flat().entries[0].end, 2);
-        inv.upsert(Vertex::new(p("cluster/a/node/n/vm/100"))).unwrap();
+        inv.upsert(Vertex::new(p("cluster/a/node/n/vm/100")))
+            .unwrap();
         assert_eq!(inv.flat().entries[0].end, 3);
         inv.remove(&p("cluster/a/node/n"));
         assert_eq!(inv.flat().entries.len(), 1);

@@ -127,10 +127,15 @@ impl Inventory {
         }
         let parent = match vertex.id.parent() {
             None => None,
-            Some(p) => Some(*self.index.get(&p).ok_or_else(|| InventoryError::MissingParent {
-                id: vertex.id.clone(),
-                parent: p.clone(),
-            })?),
+            Some(p) => Some(
+                *self
+                    .index
+                    .get(&p)
+                    .ok_or_else(|| InventoryError::MissingParent {
+                        id: vertex.id.clone(),
+                        parent: p.clone(),
+                    })?,
+            ),
         };
         let id = vertex.id.clone();
         let siblings = match parent {
@@ -387,7 +392,10 @@ mod tests {
         assert_eq!(inv.len(), 3);
         assert!(!inv.contains(&p("cluster/home/node/pve2/lxc/101/docker/web")));
         assert!(inv.remove(&p("cluster/home/node/pve2")).is_empty());
-        assert_eq!(ids(inv.children(&p("cluster/home"))), ["cluster/home/node/pve10"]);
+        assert_eq!(
+            ids(inv.children(&p("cluster/home"))),
+            ["cluster/home/node/pve10"]
+        );
     }
 
     #[test]
@@ -400,10 +408,16 @@ mod tests {
         ));
         let mut wrong = Vertex::new(p("cluster/home/node/pve10/lxc/105"));
         wrong.kind = Kind::Vm;
-        assert!(matches!(inv.upsert(wrong), Err(InventoryError::KindMismatch { .. })));
+        assert!(matches!(
+            inv.upsert(wrong),
+            Err(InventoryError::KindMismatch { .. })
+        ));
         let mut wrong = Vertex::new(p("cluster/home/node/pve10/lxc/105"));
         wrong.vmid = Some(106);
-        assert!(matches!(inv.upsert(wrong), Err(InventoryError::VmidMismatch { .. })));
+        assert!(matches!(
+            inv.upsert(wrong),
+            Err(InventoryError::VmidMismatch { .. })
+        ));
 
         let id = p("cluster/home/node/pve2/lxc/101");
         let old = inv

@@ -36,7 +36,5 @@ pub use path::{
 };
 pub use reconcile::{reconcile, Change};
 pub use rollup::Counts;
-pub use selector::{
-    Selector, SelectorError, SkipReason, Skipped, TargetOptions, Targets,
-};
+pub use selector::{Selector, SelectorError, SkipReason, Skipped, TargetOptions, Targets};
 pub use tree::TreeNode;

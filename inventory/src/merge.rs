@@ -115,7 +115,12 @@ mod tests {
         let types: Vec<String> = changes.iter().map(Change::event_type).collect();
         assert_eq!(
             types,
-            ["guest_moved", "guest_added", "guest_status_changed", "guest_removed"]
+            [
+                "guest_moved",
+                "guest_added",
+                "guest_status_changed",
+                "guest_removed"
+            ]
         );
         let moved = all
             .get(&PathId::parse("cluster/home/node/b/lxc/101").unwrap())
@@ -123,7 +128,10 @@ mod tests {
         assert_eq!(moved.agent.as_deref(), Some("online"));
         assert_eq!(moved.counts.pending, 3);
         assert!(all.contains(&PathId::parse("cluster/home/node/b/lxc/101/docker/web").unwrap()));
-        assert_eq!(all.subtree(&PathId::parse("cluster/lab").unwrap()), lab_before);
+        assert_eq!(
+            all.subtree(&PathId::parse("cluster/lab").unwrap()),
+            lab_before
+        );
 
         assert!(all.merge_cluster(&fresh).unwrap().is_empty(), "idempotent");
         assert!(matches!(

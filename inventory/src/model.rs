@@ -56,7 +56,11 @@ impl Vertex {
     pub fn new(id: PathId) -> Vertex {
         Vertex {
             kind: id.kind(),
-            vmid: if id.kind().is_guest() { id.vmid() } else { None },
+            vmid: if id.kind().is_guest() {
+                id.vmid()
+            } else {
+                None
+            },
             name: id.name().to_owned(),
             id,
             status: None,
@@ -129,7 +133,11 @@ impl Vertex {
                 found: self.kind,
             });
         }
-        let vmid = if self.kind.is_guest() { self.id.vmid() } else { None };
+        let vmid = if self.kind.is_guest() {
+            self.id.vmid()
+        } else {
+            None
+        };
         (self.vmid != vmid).then(|| crate::InventoryError::VmidMismatch {
             id: self.id.clone(),
             found: self.vmid,
@@ -139,7 +147,11 @@ impl Vertex {
     /// Resets `kind` and `vmid` to what `id` implies.
     pub(crate) fn fix_identity(&mut self) {
         self.kind = self.id.kind();
-        self.vmid = if self.kind.is_guest() { self.id.vmid() } else { None };
+        self.vmid = if self.kind.is_guest() {
+            self.id.vmid()
+        } else {
+            None
+        };
     }
 
     /// A stopped guest, or a container that is not running (exited, dead, created).

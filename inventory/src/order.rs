@@ -58,9 +58,14 @@ mod tests {
 
     #[test]
     fn natural_order() {
-        let mut v = vec!["pve10", "pve2", "pve1", "a01", "a1", "a", "a-b", "ab", "101", "99"];
+        let mut v = vec![
+            "pve10", "pve2", "pve1", "a01", "a1", "a", "a-b", "ab", "101", "99",
+        ];
         v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v, ["99", "101", "a", "a-b", "a01", "a1", "ab", "pve1", "pve2", "pve10"]);
+        assert_eq!(
+            v,
+            ["99", "101", "a", "a-b", "a01", "a1", "ab", "pve1", "pve2", "pve10"]
+        );
         assert_eq!(natural_cmp("x", "x"), Ordering::Equal);
     }
 

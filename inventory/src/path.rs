@@ -82,7 +82,9 @@ impl FromStr for Kind {
 pub enum PathError {
     #[error("invalid name {0:?}: use 1 to {MAX_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit")]
     InvalidName(String),
-    #[error("invalid vmid {0:?}: expected a number from {MIN_VMID} to {MAX_VMID} without leading zeros")]
+    #[error(
+        "invalid vmid {0:?}: expected a number from {MIN_VMID} to {MAX_VMID} without leading zeros"
+    )]
     InvalidVmid(String),
     #[error("unknown kind {0:?}: expected cluster, node, lxc, vm or docker")]
     UnknownKind(String),
@@ -144,46 +146,57 @@ fn check_vmid(vmid: u32) -> Result<(), PathError> {
 /// `…/{lxc|vm}/{vmid}/docker/{name}`.
 ///
 /// Equality and hashing are those of the string; cloning is cheap (no allocation for paths
-/// up to 54 bytes). Ordering is the tree's display order:
+/// up to 45 bytes). Ordering is the tree's display order:
 /// segment pairs compared from the root, names in natural order (`pve2` < `pve10`), guests by
 /// vmid; an ancestor sorts before its descendants, so a pre-order walk yields sorted IDs.
 #[derive(Clone)]
-pub struct PathId {
-    text: Text,
-    kind: Kind,
-}
+pub struct PathId(Text);
 
-/// Longest path kept inline (most are: `cluster/home/node/pve1/lxc/101` is 30 bytes).
-const INLINE: usize = 54;
+/// Longest path kept inline (most are: `cluster/home/node/pve1/lxc/101` is 30 bytes); a
+/// `PathId` is 48 bytes either way.
+const INLINE: usize = 45;
 
-/// Inline up to [`INLINE`] bytes, shared beyond. Inline clones copy one cache line instead
-/// of touching a far-away reference count, which is what selector results at 100,000
-/// vertices are made of. Always ASCII (checked on construction).
+/// Inline up to [`INLINE`] bytes, shared beyond. Inline clones copy the bytes instead of
+/// touching a far-away reference count, which is what selector results at 100,000 vertices
+/// are made of. Always ASCII (checked on construction).
 #[derive(Clone)]
 enum Text {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Shared(Arc<str>),
+    Inline {
+        kind: Kind,
+        len: u8,
+        bytes: [u8; INLINE],
+    },
+    Shared(Kind, Arc<str>),
 }
 
 impl Text {
-    fn new(s: &str) -> Text {
+    fn new(s: &str, kind: Kind) -> Text {
         if s.len() <= INLINE {
             let mut bytes = [0; INLINE];
             bytes[..s.len()].copy_from_slice(s.as_bytes());
             Text::Inline {
+                kind,
                 len: s.len() as u8,
                 bytes,
             }
         } else {
-            Text::Shared(Arc::from(s))
+            Text::Shared(kind, Arc::from(s))
         }
     }
 
     fn as_str(&self) -> &str {
         match self {
             // Only ever built from a `&str`, so this cannot fail.
-            Text::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or(""),
-            Text::Shared(s) => s,
+            Text::Inline { len, bytes, .. } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or("")
+            }
+            Text::Shared(_, s) => s,
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Text::Inline { kind, .. } | Text::Shared(kind, _) => *kind,
         }
     }
 }
@@ -197,8 +210,7 @@ impl PathId {
         };
         let mut segs = s.split('/');
         let mut kind: Option<Kind> = None;
-        loop {
-            let Some(word) = segs.next() else { break };
+        while let Some(word) = segs.next() {
             let child: Kind = word.parse().map_err(|_| {
                 malformed(match kind {
                     None => "`cluster/NAME` at the start",
@@ -208,7 +220,9 @@ impl PathId {
                 })
             })?;
             match kind {
-                None if child != Kind::Cluster => return Err(malformed("`cluster/NAME` at the start")),
+                None if child != Kind::Cluster => {
+                    return Err(malformed("`cluster/NAME` at the start"))
+                }
                 Some(parent) if !parent.can_contain(child) => {
                     return Err(PathError::WrongParent { parent, child })
                 }
@@ -229,10 +243,7 @@ impl PathId {
     }
 
     fn trusted(text: &str, kind: Kind) -> PathId {
-        PathId {
-            text: Text::new(text),
-            kind,
-        }
+        PathId(Text::new(text, kind))
     }
 
     /// `cluster/{name}`.
@@ -278,9 +289,9 @@ impl PathId {
     }
 
     fn child_unchecked_name(&self, kind: Kind, name: &str) -> Result<PathId, PathError> {
-        if !self.kind.can_contain(kind) {
+        if !self.kind().can_contain(kind) {
             return Err(PathError::WrongParent {
-                parent: self.kind,
+                parent: self.kind(),
                 child: kind,
             });
         }
@@ -289,11 +300,11 @@ impl PathId {
     }
 
     pub fn as_str(&self) -> &str {
-        self.text.as_str()
+        self.0.as_str()
     }
 
     pub fn kind(&self) -> Kind {
-        self.kind
+        self.0.kind()
     }
 
     /// The last segment: the cluster, node or container name, or the guest's vmid.
@@ -309,7 +320,7 @@ impl PathId {
 
     /// The enclosing vertex's ID; `None` for a cluster.
     pub fn parent(&self) -> Option<PathId> {
-        let kind = match self.kind {
+        let kind = match self.kind() {
             Kind::Cluster => return None,
             Kind::Node => Kind::Cluster,
             Kind::Lxc | Kind::Vm => Kind::Node,
@@ -333,7 +344,7 @@ impl PathId {
     }
 
     fn nth_name(&self, depth: usize) -> Option<&str> {
-        (self.kind.depth() >= depth)
+        (self.kind().depth() >= depth)
             .then(|| self.as_str().split('/').nth(depth * 2 + 1))
             .flatten()
     }
@@ -355,12 +366,12 @@ impl PathId {
 
     /// The node's ID, for nodes and everything below them.
     pub fn node_id(&self) -> Option<PathId> {
-        (self.kind.depth() >= 1).then(|| self.ancestor(1, Kind::Node))
+        (self.kind().depth() >= 1).then(|| self.ancestor(1, Kind::Node))
     }
 
     /// The guest's ID, for guests and docker containers.
     pub fn guest_id(&self) -> Option<PathId> {
-        if self.kind.depth() < 2 {
+        if self.kind().depth() < 2 {
             return None;
         }
         let kind = self.nth_word(2).parse().ok()?;
@@ -374,19 +385,19 @@ impl PathId {
 
     /// The guest's identity across migrations; `Some` for lxc and vm paths only.
     pub fn guest_key(&self) -> Option<GuestKey> {
-        if !self.kind.is_guest() {
+        if !self.kind().is_guest() {
             return None;
         }
         Some(GuestKey {
             cluster: self.cluster_name().to_owned(),
-            kind: self.kind,
+            kind: self.kind(),
             vmid: self.vmid()?,
         })
     }
 
     /// A container's identity across its guest's migrations; `Some` for docker paths only.
     pub fn docker_key(&self) -> Option<DockerKey> {
-        if self.kind != Kind::Docker {
+        if self.kind() != Kind::Docker {
             return None;
         }
         Some(DockerKey {
@@ -404,7 +415,7 @@ impl PathId {
     /// `self` with the prefix `from` replaced by `to` (e.g. a container of a migrated guest).
     /// `None` unless `self` is `from` or below it and `from`, `to` are of the same kind.
     pub fn rebase(&self, from: &PathId, to: &PathId) -> Option<PathId> {
-        if from.kind != to.kind {
+        if from.kind() != to.kind() {
             return None;
         }
         if self == from {
@@ -414,7 +425,7 @@ impl PathId {
             return None;
         }
         let text = format!("{}{}", to.as_str(), &self.as_str()[from.as_str().len()..]);
-        Some(PathId::trusted(&text, self.kind))
+        Some(PathId::trusted(&text, self.kind()))
     }
 
     /// Compares two siblings (IDs with the same parent) by their last segment pair only.
@@ -614,10 +625,16 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.guest_key(), b.guest_key());
         assert_eq!(a.guest_key().unwrap().to_string(), "home/lxc/101");
-        assert_ne!(a.guest_key(), p("cluster/home/node/pve1/vm/101").guest_key());
+        assert_ne!(
+            a.guest_key(),
+            p("cluster/home/node/pve1/vm/101").guest_key()
+        );
         let d = a.docker("web").unwrap();
         assert_eq!(d.rebase(&a, &b).unwrap(), b.docker("web").unwrap());
-        assert_eq!(d.docker_key().unwrap().to_string(), "home/lxc/101/docker/web");
+        assert_eq!(
+            d.docker_key().unwrap().to_string(),
+            "home/lxc/101/docker/web"
+        );
         assert_eq!(d.rebase(&b, &a), None);
     }
 

@@ -252,7 +252,14 @@ type OtherFacts<'a> = (
 
 /// The facts without a change type of their own (reported as `updated`).
 fn other_facts(v: &Vertex) -> OtherFacts<'_> {
-    (&v.os, &v.image, &v.host_id, &v.machine_id, &v.agent, v.counts)
+    (
+        &v.os,
+        &v.image,
+        &v.host_id,
+        &v.machine_id,
+        &v.agent,
+        v.counts,
+    )
 }
 
 impl Inventory {
@@ -354,7 +361,12 @@ mod tests {
         let types: Vec<String> = changes.iter().map(Change::event_type).collect();
         assert_eq!(
             types,
-            ["docker_removed", "guest_moved", "docker_added", "guest_status_changed"]
+            [
+                "docker_removed",
+                "guest_moved",
+                "docker_added",
+                "guest_status_changed"
+            ]
         );
         assert_eq!(
             changes[1],
@@ -363,7 +375,10 @@ mod tests {
                 to: p("cluster/h/node/b/lxc/101")
             }
         );
-        assert_eq!(changes[0].subject(), &p("cluster/h/node/a/lxc/101/docker/old"));
+        assert_eq!(
+            changes[0].subject(),
+            &p("cluster/h/node/a/lxc/101/docker/old")
+        );
         let mut replay = old.clone();
         replay.apply(&changes).unwrap();
         assert_eq!(replay, new);
@@ -433,16 +448,27 @@ mod tests {
                 .with_status("offline")
                 .with_error("unreachable"),
         ]);
-        let types: Vec<String> = reconcile(&old, &new).iter().map(Change::event_type).collect();
+        let types: Vec<String> = reconcile(&old, &new)
+            .iter()
+            .map(Change::event_type)
+            .collect();
         assert_eq!(
             types,
-            ["cluster_updated", "node_status_changed", "node_error_changed"]
+            [
+                "cluster_updated",
+                "node_status_changed",
+                "node_error_changed"
+            ]
         );
     }
 
     #[test]
     fn apply_is_strict() {
-        let mut i = inv(&[v("cluster/h"), v("cluster/h/node/a"), v("cluster/h/node/a/lxc/101")]);
+        let mut i = inv(&[
+            v("cluster/h"),
+            v("cluster/h/node/a"),
+            v("cluster/h/node/a/lxc/101"),
+        ]);
         let gone = p("cluster/h/node/z");
         assert!(i.apply(&[Change::Removed { id: gone.clone() }]).is_err());
         assert!(i

@@ -114,9 +114,12 @@ mod tests {
             ..Counts::default()
         }))
         .unwrap();
-        inv.upsert(Vertex::new(g1.clone()).with_counts(pending(3))).unwrap();
-        inv.upsert(Vertex::new(g2.clone()).with_counts(pending(4))).unwrap();
-        inv.upsert(Vertex::new(d.clone()).with_counts(pending(5))).unwrap();
+        inv.upsert(Vertex::new(g1.clone()).with_counts(pending(3)))
+            .unwrap();
+        inv.upsert(Vertex::new(g2.clone()).with_counts(pending(4)))
+            .unwrap();
+        inv.upsert(Vertex::new(d.clone()).with_counts(pending(5)))
+            .unwrap();
         let r = inv.rollups();
         assert_eq!(r.len(), 5);
         assert_eq!(r[&c].pending, 12);

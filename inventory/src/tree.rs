@@ -170,8 +170,12 @@ mod tests {
     fn extras_and_rollups_appear_when_set() {
         let mut inv = Inventory::new();
         inv.upsert(Vertex::new(p("cluster/c"))).unwrap();
-        inv.upsert(Vertex::new(p("cluster/c/node/n")).with_status("offline").with_error("unreachable"))
-            .unwrap();
+        inv.upsert(
+            Vertex::new(p("cluster/c/node/n"))
+                .with_status("offline")
+                .with_error("unreachable"),
+        )
+        .unwrap();
         let pending = Counts {
             pending: 2,
             ..Counts::default()

@@ -241,7 +241,13 @@ where
     F: FnMut(NodeIndex, &Slot, u64, bool) -> bool,
 {
     /// The children of `parent`, whose subtree (without itself) is `range` of the snapshot.
-    fn children(&mut self, parent: Option<NodeIndex>, range: Range<usize>, state: u128, cover: bool) {
+    fn children(
+        &mut self,
+        parent: Option<NodeIndex>,
+        range: Range<usize>,
+        state: u128,
+        cover: bool,
+    ) {
         let live = state & !self.program.finals;
         if range.is_empty() || (live == 0 && !cover) {
             return;
@@ -392,18 +398,27 @@ mod tests {
     #[test]
     fn globs_and_filters() {
         let inv = sample();
-        assert_eq!(select(&inv, "cluster/home/node/pve1"), ["cluster/home/node/pve1"]);
+        assert_eq!(
+            select(&inv, "cluster/home/node/pve1"),
+            ["cluster/home/node/pve1"]
+        );
         assert_eq!(select(&inv, "cluster/nope"), Vec::<String>::new());
         assert_eq!(
             select(&inv, "cluster/home/node/pve*/lxc/2*"),
-            ["cluster/home/node/pve1/lxc/200", "cluster/home/node/pve2/lxc/200"]
+            [
+                "cluster/home/node/pve1/lxc/200",
+                "cluster/home/node/pve2/lxc/200"
+            ]
         );
         assert_eq!(select(&inv, "cluster/*/node/pve1/*/*[tag=prod]").len(), 2);
         assert_eq!(select(&inv, "**[tag=prod]").len(), 4);
         assert_eq!(select(&inv, "cluster/home/**[image=nginx]").len(), 9);
         assert_eq!(select(&inv, "cluster/home/**/docker/*").len(), 9);
         assert_eq!(select(&inv, "**/lxc/102[status=stopped]").len(), 3);
-        assert_eq!(select(&inv, "**[status!=stopped][kind=lxc][node=pve2]").len(), 2);
+        assert_eq!(
+            select(&inv, "**[status!=stopped][kind=lxc][node=pve2]").len(),
+            2
+        );
         assert_eq!(select(&inv, "cluster/home/**").len(), 1 + 3 * 7);
         assert_eq!(select(&inv, "**").len(), inv.len());
         assert_eq!(select(&inv, "cluster/**/node/backup").len(), 1);
@@ -425,6 +440,16 @@ mod tests {
                 "cluster/lab/node/pve1/vm/300"
             ]
         );
-        assert_eq!(select(&inv, "cluster/home/node/pve1/lxc/101, **[tag=prod]").len(), 5);
+        assert_eq!(
+            select(&inv, "cluster/home/node/pve1/lxc/101, **[tag=prod]").len(),
+            5
+        );
+        assert_eq!(
+            select(
+                &inv,
+                "cluster/home/node/pve2, cluster/home/node/pve1, cluster/home/node/pve2, cluster/lab"
+            ),
+            ["cluster/home/node/pve1", "cluster/home/node/pve2", "cluster/lab"]
+        );
     }
 }

@@ -11,7 +11,11 @@ use crate::model::Vertex;
 /// A filter prepared for one walk over one inventory.
 pub(crate) enum Bound<'f> {
     /// tag, status, os, agent: the matching dictionary entries.
-    Facts { key: Key, set: SymSet, negated: bool },
+    Facts {
+        key: Key,
+        set: SymSet,
+        negated: bool,
+    },
     /// Anything else is read from the vertex.
     Vertex(&'f Filter),
 }
@@ -153,15 +157,30 @@ mod tests {
     #[test]
     fn image_names_ignore_registry_and_tag() {
         assert_eq!(split_image("nginx"), ("nginx", None));
-        assert_eq!(split_image("docker.io/library/nginx:1.25"), ("nginx", Some("1.25")));
+        assert_eq!(
+            split_image("docker.io/library/nginx:1.25"),
+            ("nginx", Some("1.25"))
+        );
         assert_eq!(split_image("localhost:5000/app:dev"), ("app", Some("dev")));
-        assert_eq!(split_image("ghcr.io/linuxserver/nginx@sha256:abc"), ("linuxserver/nginx", None));
-        for image in ["nginx", "nginx:1.25", "docker.io/library/nginx", "ghcr.io/linuxserver/nginx:latest"] {
+        assert_eq!(
+            split_image("ghcr.io/linuxserver/nginx@sha256:abc"),
+            ("linuxserver/nginx", None)
+        );
+        for image in [
+            "nginx",
+            "nginx:1.25",
+            "docker.io/library/nginx",
+            "ghcr.io/linuxserver/nginx:latest",
+        ] {
             assert!(image_matches("nginx", None, image), "{image}");
         }
         assert!(!image_matches("nginx", None, "nginx-proxy"));
         assert!(image_matches("nginx*", None, "nginx-proxy"));
-        assert!(image_matches("linuxserver/nginx", None, "ghcr.io/linuxserver/nginx"));
+        assert!(image_matches(
+            "linuxserver/nginx",
+            None,
+            "ghcr.io/linuxserver/nginx"
+        ));
         assert!(!image_matches("linuxserver/nginx", None, "nginx"));
         assert!(image_matches("nginx", Some("1.25"), "nginx:1.25"));
         assert!(!image_matches("nginx", Some("1.25"), "nginx"));

@@ -149,7 +149,10 @@ impl Key {
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
-        Key::ALL.iter().find(|(k, _)| *k == self).map_or("", |(_, s)| s)
+        Key::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("", |(_, s)| s)
     }
 }
 

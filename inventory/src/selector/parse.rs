@@ -18,7 +18,10 @@ pub(super) fn parse(input: &str) -> Result<Vec<Term>, SelectorError> {
         i: 0,
     };
     if input.len() > MAX_LEN {
-        let at = (0..=MAX_LEN).rev().find(|&i| input.is_char_boundary(i)).unwrap_or(0);
+        let at = (0..=MAX_LEN)
+            .rev()
+            .find(|&i| input.is_char_boundary(i))
+            .unwrap_or(0);
         return Err(p.error(at, format!("at most {MAX_LEN} characters")));
     }
     let mut terms = Vec::new();
@@ -160,23 +163,26 @@ impl<'a> Parser<'a> {
             return Ok(());
         };
         let depth = k / 2;
-        if k % 2 == 0 {
-            let expected = ["`cluster`", "`node`", "`lxc` or `vm`", "`docker`"][depth];
+        let is_kind_word = depth * 2 == k;
+        let problem = if is_kind_word {
             let ok = match depth {
                 0 => text == "cluster",
                 1 => text == "node",
                 2 => text == "lxc" || text == "vm",
                 _ => text == "docker",
             };
-            if !ok {
-                return Err(self.error_found(start, expected, found()));
-            }
+            (!ok).then_some(["`cluster`", "`node`", "`lxc` or `vm`", "`docker`"][depth])
         } else if depth == 2 {
-            if parse_vmid(text).is_err() {
-                return Err(self.error_found(start, "a vmid (100 to 999999999)", found()));
-            }
-        } else if validate_name(text).is_err() {
-            return Err(self.error_found(start, "a name starting with a letter or digit", found()));
+            parse_vmid(text)
+                .is_err()
+                .then_some("a vmid (100 to 999999999)")
+        } else {
+            validate_name(text)
+                .is_err()
+                .then_some("a name starting with a letter or digit")
+        };
+        if let Some(expected) = problem {
+            return Err(self.error_found(start, expected, found()));
         }
         Ok(())
     }
@@ -185,7 +191,10 @@ impl<'a> Parser<'a> {
         self.i += 1; // '['
         self.ws();
         let (key_at, word) = self.take(|c| c.is_ascii_alphabetic());
-        let key = Key::ALL.iter().find(|(_, name)| *name == word).map(|(k, _)| *k);
+        let key = Key::ALL
+            .iter()
+            .find(|(_, name)| *name == word)
+            .map(|(k, _)| *k);
         let Some(key) = key else {
             let expected = "a filter key (tag, status, kind, os, image, name, vmid, node or agent)";
             return Err(if word.is_empty() {
@@ -238,7 +247,9 @@ impl<'a> Parser<'a> {
             Key::Image => {
                 let (path, tag) = super::filter::split_image(raw);
                 if path.is_empty() || tag == Some("") {
-                    return fail("an image name such as `nginx`, `linuxserver/nginx` or `nginx:1.25`");
+                    return fail(
+                        "an image name such as `nginx`, `linuxserver/nginx` or `nginx:1.25`",
+                    );
                 }
                 Value::Image {
                     path: path.to_owned(),
@@ -282,11 +293,17 @@ mod tests {
     fn errors_name_position_and_expectation() {
         assert_eq!(
             err("cluster/home/nodes/pve1"),
-            (13, "invalid selector at position 13: expected `node`, found `nodes`".into())
+            (
+                13,
+                "invalid selector at position 13: expected `node`, found `nodes`".into()
+            )
         );
         assert_eq!(
             err("cluster/home[tag=prod"),
-            (21, "invalid selector at position 21: expected `]`, found the end".into())
+            (
+                21,
+                "invalid selector at position 21: expected `]`, found the end".into()
+            )
         );
         assert_eq!(err("cluster/home,").0, 13);
         assert!(err("cluster/home,").1.contains("a path segment"));
@@ -296,11 +313,18 @@ mod tests {
         assert!(err("cluster/h[tag~prod]").1.contains("`=` or `!=`"));
         assert!(err("cluster/h[kind=box]").1.contains("a kind"));
         assert!(err("cluster/h/node/n/lxc/10x").1.contains("a vmid"));
-        assert!(err("cluster/h/node/n/lxc/101/docker/d/x").1.contains("at most 8"));
+        assert!(err("cluster/h/node/n/lxc/101/docker/d/x")
+            .1
+            .contains("at most 8"));
         assert!(err("cluster/a**").1.contains("whole segment"));
         assert_eq!(err("cluster/é").0, 8);
-        assert!(err("cluster/home node").1.contains("`,`, `/`, `[` or the end"));
-        assert!(Selector::parse("**/x/y/z/w/v/u/t/s/r").is_ok(), "after ** anything goes");
+        assert!(err("cluster/home node")
+            .1
+            .contains("`,`, `/`, `[` or the end"));
+        assert!(
+            Selector::parse("**/x/y/z/w/v/u/t/s/r").is_ok(),
+            "after ** anything goes"
+        );
         let long = vec!["**"; 200].join("/");
         assert!(err(&long).1.contains("fewer path segments"));
     }

@@ -52,14 +52,21 @@ impl fmt::Display for Targets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.hosts.len();
         write!(f, "resolves to {n} host{}", if n == 1 { "" } else { "s" })?;
-        let parts: Vec<String> = [(SkipReason::Template, "template"), (SkipReason::Stopped, "stopped")]
-            .into_iter()
-            .filter_map(|(reason, what)| {
-                let k = self.skipped_for(reason);
-                let plural = if k != 1 && reason == SkipReason::Template { "s" } else { "" };
-                (k > 0).then(|| format!("{k} {what}{plural} skipped"))
-            })
-            .collect();
+        let parts: Vec<String> = [
+            (SkipReason::Template, "template"),
+            (SkipReason::Stopped, "stopped"),
+        ]
+        .into_iter()
+        .filter_map(|(reason, what)| {
+            let k = self.skipped_for(reason);
+            let plural = if k != 1 && reason == SkipReason::Template {
+                "s"
+            } else {
+                ""
+            };
+            (k > 0).then(|| format!("{k} {what}{plural} skipped"))
+        })
+        .collect();
         if !parts.is_empty() {
             write!(f, " ({})", parts.join(", "))?;
         }
@@ -74,8 +81,7 @@ impl Term {
         let glob_says = n >= 2 && self.glob[n - 2] == Segment::Literal("docker".into());
         glob_says
             || self.filters.iter().any(|f: &Filter| {
-                !f.negated
-                    && (f.key == Key::Image || f.value == Value::Kind(Kind::Docker))
+                !f.negated && (f.key == Key::Image || f.value == Value::Kind(Kind::Docker))
             })
     }
 }
@@ -141,11 +147,19 @@ mod tests {
             v("cluster/h"),
             v("cluster/h/node/a"),
             v("cluster/h/node/a/lxc/101").with_status("running"),
-            v("cluster/h/node/a/lxc/101/docker/web").with_image("nginx").with_status("running"),
-            v("cluster/h/node/a/lxc/101/docker/old").with_image("nginx").with_status("exited"),
+            v("cluster/h/node/a/lxc/101/docker/web")
+                .with_image("nginx")
+                .with_status("running"),
+            v("cluster/h/node/a/lxc/101/docker/old")
+                .with_image("nginx")
+                .with_status("exited"),
             v("cluster/h/node/a/lxc/102").with_status("stopped"),
-            v("cluster/h/node/a/lxc/102/docker/db").with_image("postgres").with_status("running"),
-            v("cluster/h/node/a/vm/9000").with_template(true).with_status("stopped"),
+            v("cluster/h/node/a/lxc/102/docker/db")
+                .with_image("postgres")
+                .with_status("running"),
+            v("cluster/h/node/a/vm/9000")
+                .with_template(true)
+                .with_status("stopped"),
             v("cluster/h/node/b"),
             v("cluster/h/node/b/vm/103").with_status("running"),
         ])
@@ -160,10 +174,16 @@ mod tests {
     fn clusters_and_nodes_expand_to_guests() {
         let inv = sample();
         let t = inv.targets(&Selector::parse("cluster/h").unwrap());
-        assert_eq!(hosts(&t), ["cluster/h/node/a/lxc/101", "cluster/h/node/b/vm/103"]);
+        assert_eq!(
+            hosts(&t),
+            ["cluster/h/node/a/lxc/101", "cluster/h/node/b/vm/103"]
+        );
         assert_eq!(t.skipped_for(SkipReason::Template), 1);
         assert_eq!(t.skipped_for(SkipReason::Stopped), 1);
-        assert_eq!(t.to_string(), "resolves to 2 hosts (1 template skipped, 1 stopped skipped)");
+        assert_eq!(
+            t.to_string(),
+            "resolves to 2 hosts (1 template skipped, 1 stopped skipped)"
+        );
 
         let all = inv.targets_with(
             &Selector::parse("cluster/h/**").unwrap(),
@@ -171,17 +191,26 @@ mod tests {
                 include_stopped: true,
             },
         );
-        assert_eq!(all.hosts.len(), 3, "containers are not targets unless asked for");
+        assert_eq!(
+            all.hosts.len(),
+            3,
+            "containers are not targets unless asked for"
+        );
         assert_eq!(all.to_string(), "resolves to 3 hosts (1 template skipped)");
     }
 
     #[test]
     fn containers_when_asked_for() {
         let inv = sample();
-        let t = inv.targets(&Selector::parse("**[image=nginx], cluster/h/node/*/lxc/102/docker/*").unwrap());
+        let t = inv.targets(
+            &Selector::parse("**[image=nginx], cluster/h/node/*/lxc/102/docker/*").unwrap(),
+        );
         assert_eq!(hosts(&t), ["cluster/h/node/a/lxc/101/docker/web"]);
-        let skipped: Vec<(&str, SkipReason)> =
-            t.skipped.iter().map(|s| (s.id.as_str(), s.reason)).collect();
+        let skipped: Vec<(&str, SkipReason)> = t
+            .skipped
+            .iter()
+            .map(|s| (s.id.as_str(), s.reason))
+            .collect();
         assert_eq!(
             skipped,
             [
@@ -189,10 +218,15 @@ mod tests {
                 ("cluster/h/node/a/lxc/102/docker/db", SkipReason::Stopped)
             ]
         );
-        let t = inv.targets(&Selector::parse("cluster/h/node/a/lxc/101, cluster/h/**/docker/web").unwrap());
+        let t = inv.targets(
+            &Selector::parse("cluster/h/node/a/lxc/101, cluster/h/**/docker/web").unwrap(),
+        );
         assert_eq!(
             hosts(&t),
-            ["cluster/h/node/a/lxc/101", "cluster/h/node/a/lxc/101/docker/web"]
+            [
+                "cluster/h/node/a/lxc/101",
+                "cluster/h/node/a/lxc/101/docker/web"
+            ]
         );
         assert_eq!(
             serde_json::to_string(&Targets {
