@@ -50,8 +50,9 @@ CREATE TABLE guests (
     UNIQUE (cluster_id, vmid)
 );
 CREATE INDEX guests_host ON guests (host_id);
--- The hostname auto-attach looks guests up by name.
+-- The hostname auto-attach matches guests and hosts by name.
 CREATE INDEX guests_name ON guests (name);
+CREATE INDEX hosts_hostname ON hosts (hostname);
 
 -- Events about a guest carry its id (no foreign key: the log outlives the guest).
 ALTER TABLE events ADD COLUMN guest_id UUID;

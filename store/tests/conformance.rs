@@ -11,6 +11,10 @@ mod fixture;
 mod ingest;
 #[path = "conformance/inventory.rs"]
 mod inventory;
+#[path = "conformance/inventory_guests.rs"]
+mod inventory_guests;
+#[path = "conformance/inventory_hosts.rs"]
+mod inventory_hosts;
 #[path = "conformance/listing.rs"]
 mod listing;
 #[path = "conformance/migrations.rs"]
@@ -84,16 +88,16 @@ macro_rules! conformance_tests {
                 inventory::clusters_create_list_by_name_and_conflict,
                 inventory::delete_cluster_cascades_and_keeps_hosts,
                 inventory::discovery_inserts_nodes_and_guests,
-                inventory::moved_guest_keeps_id_first_seen_and_history,
-                inventory::missing_guest_is_deleted_and_its_removal_linked,
-                inventory::vmid_reused_with_another_kind_is_a_new_guest,
+                inventory_guests::moved_guest_keeps_id_first_seen_and_history,
+                inventory_guests::missing_guest_is_deleted_and_its_removal_linked,
+                inventory_guests::vmid_reused_with_another_kind_is_a_new_guest,
                 inventory::discovery_error_keeps_tree_and_success_clears_it,
                 inventory::node_updates_round_trip,
-                inventory::hostname_auto_attach_only_when_unambiguous,
-                inventory::attach_host_explicitly,
-                inventory::guest_history_includes_the_attached_hosts_events,
-                inventory::five_thousand_guests_in_one_pass,
-                inventory::concurrent_passes_of_one_cluster_serialise,
+                inventory_hosts::hostname_auto_attach_only_when_unambiguous,
+                inventory_hosts::attach_host_explicitly,
+                inventory_hosts::guest_history_includes_the_attached_hosts_events,
+                inventory_guests::five_thousand_guests_in_one_pass,
+                inventory_guests::concurrent_passes_of_one_cluster_serialise,
             );
             db_cases!($fresh;
                 migrations::fresh_database_gets_every_migration_and_reopen_is_noop,

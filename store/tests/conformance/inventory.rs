@@ -1,18 +1,17 @@
-//! Clusters, nodes and guests: the inventory a discovery pass writes, guest identity
-//! across migrations, removals, hostname auto-attach and a guest's history.
+//! Clusters, nodes and guests: what a discovery pass writes, what a failed pass keeps,
+//! and the node's cached apt updates. Shared builders for the other inventory cases.
 
 use super::support::*;
 use canopy_api_types::hosts::{Event, EventFilter};
-use canopy_api_types::{ClusterId, GuestId};
+use canopy_api_types::ClusterId;
 use canopy_store::{
     ClusterRecord, DiscoveryWrite, GuestRecord, GuestRow, InventoryEvent, NewCluster, NodeRow,
     StoreError,
 };
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::json;
-use std::time::Instant;
 
-fn new_cluster(name: &str) -> NewCluster {
+pub fn new_cluster(name: &str) -> NewCluster {
     NewCluster {
         name: name.into(),
         endpoints: vec![
@@ -27,7 +26,7 @@ fn new_cluster(name: &str) -> NewCluster {
     }
 }
 
-fn node(name: &str) -> NodeRow {
+pub fn node(name: &str) -> NodeRow {
     NodeRow {
         name: name.into(),
         status: "online".into(),
@@ -36,7 +35,7 @@ fn node(name: &str) -> NodeRow {
     }
 }
 
-fn guest(kind: &str, vmid: u32, node: &str, name: &str) -> GuestRow {
+pub fn guest(kind: &str, vmid: u32, node: &str, name: &str) -> GuestRow {
     GuestRow {
         kind: kind.into(),
         vmid,
@@ -48,7 +47,7 @@ fn guest(kind: &str, vmid: u32, node: &str, name: &str) -> GuestRow {
     }
 }
 
-fn template(vmid: u32, node: &str, name: &str) -> GuestRow {
+pub fn template(vmid: u32, node: &str, name: &str) -> GuestRow {
     GuestRow {
         template: true,
         status: "stopped".into(),
@@ -56,7 +55,7 @@ fn template(vmid: u32, node: &str, name: &str) -> GuestRow {
     }
 }
 
-fn ev(event_type: &str, g: &GuestRow) -> InventoryEvent {
+pub fn ev(event_type: &str, g: &GuestRow) -> InventoryEvent {
     InventoryEvent {
         event_type: event_type.into(),
         subject: format!("cluster/home/node/{}/{}/{}", g.node, g.kind, g.vmid),
@@ -66,11 +65,11 @@ fn ev(event_type: &str, g: &GuestRow) -> InventoryEvent {
 }
 
 /// A whole time in microseconds, so stored times compare equal.
-fn at(minutes: i64) -> DateTime<Utc> {
+pub fn at(minutes: i64) -> DateTime<Utc> {
     (Utc::now() + Duration::minutes(minutes)).trunc_subsecs(6)
 }
 
-fn pass(
+pub fn pass(
     cluster: ClusterId,
     at: DateTime<Utc>,
     nodes: &[&str],
@@ -86,14 +85,14 @@ fn pass(
     }
 }
 
-async fn cluster(store: &S, name: &str) -> ClusterRecord {
+pub async fn cluster(store: &S, name: &str) -> ClusterRecord {
     store
         .create_cluster(new_cluster(name), &admin())
         .await
         .expect("create cluster")
 }
 
-async fn guests_of(store: &S, cluster: ClusterId) -> Vec<GuestRecord> {
+pub async fn guests_of(store: &S, cluster: ClusterId) -> Vec<GuestRecord> {
     let mut g: Vec<_> = store
         .inventory()
         .await
@@ -106,7 +105,7 @@ async fn guests_of(store: &S, cluster: ClusterId) -> Vec<GuestRecord> {
     g
 }
 
-async fn guest_by_vmid(store: &S, cluster: ClusterId, vmid: u32) -> Option<GuestRecord> {
+pub async fn guest_by_vmid(store: &S, cluster: ClusterId, vmid: u32) -> Option<GuestRecord> {
     guests_of(store, cluster)
         .await
         .into_iter()
@@ -114,7 +113,7 @@ async fn guest_by_vmid(store: &S, cluster: ClusterId, vmid: u32) -> Option<Guest
 }
 
 /// The whole log, page by page.
-async fn all_events(store: &S) -> Vec<Event> {
+pub async fn all_events(store: &S) -> Vec<Event> {
     let mut out: Vec<Event> = Vec::new();
     loop {
         let page = store
@@ -132,14 +131,13 @@ async fn all_events(store: &S) -> Vec<Event> {
     }
 }
 
-async fn events_of_type(store: &S, event_type: &str) -> Vec<Event> {
+pub async fn events_of_type(store: &S, event_type: &str) -> Vec<Event> {
     all_events(store)
         .await
         .into_iter()
         .filter(|e| e.event_type == event_type)
         .collect()
 }
-
 pub async fn clusters_create_list_by_name_and_conflict(store: S) {
     assert!(store.list_clusters().await.unwrap().is_empty());
     let home = cluster(&store, "home").await;
@@ -321,113 +319,6 @@ pub async fn discovery_inserts_nodes_and_guests(store: S) {
         Err(StoreError::NotFound(_))
     ));
 }
-
-pub async fn moved_guest_keeps_id_first_seen_and_history(store: S) {
-    let home = cluster(&store, "home").await;
-    let (t1, t2) = (at(0), at(5));
-    let before = guest("lxc", 101, "pve1", "web");
-    let mut w = pass(home.id, t1, &["pve1", "pve2"], vec![before.clone()]);
-    w.events = vec![ev("guest_added", &before)];
-    store.apply_discovery(w).await.unwrap();
-    let first = guest_by_vmid(&store, home.id, 101).await.unwrap();
-
-    let after = GuestRow {
-        status: "stopped".into(),
-        tags: vec![],
-        ..guest("lxc", 101, "pve2", "web")
-    };
-    let mut w = pass(home.id, t2, &["pve1", "pve2"], vec![after.clone()]);
-    w.events = vec![
-        ev("guest_moved", &after),
-        ev("guest_status_changed", &after),
-    ];
-    store.apply_discovery(w).await.unwrap();
-
-    let moved = guest_by_vmid(&store, home.id, 101).await.unwrap();
-    assert_eq!(moved.id, first.id, "the guest keeps its id");
-    assert_eq!(moved.first_seen, t1);
-    assert_eq!(moved.last_seen, t2);
-    assert_eq!(moved.row, after);
-
-    let history = store.guest_history(moved.id, 10).await.unwrap();
-    let types: Vec<_> = history.iter().map(|e| e.event_type.as_str()).collect();
-    assert_eq!(
-        types,
-        ["guest_status_changed", "guest_moved", "guest_added"]
-    );
-    assert!(history.iter().all(|e| e.guest_id == Some(moved.id)));
-    assert_eq!(store.guest_history(moved.id, 1).await.unwrap().len(), 1);
-}
-
-pub async fn missing_guest_is_deleted_and_its_removal_linked(store: S) {
-    let home = cluster(&store, "home").await;
-    let (a, b) = (
-        guest("lxc", 101, "pve1", "web"),
-        guest("vm", 102, "pve1", "db"),
-    );
-    store
-        .apply_discovery(pass(home.id, at(0), &["pve1"], vec![a.clone(), b.clone()]))
-        .await
-        .unwrap();
-    let gone = guest_by_vmid(&store, home.id, 102).await.unwrap();
-
-    let mut w = pass(home.id, at(1), &["pve1"], vec![a.clone()]);
-    w.events = vec![ev("guest_removed", &b)];
-    store.apply_discovery(w).await.unwrap();
-
-    let left = guests_of(&store, home.id).await;
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0].row.vmid, 101);
-    let removed = events_of_type(&store, "guest_removed").await;
-    assert_eq!(removed.len(), 1);
-    assert_eq!(removed[0].guest_id, Some(gone.id));
-    let history = store.guest_history(gone.id, 10).await.unwrap();
-    assert_eq!(history.len(), 1, "a removed guest's history stays readable");
-
-    // An empty pass removes everything.
-    store
-        .apply_discovery(pass(home.id, at(2), &[], vec![]))
-        .await
-        .unwrap();
-    let inv = store.inventory().await.unwrap();
-    assert!(inv.guests.is_empty() && inv.nodes.is_empty());
-}
-
-pub async fn vmid_reused_with_another_kind_is_a_new_guest(store: S) {
-    let home = cluster(&store, "home").await;
-    let old = guest("lxc", 105, "pve1", "old-ct");
-    store
-        .apply_discovery(pass(home.id, at(0), &["pve1"], vec![old.clone()]))
-        .await
-        .unwrap();
-    let old_id = guest_by_vmid(&store, home.id, 105).await.unwrap().id;
-
-    let new = guest("vm", 105, "pve1", "new-vm");
-    let t = at(1);
-    let mut w = pass(home.id, t, &["pve1"], vec![new.clone()]);
-    w.events = vec![ev("guest_removed", &old), ev("guest_added", &new)];
-    store.apply_discovery(w).await.unwrap();
-
-    let now = guests_of(&store, home.id).await;
-    assert_eq!(now.len(), 1);
-    assert_ne!(now[0].id, old_id);
-    assert_eq!(now[0].row, new);
-    assert_eq!(now[0].first_seen, t);
-    let links: Vec<_> = all_events(&store)
-        .await
-        .into_iter()
-        .filter(|e| e.event_type.starts_with("guest_"))
-        .map(|e| (e.event_type, e.guest_id))
-        .collect();
-    assert_eq!(
-        links,
-        vec![
-            ("guest_removed".to_string(), Some(old_id)),
-            ("guest_added".to_string(), Some(now[0].id)),
-        ]
-    );
-}
-
 pub async fn discovery_error_keeps_tree_and_success_clears_it(store: S) {
     let home = cluster(&store, "home").await;
     let t1 = at(0);
@@ -531,304 +422,4 @@ pub async fn node_updates_round_trip(store: S) {
             .await,
         Err(StoreError::NotFound(_))
     ));
-}
-
-pub async fn hostname_auto_attach_only_when_unambiguous(store: S) {
-    let home = cluster(&store, "home").await;
-    let lab = cluster(&store, "lab").await;
-    let web = host(&store, "web").await;
-    host(&store, "db").await;
-    host(&store, "tpl").await;
-    let app = host(&store, "app").await;
-    host(&store, "dup").await;
-    store
-        .register_host(
-            &{
-                let hash = format!("tok-dup2-{}", uuid::Uuid::new_v4());
-                store
-                    .create_registration_token(token(&hash, 1, Duration::hours(1)), &admin())
-                    .await
-                    .unwrap();
-                hash
-            },
-            canopy_store::NewHost {
-                id: canopy_api_types::HostId::new(),
-                facts: canopy_api_types::agent::HostFacts {
-                    machine_id: "machine-dup-2".into(),
-                    ..facts("dup")
-                },
-                credential_hash: "cred-dup-2".into(),
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap();
-
-    // "cache" is in lab before its host enrols; home's "cache" then makes the name
-    // ambiguous across clusters.
-    store
-        .apply_discovery(pass(
-            lab.id,
-            at(0),
-            &["lab1"],
-            vec![guest("lxc", 300, "lab1", "cache")],
-        ))
-        .await
-        .unwrap();
-    host(&store, "cache").await;
-    store
-        .apply_discovery(pass(
-            home.id,
-            at(0),
-            &["pve1"],
-            vec![
-                guest("lxc", 101, "pve1", "web"),
-                guest("lxc", 102, "pve1", "db"), // two guests named "db"
-                guest("lxc", 106, "pve1", "db"),
-                template(9000, "pve1", "tpl"), // templates never attach
-                template(9001, "pve1", "app"),
-                guest("vm", 103, "pve1", "app"), // the one non-template "app"
-                guest("vm", 104, "pve1", "dup"), // two hosts named "dup"
-                guest("vm", 105, "pve1", "nobody"),
-                guest("vm", 107, "pve1", "cache"),
-            ],
-        ))
-        .await
-        .unwrap();
-    let by_vmid = |gs: &[GuestRecord], v: u32| gs.iter().find(|g| g.row.vmid == v).unwrap().host_id;
-    let gs = guests_of(&store, home.id).await;
-    assert_eq!(by_vmid(&gs, 101), Some(web.id));
-    assert_eq!(by_vmid(&gs, 102), None);
-    assert_eq!(by_vmid(&gs, 106), None);
-    assert_eq!(by_vmid(&gs, 9000), None);
-    assert_eq!(by_vmid(&gs, 9001), None);
-    assert_eq!(by_vmid(&gs, 103), Some(app.id));
-    assert_eq!(by_vmid(&gs, 104), None);
-    assert_eq!(by_vmid(&gs, 105), None);
-    assert_eq!(by_vmid(&gs, 107), None);
-    assert_eq!(guests_of(&store, lab.id).await[0].host_id, None);
-
-    let attached = events_of_type(&store, "host_attached").await;
-    assert_eq!(attached.len(), 2);
-    let web_guest = gs.iter().find(|g| g.row.vmid == 101).unwrap();
-    assert_eq!(attached[0].subject, "cluster/home/node/pve1/lxc/101");
-    assert_eq!(attached[0].guest_id, Some(web_guest.id));
-    assert_eq!(attached[0].actor, "system");
-    assert_eq!(attached[0].payload["host_id"], json!(web.id));
-
-    // Another pass changes no binding and writes no new attachment.
-    store
-        .apply_discovery(pass(
-            home.id,
-            at(1),
-            &["pve1"],
-            gs.iter().map(|g| g.row.clone()).collect(),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(events_of_type(&store, "host_attached").await.len(), 2);
-    let again: Vec<_> = guests_of(&store, home.id)
-        .await
-        .iter()
-        .map(|g| (g.id, g.host_id))
-        .collect();
-    assert_eq!(
-        again,
-        gs.iter().map(|g| (g.id, g.host_id)).collect::<Vec<_>>()
-    );
-}
-
-pub async fn attach_host_explicitly(store: S) {
-    let home = cluster(&store, "home").await;
-    let h = host(&store, "mystery-box").await;
-    store
-        .apply_discovery(pass(
-            home.id,
-            at(0),
-            &["pve1"],
-            vec![
-                guest("lxc", 101, "pve1", "ct-101"),
-                guest("lxc", 102, "pve1", "ct-102"),
-            ],
-        ))
-        .await
-        .unwrap();
-    let gs = guests_of(&store, home.id).await;
-    assert!(gs.iter().all(|g| g.host_id.is_none()));
-
-    store.attach_host(gs[0].id, h.id, &admin()).await.unwrap();
-    assert_eq!(guests_of(&store, home.id).await[0].host_id, Some(h.id));
-    // Attaching it elsewhere moves it: a host is one machine.
-    store.attach_host(gs[1].id, h.id, &admin()).await.unwrap();
-    let now = guests_of(&store, home.id).await;
-    assert_eq!((now[0].host_id, now[1].host_id), (None, Some(h.id)));
-    let attached = events_of_type(&store, "host_attached").await;
-    assert_eq!(attached.len(), 2);
-    assert_eq!(attached[1].actor, "user:admin");
-    assert_eq!(attached[1].guest_id, Some(gs[1].id));
-    assert_eq!(attached[1].subject, "cluster/home/node/pve1/lxc/102");
-
-    // The binding survives later passes (and a move to another node).
-    store
-        .apply_discovery(pass(
-            home.id,
-            at(1),
-            &["pve1", "pve2"],
-            vec![
-                guest("lxc", 101, "pve1", "ct-101"),
-                guest("lxc", 102, "pve2", "ct-102"),
-            ],
-        ))
-        .await
-        .unwrap();
-    assert_eq!(guests_of(&store, home.id).await[1].host_id, Some(h.id));
-
-    assert!(matches!(
-        store.attach_host(GuestId::new(), h.id, &admin()).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        store
-            .attach_host(gs[0].id, canopy_api_types::HostId::new(), &admin())
-            .await,
-        Err(StoreError::NotFound(_))
-    ));
-}
-
-pub async fn guest_history_includes_the_attached_hosts_events(store: S) {
-    let home = cluster(&store, "home").await;
-    let h = host(&store, "web").await; // host.registered
-    store
-        .ingest_report(
-            h.id,
-            report(many("pkg", 3)),
-            &canopy_store::Actor::Agent(h.id),
-        )
-        .await
-        .unwrap();
-    let g = guest("lxc", 101, "pve1", "web-ct");
-    let mut w = pass(home.id, at(0), &["pve1"], vec![g.clone()]);
-    w.events = vec![ev("guest_added", &g)];
-    store.apply_discovery(w).await.unwrap();
-    let id = guests_of(&store, home.id).await[0].id;
-    let before = store.guest_history(id, 100).await.unwrap();
-    assert_eq!(before.len(), 1, "not attached yet: only its own events");
-
-    store.attach_host(id, h.id, &admin()).await.unwrap();
-    let history = store.guest_history(id, 100).await.unwrap();
-    let host_events = store
-        .events(&EventFilter {
-            host_id: Some(h.id),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(
-        host_events.len() >= 3,
-        "registered, report, attached: {host_events:?}"
-    );
-    let mut expected: Vec<i64> = host_events.iter().map(|e| e.seq).collect();
-    expected.extend(before.iter().map(|e| e.seq));
-    expected.sort_unstable_by(|a, b| b.cmp(a));
-    expected.dedup();
-    assert_eq!(
-        history.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        expected,
-        "newest first"
-    );
-    assert_eq!(history[0].event_type, "host_attached");
-    assert_eq!(history[0].guest_id, Some(id));
-    assert!(history.iter().any(|e| e.event_type == "host.registered"));
-    assert!(history.iter().any(|e| e.event_type == "guest_added"));
-    let top2 = store.guest_history(id, 2).await.unwrap();
-    assert_eq!(top2, history[..2].to_vec());
-    assert!(store
-        .guest_history(GuestId::new(), 10)
-        .await
-        .unwrap()
-        .is_empty());
-}
-
-pub async fn five_thousand_guests_in_one_pass(store: S) {
-    let home = cluster(&store, "home").await;
-    let nodes = ["pve1", "pve2", "pve3", "pve4", "pve5"];
-    let guests: Vec<GuestRow> = (0..5_000u32)
-        .map(|i| {
-            let kind = if i % 2 == 0 { "lxc" } else { "vm" };
-            guest(
-                kind,
-                100 + i,
-                nodes[(i % 5) as usize],
-                &format!("guest-{i:04}"),
-            )
-        })
-        .collect();
-    let mut w = pass(home.id, at(0), &nodes, guests.clone());
-    w.events = guests.iter().map(|g| ev("guest_added", g)).collect();
-    let started = Instant::now();
-    store.apply_discovery(w).await.unwrap();
-    let first = started.elapsed();
-    let stored = guests_of(&store, home.id).await;
-    assert_eq!(stored.len(), 5_000);
-
-    // Every guest moves to the next node; all keep their ids.
-    let moved: Vec<GuestRow> = guests
-        .iter()
-        .enumerate()
-        .map(|(i, g)| GuestRow {
-            node: nodes[(i + 1) % 5].into(),
-            ..g.clone()
-        })
-        .collect();
-    let mut w = pass(home.id, at(1), &nodes, moved.clone());
-    w.events = moved.iter().map(|g| ev("guest_moved", g)).collect();
-    let started = Instant::now();
-    store.apply_discovery(w).await.unwrap();
-    let second = started.elapsed();
-    eprintln!(
-        "{}: apply_discovery of 5,000 guests (+5,000 events): first pass {first:?}, all moved {second:?}",
-        store.backend()
-    );
-    let after = guests_of(&store, home.id).await;
-    assert_eq!(after.len(), 5_000);
-    for (a, b) in after.iter().zip(&stored) {
-        assert_eq!(a.id, b.id);
-        assert_ne!(a.row.node, b.row.node);
-    }
-    let moved_events = events_of_type(&store, "guest_moved").await;
-    assert_eq!(moved_events.len(), 5_000);
-    assert!(moved_events.iter().all(|e| e.guest_id.is_some()));
-
-    store
-        .apply_discovery(pass(home.id, at(2), &nodes, vec![]))
-        .await
-        .unwrap();
-    assert!(guests_of(&store, home.id).await.is_empty());
-}
-
-pub async fn concurrent_passes_of_one_cluster_serialise(store: S) {
-    let home = cluster(&store, "home").await;
-    let guests: Vec<GuestRow> = (0..200u32)
-        .map(|i| guest("lxc", 100 + i, "pve1", &format!("g{i}")))
-        .collect();
-    let mut passes = Vec::new();
-    for k in 0..4 {
-        let mut w = pass(home.id, at(k), &["pve1"], guests.clone());
-        w.events = guests.iter().map(|g| ev("guest_seen", g)).collect();
-        let s = store.clone();
-        passes.push(tokio::spawn(async move { s.apply_discovery(w).await }));
-    }
-    for p in passes {
-        p.await.unwrap().expect("every pass succeeds");
-    }
-    let stored = guests_of(&store, home.id).await;
-    assert_eq!(stored.len(), 200);
-    let ids: std::collections::HashSet<_> = stored.iter().map(|g| g.id).collect();
-    let seen = events_of_type(&store, "guest_seen").await;
-    assert_eq!(seen.len(), 800);
-    assert!(
-        seen.iter()
-            .all(|e| e.guest_id.is_some_and(|g| ids.contains(&g))),
-        "every pass linked its events to the stored guests"
-    );
 }
