@@ -19,6 +19,8 @@
 mod facts;
 mod flat;
 mod graph;
+mod keys;
+mod kind;
 mod merge;
 mod model;
 mod order;
@@ -26,6 +28,7 @@ mod path;
 mod reconcile;
 mod rollup;
 mod selector;
+mod text;
 mod tree;
 
 pub use graph::{Inventory, InventoryError};

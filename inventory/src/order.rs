@@ -52,6 +52,12 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
     &d[n..]
 }
 
+/// Natural-order comparison of two names, exposed for callers sorting names the way the tree
+/// does.
+pub fn compare_names(a: &str, b: &str) -> Ordering {
+    natural_cmp(a, b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

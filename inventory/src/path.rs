@@ -2,80 +2,16 @@
 //! selector target). A [`PathId`] is validated when it is built, so code that holds one never
 //! re-checks it; it is cheap to clone (a shared string) and orders like the tree is shown.
 
-use crate::order::{leaf_cmp, natural_cmp};
+pub use crate::keys::{DockerKey, GuestKey};
+pub use crate::kind::Kind;
+pub use crate::order::compare_names;
+use crate::order::leaf_cmp;
+use crate::text::Text;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
-use std::sync::Arc;
-
-/// What a vertex is. The path segment naming a vertex's kind is [`Kind::as_str`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Cluster,
-    Node,
-    Lxc,
-    Vm,
-    Docker,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Cluster, Kind::Node, Kind::Lxc, Kind::Vm, Kind::Docker];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Cluster => "cluster",
-            Kind::Node => "node",
-            Kind::Lxc => "lxc",
-            Kind::Vm => "vm",
-            Kind::Docker => "docker",
-        }
-    }
-
-    /// LXC containers and VMs: the things with a vmid.
-    pub fn is_guest(self) -> bool {
-        matches!(self, Kind::Lxc | Kind::Vm)
-    }
-
-    /// Whether a vertex of this kind may sit directly below one of kind `self`.
-    pub fn can_contain(self, child: Kind) -> bool {
-        matches!(
-            (self, child),
-            (Kind::Cluster, Kind::Node)
-                | (Kind::Node, Kind::Lxc | Kind::Vm)
-                | (Kind::Lxc | Kind::Vm, Kind::Docker)
-        )
-    }
-
-    /// Distance from the cluster: cluster 0, node 1, guest 2, docker 3.
-    pub fn depth(self) -> usize {
-        match self {
-            Kind::Cluster => 0,
-            Kind::Node => 1,
-            Kind::Lxc | Kind::Vm => 2,
-            Kind::Docker => 3,
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Kind {
-    type Err = PathError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| PathError::UnknownKind(s.to_owned()))
-    }
-}
 
 /// Why a string or a constructor call is not a path ID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,55 +87,6 @@ fn check_vmid(vmid: u32) -> Result<(), PathError> {
 /// vmid; an ancestor sorts before its descendants, so a pre-order walk yields sorted IDs.
 #[derive(Clone)]
 pub struct PathId(Text);
-
-/// Longest path kept inline (most are: `cluster/home/node/pve1/lxc/101` is 30 bytes); a
-/// `PathId` is 48 bytes either way.
-const INLINE: usize = 45;
-
-/// Inline up to [`INLINE`] bytes, shared beyond. Inline clones copy the bytes instead of
-/// touching a far-away reference count, which is what selector results at 100,000 vertices
-/// are made of. Always ASCII (checked on construction).
-#[derive(Clone)]
-enum Text {
-    Inline {
-        kind: Kind,
-        len: u8,
-        bytes: [u8; INLINE],
-    },
-    Shared(Kind, Arc<str>),
-}
-
-impl Text {
-    fn new(s: &str, kind: Kind) -> Text {
-        if s.len() <= INLINE {
-            let mut bytes = [0; INLINE];
-            bytes[..s.len()].copy_from_slice(s.as_bytes());
-            Text::Inline {
-                kind,
-                len: s.len() as u8,
-                bytes,
-            }
-        } else {
-            Text::Shared(kind, Arc::from(s))
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            // Only ever built from a `&str`, so this cannot fail.
-            Text::Inline { len, bytes, .. } => {
-                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or("")
-            }
-            Text::Shared(_, s) => s,
-        }
-    }
-
-    fn kind(&self) -> Kind {
-        match self {
-            Text::Inline { kind, .. } | Text::Shared(kind, _) => *kind,
-        }
-    }
-}
 
 impl PathId {
     /// Parses and validates a path ID.
@@ -543,40 +430,6 @@ impl<'de> Deserialize<'de> for PathId {
         let s = String::deserialize(deserializer)?;
         PathId::parse(&s).map_err(serde::de::Error::custom)
     }
-}
-
-/// A guest's identity that survives migration between nodes: `(cluster, kind, vmid)`.
-/// (The server adds the agent's machine-id on top; that is not the inventory's business.)
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct GuestKey {
-    pub cluster: String,
-    pub kind: Kind,
-    pub vmid: u32,
-}
-
-impl fmt::Display for GuestKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.cluster, self.kind, self.vmid)
-    }
-}
-
-/// A docker container's identity: its guest's key plus the container name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct DockerKey {
-    pub guest: GuestKey,
-    pub name: String,
-}
-
-impl fmt::Display for DockerKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/docker/{}", self.guest, self.name)
-    }
-}
-
-/// Natural-order comparison of two names, exposed for callers sorting names the way the tree
-/// does.
-pub fn compare_names(a: &str, b: &str) -> Ordering {
-    natural_cmp(a, b)
 }
 
 #[cfg(test)]
