@@ -1,7 +1,9 @@
 //! The inventory itself: a petgraph `StableGraph` tree (edges point parent → child) plus a
 //! `HashMap` from path ID to graph index. petgraph's adjacency lists come back in reverse
 //! insertion order, so every vertex also keeps its children sorted (the tree order of
-//! [`crate::order`]); walks then yield IDs already sorted without a sort. Graph indices never
+//! [`crate::order`]); walks then yield IDs already sorted without a sort. Each graph node
+//! also carries the dictionary-encoded facts selectors filter on ([`crate::facts`]), and the
+//! inventory caches a pre-order snapshot for walks ([`crate::flat`]). Graph indices never
 //! leave this crate.
 
 use crate::facts::{Facts, Interner};
@@ -435,6 +437,13 @@ mod tests {
         .unwrap();
         assert_eq!(inv.get(&id).unwrap().status.as_deref(), Some("running"));
         assert_eq!(inv.get(&id).unwrap().kind, Kind::Lxc);
+    }
+
+    #[test]
+    fn shareable_between_threads() {
+        fn check<T: Send + Sync>() {}
+        check::<Inventory>();
+        check::<crate::Selector>();
     }
 
     #[test]
