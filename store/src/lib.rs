@@ -2,7 +2,9 @@
 //!
 //! Every mutating method writes its events into the append-only `events` table in the
 //! SAME transaction as the projection rows it changes (hosts, updates, commands,
-//! version_history). Methods are use-case shaped ("approve these updates and queue the
+//! version_history, clusters, guests). Repeated observations that change nothing a user
+//! did — an agent's check-in, a failed discovery pass, a node's apt list — only update
+//! their columns. Methods are use-case shaped ("approve these updates and queue the
 //! dry-runs") rather than row-shaped, so that each one is a single transaction on both
 //! backends and the server never holds a transaction across an await on the network.
 //!
