@@ -2,6 +2,7 @@
 
 use crate::agent::*;
 use crate::auth::*;
+use crate::clusters::*;
 use crate::commands::Command;
 use crate::hosts::{Event, EventFilter, Host};
 use crate::updates::*;
@@ -129,6 +130,51 @@ impl Client {
     ) -> Result<T, ClientError> {
         let url = self.url(path);
         self.send(self.http.post(&url).json(body), &url).await
+    }
+
+    async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = self.url(path);
+        self.send(self.http.delete(&url), &url).await
+    }
+
+    // ---- clusters and the tree ----
+
+    pub async fn clusters(&self) -> Result<Vec<Cluster>, ClientError> {
+        self.get("/clusters").await
+    }
+
+    pub async fn create_cluster(&self, req: &CreateCluster) -> Result<Cluster, ClientError> {
+        self.post("/clusters", req).await
+    }
+
+    pub async fn probe_cluster(&self, url: &str) -> Result<ProbeResponse, ClientError> {
+        self.post("/clusters/probe", &ProbeRequest { url: url.into() }).await
+    }
+
+    pub async fn delete_cluster(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        self.delete(&format!("/clusters/{name}")).await
+    }
+
+    pub async fn discover_cluster(&self, name: &str) -> Result<DiscoveryReport, ClientError> {
+        self.post(&format!("/clusters/{name}/discover"), &serde_json::json!({})).await
+    }
+
+    pub async fn node_updates(&self, cluster: &str, node: &str) -> Result<NodeUpdates, ClientError> {
+        self.get(&format!("/clusters/{cluster}/nodes/{node}/updates")).await
+    }
+
+    /// The whole forest, or the subtrees a selector matches.
+    pub async fn tree(&self, selector: Option<&str>) -> Result<TreeResponse, ClientError> {
+        self.get_query("/tree", &[("selector", selector)]).await
+    }
+
+    pub async fn preview(&self, selector: &str) -> Result<SelectorPreview, ClientError> {
+        self.get_query("/tree/preview", &[("selector", selector)]).await
+    }
+
+    /// Events of the guest at `path` (kept across migrations) and of its agent.
+    pub async fn guest_history(&self, path: &str) -> Result<Vec<Event>, ClientError> {
+        self.get_query("/tree/history", &[("id", path)]).await
     }
 
     // ---- users ----

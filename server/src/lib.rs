@@ -48,7 +48,14 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<AppState> {
         .await
         .context("creating the first admin failed")?;
     let jwt = auth::jwt::JwtKeys::load_or_create(&settings.data_dir)?;
-    Ok(AppState::new(store, settings, jwt))
+    let sealer = auth::sealed::Sealer::load_or_create(&settings.data_dir)?;
+    let state = AppState::new(store, settings, jwt, sealer);
+    state
+        .discovery
+        .rebuild()
+        .await
+        .context("cannot build the inventory tree from the database")?;
+    Ok(state)
 }
 
 /// Serve on `listener` until `shutdown` resolves.
@@ -68,6 +75,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let _jobs = pipeline::jobs::spawn(state.clone());
+
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = state.store.backend(), "canopy serving");
     axum::serve(
@@ -78,3 +86,4 @@ pub async fn serve(
     .await
     .context("server stopped with an error")
 }
+

@@ -52,6 +52,12 @@ pub struct Settings {
     pub event_retention_days: u32,
     /// Login and registration attempts allowed per client address per minute.
     pub auth_attempts_per_minute: u32,
+    /// Default seconds between discovery passes of a cluster (each cluster may override).
+    pub discovery_interval_secs: u32,
+    /// Seconds a PVE request may take before its node counts as not answering.
+    pub pve_timeout_secs: u64,
+    /// Seconds between refreshes of each PVE node's own apt update list.
+    pub node_updates_interval_secs: u64,
     #[serde(skip_serializing)]
     pub admin_password: Option<Secret>,
 }
@@ -72,6 +78,9 @@ impl Default for Settings {
             sweep_interval_secs: 5,
             event_retention_days: 180,
             auth_attempts_per_minute: 10,
+            discovery_interval_secs: 60,
+            pve_timeout_secs: 15,
+            node_updates_interval_secs: 3600,
             admin_password: None,
         }
     }
@@ -155,6 +164,9 @@ impl Settings {
         env!(sweep_interval_secs, "CANOPY_SWEEP_INTERVAL_SECS");
         env!(event_retention_days, "CANOPY_EVENT_RETENTION_DAYS");
         env!(auth_attempts_per_minute, "CANOPY_AUTH_ATTEMPTS_PER_MINUTE");
+        env!(discovery_interval_secs, "CANOPY_DISCOVERY_INTERVAL_SECS");
+        env!(pve_timeout_secs, "CANOPY_PVE_TIMEOUT_SECS");
+        env!(node_updates_interval_secs, "CANOPY_NODE_UPDATES_INTERVAL_SECS");
         if let Some(p) = get("CANOPY_ADMIN_PASSWORD") {
             self.admin_password = Some(Secret::new(p));
         } else if let Some(path) = get("CANOPY_ADMIN_PASSWORD_FILE") {

@@ -2,6 +2,8 @@
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::rate_limit::RateLimiter;
+use crate::auth::sealed::Sealer;
+use crate::discovery::Discovery;
 use crate::settings::Settings;
 use canopy_api_types::HostId;
 use canopy_store::Store;
@@ -17,12 +19,15 @@ pub struct AppState {
     pub wakeups: Arc<Wakeups>,
     pub login_limiter: Arc<RateLimiter>,
     pub register_limiter: Arc<RateLimiter>,
+    /// Proxmox discovery and the in-memory tree.
+    pub discovery: Arc<Discovery>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, settings: Settings, jwt: JwtKeys) -> Self {
+    pub fn new(store: Arc<dyn Store>, settings: Settings, jwt: JwtKeys, sealer: Sealer) -> Self {
         let per_minute = settings.auth_attempts_per_minute;
         Self {
+            discovery: Arc::new(Discovery::new(store.clone(), sealer, &settings)),
             store,
             settings: Arc::new(settings),
             jwt,

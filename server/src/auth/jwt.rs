@@ -5,10 +5,7 @@ use crate::error::{Error, Result};
 use canopy_api_types::auth::Role;
 use canopy_api_types::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,29 +39,7 @@ impl JwtKeys {
 
     /// Load `dir/jwt.key`, creating it (0600, random) on first start.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
-        let path = dir.join("jwt.key");
-        match std::fs::read(&path) {
-            Ok(bytes) if bytes.len() >= 32 => return Ok(Self::from_secret(&bytes)),
-            Ok(_) => anyhow::bail!(
-                "{} is shorter than 32 bytes; delete it to generate a new key",
-                path.display()
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
-        let mut key = [0u8; 64];
-        rand::rngs::OsRng.fill_bytes(&mut key);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        f.write_all(&key)?;
-        f.sync_all()?;
+        let key = super::keyfile::load_or_create(dir, "jwt.key", 32)?;
         Ok(Self::from_secret(&key))
     }
 

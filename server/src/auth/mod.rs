@@ -3,8 +3,10 @@
 
 pub mod extract;
 pub mod jwt;
+pub mod keyfile;
 pub mod password;
 pub mod rate_limit;
+pub mod sealed;
 pub mod secrets;
 
 pub use extract::{Admin, AgentAuth, Operator, RequireRole, UserAuth, Viewer};

@@ -2,6 +2,7 @@
 //! user commands that talk to a running server through the typed client.
 
 mod admin;
+pub mod cluster;
 pub mod discover;
 mod remote;
 mod session;
@@ -43,6 +44,12 @@ pub enum Command {
     /// Administration with direct database access.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Proxmox clusters on the server: add, list, remove, discover now, node updates.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// The inventory tree (cluster → node → guest), whole or by selector; --preview shows
+    /// what an action would touch.
+    Tree(cluster::TreeArgs),
     /// One-shot discovery of a PVE cluster: prints its tree, no server or database needed.
     Discover(discover::DiscoverArgs),
     /// Log in to a server and keep the session (0600) for the other commands.
@@ -89,6 +96,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(cmd) => admin::run(cmd).await,
+        Command::Cluster(cmd) => cluster::run(cmd).await,
+        Command::Tree(args) => cluster::tree(args).await,
         Command::Discover(args) => discover::run(args).await,
         Command::Login(args) => remote::login(args).await,
         Command::Remote(cmd) => remote::run(cmd).await,

@@ -25,10 +25,10 @@ pub struct LoginArgs {
 pub struct Common {
     /// Server root URL (default: CANOPY_SERVER or the saved session).
     #[arg(long, global = true)]
-    server: Option<String>,
+    pub(crate) server: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,7 +141,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce(&T)) -> anyhow::Result<()> {
+pub(crate) fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce(&T)) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {

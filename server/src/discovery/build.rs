@@ -21,6 +21,8 @@ pub struct Observed {
     pub standalone: bool,
     pub nodes: Vec<NodeRow>,
     pub guests: Vec<GuestRow>,
+    /// Guests PVE listed without a name (on an offline node): their names are fallbacks.
+    pub unnamed: std::collections::HashSet<u32>,
 }
 
 /// The PVE cluster name, or `None` on a standalone node.
@@ -73,6 +75,7 @@ pub fn from_api(
         );
     }
     let mut guests = Vec::new();
+    let mut unnamed = std::collections::HashSet::new();
     for r in resources {
         match &r.kind {
             ResourceType::Node => {
@@ -97,6 +100,9 @@ pub fn from_api(
                 };
                 let kind = if r.kind == ResourceType::Lxc { "lxc" } else { "vm" };
                 let fallback = if kind == "lxc" { "CT" } else { "VM" };
+                if r.name.as_deref().is_none_or(str::is_empty) {
+                    unnamed.insert(vmid);
+                }
                 guests.push(GuestRow {
                     kind: kind.into(),
                     vmid,
@@ -129,6 +135,7 @@ pub fn from_api(
         standalone,
         nodes: nodes.into_values().collect(),
         guests,
+        unnamed,
     })
 }
 

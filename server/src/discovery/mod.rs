@@ -2,6 +2,9 @@
 //! settings of a cluster (`connect`), and the periodic per-cluster service (`service`).
 
 pub mod build;
+pub mod service;
+
+pub use service::Discovery;
 
 use anyhow::{bail, Context, Result};
 use canopy_hypervisor::{ApiToken, Connection, Fingerprint, PveClient, Trust};

@@ -4,6 +4,7 @@
 mod agent;
 mod auth_routes;
 mod client_ip;
+mod clusters;
 pub mod extract;
 mod idempotency;
 pub mod openapi;
@@ -22,6 +23,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth_routes::router())
         .merge(ui::router())
+        .merge(clusters::router())
         .merge(agent::router())
         .route("/openapi.json", get(openapi::document));
     Router::new()

@@ -1,4 +1,4 @@
-//! Background jobs: the command-timeout sweep (commands never stay `running`
+//! Background jobs: periodic Proxmox discovery, the command-timeout sweep (commands never stay `running`
 //! forever), refresh-token clean-up and event retention.
 
 use crate::state::AppState;
@@ -7,6 +7,12 @@ use std::time::Duration;
 /// Spawn every job; they stop when the returned guard is dropped.
 pub fn spawn(state: AppState) -> Jobs {
     let mut handles = Vec::new();
+    handles.push(tokio::spawn(
+        state
+            .discovery
+            .clone()
+            .run_forever(state.settings.discovery_interval_secs),
+    ));
     let s = state.clone();
     handles.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(s.settings.sweep_interval_secs.max(1)));

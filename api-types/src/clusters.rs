@@ -1,0 +1,133 @@
+//! Proxmox clusters, the inventory tree and selector previews, as the REST API shows them.
+//! The cluster's API token secret never appears in any of these types.
+
+use crate::ClusterId;
+use canopy_inventory::TreeNode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A cluster (or standalone node) Canopy discovers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub id: ClusterId,
+    pub name: String,
+    /// Path ID of its vertex: `cluster/NAME`.
+    pub path: String,
+    pub endpoints: Vec<String>,
+    /// `USER@REALM!TOKENID`; the secret is never returned.
+    pub token_id: String,
+    pub fingerprints: Vec<String>,
+    /// Trusts a CA instead of (or besides) fingerprints.
+    pub uses_ca: bool,
+    pub interval_secs: u32,
+    pub standalone: bool,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_discovery_at: Option<DateTime<Utc>>,
+    /// Why the last pass failed as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// `POST /api/v1/clusters`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateCluster {
+    pub name: String,
+    pub endpoints: Vec<String>,
+    /// `USER@REALM!TOKENID=SECRET`.
+    pub token: String,
+    #[serde(default)]
+    pub fingerprints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<u32>,
+}
+
+/// `POST /api/v1/clusters/probe`: what certificate does this address present?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeResponse {
+    pub url: String,
+    /// SHA-256 of the certificate, `AA:BB:…` as the PVE GUI shows it.
+    pub fingerprint: String,
+}
+
+/// What one discovery pass found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiscoveryReport {
+    pub cluster: String,
+    pub at: Option<DateTime<Utc>>,
+    /// Requests sent to PVE by the pass (fail-overs included).
+    pub api_calls: u64,
+    pub nodes: usize,
+    pub guests: usize,
+    /// One line per change: `guest_added cluster/home/node/pve1/lxc/101`, …
+    pub changes: Vec<String>,
+    /// Nodes that could not be refreshed, with the reason.
+    pub node_errors: Vec<NodeError>,
+    /// Set when the whole pass failed (the last known tree stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeError {
+    pub node: String,
+    pub error: String,
+}
+
+/// `GET /api/v1/tree?selector=…`: the matched subtrees (whole forest without a selector).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TreeResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    pub trees: Vec<TreeNode>,
+}
+
+/// `GET /api/v1/tree/preview?selector=…`: what an action on the selector would touch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SelectorPreview {
+    pub selector: String,
+    /// Vertices the selector matches.
+    pub matched: usize,
+    /// Hosts an action would touch (templates and the like left out).
+    pub targets: Vec<String>,
+    pub skipped: Vec<SkippedTarget>,
+    /// "resolves to 14 hosts (1 template skipped)".
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SkippedTarget {
+    pub id: String,
+    pub reason: String,
+}
+
+/// A PVE node's own pending package updates (read-only, cached from the node's apt).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeUpdates {
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub updates: Vec<NodeUpdate>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeUpdate {
+    pub package: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}

@@ -1,0 +1,300 @@
+//! Routes for Proxmox clusters and the inventory tree: add / list / remove clusters,
+//! discover now, the tree (whole or by selector), selector previews, a PVE node's own
+//! updates and a guest's history. The cluster's token secret is sealed on the way in and
+//! never leaves the server again.
+
+use super::extract::{Json, Path, Query};
+use crate::auth::{Admin, Operator, RequireRole, UserAuth};
+use crate::discovery::{self, Target};
+use crate::error::{Error, Result};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use canopy_api_types::clusters::*;
+use canopy_api_types::hosts::Event;
+use canopy_hypervisor::{normalize_endpoint, probe_fingerprint, ApiToken, Fingerprint};
+use canopy_inventory::{PathId, Selector, SkipReason};
+use canopy_store::{ClusterRecord, NewCluster};
+use serde::Deserialize;
+use std::time::Duration;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/clusters", get(list).post(create))
+        .route("/clusters/probe", post(probe))
+        .route("/clusters/{name}", delete(remove))
+        .route("/clusters/{name}/discover", post(discover_now))
+        .route("/clusters/{name}/nodes/{node}/updates", get(node_updates))
+        .route("/tree", get(tree))
+        .route("/tree/preview", get(preview))
+        .route("/tree/history", get(history))
+}
+
+pub fn to_api(c: &ClusterRecord) -> Cluster {
+    Cluster {
+        id: c.id,
+        name: c.name.clone(),
+        path: format!("cluster/{}", c.name),
+        endpoints: c.endpoints.clone(),
+        token_id: c.token_id.clone(),
+        fingerprints: c.fingerprints.clone(),
+        uses_ca: c.ca_pem.is_some(),
+        interval_secs: c.interval_secs,
+        standalone: c.standalone,
+        created_at: c.created_at,
+        last_discovery_at: c.last_discovery_at,
+        last_error: c.last_error.clone(),
+    }
+}
+
+async fn list(State(state): State<AppState>, _u: UserAuth) -> Result<Json<Vec<Cluster>>> {
+    let clusters = state.store.list_clusters().await?;
+    Ok(Json(clusters.iter().map(to_api).collect()))
+}
+
+async fn cluster(state: &AppState, name: &str) -> Result<ClusterRecord> {
+    state
+        .store
+        .cluster_by_name(name)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("cluster {name:?} not found")))
+}
+
+/// Validate, store (secret sealed), run the first pass; a first pass that fails as a whole
+/// (wrong token, wrong fingerprint, unreachable) removes the cluster again and says why.
+async fn create(
+    State(state): State<AppState>,
+    admin: RequireRole<Admin>,
+    Json(req): Json<CreateCluster>,
+) -> Result<(StatusCode, Json<Cluster>)> {
+    PathId::cluster(&req.name).map_err(|e| Error::Validation(format!("name: {e}")))?;
+    if req.endpoints.is_empty() {
+        return Err(Error::Validation("endpoints: give at least one PVE address".into()));
+    }
+    let endpoints = req
+        .endpoints
+        .iter()
+        .map(|e| {
+            normalize_endpoint(e)
+                .map(|u| u.as_str().trim_end_matches('/').to_string())
+                .map_err(|e| Error::Validation(format!("endpoints: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let token: ApiToken = req
+        .token
+        .parse()
+        .map_err(|e: canopy_hypervisor::Error| Error::Validation(format!("token: {e}")))?;
+    let fingerprints = req
+        .fingerprints
+        .iter()
+        .map(|f| {
+            f.parse::<Fingerprint>()
+                .map(|f| f.to_string())
+                .map_err(|e| Error::Validation(format!("fingerprints: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Build the client once to check the trust settings before anything is stored.
+    discovery::connect(&Target {
+        endpoints: endpoints.clone(),
+        token: token.clone(),
+        fingerprints: fingerprints.clone(),
+        ca_pem: req.ca_pem.clone(),
+        timeout: Duration::from_secs(5),
+    })
+    .map_err(|e| Error::Validation(format!("{e:#}")))?;
+    let record = state
+        .store
+        .create_cluster(
+            NewCluster {
+                name: req.name.clone(),
+                endpoints,
+                token_id: token.id().to_string(),
+                token_secret_sealed: state.discovery.sealer().seal(token.secret()),
+                fingerprints,
+                ca_pem: req.ca_pem,
+                interval_secs: req.interval_secs.unwrap_or(state.settings.discovery_interval_secs),
+            },
+            &admin.actor(),
+        )
+        .await?;
+    let report = state.discovery.run_pass(&record, true).await;
+    if let Some(error) = report.error {
+        state.discovery.forget(record.id);
+        state
+            .store
+            .delete_cluster(record.id, &admin.actor())
+            .await?;
+        state.discovery.rebuild().await.map_err(Error::internal)?;
+        return Err(Error::Validation(format!(
+            "cluster {:?} was not added: {error}",
+            req.name
+        )));
+    }
+    state.discovery.wake();
+    let record = cluster(&state, &record.name).await?;
+    Ok((StatusCode::CREATED, Json(to_api(&record))))
+}
+
+async fn probe(
+    State(_state): State<AppState>,
+    _admin: RequireRole<Admin>,
+    Json(req): Json<ProbeRequest>,
+) -> Result<Json<ProbeResponse>> {
+    let fp = probe_fingerprint(&req.url, Duration::from_secs(10))
+        .await
+        .map_err(|e| Error::Validation(e.to_string()))?;
+    Ok(Json(ProbeResponse {
+        url: req.url,
+        fingerprint: fp.to_string(),
+    }))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    admin: RequireRole<Admin>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    let record = cluster(&state, &name).await?;
+    state
+        .store
+        .delete_cluster(record.id, &admin.actor())
+        .await?;
+    state.discovery.forget(record.id);
+    state.discovery.rebuild().await.map_err(Error::internal)?;
+    Ok(Json(serde_json::json!({ "removed": name })))
+}
+
+async fn discover_now(
+    State(state): State<AppState>,
+    _op: RequireRole<Operator>,
+    Path(name): Path<String>,
+) -> Result<Json<DiscoveryReport>> {
+    let record = cluster(&state, &name).await?;
+    Ok(Json(state.discovery.run_pass(&record, true).await))
+}
+
+async fn node_updates(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Path((name, node)): Path<(String, String)>,
+) -> Result<Json<NodeUpdates>> {
+    let record = cluster(&state, &name).await?;
+    let snap = state.store.inventory().await?;
+    let n = snap
+        .nodes
+        .into_iter()
+        .find(|n| n.cluster_id == record.id && n.row.name == node)
+        .ok_or_else(|| Error::NotFound(format!("node {node:?} of cluster {name:?} not found")))?;
+    let updates = n
+        .apt_updates
+        .map(serde_json::from_value::<Vec<canopy_hypervisor::types::AptUpdate>>)
+        .transpose()
+        .map_err(Error::internal)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| NodeUpdate {
+            package: u.package,
+            current_version: u.old_version,
+            available_version: u.version,
+            origin: u.origin,
+            title: u.title,
+        })
+        .collect();
+    Ok(Json(NodeUpdates {
+        node: format!("cluster/{name}/node/{node}"),
+        checked_at: n.apt_checked_at,
+        error: n.apt_error,
+        updates,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct SelectorQuery {
+    selector: Option<String>,
+}
+
+fn parse_selector(s: &str) -> Result<Selector> {
+    Selector::parse(s).map_err(|e| Error::Validation(format!("selector: {e}")))
+}
+
+async fn tree(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Query(q): Query<SelectorQuery>,
+) -> Result<Json<TreeResponse>> {
+    let inv = state.discovery.tree();
+    let trees = match q.selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        None => inv.forest(),
+        Some(s) => {
+            let sel = parse_selector(s)?;
+            let matched = inv.select(&sel);
+            // Subtrees of matched vertices, without repeating one inside another.
+            matched
+                .iter()
+                .filter(|id| !matched.iter().any(|m| m.is_ancestor_of(id)))
+                .filter_map(|id| inv.tree(id))
+                .collect()
+        }
+    };
+    Ok(Json(TreeResponse {
+        selector: q.selector,
+        trees,
+    }))
+}
+
+async fn preview(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Query(q): Query<SelectorQuery>,
+) -> Result<Json<SelectorPreview>> {
+    let raw = q
+        .selector
+        .ok_or_else(|| Error::Validation("selector: missing".into()))?;
+    let sel = parse_selector(&raw)?;
+    let inv = state.discovery.tree();
+    let targets = inv.targets(&sel);
+    Ok(Json(SelectorPreview {
+        selector: raw,
+        matched: inv.select(&sel).len(),
+        summary: targets.to_string(),
+        targets: targets.hosts.iter().map(ToString::to_string).collect(),
+        skipped: targets
+            .skipped
+            .iter()
+            .map(|s| SkippedTarget {
+                id: s.id.to_string(),
+                reason: match s.reason {
+                    SkipReason::Template => "template",
+                    SkipReason::Stopped => "stopped",
+                }
+                .into(),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    id: String,
+    limit: Option<u32>,
+}
+
+async fn history(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<Event>>> {
+    let path = PathId::parse(&q.id).map_err(|e| Error::Validation(format!("id: {e}")))?;
+    let guest = state
+        .discovery
+        .guest_id(&path)
+        .ok_or_else(|| Error::NotFound(format!("no guest at {path}")))?;
+    Ok(Json(
+        state
+            .store
+            .guest_history(guest, q.limit.unwrap_or(200).min(1000))
+            .await?,
+    ))
+}
