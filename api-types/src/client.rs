@@ -64,6 +64,11 @@ impl Client {
         self.token = Some(token.into());
     }
 
+    /// The bearer token in use, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

@@ -287,6 +287,7 @@ async fn openapi_lists_every_route_and_every_listed_route_exists() {
         );
         let req = match *method {
             "get" => http.get(&url),
+            "delete" => http.delete(&url),
             _ => http.post(&url).json(&serde_json::json!({})),
         };
         let status = req.send().await.unwrap().status().as_u16();

@@ -257,6 +257,31 @@ impl Discovery {
         Ok(())
     }
 
+    /// Attach a newly enrolled host to the one unattached, non-template guest with its
+    /// hostname, if there is exactly one (the same rule discovery passes apply).
+    pub async fn attach_by_hostname(&self, host: &Host) -> Result<()> {
+        let tree = self.tree();
+        let candidates: Vec<PathId> = tree
+            .iter()
+            .filter(|v| v.kind.is_guest() && !v.template && v.name == host.hostname)
+            .map(|v| v.id.clone())
+            .collect();
+        let [only] = candidates.as_slice() else {
+            return Ok(());
+        };
+        if tree.get(only).is_some_and(|v| v.host_id.is_some()) {
+            return Ok(());
+        }
+        if let Some(guest) = self.guest_id(only) {
+            self.store
+                .attach_host(guest, host.id, &canopy_store::Actor::System)
+                .await?;
+            tracing::info!(host = %host.id, guest = %only, "host attached to its guest by hostname");
+            self.rebuild().await?;
+        }
+        Ok(())
+    }
+
     /// Passes every due cluster, forever: the loop `serve` spawns.
     pub async fn run_forever(self: Arc<Self>, default_interval: u32) {
         if let Err(e) = self.rebuild().await {

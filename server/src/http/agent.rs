@@ -57,6 +57,9 @@ async fn register(
         )
         .await?;
     tracing::info!(host = %host.id, "agent registered");
+    if let Err(e) = state.discovery.attach_by_hostname(&host).await {
+        tracing::warn!(host = %host.id, error = %format!("{e:#}"), "cannot attach the host to its guest");
+    }
     Ok(Json(RegisterResponse {
         host_id: host.id,
         agent_token: format!("{}.{}", host.id, secret),

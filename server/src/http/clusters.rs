@@ -224,6 +224,8 @@ async fn tree(
     _u: UserAuth,
     Query(q): Query<SelectorQuery>,
 ) -> Result<Json<TreeResponse>> {
+    // Agent status and update counts change between passes: read them fresh.
+    state.discovery.rebuild().await.map_err(Error::internal)?;
     let inv = state.discovery.tree();
     let trees = match q.selector.as_deref().filter(|s| !s.trim().is_empty()) {
         None => inv.forest(),
