@@ -249,3 +249,70 @@ async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
         .args(["exec", &guest, "pkill", "-f", "canopy-agent run"])
         .output();
 }
+
+/// The real agent in a lab guest is attached to its guest vertex in the tree: the PVE
+/// simulator lists a container whose hostname is the one the agent reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolled_lab_agent_is_attached_to_its_guest_vertex() {
+    let Some(lab) = lab() else { return };
+    let guest = lab.guests()[0].clone();
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    enrol_guest(&app, &lab, &guest).await;
+    let host = eventually(Duration::from_secs(60), || async {
+        app.admin.hosts().await.unwrap().into_iter().next()
+    })
+    .await;
+
+    let estate = format!(
+        r#"
+[[clusters]]
+name = "lab"
+[[clusters.tokens]]
+id = "canopy@pve!lab"
+secret = "3e1f5a9c-7b2d-4c8e-9f0a-1b2c3d4e5f60"
+role = "PVEAuditor"
+[[clusters.nodes]]
+name = "pve1"
+[[clusters.guests]]
+vmid = 120
+type = "lxc"
+node = "pve1"
+name = "{}"
+status = "running"
+[[clusters.guests]]
+vmid = 121
+type = "lxc"
+node = "pve1"
+name = "no-agent-here"
+status = "running"
+"#,
+        host.hostname
+    );
+    let sim = canopy_pve_sim::start(
+        canopy_pve_sim::SimFile::from_toml_str(&estate).unwrap().clusters[0].clone(),
+    )
+    .await
+    .unwrap();
+    app.admin
+        .create_cluster(&canopy_api_types::clusters::CreateCluster {
+            name: "lab".into(),
+            endpoints: vec![sim.url()],
+            token: "canopy@pve!lab=3e1f5a9c-7b2d-4c8e-9f0a-1b2c3d4e5f60".into(),
+            fingerprints: vec![sim.fingerprint()],
+            ca_pem: None,
+            interval_secs: Some(3600),
+        })
+        .await
+        .unwrap();
+    let tree = app.admin.tree(Some("cluster/lab/**")).await.unwrap();
+    let json = serde_json::to_value(&tree.trees).unwrap().to_string();
+    let guests = app.admin.tree(Some("cluster/lab/node/pve1/lxc/*")).await.unwrap();
+    let attached = &guests.trees[0];
+    assert_eq!(attached.id.as_str(), "cluster/lab/node/pve1/lxc/120", "{json}");
+    assert_eq!(attached.host_id.as_deref(), Some(host.id.to_string().as_str()), "{json}");
+    assert_eq!(attached.agent.as_deref(), Some("online"));
+    assert_eq!(attached.os.as_deref(), Some("debian"));
+    assert_eq!(guests.trees[1].agent.as_deref(), Some("missing"));
+    stop_agent(&guest);
+    sim.shutdown().await;
+}
