@@ -41,6 +41,8 @@ pub fn run(args: &[&str]) -> Result<()> {
             "canopy-server",
             "-p",
             "canopy-agent",
+            "-p",
+            "canopy-pve-sim",
         ],
     )
     .current_dir(&root)
@@ -116,6 +118,28 @@ pub fn run(args: &[&str]) -> Result<()> {
         format!("no \"token\" in `canopy token create --json` output: {token_json}")
     })?;
 
+    // The simulated Proxmox estate (examples/sim/home.toml), added as clusters.
+    let (sim, clusters) = start_sim(&release, &root, &dir)?;
+    children.push(sim.id());
+    watchdog(&children, docker)?;
+    for c in &clusters {
+        cmd(
+            &canopy_s,
+            [
+                "cluster",
+                "add",
+                &c.name,
+                "--url",
+                &c.url,
+                "--fingerprint",
+                &c.fingerprint,
+            ],
+        )
+        .env("CANOPY_SESSION", &session)
+        .env("CANOPY_PVE_TOKEN", &c.token)
+        .output()?;
+    }
+
     let mut agent_child: Option<Child> = None;
     let where_agent = if docker {
         let lab_json = std::fs::read_to_string(lab::up(1)?)?;
@@ -189,6 +213,8 @@ pub fn run(args: &[&str]) -> Result<()> {
          Agent enrolled {where_agent}; server log {state}/server.log\n\n\
          Try:\n  \
            export CANOPY_SESSION={session_s}\n  \
+           {canopy_d} tree              # the simulated Proxmox estate\n  \
+           {canopy_d} tree '**[tag=prod]' --preview\n  \
            {canopy_d} hosts\n  \
            {canopy_d} updates\n  \
            {canopy_d} approve ID        # queues a dry-run\n  \
@@ -216,6 +242,78 @@ pub fn run(args: &[&str]) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// One cluster the simulator serves, as its `SIM …` line reports it.
+struct SimCluster {
+    name: String,
+    url: String,
+    fingerprint: String,
+    token: String,
+}
+
+/// Start `canopy-pve-sim` on examples/sim/home.toml and read one `SIM` line per cluster.
+fn start_sim(release: &Path, root: &Path, dir: &Path) -> Result<(Child, Vec<SimCluster>)> {
+    use std::io::BufRead;
+    let bin = release.join("canopy-pve-sim");
+    let file = root.join("examples/sim/home.toml");
+    let expected = std::fs::read_to_string(&file)
+        .with_context(|| format!("read {}", file.display()))?
+        .lines()
+        .filter(|l| l.trim() == "[[clusters]]")
+        .count();
+    let mut child = Command::new(&bin)
+        .arg("--file")
+        .arg(&file)
+        .arg("--tls-dir")
+        .arg(dir.join("sim-tls"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("sim.log"))?)
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("simulator stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let field = |line: &str, key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
+    };
+    let mut clusters = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while clusters.len() < expected {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            bail!(
+                "the PVE simulator printed no cluster within 30 s; see {}/sim.log",
+                dir.display()
+            );
+        };
+        if let (Some(name), Some(url), Some(fingerprint), Some(token)) = (
+            field(&line, "cluster"),
+            field(&line, "url"),
+            field(&line, "fingerprint"),
+            field(&line, "token"),
+        ) {
+            clusters.push(SimCluster {
+                name,
+                url,
+                fingerprint,
+                token,
+            });
+        }
+    }
+    Ok((child, clusters))
 }
 
 /// A detached shell that waits for xtask to exit, then stops `pids` (and the lab).
