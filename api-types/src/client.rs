@@ -153,7 +153,8 @@ impl Client {
     }
 
     pub async fn probe_cluster(&self, url: &str) -> Result<ProbeResponse, ClientError> {
-        self.post("/clusters/probe", &ProbeRequest { url: url.into() }).await
+        self.post("/clusters/probe", &ProbeRequest { url: url.into() })
+            .await
     }
 
     pub async fn delete_cluster(&self, name: &str) -> Result<serde_json::Value, ClientError> {
@@ -161,11 +162,20 @@ impl Client {
     }
 
     pub async fn discover_cluster(&self, name: &str) -> Result<DiscoveryReport, ClientError> {
-        self.post(&format!("/clusters/{name}/discover"), &serde_json::json!({})).await
+        self.post(
+            &format!("/clusters/{name}/discover"),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
-    pub async fn node_updates(&self, cluster: &str, node: &str) -> Result<NodeUpdates, ClientError> {
-        self.get(&format!("/clusters/{cluster}/nodes/{node}/updates")).await
+    pub async fn node_updates(
+        &self,
+        cluster: &str,
+        node: &str,
+    ) -> Result<NodeUpdates, ClientError> {
+        self.get(&format!("/clusters/{cluster}/nodes/{node}/updates"))
+            .await
     }
 
     /// The whole forest, or the subtrees a selector matches.
@@ -174,7 +184,8 @@ impl Client {
     }
 
     pub async fn preview(&self, selector: &str) -> Result<SelectorPreview, ClientError> {
-        self.get_query("/tree/preview", &[("selector", selector)]).await
+        self.get_query("/tree/preview", &[("selector", selector)])
+            .await
     }
 
     /// Events of the guest at `path` (kept across migrations) and of its agent.

@@ -52,10 +52,17 @@ status = "stopped"
 
 async fn sim() -> RunningCluster {
     let file = SimFile::from_toml_str(ESTATE).unwrap();
-    canopy_pve_sim::start(file.clusters[0].clone()).await.unwrap()
+    canopy_pve_sim::start(file.clusters[0].clone())
+        .await
+        .unwrap()
 }
 
-fn client_for(sim: &RunningCluster, token: &str, trust: Trust, endpoints: Vec<String>) -> PveClient {
+fn client_for(
+    sim: &RunningCluster,
+    token: &str,
+    trust: Trust,
+    endpoints: Vec<String>,
+) -> PveClient {
     let mut conn = Connection::new(endpoints, token.parse::<ApiToken>().unwrap(), trust);
     conn.timeout = Duration::from_secs(2);
     conn.connect_timeout = Duration::from_secs(2);
@@ -77,14 +84,19 @@ async fn reads_the_estate_with_numbers_as_strings() {
     let sim = sim().await;
     let pve = pinned(&sim);
     let status = pve.cluster_status().await.unwrap();
-    assert!(status.iter().any(|e| e.kind == "cluster" && e.name == "home" && e.quorate));
+    assert!(status
+        .iter()
+        .any(|e| e.kind == "cluster" && e.name == "home" && e.quorate));
     let res = pve.resources().await.unwrap();
     let web = res.iter().find(|r| r.vmid == Some(101)).expect("guest 101");
     assert_eq!(web.kind, ResourceType::Lxc);
     assert_eq!(web.tags, vec!["prod", "web"]);
     assert_eq!(web.status.as_deref(), Some("running"));
     assert!(res.iter().any(|r| r.vmid == Some(9000) && r.template));
-    assert_eq!(pve.guests("pve2", GuestKind::Qemu).await.unwrap()[0].vmid, 200);
+    assert_eq!(
+        pve.guests("pve2", GuestKind::Qemu).await.unwrap()[0].vmid,
+        200
+    );
     let ups = pve.node_apt_updates("pve1").await.unwrap();
     assert_eq!(ups[0].package, "pve-manager");
     assert!(pve.version().await.unwrap().version.is_some());
@@ -95,13 +107,27 @@ async fn reads_the_estate_with_numbers_as_strings() {
 async fn wrong_fingerprint_names_both_fingerprints() {
     let sim = sim().await;
     let wrong = canopy_hypervisor::Fingerprint::of_der(b"another certificate");
-    let pve = client_for(&sim, &sim.token(), Trust::Fingerprints(vec![wrong]), vec![sim.url()]);
+    let pve = client_for(
+        &sim,
+        &sim.token(),
+        Trust::Fingerprints(vec![wrong]),
+        vec![sim.url()],
+    );
     let err = pve.version().await.unwrap_err();
     assert!(matches!(err, Error::FingerprintMismatch { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&sim.fingerprint()) && msg.contains(&wrong.to_string()), "{msg}");
-    assert_eq!(sim.request_count(), 0, "no request may pass an unverified handshake");
-    let seen = probe_fingerprint(&sim.url(), Duration::from_secs(2)).await.unwrap();
+    assert!(
+        msg.contains(&sim.fingerprint()) && msg.contains(&wrong.to_string()),
+        "{msg}"
+    );
+    assert_eq!(
+        sim.request_count(),
+        0,
+        "no request may pass an unverified handshake"
+    );
+    let seen = probe_fingerprint(&sim.url(), Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(seen.to_string(), sim.fingerprint());
     sim.shutdown().await;
 }
@@ -109,12 +135,22 @@ async fn wrong_fingerprint_names_both_fingerprints() {
 #[tokio::test]
 async fn ca_trust_works_and_a_foreign_ca_is_refused() {
     let sim = sim().await;
-    let pve = client_for(&sim, &sim.token(), Trust::CaPem(sim.ca_pem()), vec![sim.url()]);
+    let pve = client_for(
+        &sim,
+        &sim.token(),
+        Trust::CaPem(sim.ca_pem()),
+        vec![sim.url()],
+    );
     assert!(!pve.resources().await.unwrap().is_empty());
     let other = canopy_pve_sim::start(SimFile::from_toml_str(ESTATE).unwrap().clusters[0].clone())
         .await
         .unwrap();
-    let pve = client_for(&sim, &sim.token(), Trust::CaPem(other.ca_pem()), vec![sim.url()]);
+    let pve = client_for(
+        &sim,
+        &sim.token(),
+        Trust::CaPem(other.ca_pem()),
+        vec![sim.url()],
+    );
     let err = pve.version().await.unwrap_err();
     assert!(matches!(err, Error::Untrusted { .. }), "{err:?}");
     other.shutdown().await;
@@ -125,11 +161,19 @@ async fn ca_trust_works_and_a_foreign_ca_is_refused() {
 async fn wrong_token_is_an_authentication_error() {
     let sim = sim().await;
     let fps = vec![sim.fingerprint().parse().unwrap()];
-    let pve = client_for(&sim, "root@pam!canopy=not-the-secret", Trust::Fingerprints(fps), vec![sim.url()]);
+    let pve = client_for(
+        &sim,
+        "root@pam!canopy=not-the-secret",
+        Trust::Fingerprints(fps),
+        vec![sim.url()],
+    );
     let err = pve.resources().await.unwrap_err();
     assert!(matches!(err, Error::Authentication { .. }), "{err:?}");
     assert!(err.to_string().contains("authentication failed"), "{err}");
-    assert!(!err.to_string().contains("not-the-secret"), "the secret leaked: {err}");
+    assert!(
+        !err.to_string().contains("not-the-secret"),
+        "the secret leaked: {err}"
+    );
     sim.shutdown().await;
 }
 
@@ -146,15 +190,24 @@ async fn missing_privilege_is_named_from_the_reason_phrase() {
     // Reading is allowed for an auditor …
     assert!(!pve.resources().await.unwrap().is_empty());
     // … taking a snapshot is not.
-    let err = pve.snapshot_create("pve1", 101, "canopy-test", "").await.unwrap_err();
+    let err = pve
+        .snapshot_create("pve1", 101, "canopy-test", "")
+        .await
+        .unwrap_err();
     match &err {
-        Error::Forbidden { privilege, path, .. } => {
+        Error::Forbidden {
+            privilege, path, ..
+        } => {
             assert_eq!(privilege.as_deref(), Some("VM.Snapshot"));
             assert_eq!(path.as_deref(), Some("/vms/101"));
         }
         other => panic!("expected Forbidden, got {other:?}"),
     }
-    assert!(err.to_string().contains("lacks the privilege VM.Snapshot on /vms/101"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("lacks the privilege VM.Snapshot on /vms/101"),
+        "{err}"
+    );
     sim.shutdown().await;
 }
 
@@ -162,7 +215,10 @@ async fn missing_privilege_is_named_from_the_reason_phrase() {
 async fn snapshot_task_progresses_and_takes_effect() {
     let sim = sim().await;
     let pve = pinned(&sim);
-    let upid = pve.snapshot_create("pve1", 101, "before-update", "canopy").await.unwrap();
+    let upid = pve
+        .snapshot_create("pve1", 101, "before-update", "canopy")
+        .await
+        .unwrap();
     assert_eq!(upid.node(), Some("pve1"));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -178,7 +234,11 @@ async fn snapshot_task_progresses_and_takes_effect() {
     assert!(snaps.iter().any(|s| s.name == "before-update"), "{snaps:?}");
     assert!(snaps.iter().any(|s| s.is_current()));
     let log = pve.task_log(&upid).await;
-    assert!(log.as_ref().is_ok_and(|l| !l.is_empty()), "{log:?} {:?}", sim.requests().last());
+    assert!(
+        log.as_ref().is_ok_and(|l| !l.is_empty()),
+        "{log:?} {:?}",
+        sim.requests().last()
+    );
     sim.shutdown().await;
 }
 
@@ -224,5 +284,9 @@ async fn unreachable_endpoint_is_named() {
     conn.connect_timeout = Duration::from_secs(2);
     let err = PveClient::new(conn).unwrap().version().await.unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port} is unreachable")), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("127.0.0.1:{port} is unreachable")),
+        "{err}"
+    );
 }

@@ -86,4 +86,3 @@ pub async fn serve(
     .await
     .context("server stopped with an error")
 }
-

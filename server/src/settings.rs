@@ -166,7 +166,10 @@ impl Settings {
         env!(auth_attempts_per_minute, "CANOPY_AUTH_ATTEMPTS_PER_MINUTE");
         env!(discovery_interval_secs, "CANOPY_DISCOVERY_INTERVAL_SECS");
         env!(pve_timeout_secs, "CANOPY_PVE_TIMEOUT_SECS");
-        env!(node_updates_interval_secs, "CANOPY_NODE_UPDATES_INTERVAL_SECS");
+        env!(
+            node_updates_interval_secs,
+            "CANOPY_NODE_UPDATES_INTERVAL_SECS"
+        );
         if let Some(p) = get("CANOPY_ADMIN_PASSWORD") {
             self.admin_password = Some(Secret::new(p));
         } else if let Some(path) = get("CANOPY_ADMIN_PASSWORD_FILE") {

@@ -58,7 +58,9 @@ const EXPECTED: &str = concat!(
 
 async fn start(toml: &str) -> RunningCluster {
     let file = SimFile::from_toml_str(toml).unwrap();
-    canopy_pve_sim::start(file.clusters[0].clone()).await.unwrap()
+    canopy_pve_sim::start(file.clusters[0].clone())
+        .await
+        .unwrap()
 }
 
 async fn discover(args: Vec<String>) -> Output {
@@ -94,8 +96,15 @@ async fn prints_exactly_the_contract_tree_in_two_api_calls() {
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim_end(), EXPECTED);
     let paths: Vec<String> = sim.requests().into_iter().map(|r| r.path).collect();
-    assert!(paths.len() <= 3, "a discovery pass made {} calls: {paths:?}", paths.len());
-    assert_eq!(paths, ["/api2/json/cluster/status", "/api2/json/cluster/resources"]);
+    assert!(
+        paths.len() <= 3,
+        "a discovery pass made {} calls: {paths:?}",
+        paths.len()
+    );
+    assert_eq!(
+        paths,
+        ["/api2/json/cluster/status", "/api2/json/cluster/resources"]
+    );
     sim.shutdown().await;
 }
 
@@ -144,7 +153,12 @@ async fn wrong_fingerprint_fails_naming_the_certificate_fingerprint() {
 #[tokio::test]
 async fn wrong_token_fails_naming_authentication() {
     let sim = start(CLUSTER).await;
-    let out = discover(args(&sim, "root@pam!canopy=wrong-secret", &sim.fingerprint())).await;
+    let out = discover(args(
+        &sim,
+        "root@pam!canopy=wrong-secret",
+        &sim.fingerprint(),
+    ))
+    .await;
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("authentication"), "{err}");
@@ -160,7 +174,11 @@ async fn without_a_pin_it_shows_the_fingerprint_and_refuses() {
     let out = discover(a).await;
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains(&sim.fingerprint()));
-    assert_eq!(sim.request_count(), 0, "nothing is sent to an unverified server");
+    assert_eq!(
+        sim.request_count(),
+        0,
+        "nothing is sent to an unverified server"
+    );
     sim.shutdown().await;
 }
 
@@ -189,7 +207,10 @@ status = "running"
     let tree: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(tree["id"], "cluster/edge");
     assert_eq!(tree["children"][0]["id"], "cluster/edge/node/edge");
-    assert_eq!(tree["children"][0]["children"][0]["id"], "cluster/edge/node/edge/lxc/110");
+    assert_eq!(
+        tree["children"][0]["children"][0]["id"],
+        "cluster/edge/node/edge/lxc/110"
+    );
     let mut renamed = args(&sim, &sim.token(), &sim.fingerprint());
     renamed.extend(["--name".to_string(), "garage".to_string()]);
     let out = discover(renamed).await;

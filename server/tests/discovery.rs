@@ -65,7 +65,9 @@ async fn setup(backend: Backend) -> Option<(TestApp, RunningCluster)> {
     })
     .await?;
     let file = SimFile::from_toml_str(&estate()).unwrap();
-    let sim = canopy_pve_sim::start(file.clusters[0].clone()).await.unwrap();
+    let sim = canopy_pve_sim::start(file.clusters[0].clone())
+        .await
+        .unwrap();
     Some((app, sim))
 }
 
@@ -85,7 +87,10 @@ fn token() -> String {
 }
 
 fn vertex<'a>(tree: &'a TreeResponse, id: &str) -> Option<&'a canopy_inventory::TreeNode> {
-    fn find<'a>(n: &'a canopy_inventory::TreeNode, id: &str) -> Option<&'a canopy_inventory::TreeNode> {
+    fn find<'a>(
+        n: &'a canopy_inventory::TreeNode,
+        id: &str,
+    ) -> Option<&'a canopy_inventory::TreeNode> {
         if n.id.as_str() == id {
             return Some(n);
         }
@@ -95,7 +100,9 @@ fn vertex<'a>(tree: &'a TreeResponse, id: &str) -> Option<&'a canopy_inventory::
 }
 
 async fn add_cluster_and_read_the_tree(backend: Backend) {
-    let Some((app, sim)) = setup(backend).await else { return };
+    let Some((app, sim)) = setup(backend).await else {
+        return;
+    };
     let cluster = app
         .admin
         .create_cluster(&create_req(&sim, &token(), &sim.fingerprint()))
@@ -113,21 +120,42 @@ async fn add_cluster_and_read_the_tree(backend: Backend) {
         .text()
         .await
         .unwrap();
-    assert!(raw.contains("canopy@pve!discovery") && !raw.contains(SECRET), "{raw}");
+    assert!(
+        raw.contains("canopy@pve!discovery") && !raw.contains(SECRET),
+        "{raw}"
+    );
 
     let tree = app.admin.tree(None).await.unwrap();
     assert_eq!(tree.trees.len(), 1);
     let web = vertex(&tree, "cluster/home/node/pve1/lxc/101").expect("guest 101 in the tree");
-    assert_eq!(web.tags.as_deref(), Some(&["prod".to_string(), "web".to_string()][..]));
+    assert_eq!(
+        web.tags.as_deref(),
+        Some(&["prod".to_string(), "web".to_string()][..])
+    );
     assert_eq!(web.agent.as_deref(), Some("missing"));
 
-    let sel = app.admin.tree(Some("cluster/home/node/pve1/lxc/*")).await.unwrap();
+    let sel = app
+        .admin
+        .tree(Some("cluster/home/node/pve1/lxc/*"))
+        .await
+        .unwrap();
     assert_eq!(sel.trees.len(), 3);
-    let preview = app.admin.preview("cluster/home/**[tag=prod]").await.unwrap();
+    let preview = app
+        .admin
+        .preview("cluster/home/**[tag=prod]")
+        .await
+        .unwrap();
     assert_eq!(preview.targets.len(), 2, "{preview:?}");
     assert_eq!(preview.summary, "resolves to 2 hosts (1 template skipped)");
-    let err = app.admin.preview("cluster/home/nodes/pve1").await.unwrap_err();
-    assert!(matches!(&err, ClientError::Api { status: 400 | 422, error } if error.message.contains("selector")), "{err}");
+    let err = app
+        .admin
+        .preview("cluster/home/nodes/pve1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Api { status: 400 | 422, error } if error.message.contains("selector")),
+        "{err}"
+    );
 
     let ups = app.admin.node_updates("home", "pve1").await.unwrap();
     assert_eq!(ups.updates[0].package, "pve-manager");
@@ -148,7 +176,9 @@ async fn add_cluster_and_read_the_tree(backend: Backend) {
 }
 
 async fn migrated_guest_moves_with_its_history(backend: Backend) {
-    let Some((app, sim)) = setup(backend).await else { return };
+    let Some((app, sim)) = setup(backend).await else {
+        return;
+    };
     app.admin
         .create_cluster(&create_req(&sim, &token(), &sim.fingerprint()))
         .await
@@ -157,7 +187,10 @@ async fn migrated_guest_moves_with_its_history(backend: Backend) {
     let agent = app.enrol("web").await;
     let tree = app.admin.tree(None).await.unwrap();
     let web = vertex(&tree, "cluster/home/node/pve1/lxc/101").unwrap();
-    assert_eq!(web.host_id.as_deref(), Some(agent.host_id.to_string().as_str()));
+    assert_eq!(
+        web.host_id.as_deref(),
+        Some(agent.host_id.to_string().as_str())
+    );
     assert_eq!(web.agent.as_deref(), Some("online"));
 
     sim.migrate(101, "pve2").unwrap();
@@ -168,9 +201,15 @@ async fn migrated_guest_moves_with_its_history(backend: Backend) {
         "{report:?}"
     );
     let tree = app.admin.tree(None).await.unwrap();
-    assert!(vertex(&tree, "cluster/home/node/pve1/lxc/101").is_none(), "no duplicate left behind");
+    assert!(
+        vertex(&tree, "cluster/home/node/pve1/lxc/101").is_none(),
+        "no duplicate left behind"
+    );
     let moved = vertex(&tree, "cluster/home/node/pve2/lxc/101").expect("moved guest");
-    assert_eq!(moved.host_id.as_deref(), Some(agent.host_id.to_string().as_str()));
+    assert_eq!(
+        moved.host_id.as_deref(),
+        Some(agent.host_id.to_string().as_str())
+    );
     let history = app
         .admin
         .guest_history("cluster/home/node/pve2/lxc/101")
@@ -181,14 +220,18 @@ async fn migrated_guest_moves_with_its_history(backend: Backend) {
         assert!(types.contains(&t), "{t} missing from {types:?}");
     }
     assert!(
-        history.iter().any(|e| e.subject == "cluster/home/node/pve1/lxc/101"),
+        history
+            .iter()
+            .any(|e| e.subject == "cluster/home/node/pve1/lxc/101"),
         "events from before the move stay in the history"
     );
     sim.shutdown().await;
 }
 
 async fn hanging_node_keeps_its_error_while_others_refresh(backend: Backend) {
-    let Some((app, sim)) = setup(backend).await else { return };
+    let Some((app, sim)) = setup(backend).await else {
+        return;
+    };
     app.admin
         .create_cluster(&create_req(&sim, &token(), &sim.fingerprint()))
         .await
@@ -197,16 +240,25 @@ async fn hanging_node_keeps_its_error_while_others_refresh(backend: Backend) {
     sim.set_guest_status(102, "stopped").unwrap();
     let report = app.admin.discover_cluster("home").await.unwrap();
     assert!(report.error.is_none(), "{report:?}");
-    assert_eq!(report.changes, ["guest_status_changed cluster/home/node/pve1/lxc/102"]);
+    assert_eq!(
+        report.changes,
+        ["guest_status_changed cluster/home/node/pve1/lxc/102"]
+    );
     assert_eq!(report.node_errors.len(), 1, "{report:?}");
     assert_eq!(report.node_errors[0].node, "pve2");
     let tree = app.admin.tree(None).await.unwrap();
     let pve2 = vertex(&tree, "cluster/home/node/pve2").unwrap();
     let err = pve2.error.as_deref().expect("pve2 shows its error");
     assert!(err.contains("did not answer"), "{err}");
-    assert!(vertex(&tree, "cluster/home/node/pve1").unwrap().error.is_none());
+    assert!(vertex(&tree, "cluster/home/node/pve1")
+        .unwrap()
+        .error
+        .is_none());
     assert_eq!(
-        vertex(&tree, "cluster/home/node/pve1/lxc/102").unwrap().status.as_deref(),
+        vertex(&tree, "cluster/home/node/pve1/lxc/102")
+            .unwrap()
+            .status
+            .as_deref(),
         Some("stopped")
     );
     // It recovers.
@@ -214,42 +266,54 @@ async fn hanging_node_keeps_its_error_while_others_refresh(backend: Backend) {
     let report = app.admin.discover_cluster("home").await.unwrap();
     assert!(report.node_errors.is_empty(), "{report:?}");
     let tree = app.admin.tree(None).await.unwrap();
-    assert!(vertex(&tree, "cluster/home/node/pve2").unwrap().error.is_none());
+    assert!(vertex(&tree, "cluster/home/node/pve2")
+        .unwrap()
+        .error
+        .is_none());
     sim.shutdown().await;
 }
 
 async fn bad_clusters_are_refused_with_the_reason(backend: Backend) {
-    let Some((app, sim)) = setup(backend).await else { return };
+    let Some((app, sim)) = setup(backend).await else {
+        return;
+    };
     let msg = |e: ClientError| match e {
         ClientError::Api { status, error } => (status, error.message),
         other => panic!("unexpected {other}"),
     };
-    let (status, m) = msg(
-        app.admin
-            .create_cluster(&create_req(&sim, "canopy@pve!discovery=wrong", &sim.fingerprint()))
-            .await
-            .unwrap_err(),
-    );
+    let (status, m) = msg(app
+        .admin
+        .create_cluster(&create_req(
+            &sim,
+            "canopy@pve!discovery=wrong",
+            &sim.fingerprint(),
+        ))
+        .await
+        .unwrap_err());
     assert_eq!(status, 400);
     assert!(m.contains("authentication"), "{m}");
     assert!(!m.contains("wrong"), "the secret leaked: {m}");
     let wrong_fp = "AB:".repeat(31) + "AB";
-    let (_, m) = msg(
-        app.admin
-            .create_cluster(&create_req(&sim, &token(), &wrong_fp))
-            .await
-            .unwrap_err(),
+    let (_, m) = msg(app
+        .admin
+        .create_cluster(&create_req(&sim, &token(), &wrong_fp))
+        .await
+        .unwrap_err());
+    assert!(
+        m.contains("fingerprint") && m.contains(&sim.fingerprint()),
+        "{m}"
     );
-    assert!(m.contains("fingerprint") && m.contains(&sim.fingerprint()), "{m}");
-    let (status, m) = msg(
-        app.admin
-            .create_cluster(&create_req(&sim, "no-realm", &sim.fingerprint()))
-            .await
-            .unwrap_err(),
-    );
+    let (status, m) = msg(app
+        .admin
+        .create_cluster(&create_req(&sim, "no-realm", &sim.fingerprint()))
+        .await
+        .unwrap_err());
     assert_eq!(status, 400);
     assert!(m.contains("token"), "{m}");
-    assert!(app.admin.clusters().await.unwrap().is_empty(), "nothing half-added");
+    assert!(
+        app.admin.clusters().await.unwrap().is_empty(),
+        "nothing half-added"
+    );
     // A viewer-level mistake: unknown cluster.
     let (status, _) = msg(app.admin.discover_cluster("nope").await.unwrap_err());
     assert_eq!(status, 404);

@@ -289,7 +289,10 @@ status = "running"
         host.hostname
     );
     let sim = canopy_pve_sim::start(
-        canopy_pve_sim::SimFile::from_toml_str(&estate).unwrap().clusters[0].clone(),
+        canopy_pve_sim::SimFile::from_toml_str(&estate)
+            .unwrap()
+            .clusters[0]
+            .clone(),
     )
     .await
     .unwrap();
@@ -306,10 +309,22 @@ status = "running"
         .unwrap();
     let tree = app.admin.tree(Some("cluster/lab/**")).await.unwrap();
     let json = serde_json::to_value(&tree.trees).unwrap().to_string();
-    let guests = app.admin.tree(Some("cluster/lab/node/pve1/lxc/*")).await.unwrap();
+    let guests = app
+        .admin
+        .tree(Some("cluster/lab/node/pve1/lxc/*"))
+        .await
+        .unwrap();
     let attached = &guests.trees[0];
-    assert_eq!(attached.id.as_str(), "cluster/lab/node/pve1/lxc/120", "{json}");
-    assert_eq!(attached.host_id.as_deref(), Some(host.id.to_string().as_str()), "{json}");
+    assert_eq!(
+        attached.id.as_str(),
+        "cluster/lab/node/pve1/lxc/120",
+        "{json}"
+    );
+    assert_eq!(
+        attached.host_id.as_deref(),
+        Some(host.id.to_string().as_str()),
+        "{json}"
+    );
     assert_eq!(attached.agent.as_deref(), Some("online"));
     assert_eq!(attached.os.as_deref(), Some("debian"));
     assert_eq!(guests.trees[1].agent.as_deref(), Some("missing"));

@@ -41,7 +41,14 @@ pub fn run(root: &Path) -> Result<()> {
 fn generated_client(root: &Path) -> Result<Vec<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .args(["run", "--quiet", "-p", "canopy-pve-codegen", "--", "--check"])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "canopy-pve-codegen",
+            "--",
+            "--check",
+        ])
         .current_dir(root)
         .env("RUST_BACKTRACE", "0")
         .output()
@@ -50,7 +57,12 @@ fn generated_client(root: &Path) -> Result<Vec<String>> {
         return Ok(Vec::new());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    Ok(vec![stderr.trim().lines().last().unwrap_or("codegen failed").to_string()])
+    Ok(vec![stderr
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("codegen failed")
+        .to_string()])
 }
 
 /// Regenerate `hypervisor/src/generated.rs` from `hypervisor/openapi/pve.yaml`.

@@ -48,7 +48,10 @@ impl Sealer {
             .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory input");
         let mut blob = nonce.to_vec();
         blob.extend(ct);
-        format!("{PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(blob))
+        format!(
+            "{PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        )
     }
 
     pub fn open(&self, sealed: &str) -> anyhow::Result<String> {
@@ -65,7 +68,9 @@ impl Sealer {
         let plain = self
             .cipher
             .decrypt(XNonce::from_slice(nonce), ct)
-            .map_err(|_| anyhow!("the secret was sealed with another seal.key (was the data dir replaced?)"))?;
+            .map_err(|_| {
+                anyhow!("the secret was sealed with another seal.key (was the data dir replaced?)")
+            })?;
         String::from_utf8(plain).context("sealed secret is not UTF-8")
     }
 }
@@ -82,7 +87,11 @@ mod tests {
         assert!(!sealed.contains("token-secret"));
         assert_ne!(sealed, a.seal("token-secret"), "fresh nonce each time");
         assert_eq!(a.open(&sealed).unwrap(), "token-secret");
-        assert!(b.open(&sealed).unwrap_err().to_string().contains("another seal.key"));
+        assert!(b
+            .open(&sealed)
+            .unwrap_err()
+            .to_string()
+            .contains("another seal.key"));
         assert!(a.open("plain").is_err());
     }
 }

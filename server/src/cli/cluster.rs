@@ -76,9 +76,15 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
         ClusterCommand::Add(args) => add(args).await,
         ClusterCommand::List(c) => {
-            let clusters = session::client(c.server.as_deref()).await?.clusters().await?;
+            let clusters = session::client(c.server.as_deref())
+                .await?
+                .clusters()
+                .await?;
             print(c.json, &clusters, |cs| {
-                println!("{:<16} {:<36} {:<24} LAST DISCOVERY", "NAME", "ENDPOINT", "TOKEN");
+                println!(
+                    "{:<16} {:<36} {:<24} LAST DISCOVERY",
+                    "NAME", "ENDPOINT", "TOKEN"
+                );
                 for c in cs {
                     let last = match (&c.last_error, c.last_discovery_at) {
                         (Some(e), _) => format!("FAILED: {e}"),
@@ -138,7 +144,10 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
                 if let Some(e) = &u.error {
                     println!("last refresh failed: {e}");
                 }
-                println!("{:<32} {:<24} {:<24} ORIGIN", "PACKAGE", "CURRENT", "AVAILABLE");
+                println!(
+                    "{:<32} {:<24} {:<24} ORIGIN",
+                    "PACKAGE", "CURRENT", "AVAILABLE"
+                );
                 for p in &u.updates {
                     println!(
                         "{:<32} {:<24} {:<24} {}",
@@ -193,7 +202,9 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
             "added cluster {} ({}), discovered {}",
             c.name,
             c.endpoints.join(", "),
-            c.last_discovery_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+            c.last_discovery_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
         );
     })
 }

@@ -102,7 +102,12 @@ pub fn render(tree: &TreeNode) -> String {
     out
 }
 
-fn render_into(v: &canopy_inventory::Vertex, children: &[TreeNode], depth: usize, out: &mut String) {
+fn render_into(
+    v: &canopy_inventory::Vertex,
+    children: &[TreeNode],
+    depth: usize,
+    out: &mut String,
+) {
     use std::fmt::Write as _;
     let label = match v.vmid {
         Some(vmid) => format!("{} {vmid} {}", v.kind.as_str(), v.name),
@@ -128,7 +133,11 @@ fn render_into(v: &canopy_inventory::Vertex, children: &[TreeNode], depth: usize
         out,
         "{}{label}{}",
         "  ".repeat(depth),
-        if notes.is_empty() { String::new() } else { format!("  [{}]", notes.join("; ")) }
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", notes.join("; "))
+        }
     );
     for c in children {
         render_into(&c.to_vertex(), &c.children, depth + 1, out);

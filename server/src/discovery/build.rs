@@ -68,7 +68,12 @@ pub fn from_api(
             e.name.clone(),
             NodeRow {
                 name: e.name.clone(),
-                status: if e.online || standalone { "online" } else { "offline" }.into(),
+                status: if e.online || standalone {
+                    "online"
+                } else {
+                    "offline"
+                }
+                .into(),
                 ip: e.ip.clone(),
                 error: None,
             },
@@ -79,7 +84,10 @@ pub fn from_api(
     for r in resources {
         match &r.kind {
             ResourceType::Node => {
-                let Some(node) = r.node.clone().or_else(|| r.id.strip_prefix("node/").map(String::from))
+                let Some(node) = r
+                    .node
+                    .clone()
+                    .or_else(|| r.id.strip_prefix("node/").map(String::from))
                 else {
                     continue;
                 };
@@ -98,7 +106,11 @@ pub fn from_api(
                     tracing::warn!(id = %r.id, "guest without vmid or node in /cluster/resources; skipped");
                     continue;
                 };
-                let kind = if r.kind == ResourceType::Lxc { "lxc" } else { "vm" };
+                let kind = if r.kind == ResourceType::Lxc {
+                    "lxc"
+                } else {
+                    "vm"
+                };
                 let fallback = if kind == "lxc" { "CT" } else { "VM" };
                 if r.name.as_deref().is_none_or(str::is_empty) {
                     unnamed.insert(vmid);
@@ -210,8 +222,12 @@ mod tests {
         assert_eq!(obs.guests[1].name, "VM200");
         let (inv, warnings) = to_inventory(&obs).unwrap();
         assert!(warnings.is_empty());
-        let json = serde_json::to_value(inv.tree(&PathId::cluster("home").unwrap()).unwrap()).unwrap();
-        assert_eq!(json["children"][0]["children"][0]["tags"], json!(["prod", "web"]));
+        let json =
+            serde_json::to_value(inv.tree(&PathId::cluster("home").unwrap()).unwrap()).unwrap();
+        assert_eq!(
+            json["children"][0]["children"][0]["tags"],
+            json!(["prod", "web"])
+        );
         assert_eq!(json["children"][1]["children"][0]["kind"], "vm");
     }
 

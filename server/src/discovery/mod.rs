@@ -24,7 +24,9 @@ pub struct Target {
 pub fn connect(target: &Target) -> Result<PveClient> {
     let trust = match (&target.ca_pem, target.fingerprints.as_slice()) {
         (Some(pem), []) => Trust::CaPem(pem.clone()),
-        (None, []) => bail!("no certificate fingerprint and no CA: Canopy never accepts an unverified certificate"),
+        (None, []) => bail!(
+            "no certificate fingerprint and no CA: Canopy never accepts an unverified certificate"
+        ),
         (Some(_), _) => bail!("give either --fingerprint or --ca, not both"),
         (None, fps) => Trust::Fingerprints(
             fps.iter()

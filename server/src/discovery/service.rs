@@ -46,7 +46,11 @@ impl std::fmt::Debug for Discovery {
 }
 
 impl Discovery {
-    pub fn new(store: Arc<dyn Store>, sealer: Sealer, settings: &crate::settings::Settings) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sealer: Sealer,
+        settings: &crate::settings::Settings,
+    ) -> Self {
         Self {
             store,
             sealer,
@@ -87,11 +91,19 @@ impl Discovery {
 
     /// Forget the cached client of a cluster (deleted or changed).
     pub fn forget(&self, cluster: ClusterId) {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner()).remove(&cluster);
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&cluster);
     }
 
     fn client(&self, record: &ClusterRecord) -> Result<Arc<PveClient>> {
-        if let Some(c) = self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(&record.id) {
+        if let Some(c) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&record.id)
+        {
             return Ok(c.clone());
         }
         let secret = self
@@ -124,7 +136,11 @@ impl Discovery {
 
     /// One discovery pass of `record` (serialised per cluster). `force_node_updates`
     /// refreshes every node's apt list now instead of when it is due.
-    pub async fn run_pass(&self, record: &ClusterRecord, force_node_updates: bool) -> DiscoveryReport {
+    pub async fn run_pass(
+        &self,
+        record: &ClusterRecord,
+        force_node_updates: bool,
+    ) -> DiscoveryReport {
         let lock = self.pass_lock(record.id);
         let _guard = lock.lock().await;
         let now = Utc::now();
@@ -135,14 +151,21 @@ impl Discovery {
         };
         match self.pass(record, &mut report).await {
             Ok(()) => {
-                if let Err(e) = self.refresh_node_updates(record, force_node_updates, &mut report).await {
+                if let Err(e) = self
+                    .refresh_node_updates(record, force_node_updates, &mut report)
+                    .await
+                {
                     tracing::warn!(cluster = %record.name, error = %format!("{e:#}"), "node updates refresh failed");
                 }
             }
             Err(e) => {
                 let msg = format!("{e:#}");
                 tracing::warn!(cluster = %record.name, error = %msg, "discovery pass failed");
-                if let Err(e) = self.store.record_discovery_error(record.id, now, &msg).await {
+                if let Err(e) = self
+                    .store
+                    .record_discovery_error(record.id, now, &msg)
+                    .await
+                {
                     tracing::error!(cluster = %record.name, error = %e, "cannot record the discovery error");
                 }
                 report.error = Some(msg);
@@ -163,7 +186,11 @@ impl Discovery {
         let snapshot = self.store.inventory().await?;
         let old = stored_observation(record, &snapshot);
         // An offline node's guests lose their names in /cluster/resources; keep the last known.
-        for g in obs.guests.iter_mut().filter(|g| obs.unnamed.contains(&g.vmid)) {
+        for g in obs
+            .guests
+            .iter_mut()
+            .filter(|g| obs.unnamed.contains(&g.vmid))
+        {
             if let Some(known) = old.guests.iter().find(|o| o.vmid == g.vmid) {
                 g.name = known.name.clone();
             }
@@ -216,7 +243,11 @@ impl Discovery {
             .nodes
             .iter()
             .filter(|n| n.cluster_id == record.id && n.row.status == "online")
-            .filter(|n| force || n.apt_checked_at.is_none_or(|t| now - t >= self.node_updates_every))
+            .filter(|n| {
+                force
+                    || n.apt_checked_at
+                        .is_none_or(|t| now - t >= self.node_updates_every)
+            })
             .map(|n| n.row.name.clone())
             .collect();
         let mut set = tokio::task::JoinSet::new();
@@ -294,8 +325,14 @@ impl Discovery {
                     let now = Utc::now();
                     let mut set = tokio::task::JoinSet::new();
                     for c in clusters {
-                        let interval = if c.interval_secs == 0 { default_interval } else { c.interval_secs };
-                        let next = c.last_discovery_at.map(|t| t + chrono::Duration::seconds(interval as i64));
+                        let interval = if c.interval_secs == 0 {
+                            default_interval
+                        } else {
+                            c.interval_secs
+                        };
+                        let next = c
+                            .last_discovery_at
+                            .map(|t| t + chrono::Duration::seconds(interval as i64));
                         match next {
                             Some(next) if next > now => {
                                 let wait = (next - now).to_std().unwrap_or_default();
@@ -304,7 +341,8 @@ impl Discovery {
                             _ => {
                                 let me = self.clone();
                                 set.spawn(async move { me.run_pass(&c, false).await });
-                                sleep_for = sleep_for.min(Duration::from_secs(interval.max(1) as u64));
+                                sleep_for =
+                                    sleep_for.min(Duration::from_secs(interval.max(1) as u64));
                             }
                         }
                     }
@@ -346,7 +384,8 @@ type GuestIds = HashMap<(String, u32), GuestId>;
 /// The whole tree from stored rows and hosts: agents attached to their guests, counts.
 pub fn assemble(snap: &InventorySnapshot, hosts: &[Host]) -> Result<(Inventory, GuestIds)> {
     let hosts: HashMap<HostId, &Host> = hosts.iter().map(|h| (h.id, h)).collect();
-    let names: HashMap<ClusterId, &ClusterRecord> = snap.clusters.iter().map(|c| (c.id, c)).collect();
+    let names: HashMap<ClusterId, &ClusterRecord> =
+        snap.clusters.iter().map(|c| (c.id, c)).collect();
     let mut inv = Inventory::new();
     let mut ids = GuestIds::new();
     for c in &snap.clusters {
@@ -355,8 +394,12 @@ pub fn assemble(snap: &InventorySnapshot, hosts: &[Host]) -> Result<(Inventory, 
         inv.upsert(v)?;
     }
     for n in &snap.nodes {
-        let Some(c) = names.get(&n.cluster_id) else { continue };
-        let Ok(id) = PathId::cluster(&c.name)?.node(&n.row.name) else { continue };
+        let Some(c) = names.get(&n.cluster_id) else {
+            continue;
+        };
+        let Ok(id) = PathId::cluster(&c.name)?.node(&n.row.name) else {
+            continue;
+        };
         let mut v = Vertex::new(id).with_status(n.row.status.clone());
         v.error = n
             .row
@@ -367,9 +410,17 @@ pub fn assemble(snap: &InventorySnapshot, hosts: &[Host]) -> Result<(Inventory, 
     }
     let now = Utc::now();
     for g in &snap.guests {
-        let Some(c) = names.get(&g.cluster_id) else { continue };
-        let kind = if g.row.kind == "lxc" { Kind::Lxc } else { Kind::Vm };
-        let Ok(id) = PathId::cluster(&c.name)?.node(&g.row.node).and_then(|n| n.guest(kind, g.row.vmid))
+        let Some(c) = names.get(&g.cluster_id) else {
+            continue;
+        };
+        let kind = if g.row.kind == "lxc" {
+            Kind::Lxc
+        } else {
+            Kind::Vm
+        };
+        let Ok(id) = PathId::cluster(&c.name)?
+            .node(&g.row.node)
+            .and_then(|n| n.guest(kind, g.row.vmid))
         else {
             continue;
         };

@@ -71,7 +71,9 @@ async fn create(
 ) -> Result<(StatusCode, Json<Cluster>)> {
     PathId::cluster(&req.name).map_err(|e| Error::Validation(format!("name: {e}")))?;
     if req.endpoints.is_empty() {
-        return Err(Error::Validation("endpoints: give at least one PVE address".into()));
+        return Err(Error::Validation(
+            "endpoints: give at least one PVE address".into(),
+        ));
     }
     let endpoints = req
         .endpoints
@@ -114,7 +116,9 @@ async fn create(
                 token_secret_sealed: state.discovery.sealer().seal(token.secret()),
                 fingerprints,
                 ca_pem: req.ca_pem,
-                interval_secs: req.interval_secs.unwrap_or(state.settings.discovery_interval_secs),
+                interval_secs: req
+                    .interval_secs
+                    .unwrap_or(state.settings.discovery_interval_secs),
             },
             &admin.actor(),
         )
