@@ -333,3 +333,92 @@ on_both_backends!(
     hanging_node_keeps_its_error_while_others_refresh,
     bad_clusters_are_refused_with_the_reason,
 );
+
+/// The CLI as a homelab owner uses it: `cluster add` without a pin shows the fingerprint
+/// and asks; `tree` and `tree --preview` read the server's tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_cluster_add_asks_to_trust_and_tree_shows_the_estate() {
+    let (app, sim) = setup(Backend::Sqlite).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session.json");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, common::ADMIN_PASSWORD).unwrap();
+    let canopy = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+            .args(args)
+            .env("CANOPY_SESSION", &session)
+            .env("CANOPY_PVE_TOKEN", token())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = tokio::task::block_in_place(|| {
+        canopy(
+            &[
+                "login",
+                "--server",
+                &app.base,
+                "--password-file",
+                pw.to_str().unwrap(),
+            ],
+            "",
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = sim.url();
+    // Refusing the shown fingerprint adds nothing.
+    let out =
+        tokio::task::block_in_place(|| canopy(&["cluster", "add", "home", "--url", &url], "n\n"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains(&sim.fingerprint()) && err.contains("not trusted"),
+        "{err}"
+    );
+    assert!(app.admin.clusters().await.unwrap().is_empty());
+    // Accepting it adds the cluster, pinned to that fingerprint.
+    let out =
+        tokio::task::block_in_place(|| canopy(&["cluster", "add", "home", "--url", &url], "y\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clusters = app.admin.clusters().await.unwrap();
+    assert_eq!(clusters[0].fingerprints, [sim.fingerprint()]);
+
+    let out = tokio::task::block_in_place(|| canopy(&["tree", "cluster/home/node/pve1"], ""));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("lxc 101 web") && text.contains("template"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("vm 201"),
+        "pve2's guests are outside the selector: {text}"
+    );
+    let out = tokio::task::block_in_place(|| canopy(&["tree", "**[tag=prod]", "--preview"], ""));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("resolves to 2 hosts (1 template skipped)"),
+        "{text}"
+    );
+    let out = tokio::task::block_in_place(|| canopy(&["tree", "--json"], ""));
+    let trees: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(trees[0]["id"], "cluster/home");
+    sim.shutdown().await;
+}
