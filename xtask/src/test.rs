@@ -20,7 +20,8 @@ const STEPS: &[&str] = &[
     "prereqs", "check", "fmt", "clippy", "musl", "pg", "docker", "lab",
 ];
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
-const LAB_GUESTS: usize = 2;
+/// One Debian guest per lab test that enrols an agent (they run concurrently).
+const LAB_GUESTS: usize = 3;
 
 struct Step {
     name: &'static str,
