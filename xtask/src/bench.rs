@@ -1,6 +1,6 @@
-//! `cargo xtask bench`: runs the pipeline benchmark (`server/benches/pipeline.rs`, release),
-//! collects its `BENCH name=value` lines and appends a dated section to docs/benchmarks.md
-//! with each figure next to its goal, marked met or missed.
+//! `cargo xtask bench`: runs the benchmarks in [`BENCHES`] one after the other (release),
+//! collects their `BENCH name=value` lines and appends one dated section to
+//! docs/benchmarks.md with each figure next to its goal, marked met or missed.
 
 use crate::proc::cmd;
 use crate::state;
@@ -14,6 +14,15 @@ const GOALS: &[(&str, Cmp, f64)] = &[
     ("checkin_vs_noop_pct", Cmp::AtLeast, 25.0),
     ("checkins_per_sec", Cmp::AtLeast, 1000.0),
     ("approve_to_command_p95_ms", Cmp::AtMost, 250.0),
+    ("selector_100k_p95_ms", Cmp::AtMost, 5.0),
+    ("discovery_5000_api_calls", Cmp::AtMost, 3.0),
+];
+
+/// `(package, bench target)`, run in this order; a failing one stops the run.
+const BENCHES: &[(&str, &str)] = &[
+    ("canopy-server", "pipeline"),
+    ("canopy-server", "discovery"),
+    ("canopy-inventory", "selector"),
 ];
 
 #[derive(Clone, Copy)]
@@ -44,22 +53,25 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     let root = state::repo_root()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("xtask: cargo bench -p canopy-server --bench pipeline (release; takes a while)");
-    let out = cmd(
-        &cargo,
-        ["bench", "-p", "canopy-server", "--bench", "pipeline"],
-    )
-    .current_dir(&root)
-    .timeout(Duration::from_secs(45 * 60))
-    .output()?;
-    let figures = parse(&out);
-    if figures.is_empty() {
-        bail!(
-            "the benchmark printed no `BENCH name=value` line:\n{}",
-            crate::proc::tail(&out, 20)
-        );
+    // Taken before our own builds start: how busy the others left the machine.
+    let machine = machine();
+    let mut figures = Vec::new();
+    for (package, bench) in BENCHES {
+        eprintln!("xtask: cargo bench -p {package} --bench {bench} (release; takes a while)");
+        let out = cmd(&cargo, ["bench", "-p", package, "--bench", bench])
+            .current_dir(&root)
+            .timeout(Duration::from_secs(45 * 60))
+            .output()?;
+        let found = parse(&out);
+        if found.is_empty() {
+            bail!(
+                "benchmark {bench} printed no `BENCH name=value` line:\n{}",
+                crate::proc::tail(&out, 20)
+            );
+        }
+        figures.extend(found);
     }
-    let section = section(&figures, &date()?, &machine());
+    let section = section(&figures, &date()?, &machine);
     print!("{section}");
     let path = root.join("docs/benchmarks.md");
     let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
@@ -121,7 +133,7 @@ fn date() -> Result<String> {
         .to_string())
 }
 
-/// `<cpu model>, <n> cores`.
+/// `<cpu model>, <n> cores, load <1-minute load average>`.
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -133,7 +145,12 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    format!("{model}, {cores} cores")
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(String::from))
+        .map(|l| format!(", load {l}"))
+        .unwrap_or_default();
+    format!("{model}, {cores} cores{load}")
 }
 
 #[cfg(test)]
@@ -148,5 +165,14 @@ mod tests {
         assert!(s.contains("| ingest_vs_raw_ratio | 1.50 | ≤ 2 | met |"));
         assert!(s.contains("| checkins_per_sec | 900 | ≥ 1000 | **missed** |"));
         assert!(s.contains("| approve_to_command_p95_ms | (not reported) |"));
+        assert!(s.contains("| selector_100k_p95_ms | (not reported) | ≤ 5 | **missed** |"));
+    }
+
+    #[test]
+    fn count_goals_compare_as_numbers() {
+        let figures = parse("BENCH discovery_5000_api_calls=2\nBENCH selector_100k_p95_ms=5.001\n");
+        let s = section(&figures, "2026-01-01", "cpu, 2 cores");
+        assert!(s.contains("| discovery_5000_api_calls | 2 | ≤ 3 | met |"));
+        assert!(s.contains("| selector_100k_p95_ms | 5.001 | ≤ 5 | **missed** |"));
     }
 }
