@@ -190,6 +190,12 @@ pub struct UpdateFilter {
     /// Rows per page (1..=500, default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_page: Option<u32>,
+    /// Only hosts attached to the guests a selector matches (`cluster/home/**[tag=prod]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The hosts `selector` resolved to; set by the server, never read from the wire.
+    #[serde(skip)]
+    pub hosts: Option<Vec<HostId>>,
 }
 
 impl UpdateFilter {

@@ -320,6 +320,61 @@ async fn bad_clusters_are_refused_with_the_reason(backend: Backend) {
     sim.shutdown().await;
 }
 
+async fn updates_by_selector(backend: Backend) {
+    let Some((app, sim)) = setup(backend).await else {
+        return;
+    };
+    app.admin
+        .create_cluster(&create_req(&sim, &token(), &sim.fingerprint()))
+        .await
+        .unwrap();
+    let row = |name: &str| serde_json::to_value(common::package(name, false)).unwrap();
+    for (host, pkg) in [
+        ("web", "nginx"),
+        ("db", "postgresql-15"),
+        ("laptop", "firefox-esr"),
+    ] {
+        let agent = app.enrol(host).await;
+        let accepted = agent.report(vec![row(pkg)]).await;
+        assert_eq!(accepted.rejected.len(), 0);
+    }
+    let packages = |selector: &'static str| {
+        let admin = app.admin.clone();
+        async move {
+            let page = admin
+                .updates(&canopy_api_types::updates::UpdateFilter {
+                    selector: Some(selector.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let mut names: Vec<String> = page.items.into_iter().map(|u| u.package).collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(packages("cluster/home/node/pve1/lxc/101").await, ["nginx"]);
+    assert_eq!(
+        packages("cluster/home/node/pve1").await,
+        ["nginx", "postgresql-15"]
+    );
+    assert_eq!(packages("**[tag=web]").await, ["nginx"]);
+    assert!(packages("cluster/home/node/pve2/**").await.is_empty());
+    let err = app
+        .admin
+        .updates(&canopy_api_types::updates::UpdateFilter {
+            selector: Some("cluster/home/nodes".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Api { status: 400, error } if error.message.contains("selector")),
+        "{err}"
+    );
+    sim.shutdown().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite { use super::*; $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Backend::Sqlite).await } )* }
@@ -332,6 +387,7 @@ on_both_backends!(
     migrated_guest_moves_with_its_history,
     hanging_node_keeps_its_error_while_others_refresh,
     bad_clusters_are_refused_with_the_reason,
+    updates_by_selector,
 );
 
 /// The CLI as a homelab owner uses it: `cluster add` without a pin shows the fingerprint

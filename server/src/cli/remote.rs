@@ -35,10 +35,12 @@ pub struct Common {
 pub enum RemoteCommand {
     /// List enrolled hosts.
     Hosts(#[command(flatten)] Common),
-    /// List updates (filters run on the server).
+    /// List updates (filters run on the server), optionally of the hosts under a selector
+    /// (`canopy updates 'cluster/home/node/pve1/**'`).
     Updates {
         #[command(flatten)]
         common: Common,
+        selector: Option<String>,
         #[arg(long)]
         host: Option<HostId>,
         #[arg(long, value_parser = |s: &str| UpdateStatus::parse(s).ok_or_else(|| format!("unknown status '{s}'")))]
@@ -180,6 +182,7 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
         }
         RemoteCommand::Updates {
             common,
+            selector,
             host,
             status,
             severity,
@@ -195,6 +198,8 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 package,
                 page,
                 per_page,
+                selector,
+                hosts: None,
             };
             let page = session::client(common.server.as_deref())
                 .await?

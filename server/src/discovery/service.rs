@@ -84,6 +84,20 @@ impl Discovery {
             .copied()
     }
 
+    /// Hosts attached to the vertices `selector` matches or to any vertex below them.
+    pub fn hosts_under(&self, selector: &canopy_inventory::Selector) -> Vec<HostId> {
+        let tree = self.tree();
+        let mut hosts: Vec<HostId> = tree
+            .select(selector)
+            .iter()
+            .flat_map(|id| tree.get(id).into_iter().chain(tree.descendants(id)))
+            .filter_map(|v| v.host_id.as_deref()?.parse().ok())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
     /// Run the periodic loop now (a cluster was added).
     pub fn wake(&self) {
         self.wake.notify_one();

@@ -28,7 +28,7 @@ pub const ROUTES: &[(&str, &str, Auth, &str)] = &[
     ("get", "/hosts/{id}/commands", Auth::User, "Commands of a host, newest first"),
     ("get", "/hosts/{id}/history", Auth::User, "What Canopy installed on a host"),
     ("post", "/hosts/{id}/scan", Auth::Operator, "Queue a scan now"),
-    ("get", "/updates", Auth::User, "Updates with filters (host_id, status, severity, manager, package) and pagination (page, per_page)"),
+    ("get", "/updates", Auth::User, "Updates with filters (host_id, selector, status, severity, manager, package) and pagination (page, per_page)"),
     ("post", "/updates/approve", Auth::Operator, "Approve updates; queues one dry-run per host (Idempotency-Key honoured)"),
     ("post", "/updates/reject", Auth::Operator, "Reject updates"),
     ("get", "/commands/{id}", Auth::User, "One command with its result"),

@@ -104,8 +104,13 @@ async fn scan_now(
 async fn updates(
     State(state): State<AppState>,
     _u: UserAuth,
-    Query(filter): Query<UpdateFilter>,
+    Query(mut filter): Query<UpdateFilter>,
 ) -> Result<Json<Page<Update>>> {
+    if let Some(sel) = filter.selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        let sel = canopy_inventory::Selector::parse(sel)
+            .map_err(|e| Error::Validation(format!("selector: {e}")))?;
+        filter.hosts = Some(state.discovery.hosts_under(&sel));
+    }
     Ok(Json(state.store.list_updates(&filter).await?))
 }
 

@@ -30,6 +30,10 @@ fn push_filters(q: &mut QueryBuilder<'_, Postgres>, f: &UpdateFilter) {
     if let Some(h) = f.host_id {
         q.push(" AND u.host_id = ").push_bind(h.0);
     }
+    if let Some(hosts) = &f.hosts {
+        let ids: Vec<Uuid> = hosts.iter().map(|h| h.0).collect();
+        q.push(" AND u.host_id = ANY(").push_bind(ids).push(")");
+    }
     if let Some(s) = f.status {
         q.push(" AND u.status = ").push_bind(s.as_str());
     }

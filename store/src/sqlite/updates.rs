@@ -37,6 +37,18 @@ fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &UpdateFilter) {
     if let Some(h) = f.host_id {
         qb.push(" AND u.host_id = ").push_bind(h.to_string());
     }
+    if let Some(hosts) = &f.hosts {
+        if hosts.is_empty() {
+            qb.push(" AND 1 = 0");
+        } else {
+            qb.push(" AND u.host_id IN (");
+            let mut list = qb.separated(", ");
+            for h in hosts {
+                list.push_bind(h.to_string());
+            }
+            qb.push(")");
+        }
+    }
     if let Some(s) = f.status {
         qb.push(" AND u.status = ").push_bind(s.as_str());
     }
