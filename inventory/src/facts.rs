@@ -101,6 +101,8 @@ pub(crate) struct Facts {
     pub(crate) counts: Counts,
     /// [`Vertex::is_stopped`].
     pub(crate) stopped: bool,
+    /// [`Vertex::is_unreachable`].
+    pub(crate) unreachable: bool,
     tags_len: u8,
     tags_inline: [Sym; INLINE_TAGS],
     tags_spilled: Option<Box<[Sym]>>,
@@ -117,6 +119,7 @@ impl Facts {
             template: v.template,
             counts: v.counts,
             stopped: v.is_stopped(),
+            unreachable: v.is_unreachable(),
             ..Facts::default()
         };
         if tags.len() <= INLINE_TAGS {

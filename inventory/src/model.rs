@@ -155,6 +155,11 @@ impl Vertex {
     }
 
     /// A stopped guest, or a container that is not running (exited, dead, created).
+    /// PVE cannot say what state it is in (`unknown`: its node is offline or not reporting).
+    pub fn is_unreachable(&self) -> bool {
+        self.kind != crate::Kind::Node && self.status.as_deref() == Some("unknown")
+    }
+
     pub fn is_stopped(&self) -> bool {
         matches!(
             self.status.as_deref(),

@@ -282,6 +282,8 @@ fn reference_targets(
         };
         if v.template || guest.is_some_and(|g| g.template) {
             skipped.push((v.id.clone(), SkipReason::Template));
+        } else if v.is_unreachable() || guest.is_some_and(|g| g.is_unreachable()) {
+            skipped.push((v.id.clone(), SkipReason::Unreachable));
         } else if !include_stopped && (stopped(v) || guest.is_some_and(stopped)) {
             skipped.push((v.id.clone(), SkipReason::Stopped));
         } else {

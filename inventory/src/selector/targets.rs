@@ -26,6 +26,8 @@ pub enum SkipReason {
     Template,
     /// A stopped guest, a container that is not running, or one inside a stopped guest.
     Stopped,
+    /// PVE reports its state as `unknown` (its node is offline): never targeted.
+    Unreachable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +57,7 @@ impl fmt::Display for Targets {
         let parts: Vec<String> = [
             (SkipReason::Template, "template"),
             (SkipReason::Stopped, "stopped"),
+            (SkipReason::Unreachable, "unreachable"),
         ]
         .into_iter()
         .filter_map(|(reason, what)| {
@@ -128,6 +131,9 @@ fn skip_reason(v: &Facts, guest: Option<&Facts>, options: TargetOptions) -> Opti
     if v.template || guest.is_some_and(|g| g.template) {
         return Some(SkipReason::Template);
     }
+    if v.unreachable || guest.is_some_and(|g| g.unreachable) {
+        return Some(SkipReason::Unreachable);
+    }
     let stopped = v.stopped || guest.is_some_and(|g| g.stopped);
     (stopped && !options.include_stopped).then_some(SkipReason::Stopped)
 }
@@ -168,6 +174,22 @@ mod tests {
 
     fn hosts(t: &Targets) -> Vec<&str> {
         t.hosts.iter().map(PathId::as_str).collect()
+    }
+
+    #[test]
+    fn guests_of_an_offline_node_are_never_targets() {
+        let mut inv = sample();
+        inv.upsert(v("cluster/h/node/c").with_status("offline"))
+            .unwrap();
+        inv.upsert(v("cluster/h/node/c/lxc/301").with_status("unknown"))
+            .unwrap();
+        let all = TargetOptions {
+            include_stopped: true,
+        };
+        let t = inv.targets_with(&Selector::parse("cluster/h/node/c").unwrap(), all);
+        assert!(t.hosts.is_empty());
+        assert_eq!(t.skipped_for(SkipReason::Unreachable), 1);
+        assert_eq!(t.to_string(), "resolves to 0 hosts (1 unreachable skipped)");
     }
 
     #[test]

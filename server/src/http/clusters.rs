@@ -274,6 +274,7 @@ async fn preview(
                 reason: match s.reason {
                     SkipReason::Template => "template",
                     SkipReason::Stopped => "stopped",
+                    SkipReason::Unreachable => "unreachable",
                 }
                 .into(),
             })
