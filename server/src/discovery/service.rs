@@ -163,12 +163,9 @@ impl Discovery {
             at: Some(now),
             ..DiscoveryReport::default()
         };
-        match self.pass(record, &mut report).await {
-            Ok(()) => {
-                if let Err(e) = self
-                    .refresh_node_updates(record, force_node_updates, &mut report)
-                    .await
-                {
+        match self.pass(record, force_node_updates, &mut report).await {
+            Ok(due) => {
+                if let Err(e) = self.refresh_node_updates(record, due, &mut report).await {
                     tracing::warn!(cluster = %record.name, error = %format!("{e:#}"), "node updates refresh failed");
                 }
             }
@@ -191,7 +188,14 @@ impl Discovery {
         report
     }
 
-    async fn pass(&self, record: &ClusterRecord, report: &mut DiscoveryReport) -> Result<()> {
+    /// Observe, reconcile and write one pass; returns the online nodes whose apt list is
+    /// due (all of them when `force_node_updates`), judged on the snapshot read here.
+    async fn pass(
+        &self,
+        record: &ClusterRecord,
+        force_node_updates: bool,
+        report: &mut DiscoveryReport,
+    ) -> Result<Vec<String>> {
         let client = self.client(record)?;
         let before = client.requests_sent();
         let result = build::observe(client.as_ref(), Some(&record.name)).await;
@@ -221,6 +225,22 @@ impl Discovery {
             .collect();
         report.nodes = obs.nodes.len();
         report.guests = obs.guests.len();
+        let now = Utc::now();
+        let due = obs
+            .nodes
+            .iter()
+            .filter(|n| n.status == "online")
+            .filter(|n| {
+                force_node_updates
+                    || snapshot
+                        .nodes
+                        .iter()
+                        .find(|s| s.cluster_id == record.id && s.row.name == n.name)
+                        .and_then(|s| s.apt_checked_at)
+                        .is_none_or(|t| now - t >= self.node_updates_every)
+            })
+            .map(|n| n.name.clone())
+            .collect();
         let events = changes
             .iter()
             .map(|c| InventoryEvent {
@@ -240,30 +260,17 @@ impl Discovery {
                 events,
             })
             .await?;
-        Ok(())
+        Ok(due)
     }
 
-    /// Fetch each online node's apt list when due, concurrently, each with the PVE timeout.
+    /// Fetch the apt lists of `due` nodes concurrently, each with the PVE timeout.
     async fn refresh_node_updates(
         &self,
         record: &ClusterRecord,
-        force: bool,
+        due: Vec<String>,
         report: &mut DiscoveryReport,
     ) -> Result<()> {
         let client = self.client(record)?;
-        let snapshot = self.store.inventory().await?;
-        let now = Utc::now();
-        let due: Vec<String> = snapshot
-            .nodes
-            .iter()
-            .filter(|n| n.cluster_id == record.id && n.row.status == "online")
-            .filter(|n| {
-                force
-                    || n.apt_checked_at
-                        .is_none_or(|t| now - t >= self.node_updates_every)
-            })
-            .map(|n| n.row.name.clone())
-            .collect();
         let mut set = tokio::task::JoinSet::new();
         for node in due {
             let client = client.clone();
@@ -328,10 +335,8 @@ impl Discovery {
     }
 
     /// Passes every due cluster, forever: the loop `serve` spawns.
+    /// The tree was built by `prepare` before serving, so this only schedules passes.
     pub async fn run_forever(self: Arc<Self>, default_interval: u32) {
-        if let Err(e) = self.rebuild().await {
-            tracing::error!(error = %format!("{e:#}"), "cannot build the tree at start-up");
-        }
         loop {
             let mut sleep_for = Duration::from_secs(60);
             match self.store.list_clusters().await {
