@@ -95,11 +95,7 @@ async fn agent_in_a_lab_guest_runs_the_whole_pipeline() {
         .unwrap();
     assert_eq!(approved.approved, 2);
     let dry_id = approved.dry_run_commands[0];
-    let dry = eventually(Duration::from_secs(60), || async {
-        let c = app.admin.command(dry_id).await.unwrap();
-        c.status.is_terminal().then_some(c)
-    })
-    .await;
+    let dry = app.finished_command(dry_id, Duration::from_secs(60)).await;
     assert_eq!(
         dry.status,
         CommandStatus::Completed,
@@ -121,11 +117,9 @@ async fn agent_in_a_lab_guest_runs_the_whole_pipeline() {
     // Confirming installs them.
     let install = app.admin.confirm(dry_id).await.unwrap();
     assert!(matches!(install.spec, CommandSpec::Install { .. }));
-    let done = eventually(Duration::from_secs(120), || async {
-        let c = app.admin.command(install.id).await.unwrap();
-        c.status.is_terminal().then_some(c)
-    })
-    .await;
+    let done = app
+        .finished_command(install.id, Duration::from_secs(120))
+        .await;
     assert_eq!(
         done.status,
         CommandStatus::Completed,
@@ -233,11 +227,9 @@ async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
     start_agent(&guest);
     let retry = app.admin.retry(install.id).await.unwrap();
     assert_eq!(retry.retried_from, Some(install.id));
-    let done = eventually(Duration::from_secs(120), || async {
-        let c = app.admin.command(retry.id).await.unwrap();
-        c.status.is_terminal().then_some(c)
-    })
-    .await;
+    let done = app
+        .finished_command(retry.id, Duration::from_secs(120))
+        .await;
     assert_eq!(
         done.status,
         CommandStatus::Completed,

@@ -136,11 +136,7 @@ async fn dnf_agent_in_a_lab_guest_runs_the_whole_pipeline() {
         .unwrap();
     assert_eq!(approved.approved, 2);
     let dry_id = approved.dry_run_commands[0];
-    let dry = eventually(Duration::from_secs(60), || async {
-        let c = app.admin.command(dry_id).await.unwrap();
-        c.status.is_terminal().then_some(c)
-    })
-    .await;
+    let dry = app.finished_command(dry_id, Duration::from_secs(60)).await;
     assert_eq!(
         dry.status,
         CommandStatus::Completed,
@@ -180,11 +176,9 @@ async fn dnf_agent_in_a_lab_guest_runs_the_whole_pipeline() {
     // Confirming installs them; rpm in the guest shows the new versions.
     let install = app.admin.confirm(dry_id).await.unwrap();
     assert!(matches!(install.spec, CommandSpec::Install { .. }));
-    let done = eventually(Duration::from_secs(120), || async {
-        let c = app.admin.command(install.id).await.unwrap();
-        c.status.is_terminal().then_some(c)
-    })
-    .await;
+    let done = app
+        .finished_command(install.id, Duration::from_secs(120))
+        .await;
     assert_eq!(
         done.status,
         CommandStatus::Completed,

@@ -162,6 +162,19 @@ impl TestApp {
             .token
     }
 
+    /// The command once it reaches a terminal state (bounded wait).
+    pub async fn finished_command(
+        &self,
+        id: canopy_api_types::CommandId,
+        limit: Duration,
+    ) -> canopy_api_types::commands::Command {
+        eventually(limit, || async {
+            let c = self.admin.command(id).await.unwrap();
+            c.status.is_terminal().then_some(c)
+        })
+        .await
+    }
+
     pub async fn enrol(&self, hostname: &str) -> ProtocolAgent {
         let token = self.registration_token(1).await;
         let facts = facts(hostname);
