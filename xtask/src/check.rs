@@ -37,22 +37,22 @@ pub fn run(root: &Path) -> Result<()> {
     )
 }
 
-/// The committed PVE client matches the API document.
-fn generated_client(root: &Path) -> Result<Vec<String>> {
+/// Run the PVE client generator: `--check` compares with the committed copy, else writes it.
+fn run_codegen(root: &Path, extra: &[&str]) -> Result<std::process::Output> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "canopy-pve-codegen",
-            "--",
-            "--check",
-        ])
+    std::process::Command::new(cargo)
+        .args(["run", "--quiet", "-p", "canopy-pve-codegen", "--"])
+        .args(extra)
         .current_dir(root)
         .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::null())
         .output()
-        .context("run canopy-pve-codegen")?;
+        .context("run canopy-pve-codegen")
+}
+
+/// The committed PVE client matches the API document.
+fn generated_client(root: &Path) -> Result<Vec<String>> {
+    let out = run_codegen(root, &["--check"])?;
     if out.status.success() {
         return Ok(Vec::new());
     }
@@ -67,13 +67,9 @@ fn generated_client(root: &Path) -> Result<Vec<String>> {
 
 /// Regenerate `hypervisor/src/generated.rs` from `hypervisor/openapi/pve.yaml`.
 pub fn codegen(root: &Path) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["run", "--quiet", "-p", "canopy-pve-codegen"])
-        .current_dir(root)
-        .status()
-        .context("run canopy-pve-codegen")?;
-    if !status.success() {
+    let out = run_codegen(root, &[])?;
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
         bail!("canopy-pve-codegen failed");
     }
     Ok(())
