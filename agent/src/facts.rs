@@ -1,11 +1,18 @@
 //! Facts about this machine for registration and check-in: hostname, machine-id,
-//! os-release, kernel, architecture. Read from files, never from a shell.
+//! os-release, kernel, architecture, the user the agent runs as. Read from files, never
+//! from a shell.
 
 use canopy_api_types::agent::HostFacts;
 use std::collections::HashMap;
 use std::path::Path;
 
-pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The agent's version, as `--version` prints it and the facts report it. A build with
+/// `CANOPY_AGENT_VERSION_OVERRIDE=X.Y.Z` in its environment claims `X.Y.Z` instead (tests
+/// build an "older" agent to exercise the server's upgrade path).
+pub const AGENT_VERSION: &str = match option_env!("CANOPY_AGENT_VERSION_OVERRIDE") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 /// Parse `/etc/os-release` (`KEY=value`, values optionally quoted).
 pub fn parse_os_release(text: &str) -> HashMap<String, String> {
@@ -54,6 +61,7 @@ pub fn gather_from(root: &Path, read_only: bool) -> HostFacts {
         arch: std::env::consts::ARCH.to_string(),
         agent_version: AGENT_VERSION.to_string(),
         read_only,
+        run_as: crate::identity::run_as_from(root),
     }
 }
 
@@ -82,5 +90,25 @@ mod tests {
         assert!(!f.kernel.is_empty());
         assert!(f.read_only);
         assert_eq!(f.agent_version, AGENT_VERSION);
+        assert!(!f.run_as.is_empty() && f.run_as != "unknown", "{}", f.run_as);
+    }
+
+    #[test]
+    fn run_as_comes_from_the_gathered_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (path, text) in [
+            ("proc/self/status", "Name:\tcanopy-agent\nUid:\t998\t998\t998\t998\n"),
+            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\ncanopy-agent:x:998:998::/var/lib/canopy-agent:/usr/sbin/nologin\n"),
+            ("etc/os-release", "ID=debian\n"),
+        ] {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        }
+        let f = gather_from(dir.path(), false);
+        assert_eq!(f.run_as, "canopy-agent");
+        assert_eq!(f.os_id, "debian");
+        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").expect("write");
+        assert_eq!(gather_from(dir.path(), false).run_as, "uid 998");
     }
 }

@@ -22,6 +22,10 @@ pub struct HostFacts {
     /// The agent runs read-only: scan and dry-run only, never install.
     #[serde(default)]
     pub read_only: bool,
+    /// The user the agent runs as (`root`, or `canopy-agent` with a sudoers rule); empty from
+    /// agents older than this field.
+    #[serde(default)]
+    pub run_as: String,
 }
 
 /// `POST /api/v1/agent/register`.

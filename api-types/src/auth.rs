@@ -85,6 +85,10 @@ pub struct RegistrationToken {
     pub seats_used: u32,
     pub expires_at: DateTime<Utc>,
     pub revoked: bool,
+    /// The guest this token may enrol (deploy tokens); an agent registering with it is
+    /// attached to that guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_id: Option<crate::GuestId>,
 }
 
 /// The only time the token's secret is shown.

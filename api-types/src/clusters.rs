@@ -102,7 +102,7 @@ pub struct SelectorPreview {
     pub summary: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkippedTarget {
     pub id: String,
     pub reason: String,

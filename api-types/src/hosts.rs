@@ -24,6 +24,12 @@ pub struct Host {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_report: Option<DateTime<Utc>>,
     pub registered_at: DateTime<Utc>,
+    /// Scanned by the server through `pct exec`, with no agent installed.
+    #[serde(default)]
+    pub agentless: bool,
+    /// The user the agent runs as (empty when unknown or agentless).
+    #[serde(default)]
+    pub run_as: String,
 }
 
 /// One entry of the append-only event log.

@@ -76,3 +76,7 @@ uuid_id!(
     /// A guest (LXC or VM) by its stable identity (cluster, vmid), whatever its node.
     GuestId
 );
+uuid_id!(
+    /// A bulk operation (agent deploy, later updates) addressed by selector.
+    OperationId
+);

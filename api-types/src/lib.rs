@@ -7,6 +7,7 @@ pub mod agent;
 pub mod auth;
 pub mod clusters;
 pub mod commands;
+pub mod deploy;
 pub mod error;
 pub mod hosts;
 pub mod ids;

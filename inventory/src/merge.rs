@@ -51,6 +51,7 @@ fn carry_over(old: &Inventory, fresh: &Inventory) -> Result<Inventory, Inventory
             fill(&mut n.host_id, &prev.host_id);
             fill(&mut n.machine_id, &prev.machine_id);
             fill(&mut n.agent, &prev.agent);
+            fill(&mut n.agent_user, &prev.agent_user);
             if n.counts.is_zero() {
                 n.counts = prev.counts;
             }

@@ -41,6 +41,9 @@ pub struct Vertex {
     /// online | offline | agentless | missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The user the agent runs as (`root` or `canopy-agent`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_user: Option<String>,
     /// This vertex's own counts; subtree sums come from [`Inventory::rollups`](crate::Inventory::rollups).
     #[serde(default, skip_serializing_if = "Counts::is_zero")]
     pub counts: Counts,
@@ -72,6 +75,7 @@ impl Vertex {
             host_id: None,
             machine_id: None,
             agent: None,
+            agent_user: None,
             counts: Counts::default(),
         }
     }

@@ -247,6 +247,7 @@ type OtherFacts<'a> = (
     &'a Option<String>,
     &'a Option<String>,
     &'a Option<String>,
+    &'a Option<String>,
     crate::Counts,
 );
 
@@ -258,6 +259,7 @@ fn other_facts(v: &Vertex) -> OtherFacts<'_> {
         &v.host_id,
         &v.machine_id,
         &v.agent,
+        &v.agent_user,
         v.counts,
     )
 }

@@ -34,6 +34,9 @@ pub struct TreeNode {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The user the agent runs as (`root` when the guest has no sudo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,6 +68,7 @@ impl TreeNode {
             host_id: self.host_id.clone(),
             machine_id: self.machine_id.clone(),
             agent: self.agent.clone(),
+            agent_user: self.agent_user.clone(),
             counts: self.counts,
         }
     }
@@ -83,6 +87,7 @@ impl TreeNode {
             image: v.image.clone(),
             error: v.error.clone(),
             agent: v.agent.clone(),
+            agent_user: v.agent_user.clone(),
             host_id: v.host_id.clone(),
             machine_id: v.machine_id.clone(),
             counts: v.counts,

@@ -53,6 +53,7 @@ fn facts(i: usize) -> HostFacts {
         arch: "x86_64".into(),
         agent_version: "bench".into(),
         read_only: false,
+        run_as: "root".into(),
     }
 }
 

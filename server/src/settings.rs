@@ -58,8 +58,83 @@ pub struct Settings {
     pub pve_timeout_secs: u64,
     /// Seconds between refreshes of each PVE node's own apt update list.
     pub node_updates_interval_secs: u64,
+    /// Agent delivery over SSH (`canopy agent deploy`).
+    pub deploy: DeploySettings,
     #[serde(skip_serializing)]
     pub admin_password: Option<Secret>,
+}
+
+/// `[deploy]`: how the server reaches PVE nodes and guests over SSH to install agents.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeploySettings {
+    /// The URL agents use to reach this server (`https://canopy.lan:8080`). Deploying refuses
+    /// to start without it: `listen` is often a loopback address guests cannot reach.
+    pub server_url: String,
+    /// PEM CA certificate of `server_url`, copied into each guest as the agent's `ca_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_ca_file: Option<PathBuf>,
+    /// Private key for SSH to PVE nodes and direct guests (OpenSSH format). Default
+    /// `DATA_DIR/ssh/id_ed25519`, generated on first use; `canopy agent ssh-key` prints its
+    /// public half for the nodes' `/root/.ssh/authorized_keys`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_key_file: Option<PathBuf>,
+    /// User on the PVE nodes (`pct` needs root).
+    pub ssh_user: String,
+    /// The static agent binary to push. Default: `canopy-agent` next to the `canopy` binary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_binary: Option<PathBuf>,
+    /// Guests deployed at once on one node.
+    pub per_node_concurrency: usize,
+    /// Guests deployed at once in total.
+    pub concurrency: usize,
+    /// Seconds an SSH connection may take.
+    pub connect_timeout_secs: u64,
+    /// Seconds any one remote command may take.
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for a freshly started agent's first check-in.
+    pub checkin_timeout_secs: u64,
+    /// SSH address per node, `"CLUSTER/NODE" = "host:port"`, overriding the address PVE
+    /// reports in `/cluster/status` (port 22).
+    pub nodes: std::collections::BTreeMap<String, String>,
+    /// Guests reached by SSH directly instead of through their node: `"CLUSTER/VMID"`.
+    pub direct: std::collections::BTreeMap<String, DirectSsh>,
+}
+
+/// One guest reached by SSH directly.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DirectSsh {
+    /// `host:port` (port 22 when left out).
+    pub address: String,
+    #[serde(default = "root")]
+    pub user: String,
+    /// Key for this guest; the deploy key when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+fn root() -> String {
+    "root".into()
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        Self {
+            server_url: String::new(),
+            server_ca_file: None,
+            ssh_key_file: None,
+            ssh_user: root(),
+            agent_binary: None,
+            per_node_concurrency: 4,
+            concurrency: 16,
+            connect_timeout_secs: 10,
+            command_timeout_secs: 120,
+            checkin_timeout_secs: 60,
+            nodes: Default::default(),
+            direct: Default::default(),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -81,6 +156,7 @@ impl Default for Settings {
             discovery_interval_secs: 60,
             pve_timeout_secs: 15,
             node_updates_interval_secs: 3600,
+            deploy: DeploySettings::default(),
             admin_password: None,
         }
     }
@@ -170,6 +246,15 @@ impl Settings {
             node_updates_interval_secs,
             "CANOPY_NODE_UPDATES_INTERVAL_SECS"
         );
+        if let Some(v) = get("CANOPY_DEPLOY_SERVER_URL") {
+            self.deploy.server_url = v;
+        }
+        if let Some(v) = get("CANOPY_DEPLOY_SSH_KEY_FILE") {
+            self.deploy.ssh_key_file = Some(v.into());
+        }
+        if let Some(v) = get("CANOPY_DEPLOY_AGENT_BINARY") {
+            self.deploy.agent_binary = Some(v.into());
+        }
         if let Some(p) = get("CANOPY_ADMIN_PASSWORD") {
             self.admin_password = Some(Secret::new(p));
         } else if let Some(path) = get("CANOPY_ADMIN_PASSWORD_FILE") {

@@ -115,6 +115,7 @@ pub fn facts(name: &str) -> HostFacts {
         arch: "x86_64".into(),
         agent_version: "test".into(),
         read_only: false,
+        run_as: "root".into(),
     }
 }
 

@@ -25,6 +25,7 @@ pub fn facts(name: &str) -> HostFacts {
         arch: "x86_64".into(),
         agent_version: "0.1.0".into(),
         read_only: false,
+        run_as: "root".into(),
     }
 }
 
