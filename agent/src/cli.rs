@@ -6,17 +6,18 @@ use crate::config::{
     config_path, effective_managers, parse_manager, AgentConfig, Secret, DEFAULT_STATE_DIR,
     STATE_DIR_ENV,
 };
+use crate::register::RegistrationToken;
 use crate::scan::{self, ScanOptions};
 use anyhow::Context;
 use canopy_api_types::updates::{PackageManager, PackageUpdate, Severity};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "canopy-agent",
-    version,
+    version = crate::facts::AGENT_VERSION,
     about = "Canopy agent: scans packages, reports to the Canopy server, runs approved dry-runs and installs"
 )]
 pub struct Cli {
@@ -40,14 +41,26 @@ pub enum Command {
         #[arg(long)]
         read_only: bool,
     },
-    /// Register with a server using a registration token; writes the config and credential (0600).
+    /// Register with a server using a registration token; writes the config and credential
+    /// (0600) to --config (overwriting an earlier registration).
+    #[command(group(
+        ArgGroup::new("registration_token")
+            .args(["token", "token_file"])
+            .required(true)
+            .multiple(false)
+    ))]
     Register {
         /// Server root URL, e.g. https://canopy.lan:8080
         #[arg(long)]
         server: String,
-        /// Single-use registration token (or set CANOPY_REGISTRATION_TOKEN).
+        /// Single-use registration token (or set CANOPY_REGISTRATION_TOKEN; either conflicts
+        /// with --token-file).
         #[arg(long, env = "CANOPY_REGISTRATION_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Option<String>,
+        /// File holding the single-use registration token; deleted after a successful
+        /// registration (kept after a failure, so a retry works).
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
         /// State/cache directory [default: $CANOPY_AGENT_STATE_DIR or /var/lib/canopy-agent]
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -122,21 +135,28 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let manager_flags = cli.package_managers.clone();
     match cli.command {
         Command::Run { read_only } => {
-            let path = config_path(cfg_flag);
-            let cfg = AgentConfig::load(&path)?;
+            let cfg = AgentConfig::load_registered(&config_path(cfg_flag))?;
             crate::run::launch(cfg, read_only, &manager_flags).await?;
             Ok(0)
         }
         Command::Register {
             server,
             token,
+            token_file,
             state_dir,
             read_only,
             ca_file,
         } => {
+            let registration_token = match (token, token_file) {
+                (Some(t), None) => RegistrationToken::Value(Secret::new(t)),
+                (None, Some(path)) => RegistrationToken::File(path),
+                _ => anyhow::bail!(
+                    "give exactly one of --token (or $CANOPY_REGISTRATION_TOKEN) and --token-file"
+                ),
+            };
             let r = crate::register::register(crate::register::RegisterArgs {
                 server,
-                registration_token: Secret::new(token),
+                registration_token,
                 config: cli.config.clone(),
                 state_dir,
                 read_only,
@@ -147,6 +167,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             println!("registered as host {}", r.host_id);
             println!("config:     {}", r.config_path.display());
             println!("credential: {} (mode 0600)", r.token_path.display());
+            if let Some(p) = r.token_file_removed {
+                println!("registration token file {} deleted", p.display());
+            }
             Ok(0)
         }
         Command::Scan { json, refresh } => {
@@ -413,6 +436,58 @@ mod tests {
                 format: Format::Csv
             }
         ));
+    }
+
+    #[test]
+    fn register_takes_exactly_one_token_source() {
+        let c = Cli::try_parse_from([
+            "canopy-agent",
+            "register",
+            "--server",
+            "http://x",
+            "--token-file",
+            "/run/canopy/reg.token",
+            "--config",
+            "/tmp/a.toml",
+        ])
+        .expect("--token-file alone parses");
+        assert_eq!(
+            c.config.as_deref(),
+            Some(std::path::Path::new("/tmp/a.toml"))
+        );
+        assert!(matches!(
+            c.command,
+            Command::Register { token: None, token_file: Some(ref p), .. } if p.ends_with("reg.token")
+        ));
+        let both = Cli::try_parse_from([
+            "canopy-agent",
+            "register",
+            "--server",
+            "http://x",
+            "--token",
+            "t",
+            "--token-file",
+            "f",
+        ])
+        .unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(!both.to_string().contains(": t "), "{both}");
+        if std::env::var_os("CANOPY_REGISTRATION_TOKEN").is_none() {
+            let none = Cli::try_parse_from(["canopy-agent", "register", "--server", "http://x"])
+                .unwrap_err();
+            assert_eq!(none.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+            assert!(none.to_string().contains("--token-file"), "{none}");
+        }
+    }
+
+    #[test]
+    fn version_is_the_agent_version() {
+        let v = Cli::try_parse_from(["canopy-agent", "--version"]).unwrap_err();
+        assert_eq!(v.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert_eq!(
+            v.to_string().trim_end(),
+            format!("canopy-agent {}", crate::facts::AGENT_VERSION)
+        );
     }
 
     #[test]

@@ -143,6 +143,25 @@ impl AgentConfig {
         Ok(cfg)
     }
 
+    /// The config `run` needs: present and registered (a readable agent token), else an
+    /// error that says to register first.
+    pub fn load_registered(path: &Path) -> anyhow::Result<Self> {
+        if !path.exists() {
+            anyhow::bail!(
+                "no agent config at {}: register first (`canopy-agent register --server URL --token-file PATH`) or pass --config",
+                path.display()
+            );
+        }
+        let cfg = Self::load(path)?;
+        cfg.token().with_context(|| {
+            format!(
+                "agent config {} is not registered: run `canopy-agent register` first",
+                path.display()
+            )
+        })?;
+        Ok(cfg)
+    }
+
     /// Write the config (0600, parent directory 0700 when created).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let text = toml::to_string_pretty(self).context("serialising agent config")?;
@@ -319,6 +338,30 @@ mod tests {
         std::fs::write(&p, "server_url = \"http://x\"\nbogus = 1\n").expect("write");
         let e = AgentConfig::load(&p).unwrap_err();
         assert!(format!("{e:#}").contains("bogus"), "{e:#}");
+    }
+
+    #[test]
+    fn run_needs_a_registered_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        let e = format!("{:#}", AgentConfig::load_registered(&path).unwrap_err());
+        assert!(
+            e.contains("no agent config") && e.contains("register"),
+            "{e}"
+        );
+        std::fs::write(&path, "server_url = \"http://x\"\n").expect("write");
+        let e = format!("{:#}", AgentConfig::load_registered(&path).unwrap_err());
+        assert!(e.contains("not registered"), "{e}");
+        let token = dir.path().join("agent.token");
+        let text = format!("server_url = \"http://x\"\ntoken_file = {:?}\n", token);
+        std::fs::write(&path, text).expect("write");
+        let e = format!("{:#}", AgentConfig::load_registered(&path).unwrap_err());
+        assert!(
+            e.contains("not registered") && e.contains("agent.token"),
+            "{e}"
+        );
+        std::fs::write(&token, "h.s\n").expect("write");
+        assert!(AgentConfig::load_registered(&path).is_ok());
     }
 
     #[test]

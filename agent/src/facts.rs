@@ -90,7 +90,11 @@ mod tests {
         assert!(!f.kernel.is_empty());
         assert!(f.read_only);
         assert_eq!(f.agent_version, AGENT_VERSION);
-        assert!(!f.run_as.is_empty() && f.run_as != "unknown", "{}", f.run_as);
+        assert!(
+            !f.run_as.is_empty() && f.run_as != "unknown",
+            "{}",
+            f.run_as
+        );
     }
 
     #[test]
@@ -108,7 +112,8 @@ mod tests {
         let f = gather_from(dir.path(), false);
         assert_eq!(f.run_as, "canopy-agent");
         assert_eq!(f.os_id, "debian");
-        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").expect("write");
+        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n")
+            .expect("write");
         assert_eq!(gather_from(dir.path(), false).run_as, "uid 998");
     }
 }

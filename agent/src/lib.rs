@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod facts;
+pub mod identity;
 pub mod process;
 pub mod register;
 pub mod run;

@@ -2,6 +2,10 @@
 //! apt-mark, dpkg-query, dnf, rpm, apk) goes through [`run`], which applies a timeout
 //! (the child is killed when it expires), captures stdout and stderr (tail-truncated
 //! to [`MAX_OUTPUT`] bytes each) and names the command in every error.
+//!
+//! A command marked [`Cmd::privileged`] needs root (apt-get install, dnf upgrade, apk add…);
+//! when the agent is not root it runs as `sudo -n -- PROGRAM ARGS…`, so a missing sudoers
+//! rule fails at once with sudo's own message instead of waiting for a password.
 
 use std::fmt;
 use std::process::Stdio;
@@ -13,13 +17,15 @@ use tokio::process::Command;
 /// log is where the error is).
 pub const MAX_OUTPUT: usize = 64 * 1024;
 
-/// A command to run: program, arguments, extra environment, timeout.
+/// A command to run: program, arguments, extra environment, timeout, whether it needs root.
 #[derive(Debug, Clone)]
 pub struct Cmd {
     pub program: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
+    /// Needs root: started through `sudo -n --` when the agent is not root (see [`Cmd::argv`]).
+    pub privileged: bool,
 }
 
 impl Cmd {
@@ -30,7 +36,28 @@ impl Cmd {
             args: Vec::new(),
             env: vec![("LC_ALL".into(), "C".into()), ("LANG".into(), "C".into())],
             timeout: Duration::from_secs(300),
+            privileged: false,
         }
+    }
+
+    /// Mark the command as needing root (it changes the package database or lists).
+    pub fn privileged(mut self) -> Self {
+        self.privileged = true;
+        self
+    }
+
+    /// The program and arguments actually started: `sudo -n -- PROGRAM ARGS…` for a
+    /// privileged command when the agent is not root, else `PROGRAM ARGS…`. The environment
+    /// goes to sudo, which keeps only what sudoers' `env_keep` allows (the server's rule
+    /// keeps `LC_ALL LANG DEBIAN_FRONTEND`).
+    pub fn argv(&self, is_root: bool) -> Vec<String> {
+        let mut argv = Vec::with_capacity(self.args.len() + 4);
+        if self.privileged && !is_root {
+            argv.extend(["sudo", "-n", "--"].map(String::from));
+        }
+        argv.push(self.program.clone());
+        argv.extend(self.args.iter().cloned());
+        argv
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -139,10 +166,11 @@ impl ProcessError {
 /// A non-zero exit is *not* an error here (see [`Output::check`]); only failing to
 /// start, failing to wait and the timeout are.
 pub async fn run(cmd: &Cmd) -> Result<Output, ProcessError> {
-    let command = cmd.to_string();
+    let argv = cmd.argv(crate::identity::is_root());
+    let command = argv.join(" ");
     let started = Instant::now();
-    let mut child = Command::new(&cmd.program)
-        .args(&cmd.args)
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
         .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -308,6 +336,22 @@ mod tests {
         assert!(out.stdout.len() < MAX_OUTPUT + 200);
         assert!(out.stdout.ends_with("END\n"));
         assert!(out.stdout.starts_with("[… output truncated"));
+    }
+
+    #[test]
+    fn only_privileged_commands_get_sudo_and_only_when_not_root() {
+        let plain = Cmd::new("apt").args(["list", "--upgradable"]);
+        let root_needed = Cmd::new("apt-get").args(["-q", "update"]).privileged();
+        for is_root in [true, false] {
+            assert_eq!(plain.argv(is_root), ["apt", "list", "--upgradable"]);
+        }
+        assert_eq!(root_needed.argv(true), ["apt-get", "-q", "update"]);
+        assert_eq!(
+            root_needed.argv(false),
+            ["sudo", "-n", "--", "apt-get", "-q", "update"]
+        );
+        // The environment is unchanged: sudo passes on what sudoers keeps.
+        assert!(root_needed.env.contains(&("LC_ALL".into(), "C".into())));
     }
 
     #[test]

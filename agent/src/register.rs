@@ -1,6 +1,11 @@
 //! `canopy-agent register`: trade a single-use registration token for an agent
 //! credential, then write the config and the credential (both 0600). Neither
-//! secret is ever logged or printed.
+//! secret is ever logged or printed. Registering again overwrites both.
+//!
+//! The token comes from `--token` / `$CANOPY_REGISTRATION_TOKEN` or from `--token-file`
+//! (how the server hands it over when it deploys the agent into a guest: no token on a
+//! command line). That file is deleted once the registration succeeded; after a failure
+//! it stays, so a retry works.
 
 use crate::config::{config_path, ensure_private_dir, write_private, AgentConfig, Secret};
 use anyhow::Context;
@@ -8,11 +13,55 @@ use canopy_api_types::agent::RegisterRequest;
 use canopy_api_types::client::Client;
 use std::path::{Path, PathBuf};
 
+/// Where the single-use registration token comes from.
+#[derive(Debug, Clone)]
+pub enum RegistrationToken {
+    /// `--token` or `$CANOPY_REGISTRATION_TOKEN`.
+    Value(Secret),
+    /// `--token-file`: read (trimmed), deleted after a successful registration.
+    File(PathBuf),
+}
+
+impl RegistrationToken {
+    /// The token itself. Errors name the file, never its contents.
+    pub fn read(&self) -> anyhow::Result<Secret> {
+        let token = match self {
+            Self::Value(s) => s.expose().trim().to_string(),
+            Self::File(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading registration token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        };
+        if token.is_empty() {
+            match self {
+                Self::Value(_) => anyhow::bail!("the registration token is empty"),
+                Self::File(path) => {
+                    anyhow::bail!("registration token file {} is empty", path.display())
+                }
+            }
+        }
+        Ok(Secret::new(token))
+    }
+
+    /// After a successful registration: delete the token file (it is spent). A file that
+    /// cannot be deleted is a warning, not a failed registration.
+    fn consume(&self) -> Option<PathBuf> {
+        let Self::File(path) = self else { return None };
+        match std::fs::remove_file(path) {
+            Ok(()) => Some(path.clone()),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "registration token file not deleted");
+                None
+            }
+        }
+    }
+}
+
 /// What `register` needs.
 #[derive(Debug, Clone)]
 pub struct RegisterArgs {
     pub server: String,
-    pub registration_token: Secret,
+    pub registration_token: RegistrationToken,
     pub config: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub read_only: bool,
@@ -27,6 +76,8 @@ pub struct Registered {
     pub host_id: String,
     pub config_path: PathBuf,
     pub token_path: PathBuf,
+    /// The registration token file deleted after success (`--token-file`).
+    pub token_file_removed: Option<PathBuf>,
 }
 
 /// The credential file sits next to the config: `agent.token`.
@@ -38,6 +89,7 @@ pub fn token_path_for(config: &Path) -> PathBuf {
 }
 
 pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
+    let registration_token = args.registration_token.read()?;
     let config_path = config_path(args.config.as_deref());
     let mut cfg = AgentConfig::new(args.server.clone());
     if let Some(d) = args.state_dir {
@@ -54,7 +106,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
     let client = Client::new(http, args.server.clone());
     let resp = client
         .register(&RegisterRequest {
-            registration_token: args.registration_token.expose().to_string(),
+            registration_token: registration_token.expose().to_string(),
             facts: crate::facts::gather(cfg.read_only),
         })
         .await
@@ -73,5 +125,30 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
         host_id: resp.host_id.to_string(),
         config_path,
         token_path,
+        token_file_removed: args.registration_token.consume(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_is_trimmed_and_errors_do_not_show_the_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("reg.token");
+        let source = RegistrationToken::File(path.clone());
+        let e = format!("{:#}", source.read().unwrap_err());
+        assert!(e.contains("reg.token"), "{e}");
+        std::fs::write(&path, "  \n").expect("write");
+        let e = format!("{:#}", source.read().unwrap_err());
+        assert!(e.contains("is empty"), "{e}");
+        std::fs::write(&path, "canopy-reg-s3cr3t\n").expect("write");
+        assert_eq!(source.read().expect("read").expose(), "canopy-reg-s3cr3t");
+        assert!(!format!("{source:?}").contains("s3cr3t"));
+        assert_eq!(source.consume(), Some(path.clone()));
+        assert!(!path.exists());
+        assert!(RegistrationToken::Value(Secret::new(" ")).read().is_err());
+        assert_eq!(RegistrationToken::Value(Secret::new("t")).consume(), None);
+    }
 }

@@ -52,7 +52,7 @@ impl Backoff {
 /// longer than the long poll, and an optional extra CA for a self-signed server.
 pub fn http_client(cfg: &AgentConfig) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
-        .user_agent(concat!("canopy-agent/", env!("CARGO_PKG_VERSION")))
+        .user_agent(format!("canopy-agent/{}", crate::facts::AGENT_VERSION))
         .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
         .timeout(Duration::from_secs(u64::from(cfg.wait_secs) + 30));
     if let Some(ca) = &cfg.ca_file {

@@ -1,7 +1,8 @@
 //! The agent against a small fake server (axum on port 0): registration through the
 //! real binary (files 0600, no secret on stdout/stderr), then the check-in loop:
 //! report upload when asked, started → result for each command, a result retried
-//! after a 503, installs refused by a read-only agent, clean stop on shutdown.
+//! after a 503, installs refused by a read-only agent, clean stop on shutdown. Also the
+//! CLI edges the server's deploy relies on: `--token-file`, `--version`, `run` unregistered.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -185,6 +186,103 @@ async fn register_writes_private_files_and_prints_no_secret() {
     assert_eq!(v["registered"], true);
     assert_eq!(v["server_url"], url);
     assert!(!String::from_utf8_lossy(&st.stdout).contains("agent-secret"));
+}
+
+fn agent_cmd() -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_canopy-agent"));
+    c.env_remove("CANOPY_REGISTRATION_TOKEN")
+        .env_remove("CANOPY_AGENT_CONFIG");
+    c
+}
+
+#[tokio::test]
+async fn register_with_a_token_file_deletes_it_only_after_success() {
+    let (url, _seen) = spawn_server(vec![]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("etc/agent.toml");
+    let token_file = dir.path().join("reg.token");
+    std::fs::write(&token_file, format!("  {REG_TOKEN}\n")).expect("write");
+    let register = |server: &str, token_flag: &str, token: &std::ffi::OsStr| {
+        let mut c = agent_cmd();
+        c.args(["register", "--server", server, token_flag])
+            .arg(token)
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"));
+        c
+    };
+
+    // Nothing listens there: the registration fails and the token file stays for a retry.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("http://{}", gone.local_addr().expect("addr"));
+    drop(gone);
+    let out = register(&dead, "--token-file", token_file.as_os_str())
+        .output()
+        .await
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(token_file.exists(), "kept after a failed registration");
+    assert!(!config.exists());
+
+    let out = register(&url, "--token-file", token_file.as_os_str())
+        .output()
+        .await
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!token_file.exists(), "deleted after success");
+    assert!(stdout.contains("deleted"), "{stdout}");
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains(REG_TOKEN) && !text.contains("agent-secret"),
+            "{text}"
+        );
+    }
+    let first = AgentConfig::load(&config).expect("config");
+    assert_eq!(first.token().expect("token").expose(), AGENT_SECRET);
+    assert_eq!(
+        first.token_file.as_deref(),
+        Some(dir.path().join("etc/agent.token").as_path())
+    );
+
+    // Registering again (here with --token) overwrites the config and the credential.
+    let out = register(&url, "--token", REG_TOKEN.as_ref())
+        .output()
+        .await
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = AgentConfig::load(&config).expect("config");
+    assert_ne!(second.host_id, first.host_id);
+    assert_eq!(second.token().expect("token").expose(), AGENT_SECRET);
+}
+
+#[tokio::test]
+async fn version_and_run_without_registration() {
+    let out = agent_cmd().arg("--version").output().await.expect("run");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("canopy-agent {}\n", canopy_agent::facts::AGENT_VERSION)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = agent_cmd()
+        .args(["run", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no agent config") && stderr.contains("register"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

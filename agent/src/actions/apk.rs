@@ -48,6 +48,7 @@ pub fn parse_simulation(text: &str, requested: &[String]) -> Plan {
     plan
 }
 
+/// `apk add --simulate` opens the database read-only: no sudo.
 pub fn dry_run_cmd(packages: &[String], timeout: Duration) -> Cmd {
     Cmd::new("apk")
         .args(["add", "--simulate", "--upgrade"])
@@ -55,11 +56,13 @@ pub fn dry_run_cmd(packages: &[String], timeout: Duration) -> Cmd {
         .timeout(timeout)
 }
 
+/// `apk add --upgrade`: needs root.
 pub fn install_cmd(packages: &[String], timeout: Duration) -> Cmd {
     Cmd::new("apk")
         .args(["add", "--upgrade"])
         .args(packages.iter().cloned())
         .timeout(timeout)
+        .privileged()
 }
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ fn parse_inst(rest: &str, wanted: &HashSet<&str>) -> Option<PlannedPackage> {
     })
 }
 
+/// `apt-get -s install` (a simulation without locking: read-only, no sudo).
 pub fn dry_run_cmd(packages: &[String], timeout: Duration) -> Cmd {
     Cmd::new("apt-get")
         .args(["-s", "-o", "Debug::NoLocking=1", "install"])
@@ -63,6 +64,7 @@ pub fn dry_run_cmd(packages: &[String], timeout: Duration) -> Cmd {
         .timeout(timeout)
 }
 
+/// `apt-get -y install`: needs root.
 pub fn install_cmd(packages: &[String], timeout: Duration) -> Cmd {
     Cmd::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -79,6 +81,7 @@ pub fn install_cmd(packages: &[String], timeout: Duration) -> Cmd {
         ])
         .args(packages.iter().cloned())
         .timeout(timeout)
+        .privileged()
 }
 
 #[cfg(test)]

@@ -66,18 +66,23 @@ pub fn parse_transaction(
     plan
 }
 
+/// `dnf --assumeno upgrade`: dnf refuses `upgrade` to non-root users even with
+/// `--assumeno`, so the dry-run needs root too.
 pub fn dry_run_cmd(packages: &[String], timeout: Duration) -> Cmd {
     Cmd::new("dnf")
         .args(["--assumeno", "upgrade"])
         .args(packages.iter().cloned())
         .timeout(timeout)
+        .privileged()
 }
 
+/// `dnf -y upgrade`: needs root.
 pub fn install_cmd(packages: &[String], timeout: Duration) -> Cmd {
     Cmd::new("dnf")
         .args(["-y", "upgrade"])
         .args(packages.iter().cloned())
         .timeout(timeout)
+        .privileged()
 }
 
 /// dnf's exit code for a dry-run is 1 ("Operation aborted.") even when the plan is fine.

@@ -488,6 +488,30 @@ mod tests {
     }
 
     #[test]
+    fn installs_and_the_dnf_dry_run_need_root_the_other_dry_runs_do_not() {
+        let p = vec!["curl".to_string()];
+        let t = Duration::from_secs(5);
+        let table = [
+            (apt::dry_run_cmd(&p, t), false),
+            (apt::install_cmd(&p, t), true),
+            (dnf::dry_run_cmd(&p, t), true),
+            (dnf::install_cmd(&p, t), true),
+            (apk::dry_run_cmd(&p, t), false),
+            (apk::install_cmd(&p, t), true),
+        ];
+        for (cmd, privileged) in table {
+            assert_eq!(cmd.privileged, privileged, "{cmd}");
+            assert_eq!(cmd.argv(false)[0] == "sudo", privileged, "{cmd}");
+            assert_eq!(cmd.argv(true)[0], cmd.program, "{cmd}");
+        }
+        // sudo's env_reset keeps DEBIAN_FRONTEND only because the env goes along unchanged.
+        let install = apt::install_cmd(&p, t);
+        assert!(install
+            .env
+            .contains(&("DEBIAN_FRONTEND".into(), "noninteractive".into())));
+    }
+
+    #[test]
     fn names() {
         assert_eq!(base_name("libc6:amd64"), "libc6");
         assert_eq!(base_name("bash=5.2"), "bash");

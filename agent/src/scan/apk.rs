@@ -5,6 +5,7 @@
 use super::{lines, ScanOptions};
 use crate::process::{run, Cmd};
 use canopy_api_types::updates::{PackageManager, PackageUpdate, Severity};
+use std::time::Duration;
 
 /// Split an apk `name-version-rN` into `(name, "version-rN")`.
 pub fn split_pkgver(s: &str) -> Option<(&str, &str)> {
@@ -64,23 +65,34 @@ fn update(name: &str, old: &str, new: &str, arch: Option<String>) -> PackageUpda
     }
 }
 
+/// `apk update`: writes the index cache, so it needs root.
+pub fn refresh_cmd(timeout: Duration) -> Cmd {
+    Cmd::new("apk").arg("update").timeout(timeout).privileged()
+}
+
+/// `apk list -u` (read-only).
+pub fn list_cmd(timeout: Duration) -> Cmd {
+    Cmd::new("apk").args(["list", "-u"]).timeout(timeout)
+}
+
+/// `apk version -l '<'` (read-only), for apk-tools without `list`.
+pub fn version_cmd(timeout: Duration) -> Cmd {
+    Cmd::new("apk")
+        .args(["version", "-l", "<"])
+        .timeout(timeout)
+}
+
 /// Scan with apk. `refresh` runs `apk update` first.
 pub async fn scan(opts: &ScanOptions) -> anyhow::Result<Vec<PackageUpdate>> {
     if opts.refresh {
-        run(&Cmd::new("apk").arg("update").timeout(opts.timeout))
-            .await?
-            .check(&[])?;
+        run(&refresh_cmd(opts.timeout)).await?.check(&[])?;
     }
-    let list = run(&Cmd::new("apk").args(["list", "-u"]).timeout(opts.timeout)).await?;
+    let list = run(&list_cmd(opts.timeout)).await?;
     if list.success() {
         return Ok(parse_list_upgradable(&list.stdout));
     }
     tracing::debug!("apk list -u unsupported, falling back to apk version");
-    let v = run(&Cmd::new("apk")
-        .args(["version", "-l", "<"])
-        .timeout(opts.timeout))
-    .await?
-    .check(&[])?;
+    let v = run(&version_cmd(opts.timeout)).await?.check(&[])?;
     Ok(parse_version_list(&v.stdout))
 }
 

@@ -8,6 +8,7 @@ use crate::process::{run, Cmd};
 use anyhow::Context;
 use canopy_api_types::updates::{PackageManager, PackageUpdate, Severity};
 use std::collections::HashSet;
+use std::time::Duration;
 
 /// One row of `apt list --upgradable`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,23 +119,33 @@ pub fn parse_showhold(text: &str) -> HashSet<String> {
         .collect()
 }
 
+/// `apt-get update`: writes the package lists, so it needs root.
+pub fn refresh_cmd(timeout: Duration) -> Cmd {
+    Cmd::new("apt-get")
+        .args(["-q", "update"])
+        .timeout(timeout)
+        .privileged()
+}
+
+/// `apt list --upgradable` (read-only).
+pub fn list_cmd(timeout: Duration) -> Cmd {
+    Cmd::new("apt")
+        .args(["list", "--upgradable"])
+        .timeout(timeout)
+}
+
+/// `apt-mark showhold` (read-only: it only reads dpkg's status, so no sudo is needed).
+pub fn showhold_cmd(timeout: Duration) -> Cmd {
+    Cmd::new("apt-mark").arg("showhold").timeout(timeout)
+}
+
 /// Scan with apt. `refresh` runs `apt-get update` first.
 pub async fn scan(opts: &ScanOptions) -> anyhow::Result<Vec<PackageUpdate>> {
     if opts.refresh {
-        run(&Cmd::new("apt-get")
-            .args(["-q", "update"])
-            .timeout(opts.timeout))
-        .await?
-        .check(&[])?;
+        run(&refresh_cmd(opts.timeout)).await?.check(&[])?;
     }
-    let list = run(&Cmd::new("apt")
-        .args(["list", "--upgradable"])
-        .timeout(opts.timeout))
-    .await?
-    .check(&[])?;
-    let held = run(&Cmd::new("apt-mark").arg("showhold").timeout(opts.timeout))
-        .await?
-        .check(&[])?;
+    let list = run(&list_cmd(opts.timeout)).await?.check(&[])?;
+    let held = run(&showhold_cmd(opts.timeout)).await?.check(&[])?;
     let held = parse_showhold(&held.stdout);
     Ok(parse_list_upgradable(&list.stdout)?
         .into_iter()

@@ -113,40 +113,56 @@ pub async fn installed_versions(
         return Ok(HashMap::new());
     }
     // rpm exits 1 when one of the names is not installed; its other lines still count.
-    let out = run(&Cmd::new("rpm")
+    let out = run(&rpm_query_cmd(names, timeout)).await?;
+    Ok(parse_rpm_query(&out.stdout))
+}
+
+/// `rpm -q --qf … NAME…` (read-only).
+pub fn rpm_query_cmd(names: &[String], timeout: std::time::Duration) -> Cmd {
+    Cmd::new("rpm")
         .args([
             "-q",
             "--qf",
             "%{NAME}.%{ARCH} %{EPOCH}:%{VERSION}-%{RELEASE}\\n",
         ])
         .args(names.iter().cloned())
-        .timeout(timeout))
-    .await?;
-    Ok(parse_rpm_query(&out.stdout))
+        .timeout(timeout)
+}
+
+/// `dnf makecache`: writes the system metadata cache, so it needs root.
+pub fn refresh_cmd(timeout: std::time::Duration) -> Cmd {
+    Cmd::new("dnf")
+        .args(["-q", "makecache"])
+        .timeout(timeout)
+        .privileged()
+}
+
+/// `dnf check-update` (read-only; exit 100 = updates available).
+pub fn check_update_cmd(timeout: std::time::Duration) -> Cmd {
+    Cmd::new("dnf")
+        .args(["-q", "check-update"])
+        .timeout(timeout)
+}
+
+/// `dnf updateinfo list --security` (read-only).
+pub fn updateinfo_cmd(timeout: std::time::Duration) -> Cmd {
+    Cmd::new("dnf")
+        .args(["-q", "updateinfo", "list", "--security"])
+        .timeout(timeout)
 }
 
 /// Scan with dnf. `refresh` runs `dnf makecache` first.
 pub async fn scan(opts: &ScanOptions) -> anyhow::Result<Vec<PackageUpdate>> {
     if opts.refresh {
-        run(&Cmd::new("dnf")
-            .args(["-q", "makecache"])
-            .timeout(opts.timeout))
-        .await?
-        .check(&[])?;
+        run(&refresh_cmd(opts.timeout)).await?.check(&[])?;
     }
-    let cu = run(&Cmd::new("dnf")
-        .args(["-q", "check-update"])
-        .timeout(opts.timeout))
-    .await?
-    .check(&[100])?;
+    let cu = run(&check_update_cmd(opts.timeout)).await?.check(&[100])?;
     let rows = parse_check_update(&cu.stdout);
     // Security data is an enrichment: without it updates are still reported.
-    let security = match run(&Cmd::new("dnf")
-        .args(["-q", "updateinfo", "list", "--security"])
-        .timeout(opts.timeout))
-    .await
-    .map_err(anyhow::Error::from)
-    .and_then(|o| o.check(&[]).map_err(anyhow::Error::from))
+    let security = match run(&updateinfo_cmd(opts.timeout))
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|o| o.check(&[]).map_err(anyhow::Error::from))
     {
         Ok(o) => parse_updateinfo_security(&o.stdout),
         Err(e) => {

@@ -225,6 +225,27 @@ mod tests {
     }
 
     #[test]
+    fn only_the_refresh_commands_need_root() {
+        let t = Duration::from_secs(5);
+        let table = [
+            (apt::refresh_cmd(t), true),
+            (apt::list_cmd(t), false),
+            (apt::showhold_cmd(t), false),
+            (dnf::refresh_cmd(t), true),
+            (dnf::check_update_cmd(t), false),
+            (dnf::updateinfo_cmd(t), false),
+            (dnf::rpm_query_cmd(&["bash".into()], t), false),
+            (apk::refresh_cmd(t), true),
+            (apk::list_cmd(t), false),
+            (apk::version_cmd(t), false),
+        ];
+        for (cmd, privileged) in table {
+            assert_eq!(cmd.privileged, privileged, "{cmd}");
+            assert_eq!(cmd.argv(false)[0] == "sudo", privileged, "{cmd}");
+        }
+    }
+
+    #[test]
     fn reboot_flag_reads_the_marker_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(!reboot_required(dir.path()));
