@@ -52,6 +52,11 @@ const APT_NEEDS: &[AptNeed] = &[
         package: "createrepo-c",
         present: || have("createrepo_c") && have("modifyrepo_c"),
     },
+    // The lab's PVE node stand-in: a key pair for it, and `lab up`'s self-check over ssh.
+    AptNeed {
+        package: "openssh-client",
+        present: || have("ssh") && have("ssh-keygen"),
+    },
     AptNeed {
         package: "procps",
         present: || have("ps"),

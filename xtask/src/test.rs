@@ -1,8 +1,8 @@
 //! `cargo xtask test`: exactly what CI runs, in order, with a summary at the end.
 //!
 //! prereqs → check → fmt → clippy → musl agent (exports `CANOPY_AGENT_MUSL_BIN`) → PostgreSQL
-//! (exports `CANOPY_TEST_POSTGRES_URL`) → dockerd → lab up (Debian and dnf guests, apt and RPM
-//! repositories; exports `CANOPY_LAB`) → the tests
+//! (exports `CANOPY_TEST_POSTGRES_URL`) → dockerd → lab up (Debian and dnf guests, a PVE node
+//! stand-in with its guests, apt and RPM repositories; exports `CANOPY_LAB`) → the tests
 //! (nextest when installed, else `cargo test`) → lab down and pg stop, also after a failure.
 //!
 //! Developers may skip steps with `--no-prereqs --no-check --no-fmt --no-clippy --no-musl

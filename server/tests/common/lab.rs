@@ -2,6 +2,8 @@
 //! `cargo xtask lab up`), the static agent (CANOPY_AGENT_MUSL_BIN), and `docker` helpers
 //! for its guests. Without the variables a lab test fails, unless CANOPY_SKIP_LAB=1.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 pub struct Lab {
@@ -48,6 +50,99 @@ impl Lab {
             "lab.json has no \"dnf\" section: rebuild the lab with `cargo xtask lab up`"
         );
         dnf
+    }
+}
+
+/// The PVE node stand-in of the lab (`pve` in lab.json): `ssh -i ssh_key -p PORT root@127.0.0.1
+/// pct exec VMID -- …` reaches the guests, as on a real PVE node.
+#[derive(Debug, Clone)]
+pub struct PveLab {
+    /// The guests' image (`canopy-lab/debian-systemd:bookworm`) and the node's.
+    pub image: String,
+    pub node_image: String,
+    pub node: PveNode,
+    /// The lab's private key (ed25519, no passphrase); its public half is root's
+    /// authorized key on the node and on the guests with their own sshd.
+    pub ssh_key: PathBuf,
+    /// vmids 101–106, in order.
+    pub guests: Vec<PveGuest>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PveNode {
+    /// The PVE node name (`pve1`).
+    pub name: String,
+    pub container: String,
+    /// The node's sshd on 127.0.0.1.
+    pub ssh: SocketAddr,
+    pub user: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PveGuest {
+    pub vmid: u32,
+    pub container: String,
+    pub hostname: String,
+    /// False: sudo is not installed (deploy code must act as root).
+    pub sudo: bool,
+    /// The guest's own sshd, for SSH straight into it; `None`: through the node's pct only.
+    pub ssh: Option<SocketAddr>,
+}
+
+impl PveLab {
+    /// The guest with `vmid`; panics when the lab has none.
+    pub fn guest(&self, vmid: u32) -> &PveGuest {
+        self.guests
+            .iter()
+            .find(|g| g.vmid == vmid)
+            .unwrap_or_else(|| panic!("the lab has no PVE guest {vmid}"))
+    }
+}
+
+impl Lab {
+    /// The PVE node stand-in and its guests; panics with "rebuild the lab" when lab.json
+    /// predates them.
+    pub fn pve(&self) -> PveLab {
+        let pve = &self.json["pve"];
+        assert!(
+            pve.is_object(),
+            "lab.json has no \"pve\" section: rebuild the lab with `cargo xtask lab up`"
+        );
+        let text = |v: &serde_json::Value, what: &str| -> String {
+            v.as_str()
+                .unwrap_or_else(|| panic!("lab.json pve.{what} is not a string: rebuild the lab"))
+                .to_string()
+        };
+        let addr = |v: &serde_json::Value, what: &str| -> SocketAddr {
+            text(v, what)
+                .parse()
+                .unwrap_or_else(|e| panic!("lab.json pve.{what}: {e}"))
+        };
+        let node = &pve["node"];
+        let guests = pve["guests"]
+            .as_array()
+            .expect("lab.json pve.guests is a list")
+            .iter()
+            .map(|g| PveGuest {
+                vmid: g["vmid"].as_u64().expect("pve guest vmid") as u32,
+                container: text(&g["container"], "guests[].container"),
+                hostname: text(&g["hostname"], "guests[].hostname"),
+                sudo: g["sudo"].as_bool().expect("pve guest sudo"),
+                ssh: (!g["ssh"].is_null()).then(|| addr(&g["ssh"], "guests[].ssh")),
+            })
+            .collect();
+        PveLab {
+            image: text(&pve["image"], "image"),
+            node_image: text(&pve["node_image"], "node_image"),
+            node: PveNode {
+                name: text(&node["name"], "node.name"),
+                container: text(&node["container"], "node.container"),
+                ssh: addr(&node["ssh"], "node.ssh"),
+                user: text(&node["user"], "node.user"),
+            },
+            ssh_key: PathBuf::from(text(&pve["ssh_key"], "ssh_key")),
+            guests,
+        }
     }
 }
 

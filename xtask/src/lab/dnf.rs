@@ -5,22 +5,24 @@
 //! RPMs (`rpm -i` at build time); its one repository, written at guest start, is the lab's
 //! RPM repository on 127.0.0.1. No apt sources, no demo debs: apt is present but idle.
 
-use super::image::{self, base_key, base_tarball, clear_dir, remove_tree, unpack, INIT, SUITE};
-use super::mirror::debian_mirror;
+use super::base::{chroot, remove_tree, unpack, Extended};
+use super::image::{self, INIT, INIT_CMD};
 use super::rpms::{DemoRpm, REPO_ID, RPM_BUILDER_VERSION};
 use crate::proc::cmd;
-use crate::state::{self, json_str, StableHash};
+use crate::state::{json_str, StableHash};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const IMAGE: &str = "canopy-lab/dnf:bookworm";
-/// Debian packages added to the base (their dependencies come along, recommends do not).
-const DNF_PACKAGES: &[&str] = &["dnf", "rpm"];
-/// Bump when the steps below change in a way the hash inputs do not show.
-const RECIPE_VERSION: &str = "dnf-image-v1";
+/// The base plus Debian's dnf and rpm (their dependencies come along, recommends do not).
+const DNF_BASE: Extended = Extended {
+    prefix: "dnf-base",
+    recipe: "dnf-image-v1",
+    packages: &["dnf", "rpm"],
+};
 const REPO_FILE: &str = "/etc/yum.repos.d/canopy-lab.repo";
 
 /// One system-wide rpm database, the same for rpm, dnf and every user.
@@ -36,19 +38,11 @@ skip_if_unavailable=False\nreposdir=/etc/yum.repos.d\n";
 /// says so on every run; a dnf variable file answers it.
 const RELEASEVER: &str = "12\n";
 
-fn dnf_base_key() -> String {
-    let mut h = StableHash::new();
-    for part in [base_key().as_str(), RECIPE_VERSION, &DNF_PACKAGES.join(",")] {
-        h.update(part.as_bytes());
-    }
-    h.hex()
-}
-
 /// The content hash of the image: dnf base recipe + RPM description + builder + config + init.
 pub fn image_key(rpm_description: &str) -> String {
     let mut h = StableHash::new();
     for part in [
-        dnf_base_key().as_str(),
+        DNF_BASE.key().as_str(),
         rpm_description,
         RPM_BUILDER_VERSION,
         RPM_MACROS,
@@ -64,22 +58,12 @@ pub fn image_key(rpm_description: &str) -> String {
 /// Makes sure the image with hash `key` exists; builds it otherwise. Returns seconds spent
 /// building (0 when cached).
 pub fn ensure(key: &str, old_rpms: &[PathBuf]) -> Result<f64> {
-    if image::current_label(IMAGE).as_deref() == Some(key) {
-        return Ok(0.0);
-    }
-    let started = Instant::now();
-    eprintln!("xtask: building lab image {IMAGE} (hash {key})");
-    let root = unpack(&dnf_base_tarball()?, "dnfroot")?;
-    customise(&root, old_rpms)?;
-    image::finish_root(&root)?;
-    image::import(&root, IMAGE, key)?;
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!("xtask: dnf lab image built in {secs:.1}s");
-    Ok(secs)
-}
-
-fn chroot(root: &Path, args: &[&str]) -> crate::proc::Cmd {
-    cmd("chroot", [root.as_os_str()]).args_from(args)
+    image::ensure_image(IMAGE, key, || {
+        let root = unpack(&DNF_BASE.tarball()?, "dnfroot")?;
+        customise(&root, old_rpms)?;
+        image::finish_root(&root)?;
+        image::import(&root, IMAGE, key, INIT_CMD)
+    })
 }
 
 fn customise(root: &Path, old_rpms: &[PathBuf]) -> Result<()> {
@@ -113,71 +97,6 @@ fn customise(root: &Path, old_rpms: &[PathBuf]) -> Result<()> {
     }
     remove_tree(&dir)?;
     Ok(())
-}
-
-/// The base system plus dnf and rpm as a tarball in the cache dir (built once per recipe).
-fn dnf_base_tarball() -> Result<PathBuf> {
-    let cache = state::cache_dir()?;
-    let tarball = cache.join(format!("dnf-base-{SUITE}-{}.tar", dnf_base_key()));
-    if tarball.is_file() {
-        return Ok(tarball);
-    }
-    let started = Instant::now();
-    eprintln!(
-        "xtask: installing {} into the base system",
-        DNF_PACKAGES.join(" ")
-    );
-    let root = unpack(&base_tarball()?, "dnfbase")?;
-    // The mirror this machine's apt uses (as debootstrap did), and its resolver.
-    let mirror = debian_mirror(SUITE)?;
-    fs::write(
-        root.join("etc/apt/sources.list"),
-        format!("deb {mirror} {SUITE} main\n"),
-    )?;
-    let _ = fs::remove_file(root.join("etc/apt/sources.list.d/debian.sources"));
-    if let Ok(resolv) = fs::read("/etc/resolv.conf") {
-        let target = root.join("etc/resolv.conf");
-        let _ = fs::remove_file(&target);
-        fs::write(target, resolv)?;
-    }
-    chroot(&root, &["apt-get", "update", "-q"])
-        .timeout(Duration::from_secs(600))
-        .output()
-        .context("apt-get update in the dnf base")?;
-    chroot(
-        &root,
-        &[
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "-o",
-            "Dpkg::Use-Pty=0",
-        ],
-    )
-    .args_from(DNF_PACKAGES)
-    .env("DEBIAN_FRONTEND", "noninteractive")
-    .timeout(Duration::from_secs(1200))
-    .output()
-    .context("apt-get install dnf rpm in the dnf base")?;
-    clear_dir(&root.join("var/lib/apt/lists"))?;
-    clear_dir(&root.join("var/cache/apt/archives"))?;
-    let partial = tarball.with_extension("partial");
-    cmd("tar", ["--numeric-owner", "-c", "-f"])
-        .arg(&partial)
-        .arg("-C")
-        .arg(&root)
-        .arg(".")
-        .timeout(Duration::from_secs(300))
-        .output()?;
-    fs::rename(&partial, &tarball)?;
-    remove_tree(&root)?;
-    eprintln!(
-        "xtask: dnf base ready in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(tarball)
 }
 
 /// The guest's only repository: the lab's RPM repository at `rpm_url`.

@@ -1,13 +1,13 @@
-//! The guest image `canopy-lab/debian:bookworm`: debootstrap (cached as a tarball keyed by its
-//! recipe), the old demo packages installed with `dpkg -i` in the chroot, `apt-mark hold` for
-//! held ones, no apt sources (guests get theirs at start), then `docker import`. The image
-//! carries its content hash in the label `canopy.lab.hash`, so it is rebuilt only when the
-//! recipe or the demo packages change.
+//! The guest image `canopy-lab/debian:bookworm`: the debootstrapped base (`base.rs`), the old
+//! demo packages installed with `dpkg -i` in the chroot, `apt-mark hold` for held ones, no apt
+//! sources (guests get theirs at start), then `docker import`. Every lab image carries its
+//! content hash in the label `canopy.lab.hash`, so it is rebuilt only when its recipe or inputs
+//! change; the helpers here are shared by the other images.
 
-use super::mirror::debian_mirror;
+use super::base::{base_key, base_tarball, chroot, clear_dir, remove_tree, unpack};
 use super::packages::{DemoPackage, BUILDER_VERSION};
 use crate::proc::cmd;
-use crate::state::{self, StableHash};
+use crate::state::StableHash;
 use anyhow::{Context, Result};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -15,27 +15,27 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub const IMAGE: &str = "canopy-lab/debian:bookworm";
-pub(super) const SUITE: &str = "bookworm";
-const VARIANT: &str = "minbase";
-const INCLUDE: &str = "openssh-server,ca-certificates,procps";
-/// Bump when the steps below change in a way the hash inputs do not show.
-const RECIPE_VERSION: &str = "image-v1";
+/// The `CMD` of the images whose containers run [`INIT`].
+pub(super) const INIT_CMD: &str = "[\"/usr/local/sbin/canopy-lab-init\"]";
+
+/// The shell line that gives a container a machine-id of its own at its first start (images
+/// have none), for the init scripts' `concat!`.
+macro_rules! machine_id_sh {
+    () => {
+        "if [ ! -s /etc/machine-id ]; then tr -d '-' < /proc/sys/kernel/random/uuid > /etc/machine-id; fi\n"
+    };
+}
+pub(super) use machine_id_sh;
 
 /// The container's command: host keys for the (later) sshd, then idle.
-pub(super) const INIT: &str = "#!/bin/sh\n\
-# canopy lab guest init: a machine-id and SSH host keys of its own for each container, then idle.\n\
-if [ ! -s /etc/machine-id ]; then tr -d '-' < /proc/sys/kernel/random/uuid > /etc/machine-id; fi\n\
-ssh-keygen -A >/dev/null 2>&1 || true\n\
+pub(super) const INIT: &str = concat!(
+    "#!/bin/sh\n\
+# canopy lab guest init: a machine-id and SSH host keys of its own for each container, then idle.\n",
+    machine_id_sh!(),
+    "ssh-keygen -A >/dev/null 2>&1 || true\n\
 mkdir -p /run/sshd\n\
-exec sleep infinity\n";
-
-pub(super) fn base_key() -> String {
-    let mut h = StableHash::new();
-    for part in [RECIPE_VERSION, SUITE, VARIANT, INCLUDE] {
-        h.update(part.as_bytes());
-    }
-    h.hex()
-}
+exec sleep infinity\n"
+);
 
 /// The content hash of the image: base recipe + package description + builder + init script.
 pub fn image_key(description: &str) -> String {
@@ -66,37 +66,35 @@ fn image_id(image: &str) -> Option<String> {
 /// Makes sure the image with hash `key` exists; builds it otherwise. Returns seconds spent
 /// building (0 when cached).
 pub fn ensure(key: &str, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<f64> {
-    if current_label(IMAGE).as_deref() == Some(key) {
+    ensure_image(IMAGE, key, || {
+        let root = unpack(&base_tarball()?, "imgroot")?;
+        install_demo_debs(&root, pkgs, old_debs)?;
+        finish_root(&root)?;
+        import(&root, IMAGE, key, INIT_CMD)
+    })
+}
+
+/// Runs `build` unless `image` already carries the hash label `key`. Returns seconds spent
+/// building (0 when cached).
+pub(super) fn ensure_image(
+    image: &str,
+    key: &str,
+    build: impl FnOnce() -> Result<()>,
+) -> Result<f64> {
+    if current_label(image).as_deref() == Some(key) {
         return Ok(0.0);
     }
     let started = Instant::now();
-    eprintln!("xtask: building lab image {IMAGE} (hash {key})");
-    let root = unpack(&base_tarball()?, "imgroot")?;
-    customise(&root, pkgs, old_debs)?;
-    finish_root(&root)?;
-    import(&root, IMAGE, key)?;
+    eprintln!("xtask: building lab image {image} (hash {key})");
+    build().with_context(|| format!("build lab image {image}"))?;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("xtask: lab image built in {secs:.1}s");
+    eprintln!("xtask: lab image {image} built in {secs:.1}s");
     Ok(secs)
 }
 
-/// Unpacks `tarball` into a fresh scratch directory `lab_dir/NAME` and returns it.
-pub(super) fn unpack(tarball: &Path, name: &str) -> Result<PathBuf> {
-    let root = super::lab_dir()?.join(name);
-    remove_tree(&root)?;
-    fs::create_dir_all(&root)?;
-    cmd("tar", ["-x", "--numeric-owner", "-p", "-f"])
-        .arg(tarball)
-        .arg("-C")
-        .arg(&root)
-        .timeout(Duration::from_secs(300))
-        .output()?;
-    Ok(root)
-}
-
-/// `docker import` of `root` as `image` labelled with `key`; removes `root` and the image it
-/// replaces.
-pub(super) fn import(root: &Path, image: &str, key: &str) -> Result<()> {
+/// `docker import` of `root` as `image` labelled with `key`, with `CMD` `cmd_json` (a JSON
+/// array); removes `root` and the image it replaces.
+pub(super) fn import(root: &Path, image: &str, key: &str, cmd_json: &str) -> Result<()> {
     let previous = image_id(image);
     let tar = root.with_extension("tar");
     cmd("tar", ["--numeric-owner", "-c", "-f"])
@@ -108,7 +106,7 @@ pub(super) fn import(root: &Path, image: &str, key: &str) -> Result<()> {
         .output()?;
     cmd("docker", ["import"])
         .arg("--change")
-        .arg("CMD [\"/usr/local/sbin/canopy-lab-init\"]")
+        .arg(format!("CMD {cmd_json}"))
         .arg("--change")
         .arg(format!("LABEL canopy.lab.hash={key}"))
         .arg(&tar)
@@ -125,7 +123,12 @@ pub(super) fn import(root: &Path, image: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
-fn customise(root: &Path, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<()> {
+/// The old demo packages installed with `dpkg -i` in the chroot `root`; held ones held.
+pub(super) fn install_demo_debs(
+    root: &Path,
+    pkgs: &[DemoPackage],
+    old_debs: &[PathBuf],
+) -> Result<()> {
     let debs = root.join("tmp/canopy-debs");
     fs::create_dir_all(&debs)?;
     let mut inside = Vec::new();
@@ -135,13 +138,9 @@ fn customise(root: &Path, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<
         inside.push(format!("/tmp/canopy-debs/{}", name.to_string_lossy()));
     }
     if !inside.is_empty() {
-        let mut args = vec![
-            root.to_string_lossy().into_owned(),
-            "dpkg".into(),
-            "-i".into(),
-        ];
-        args.extend(inside);
-        cmd("chroot", args)
+        let mut args = vec!["dpkg", "-i"];
+        args.extend(inside.iter().map(String::as_str));
+        chroot(root, &args)
             .timeout(Duration::from_secs(120))
             .output()
             .context("dpkg -i in the image")?;
@@ -152,14 +151,11 @@ fn customise(root: &Path, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<
         .map(|p| p.name.as_str())
         .collect();
     if !held.is_empty() {
-        cmd(
-            "chroot",
-            [root.to_string_lossy().as_ref(), "apt-mark", "hold"],
-        )
-        .timeout(Duration::from_secs(60))
-        .args_from(&held)
-        .output()
-        .context("apt-mark hold in the image")?;
+        chroot(root, &["apt-mark", "hold"])
+            .args_from(&held)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .context("apt-mark hold in the image")?;
     }
     fs::remove_dir_all(&debs)?;
     Ok(())
@@ -184,75 +180,14 @@ pub(super) fn finish_root(root: &Path) -> Result<()> {
             fs::remove_file(entry.path())?;
         }
     }
-    let init = root.join("usr/local/sbin/canopy-lab-init");
-    fs::create_dir_all(init.parent().unwrap_or(root))?;
-    fs::write(&init, INIT)?;
-    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
-    Ok(())
+    write_exec(root, "usr/local/sbin/canopy-lab-init", INIT)
 }
 
-/// The debootstrapped base system as a tarball in the cache dir (built once per recipe).
-pub(super) fn base_tarball() -> Result<PathBuf> {
-    let cache = state::cache_dir()?;
-    let tarball = cache.join(format!("debootstrap-{SUITE}-{}.tar", base_key()));
-    if tarball.is_file() {
-        return Ok(tarball);
-    }
-    let mirror = debian_mirror(SUITE)?;
-    let root = cache.join("debootstrap-root");
-    remove_tree(&root)?;
-    let started = Instant::now();
-    eprintln!("xtask: debootstrap --variant={VARIANT} {SUITE} (this takes a minute or two)");
-    cmd(
-        "debootstrap",
-        [
-            &format!("--variant={VARIANT}"),
-            &format!("--include={INCLUDE}"),
-            SUITE,
-        ],
-    )
-    .arg(&root)
-    .arg(&mirror)
-    .timeout(Duration::from_secs(1800))
-    .output()
-    .context("debootstrap")?;
-    let partial = tarball.with_extension("partial");
-    cmd("tar", ["--numeric-owner", "-c", "-f"])
-        .arg(&partial)
-        .arg("-C")
-        .arg(&root)
-        .arg(".")
-        .timeout(Duration::from_secs(300))
-        .output()?;
-    fs::rename(&partial, &tarball)?;
-    remove_tree(&root)?;
-    eprintln!(
-        "xtask: debootstrap done in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(tarball)
-}
-
-pub(super) fn clear_dir(dir: &Path) -> Result<()> {
-    if let Ok(rd) = fs::read_dir(dir) {
-        for entry in rd.flatten() {
-            let path = entry.path();
-            if entry.file_type()?.is_dir() {
-                if entry.file_name() != "partial" {
-                    fs::remove_dir_all(&path)?;
-                }
-            } else {
-                fs::remove_file(&path)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `rm -rf` that does not follow symlinks out of the tree (std's remove_dir_all does not).
-pub(super) fn remove_tree(dir: &Path) -> Result<()> {
-    if dir.symlink_metadata().is_ok() {
-        fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
-    }
+/// Writes an executable (0755) file `rel` below `root`.
+pub(super) fn write_exec(root: &Path, rel: &str, text: &str) -> Result<()> {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().unwrap_or(root))?;
+    fs::write(&path, text)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
     Ok(())
 }

@@ -28,27 +28,49 @@
 //!                            "advisory": "security", "advisory_id": "CANOPY-LAB-2023-0004",
 //!                            "security": true, "new_dependency": null }
 //!     }
+//!   },
+//!   "pve": {
+//!     "image": "canopy-lab/debian-systemd:bookworm",
+//!     "node_image": "canopy-lab/pve-node:bookworm",
+//!     "node": { "name": "pve1", "container": "canopy-lab-pve1", "ssh": "127.0.0.1:PORT",
+//!               "user": "root" },
+//!     "ssh_key": "/tmp/canopy-xtask/lab/ssh/id_ed25519",
+//!     "guests": [
+//!       { "vmid": 101, "container": "canopy-lab-pve1-ct101", "hostname": "ct101",
+//!         "sudo": true, "ssh": null },
+//!       { "vmid": 106, "container": "canopy-lab-pve1-ct106", "hostname": "ct106",
+//!         "sudo": false, "ssh": "127.0.0.1:PORT" }
+//!     ]
 //!   }
 //! }
 //! ```
 //!
 //! `packages` lists the installed demo packages (each has an upgrade); `new_dependency` is null
 //! when the upgrade pulls in nothing new. `dnf` describes the dnf guests (see `dnf.rs`): the same
-//! shape for the RPM demo packages of `lab/packages/demo-rpms.txt`.
+//! shape for the RPM demo packages of `lab/packages/demo-rpms.txt`. `pve` describes the PVE node
+//! stand-in (`node.rs`: `ssh -i ssh_key -p PORT root@127.0.0.1 pct exec VMID -- …`) and its six
+//! systemd guests 101–106 (`pve.rs`, `systemd.rs`): `sudo` false means sudo is not installed,
+//! `ssh` is the guest's own sshd (null: reach it through the node's `pct` only).
 
+mod base;
 mod dnf;
+mod guest;
 mod image;
 mod mirror;
+mod node;
 mod packages;
+mod pve;
 mod repo;
 mod rpms;
+mod systemd;
 
 use crate::proc::cmd;
 use crate::state::{self, json_str};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use guest::{remove_guests, run_container, start_guest, verify_guest};
 use std::fs;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// `CANOPY_LAB_INSTANCE=NAME` runs a second lab beside the default one (own guests, repo
 /// server and state dir; shared image), e.g. tests while a demo runs. Empty = the default lab.
@@ -66,11 +88,16 @@ fn instance() -> Result<Option<String>> {
     }
 }
 
-fn guest_prefix() -> Result<String> {
+/// `canopy-lab-` (`canopy-lab-NAME-` for an instance): the start of every container name.
+fn lab_prefix() -> Result<String> {
     Ok(match instance()? {
-        None => "canopy-lab-guest-".into(),
-        Some(i) => format!("canopy-lab-{i}-guest-"),
+        None => "canopy-lab-".into(),
+        Some(i) => format!("canopy-lab-{i}-"),
     })
+}
+
+fn guest_prefix() -> Result<String> {
+    Ok(format!("{}guest-", lab_prefix()?))
 }
 
 /// dnf guests: `canopy-lab-guest-dnf-N` (`canopy-lab-NAME-guest-dnf-N` for an instance).
@@ -129,6 +156,8 @@ pub fn up(guests: usize) -> Result<PathBuf> {
     let build_secs = image::ensure(&key, &pkgs, &old_debs)?;
     let dnf_key = dnf::image_key(&rpm_inputs);
     let dnf_build_secs = dnf::ensure(&dnf_key, &old_rpms)?;
+    let pve_build_secs = systemd::ensure(&systemd::image_key(&inputs), &pkgs, &old_debs)?
+        + node::ensure(&node::image_key())?;
     let url = repo::serve(&repo_dir)?;
     let rpm_url = format!("{url}{}/", rpms::SUBDIR);
     let sources = format!(
@@ -152,18 +181,26 @@ pub fn up(guests: usize) -> Result<PathBuf> {
         dnf::verify_guest(&name, &rpms)?;
         dnf_names.push(name);
     }
+    let pve_started = Instant::now();
+    let pve = pve::up(&sources, &pkgs)?;
+    let pve_secs = pve_started.elapsed().as_secs_f64();
     let path = lab_json_path()?;
     fs::create_dir_all(path.parent().unwrap_or(&root))?;
-    let dnf_json = dnf::json_section(&rpm_url, &dnf_names, &rpms);
+    let sections = [
+        ("dnf", dnf::json_section(&rpm_url, &dnf_names, &rpms)),
+        ("pve", pve::json_section(&pve)),
+    ];
     fs::write(
         &path,
-        lab_json(&key, &url, &repo_dir, &sources, &names, &pkgs, &dnf_json),
+        lab_json(&key, &url, &repo_dir, &sources, &names, &pkgs, &sections),
     )?;
     eprintln!(
-        "xtask: lab up: {} apt + {} dnf guest(s), repo {url}, image builds {build_secs:.1}s + \
-         {dnf_build_secs:.1}s (dnf), total {:.1}s; wrote {}",
+        "xtask: lab up: {} apt + {} dnf guest(s), PVE node {} with 6 guests ({pve_secs:.1}s), \
+         repo {url}, image builds {build_secs:.1}s + {dnf_build_secs:.1}s (dnf) + \
+         {pve_build_secs:.1}s (PVE), total {:.1}s; wrote {}",
         names.len(),
         dnf_names.len(),
+        node::NODE,
         started.elapsed().as_secs_f64(),
         path.display()
     );
@@ -189,6 +226,12 @@ pub fn status() -> Result<()> {
     match fs::read_to_string(&path) {
         Ok(text) => {
             print!("{text}");
+            if crate::dockerd::engine_up() {
+                let filter = format!("label={}", guest_label()?);
+                let fmt = "{{.Names}}\t{{.Status}}";
+                let ps = cmd("docker", ["ps", "-a", "--filter", &filter, "--format", fmt]);
+                println!("\ncontainers:\n{}", ps.output()?.trim_end());
+            }
             Ok(())
         }
         Err(_) => bail!(
@@ -198,122 +241,6 @@ pub fn status() -> Result<()> {
     }
 }
 
-fn remove_guests() -> Result<()> {
-    let ids = cmd(
-        "docker",
-        [
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label={}", guest_label()?),
-        ],
-    )
-    .output()?;
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if !ids.is_empty() {
-        cmd("docker", ["rm", "-f"])
-            .args_from(&ids)
-            .timeout(Duration::from_secs(60))
-            .output()?;
-    }
-    Ok(())
-}
-
-fn start_guest(name: &str, sources: &str) -> Result<()> {
-    run_container(name, image::IMAGE)?;
-    cmd(
-        "docker",
-        [
-            "exec",
-            "-i",
-            name,
-            "sh",
-            "-c",
-            "cat > /etc/apt/sources.list",
-        ],
-    )
-    .stdin(sources)
-    .timeout(Duration::from_secs(30))
-    .output()?;
-    cmd("docker", ["exec", name, "apt-get", "update", "-q"])
-        .timeout(Duration::from_secs(120))
-        .output()
-        .with_context(|| format!("apt-get update in {name}"))?;
-    Ok(())
-}
-
-/// Starts guest container `name` from `image` (host network, this lab's label) and waits for
-/// its init to write a machine-id.
-fn run_container(name: &str, image: &str) -> Result<()> {
-    let label = guest_label()?;
-    cmd(
-        "docker",
-        [
-            "run",
-            "-d",
-            // Never ask a registry: the image is built here or the lab fails.
-            "--pull=never",
-            "--name",
-            name,
-            "--hostname",
-            name,
-            "--network",
-            "host",
-            "--label",
-            &label,
-            image,
-        ],
-    )
-    .timeout(Duration::from_secs(60))
-    .output()
-    .with_context(|| format!("start guest {name}"))?;
-    let identity = || {
-        cmd("docker", ["exec", name, "test", "-s", "/etc/machine-id"])
-            .timeout(Duration::from_secs(10))
-            .ok()
-    };
-    if !crate::proc::poll(
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        identity,
-    ) {
-        bail!("guest {name} has no /etc/machine-id (its init did not run)");
-    }
-    Ok(())
-}
-
-/// Each installed demo package must have its new version as the apt candidate (held ones too:
-/// a hold keeps the candidate, it only stops the upgrade).
-fn verify_guest(name: &str, pkgs: &[packages::DemoPackage]) -> Result<()> {
-    let names: Vec<&str> = pkgs
-        .iter()
-        .filter(|p| p.old.is_some())
-        .map(|p| p.name.as_str())
-        .collect();
-    let policy = cmd("docker", ["exec", name, "apt-cache", "policy"])
-        .args_from(&names)
-        .timeout(Duration::from_secs(30))
-        .output()?;
-    for p in pkgs.iter().filter(|p| p.old.is_some()) {
-        let section = policy.split(&format!("{}:", p.name)).nth(1).unwrap_or("");
-        let field = |k: &str| {
-            section
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(k).map(str::trim))
-        };
-        let (installed, candidate) = (field("Installed:"), field("Candidate:"));
-        if installed != p.old.as_deref() || candidate != Some(p.new.as_str()) {
-            bail!(
-                "guest {name}: {} installed {installed:?} candidate {candidate:?}, expected {:?} -> {}",
-                p.name,
-                p.old,
-                p.new
-            );
-        }
-    }
-    Ok(())
-}
-
 fn lab_json(
     key: &str,
     url: &str,
@@ -321,7 +248,7 @@ fn lab_json(
     sources: &str,
     guests: &[String],
     pkgs: &[packages::DemoPackage],
-    dnf_json: &str,
+    sections: &[(&str, String)],
 ) -> String {
     let guests: Vec<String> = guests.iter().map(|g| json_str(g)).collect();
     let mut entries = Vec::new();
@@ -345,7 +272,7 @@ fn lab_json(
     format!(
         "{{\n  \"schema\": 1,\n  \"image\": {},\n  \"image_hash\": {},\n  \"repo_url\": {},\n  \"repo_dir\": {},\n  \
          \"suites\": {{ \"main\": {}, \"security\": {} }},\n  \"apt_sources\": {},\n  \"guests\": [{}],\n  \
-         \"packages\": {{\n{}\n  }},\n  \"dnf\": {}\n}}\n",
+         \"packages\": {{\n{}\n  }}{}\n}}\n",
         json_str(image::IMAGE),
         json_str(key),
         json_str(url),
@@ -355,6 +282,9 @@ fn lab_json(
         json_str(sources),
         guests.join(", "),
         entries.join(",\n"),
-        dnf_json,
+        sections
+            .iter()
+            .map(|(name, json)| format!(",\n  {}: {json}", json_str(name)))
+            .collect::<String>(),
     )
 }
