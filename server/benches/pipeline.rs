@@ -74,6 +74,7 @@ async fn bench_ingest(dir: &std::path::Path) -> (Duration, Duration) {
                 label: String::new(),
                 seats: 1000,
                 expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+                guest_id: None,
             },
             &Actor::System,
         )

@@ -10,6 +10,8 @@ pub const USER_PASSWORD_SET: &str = "user.password_set";
 pub const REGISTRATION_TOKEN_CREATED: &str = "registration_token.created";
 pub const HOST_REGISTERED: &str = "host.registered";
 pub const HOST_REENROLLED: &str = "host.reenrolled";
+/// A host the server scans without an agent was first seen.
+pub const HOST_AGENTLESS_ADDED: &str = "host.agentless_added";
 pub const REPORT_INGESTED: &str = "host.report_ingested";
 pub const UPDATES_APPROVED: &str = "updates.approved";
 pub const UPDATES_REJECTED: &str = "updates.rejected";
@@ -27,6 +29,12 @@ pub const COMMAND_CANCELLED: &str = "command.cancelled";
 pub const COMMAND_RETRIED: &str = "command.retried";
 pub const COMMAND_LATE_RESULT: &str = "command.late_result";
 pub const INSTALL_CONFIRMED: &str = "install.confirmed";
+pub const SSH_HOST_KEY_PINNED: &str = "ssh.host_key_pinned";
+pub const SSH_HOST_KEY_FORGOTTEN: &str = "ssh.host_key_forgotten";
+pub const OPERATION_CREATED: &str = "operation.created";
+pub const OPERATION_ITEM_SUCCEEDED: &str = "operation.item_succeeded";
+pub const OPERATION_ITEM_FAILED: &str = "operation.item_failed";
+pub const OPERATION_FINISHED: &str = "operation.finished";
 // The inventory's events are named like `canopy_inventory::reconcile` names its changes.
 pub const CLUSTER_ADDED: &str = "cluster_added";
 pub const CLUSTER_REMOVED: &str = "cluster_removed";
@@ -95,4 +103,14 @@ pub fn cluster_subject(name: &str) -> String {
 /// Path ID of a guest: `cluster/{cluster}/node/{node}/{lxc|vm}/{vmid}`.
 pub fn guest_subject(cluster: &str, node: &str, kind: &str, vmid: u32) -> String {
     format!("cluster/{cluster}/node/{node}/{kind}/{vmid}")
+}
+
+/// Subject path of a bulk operation.
+pub fn operation_subject(id: canopy_api_types::OperationId) -> String {
+    format!("operation/{id}")
+}
+
+/// Subject path of a pinned SSH host key.
+pub fn ssh_host_key_subject(address: &str) -> String {
+    format!("ssh_host_key/{address}")
 }

@@ -2,15 +2,16 @@
 //!
 //! Every mutating method writes its events into the append-only `events` table in the
 //! SAME transaction as the projection rows it changes (hosts, updates, commands,
-//! version_history, clusters, guests). Repeated observations that change nothing a user
-//! did — an agent's check-in, a failed discovery pass, a node's apt list — only update
-//! their columns. Methods are use-case shaped ("approve these updates and queue the
+//! version_history, clusters, guests, operations, ssh_host_keys). Repeated observations
+//! that change nothing a user did — an agent's check-in, a failed discovery pass, a node's
+//! apt list — only update their columns. Methods are use-case shaped ("approve these updates and queue the
 //! dry-runs") rather than row-shaped, so that each one is a single transaction on both
 //! backends and the server never holds a transaction across an await on the network.
 //!
 //! Both backends pass the same conformance suite (`tests/conformance/`).
 
 mod common;
+pub mod deploy;
 mod error;
 pub mod events;
 mod ingest_plan;
@@ -18,9 +19,11 @@ pub mod inventory;
 mod inventory_plan;
 mod migrate;
 pub mod model;
+mod operation_plan;
 pub mod postgres;
 pub mod sqlite;
 
+pub use deploy::*;
 pub use error::StoreError;
 pub use inventory::*;
 pub use migrate::{known_migrations, MigrationError};
@@ -74,6 +77,8 @@ pub trait Store:
     + CommandStore
     + EventStore
     + InventoryStore
+    + SshKeyStore
+    + OperationStore
     + Send
     + Sync
     + 'static
@@ -135,8 +140,11 @@ pub trait UserStore {
 pub trait HostStore {
     /// Consume one seat of the registration token whose hash is `token_hash` and
     /// create (or, for a known machine-id, re-enrol) the host with the new credential
-    /// hash, in one transaction. Errors: `TokenUnknown`, `TokenExpired`, `TokenRevoked`,
-    /// `NoSeats`.
+    /// hash, in one transaction. A re-enrolled agentless host becomes an agent host (same
+    /// id, its updates kept). A token bound to a guest attaches the host to that guest in
+    /// the same transaction (event `host_attached`, like
+    /// [`attach_host`](InventoryStore::attach_host)). Errors: `TokenUnknown`,
+    /// `TokenExpired`, `TokenRevoked`, `NoSeats`.
     async fn register_host(
         &self,
         token_hash: &str,
@@ -152,6 +160,20 @@ pub trait HostStore {
     async fn list_hosts(&self) -> Result<Vec<Host>>;
     /// Hash of the last report accepted from this host.
     async fn report_hash(&self, host: HostId) -> Result<Option<String>>;
+    /// The host the server scans through `guest` without an agent, by `facts.machine_id`:
+    /// an agent's host is returned unchanged; a known agentless host gets the facts and
+    /// `last_seen = now` (and is attached to `guest` if it is attached to none); otherwise a
+    /// new host is inserted with `agentless = true`, the credential
+    /// [`AGENTLESS_CREDENTIAL`] (never a valid agent credential) and attached to `guest`
+    /// (events `host.agentless_added` and `host_attached`, actor `system`). Its updates
+    /// then go through [`UpdateStore::ingest_report`]. Errors: `NotFound` for an unknown
+    /// guest.
+    async fn upsert_agentless_host(
+        &self,
+        guest: GuestId,
+        facts: &HostFacts,
+        now: DateTime<Utc>,
+    ) -> Result<Host>;
 }
 
 #[async_trait]

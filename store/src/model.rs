@@ -1,7 +1,9 @@
 //! Inputs and outcomes of the store's use-case methods.
 
 use canopy_api_types::agent::{HostFacts, RejectedRow, ScannerError};
+use canopy_api_types::clusters::SkippedTarget;
 use canopy_api_types::commands::{Command, CommandSpec};
+use canopy_api_types::deploy::{DeployOutcome, ItemState, OperationItem};
 use canopy_api_types::updates::{PackageManager, PackageUpdate, Update};
 use canopy_api_types::*;
 use chrono::{DateTime, Utc};
@@ -38,6 +40,9 @@ pub struct NewRegistrationToken {
     pub label: String,
     pub seats: u32,
     pub expires_at: DateTime<Utc>,
+    /// The guest this token enrols (a deploy token): the host registering with it is
+    /// attached to that guest in the same transaction.
+    pub guest_id: Option<GuestId>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +53,10 @@ pub struct NewHost {
     /// SHA-256 hex of the agent credential secret.
     pub credential_hash: String,
 }
+
+/// The credential hash of an agentless host. Agents' hashes are SHA-256 hex, which never
+/// contains `!`, so an agentless host can never authenticate as an agent.
+pub const AGENTLESS_CREDENTIAL: &str = "!agentless";
 
 /// A report whose rows the server already parsed and validated.
 #[derive(Debug, Clone)]
@@ -119,4 +128,32 @@ pub struct NewEvent {
     pub correlation: Option<CorrelationId>,
     pub causation: Option<EventId>,
     pub payload: serde_json::Value,
+}
+
+/// A bulk operation to start (state `running`).
+#[derive(Debug, Clone)]
+pub struct NewOperation {
+    pub id: OperationId,
+    /// `deploy` | `uninstall`.
+    pub action: String,
+    pub selector: String,
+    /// The targets, in the order they are shown (kept as `position`).
+    pub items: Vec<OperationItem>,
+    /// Targets the selector matched but the operation leaves out, with the reason.
+    pub skipped: Vec<SkippedTarget>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The progress of one item: `state`, `step`, `outcome` and `message` replace the stored
+/// ones; `host_id` and `run_as` only when `Some`.
+#[derive(Debug, Clone)]
+pub struct ItemUpdate {
+    pub state: ItemState,
+    pub step: Option<String>,
+    pub outcome: Option<DeployOutcome>,
+    pub message: Option<String>,
+    pub host_id: Option<HostId>,
+    pub run_as: Option<String>,
+    /// `started_at` on the first move to `running`, `finished_at` on a terminal state.
+    pub at: DateTime<Utc>,
 }

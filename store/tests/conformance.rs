@@ -5,6 +5,8 @@
 
 #[path = "conformance/commands.rs"]
 mod commands;
+#[path = "conformance/deploy_hosts.rs"]
+mod deploy_hosts;
 #[path = "conformance/fixture.rs"]
 mod fixture;
 #[path = "conformance/ingest.rs"]
@@ -19,8 +21,12 @@ mod inventory_hosts;
 mod listing;
 #[path = "conformance/migrations.rs"]
 mod migrations;
+#[path = "conformance/operations.rs"]
+mod operations;
 #[path = "conformance/pipeline.rs"]
 mod pipeline;
+#[path = "conformance/ssh_keys.rs"]
+mod ssh_keys;
 #[path = "conformance/support.rs"]
 mod support;
 #[path = "conformance/users.rs"]
@@ -98,6 +104,19 @@ macro_rules! conformance_tests {
                 inventory_hosts::guest_history_includes_the_attached_hosts_events,
                 inventory_guests::five_thousand_guests_in_one_pass,
                 inventory_guests::concurrent_passes_of_one_cluster_serialise,
+                deploy_hosts::guest_bound_token_attaches_the_registered_host,
+                deploy_hosts::token_without_guest_attaches_nothing,
+                deploy_hosts::agentless_host_is_added_refreshed_and_cannot_authenticate,
+                deploy_hosts::registration_turns_an_agentless_host_into_an_agent_host,
+                deploy_hosts::agentless_upsert_leaves_an_agent_host_untouched,
+                deploy_hosts::touch_host_stores_run_as,
+                ssh_keys::pin_keeps_the_first_key,
+                ssh_keys::forget_then_pin_again,
+                ssh_keys::concurrent_pins_agree_on_one_key,
+                operations::create_and_get_keep_item_order,
+                operations::item_updates_record_progress_and_events,
+                operations::list_operations_newest_first_with_items,
+                operations::fail_interrupted_fails_running_operations_and_their_open_items,
             );
             db_cases!($fresh;
                 migrations::fresh_database_gets_every_migration_and_reopen_is_noop,
@@ -105,6 +124,7 @@ macro_rules! conformance_tests {
                 migrations::changed_migration_is_refused,
                 migrations::unknown_migration_is_refused,
                 migrations::inventory_migration_keeps_existing_events,
+                migrations::deploy_migration_keeps_hosts_and_tokens,
             );
         }
     };

@@ -181,6 +181,7 @@ async fn create_token(
                 seats: req.seats,
                 expires_at: chrono::Utc::now()
                     + chrono::Duration::seconds(req.expires_in_secs as i64),
+                guest_id: None,
             },
             &admin.actor(),
         )

@@ -1,7 +1,8 @@
 //! Clusters, nodes and guests on PostgreSQL ([`InventoryStore`]). Every method is one
 //! transaction; `apply_discovery` lives in [`super::discovery`]. Whatever binds a host to
-//! a guest (a pass's name match, an explicit attach) holds [`super::discovery::ATTACH_LOCK`]
-//! so that two of them never attach one host to two guests.
+//! a guest (a pass's name match, [`attach_in`] for an explicit attach, a guest-bound
+//! registration or an agentless host) holds [`super::discovery::ATTACH_LOCK`] so that two
+//! of them never attach one host to two guests.
 
 use super::{finish, insert_events, rows, unique_to_conflict, PgStore};
 use crate::common::{now_micros, prepare_event};
@@ -14,7 +15,7 @@ use canopy_api_types::hosts::Event;
 use canopy_api_types::{ClusterId, GuestId, HostId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 /// The most events `guest_history` returns.
@@ -206,68 +207,8 @@ impl InventoryStore for PgStore {
     }
 
     async fn attach_host(&self, guest: GuestId, host: HostId, actor: &Actor) -> Result<()> {
-        let now = now_micros();
         let mut tx = self.pool.begin().await?;
-        let r: Result<()> = async {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(super::discovery::ATTACH_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            let g = sqlx::query(
-                "SELECT g.kind, g.vmid, g.node, g.host_id, c.name AS cluster FROM guests g \
-                 JOIN clusters c ON c.id = g.cluster_id WHERE g.id = $1 FOR NO KEY UPDATE OF g",
-            )
-            .bind(guest.0)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("guest {guest}")))?;
-            let hostname: String = sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = $1")
-                .bind(host.0)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("host {host}")))?;
-            let previous = g.try_get::<Option<Uuid>, _>("host_id")?.map(HostId);
-            if previous == Some(host) {
-                return Ok(());
-            }
-            // A host is one machine: it leaves any guest it was attached to before.
-            let detached: Vec<Uuid> = sqlx::query_scalar(
-                "UPDATE guests SET host_id = NULL WHERE host_id = $1 AND id <> $2 RETURNING id",
-            )
-            .bind(host.0)
-            .bind(guest.0)
-            .fetch_all(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE guests SET host_id = $1 WHERE id = $2")
-                .bind(host.0)
-                .bind(guest.0)
-                .execute(&mut *tx)
-                .await?;
-            let vmid: i64 = g.try_get("vmid")?;
-            let subject = events::guest_subject(
-                &g.try_get::<String, _>("cluster")?,
-                &g.try_get::<String, _>("node")?,
-                &g.try_get::<String, _>("kind")?,
-                u32::try_from(vmid).unwrap_or_default(),
-            );
-            let ev = event(
-                events::HOST_ATTACHED,
-                subject,
-                actor,
-                json!({
-                    "guest_id": guest,
-                    "host_id": host,
-                    "hostname": hostname,
-                    "vmid": vmid,
-                    "match": "explicit",
-                    "previous_host_id": previous,
-                    "detached_from": detached,
-                }),
-            );
-            let ev = prepare_event(ev, Some(host), now).with_guest(Some(guest));
-            insert_events(&mut tx, &[ev]).await
-        }
-        .await;
+        let r = attach_in(&mut tx, guest, host, actor, now_micros(), "explicit").await;
         finish(tx, r).await
     }
 
@@ -288,4 +229,76 @@ impl InventoryStore for PgStore {
         .await?;
         found.iter().map(rows::event).collect()
     }
+}
+
+/// Bind `host` to `guest` inside the caller's transaction, under
+/// [`super::discovery::ATTACH_LOCK`]: the host leaves any other guest (a host is one
+/// machine) and event `host_attached` records it (`match` = `how`: `explicit`,
+/// `registration_token`, `agentless`). Nothing happens when it is already bound there.
+/// Errors: `NotFound` for an unknown guest or host.
+pub(super) async fn attach_in(
+    conn: &mut PgConnection,
+    guest: GuestId,
+    host: HostId,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    how: &str,
+) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(super::discovery::ATTACH_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let g = sqlx::query(
+        "SELECT g.kind, g.vmid, g.node, g.host_id, c.name AS cluster FROM guests g \
+         JOIN clusters c ON c.id = g.cluster_id WHERE g.id = $1 FOR NO KEY UPDATE OF g",
+    )
+    .bind(guest.0)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("guest {guest}")))?;
+    let hostname: String = sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = $1")
+        .bind(host.0)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("host {host}")))?;
+    let previous = g.try_get::<Option<Uuid>, _>("host_id")?.map(HostId);
+    if previous == Some(host) {
+        return Ok(());
+    }
+    // A host is one machine: it leaves any guest it was attached to before.
+    let detached: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE guests SET host_id = NULL WHERE host_id = $1 AND id <> $2 RETURNING id",
+    )
+    .bind(host.0)
+    .bind(guest.0)
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE guests SET host_id = $1 WHERE id = $2")
+        .bind(host.0)
+        .bind(guest.0)
+        .execute(&mut *conn)
+        .await?;
+    let vmid: i64 = g.try_get("vmid")?;
+    let subject = events::guest_subject(
+        &g.try_get::<String, _>("cluster")?,
+        &g.try_get::<String, _>("node")?,
+        &g.try_get::<String, _>("kind")?,
+        u32::try_from(vmid).unwrap_or_default(),
+    );
+    let ev = event(
+        events::HOST_ATTACHED,
+        subject,
+        actor,
+        json!({
+            "guest_id": guest,
+            "host_id": host,
+            "hostname": hostname,
+            "vmid": vmid,
+            "match": how,
+            "previous_host_id": previous,
+            "detached_from": detached,
+        }),
+    );
+    let ev = prepare_event(ev, Some(host), now).with_guest(Some(guest));
+    insert_events(conn, &[ev]).await
 }

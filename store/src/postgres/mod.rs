@@ -22,7 +22,9 @@ mod events;
 mod hosts;
 mod ingest;
 mod inventory;
+mod operations;
 mod rows;
+mod ssh_keys;
 mod updates;
 mod users;
 

@@ -2,6 +2,9 @@
 
 use crate::{Result, StoreError};
 use canopy_api_types::commands::{Command, CommandResult, CommandSpec, CommandStatus};
+use canopy_api_types::deploy::{
+    DeployOutcome, ItemState, Operation, OperationItem, OperationState, Route, SshHostKey,
+};
 use canopy_api_types::hosts::Host;
 use canopy_api_types::updates::{PackageManager, Severity, Update, UpdateStatus};
 use canopy_api_types::*;
@@ -41,6 +44,8 @@ pub(super) fn host(row: &PgRow) -> Result<Host> {
         last_seen: row.try_get("last_seen")?,
         last_report: row.try_get("last_report")?,
         registered_at: row.try_get("registered_at")?,
+        agentless: row.try_get("agentless")?,
+        run_as: row.try_get("run_as")?,
     })
 }
 
@@ -201,4 +206,59 @@ pub(super) fn guest(row: &PgRow) -> Result<crate::GuestRecord> {
         first_seen: row.try_get("first_seen")?,
         last_seen: row.try_get("last_seen")?,
     })
+}
+
+/// A pinned key from a `SELECT * FROM ssh_host_keys` row.
+pub(super) fn ssh_host_key(row: &PgRow) -> Result<SshHostKey> {
+    Ok(SshHostKey {
+        address: row.try_get("address")?,
+        key_type: row.try_get("key_type")?,
+        fingerprint: row.try_get("fingerprint")?,
+        first_seen: row.try_get("first_seen")?,
+    })
+}
+
+/// An operation (without its items) from a `SELECT * FROM operations` row.
+pub(super) fn operation(row: &PgRow) -> Result<Operation> {
+    const T: &str = "operations";
+    let state: String = row.try_get("state")?;
+    Ok(Operation {
+        id: OperationId(row.try_get("id")?),
+        action: row.try_get("action")?,
+        selector: row.try_get("selector")?,
+        state: OperationState::parse(&state)
+            .ok_or_else(|| StoreError::corrupt(T, format!("unknown state '{state}'")))?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+        items: Vec::new(),
+        skipped: json_col(row, T, "skipped")?,
+    })
+}
+
+/// An item and its operation's id from a `SELECT * FROM operation_items` row.
+pub(super) fn operation_item(row: &PgRow) -> Result<(OperationId, OperationItem)> {
+    const T: &str = "operation_items";
+    let unknown = |col: &str, v: &str| StoreError::corrupt(T, format!("unknown {col} '{v}'"));
+    let route: String = row.try_get("route")?;
+    let state: String = row.try_get("state")?;
+    let outcome: Option<String> = row.try_get("outcome")?;
+    let item = OperationItem {
+        target: row.try_get("target")?,
+        guest_id: row.try_get::<Option<Uuid>, _>("guest_id")?.map(GuestId),
+        node: row.try_get("node")?,
+        vmid: u32_col(row, T, "vmid")?,
+        route: Route::parse(&route).ok_or_else(|| unknown("route", &route))?,
+        state: ItemState::parse(&state).ok_or_else(|| unknown("state", &state))?,
+        step: row.try_get("step")?,
+        outcome: outcome
+            .map(|o| DeployOutcome::parse(&o).ok_or_else(|| unknown("outcome", &o)))
+            .transpose()?,
+        message: row.try_get("message")?,
+        host_id: row.try_get::<Option<Uuid>, _>("host_id")?.map(HostId),
+        run_as: row.try_get("run_as")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    };
+    Ok((OperationId(row.try_get("operation_id")?), item))
 }

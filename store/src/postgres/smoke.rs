@@ -95,6 +95,7 @@ async fn host(s: &PgStore) -> HostId {
         label: "l".into(),
         seats: 2,
         expires_at: Utc::now() + Duration::hours(1),
+        guest_id: None,
     };
     s.create_registration_token(tok, &admin)
         .await

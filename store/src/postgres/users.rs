@@ -5,7 +5,7 @@ use crate::common::{micros, now_micros, prepare_event};
 use crate::{events, Actor, NewEvent, NewRegistrationToken, Result, StoreError, UserStore};
 use async_trait::async_trait;
 use canopy_api_types::auth::{RegistrationToken, Role, User};
-use canopy_api_types::{RegistrationTokenId, UserId};
+use canopy_api_types::{GuestId, RegistrationTokenId, UserId};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -29,6 +29,7 @@ fn reg_token(row: &PgRow) -> Result<RegistrationToken> {
         seats_used: u32::try_from(row.try_get::<i32, _>("seats_used")?).unwrap_or(0),
         expires_at: row.try_get("expires_at")?,
         revoked: row.try_get("revoked")?,
+        guest_id: row.try_get::<Option<Uuid>, _>("guest_id")?.map(GuestId),
     })
 }
 
@@ -229,8 +230,8 @@ impl UserStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
             sqlx::query(
-                "INSERT INTO registration_tokens (id, token_hash, label, seats, seats_used, expires_at, revoked, created_by, created_at) \
-                 VALUES ($1, $2, $3, $4, 0, $5, FALSE, $6, $7)",
+                "INSERT INTO registration_tokens (id, token_hash, label, seats, seats_used, expires_at, revoked, \
+                 created_by, created_at, guest_id) VALUES ($1, $2, $3, $4, 0, $5, FALSE, $6, $7, $8)",
             )
             .bind(new.id.0)
             .bind(&new.token_hash)
@@ -239,18 +240,33 @@ impl UserStore for PgStore {
             .bind(expires_at)
             .bind(actor.to_string())
             .bind(now)
+            .bind(new.guest_id.map(|g| g.0))
             .execute(&mut *tx)
             .await
-            .map_err(|e| unique_to_conflict(e, || "registration token already exists".into()))?;
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    let guest = new.guest_id.map(|g| g.to_string()).unwrap_or_default();
+                    StoreError::NotFound(format!("guest {guest}"))
+                } else {
+                    unique_to_conflict(e, || "registration token already exists".into())
+                }
+            })?;
             let ev = NewEvent {
                 event_type: events::REGISTRATION_TOKEN_CREATED.into(),
                 subject: format!("registration_token/{}", new.id),
                 actor: actor.clone(),
                 correlation: None,
                 causation: None,
-                payload: serde_json::json!({ "id": new.id, "label": new.label, "seats": new.seats, "expires_at": expires_at }),
+                payload: serde_json::json!({
+                    "id": new.id,
+                    "label": new.label,
+                    "seats": new.seats,
+                    "expires_at": expires_at,
+                    "guest_id": new.guest_id,
+                }),
             };
-            insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
+            let ev = prepare_event(ev, None, now).with_guest(new.guest_id);
+            insert_events(&mut tx, &[ev]).await?;
             Ok(RegistrationToken {
                 id: new.id,
                 label: new.label,
@@ -258,6 +274,7 @@ impl UserStore for PgStore {
                 seats_used: 0,
                 expires_at,
                 revoked: false,
+                guest_id: new.guest_id,
             })
         }
         .await;

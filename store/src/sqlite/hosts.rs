@@ -1,13 +1,15 @@
-//! Host enrolment, check-ins and host listings on SQLite.
+//! Host enrolment (by an agent's token, or agentless through a guest), check-ins and host
+//! listings on SQLite.
 
+use super::inventory::attach_in;
 use super::rows::{self, HOST_SELECT};
 use super::{insert_events, new_event, ts, SqliteStore, Tx};
 use crate::common::{micros, prepare_event};
-use crate::{events, Actor, HostStore, NewHost, Result, StoreError};
+use crate::{events, Actor, HostStore, NewHost, Result, StoreError, AGENTLESS_CREDENTIAL};
 use async_trait::async_trait;
 use canopy_api_types::agent::HostFacts;
 use canopy_api_types::hosts::Host;
-use canopy_api_types::HostId;
+use canopy_api_types::{GuestId, HostId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -52,17 +54,19 @@ impl HostStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let f = &new.facts;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT id FROM hosts WHERE machine_id = ?")
+        let existing: Option<(String, bool)> =
+            sqlx::query_as("SELECT id, agentless FROM hosts WHERE machine_id = ?")
                 .bind(&f.machine_id)
                 .fetch_optional(&mut *tx)
                 .await?;
+        let was_agentless = existing.as_ref().is_some_and(|(_, a)| *a);
         let (host_id, event_type) = match existing {
-            Some(id) => {
+            Some((id, _)) => {
+                // An agentless host becomes an agent's host: same id, updates kept.
                 sqlx::query(
                     "UPDATE hosts SET hostname = ?, os_id = ?, os_pretty = ?, kernel = ?, arch = ?, \
-                     agent_version = ?, read_only = ?, credential_hash = ?, registration_token_id = ?, \
-                     last_seen = ? WHERE id = ?",
+                     agent_version = ?, read_only = ?, run_as = ?, agentless = 0, credential_hash = ?, \
+                     registration_token_id = ?, last_seen = ? WHERE id = ?",
                 )
                 .bind(&f.hostname)
                 .bind(&f.os_id)
@@ -71,6 +75,7 @@ impl HostStore for SqliteStore {
                 .bind(&f.arch)
                 .bind(&f.agent_version)
                 .bind(f.read_only)
+                .bind(&f.run_as)
                 .bind(&new.credential_hash)
                 .bind(token.id.to_string())
                 .bind(ts(now))
@@ -85,8 +90,8 @@ impl HostStore for SqliteStore {
             None => {
                 sqlx::query(
                     "INSERT INTO hosts (id, hostname, machine_id, os_id, os_pretty, kernel, arch, agent_version, \
-                     read_only, credential_hash, registration_token_id, last_seen, registered_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     read_only, run_as, credential_hash, registration_token_id, last_seen, registered_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(new.id.to_string())
                 .bind(&f.hostname)
@@ -97,6 +102,7 @@ impl HostStore for SqliteStore {
                 .bind(&f.arch)
                 .bind(&f.agent_version)
                 .bind(f.read_only)
+                .bind(&f.run_as)
                 .bind(&new.credential_hash)
                 .bind(token.id.to_string())
                 .bind(ts(now))
@@ -115,9 +121,14 @@ impl HostStore for SqliteStore {
                 "hostname": f.hostname,
                 "machine_id": f.machine_id,
                 "registration_token_id": token.id,
+                "was_agentless": was_agentless,
             }),
         );
         insert_events(&mut tx, &[prepare_event(ev, Some(host_id), now)]).await?;
+        if let Some(guest) = token.guest_id {
+            let agent = Actor::Agent(host_id);
+            attach_in(&mut tx, guest, host_id, &agent, now, "registration_token").await?;
+        }
         let host = Self::host_in(&mut tx, host_id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("host {host_id}")))?;
@@ -139,7 +150,7 @@ impl HostStore for SqliteStore {
         // and last_seen are plain projection columns.
         let done = sqlx::query(
             "UPDATE hosts SET last_seen = ?, hostname = ?, os_id = ?, os_pretty = ?, kernel = ?, arch = ?, \
-             agent_version = ?, read_only = ? WHERE id = ?",
+             agent_version = ?, read_only = ?, run_as = ? WHERE id = ?",
         )
         .bind(ts(now))
         .bind(&facts.hostname)
@@ -149,6 +160,7 @@ impl HostStore for SqliteStore {
         .bind(&facts.arch)
         .bind(&facts.agent_version)
         .bind(facts.read_only)
+        .bind(&facts.run_as)
         .bind(host.to_string())
         .execute(&self.pool)
         .await?;
@@ -178,5 +190,97 @@ impl HostStore for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(hash.flatten())
+    }
+
+    async fn upsert_agentless_host(
+        &self,
+        guest: GuestId,
+        facts: &HostFacts,
+        now: DateTime<Utc>,
+    ) -> Result<Host> {
+        let now = micros(now);
+        let f = facts;
+        let mut tx = self.begin_immediate().await?;
+        let existing: Option<(String, bool)> =
+            sqlx::query_as("SELECT id, agentless FROM hosts WHERE machine_id = ?")
+                .bind(&f.machine_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let host_id = match existing {
+            // An agent reports for itself: its host is not the server's to change.
+            Some((id, false)) => {
+                let id = rows::parse::<HostId>("hosts", "id", &id)?;
+                return Self::host_in(&mut tx, id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("host {id}")));
+            }
+            Some((id, true)) => {
+                let id = rows::parse::<HostId>("hosts", "id", &id)?;
+                sqlx::query(
+                    "UPDATE hosts SET hostname = ?, os_id = ?, os_pretty = ?, kernel = ?, arch = ?, \
+                     agent_version = ?, read_only = ?, run_as = ?, last_seen = ? WHERE id = ?",
+                )
+                .bind(&f.hostname)
+                .bind(&f.os_id)
+                .bind(&f.os_pretty)
+                .bind(&f.kernel)
+                .bind(&f.arch)
+                .bind(&f.agent_version)
+                .bind(f.read_only)
+                .bind(&f.run_as)
+                .bind(ts(now))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+                let attached: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM guests WHERE host_id = ? LIMIT 1")
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if attached.is_none() {
+                    attach_in(&mut tx, guest, id, &Actor::System, now, "agentless").await?;
+                }
+                id
+            }
+            None => {
+                let id = HostId::new();
+                sqlx::query(
+                    "INSERT INTO hosts (id, hostname, machine_id, os_id, os_pretty, kernel, arch, agent_version, \
+                     read_only, run_as, agentless, credential_hash, last_seen, registered_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                )
+                .bind(id.to_string())
+                .bind(&f.hostname)
+                .bind(&f.machine_id)
+                .bind(&f.os_id)
+                .bind(&f.os_pretty)
+                .bind(&f.kernel)
+                .bind(&f.arch)
+                .bind(&f.agent_version)
+                .bind(f.read_only)
+                .bind(&f.run_as)
+                .bind(AGENTLESS_CREDENTIAL)
+                .bind(ts(now))
+                .bind(ts(now))
+                .execute(&mut *tx)
+                .await?;
+                let ev = new_event(
+                    events::HOST_AGENTLESS_ADDED,
+                    events::host_subject(id),
+                    &Actor::System,
+                    None,
+                    json!({ "hostname": f.hostname, "machine_id": f.machine_id, "guest_id": guest }),
+                );
+                let ev = prepare_event(ev, Some(id), now).with_guest(Some(guest));
+                insert_events(&mut tx, &[ev]).await?;
+                attach_in(&mut tx, guest, id, &Actor::System, now, "agentless").await?;
+                id
+            }
+        };
+        let host = Self::host_in(&mut tx, host_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("host {host_id}")))?;
+        tx.commit().await?;
+        Ok(host)
     }
 }

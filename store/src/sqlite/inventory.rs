@@ -1,6 +1,7 @@
 //! Clusters, nodes and guests on SQLite ([`InventoryStore`]). Every method is one
 //! transaction (writes in `BEGIN IMMEDIATE`, so passes of any two clusters queue on the
-//! write lock); `apply_discovery` lives in [`super::discovery`].
+//! write lock); `apply_discovery` lives in [`super::discovery`]. [`attach_in`] binds a
+//! host to a guest for `attach_host`, a guest-bound registration and an agentless host.
 
 use super::{insert_events, is_unique_violation, new_event, rows, ts, SqliteStore};
 use crate::common::{now_micros, prepare_event};
@@ -13,6 +14,7 @@ use canopy_api_types::hosts::Event;
 use canopy_api_types::{ClusterId, GuestId, HostId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use sqlx::sqlite::SqliteConnection;
 use sqlx::Row;
 
 /// The most events `guest_history` returns.
@@ -188,63 +190,8 @@ impl InventoryStore for SqliteStore {
     }
 
     async fn attach_host(&self, guest: GuestId, host: HostId, actor: &Actor) -> Result<()> {
-        let now = now_micros();
         let mut tx = self.begin_immediate().await?;
-        let g = sqlx::query(
-            "SELECT g.kind, g.vmid, g.node, g.host_id, c.name AS cluster FROM guests g \
-             JOIN clusters c ON c.id = g.cluster_id WHERE g.id = ?",
-        )
-        .bind(guest.to_string())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("guest {guest}")))?;
-        let hostname: String = sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = ?")
-            .bind(host.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("host {host}")))?;
-        const T: &str = "guests";
-        let previous: Option<HostId> = rows::opt_id(&g, T, "host_id")?;
-        if previous == Some(host) {
-            return Ok(());
-        }
-        // A host is one machine: it leaves any guest it was attached to before.
-        let detached: Vec<String> = sqlx::query_scalar(
-            "UPDATE guests SET host_id = NULL WHERE host_id = ? AND id <> ? RETURNING id",
-        )
-        .bind(host.to_string())
-        .bind(guest.to_string())
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE guests SET host_id = ? WHERE id = ?")
-            .bind(host.to_string())
-            .bind(guest.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let vmid: i64 = g.try_get("vmid")?;
-        let subject = events::guest_subject(
-            &rows::text(&g, T, "cluster")?,
-            &rows::text(&g, T, "node")?,
-            &rows::text(&g, T, "kind")?,
-            u32::try_from(vmid).unwrap_or_default(),
-        );
-        let ev = new_event(
-            events::HOST_ATTACHED,
-            subject,
-            actor,
-            None,
-            json!({
-                "guest_id": guest,
-                "host_id": host,
-                "hostname": hostname,
-                "vmid": vmid,
-                "match": "explicit",
-                "previous_host_id": previous,
-                "detached_from": detached,
-            }),
-        );
-        let ev = prepare_event(ev, Some(host), now).with_guest(Some(guest));
-        insert_events(&mut tx, &[ev]).await?;
+        attach_in(&mut tx, guest, host, actor, now_micros(), "explicit").await?;
         tx.commit().await?;
         Ok(())
     }
@@ -270,4 +217,73 @@ impl InventoryStore for SqliteStore {
         .await?;
         found.iter().map(rows::event).collect()
     }
+}
+
+/// Bind `host` to `guest` inside the caller's write transaction: the host leaves any other
+/// guest (a host is one machine) and event `host_attached` records it (`match` = `how`:
+/// `explicit`, `registration_token`, `agentless`). Nothing happens when it is already
+/// bound there. Errors: `NotFound` for an unknown guest or host.
+pub(super) async fn attach_in(
+    conn: &mut SqliteConnection,
+    guest: GuestId,
+    host: HostId,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    how: &str,
+) -> Result<()> {
+    let g = sqlx::query(
+        "SELECT g.kind, g.vmid, g.node, g.host_id, c.name AS cluster FROM guests g \
+         JOIN clusters c ON c.id = g.cluster_id WHERE g.id = ?",
+    )
+    .bind(guest.to_string())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("guest {guest}")))?;
+    let hostname: String = sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = ?")
+        .bind(host.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("host {host}")))?;
+    const T: &str = "guests";
+    let previous: Option<HostId> = rows::opt_id(&g, T, "host_id")?;
+    if previous == Some(host) {
+        return Ok(());
+    }
+    // A host is one machine: it leaves any guest it was attached to before.
+    let detached: Vec<String> = sqlx::query_scalar(
+        "UPDATE guests SET host_id = NULL WHERE host_id = ? AND id <> ? RETURNING id",
+    )
+    .bind(host.to_string())
+    .bind(guest.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE guests SET host_id = ? WHERE id = ?")
+        .bind(host.to_string())
+        .bind(guest.to_string())
+        .execute(&mut *conn)
+        .await?;
+    let vmid: i64 = g.try_get("vmid")?;
+    let subject = events::guest_subject(
+        &rows::text(&g, T, "cluster")?,
+        &rows::text(&g, T, "node")?,
+        &rows::text(&g, T, "kind")?,
+        u32::try_from(vmid).unwrap_or_default(),
+    );
+    let ev = new_event(
+        events::HOST_ATTACHED,
+        subject,
+        actor,
+        None,
+        json!({
+            "guest_id": guest,
+            "host_id": host,
+            "hostname": hostname,
+            "vmid": vmid,
+            "match": how,
+            "previous_host_id": previous,
+            "detached_from": detached,
+        }),
+    );
+    let ev = prepare_event(ev, Some(host), now).with_guest(Some(guest));
+    insert_events(conn, &[ev]).await
 }

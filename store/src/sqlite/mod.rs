@@ -23,8 +23,10 @@ mod event_store;
 mod hosts;
 mod ingest;
 mod inventory;
+mod operations;
 mod queue;
 mod rows;
+mod ssh_keys;
 mod updates;
 mod users;
 

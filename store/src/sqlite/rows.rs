@@ -4,8 +4,12 @@
 use crate::StoreError;
 use canopy_api_types::auth::{RegistrationToken, Role, User};
 use canopy_api_types::commands::{Command, CommandSpec, CommandStatus};
+use canopy_api_types::deploy::{
+    DeployOutcome, ItemState, Operation, OperationItem, OperationState, Route, SshHostKey,
+};
 use canopy_api_types::hosts::{Event, Host};
 use canopy_api_types::updates::{PackageManager, Severity, Update, UpdateStatus, VersionChange};
+use canopy_api_types::OperationId;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -16,7 +20,7 @@ type R<T> = Result<T, StoreError>;
 /// Columns of a host with its open/security counts (see [`HOST_SELECT`]).
 pub(super) const HOST_SELECT: &str = "SELECT h.id, h.hostname, h.machine_id, h.os_id, h.os_pretty, h.kernel, h.arch, \
      h.agent_version, h.read_only, h.reboot_required, h.last_seen, h.last_report, h.registered_at, \
-     h.credential_hash, COUNT(u.id) AS open_updates, \
+     h.credential_hash, h.agentless, h.run_as, COUNT(u.id) AS open_updates, \
      COALESCE(SUM(CASE WHEN u.severity = 'security' THEN 1 ELSE 0 END), 0) AS security_updates \
      FROM hosts h LEFT JOIN updates u ON u.host_id = h.id AND u.status NOT IN ('installed', 'reconciled')";
 
@@ -114,6 +118,7 @@ pub(super) fn registration_token(row: &SqliteRow) -> R<RegistrationToken> {
         seats_used: int(row, T, "seats_used")?.clamp(0, u32::MAX as i64) as u32,
         expires_at: time(row, T, "expires_at")?,
         revoked: bool_col(row, T, "revoked")?,
+        guest_id: opt_id(row, T, "guest_id")?,
     })
 }
 
@@ -136,6 +141,8 @@ pub(super) fn host(row: &SqliteRow) -> R<Host> {
         last_seen: opt_time(row, T, "last_seen")?,
         last_report: opt_time(row, T, "last_report")?,
         registered_at: time(row, T, "registered_at")?,
+        agentless: bool_col(row, T, "agentless")?,
+        run_as: text(row, T, "run_as")?,
     })
 }
 
@@ -299,4 +306,59 @@ pub(super) fn guest(row: &SqliteRow) -> R<crate::GuestRecord> {
         first_seen: time(row, T, "first_seen")?,
         last_seen: time(row, T, "last_seen")?,
     })
+}
+
+/// A pinned key from a `SELECT * FROM ssh_host_keys` row.
+pub(super) fn ssh_host_key(row: &SqliteRow) -> R<SshHostKey> {
+    const T: &str = "ssh_host_keys";
+    Ok(SshHostKey {
+        address: text(row, T, "address")?,
+        key_type: text(row, T, "key_type")?,
+        fingerprint: text(row, T, "fingerprint")?,
+        first_seen: time(row, T, "first_seen")?,
+    })
+}
+
+/// An operation (without its items) from a `SELECT * FROM operations` row.
+pub(super) fn operation(row: &SqliteRow) -> R<Operation> {
+    const T: &str = "operations";
+    Ok(Operation {
+        id: id(row, T, "id")?,
+        action: text(row, T, "action")?,
+        selector: text(row, T, "selector")?,
+        state: enum_col(row, T, "state", OperationState::parse)?,
+        created_by: text(row, T, "created_by")?,
+        created_at: time(row, T, "created_at")?,
+        finished_at: opt_time(row, T, "finished_at")?,
+        items: Vec::new(),
+        skipped: json_col(row, T, "skipped")?,
+    })
+}
+
+/// An item and its operation's id from a `SELECT * FROM operation_items` row.
+pub(super) fn operation_item(row: &SqliteRow) -> R<(OperationId, OperationItem)> {
+    const T: &str = "operation_items";
+    let outcome = opt_text(row, T, "outcome")?
+        .map(|s| {
+            DeployOutcome::parse(&s).ok_or_else(|| {
+                StoreError::corrupt(T, format!("column outcome: unknown value '{s}'"))
+            })
+        })
+        .transpose()?;
+    let item = OperationItem {
+        target: text(row, T, "target")?,
+        guest_id: opt_id(row, T, "guest_id")?,
+        node: text(row, T, "node")?,
+        vmid: u32_col(row, T, "vmid")?,
+        route: enum_col(row, T, "route", Route::parse)?,
+        state: enum_col(row, T, "state", ItemState::parse)?,
+        step: opt_text(row, T, "step")?,
+        outcome,
+        message: opt_text(row, T, "message")?,
+        host_id: opt_id(row, T, "host_id")?,
+        run_as: opt_text(row, T, "run_as")?,
+        started_at: opt_time(row, T, "started_at")?,
+        finished_at: opt_time(row, T, "finished_at")?,
+    };
+    Ok((id(row, T, "operation_id")?, item))
 }

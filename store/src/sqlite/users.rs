@@ -199,7 +199,7 @@ impl UserStore for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO registration_tokens (id, token_hash, label, seats, seats_used, expires_at, revoked, \
-             created_by, created_at) VALUES (?, ?, ?, ?, 0, ?, 0, ?, ?) RETURNING *",
+             created_by, created_at, guest_id) VALUES (?, ?, ?, ?, 0, ?, 0, ?, ?, ?) RETURNING *",
         )
         .bind(new.id.to_string())
         .bind(&new.token_hash)
@@ -208,6 +208,7 @@ impl UserStore for SqliteStore {
         .bind(ts(new.expires_at))
         .bind(actor.to_string())
         .bind(ts(now))
+        .bind(new.guest_id.map(|g| g.to_string()))
         .fetch_one(&mut *tx)
         .await;
         let row = match row {
@@ -215,6 +216,10 @@ impl UserStore for SqliteStore {
                 return Err(StoreError::Conflict(
                     "registration token already exists".into(),
                 ));
+            }
+            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                let guest = new.guest_id.map(|g| g.to_string()).unwrap_or_default();
+                return Err(StoreError::NotFound(format!("guest {guest}")));
             }
             other => other?,
         };
@@ -224,9 +229,16 @@ impl UserStore for SqliteStore {
             format!("registration_token/{}", new.id),
             actor,
             None,
-            json!({ "id": new.id, "label": new.label, "seats": new.seats, "expires_at": token.expires_at }),
+            json!({
+                "id": new.id,
+                "label": new.label,
+                "seats": new.seats,
+                "expires_at": token.expires_at,
+                "guest_id": new.guest_id,
+            }),
         );
-        insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
+        let ev = prepare_event(ev, None, now).with_guest(new.guest_id);
+        insert_events(&mut tx, &[ev]).await?;
         tx.commit().await?;
         Ok(token)
     }

@@ -107,3 +107,38 @@ pub async fn inventory_migration_keeps_existing_events(fresh: &Fresh) {
     let inv = store.inventory().await.unwrap();
     assert!(inv.clusters.is_empty() && inv.nodes.is_empty() && inv.guests.is_empty());
 }
+
+/// 0003 (deploy) on a database that already holds hosts and registration tokens: they stay,
+/// as agent hosts with no known `run_as` and tokens bound to no guest; the new tables start
+/// empty.
+pub async fn deploy_migration_keeps_hosts_and_tokens(fresh: &Fresh) {
+    let backend = fresh.db.backend;
+    let all = known_migrations(backend.name());
+    assert!(all.iter().any(|(v, d)| *v == 3 && d == "deploy"), "{all:?}");
+    let db = empty(backend).await.expect("database");
+    apply_first(&db, 2).await;
+    exec(
+        &db,
+        "INSERT INTO registration_tokens (id, token_hash, label, seats, expires_at, created_by, created_at) \
+         VALUES ('0b6f3c55-3d0e-4d8e-9a43-5e1e0f1c2d3a', 'old-hash', 'old', 1, '2999-01-01T00:00:00.000000Z', \
+         'system', '2024-05-01T12:00:00.000000Z'); \
+         INSERT INTO hosts (id, hostname, machine_id, credential_hash, registration_token_id, registered_at) \
+         VALUES ('7d0c8e1a-6b2f-4c3d-8e9f-0a1b2c3d4e5f', 'old-host', 'machine-old', 'cred', \
+         '0b6f3c55-3d0e-4d8e-9a43-5e1e0f1c2d3a', '2024-05-01T12:00:00.000000Z');",
+    )
+    .await
+    .unwrap();
+    let store = canopy_store::open(&db.url)
+        .await
+        .expect("migrate to the latest");
+    assert_eq!(applied(&db).await, expected(backend));
+    let hosts = store.list_hosts().await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0].hostname, "old-host");
+    assert_eq!((hosts[0].agentless, hosts[0].run_as.as_str()), (false, ""));
+    let tokens = store.list_registration_tokens().await.unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].guest_id, None);
+    assert!(store.list_host_keys().await.unwrap().is_empty());
+    assert!(store.list_operations(10).await.unwrap().is_empty());
+}

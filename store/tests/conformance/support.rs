@@ -36,6 +36,7 @@ pub fn token(hash: &str, seats: u32, valid_for: Duration) -> NewRegistrationToke
         label: format!("token {hash}"),
         seats,
         expires_at: Utc::now() + valid_for,
+        guest_id: None,
     }
 }
 

@@ -1,0 +1,69 @@
+//! What agent delivery persists: bulk operations with one item per targeted guest (their
+//! progress is data the UI polls and streams, and survives a restart as `failed`), and the
+//! SSH host keys the server pinned on first use when it connected to a PVE node or guest.
+//!
+//! An item that ends (succeeded or failed) writes its event in the same transaction, linked
+//! to the guest and, once known, to the host, with the operation's id as correlation id,
+//! so a guest's history shows every deploy that touched it.
+
+use crate::{Actor, ItemUpdate, NewOperation, Result};
+use async_trait::async_trait;
+use canopy_api_types::deploy::{Operation, OperationItem, OperationState, SshHostKey};
+use canopy_api_types::OperationId;
+use chrono::{DateTime, Utc};
+
+/// The message of an item that was still queued or running when its server stopped.
+pub const INTERRUPTED_MESSAGE: &str = "the server stopped before this item finished";
+
+#[async_trait]
+pub trait SshKeyStore {
+    /// The key pinned for `address` (`host:port`), if any.
+    async fn host_key(&self, address: &str) -> Result<Option<SshHostKey>>;
+    /// Pin `key` unless a key is already pinned for its address (insert-or-ignore, safe
+    /// against a concurrent pin) and return the key pinned afterwards: `key` itself, or the
+    /// older one, which the caller compares. Event `ssh.host_key_pinned` only on insert.
+    async fn pin_host_key(&self, key: &SshHostKey, actor: &Actor) -> Result<SshHostKey>;
+    /// Unpin the key of `address` (the next connection pins again); `false` when none was
+    /// pinned. Event `ssh.host_key_forgotten`.
+    async fn forget_host_key(&self, address: &str, actor: &Actor) -> Result<bool>;
+    /// Every pinned key, by address.
+    async fn list_host_keys(&self) -> Result<Vec<SshHostKey>>;
+}
+
+#[async_trait]
+pub trait OperationStore {
+    /// Store a new operation (state `running`, `created_by` = the actor) with its items in
+    /// the given order. Errors: `Conflict` for a known id or a target listed twice;
+    /// `NotFound` when an item names a guest or host that is not known (any more).
+    /// Event `operation.created` (subject `operation/{id}`).
+    async fn create_operation(&self, new: NewOperation, actor: &Actor) -> Result<Operation>;
+    /// Record the progress of one item (see [`ItemUpdate`]): `started_at = at` on its first
+    /// move to `running`, `finished_at = at` on a terminal state, and then, in the same
+    /// transaction, event `operation.item_succeeded` / `operation.item_failed` (subject the
+    /// target, linked to the guest and host). Errors: `NotFound` for an unknown operation,
+    /// target or host; `Conflict` when the item already ended.
+    async fn update_operation_item(
+        &self,
+        id: OperationId,
+        target: &str,
+        update: ItemUpdate,
+        actor: &Actor,
+    ) -> Result<OperationItem>;
+    /// End a running operation with `state` (`finished_at = now`). Errors: `NotFound`;
+    /// `Conflict` when it already ended or `state` is `running`. Event `operation.finished`.
+    async fn finish_operation(
+        &self,
+        id: OperationId,
+        state: OperationState,
+        now: DateTime<Utc>,
+    ) -> Result<Operation>;
+    /// The operation with its items in their original order.
+    async fn get_operation(&self, id: OperationId) -> Result<Option<Operation>>;
+    /// The newest `limit` operations with their items (two queries, no N+1).
+    async fn list_operations(&self, limit: u32) -> Result<Vec<Operation>>;
+    /// At start-up: every operation still `running` becomes `failed`, and its items that
+    /// had not ended fail with [`INTERRUPTED_MESSAGE`] (events as for
+    /// [`update_operation_item`](Self::update_operation_item) and `finish_operation`,
+    /// actor `system`). Returns how many operations failed.
+    async fn fail_interrupted_operations(&self, now: DateTime<Utc>) -> Result<u64>;
+}

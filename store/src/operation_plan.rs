@@ -1,0 +1,278 @@
+//! Rules of bulk operations shared by both backends: how an [`ItemUpdate`] changes an
+//! item, the events an operation writes, how items are grouped under their operations and
+//! what a refused write means. The backends only load and store rows.
+
+use crate::common::{micros, prepare_event, PreparedEvent};
+use crate::{events, Actor, ItemUpdate, NewEvent, Result, StoreError};
+use canopy_api_types::deploy::{ItemState, Operation, OperationItem, OperationState};
+use canopy_api_types::{CorrelationId, OperationId};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use std::collections::HashMap;
+
+/// The most operations `list_operations` returns.
+pub(crate) const MAX_OPERATIONS: u32 = 1_000;
+
+/// An operation's events share its id as their correlation id.
+pub(crate) fn correlation(id: OperationId) -> CorrelationId {
+    CorrelationId(id.0)
+}
+
+/// The item after `u`; `Conflict` when it already ended.
+pub(crate) fn apply_update(
+    id: OperationId,
+    item: &OperationItem,
+    u: ItemUpdate,
+) -> Result<OperationItem> {
+    if item.state.is_terminal() {
+        return Err(StoreError::Conflict(format!(
+            "item {} of operation {id} already {}",
+            item.target,
+            item.state.as_str()
+        )));
+    }
+    let at = micros(u.at);
+    let started_at = match (item.started_at, u.state) {
+        (None, ItemState::Running) => Some(at),
+        (s, _) => s,
+    };
+    Ok(OperationItem {
+        state: u.state,
+        step: u.step,
+        outcome: u.outcome,
+        message: u.message,
+        host_id: u.host_id.or(item.host_id),
+        run_as: u.run_as.or_else(|| item.run_as.clone()),
+        started_at,
+        finished_at: u.state.is_terminal().then_some(at).or(item.finished_at),
+        ..item.clone()
+    })
+}
+
+fn operation_event(
+    event_type: &str,
+    subject: String,
+    id: OperationId,
+    actor: &Actor,
+    payload: serde_json::Value,
+) -> NewEvent {
+    NewEvent {
+        event_type: event_type.into(),
+        subject,
+        actor: actor.clone(),
+        correlation: Some(correlation(id)),
+        causation: None,
+        payload,
+    }
+}
+
+/// `operation.created`.
+pub(crate) fn created_event(op: &Operation, actor: &Actor) -> PreparedEvent {
+    let ev = operation_event(
+        events::OPERATION_CREATED,
+        events::operation_subject(op.id),
+        op.id,
+        actor,
+        json!({
+            "operation": op.id,
+            "action": op.action,
+            "selector": op.selector,
+            "items": op.items.len(),
+            "skipped": op.skipped.len(),
+        }),
+    );
+    prepare_event(ev, None, op.created_at)
+}
+
+/// `operation.item_succeeded` / `operation.item_failed` for an item that just ended, linked
+/// to its guest and host; `None` while it runs.
+pub(crate) fn item_event(
+    id: OperationId,
+    action: &str,
+    item: &OperationItem,
+    actor: &Actor,
+    at: DateTime<Utc>,
+) -> Option<PreparedEvent> {
+    let event_type = match item.state {
+        ItemState::Succeeded => events::OPERATION_ITEM_SUCCEEDED,
+        ItemState::Failed => events::OPERATION_ITEM_FAILED,
+        ItemState::Queued | ItemState::Running => return None,
+    };
+    let ev = operation_event(
+        event_type,
+        item.target.clone(),
+        id,
+        actor,
+        json!({
+            "operation": id,
+            "action": action,
+            "target": item.target,
+            "outcome": item.outcome,
+            "message": item.message,
+            "host_id": item.host_id,
+            "run_as": item.run_as,
+        }),
+    );
+    Some(prepare_event(ev, item.host_id, at).with_guest(item.guest_id))
+}
+
+/// `operation.finished`, with the item tally.
+pub(crate) fn finished_event(op: &Operation, at: DateTime<Utc>) -> PreparedEvent {
+    let (queued, running, succeeded, failed) = op.tally();
+    let ev = operation_event(
+        events::OPERATION_FINISHED,
+        events::operation_subject(op.id),
+        op.id,
+        &Actor::System,
+        json!({
+            "operation": op.id,
+            "action": op.action,
+            "state": op.state,
+            "succeeded": succeeded,
+            "failed": failed,
+            "unfinished": queued + running,
+        }),
+    );
+    prepare_event(ev, None, at)
+}
+
+/// A refused write of an operation or item: a unique violation is a `Conflict` (`dup`), a
+/// foreign-key violation names a guest or host that is gone meanwhile (`NotFound`).
+pub(crate) fn refused(e: sqlx::Error, dup: impl FnOnce() -> String) -> StoreError {
+    match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(dup()),
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            StoreError::NotFound("a guest or host the operation names".into())
+        }
+        e => e.into(),
+    }
+}
+
+/// The events of operations cut short by a restart: each interrupted item's
+/// `operation.item_failed` (in position order), then the operation's `operation.finished`.
+/// `items` are `(operation, position, item)` as the failing UPDATE returned them.
+pub(crate) fn interrupted_events(
+    ops: &[(OperationId, String)],
+    mut items: Vec<(OperationId, i64, OperationItem)>,
+    now: DateTime<Utc>,
+) -> Vec<PreparedEvent> {
+    items.sort_by_key(|(op, position, _)| (*op, *position));
+    let mut by_op: HashMap<OperationId, Vec<OperationItem>> = HashMap::new();
+    for (op, _, item) in items {
+        by_op.entry(op).or_default().push(item);
+    }
+    let mut ops = ops.to_vec();
+    ops.sort_by_key(|(id, _)| *id);
+    let mut evs = Vec::new();
+    for (id, action) in &ops {
+        for item in by_op.remove(id).unwrap_or_default() {
+            evs.extend(item_event(*id, action, &item, &Actor::System, now));
+        }
+        let ev = operation_event(
+            events::OPERATION_FINISHED,
+            events::operation_subject(*id),
+            *id,
+            &Actor::System,
+            json!({
+                "operation": id,
+                "action": action,
+                "state": OperationState::Failed,
+                "reason": crate::INTERRUPTED_MESSAGE,
+            }),
+        );
+        evs.push(prepare_event(ev, None, now));
+    }
+    evs
+}
+
+/// Refuse to finish an operation that already ended, or to "finish" it as running.
+pub(crate) fn check_finish(op: &Operation, state: OperationState) -> Result<()> {
+    if state == OperationState::Running {
+        return Err(StoreError::Conflict(format!(
+            "operation {} cannot be finished as running",
+            op.id
+        )));
+    }
+    if op.state.is_terminal() {
+        return Err(StoreError::Conflict(format!(
+            "operation {} already {}",
+            op.id,
+            op.state.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Put each item (in the order given, i.e. by position) under its operation.
+pub(crate) fn attach_items(ops: &mut [Operation], items: Vec<(OperationId, OperationItem)>) {
+    let at: HashMap<OperationId, usize> = ops.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
+    for (id, item) in items {
+        if let Some(&i) = at.get(&id) {
+            ops[i].items.push(item);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy_api_types::deploy::{DeployOutcome, Route};
+    use canopy_api_types::HostId;
+
+    fn queued() -> OperationItem {
+        OperationItem {
+            target: "cluster/c/node/n/lxc/101".into(),
+            guest_id: None,
+            node: "n".into(),
+            vmid: 101,
+            route: Route::Pct,
+            state: ItemState::Queued,
+            step: None,
+            outcome: None,
+            message: None,
+            host_id: None,
+            run_as: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn update(state: ItemState, at: DateTime<Utc>) -> ItemUpdate {
+        ItemUpdate {
+            state,
+            step: Some("connect".into()),
+            outcome: None,
+            message: None,
+            host_id: None,
+            run_as: None,
+            at,
+        }
+    }
+
+    #[test]
+    fn started_once_finished_on_terminal_and_optional_fields_kept() {
+        let id = OperationId::new();
+        let t0 = micros(Utc::now());
+        let t1 = t0 + chrono::Duration::seconds(1);
+        let host = HostId::new();
+        let mut u = update(ItemState::Running, t0);
+        u.host_id = Some(host);
+        u.run_as = Some("root".into());
+        let running = apply_update(id, &queued(), u).unwrap();
+        assert_eq!((running.started_at, running.finished_at), (Some(t0), None));
+        let again = apply_update(id, &running, update(ItemState::Running, t1)).unwrap();
+        assert_eq!(again.started_at, Some(t0), "first move to running only");
+        assert_eq!(again.host_id, Some(host));
+        assert_eq!(again.run_as.as_deref(), Some("root"));
+        let mut done = update(ItemState::Succeeded, t1);
+        done.outcome = Some(DeployOutcome::Installed);
+        let done = apply_update(id, &again, done).unwrap();
+        assert_eq!(done.finished_at, Some(t1));
+        assert!(item_event(id, "deploy", &done, &Actor::System, t1).is_some());
+        assert!(item_event(id, "deploy", &again, &Actor::System, t1).is_none());
+        assert!(matches!(
+            apply_update(id, &done, update(ItemState::Failed, t1)),
+            Err(StoreError::Conflict(_))
+        ));
+    }
+}
