@@ -4,9 +4,10 @@ use crate::agent::*;
 use crate::auth::*;
 use crate::clusters::*;
 use crate::commands::Command;
+use crate::deploy::*;
 use crate::hosts::{Event, EventFilter, Host};
 use crate::updates::*;
-use crate::{ApiError, CommandId, API_PREFIX};
+use crate::{ApiError, CommandId, OperationId, API_PREFIX};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -193,6 +194,140 @@ impl Client {
         self.get_query("/tree/history", &[("id", path)]).await
     }
 
+    // ---- agent delivery and operations ----
+
+    pub async fn deploy_preview(&self, req: &DeployRequest) -> Result<DeployPreview, ClientError> {
+        self.get_query(
+            "/agents/deploy/preview",
+            &[
+                ("selector", req.selector.as_str()),
+                ("action", req.action.as_str()),
+            ],
+        )
+        .await
+    }
+
+    /// Starts a deploy (or uninstall) operation; returns at once with its queued items.
+    pub async fn deploy(&self, req: &DeployRequest) -> Result<Operation, ClientError> {
+        self.post("/agents/deploy", req).await
+    }
+
+    pub async fn agentless_scan(
+        &self,
+        selector: &str,
+    ) -> Result<Vec<AgentlessResult>, ClientError> {
+        self.post(
+            "/agents/agentless-scan",
+            &serde_json::json!({ "selector": selector }),
+        )
+        .await
+    }
+
+    /// The deploy key's public half (`{"public_key": "ssh-ed25519 …"}`).
+    pub async fn ssh_key(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/agents/ssh-key").await
+    }
+
+    pub async fn host_keys(&self) -> Result<Vec<SshHostKey>, ClientError> {
+        self.get("/agents/host-keys").await
+    }
+
+    pub async fn forget_host_key(&self, address: &str) -> Result<serde_json::Value, ClientError> {
+        self.delete(&format!("/agents/host-keys/{}", path_segment(address)))
+            .await
+    }
+
+    pub async fn operations(&self, limit: u32) -> Result<Vec<Operation>, ClientError> {
+        self.get_query("/operations", &[("limit", limit)]).await
+    }
+
+    pub async fn operation(&self, id: OperationId) -> Result<Operation, ClientError> {
+        self.get(&format!("/operations/{id}")).await
+    }
+
+    /// Follows an operation's server-sent events: `on_item` for each item change, until the
+    /// `done` event, whose operation is returned. A stream cut short (a client timeout, a
+    /// proxy, a server restart) is picked up again: each connection starts with a snapshot.
+    pub async fn follow_operation(
+        &self,
+        id: OperationId,
+        mut on_item: impl FnMut(&OperationItem),
+    ) -> Result<Operation, ClientError> {
+        loop {
+            match self.follow_once(id, &mut on_item).await {
+                Ok(Some(done)) => return Ok(done),
+                // The stream ended without `done`: look at the stored state.
+                Ok(None) => {
+                    let op = self.operation(id).await?;
+                    if op.state.is_terminal() {
+                        return Ok(op);
+                    }
+                }
+                Err(ClientError::Transport { .. }) => {
+                    let op = self.operation(id).await?;
+                    if op.state.is_terminal() {
+                        return Ok(op);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One connection to the event stream; `Some` when it delivered `done`.
+    async fn follow_once(
+        &self,
+        id: OperationId,
+        on_item: &mut impl FnMut(&OperationItem),
+    ) -> Result<Option<Operation>, ClientError> {
+        let url = self.url(&format!("/operations/{id}/events"));
+        let mut req = self.http.get(&url).header("accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let transport = |source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let mut resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let bytes = resp.bytes().await.map_err(transport)?;
+            return Err(match serde_json::from_slice::<ApiError>(&bytes) {
+                Ok(error) => ClientError::Api { status, error },
+                Err(_) => ClientError::Garbage {
+                    status,
+                    body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+                },
+            });
+        }
+        let mut buf = String::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let (mut event, mut data) = (String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(e) = line.strip_prefix("event:") {
+                        event = e.trim().to_string();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                    }
+                }
+                let garbage = |_| ClientError::Garbage {
+                    status,
+                    body: data.chars().take(500).collect(),
+                };
+                match event.as_str() {
+                    "item" => on_item(&serde_json::from_str(&data).map_err(garbage)?),
+                    "done" => return serde_json::from_str(&data).map(Some).map_err(garbage),
+                    _ => {}
+                }
+            }
+        }
+        Ok(None)
+    }
+
     // ---- users ----
 
     pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair, ClientError> {
@@ -334,4 +469,16 @@ impl Client {
         self.post(&format!("/agent/commands/{id}/result"), sub)
             .await
     }
+}
+
+/// `s` percent-encoded for one path segment (`127.0.0.1:22` stays readable).
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

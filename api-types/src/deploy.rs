@@ -1,10 +1,11 @@
 //! Agent delivery (DESIGN §2.2): `POST /api/v1/agents/deploy` starts an [`Operation`] with one
 //! [`OperationItem`] per targeted guest; its progress is data (`GET /api/v1/operations/{id}`)
-//! and a stream (`GET /api/v1/operations/{id}/events`, SSE: one `item` event per item change,
-//! then one `done` event carrying the whole operation).
+//! and a stream (`GET /api/v1/operations/{id}/events`, SSE: a `snapshot` event with the
+//! operation as it stands, one `item` event per item change, then one `done` event carrying
+//! the whole operation).
 
-use crate::ids::{GuestId, HostId, OperationId};
 use crate::clusters::SkippedTarget;
+use crate::ids::{GuestId, HostId, OperationId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -276,4 +277,18 @@ pub struct SshHostKey {
     /// `SHA256:base64` as `ssh-keygen -l` prints it.
     pub fingerprint: String,
     pub first_seen: DateTime<Utc>,
+}
+
+/// `POST /api/v1/agents/agentless-scan` answer: one entry per guest read through `pct exec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentlessResult {
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<HostId>,
+    /// Pending updates found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
+    /// Why this guest could not be scanned (or why it was left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod deploy;
 pub mod discovery;
 pub mod error;
 pub mod http;
@@ -55,6 +56,17 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<AppState> {
         .rebuild()
         .await
         .context("cannot build the inventory tree from the database")?;
+    let interrupted = state
+        .store
+        .fail_interrupted_operations(chrono::Utc::now())
+        .await
+        .context("cannot close the operations a previous run left unfinished")?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "operations left running by the previous run marked failed"
+        );
+    }
     Ok(state)
 }
 

@@ -3,6 +3,7 @@
 use crate::auth::jwt::JwtKeys;
 use crate::auth::rate_limit::RateLimiter;
 use crate::auth::sealed::Sealer;
+use crate::deploy::Deployer;
 use crate::discovery::Discovery;
 use crate::settings::Settings;
 use canopy_api_types::HostId;
@@ -21,13 +22,17 @@ pub struct AppState {
     pub register_limiter: Arc<RateLimiter>,
     /// Proxmox discovery and the in-memory tree.
     pub discovery: Arc<Discovery>,
+    /// Agent delivery over SSH (operations, agentless scans).
+    pub deployer: Arc<Deployer>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, settings: Settings, jwt: JwtKeys, sealer: Sealer) -> Self {
         let per_minute = settings.auth_attempts_per_minute;
+        let discovery = Arc::new(Discovery::new(store.clone(), sealer, &settings));
         Self {
-            discovery: Arc::new(Discovery::new(store.clone(), sealer, &settings)),
+            deployer: Arc::new(Deployer::new(store.clone(), discovery.clone(), &settings)),
+            discovery,
             store,
             settings: Arc::new(settings),
             jwt,

@@ -2,6 +2,7 @@
 //! user commands that talk to a running server through the typed client.
 
 mod admin;
+mod agent;
 pub mod cluster;
 pub mod discover;
 mod remote;
@@ -47,6 +48,11 @@ pub enum Command {
     /// Proxmox clusters on the server: add, list, remove, discover now, node updates.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Agents in the guests: deploy over SSH, uninstall, agentless scans, SSH keys.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// A deploy operation (or the recent ones), per guest.
+    Operation(agent::OperationArgs),
     /// The inventory tree (cluster → node → guest), whole or by selector; --preview shows
     /// what an action would touch.
     Tree(cluster::TreeArgs),
@@ -98,6 +104,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(cmd) => admin::run(cmd).await,
         Command::Cluster(cmd) => cluster::run(cmd).await,
         Command::Tree(args) => cluster::tree(args).await,
+        Command::Agent(cmd) => agent::run(cmd).await,
+        Command::Operation(args) => agent::operation(args).await,
         Command::Discover(args) => discover::run(args).await,
         Command::Login(args) => remote::login(args).await,
         Command::Remote(cmd) => remote::run(cmd).await,

@@ -458,12 +458,18 @@ pub fn assemble(snap: &InventorySnapshot, hosts: &[Host]) -> Result<(Inventory, 
                 if v.os.is_none() && !h.os_id.is_empty() {
                     v.os = Some(h.os_id.clone());
                 }
-                let online = h.last_seen.is_some_and(|t| now - t < AGENT_OFFLINE_AFTER);
-                v.agent = Some(if online { "online" } else { "offline" }.into());
                 counts.pending = h.pending_updates as u32;
                 counts.security = h.security_updates as u32;
                 counts.reboot_required = u32::from(h.reboot_required);
-                counts.agents_offline = u32::from(!online);
+                if h.agentless {
+                    // Scanned through pct exec: counts, but no agent to be online.
+                    v.agent = Some("agentless".into());
+                } else {
+                    let online = h.last_seen.is_some_and(|t| now - t < AGENT_OFFLINE_AFTER);
+                    v.agent = Some(if online { "online" } else { "offline" }.into());
+                    v.agent_user = (!h.run_as.is_empty()).then(|| h.run_as.clone());
+                    counts.agents_offline = u32::from(!online);
+                }
             }
             None if !g.row.template && kind == Kind::Lxc => {
                 v.agent = Some("missing".into());

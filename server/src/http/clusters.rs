@@ -266,20 +266,25 @@ async fn preview(
         matched: inv.select(&sel).len(),
         summary: targets.to_string(),
         targets: targets.hosts.iter().map(ToString::to_string).collect(),
-        skipped: targets
-            .skipped
-            .iter()
-            .map(|s| SkippedTarget {
-                id: s.id.to_string(),
-                reason: match s.reason {
-                    SkipReason::Template => "template",
-                    SkipReason::Stopped => "stopped",
-                    SkipReason::Unreachable => "unreachable",
-                }
-                .into(),
-            })
-            .collect(),
+        skipped: skipped(&targets),
     }))
+}
+
+/// The targets a selector leaves out, with the reason, as the API shows them.
+pub fn skipped(targets: &canopy_inventory::Targets) -> Vec<SkippedTarget> {
+    targets
+        .skipped
+        .iter()
+        .map(|s| SkippedTarget {
+            id: s.id.to_string(),
+            reason: match s.reason {
+                SkipReason::Template => "template",
+                SkipReason::Stopped => "stopped",
+                SkipReason::Unreachable => "unreachable",
+            }
+            .into(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]

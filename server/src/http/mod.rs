@@ -4,7 +4,8 @@
 mod agent;
 mod auth_routes;
 mod client_ip;
-mod clusters;
+pub(crate) mod clusters;
+mod deploy;
 pub mod extract;
 mod idempotency;
 pub mod openapi;
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth_routes::router())
         .merge(ui::router())
         .merge(clusters::router())
+        .merge(deploy::router())
         .merge(agent::router())
         .route("/openapi.json", get(openapi::document));
     Router::new()

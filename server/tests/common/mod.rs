@@ -80,9 +80,11 @@ pub async fn spawn_app_with(
         auth_attempts_per_minute: 1000,
         ..Settings::default()
     };
-    tweak(&mut settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    // Agents deployed by a test reach this server.
+    settings.deploy.server_url = base.clone();
+    tweak(&mut settings);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let s = settings.clone();
     let state = canopy_server::prepare(s).await.expect("server prepares");

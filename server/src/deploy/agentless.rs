@@ -1,0 +1,200 @@
+//! Agentless scanning: a guest without an agent is still read through `pct exec` (or direct
+//! SSH) — its identity, OS and `apt list --upgradable` — so the tree has no holes. The result
+//! is stored as an agentless host attached to the guest, with its updates ingested through the
+//! same validation as an agent's report. Nothing in the guest is changed: the package lists
+//! are whatever the guest last fetched.
+//!
+//! The parsing is the agent's own (`canopy_agent::scan`), so both paths read apt the same way.
+
+use super::shell::Shell;
+use super::steps::key_values;
+use anyhow::{bail, Context, Result};
+use canopy_api_types::agent::{HostFacts, ReportUpload, ScanReport, ScannerError};
+use canopy_api_types::updates::PackageUpdate;
+use canopy_api_types::{GuestId, HostId};
+use canopy_store::{Actor, Store};
+
+/// One read of the guest; each part starts with a `@@name` line.
+const SCRIPT: &str = r#"
+echo @@machine-id; cat /etc/machine-id 2>/dev/null
+echo @@hostname; cat /etc/hostname 2>/dev/null || hostname
+echo @@os-release; cat /etc/os-release 2>/dev/null
+echo @@uname; uname -r; uname -m
+echo @@reboot; [ -e /var/run/reboot-required ] && echo yes
+if command -v apt >/dev/null 2>&1; then
+  echo @@apt-list; LC_ALL=C apt list --upgradable 2>/dev/null
+  echo "@@apt-exit $?"
+  echo @@apt-hold; apt-mark showhold 2>/dev/null
+fi
+echo @@end
+"#;
+
+/// What an agentless scan stored.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    pub host_id: HostId,
+    pub pending: usize,
+}
+
+fn sections(text: &str) -> Vec<(&str, String)> {
+    let mut out: Vec<(&str, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("@@") {
+            out.push((name, String::new()));
+        } else if let Some((_, body)) = out.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    out
+}
+
+/// The facts and the scan report an agentless read of a guest gives.
+pub fn parse(text: &str) -> Result<(HostFacts, ScanReport)> {
+    let parts = sections(text);
+    let get = |name: &str| {
+        parts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| b.as_str())
+    };
+    if get("end").is_none() {
+        bail!("the guest's answer was cut short");
+    }
+    let machine_id = get("machine-id").unwrap_or("").trim().to_string();
+    if machine_id.is_empty() {
+        bail!("the guest has no /etc/machine-id");
+    }
+    let os = key_values(get("os-release").unwrap_or(""));
+    let mut uname = get("uname").unwrap_or("").lines();
+    let facts = HostFacts {
+        hostname: get("hostname").unwrap_or("").trim().to_string(),
+        machine_id,
+        os_id: os.get("ID").cloned().unwrap_or_default(),
+        os_pretty: os.get("PRETTY_NAME").cloned().unwrap_or_default(),
+        kernel: uname.next().unwrap_or("").trim().to_string(),
+        arch: uname.next().unwrap_or("").trim().to_string(),
+        agent_version: String::new(),
+        read_only: true,
+        run_as: String::new(),
+    };
+    let mut updates: Vec<PackageUpdate> = Vec::new();
+    let mut scanner_errors = Vec::new();
+    if let Some(list) = get("apt-list") {
+        let exit = parts
+            .iter()
+            .find_map(|(n, _)| n.strip_prefix("apt-exit "))
+            .unwrap_or("0");
+        if exit.trim() != "0" {
+            scanner_errors.push(ScannerError {
+                scanner: "apt".into(),
+                message: format!("apt list --upgradable exited with {exit}"),
+            });
+        } else {
+            let held = canopy_agent::scan::apt::parse_showhold(get("apt-hold").unwrap_or(""));
+            match canopy_agent::scan::apt::parse_list_upgradable(list) {
+                Ok(rows) => updates.extend(rows.into_iter().map(|r| r.into_update(&held))),
+                Err(e) => scanner_errors.push(ScannerError {
+                    scanner: "apt".into(),
+                    message: format!("{e:#}"),
+                }),
+            }
+        }
+    } else {
+        scanner_errors.push(ScannerError {
+            scanner: "agentless".into(),
+            message: format!(
+                "no package manager the agentless scan reads (apt) in {}",
+                if facts.os_pretty.is_empty() {
+                    "the guest"
+                } else {
+                    &facts.os_pretty
+                }
+            ),
+        });
+    }
+    let report = ScanReport {
+        updates,
+        reboot_required: get("reboot").is_some_and(|b| b.trim() == "yes"),
+        scanner_errors,
+        scanned_at: chrono::Utc::now(),
+    };
+    Ok((facts, report))
+}
+
+/// Reads the guest through `shell` and stores what it found.
+pub async fn scan(
+    shell: &Shell,
+    store: &dyn Store,
+    guest: GuestId,
+    actor: &Actor,
+) -> Result<Scanned> {
+    let text = shell.ok("the agentless scan", SCRIPT, None).await?;
+    let (facts, report) = parse(&text)?;
+    let host = store
+        .upsert_agentless_host(guest, &facts, chrono::Utc::now())
+        .await
+        .context("recording the agentless host")?;
+    if !host.agentless {
+        bail!(
+            "the guest has an enrolled agent (host {}); it reports for itself",
+            host.id
+        );
+    }
+    let upload = ReportUpload {
+        report_hash: canopy_agent::scan::report_hash(&report),
+        reboot_required: report.reboot_required,
+        scanned_at: report.scanned_at,
+        scanner_errors: report.scanner_errors.clone(),
+        updates: report
+            .updates
+            .iter()
+            .map(|u| serde_json::to_value(u).expect("updates serialise"))
+            .collect(),
+    };
+    let (ingest, _rejected) = crate::pipeline::report::validate(upload, &facts.os_id);
+    let outcome = store.ingest_report(host.id, ingest, actor).await?;
+    Ok(Scanned {
+        host_id: host.id,
+        pending: outcome.accepted as usize,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_debian_guest() {
+        let text = "@@machine-id\nabc123\n@@hostname\nct101\n@@os-release\nID=debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n\
+                    @@uname\n6.8.12-4-pve\nx86_64\n@@reboot\n@@apt-list\nListing...\n\
+                    canopy-demo-tools/bookworm 2.0 all [upgradable from: 1.0]\n\
+                    canopy-demo-ssl/bookworm-security 1.1 all [upgradable from: 1.0]\n@@apt-exit 0\n@@apt-hold\n@@end\n";
+        let (facts, report) = parse(text).unwrap();
+        assert_eq!(facts.machine_id, "abc123");
+        assert_eq!(facts.hostname, "ct101");
+        assert_eq!(facts.os_id, "debian");
+        assert_eq!(facts.arch, "x86_64");
+        assert_eq!(report.updates.len(), 2);
+        assert!(report.scanner_errors.is_empty());
+        let ssl = report
+            .updates
+            .iter()
+            .find(|u| u.package == "canopy-demo-ssl")
+            .unwrap();
+        assert_eq!(ssl.severity, canopy_api_types::updates::Severity::Security);
+    }
+
+    #[test]
+    fn a_cut_answer_or_no_machine_id_is_an_error() {
+        assert!(parse("@@machine-id\nabc\n").is_err());
+        assert!(parse("@@machine-id\n\n@@end\n").is_err());
+    }
+
+    #[test]
+    fn no_apt_is_a_scanner_error_not_a_failure() {
+        let (_, report) = parse("@@machine-id\nm\n@@os-release\nID=alpine\n@@end\n").unwrap();
+        assert_eq!(report.scanner_errors.len(), 1);
+        assert!(report.scanner_errors[0].message.contains("apt"));
+    }
+}

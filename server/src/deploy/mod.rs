@@ -1,0 +1,449 @@
+//! Agent delivery (DESIGN §2.2): a deploy is an operation addressed by selector, with one
+//! item per running LXC below it (and VMs configured for direct SSH). Each item SSHes to the
+//! guest's PVE node and works through `pct exec` / `pct push`, or SSHes into the guest, and
+//! runs the idempotent steps of [`steps`]. Progress is data: every item change is written to
+//! the store and published to the operation's stream (SSE).
+//!
+//! Concurrency: at most `concurrency` guests at once, and `per_node_concurrency` per node, so
+//! one node's sshd and disk are not flooded. One dead node fails only its own items.
+
+pub mod agentless;
+mod enrol;
+mod keys;
+mod plan;
+pub mod shell;
+pub mod ssh;
+pub mod steps;
+
+use crate::discovery::Discovery;
+use crate::error::{Error, Result};
+use crate::settings::{DeploySettings, Settings};
+use canopy_api_types::deploy::{
+    DeployAction, DeployPreview, DeployRequest, ItemState, Operation, OperationItem, OperationState,
+};
+use canopy_api_types::OperationId;
+use canopy_store::{Actor, ItemUpdate, NewOperation, Store};
+use plan::{Planned, Reach};
+use shell::Shell;
+use ssh::{Ssh, SshTarget};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use steps::{AgentBinary, Done, Job};
+use tokio::sync::{broadcast, Semaphore};
+
+pub use keys::public_key;
+
+pub struct Deployer {
+    store: Arc<dyn Store>,
+    discovery: Arc<Discovery>,
+    settings: DeploySettings,
+    data_dir: PathBuf,
+    agent: Mutex<Option<Arc<AgentBinary>>>,
+    streams: Mutex<HashMap<OperationId, broadcast::Sender<OperationItem>>>,
+    staging: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    node_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    global: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Deployer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployer").finish_non_exhaustive()
+    }
+}
+
+impl Deployer {
+    pub fn new(store: Arc<dyn Store>, discovery: Arc<Discovery>, settings: &Settings) -> Self {
+        Self {
+            store,
+            discovery,
+            global: Arc::new(Semaphore::new(settings.deploy.concurrency.max(1))),
+            settings: settings.deploy.clone(),
+            data_dir: settings.data_dir.clone(),
+            agent: Mutex::new(None),
+            streams: Mutex::new(HashMap::new()),
+            staging: Mutex::new(HashMap::new()),
+            node_slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The SSH private key: configured, or `DATA_DIR/ssh/id_ed25519` (generated when missing).
+    pub fn key_file(&self) -> PathBuf {
+        keys::key_file(&self.settings, &self.data_dir)
+    }
+
+    /// What an operation would touch, without touching it.
+    pub async fn preview(&self, req: &DeployRequest) -> Result<DeployPreview> {
+        Ok(
+            plan::plan(&self.discovery, self.store.as_ref(), &self.settings, req)
+                .await?
+                .0,
+        )
+    }
+
+    /// Records the operation and starts its items in the background.
+    pub async fn start(self: &Arc<Self>, req: DeployRequest, actor: Actor) -> Result<Operation> {
+        if req.action == DeployAction::Deploy && self.settings.server_url.trim().is_empty() {
+            return Err(Error::Validation(
+                "deploy.server_url is not set: agents need the URL they reach this server at \
+                 (CANOPY_DEPLOY_SERVER_URL or [deploy] server_url)"
+                    .into(),
+            ));
+        }
+        let agent = match req.action {
+            DeployAction::Deploy => Some(self.agent_binary()?),
+            DeployAction::Uninstall => None,
+        };
+        keys::ensure_key(&self.key_file()).map_err(Error::internal)?;
+        let (preview, planned) =
+            plan::plan(&self.discovery, self.store.as_ref(), &self.settings, &req).await?;
+        let op = self
+            .store
+            .create_operation(
+                NewOperation {
+                    id: OperationId::new(),
+                    action: req.action.as_str().into(),
+                    selector: req.selector.clone(),
+                    items: planned.iter().map(|p| p.item.clone()).collect(),
+                    skipped: preview.skipped.clone(),
+                    created_at: chrono::Utc::now(),
+                },
+                &actor,
+            )
+            .await?;
+        let (tx, _) = broadcast::channel(256);
+        self.streams.lock().expect("streams lock").insert(op.id, tx);
+        let me = self.clone();
+        let id = op.id;
+        tokio::spawn(async move { me.run(id, req.action, agent, planned, actor).await });
+        Ok(op)
+    }
+
+    /// Item changes of a running operation; `None` once it has finished (read it instead).
+    pub fn subscribe(&self, id: OperationId) -> Option<broadcast::Receiver<OperationItem>> {
+        self.streams
+            .lock()
+            .expect("streams lock")
+            .get(&id)
+            .map(|tx| tx.subscribe())
+    }
+
+    /// The agent binary to push, read and checksummed once.
+    fn agent_binary(&self) -> Result<Arc<AgentBinary>> {
+        let mut slot = self.agent.lock().expect("agent lock");
+        if let Some(a) = slot.as_ref() {
+            return Ok(a.clone());
+        }
+        let a = Arc::new(
+            keys::agent_binary(&self.settings).map_err(|e| Error::Validation(format!("{e:#}")))?,
+        );
+        *slot = Some(a.clone());
+        Ok(a)
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        id: OperationId,
+        action: DeployAction,
+        agent: Option<Arc<AgentBinary>>,
+        planned: Vec<Planned>,
+        actor: Actor,
+    ) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for p in planned {
+            let me = self.clone();
+            let (agent, actor) = (agent.clone(), actor.clone());
+            tasks.spawn(async move { me.run_item(id, action, agent, p, &actor).await });
+        }
+        let (mut ok, mut failed) = (0usize, 0usize);
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(true) => ok += 1,
+                _ => failed += 1,
+            }
+        }
+        let state = match (ok, failed) {
+            (_, 0) => OperationState::Succeeded,
+            (0, _) => OperationState::Failed,
+            _ => OperationState::Partial,
+        };
+        if let Err(e) = self
+            .store
+            .finish_operation(id, state, chrono::Utc::now())
+            .await
+        {
+            tracing::error!(operation = %id, error = %e, "cannot record the end of the operation");
+        }
+        self.streams.lock().expect("streams lock").remove(&id);
+        tracing::info!(operation = %id, ok, failed, "deploy operation finished");
+    }
+
+    /// One item, start to end; true when it succeeded.
+    async fn run_item(
+        &self,
+        id: OperationId,
+        action: DeployAction,
+        agent: Option<Arc<AgentBinary>>,
+        p: Planned,
+        actor: &Actor,
+    ) -> bool {
+        let node_key = p.node_key();
+        let node_slot = self.slot(&node_key);
+        let _global = self.global.clone().acquire_owned().await;
+        let _node = node_slot.acquire_owned().await;
+        let target = p.item.target.clone();
+        let (step_tx, writer) = {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+            let store = self.store.clone();
+            let streams = self.stream(id);
+            let (target, actor) = (target.clone(), actor.clone());
+            let writer = tokio::spawn(async move {
+                while let Some(step) = rx.recv().await {
+                    let up = ItemUpdate {
+                        state: ItemState::Running,
+                        step: Some(step.into()),
+                        outcome: None,
+                        message: None,
+                        host_id: None,
+                        run_as: None,
+                        at: chrono::Utc::now(),
+                    };
+                    let _ = publish(store.as_ref(), &streams, id, &target, up, &actor).await;
+                }
+            });
+            (tx, writer)
+        };
+        let step = |s: &'static str| {
+            let _ = step_tx.send(s);
+        };
+        let result = self.item_work(action, agent.as_deref(), &p, &step).await;
+        drop(step_tx);
+        // Every step note is written before the result.
+        let _ = writer.await;
+        let up = match &result {
+            Ok(done) => ItemUpdate {
+                state: ItemState::Succeeded,
+                step: None,
+                outcome: Some(done.outcome),
+                message: done.message.clone(),
+                host_id: done.host_id,
+                run_as: done.run_as.clone(),
+                at: chrono::Utc::now(),
+            },
+            Err(e) => ItemUpdate {
+                state: ItemState::Failed,
+                step: None,
+                outcome: None,
+                message: Some(format!("{e:#}")),
+                host_id: None,
+                run_as: None,
+                at: chrono::Utc::now(),
+            },
+        };
+        let stream = self.stream(id);
+        if let Err(e) = publish(self.store.as_ref(), &stream, id, &target, up, actor).await {
+            // Never leave the item running: record that its result was lost.
+            let up = ItemUpdate {
+                state: ItemState::Failed,
+                step: None,
+                outcome: None,
+                message: Some(format!("the result could not be recorded: {e}")),
+                host_id: None,
+                run_as: None,
+                at: chrono::Utc::now(),
+            };
+            let _ = publish(self.store.as_ref(), &stream, id, &target, up, actor).await;
+            return false;
+        }
+        result.is_ok()
+    }
+
+    async fn item_work(
+        &self,
+        action: DeployAction,
+        agent: Option<&AgentBinary>,
+        p: &Planned,
+        step: &(dyn Fn(&'static str) + Sync),
+    ) -> anyhow::Result<Done> {
+        step("connect");
+        let shell = self.shell(p).await?;
+        if let Some(status) = shell.pct_status().await? {
+            if status != "running" {
+                anyhow::bail!("the guest is {status} (it is never started unasked)");
+            }
+        }
+        match (action, agent) {
+            (DeployAction::Uninstall, _) => steps::uninstall(&shell, step).await,
+            (DeployAction::Deploy, Some(agent)) => {
+                let ca = match &self.settings.server_ca_file {
+                    Some(f) => Some(std::fs::read_to_string(f).map_err(|e| {
+                        anyhow::anyhow!("cannot read deploy.server_ca_file {}: {e}", f.display())
+                    })?),
+                    None => None,
+                };
+                let enrol = enrol::ServerEnrolment {
+                    store: self.store.clone(),
+                    timeout: Duration::from_secs(self.settings.checkin_timeout_secs.max(1)),
+                };
+                let job = Job {
+                    shell: &shell,
+                    agent,
+                    guest: p.item.guest_id,
+                    server_url: self.settings.server_url.trim_end_matches('/'),
+                    ca_pem: ca.as_deref(),
+                    enrol: &enrol,
+                };
+                steps::deploy(&job, step).await
+            }
+            (DeployAction::Deploy, None) => anyhow::bail!("no agent binary"),
+        }
+    }
+
+    /// Connects to whatever reaches the guest.
+    async fn shell(&self, p: &Planned) -> anyhow::Result<Shell> {
+        let timeout = Duration::from_secs(self.settings.command_timeout_secs.max(1));
+        let connect = Duration::from_secs(self.settings.connect_timeout_secs.max(1));
+        let actor = Actor::System;
+        match &p.reach {
+            Reach::Node { address: None, .. } => anyhow::bail!(
+                "no SSH address for node {}: PVE reported none; set [deploy.nodes] \"{}\" = \"host:port\"",
+                p.item.node,
+                p.node_key()
+            ),
+            Reach::Node {
+                address: Some(address),
+                ..
+            } => {
+                let target = SshTarget {
+                    address: address.clone(),
+                    user: self.settings.ssh_user.clone(),
+                    key_file: self.key_file(),
+                };
+                let ssh = Ssh::connect(&target, connect, self.store.as_ref(), &actor).await?;
+                let staging = self
+                    .staging
+                    .lock()
+                    .expect("staging lock")
+                    .entry(address.clone())
+                    .or_default()
+                    .clone();
+                Ok(Shell::pct(ssh, p.item.vmid, staging, timeout))
+            }
+            Reach::Direct(d) => {
+                let target = SshTarget {
+                    address: d.address.clone(),
+                    user: d.user.clone(),
+                    key_file: d.key_file.clone().unwrap_or_else(|| self.key_file()),
+                };
+                let ssh = Ssh::connect(&target, connect, self.store.as_ref(), &actor).await?;
+                Ok(Shell::direct(ssh, &d.user, timeout))
+            }
+        }
+    }
+
+    fn slot(&self, node: &str) -> Arc<Semaphore> {
+        let per_node = self.settings.per_node_concurrency.max(1);
+        self.node_slots
+            .lock()
+            .expect("slots lock")
+            .entry(node.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(per_node)))
+            .clone()
+    }
+
+    fn stream(&self, id: OperationId) -> Option<broadcast::Sender<OperationItem>> {
+        self.streams.lock().expect("streams lock").get(&id).cloned()
+    }
+}
+
+async fn publish(
+    store: &dyn Store,
+    stream: &Option<broadcast::Sender<OperationItem>>,
+    id: OperationId,
+    target: &str,
+    up: ItemUpdate,
+    actor: &Actor,
+) -> std::result::Result<(), canopy_store::StoreError> {
+    match store.update_operation_item(id, target, up, actor).await {
+        Ok(item) => {
+            if let Some(tx) = stream {
+                let _ = tx.send(item);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(operation = %id, %target, error = %e, "cannot record the item's progress");
+            Err(e)
+        }
+    }
+}
+
+impl Deployer {
+    /// Scans every targeted guest that has no enrolled agent through `pct exec` (or direct
+    /// SSH), concurrently within the same limits as deploys. Guests with an agent are left to it.
+    pub async fn scan_agentless(
+        self: &Arc<Self>,
+        selector: &str,
+        actor: &Actor,
+    ) -> Result<Vec<canopy_api_types::deploy::AgentlessResult>> {
+        use canopy_api_types::deploy::AgentlessResult;
+        keys::ensure_key(&self.key_file()).map_err(Error::internal)?;
+        let req = DeployRequest {
+            selector: selector.to_string(),
+            action: DeployAction::Deploy,
+        };
+        let (_, planned) =
+            plan::plan(&self.discovery, self.store.as_ref(), &self.settings, &req).await?;
+        let tree = self.discovery.tree();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut results = Vec::new();
+        for p in planned {
+            let path = canopy_inventory::PathId::parse(&p.item.target).map_err(Error::internal)?;
+            let agent = tree.get(&path).and_then(|v| v.agent.clone());
+            if matches!(agent.as_deref(), Some("online" | "offline")) {
+                results.push(AgentlessResult {
+                    target: p.item.target.clone(),
+                    host_id: None,
+                    pending: None,
+                    error: Some("has an agent; it reports for itself".into()),
+                });
+                continue;
+            }
+            let Some(guest) = p.item.guest_id else {
+                continue;
+            };
+            let (me, actor) = (self.clone(), actor.clone());
+            tasks.spawn(async move {
+                let slot = me.slot(&p.node_key());
+                let _global = me.global.clone().acquire_owned().await;
+                let _node = slot.acquire_owned().await;
+                let r = async {
+                    let shell = me.shell(&p).await?;
+                    agentless::scan(&shell, me.store.as_ref(), guest, &actor).await
+                }
+                .await;
+                match r {
+                    Ok(s) => AgentlessResult {
+                        target: p.item.target,
+                        host_id: Some(s.host_id),
+                        pending: Some(s.pending as u64),
+                        error: None,
+                    },
+                    Err(e) => AgentlessResult {
+                        target: p.item.target,
+                        host_id: None,
+                        pending: None,
+                        error: Some(format!("{e:#}")),
+                    },
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            results.push(r.map_err(Error::internal)?);
+        }
+        results.sort_by(|a, b| a.target.cmp(&b.target));
+        self.discovery.rebuild().await.map_err(Error::internal)?;
+        Ok(results)
+    }
+}

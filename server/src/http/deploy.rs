@@ -1,0 +1,222 @@
+//! Routes for agent delivery: preview and start a deploy (an operation addressed by selector),
+//! follow it (JSON or server-sent events), agentless scans, the deploy key and pinned host keys.
+
+use super::extract::{Json, Path, Query};
+use crate::auth::{Admin, Operator, RequireRole, UserAuth};
+use crate::error::{Error, Result};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use canopy_api_types::deploy::{
+    AgentlessResult, DeployAction, DeployPreview, DeployRequest, Operation, SshHostKey,
+};
+use canopy_api_types::OperationId;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/agents/deploy/preview", get(preview))
+        .route("/agents/deploy", post(start))
+        .route("/agents/agentless-scan", post(agentless))
+        .route("/agents/ssh-key", get(ssh_key))
+        .route("/agents/host-keys", get(host_keys))
+        .route("/agents/host-keys/{address}", delete(forget_host_key))
+        .route("/operations", get(list))
+        .route("/operations/{id}", get(one))
+        .route("/operations/{id}/events", get(events))
+}
+
+#[derive(Debug, Deserialize)]
+struct PreviewQuery {
+    selector: String,
+    action: Option<String>,
+}
+
+async fn preview(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Query(q): Query<PreviewQuery>,
+) -> Result<Json<DeployPreview>> {
+    let action = match q.action.as_deref() {
+        None => DeployAction::Deploy,
+        Some(a) => DeployAction::parse(a).ok_or_else(|| {
+            Error::Validation(format!("action: {a:?} is not deploy or uninstall"))
+        })?,
+    };
+    let req = DeployRequest {
+        selector: q.selector,
+        action,
+    };
+    Ok(Json(state.deployer.preview(&req).await?))
+}
+
+async fn start(
+    State(state): State<AppState>,
+    op: RequireRole<Operator>,
+    Json(req): Json<DeployRequest>,
+) -> Result<(StatusCode, Json<Operation>)> {
+    let operation = state.deployer.start(req, op.actor()).await?;
+    Ok((StatusCode::ACCEPTED, Json(operation)))
+}
+
+#[derive(Debug, Deserialize)]
+struct SelectorBody {
+    selector: String,
+}
+
+async fn agentless(
+    State(state): State<AppState>,
+    op: RequireRole<Operator>,
+    Json(body): Json<SelectorBody>,
+) -> Result<Json<Vec<AgentlessResult>>> {
+    Ok(Json(
+        state
+            .deployer
+            .scan_agentless(&body.selector, &op.actor())
+            .await?,
+    ))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PublicKey {
+    pub public_key: String,
+}
+
+async fn ssh_key(State(state): State<AppState>, _a: RequireRole<Admin>) -> Result<Json<PublicKey>> {
+    let public_key = crate::deploy::public_key(&state.settings.deploy, &state.settings.data_dir)
+        .map_err(Error::internal)?;
+    Ok(Json(PublicKey { public_key }))
+}
+
+async fn host_keys(
+    State(state): State<AppState>,
+    _a: RequireRole<Admin>,
+) -> Result<Json<Vec<SshHostKey>>> {
+    Ok(Json(state.store.list_host_keys().await?))
+}
+
+async fn forget_host_key(
+    State(state): State<AppState>,
+    admin: RequireRole<Admin>,
+    Path(address): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    if state
+        .store
+        .forget_host_key(&address, &admin.actor())
+        .await?
+    {
+        Ok(Json(serde_json::json!({ "forgotten": address })))
+    } else {
+        Err(Error::NotFound(format!("no pinned host key for {address}")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Operation>>> {
+    Ok(Json(
+        state
+            .store
+            .list_operations(q.limit.unwrap_or(20).min(200))
+            .await?,
+    ))
+}
+
+async fn get_operation(state: &AppState, id: &str) -> Result<Operation> {
+    let id: OperationId = id
+        .parse()
+        .map_err(|_| Error::Validation(format!("id: {id:?} is not an operation id")))?;
+    state
+        .store
+        .get_operation(id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("operation {id} not found")))
+}
+
+async fn one(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Path(id): Path<String>,
+) -> Result<Json<Operation>> {
+    Ok(Json(get_operation(&state, &id).await?))
+}
+
+/// A `snapshot` event (the operation as it stands), `item` events as items change, then one
+/// `done` event with the whole operation. Subscribes
+/// before reading the stored state, so no change falls between the two; a client that
+/// connects after the end gets `done` at once.
+async fn events(
+    State(state): State<AppState>,
+    _u: UserAuth,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
+    let first = get_operation(&state, &id).await?;
+    let rx = state.deployer.subscribe(first.id);
+    // Re-read after subscribing: what happened in between is in this copy.
+    let current = get_operation(&state, &id).await?;
+    let stream = operation_stream(state, current, rx);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn operation_stream(
+    state: AppState,
+    current: Operation,
+    rx: Option<tokio::sync::broadcast::Receiver<canopy_api_types::deploy::OperationItem>>,
+) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
+    let id = current.id;
+    futures::stream::unfold(
+        (Some(current), rx, false),
+        move |(snapshot, mut rx, done)| {
+            let state = state.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                // First the items as they stand now.
+                if let Some(op) = snapshot {
+                    let finished = op.state.is_terminal() || rx.is_none();
+                    let event = if finished {
+                        json_event("done", &op)
+                    } else {
+                        json_event("snapshot", &op)
+                    };
+                    return Some((Ok(event), (None, rx, finished)));
+                }
+                let live = rx.as_mut()?;
+                loop {
+                    match live.recv().await {
+                        Ok(item) => {
+                            return Some((Ok(json_event("item", &item)), (None, rx, false)));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            let op = match state.store.get_operation(id).await {
+                                Ok(Some(op)) => op,
+                                _ => return None,
+                            };
+                            return Some((Ok(json_event("done", &op)), (None, None, true)));
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn json_event(name: &str, value: &impl Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(value).expect("operation serialises"))
+}

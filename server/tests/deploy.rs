@@ -1,0 +1,400 @@
+//! Agent delivery end to end in the lab: the PVE simulator describes node `pve1` with the lab's
+//! six systemd Debian guests (101–106) plus a guest PVE lists but the node does not have (107),
+//! a template and a stopped guest. The server reaches the guests through the lab's PVE node
+//! stand-in — a real sshd and a `pct` shim onto the guest containers — and, for 106, by SSH
+//! straight into the guest. The real static agent is pushed, registered with a token bound to
+//! its guest, started as a systemd service and checks in to the real server.
+//!
+//! Needs `cargo xtask test` (CANOPY_LAB, CANOPY_AGENT_MUSL_BIN); fails without them, unless
+//! CANOPY_SKIP_LAB=1.
+
+mod common;
+
+use canopy_api_types::deploy::{
+    DeployAction, DeployOutcome, DeployRequest, ItemState, Operation, OperationItem,
+    OperationState, Route,
+};
+use canopy_api_types::updates::UpdateFilter;
+use common::lab::*;
+use common::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const TOKEN: &str = "canopy@pve!lab=3e1f5a9c-7b2d-4c8e-9f0a-1b2c3d4e5f60";
+const GUESTS: &str = "cluster/lab/node/pve1/lxc/*";
+
+/// The simulator's view of the lab node: the six guests, a ghost, a template, a stopped one.
+fn estate(pve: &PveLab) -> String {
+    let mut s = String::from(
+        "[[clusters]]\nname = \"lab\"\n[[clusters.tokens]]\nid = \"canopy@pve!lab\"\n\
+         secret = \"3e1f5a9c-7b2d-4c8e-9f0a-1b2c3d4e5f60\"\nrole = \"PVEAuditor\"\n\
+         [[clusters.nodes]]\nname = \"pve1\"\nip = \"127.0.0.1\"\n",
+    );
+    let mut guest = |vmid: u32, name: &str, status: &str, template: bool| {
+        s.push_str(&format!(
+            "[[clusters.guests]]\nvmid = {vmid}\ntype = \"lxc\"\nnode = \"pve1\"\nname = \"{name}\"\n\
+             status = \"{status}\"\ntemplate = {template}\n"
+        ));
+    };
+    for g in &pve.guests {
+        guest(g.vmid, &g.hostname, "running", false);
+    }
+    guest(107, "ghost", "running", false);
+    guest(110, "tmpl", "stopped", true);
+    guest(111, "off", "stopped", false);
+    s
+}
+
+async fn lab_app(lab: &Lab, pve: &PveLab) -> (TestApp, canopy_pve_sim::RunningCluster) {
+    let sim = canopy_pve_sim::start(
+        canopy_pve_sim::SimFile::from_toml_str(&estate(pve))
+            .unwrap()
+            .clusters[0]
+            .clone(),
+    )
+    .await
+    .unwrap();
+    let direct = pve.guest(106).ssh.expect("guest 106 has its own sshd");
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.deploy.agent_binary = Some(lab.agent_bin.clone().into());
+        s.deploy.ssh_key_file = Some(pve.ssh_key.clone());
+        s.deploy.nodes = BTreeMap::from([("lab/pve1".into(), pve.node.ssh.to_string())]);
+        s.deploy.direct = BTreeMap::from([(
+            "lab/106".into(),
+            canopy_server::settings::DirectSsh {
+                address: direct.to_string(),
+                user: "root".into(),
+                key_file: None,
+            },
+        )]);
+        s.deploy.checkin_timeout_secs = 90;
+    })
+    .await
+    .unwrap();
+    app.admin
+        .create_cluster(&canopy_api_types::clusters::CreateCluster {
+            name: "lab".into(),
+            endpoints: vec![sim.url()],
+            token: TOKEN.into(),
+            fingerprints: vec![sim.fingerprint()],
+            ca_pem: None,
+            interval_secs: Some(3600),
+        })
+        .await
+        .unwrap();
+    (app, sim)
+}
+
+/// Runs an operation to its end through the SSE stream; returns it and the item events seen.
+async fn run(
+    app: &TestApp,
+    selector: &str,
+    action: DeployAction,
+) -> (Operation, Vec<OperationItem>) {
+    let req = DeployRequest {
+        selector: selector.into(),
+        action,
+    };
+    let started = std::time::Instant::now();
+    let op = app.admin.deploy(&req).await.expect("operation starts");
+    assert_eq!(op.state, OperationState::Running);
+    let mut seen = Vec::new();
+    let done = tokio::time::timeout(
+        Duration::from_secs(300),
+        app.admin.follow_operation(op.id, |i| seen.push(i.clone())),
+    )
+    .await
+    .expect("the operation ends within 5 minutes")
+    .expect("the event stream works");
+    assert!(done.state.is_terminal(), "{done:?}");
+    eprintln!(
+        "{} {selector}: {} in {:.1} s: {:?}",
+        action.as_str(),
+        done.state.as_str(),
+        started.elapsed().as_secs_f64(),
+        outcomes(&done)
+    );
+    // The stored operation is what the stream ended with.
+    assert_eq!(app.admin.operation(op.id).await.unwrap(), done);
+    (done, seen)
+}
+
+fn item(op: &Operation, vmid: u32) -> &OperationItem {
+    op.items
+        .iter()
+        .find(|i| i.vmid == vmid)
+        .unwrap_or_else(|| panic!("no item for {vmid}: {op:#?}"))
+}
+
+fn outcomes(op: &Operation) -> BTreeMap<u32, String> {
+    op.items
+        .iter()
+        .map(|i| {
+            let o = match (i.state, i.outcome) {
+                (ItemState::Succeeded, Some(o)) => o.as_str().to_string(),
+                (s, _) => format!("{}: {}", s.as_str(), i.message.clone().unwrap_or_default()),
+            };
+            (i.vmid, o)
+        })
+        .collect()
+}
+
+fn in_guest(container: &str, script: &str) -> String {
+    docker(&["exec", container, "sh", "-c", script])
+        .trim()
+        .to_string()
+}
+
+fn main_pid(container: &str) -> String {
+    in_guest(container, "systemctl show -p MainPID --value canopy-agent")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() {
+    let Some(lab) = Lab::from_env("agent deploy end-to-end test") else {
+        return;
+    };
+    let pve = lab.pve();
+    let (app, _sim) = lab_app(&lab, &pve).await;
+
+    // Start clean: whatever an earlier run left is removed (or found absent).
+    let (clean, _) = run(&app, GUESTS, DeployAction::Uninstall).await;
+    for g in &pve.guests {
+        let i = item(&clean, g.vmid);
+        assert_eq!(i.state, ItemState::Succeeded, "{i:?}");
+        assert!(matches!(
+            i.outcome,
+            Some(DeployOutcome::Absent | DeployOutcome::Uninstalled)
+        ));
+    }
+
+    // Agentless: no agent anywhere, yet the guests' pending updates are read through pct exec.
+    let scanned = app.admin.agentless_scan(GUESTS).await.unwrap();
+    let ct101 = scanned
+        .iter()
+        .find(|r| r.target.ends_with("/lxc/101"))
+        .expect("101 scanned");
+    assert!(ct101.error.is_none(), "{scanned:?}");
+    assert!(ct101.pending.unwrap() >= 4, "{scanned:?}");
+    let ghost = scanned
+        .iter()
+        .find(|r| r.target.ends_with("/lxc/107"))
+        .unwrap();
+    assert!(
+        ghost
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("107.conf' does not exist"),
+        "{ghost:?}"
+    );
+    let agentless_host = ct101.host_id.unwrap();
+    let tree = app
+        .admin
+        .tree(Some("cluster/lab/node/pve1/lxc/101"))
+        .await
+        .unwrap();
+    assert_eq!(tree.trees[0].agent.as_deref(), Some("agentless"));
+    assert!(tree.trees[0].counts.pending >= 4, "{:?}", tree.trees[0]);
+    let page = app
+        .admin
+        .updates(&UpdateFilter {
+            selector: Some("cluster/lab/node/pve1/lxc/101".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        page.items.iter().any(|u| u.package == "canopy-demo-ssl"),
+        "{page:?}"
+    );
+
+    // The preview: 7 guests (six lab guests + the ghost), template and stopped guest skipped.
+    let preview = app
+        .admin
+        .deploy_preview(&DeployRequest {
+            selector: GUESTS.into(),
+            action: DeployAction::Deploy,
+        })
+        .await
+        .unwrap();
+    assert_eq!(preview.targets.len(), 7, "{preview:?}");
+    assert_eq!(preview.summary, "deploys to 7 guests on 1 node (2 skipped)");
+    let route_106 = preview
+        .targets
+        .iter()
+        .find(|t| t.vmid == 106)
+        .unwrap()
+        .route;
+    assert_eq!(route_106, Route::Ssh);
+    let reasons: Vec<_> = preview.skipped.iter().map(|s| s.reason.as_str()).collect();
+    assert_eq!(reasons, ["template", "stopped"], "{preview:?}");
+
+    // Deploy: six install and check in; the ghost fails with pct's reason; progress streamed.
+    let (first, events) = run(&app, GUESTS, DeployAction::Deploy).await;
+    assert_eq!(
+        first.state,
+        OperationState::Partial,
+        "{:#?}",
+        outcomes(&first)
+    );
+    for g in &pve.guests {
+        let i = item(&first, g.vmid);
+        assert_eq!(
+            i.outcome,
+            Some(DeployOutcome::Installed),
+            "{:#?}",
+            outcomes(&first)
+        );
+        let user = if g.sudo { "canopy-agent" } else { "root" };
+        assert_eq!(i.run_as.as_deref(), Some(user));
+    }
+    let ghost = item(&first, 107);
+    assert_eq!(ghost.state, ItemState::Failed);
+    assert!(
+        ghost
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("107.conf' does not exist"),
+        "{ghost:?}"
+    );
+    let steps: Vec<_> = events
+        .iter()
+        .filter(|e| e.vmid == 101)
+        .filter_map(|e| e.step.clone())
+        .collect();
+    for s in [
+        "connect",
+        "detect-os",
+        "push",
+        "verify",
+        "user",
+        "register",
+        "service",
+        "check-in",
+    ] {
+        assert!(
+            steps.iter().any(|x| x == s),
+            "step {s} not streamed: {steps:?}"
+        );
+    }
+
+    // Every agent checked in, is attached to its guest, and the tree says who it runs as.
+    for g in &pve.guests {
+        let path = format!("cluster/lab/node/pve1/lxc/{}", g.vmid);
+        let t = eventually(Duration::from_secs(30), || async {
+            let t = app.admin.tree(Some(&path)).await.unwrap().trees.remove(0);
+            (t.agent.as_deref() == Some("online")).then_some(t)
+        })
+        .await;
+        let user = if g.sudo { "canopy-agent" } else { "root" };
+        assert_eq!(t.agent_user.as_deref(), Some(user), "{t:?}");
+        // Files: config and credential 0600, the registration token gone.
+        let c = &g.container;
+        assert_eq!(
+            in_guest(c, "stat -c '%a %U' /etc/canopy-agent/agent.toml"),
+            format!("600 {user}")
+        );
+        assert_eq!(
+            in_guest(c, "stat -c %a /etc/canopy-agent/agent.token"),
+            "600"
+        );
+        assert_eq!(
+            in_guest(
+                c,
+                "test -e /etc/canopy-agent/registration.token && echo left || echo gone"
+            ),
+            "gone"
+        );
+        assert_eq!(
+            in_guest(
+                c,
+                "ps -o user= -p $(systemctl show -p MainPID --value canopy-agent)"
+            ),
+            user
+        );
+        if g.sudo {
+            let rule = in_guest(c, "cat /etc/sudoers.d/canopy-agent");
+            assert!(
+                rule.contains("canopy-agent ALL=(root) NOPASSWD: /usr/bin/apt-get"),
+                "{rule}"
+            );
+        }
+    }
+    // The agentless record became the agent's host: same id, no duplicate.
+    let hosts = app.admin.hosts().await.unwrap();
+    let h101 = hosts
+        .iter()
+        .find(|h| h.id == agentless_host)
+        .expect("same host id");
+    assert!(!h101.agentless);
+    assert_eq!(hosts.len(), 6, "{hosts:?}");
+
+    // Re-run: a no-op everywhere (no service restarted).
+    let pids: Vec<_> = pve.guests.iter().map(|g| main_pid(&g.container)).collect();
+    let (second, _) = run(&app, GUESTS, DeployAction::Deploy).await;
+    for g in &pve.guests {
+        assert_eq!(
+            item(&second, g.vmid).outcome,
+            Some(DeployOutcome::Unchanged),
+            "{:#?}",
+            outcomes(&second)
+        );
+    }
+    let after: Vec<_> = pve.guests.iter().map(|g| main_pid(&g.container)).collect();
+    assert_eq!(pids, after, "a no-op re-run restarted an agent");
+
+    // Kill one agent's service: the re-run repairs it, the rest stay untouched.
+    let victim = pve.guest(103);
+    in_guest(&victim.container, "systemctl stop canopy-agent");
+    assert_eq!(
+        in_guest(
+            &victim.container,
+            "systemctl is-active canopy-agent || true"
+        ),
+        "inactive"
+    );
+    let (third, _) = run(&app, GUESTS, DeployAction::Deploy).await;
+    assert_eq!(
+        item(&third, 103).outcome,
+        Some(DeployOutcome::Repaired),
+        "{:#?}",
+        outcomes(&third)
+    );
+    assert_eq!(item(&third, 101).outcome, Some(DeployOutcome::Unchanged));
+    assert_eq!(
+        in_guest(&victim.container, "systemctl is-active canopy-agent"),
+        "active"
+    );
+
+    // Uninstall one guest cleanly.
+    let (gone, _) = run(
+        &app,
+        "cluster/lab/node/pve1/lxc/102",
+        DeployAction::Uninstall,
+    )
+    .await;
+    assert_eq!(item(&gone, 102).outcome, Some(DeployOutcome::Uninstalled));
+    let c = &pve.guest(102).container;
+    assert_eq!(
+        in_guest(c, "ls /usr/local/bin/canopy-agent /etc/canopy-agent /etc/systemd/system/canopy-agent.service /etc/sudoers.d/canopy-agent 2>/dev/null | wc -l"),
+        "0"
+    );
+    assert_eq!(
+        in_guest(
+            c,
+            "id canopy-agent >/dev/null 2>&1 && echo user || echo none"
+        ),
+        "none"
+    );
+
+    // The history of a guest shows the deploy results.
+    let history = app
+        .admin
+        .guest_history("cluster/lab/node/pve1/lxc/103")
+        .await
+        .unwrap();
+    let types: Vec<_> = history.iter().map(|e| e.event_type.as_str()).collect();
+    assert!(types.contains(&"operation.item_succeeded"), "{types:?}");
+}
