@@ -212,6 +212,7 @@ impl Agent {
                 facts: crate::facts::gather(self.cfg.read_only),
                 report_hash: self.cache.report_hash.clone(),
                 wait_secs: self.cfg.wait_secs,
+                connecting: online != Some(true),
             };
             let started = Instant::now();
             let mut shutdown = self.shutdown.clone();

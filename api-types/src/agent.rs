@@ -73,6 +73,10 @@ pub struct CheckinRequest {
     /// How long the server may hold the request (capped at 30 s by the server).
     #[serde(default)]
     pub wait_secs: u32,
+    /// The first check-in since the agent started (or since it lost the server): the server
+    /// records it at once, which is how a deploy sees a freshly started agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub connecting: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -294,6 +294,7 @@ async fn main() {
                     facts: a.facts.clone(),
                     report_hash: Some(a.hash.clone()),
                     wait_secs: 0,
+                    connecting: false,
                 },
             )
         })
@@ -345,6 +346,7 @@ async fn main() {
             facts: agent.facts.clone(),
             report_hash: Some(format!("lat-{i}")),
             wait_secs: 25,
+            connecting: false,
         };
         let waiter = tokio::spawn(async move {
             let r = client.checkin(&req).await.unwrap();

@@ -43,6 +43,7 @@ async fn wrong_password_and_bad_tokens_are_401_with_a_clear_message() {
         facts: facts("x"),
         report_hash: None,
         wait_secs: 0,
+        connecting: false,
     };
     let (status, _, msg) = api_error(app.admin.checkin(&req).await.unwrap_err());
     assert_eq!(status, 401);

@@ -61,6 +61,7 @@ async fn full_pipeline(backend: Backend) {
                     facts,
                     report_hash: None,
                     wait_secs: 20,
+                    connecting: false,
                 })
                 .await
                 .unwrap()

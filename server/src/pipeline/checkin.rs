@@ -36,7 +36,7 @@ pub async fn checkin(
     req: CheckinRequest,
 ) -> Result<CheckinResponse> {
     let now = chrono::Utc::now();
-    if needs_touch(host, &req.facts, now) {
+    if req.connecting || needs_touch(host, &req.facts, now) {
         state.store.touch_host(host.id, &req.facts, now).await?;
     }
     let report_wanted = match &req.report_hash {

@@ -217,6 +217,7 @@ impl ProtocolAgent {
                 facts: self.facts.clone(),
                 report_hash: None,
                 wait_secs,
+                connecting: false,
             })
             .await
             .unwrap()
