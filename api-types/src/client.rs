@@ -320,6 +320,10 @@ impl Client {
                 };
                 match event.as_str() {
                     "item" => on_item(&serde_json::from_str(&data).map_err(garbage)?),
+                    "snapshot" => {
+                        let op: Operation = serde_json::from_str(&data).map_err(garbage)?;
+                        op.items.iter().for_each(&mut *on_item);
+                    }
                     "done" => return serde_json::from_str(&data).map(Some).map_err(garbage),
                     _ => {}
                 }

@@ -264,16 +264,33 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         .filter(|e| e.vmid == 101)
         .filter_map(|e| e.step.clone())
         .collect();
-    for s in [
+    // Streamed in order; the late steps (seconds after the start) are surely seen, the early
+    // ones may pass before the stream is subscribed.
+    let order = [
         "connect",
         "detect-os",
+        "probe",
         "push",
         "verify",
         "user",
         "register",
         "service",
         "check-in",
-    ] {
+    ];
+    let positions: Vec<usize> = steps
+        .iter()
+        .map(|s| {
+            order
+                .iter()
+                .position(|o| o == s)
+                .unwrap_or_else(|| panic!("unknown step {s}"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] <= w[1]),
+        "steps out of order: {steps:?}"
+    );
+    for s in ["register", "service", "check-in"] {
         assert!(
             steps.iter().any(|x| x == s),
             "step {s} not streamed: {steps:?}"
