@@ -349,8 +349,9 @@ async fn remote_commands_have_deadlines_stdin_and_exit_codes() {
         assert!(stream.ends_with("\n99999\n100000\n"));
         // Whole lines after the first (cut) one are the consecutive end of the sequence.
         let lines: Vec<u32> = stream.lines().skip(1).map(|l| l.parse().unwrap()).collect();
+        // 64 KiB hold about 10 900 of the last 6-byte lines.
         let first = lines[0];
-        assert!(first > 90_000, "{first}");
+        assert!(first > 85_000, "{first}");
         assert!(lines.iter().zip(first..).all(|(&l, n)| l == n));
     }
 

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// Captured output is cut to its last `MAX_OUTPUT` bytes per stream.
 const MAX_OUTPUT: usize = 64 * 1024;
 
+/// How long a command that failed or outlived its deadline gets to close its channel.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct SshTarget {
@@ -93,8 +96,27 @@ impl RemoteOutput {
 /// An authenticated session.
 #[derive(Clone)]
 pub struct Ssh {
-    session: Arc<Mutex<ssh2::Session>>,
+    session: Arc<Mutex<Session>>,
     pub address: String,
+}
+
+/// The session of an [`Ssh`]; dropping it never waits for the server. libssh2 frees a
+/// session's channels first, and a channel whose command outlived its deadline is closed by
+/// the server only when that command ends: a blocking free would hold the dropping thread
+/// until then (or the last timeout). Non-blocking, such a session is left to leak instead.
+struct Session(ssh2::Session);
+
+impl std::ops::Deref for Session {
+    type Target = ssh2::Session;
+    fn deref(&self) -> &ssh2::Session {
+        &self.0
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.0.set_blocking(false);
+    }
 }
 
 impl std::fmt::Debug for Ssh {
@@ -176,7 +198,7 @@ impl Ssh {
         })
         .await?;
         Ok(Ssh {
-            session: Arc::new(Mutex::new(session)),
+            session: Arc::new(Mutex::new(Session(session))),
             address,
         })
     }
@@ -405,7 +427,12 @@ fn exec_blocking(
     };
     session.set_blocking(true);
     if let Err(e) = result {
+        // The command may still run: the server closes the channel only when it ends, and
+        // libssh2 waits for that in `close` and again when the channel is freed, each up to
+        // the session timeout, which would triple the deadline. Send the close, wait briefly.
+        session.set_timeout(CLOSE_GRACE.as_millis() as u32);
         let _ = ch.close();
+        drop(ch);
         return Err(e);
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
