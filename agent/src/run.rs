@@ -158,17 +158,7 @@ impl Agent {
         let Some(hash) = self.cache.report_hash.clone() else {
             return false;
         };
-        let upload = ReportUpload {
-            report_hash: hash.clone(),
-            reboot_required: report.reboot_required,
-            scanned_at: report.scanned_at,
-            scanner_errors: report.scanner_errors.clone(),
-            updates: report
-                .updates
-                .iter()
-                .filter_map(|u| serde_json::to_value(u).ok())
-                .collect(),
-        };
+        let upload = ReportUpload::of(report, hash.clone());
         match self.client.upload_report(&upload).await {
             Ok(acc) => {
                 tracing::info!(

@@ -98,6 +98,23 @@ pub struct ReportUpload {
     pub updates: Vec<serde_json::Value>,
 }
 
+impl ReportUpload {
+    /// The upload of `report`, whose hash is `report_hash`.
+    pub fn of(report: &ScanReport, report_hash: String) -> Self {
+        Self {
+            report_hash,
+            reboot_required: report.reboot_required,
+            scanned_at: report.scanned_at,
+            scanner_errors: report.scanner_errors.clone(),
+            updates: report
+                .updates
+                .iter()
+                .filter_map(|u| serde_json::to_value(u).ok())
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedRow {
     /// Index of the row in `updates`.

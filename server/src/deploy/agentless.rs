@@ -8,11 +8,15 @@
 
 use super::shell::Shell;
 use super::steps::key_values;
+use super::Deployer;
+use crate::error::{Error, Result as ApiResult};
 use anyhow::{bail, Context, Result};
 use canopy_api_types::agent::{HostFacts, ReportUpload, ScanReport, ScannerError};
+use canopy_api_types::deploy::{DeployAction, DeployRequest};
 use canopy_api_types::updates::PackageUpdate;
 use canopy_api_types::{GuestId, HostId};
 use canopy_store::{Actor, Store};
+use std::sync::Arc;
 
 /// One read of the guest; each part starts with a `@@name` line.
 const SCRIPT: &str = r#"
@@ -141,23 +145,81 @@ pub async fn scan(
             host.id
         );
     }
-    let upload = ReportUpload {
-        report_hash: canopy_agent::scan::report_hash(&report),
-        reboot_required: report.reboot_required,
-        scanned_at: report.scanned_at,
-        scanner_errors: report.scanner_errors.clone(),
-        updates: report
-            .updates
-            .iter()
-            .map(|u| serde_json::to_value(u).expect("updates serialise"))
-            .collect(),
-    };
+    let upload = ReportUpload::of(&report, canopy_agent::scan::report_hash(&report));
     let (ingest, _rejected) = crate::pipeline::report::validate(upload, &facts.os_id);
     let outcome = store.ingest_report(host.id, ingest, actor).await?;
     Ok(Scanned {
         host_id: host.id,
         pending: outcome.accepted as usize,
     })
+}
+
+impl Deployer {
+    /// Scans every targeted guest that has no enrolled agent through `pct exec` (or direct
+    /// SSH), concurrently within the same limits as deploys. Guests with an agent are left to it.
+    pub async fn scan_agentless(
+        self: &Arc<Self>,
+        selector: &str,
+        actor: &Actor,
+    ) -> ApiResult<Vec<canopy_api_types::deploy::AgentlessResult>> {
+        use canopy_api_types::deploy::AgentlessResult;
+        super::keys::ensure_key(&self.key_file()).map_err(Error::internal)?;
+        let req = DeployRequest {
+            selector: selector.to_string(),
+            action: DeployAction::Deploy,
+        };
+        let (_, planned) =
+            super::plan::plan(&self.discovery, self.store.as_ref(), &self.settings, &req).await?;
+        let tree = self.discovery.tree();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut results = Vec::new();
+        for p in planned {
+            let path = canopy_inventory::PathId::parse(&p.item.target).map_err(Error::internal)?;
+            let agent = tree.get(&path).and_then(|v| v.agent.clone());
+            if matches!(agent.as_deref(), Some("online" | "offline")) {
+                results.push(AgentlessResult {
+                    target: p.item.target.clone(),
+                    host_id: None,
+                    pending: None,
+                    error: Some("has an agent; it reports for itself".into()),
+                });
+                continue;
+            }
+            let Some(guest) = p.item.guest_id else {
+                continue;
+            };
+            let (me, actor) = (self.clone(), actor.clone());
+            tasks.spawn(async move {
+                let _node = me.slot(&p.node_key()).acquire_owned().await;
+                let _global = me.global.clone().acquire_owned().await;
+                let r = async {
+                    let shell = me.shell(&p).await?;
+                    scan(&shell, me.store.as_ref(), guest, &actor).await
+                }
+                .await;
+                match r {
+                    Ok(s) => AgentlessResult {
+                        target: p.item.target,
+                        host_id: Some(s.host_id),
+                        pending: Some(s.pending as u64),
+                        error: None,
+                    },
+                    Err(e) => AgentlessResult {
+                        target: p.item.target,
+                        host_id: None,
+                        pending: None,
+                        error: Some(format!("{e:#}")),
+                    },
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            results.push(r.map_err(Error::internal)?);
+        }
+        results.sort_by(|a, b| a.target.cmp(&b.target));
+        self.discovery.rebuild().await.map_err(Error::internal)?;
+        Ok(results)
+    }
 }
 
 #[cfg(test)]

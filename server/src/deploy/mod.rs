@@ -188,10 +188,10 @@ impl Deployer {
         p: Planned,
         actor: &Actor,
     ) -> bool {
-        let node_key = p.node_key();
-        let node_slot = self.slot(&node_key);
+        // The node's slot first: an item waiting for its busy node holds no global slot
+        // another node could use.
+        let _node = self.slot(&p.node_key()).acquire_owned().await;
         let _global = self.global.clone().acquire_owned().await;
-        let _node = node_slot.acquire_owned().await;
         let target = p.item.target.clone();
         let (step_tx, writer) = {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
@@ -376,74 +376,5 @@ async fn publish(
             tracing::error!(operation = %id, %target, error = %e, "cannot record the item's progress");
             Err(e)
         }
-    }
-}
-
-impl Deployer {
-    /// Scans every targeted guest that has no enrolled agent through `pct exec` (or direct
-    /// SSH), concurrently within the same limits as deploys. Guests with an agent are left to it.
-    pub async fn scan_agentless(
-        self: &Arc<Self>,
-        selector: &str,
-        actor: &Actor,
-    ) -> Result<Vec<canopy_api_types::deploy::AgentlessResult>> {
-        use canopy_api_types::deploy::AgentlessResult;
-        keys::ensure_key(&self.key_file()).map_err(Error::internal)?;
-        let req = DeployRequest {
-            selector: selector.to_string(),
-            action: DeployAction::Deploy,
-        };
-        let (_, planned) =
-            plan::plan(&self.discovery, self.store.as_ref(), &self.settings, &req).await?;
-        let tree = self.discovery.tree();
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut results = Vec::new();
-        for p in planned {
-            let path = canopy_inventory::PathId::parse(&p.item.target).map_err(Error::internal)?;
-            let agent = tree.get(&path).and_then(|v| v.agent.clone());
-            if matches!(agent.as_deref(), Some("online" | "offline")) {
-                results.push(AgentlessResult {
-                    target: p.item.target.clone(),
-                    host_id: None,
-                    pending: None,
-                    error: Some("has an agent; it reports for itself".into()),
-                });
-                continue;
-            }
-            let Some(guest) = p.item.guest_id else {
-                continue;
-            };
-            let (me, actor) = (self.clone(), actor.clone());
-            tasks.spawn(async move {
-                let slot = me.slot(&p.node_key());
-                let _global = me.global.clone().acquire_owned().await;
-                let _node = slot.acquire_owned().await;
-                let r = async {
-                    let shell = me.shell(&p).await?;
-                    agentless::scan(&shell, me.store.as_ref(), guest, &actor).await
-                }
-                .await;
-                match r {
-                    Ok(s) => AgentlessResult {
-                        target: p.item.target,
-                        host_id: Some(s.host_id),
-                        pending: Some(s.pending as u64),
-                        error: None,
-                    },
-                    Err(e) => AgentlessResult {
-                        target: p.item.target,
-                        host_id: None,
-                        pending: None,
-                        error: Some(format!("{e:#}")),
-                    },
-                }
-            });
-        }
-        while let Some(r) = tasks.join_next().await {
-            results.push(r.map_err(Error::internal)?);
-        }
-        results.sort_by(|a, b| a.target.cmp(&b.target));
-        self.discovery.rebuild().await.map_err(Error::internal)?;
-        Ok(results)
     }
 }
