@@ -6,13 +6,19 @@
 //! engine answers (unless `--no-docker`), else on this machine in read-only mode. Prints the
 //! URL, the login and a few commands to try, then waits for Ctrl-C. A detached watchdog stops
 //! the server, the agent and the lab once xtask is gone, however it ended.
+//!
+//! The server starts with a config file that keeps `canopy agent deploy` on 127.0.0.1
+//! (`demo/deploy.rs`).
+
+mod deploy;
 
 use crate::proc::{cmd, poll};
 use crate::{dockerd, lab, state, test};
 use anyhow::{bail, Context, Result};
+use deploy::{deploy_config, lab_pve_node, sim_nodes, LabRoute, NOWHERE};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -65,11 +71,48 @@ pub fn run(args: &[&str]) -> Result<()> {
     std::fs::set_permissions(&pw_file, std::fs::Permissions::from_mode(0o600))?;
     let session = dir.join("session.json");
 
+    let sim_file = root.join("examples/sim/home.toml");
+    let sim_nodes = sim_nodes(
+        &std::fs::read_to_string(&sim_file)
+            .with_context(|| format!("read {}", sim_file.display()))?,
+    )
+    .with_context(|| format!("the node names in {}", sim_file.display()))?;
+    // The lab comes first: the server's config routes deploys to its PVE node stand-in.
+    let lab_json = if docker {
+        watchdog(&[], docker)?; // takes the lab down should xtask end before the server starts
+        Some(std::fs::read_to_string(lab::up(1)?)?)
+    } else {
+        None
+    };
+    let lab_node = match &lab_json {
+        Some(json) => Some(lab_pve_node(json)?),
+        None => None,
+    };
+
     let port = first_free_port(8080)?;
     let url = format!("http://127.0.0.1:{port}");
+    let config = dir.join("canopy.toml");
+    let route = lab_node.as_ref().map(|n| LabRoute {
+        node_ssh: &n.ssh,
+        ssh_key: &n.ssh_key,
+        agent: &agent,
+    });
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&config)
+        .and_then(|mut f| f.write_all(deploy_config(&url, &sim_nodes, route).as_bytes()))
+        .with_context(|| format!("write {}", config.display()))?;
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut server = Command::new(&canopy)
         .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        // The file's [deploy] wins: these would override it from the caller's environment.
+        .env_remove("CANOPY_DEPLOY_SERVER_URL")
+        .env_remove("CANOPY_DEPLOY_SSH_KEY_FILE")
+        .env_remove("CANOPY_DEPLOY_AGENT_BINARY")
         .env(
             "CANOPY_DATABASE_URL",
             format!("sqlite://{}", dir.join("canopy.db").display()),
@@ -122,6 +165,17 @@ pub fn run(args: &[&str]) -> Result<()> {
     let (sim, clusters) = start_sim(&release, &root, &dir)?;
     children.push(sim.id());
     watchdog(&children, docker)?;
+    if let Some(c) = clusters
+        .iter()
+        .find(|c| !sim_nodes.iter().any(|(name, _)| *name == c.name))
+    {
+        bail!(
+            "the simulator serves cluster {:?}, which {} does not list: its nodes would be \
+             deployed to at their LAN addresses",
+            c.name,
+            sim_file.display()
+        );
+    }
     for c in &clusters {
         cmd(
             &canopy_s,
@@ -141,8 +195,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
 
     let mut agent_child: Option<Child> = None;
-    let where_agent = if docker {
-        let lab_json = std::fs::read_to_string(lab::up(1)?)?;
+    let where_agent = if let Some(lab_json) = &lab_json {
         let guests = lab_json
             .find("\"guests\"")
             .map(|i| &lab_json[i + 8..])
@@ -207,6 +260,26 @@ pub fn run(args: &[&str]) -> Result<()> {
 
     let session_s = session.display();
     let canopy_d = canopy.display();
+    let deploy_line = match &lab_node {
+        Some(node) => {
+            // The simulated node named like the lab's: its LXCs 101 and 102 exist there.
+            let (cluster, name) = sim_nodes
+                .iter()
+                .find_map(|(c, nodes)| nodes.iter().find(|n| **n == node.name).map(|n| (c, n)))
+                .or_else(|| sim_nodes.first().and_then(|(c, n)| Some((c, n.first()?))))
+                .context("examples/sim/home.toml has no node")?;
+            format!(
+                "{canopy_d} agent deploy 'cluster/{cluster}/node/{name}/**' --preview   \
+                 # deploys go to the lab's PVE node {}",
+                node.ssh
+            )
+        }
+        None => format!(
+            "{canopy_d} agent deploy 'cluster/{}/**' --preview   \
+             # without Docker every node is {NOWHERE}: a deploy fails at once",
+            sim_nodes[0].0
+        ),
+    };
     println!(
         "\nCanopy is running at {url}\n\n\
          Log in as admin with the password in {pw} ({password})\n\
@@ -219,7 +292,8 @@ pub fn run(args: &[&str]) -> Result<()> {
            {canopy_d} updates\n  \
            {canopy_d} approve ID        # queues a dry-run\n  \
            {canopy_d} command ID        # the dry-run plan\n  \
-           {canopy_d} confirm ID        # installs\n\n\
+           {canopy_d} confirm ID        # installs\n  \
+           {deploy_line}\n\n\
          Ctrl-C stops everything.",
         pw = pw_file.display(),
         state = dir.display(),
