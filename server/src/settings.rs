@@ -94,6 +94,9 @@ pub struct DeploySettings {
     pub command_timeout_secs: u64,
     /// Seconds to wait for a freshly started agent's first check-in.
     pub checkin_timeout_secs: u64,
+    /// Seconds between agentless scans of the guests that have no agent (through `pct exec`);
+    /// 0 = never. They run only once the deploy key exists (deploys are set up).
+    pub agentless_interval_secs: u64,
     /// SSH address per node, `"CLUSTER/NODE" = "host:port"`, overriding the address PVE
     /// reports in `/cluster/status` (port 22).
     pub nodes: std::collections::BTreeMap<String, String>,
@@ -131,6 +134,7 @@ impl Default for DeploySettings {
             connect_timeout_secs: 10,
             command_timeout_secs: 120,
             checkin_timeout_secs: 60,
+            agentless_interval_secs: 3600,
             nodes: Default::default(),
             direct: Default::default(),
         }

@@ -33,6 +33,9 @@ fi
 echo @@end
 "#;
 
+/// The note on a guest an agentless scan leaves to its agent.
+pub const HAS_AGENT: &str = "has an agent; it reports for itself";
+
 /// What an agentless scan stored.
 #[derive(Debug, Clone)]
 pub struct Scanned {
@@ -181,7 +184,7 @@ impl Deployer {
                     target: p.item.target.clone(),
                     host_id: None,
                     pending: None,
-                    error: Some("has an agent; it reports for itself".into()),
+                    error: Some(HAS_AGENT.into()),
                 });
                 continue;
             }

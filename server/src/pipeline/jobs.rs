@@ -1,5 +1,6 @@
 //! Background jobs: periodic Proxmox discovery, the command-timeout sweep (commands never stay `running`
-//! forever), refresh-token clean-up and event retention.
+//! forever), agentless scans of guests without an agent, refresh-token clean-up and event
+//! retention.
 
 use crate::state::AppState;
 use std::time::Duration;
@@ -29,6 +30,35 @@ pub fn spawn(state: AppState) -> Jobs {
             }
         }
     }));
+    let every = state.settings.deploy.agentless_interval_secs;
+    if every > 0 {
+        let s = state.clone();
+        handles.push(tokio::spawn(async move {
+            let period = Duration::from_secs(every);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if !s.deployer.key_file().exists() {
+                    continue; // deploys are not set up: no SSH to try
+                }
+                match s.deployer.scan_agentless("**", &canopy_store::Actor::System).await {
+                    Ok(results) => {
+                        let scanned = results.iter().filter(|r| r.host_id.is_some()).count();
+                        let failed: Vec<_> = results
+                            .iter()
+                            .filter(|r| r.host_id.is_none() && r.error.as_deref().is_some_and(|e| e != crate::deploy::agentless::HAS_AGENT))
+                            .collect();
+                        tracing::info!(scanned, failed = failed.len(), "agentless scan");
+                        for r in failed {
+                            tracing::warn!(target = %r.target, error = r.error.as_deref().unwrap_or(""), "agentless scan failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "agentless scan failed"),
+                }
+            }
+        }));
+    }
     let s = state;
     handles.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
