@@ -362,7 +362,8 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
     let after: Vec<_> = pve.guests.iter().map(|g| main_pid(&g.container)).collect();
     assert_eq!(pids, after, "a no-op re-run restarted an agent");
 
-    // Kill one agent's service: the re-run repairs it, the rest stay untouched.
+    // Kill one agent's service and put a different agent build into another guest: the
+    // re-run repairs the first, upgrades the second, and leaves the rest untouched.
     let victim = pve.guest(103);
     in_guest(&victim.container, "systemctl stop canopy-agent");
     assert_eq!(
@@ -372,12 +373,34 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         ),
         "inactive"
     );
+    let older = pve.guest(104);
+    in_guest(
+        &older.container,
+        "cp /usr/local/bin/canopy-agent /tmp/a && printf 'another build' >> /tmp/a && \
+         install -m 0755 /tmp/a /usr/local/bin/canopy-agent && rm /tmp/a",
+    );
     let (third, _) = run(&app, GUESTS, DeployAction::Deploy).await;
     assert_eq!(
         item(&third, 103).outcome,
         Some(DeployOutcome::Repaired),
         "{:#?}",
         outcomes(&third)
+    );
+    let upgraded = item(&third, 104);
+    assert_eq!(
+        upgraded.outcome,
+        Some(DeployOutcome::Upgraded),
+        "{upgraded:?}"
+    );
+    assert!(upgraded
+        .message
+        .as_deref()
+        .unwrap_or("")
+        .contains("upgraded from"));
+    let agent_sha = |c: &str| in_guest(c, "sha256sum /usr/local/bin/canopy-agent | cut -d' ' -f1");
+    assert_eq!(
+        agent_sha(&older.container),
+        agent_sha(&pve.guest(101).container)
     );
     assert_eq!(item(&third, 101).outcome, Some(DeployOutcome::Unchanged));
     assert_eq!(
