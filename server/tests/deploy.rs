@@ -362,6 +362,49 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
     let after: Vec<_> = pve.guests.iter().map(|g| main_pid(&g.container)).collect();
     assert_eq!(pids, after, "a no-op re-run restarted an agent");
 
+    // The same through the CLI as a homelab owner types it: asked first ("n" starts nothing),
+    // then `--yes` with progress on stderr and the per-guest result on stdout.
+    let cli = Cli::login(&app);
+    let before = app.admin.operations(100).await.unwrap().len();
+    let out = cli.run(&["agent", "deploy", GUESTS], "n\n");
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains("deploys to 7 guests on 1 node (2 skipped)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("nothing started"), "{}", out.stderr);
+    assert_eq!(app.admin.operations(100).await.unwrap().len(), before);
+    let out = cli.run(&["agent", "deploy", GUESTS, "--yes"], "");
+    assert!(
+        !out.status.success(),
+        "the ghost failed, so the command does"
+    );
+    for g in &pve.guests {
+        let line = format!("cluster/lab/node/pve1/lxc/{}", g.vmid);
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.contains(&line) && l.contains("unchanged")),
+            "{}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout.contains("107.conf' does not exist"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("[7/7]"), "progress: {}", out.stderr);
+    assert!(
+        out.stderr.contains("1 of 7 guests failed"),
+        "{}",
+        out.stderr
+    );
+    let after: Vec<_> = pve.guests.iter().map(|g| main_pid(&g.container)).collect();
+    assert_eq!(pids, after, "the CLI re-run restarted an agent");
+
     // Kill one agent's service and put a different agent build into another guest: the
     // re-run repairs the first, upgrades the second, and leaves the rest untouched.
     let victim = pve.guest(103);
@@ -437,4 +480,66 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         .unwrap();
     let types: Vec<_> = history.iter().map(|e| e.event_type.as_str()).collect();
     assert!(types.contains(&"operation.item_succeeded"), "{types:?}");
+}
+
+/// The real `canopy` binary with a session of its own.
+struct Cli {
+    _dir: tempfile::TempDir,
+    session: std::path::PathBuf,
+}
+
+struct CliOutput {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cli {
+    fn login(app: &TestApp) -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, ADMIN_PASSWORD).unwrap();
+        let cli = Cli {
+            session: dir.path().join("session.json"),
+            _dir: dir,
+        };
+        let out = cli.run(
+            &[
+                "login",
+                "--server",
+                &app.base,
+                "--password-file",
+                pw.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(out.status.success(), "{}", out.stderr);
+        cli
+    }
+
+    fn run(&self, args: &[&str], stdin: &str) -> CliOutput {
+        tokio::task::block_in_place(|| {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+                .args(args)
+                .env("CANOPY_SESSION", &self.session)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            CliOutput {
+                status: out.status,
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        })
+    }
 }
