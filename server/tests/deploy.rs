@@ -39,6 +39,7 @@ fn estate(pve: &PveLab) -> String {
     for g in &pve.guests {
         guest(g.vmid, &g.hostname, "running", false);
     }
+    guest(pve.dnf_vmid, "dnf-1", "running", false);
     guest(107, "ghost", "running", false);
     guest(110, "tmpl", "stopped", true);
     guest(111, "off", "stopped", false);
@@ -188,6 +189,28 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
             .contains("107.conf' does not exist"),
         "{ghost:?}"
     );
+    // The dnf guest (vmid 120) is read with dnf check-update; at least the update the dnf
+    // pipeline test never approves is pending whatever that test did meanwhile.
+    let dnf = scanned
+        .iter()
+        .find(|r| r.target.ends_with(&format!("/lxc/{}", pve.dnf_vmid)))
+        .expect("the dnf guest scanned");
+    assert!(dnf.error.is_none(), "{dnf:?}");
+    let dnf_updates = app
+        .admin
+        .updates(&UpdateFilter {
+            selector: Some(format!("cluster/lab/node/pve1/lxc/{}", pve.dnf_vmid)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        dnf_updates
+            .items
+            .iter()
+            .any(|u| u.manager == canopy_api_types::updates::PackageManager::Dnf),
+        "{dnf_updates:?}"
+    );
     let agentless_host = ct101.host_id.unwrap();
     let tree = app
         .admin
@@ -209,7 +232,8 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         "{page:?}"
     );
 
-    // The preview: 7 guests (six lab guests + the ghost), template and stopped guest skipped.
+    // The preview: 8 guests (six lab guests, the dnf guest, the ghost), template and stopped
+    // guest skipped.
     let preview = app
         .admin
         .deploy_preview(&DeployRequest {
@@ -218,8 +242,8 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         })
         .await
         .unwrap();
-    assert_eq!(preview.targets.len(), 7, "{preview:?}");
-    assert_eq!(preview.summary, "deploys to 7 guests on 1 node (2 skipped)");
+    assert_eq!(preview.targets.len(), 8, "{preview:?}");
+    assert_eq!(preview.summary, "deploys to 8 guests on 1 node (2 skipped)");
     let route_106 = preview
         .targets
         .iter()
@@ -258,6 +282,17 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
             .unwrap()
             .contains("107.conf' does not exist"),
         "{ghost:?}"
+    );
+    // The dnf guest runs no service manager: a clear error, nothing half-installed.
+    let no_init = item(&first, pve.dnf_vmid);
+    assert_eq!(no_init.state, ItemState::Failed);
+    assert!(
+        no_init
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("neither systemd nor OpenRC"),
+        "{no_init:?}"
     );
     let steps: Vec<_> = events
         .iter()
@@ -346,7 +381,12 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         .find(|h| h.id == agentless_host)
         .expect("same host id");
     assert!(!h101.agentless);
-    assert_eq!(hosts.len(), 6, "{hosts:?}");
+    assert_eq!(
+        hosts.len(),
+        7,
+        "six agents and the agentless dnf guest: {hosts:?}"
+    );
+    assert_eq!(hosts.iter().filter(|h| h.agentless).count(), 1);
 
     // Re-run: a no-op everywhere (no service restarted).
     let pids: Vec<_> = pve.guests.iter().map(|g| main_pid(&g.container)).collect();
@@ -370,7 +410,7 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
     assert!(!out.status.success());
     assert!(
         out.stderr
-            .contains("deploys to 7 guests on 1 node (2 skipped)"),
+            .contains("deploys to 8 guests on 1 node (2 skipped)"),
         "{}",
         out.stderr
     );
@@ -396,9 +436,9 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         "{}",
         out.stdout
     );
-    assert!(out.stderr.contains("[7/7]"), "progress: {}", out.stderr);
+    assert!(out.stderr.contains("[8/8]"), "progress: {}", out.stderr);
     assert!(
-        out.stderr.contains("1 of 7 guests failed"),
+        out.stderr.contains("2 of 8 guests failed"),
         "{}",
         out.stderr
     );

@@ -123,8 +123,10 @@ fn render_into(
     if !v.tags.is_empty() {
         notes.push(format!("tags {}", v.tags.join(",")));
     }
-    if let Some(a) = &v.agent {
-        notes.push(format!("agent {a}"));
+    match (&v.agent, &v.agent_user) {
+        (Some(a), Some(user)) => notes.push(format!("agent {a} as {user}")),
+        (Some(a), None) => notes.push(format!("agent {a}")),
+        _ => {}
     }
     if let Some(e) = &v.error {
         notes.push(format!("ERROR: {e}"));

@@ -1,5 +1,6 @@
 //! Agentless scanning: a guest without an agent is still read through `pct exec` (or direct
-//! SSH) — its identity, OS and `apt list --upgradable` — so the tree has no holes. The result
+//! SSH) — its identity, OS, `apt list --upgradable` or `dnf check-update` — so the tree has
+//! no holes. The result
 //! is stored as an agentless host attached to the guest, with its updates ingested through the
 //! same validation as an agent's report. Nothing in the guest is changed: the package lists
 //! are whatever the guest last fetched.
@@ -30,6 +31,12 @@ if command -v apt >/dev/null 2>&1; then
   echo "@@apt-exit $?"
   echo @@apt-hold; apt-mark showhold 2>/dev/null
 fi
+if command -v dnf >/dev/null 2>&1; then
+  echo @@dnf-check; LC_ALL=C dnf -q check-update 2>/dev/null
+  echo "@@dnf-exit $?"
+  echo @@dnf-security; LC_ALL=C dnf -q updateinfo list --security 2>/dev/null
+  echo @@rpm; rpm -qa --qf '%{NAME}.%{ARCH} %{EPOCH}:%{VERSION}-%{RELEASE}\n' 2>/dev/null
+fi
 echo @@end
 "#;
 
@@ -54,6 +61,15 @@ fn sections(text: &str) -> Vec<(&str, String)> {
         }
     }
     out
+}
+
+/// The exit code a `@@NAME CODE` marker line carries ("0" when missing).
+fn exit_code<'a>(parts: &[(&'a str, String)], name: &str) -> &'a str {
+    parts
+        .iter()
+        .find_map(|(n, _)| n.strip_prefix(name)?.strip_prefix(' '))
+        .map(str::trim)
+        .unwrap_or("0")
 }
 
 /// The facts and the scan report an agentless read of a guest gives.
@@ -88,11 +104,8 @@ pub fn parse(text: &str) -> Result<(HostFacts, ScanReport)> {
     let mut updates: Vec<PackageUpdate> = Vec::new();
     let mut scanner_errors = Vec::new();
     if let Some(list) = get("apt-list") {
-        let exit = parts
-            .iter()
-            .find_map(|(n, _)| n.strip_prefix("apt-exit "))
-            .unwrap_or("0");
-        if exit.trim() != "0" {
+        let exit = exit_code(&parts, "apt-exit");
+        if exit != "0" {
             scanner_errors.push(ScannerError {
                 scanner: "apt".into(),
                 message: format!("apt list --upgradable exited with {exit}"),
@@ -107,11 +120,31 @@ pub fn parse(text: &str) -> Result<(HostFacts, ScanReport)> {
                 }),
             }
         }
-    } else {
+    }
+    if let Some(list) = get("dnf-check") {
+        use canopy_agent::scan::dnf;
+        // dnf check-update: 0 = nothing to do, 100 = updates listed.
+        match exit_code(&parts, "dnf-exit") {
+            "0" | "100" => {
+                let security = dnf::parse_updateinfo_security(get("dnf-security").unwrap_or(""));
+                let installed = dnf::parse_rpm_query(get("rpm").unwrap_or(""));
+                updates.extend(
+                    dnf::parse_check_update(list)
+                        .into_iter()
+                        .map(|r| dnf::to_update(r, &installed, &security)),
+                );
+            }
+            code => scanner_errors.push(ScannerError {
+                scanner: "dnf".into(),
+                message: format!("dnf check-update exited with {code}"),
+            }),
+        }
+    }
+    if get("apt-list").is_none() && get("dnf-check").is_none() {
         scanner_errors.push(ScannerError {
             scanner: "agentless".into(),
             message: format!(
-                "no package manager the agentless scan reads (apt) in {}",
+                "no package manager the agentless scan reads (apt, dnf) in {}",
                 if facts.os_pretty.is_empty() {
                     "the guest"
                 } else {
@@ -260,6 +293,31 @@ mod tests {
     fn no_apt_is_a_scanner_error_not_a_failure() {
         let (_, report) = parse("@@machine-id\nm\n@@os-release\nID=alpine\n@@end\n").unwrap();
         assert_eq!(report.scanner_errors.len(), 1);
-        assert!(report.scanner_errors[0].message.contains("apt"));
+        assert!(report.scanner_errors[0].message.contains("apt, dnf"));
+    }
+
+    #[test]
+    fn reads_a_dnf_guest() {
+        let text = "@@machine-id\nm\n@@os-release\nID=debian\n@@dnf-check\n\
+                    canopy-demo-ssl.noarch   1.0-2   canopy-lab\n\
+                    canopy-demo-web.noarch   2.0-1   canopy-lab\n@@dnf-exit 100\n\
+                    @@dnf-security\nCANOPY-LAB-2023-0004 Important/Sec. canopy-demo-ssl-1.0-2.noarch\n\
+                    @@rpm\ncanopy-demo-ssl.noarch (none):1.0-1\ncanopy-demo-web.noarch (none):1.0-1\n@@end\n";
+        let (_, report) = parse(text).unwrap();
+        assert!(
+            report.scanner_errors.is_empty(),
+            "{:?}",
+            report.scanner_errors
+        );
+        assert_eq!(report.updates.len(), 2);
+        let ssl = report
+            .updates
+            .iter()
+            .find(|u| u.package == "canopy-demo-ssl")
+            .unwrap();
+        assert_eq!(ssl.current_version, "1.0-1");
+        assert_eq!(ssl.available_version, "1.0-2");
+        assert_eq!(ssl.severity, canopy_api_types::updates::Severity::Security);
+        assert_eq!(ssl.manager, canopy_api_types::updates::PackageManager::Dnf);
     }
 }

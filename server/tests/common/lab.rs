@@ -66,6 +66,8 @@ pub struct PveLab {
     pub ssh_key: PathBuf,
     /// vmids 101–106, in order.
     pub guests: Vec<PveGuest>,
+    /// The vmid under which the node's `pct` reaches the dnf guest (no systemd).
+    pub dnf_vmid: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +143,10 @@ impl Lab {
                 user: text(&node["user"], "node.user"),
             },
             ssh_key: PathBuf::from(text(&pve["ssh_key"], "ssh_key")),
+            dnf_vmid: pve["dnf_vmid"]
+                .as_u64()
+                .expect("lab.json pve.dnf_vmid: rebuild the lab with `cargo xtask lab up`")
+                as u32,
             guests,
         }
     }

@@ -35,6 +35,7 @@
 //!     "node": { "name": "pve1", "container": "canopy-lab-pve1", "ssh": "127.0.0.1:PORT",
 //!               "user": "root" },
 //!     "ssh_key": "/tmp/canopy-xtask/lab/ssh/id_ed25519",
+//!     "dnf_vmid": 120,
 //!     "guests": [
 //!       { "vmid": 101, "container": "canopy-lab-pve1-ct101", "hostname": "ct101",
 //!         "sudo": true, "ssh": null },

@@ -40,6 +40,9 @@ fn node_container() -> Result<String> {
 }
 
 /// Starts the guests and the node (the images exist), then checks them through ssh.
+/// The vmid under which the node's `pct` reaches the lab's dnf guest.
+pub const DNF_VMID: u32 = 120;
+
 /// The old containers are gone (`remove_guests`).
 pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
     let node_container = node_container()?;
@@ -102,10 +105,13 @@ pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
         }
     }
     let node_port = state::free_port()?;
-    let list: Vec<(u32, String, String)> = guests
+    let mut list: Vec<(u32, String, String)> = guests
         .iter()
         .map(|g| (g.vmid, g.container.clone(), g.hostname.clone()))
         .collect();
+    // The dnf guest (no systemd) is a container of this node too: agentless scans of a dnf
+    // system, and a deploy that must fail clearly for want of a service manager.
+    list.push((DNF_VMID, super::dnf_guest_name(1)?, "dnf-1".into()));
     node::start(&node_container, node_port, &key, &list)?;
     let pve = Pve {
         node_container,
@@ -218,7 +224,7 @@ pub fn json_section(pve: &Pve) -> String {
         .collect();
     format!(
         "{{\n    \"image\": {},\n    \"node_image\": {},\n    \"node\": {{ \"name\": {}, \"container\": {}, \
-         \"ssh\": {}, \"user\": \"root\" }},\n    \"ssh_key\": {},\n    \"guests\": [\n{}\n    ]\n  }}",
+         \"ssh\": {}, \"user\": \"root\" }},\n    \"ssh_key\": {},\n    \"dnf_vmid\": {DNF_VMID},\n    \"guests\": [\n{}\n    ]\n  }}",
         json_str(systemd::IMAGE),
         json_str(node::IMAGE),
         json_str(node::NODE),
