@@ -236,6 +236,33 @@ pub struct OperationItem {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+impl OperationItem {
+    /// An item not started yet.
+    pub fn queued(
+        target: impl Into<String>,
+        guest_id: Option<GuestId>,
+        node: impl Into<String>,
+        vmid: u32,
+        route: Route,
+    ) -> Self {
+        Self {
+            target: target.into(),
+            guest_id,
+            node: node.into(),
+            vmid,
+            route,
+            state: ItemState::Queued,
+            step: None,
+            outcome: None,
+            message: None,
+            host_id: None,
+            run_as: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
 /// A bulk operation addressed by selector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Operation {

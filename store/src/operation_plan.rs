@@ -220,21 +220,7 @@ mod tests {
     use canopy_api_types::HostId;
 
     fn queued() -> OperationItem {
-        OperationItem {
-            target: "cluster/c/node/n/lxc/101".into(),
-            guest_id: None,
-            node: "n".into(),
-            vmid: 101,
-            route: Route::Pct,
-            state: ItemState::Queued,
-            step: None,
-            outcome: None,
-            message: None,
-            host_id: None,
-            run_as: None,
-            started_at: None,
-            finished_at: None,
-        }
+        OperationItem::queued("cluster/c/node/n/lxc/101", None, "n", 101, Route::Pct)
     }
 
     fn update(state: ItemState, at: DateTime<Utc>) -> ItemUpdate {

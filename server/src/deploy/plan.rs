@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::settings::{DeploySettings, DirectSsh};
 use canopy_api_types::clusters::SkippedTarget;
 use canopy_api_types::deploy::{
-    DeployAction, DeployPreview, DeployRequest, DeployTarget, ItemState, OperationItem, Route,
+    DeployAction, DeployPreview, DeployRequest, DeployTarget, OperationItem, Route,
 };
 use canopy_inventory::{Kind, Selector};
 use canopy_store::Store;
@@ -128,21 +128,13 @@ pub async fn plan(
             Reach::Node { .. } => Route::Pct,
         };
         planned.push(Planned {
-            item: OperationItem {
-                target: path.to_string(),
-                guest_id: discovery.guest_id(path),
-                node: node.to_string(),
+            item: OperationItem::queued(
+                path.to_string(),
+                discovery.guest_id(path),
+                node,
                 vmid,
                 route,
-                state: ItemState::Queued,
-                step: None,
-                outcome: None,
-                message: None,
-                host_id: None,
-                run_as: None,
-                started_at: None,
-                finished_at: None,
-            },
+            ),
             reach,
         });
     }

@@ -12,25 +12,18 @@ use canopy_store::{events, ItemUpdate, NewOperation, StoreError, INTERRUPTED_MES
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 fn item(vmid: u32, guest_id: Option<GuestId>) -> OperationItem {
-    OperationItem {
-        target: format!("cluster/home/node/pve1/lxc/{vmid}"),
+    let route = if vmid.is_multiple_of(2) {
+        Route::Ssh
+    } else {
+        Route::Pct
+    };
+    OperationItem::queued(
+        format!("cluster/home/node/pve1/lxc/{vmid}"),
         guest_id,
-        node: "pve1".into(),
+        "pve1",
         vmid,
-        route: if vmid.is_multiple_of(2) {
-            Route::Ssh
-        } else {
-            Route::Pct
-        },
-        state: ItemState::Queued,
-        step: None,
-        outcome: None,
-        message: None,
-        host_id: None,
-        run_as: None,
-        started_at: None,
-        finished_at: None,
-    }
+        route,
+    )
 }
 
 fn new_op(items: Vec<OperationItem>, created_at: DateTime<Utc>) -> NewOperation {
