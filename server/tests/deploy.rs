@@ -23,7 +23,8 @@ use std::time::Duration;
 const TOKEN: &str = "canopy@pve!lab=3e1f5a9c-7b2d-4c8e-9f0a-1b2c3d4e5f60";
 const GUESTS: &str = "cluster/lab/node/pve1/lxc/*";
 
-/// The simulator's view of the lab node: the six guests, a ghost, a template, a stopped one.
+/// The simulator's view of the lab node: the six systemd guests, the OpenRC guest, the dnf
+/// guest, a ghost, a template, a stopped one.
 fn estate(pve: &PveLab) -> String {
     let mut s = String::from(
         "[[clusters]]\nname = \"lab\"\n[[clusters.tokens]]\nid = \"canopy@pve!lab\"\n\
@@ -39,6 +40,7 @@ fn estate(pve: &PveLab) -> String {
     for g in &pve.guests {
         guest(g.vmid, &g.hostname, "running", false);
     }
+    guest(pve.openrc_vmid, "ct108", "running", false);
     guest(pve.dnf_vmid, "dnf-1", "running", false);
     guest(107, "ghost", "running", false);
     guest(110, "tmpl", "stopped", true);
@@ -150,6 +152,15 @@ fn main_pid(container: &str) -> String {
     in_guest(container, "systemctl show -p MainPID --value canopy-agent")
 }
 
+/// The OpenRC guest's container (named like the others: node container + `-ctVMID`).
+fn openrc_container(pve: &PveLab) -> String {
+    format!("{}-ct{}", pve.node.container, pve.openrc_vmid)
+}
+
+fn openrc_pid(container: &str) -> String {
+    in_guest(container, "cat /run/canopy-agent.pid")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() {
     let Some(lab) = Lab::from_env("agent deploy end-to-end test") else {
@@ -160,8 +171,9 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
 
     // Start clean: whatever an earlier run left is removed (or found absent).
     let (clean, _) = run(&app, GUESTS, DeployAction::Uninstall).await;
-    for g in &pve.guests {
-        let i = item(&clean, g.vmid);
+    let vmids = pve.guests.iter().map(|g| g.vmid);
+    for vmid in vmids.chain([pve.openrc_vmid]) {
+        let i = item(&clean, vmid);
         assert_eq!(i.state, ItemState::Succeeded, "{i:?}");
         assert!(matches!(
             i.outcome,
@@ -232,8 +244,8 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         "{page:?}"
     );
 
-    // The preview: 8 guests (six lab guests, the dnf guest, the ghost), template and stopped
-    // guest skipped.
+    // The preview: 9 guests (six systemd guests, the OpenRC guest, the dnf guest, the ghost),
+    // template and stopped guest skipped.
     let preview = app
         .admin
         .deploy_preview(&DeployRequest {
@@ -242,8 +254,8 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         })
         .await
         .unwrap();
-    assert_eq!(preview.targets.len(), 8, "{preview:?}");
-    assert_eq!(preview.summary, "deploys to 8 guests on 1 node (2 skipped)");
+    assert_eq!(preview.targets.len(), 9, "{preview:?}");
+    assert_eq!(preview.summary, "deploys to 9 guests on 1 node (2 skipped)");
     let route_106 = preview
         .targets
         .iter()
@@ -273,6 +285,19 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         let user = if g.sudo { "canopy-agent" } else { "root" };
         assert_eq!(i.run_as.as_deref(), Some(user));
     }
+    // The OpenRC guest (no sudo): installed as an OpenRC service, running as root.
+    let openrc = openrc_container(&pve);
+    let i = item(&first, pve.openrc_vmid);
+    assert_eq!(
+        i.outcome,
+        Some(DeployOutcome::Installed),
+        "{:#?}",
+        outcomes(&first)
+    );
+    assert_eq!(i.run_as.as_deref(), Some("root"), "{i:?}");
+    let status = in_guest(&openrc, "rc-service canopy-agent status 2>&1");
+    eprintln!("ct108: rc-service canopy-agent status: {status}");
+    assert!(status.contains("started"), "{status}");
     let ghost = item(&first, 107);
     assert_eq!(ghost.state, ItemState::Failed);
     assert!(
@@ -374,6 +399,21 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
             );
         }
     }
+    let path = format!("cluster/lab/node/pve1/lxc/{}", pve.openrc_vmid);
+    let t = eventually(Duration::from_secs(30), || async {
+        let t = app.admin.tree(Some(&path)).await.unwrap().trees.remove(0);
+        (t.agent.as_deref() == Some("online")).then_some(t)
+    })
+    .await;
+    eprintln!(
+        "ct108: tree agent {:?}, agent_user {:?}",
+        t.agent, t.agent_user
+    );
+    assert_eq!(t.agent_user.as_deref(), Some("root"), "{t:?}");
+    assert_eq!(
+        in_guest(&openrc, "ps -o user= -p $(cat /run/canopy-agent.pid)"),
+        "root"
+    );
     // The agentless record became the agent's host: same id, no duplicate.
     let hosts = app.admin.hosts().await.unwrap();
     let h101 = hosts
@@ -383,24 +423,32 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
     assert!(!h101.agentless);
     assert_eq!(
         hosts.len(),
-        7,
-        "six agents and the agentless dnf guest: {hosts:?}"
+        8,
+        "seven agents and the agentless dnf guest: {hosts:?}"
     );
     assert_eq!(hosts.iter().filter(|h| h.agentless).count(), 1);
 
     // Re-run: a no-op everywhere (no service restarted).
     let pids: Vec<_> = pve.guests.iter().map(|g| main_pid(&g.container)).collect();
+    let openrc_pid_before = openrc_pid(&openrc);
     let (second, _) = run(&app, GUESTS, DeployAction::Deploy).await;
-    for g in &pve.guests {
+    let vmids = pve.guests.iter().map(|g| g.vmid);
+    for vmid in vmids.chain([pve.openrc_vmid]) {
         assert_eq!(
-            item(&second, g.vmid).outcome,
+            item(&second, vmid).outcome,
             Some(DeployOutcome::Unchanged),
             "{:#?}",
             outcomes(&second)
         );
     }
+    eprintln!("ct108: re-run {:?}", item(&second, pve.openrc_vmid).outcome);
     let after: Vec<_> = pve.guests.iter().map(|g| main_pid(&g.container)).collect();
     assert_eq!(pids, after, "a no-op re-run restarted an agent");
+    assert_eq!(
+        openrc_pid(&openrc),
+        openrc_pid_before,
+        "the OpenRC agent restarted"
+    );
 
     // The same through the CLI as a homelab owner types it: asked first ("n" starts nothing),
     // then `--yes` with progress on stderr and the per-guest result on stdout.
@@ -410,7 +458,7 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
     assert!(!out.status.success());
     assert!(
         out.stderr
-            .contains("deploys to 8 guests on 1 node (2 skipped)"),
+            .contains("deploys to 9 guests on 1 node (2 skipped)"),
         "{}",
         out.stderr
     );
@@ -421,8 +469,9 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         !out.status.success(),
         "the ghost failed, so the command does"
     );
-    for g in &pve.guests {
-        let line = format!("cluster/lab/node/pve1/lxc/{}", g.vmid);
+    let vmids = pve.guests.iter().map(|g| g.vmid);
+    for vmid in vmids.chain([pve.openrc_vmid]) {
+        let line = format!("cluster/lab/node/pve1/lxc/{vmid}");
         assert!(
             out.stdout
                 .lines()
@@ -436,9 +485,9 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         "{}",
         out.stdout
     );
-    assert!(out.stderr.contains("[8/8]"), "progress: {}", out.stderr);
+    assert!(out.stderr.contains("[9/9]"), "progress: {}", out.stderr);
     assert!(
-        out.stderr.contains("2 of 8 guests failed"),
+        out.stderr.contains("2 of 9 guests failed"),
         "{}",
         out.stderr
     );

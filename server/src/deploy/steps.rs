@@ -21,6 +21,8 @@ pub const AGENT_USER: &str = "canopy-agent";
 const TOKEN_FILE: &str = "/etc/canopy-agent/registration.token";
 const UNIT_PATH: &str = "/etc/systemd/system/canopy-agent.service";
 const OPENRC_PATH: &str = "/etc/init.d/canopy-agent";
+/// The OpenRC service's log (systemd has the journal).
+const LOG_PATH: &str = "/var/log/canopy-agent.log";
 const SUDOERS_PATH: &str = "/etc/sudoers.d/canopy-agent";
 
 /// The agent binary the server pushes.
@@ -413,6 +415,10 @@ pub fn systemd_unit(run_as: &str) -> String {
     )
 }
 
+/// The OpenRC script. Logs go to `LOG_PATH` through `--output` where start-stop-daemon is
+/// Debian's (dpkg's, which has no `--stdout`/`--stderr` for `output_log`/`error_log`), through
+/// `output_log`/`error_log` elsewhere. `use net`, not `need net`: containers often have no `net`
+/// service, and `need` on a missing one refuses to start.
 pub fn openrc_script(run_as: &str) -> String {
     format!(
         "#!/sbin/openrc-run\n\
@@ -423,9 +429,15 @@ pub fn openrc_script(run_as: &str) -> String {
          command_user=\"{run_as}\"\n\
          command_background=true\n\
          pidfile=\"/run/canopy-agent.pid\"\n\
-         output_log=\"/var/log/canopy-agent.log\"\n\
-         error_log=\"/var/log/canopy-agent.log\"\n\
-         depend() {{ need net; }}\n"
+         export RUST_LOG=info\n\
+         if start-stop-daemon --help 2>&1 | grep -q -e --output; then\n\
+         \tstart_stop_daemon_args=\"--output {LOG_PATH}\"\n\
+         else\n\
+         \toutput_log=\"{LOG_PATH}\"\n\
+         \terror_log=\"{LOG_PATH}\"\n\
+         fi\n\
+         start_pre() {{ checkpath -f -m 0640 -o {run_as} {LOG_PATH}; }}\n\
+         depend() {{ use net; }}\n"
     )
 }
 
@@ -446,7 +458,7 @@ pub async fn uninstall(shell: &Shell, step: &(dyn Fn(&'static str) + Sync)) -> R
             "removing the agent",
             &format!(
                 "if [ -f {UNIT_PATH} ]; then systemctl disable --now canopy-agent >/dev/null 2>&1 || true; rm -f {UNIT_PATH}; systemctl daemon-reload; fi; \
-                 if [ -f {OPENRC_PATH} ]; then rc-service canopy-agent stop >/dev/null 2>&1 || true; rc-update del canopy-agent default >/dev/null 2>&1 || true; rm -f {OPENRC_PATH}; fi; \
+                 if [ -f {OPENRC_PATH} ]; then rc-service canopy-agent stop >/dev/null 2>&1 || true; rc-update del canopy-agent default >/dev/null 2>&1 || true; rm -f {OPENRC_PATH} {LOG_PATH}; fi; \
                  rm -f {AGENT_PATH} {AGENT_PATH}.new {SUDOERS_PATH}; rm -rf {CONFIG_DIR} {STATE_DIR}; \
                  if id -u {AGENT_USER} >/dev/null 2>&1; then userdel {AGENT_USER} 2>/dev/null || deluser {AGENT_USER} 2>/dev/null || true; fi"
             ),
@@ -491,7 +503,12 @@ mod tests {
         let unit = systemd_unit("canopy-agent");
         assert!(unit.contains("User=canopy-agent\n"));
         assert!(unit.contains("ExecStart=/usr/local/bin/canopy-agent run\n"));
-        assert!(openrc_script("root").contains("command_user=\"root\""));
+        let script = openrc_script("root");
+        assert!(script.contains("command_user=\"root\""));
+        assert!(
+            script.contains("depend() { use net; }"),
+            "containers may have no net"
+        );
         let rule = sudoers();
         assert!(rule.contains("canopy-agent ALL=(root) NOPASSWD: /usr/bin/apt-get,"));
         assert!(!rule.contains("ALL=(ALL) NOPASSWD: ALL"));

@@ -68,6 +68,9 @@ pub struct PveLab {
     pub guests: Vec<PveGuest>,
     /// The vmid under which the node's `pct` reaches the dnf guest (no systemd).
     pub dnf_vmid: u32,
+    /// The vmid of the OpenRC guest (container `<node container>-ct108`, no systemd, no
+    /// sudo); not in `guests`.
+    pub openrc_vmid: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +149,10 @@ impl Lab {
             dnf_vmid: pve["dnf_vmid"]
                 .as_u64()
                 .expect("lab.json pve.dnf_vmid: rebuild the lab with `cargo xtask lab up`")
+                as u32,
+            openrc_vmid: pve["openrc_vmid"]
+                .as_u64()
+                .expect("lab.json pve.openrc_vmid: rebuild the lab with `cargo xtask lab up`")
                 as u32,
             guests,
         }

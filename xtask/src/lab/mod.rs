@@ -36,6 +36,7 @@
 //!               "user": "root" },
 //!     "ssh_key": "/tmp/canopy-xtask/lab/ssh/id_ed25519",
 //!     "dnf_vmid": 120,
+//!     "openrc_vmid": 108,
 //!     "guests": [
 //!       { "vmid": 101, "container": "canopy-lab-pve1-ct101", "hostname": "ct101",
 //!         "sudo": true, "ssh": null },
@@ -51,7 +52,10 @@
 //! shape for the RPM demo packages of `lab/packages/demo-rpms.txt`. `pve` describes the PVE node
 //! stand-in (`node.rs`: `ssh -i ssh_key -p PORT root@127.0.0.1 pct exec VMID -- …`) and its six
 //! systemd guests 101–106 (`pve.rs`, `systemd.rs`): `sudo` false means sudo is not installed,
-//! `ssh` is the guest's own sshd (null: reach it through the node's `pct` only).
+//! `ssh` is the guest's own sshd (null: reach it through the node's `pct` only). `dnf_vmid` is
+//! the vmid under which the node's `pct` reaches the dnf guest; `openrc_vmid` the OpenRC guest
+//! (`openrc.rs`: container `canopy-lab-pve1-ct108`, hostname `ct108`, image
+//! `canopy-lab/debian-openrc:bookworm`, no systemd, no sudo), which is not in `guests`.
 
 mod base;
 mod dnf;
@@ -59,6 +63,7 @@ mod guest;
 mod image;
 mod mirror;
 mod node;
+mod openrc;
 mod packages;
 mod pve;
 mod repo;
@@ -158,6 +163,7 @@ pub fn up(guests: usize) -> Result<PathBuf> {
     let dnf_key = dnf::image_key(&rpm_inputs);
     let dnf_build_secs = dnf::ensure(&dnf_key, &old_rpms)?;
     let pve_build_secs = systemd::ensure(&systemd::image_key(&inputs), &pkgs, &old_debs)?
+        + openrc::ensure(&openrc::image_key(&inputs), &pkgs, &old_debs)?
         + node::ensure(&node::image_key())?;
     let url = repo::serve(&repo_dir)?;
     let rpm_url = format!("{url}{}/", rpms::SUBDIR);
@@ -196,7 +202,7 @@ pub fn up(guests: usize) -> Result<PathBuf> {
         lab_json(&key, &url, &repo_dir, &sources, &names, &pkgs, &sections),
     )?;
     eprintln!(
-        "xtask: lab up: {} apt + {} dnf guest(s), PVE node {} with 6 guests ({pve_secs:.1}s), \
+        "xtask: lab up: {} apt + {} dnf guest(s), PVE node {} with 7 guests ({pve_secs:.1}s), \
          repo {url}, image builds {build_secs:.1}s + {dnf_build_secs:.1}s (dnf) + \
          {pve_build_secs:.1}s (PVE), total {:.1}s; wrote {}",
         names.len(),

@@ -2,9 +2,10 @@
 //! systemd guests (`systemd.rs`) named `canopy-lab-pve1-ct{VMID}` with hostname `ct{VMID}` and
 //! apt pointed at the lab repository like every guest. 101–104 have sudo; on 105 and 106 it is
 //! purged, so deploy code must fall back to root; 106 also runs its own sshd (for "SSH straight
-//! into the guest"). `lab up` ends with a self-check through the real ssh client.
+//! into the guest"). Guest 108 (`openrc.rs`, same naming) has OpenRC instead of systemd and no
+//! sudo. `lab up` ends with a self-check through the real ssh client.
 
-use super::{node, systemd};
+use super::{node, openrc, systemd};
 use crate::proc::cmd;
 use crate::state::{self, json_str};
 use anyhow::{bail, Context, Result};
@@ -32,6 +33,8 @@ pub struct Pve {
     node_port: u16,
     key: PathBuf,
     guests: Vec<Guest>,
+    /// The OpenRC guest (vmid [`OPENRC_VMID`]).
+    openrc: Guest,
 }
 
 /// Node container: `canopy-lab-pve1` (`canopy-lab-NAME-pve1` for an instance).
@@ -42,6 +45,9 @@ fn node_container() -> Result<String> {
 /// Starts the guests and the node (the images exist), then checks them through ssh.
 /// The vmid under which the node's `pct` reaches the lab's dnf guest.
 pub const DNF_VMID: u32 = 120;
+
+/// The vmid of the OpenRC guest (no systemd, no sudo).
+pub const OPENRC_VMID: u32 = 108;
 
 /// The old containers are gone (`remove_guests`).
 pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
@@ -64,16 +70,33 @@ pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
         )?;
         guests.push(guest);
     }
+    let openrc = Guest {
+        vmid: OPENRC_VMID,
+        container: format!("{node_container}-ct{OPENRC_VMID}"),
+        hostname: format!("ct{OPENRC_VMID}"),
+        sudo: false,
+        ssh_port: None,
+    };
+    super::guest::run_container_with(
+        &openrc.container,
+        openrc::IMAGE,
+        &openrc.hostname,
+        openrc::RUN_FLAGS,
+    )?;
     let key = node::ssh_key()?;
     let mut machine_ids = HashSet::new();
-    for g in &guests {
-        let (state, failed) = systemd::wait_booted(&g.container)?;
-        if !failed.is_empty() {
-            eprintln!(
-                "xtask: lab: {} is {state}; failed units: {}",
-                g.container,
-                failed.join(" ")
-            );
+    for g in guests.iter().chain([&openrc]) {
+        if g.vmid == OPENRC_VMID {
+            openrc::wait_started(&g.container)?;
+        } else {
+            let (state, failed) = systemd::wait_booted(&g.container)?;
+            if !failed.is_empty() {
+                eprintln!(
+                    "xtask: lab: {} is {state}; failed units: {}",
+                    g.container,
+                    failed.join(" ")
+                );
+            }
         }
         super::guest::configure_apt(&g.container, sources)?;
         super::guest::verify_guest(&g.container, pkgs)?;
@@ -85,7 +108,7 @@ pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
                 id.trim()
             );
         }
-        if !g.sudo {
+        if !g.sudo && g.vmid != OPENRC_VMID {
             // sudo's prerm refuses while root has no password, unless forced.
             let purge = [
                 "-e",
@@ -107,6 +130,7 @@ pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
     let node_port = state::free_port()?;
     let mut list: Vec<(u32, String, String)> = guests
         .iter()
+        .chain([&openrc])
         .map(|g| (g.vmid, g.container.clone(), g.hostname.clone()))
         .collect();
     // The dnf guest (no systemd) is a container of this node too: agentless scans of a dnf
@@ -118,6 +142,7 @@ pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
         node_port,
         key,
         guests,
+        openrc,
     };
     self_check(&pve)?;
     Ok(pve)
@@ -150,10 +175,11 @@ fn start_guest_sshd(container: &str, port: u16, key: &Path) -> Result<()> {
 }
 
 /// Every guest answers `pct status` through the node's real sshd, the guest with its own sshd
-/// answers directly, and the sudo-less guests have none.
+/// answers directly, the sudo-less guests have none, and the OpenRC guest runs OpenRC (not
+/// systemd) as the deploy probe sees it.
 fn self_check(pve: &Pve) -> Result<()> {
-    let statuses: Vec<String> = pve
-        .guests
+    let all: Vec<&Guest> = pve.guests.iter().chain([&pve.openrc]).collect();
+    let statuses: Vec<String> = all
         .iter()
         .map(|g| format!("pct status {}", g.vmid))
         .collect();
@@ -166,19 +192,32 @@ fn self_check(pve: &Pve) -> Result<()> {
         .lines()
         .filter(|l| *l == "status: running")
         .count();
-    if !out.status.success() || running != pve.guests.len() {
+    if !out.status.success() || running != all.len() {
         bail!(
             "lab self-check failed: `{shown}` ({}) printed:\n{}{}\nexpected {} × \"status: running\" \
              (node container {}: see `docker logs {}`)",
             out.status,
             out.stdout,
             out.stderr,
-            pve.guests.len(),
+            all.len(),
             pve.node_container,
             pve.node_container
         );
     }
-    for g in &pve.guests {
+    let probe = format!(
+        "pct exec {OPENRC_VMID} -- sh -c '[ ! -d /run/systemd/system ] && command -v rc-service \
+         >/dev/null && rc-status --runlevel'"
+    );
+    let runlevel = node::ssh(&pve.key, pve.node_port, &probe)
+        .output()
+        .with_context(|| format!("lab self-check: OpenRC in {}", pve.openrc.container))?;
+    if runlevel.trim() != "default" {
+        bail!(
+            "lab self-check: {} is in OpenRC runlevel {runlevel:?}, expected \"default\"",
+            pve.openrc.container
+        );
+    }
+    for g in all {
         if let Some(port) = g.ssh_port {
             let who = node::ssh(&pve.key, port, "id -u && hostname")
                 .output()
@@ -224,7 +263,7 @@ pub fn json_section(pve: &Pve) -> String {
         .collect();
     format!(
         "{{\n    \"image\": {},\n    \"node_image\": {},\n    \"node\": {{ \"name\": {}, \"container\": {}, \
-         \"ssh\": {}, \"user\": \"root\" }},\n    \"ssh_key\": {},\n    \"dnf_vmid\": {DNF_VMID},\n    \"guests\": [\n{}\n    ]\n  }}",
+         \"ssh\": {}, \"user\": \"root\" }},\n    \"ssh_key\": {},\n    \"dnf_vmid\": {DNF_VMID},\n    \"openrc_vmid\": {OPENRC_VMID},\n    \"guests\": [\n{}\n    ]\n  }}",
         json_str(systemd::IMAGE),
         json_str(node::IMAGE),
         json_str(node::NODE),
