@@ -15,6 +15,7 @@ use canopy_api_types::deploy::{
     OperationState, Route,
 };
 use canopy_api_types::updates::UpdateFilter;
+use common::cli::Cli;
 use common::lab::*;
 use common::*;
 use std::collections::BTreeMap;
@@ -452,7 +453,7 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
 
     // The same through the CLI as a homelab owner types it: asked first ("n" starts nothing),
     // then `--yes` with progress on stderr and the per-guest result on stdout.
-    let cli = Cli::login(&app);
+    let cli = Cli::new().login(&app.base);
     let before = app.admin.operations(100).await.unwrap().len();
     let out = cli.run(&["agent", "deploy", GUESTS], "n\n");
     assert!(!out.status.success());
@@ -569,66 +570,4 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         .unwrap();
     let types: Vec<_> = history.iter().map(|e| e.event_type.as_str()).collect();
     assert!(types.contains(&"operation.item_succeeded"), "{types:?}");
-}
-
-/// The real `canopy` binary with a session of its own.
-struct Cli {
-    _dir: tempfile::TempDir,
-    session: std::path::PathBuf,
-}
-
-struct CliOutput {
-    status: std::process::ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Cli {
-    fn login(app: &TestApp) -> Cli {
-        let dir = tempfile::tempdir().unwrap();
-        let pw = dir.path().join("pw");
-        std::fs::write(&pw, ADMIN_PASSWORD).unwrap();
-        let cli = Cli {
-            session: dir.path().join("session.json"),
-            _dir: dir,
-        };
-        let out = cli.run(
-            &[
-                "login",
-                "--server",
-                &app.base,
-                "--password-file",
-                pw.to_str().unwrap(),
-            ],
-            "",
-        );
-        assert!(out.status.success(), "{}", out.stderr);
-        cli
-    }
-
-    fn run(&self, args: &[&str], stdin: &str) -> CliOutput {
-        tokio::task::block_in_place(|| {
-            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
-                .args(args)
-                .env("CANOPY_SESSION", &self.session)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(stdin.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            CliOutput {
-                status: out.status,
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-        })
-    }
 }

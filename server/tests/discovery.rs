@@ -7,6 +7,7 @@ mod common;
 use canopy_api_types::client::ClientError;
 use canopy_api_types::clusters::{CreateCluster, TreeResponse};
 use canopy_pve_sim::{RunningCluster, SimFile};
+use common::cli::Cli;
 use common::{spawn_app_with, Backend, TestApp};
 
 const SECRET: &str = "0d3f9a7c-1b2e-4c5d-8e9f-a0b1c2d3e4f5";
@@ -395,70 +396,26 @@ on_both_backends!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_cluster_add_asks_to_trust_and_tree_shows_the_estate() {
     let (app, sim) = setup(Backend::Sqlite).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let session = dir.path().join("session.json");
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, common::ADMIN_PASSWORD).unwrap();
-    let canopy = |args: &[&str], stdin: &str| {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
-            .args(args)
-            .env("CANOPY_SESSION", &session)
-            .env("CANOPY_PVE_TOKEN", token())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
-    let out = tokio::task::block_in_place(|| {
-        canopy(
-            &[
-                "login",
-                "--server",
-                &app.base,
-                "--password-file",
-                pw.to_str().unwrap(),
-            ],
-            "",
-        )
-    });
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cli = Cli::new()
+        .env("CANOPY_PVE_TOKEN", &token())
+        .login(&app.base);
     let url = sim.url();
     // Refusing the shown fingerprint adds nothing.
-    let out =
-        tokio::task::block_in_place(|| canopy(&["cluster", "add", "home", "--url", &url], "n\n"));
+    let out = cli.run(&["cluster", "add", "home", "--url", &url], "n\n");
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let err = out.stderr;
     assert!(
         err.contains(&sim.fingerprint()) && err.contains("not trusted"),
         "{err}"
     );
     assert!(app.admin.clusters().await.unwrap().is_empty());
     // Accepting it adds the cluster, pinned to that fingerprint.
-    let out =
-        tokio::task::block_in_place(|| canopy(&["cluster", "add", "home", "--url", &url], "y\n"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cli.run(&["cluster", "add", "home", "--url", &url], "y\n");
+    assert!(out.status.success(), "{}", out.stderr);
     let clusters = app.admin.clusters().await.unwrap();
     assert_eq!(clusters[0].fingerprints, [sim.fingerprint()]);
 
-    let out = tokio::task::block_in_place(|| canopy(&["tree", "cluster/home/node/pve1"], ""));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = cli.run(&["tree", "cluster/home/node/pve1"], "").stdout;
     assert!(
         text.contains("lxc 101 web") && text.contains("template"),
         "{text}"
@@ -467,14 +424,13 @@ async fn cli_cluster_add_asks_to_trust_and_tree_shows_the_estate() {
         !text.contains("vm 201"),
         "pve2's guests are outside the selector: {text}"
     );
-    let out = tokio::task::block_in_place(|| canopy(&["tree", "**[tag=prod]", "--preview"], ""));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = cli.run(&["tree", "**[tag=prod]", "--preview"], "").stdout;
     assert!(
         text.contains("resolves to 2 hosts (1 template skipped)"),
         "{text}"
     );
-    let out = tokio::task::block_in_place(|| canopy(&["tree", "--json"], ""));
-    let trees: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let trees: serde_json::Value =
+        serde_json::from_str(&cli.run(&["tree", "--json"], "").stdout).unwrap();
     assert_eq!(trees[0]["id"], "cluster/home");
     sim.shutdown().await;
 }

@@ -6,7 +6,6 @@
 mod common;
 
 use canopy_api_types::commands::{CommandSpec, CommandStatus};
-use canopy_api_types::hosts::EventFilter;
 use canopy_api_types::updates::{Severity, UpdateFilter, UpdateStatus};
 use common::lab::*;
 use common::*;
@@ -147,27 +146,20 @@ async fn agent_in_a_lab_guest_runs_the_whole_pipeline() {
         .all(|h| h.correlation_id == approved.correlation_id));
 
     // Every step under one correlation id.
-    let events = app
-        .admin
-        .events(&EventFilter {
-            correlation_id: Some(approved.correlation_id),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
-    for t in [
-        "updates.approved",
-        "command.queued",
-        "command.sent",
-        "command.running",
-        "command.completed",
-        "dry_run.ready",
-        "install.confirmed",
-        "updates.installed",
-    ] {
-        assert!(types.contains(&t), "{t} missing from {types:?}");
-    }
+    app.assert_events(
+        approved.correlation_id,
+        &[
+            "updates.approved",
+            "command.queued",
+            "command.sent",
+            "command.running",
+            "command.completed",
+            "dry_run.ready",
+            "install.confirmed",
+            "updates.installed",
+        ],
+    )
+    .await;
     let _ = Command::new("docker")
         .args(["exec", &guest, "pkill", "-f", "canopy-agent run"])
         .output();

@@ -8,7 +8,6 @@
 mod common;
 
 use canopy_api_types::commands::{CommandSpec, CommandStatus};
-use canopy_api_types::hosts::EventFilter;
 use canopy_api_types::updates::{PackageManager, Severity, UpdateFilter, UpdateStatus};
 use common::lab::*;
 use common::*;
@@ -220,27 +219,20 @@ async fn dnf_agent_in_a_lab_guest_runs_the_whole_pipeline() {
             expected[&h.package]["new"].as_str()
         );
     }
-    let events = app
-        .admin
-        .events(&EventFilter {
-            correlation_id: Some(approved.correlation_id),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
-    for t in [
-        "updates.approved",
-        "command.queued",
-        "command.sent",
-        "command.running",
-        "command.completed",
-        "dry_run.ready",
-        "install.confirmed",
-        "updates.installed",
-    ] {
-        assert!(types.contains(&t), "{t} missing from {types:?}");
-    }
+    app.assert_events(
+        approved.correlation_id,
+        &[
+            "updates.approved",
+            "command.queued",
+            "command.sent",
+            "command.running",
+            "command.completed",
+            "dry_run.ready",
+            "install.confirmed",
+            "updates.installed",
+        ],
+    )
+    .await;
     // The re-scan after the install still reports the update nobody approved.
     eventually(Duration::from_secs(60), || async {
         let page = app

@@ -6,7 +6,6 @@ mod common;
 
 use canopy_api_types::agent::ResultSubmission;
 use canopy_api_types::commands::{CommandResult, CommandSpec, CommandStatus, PlannedPackage};
-use canopy_api_types::hosts::EventFilter;
 use canopy_api_types::updates::{UpdateFilter, UpdateStatus};
 use common::*;
 use std::time::Duration;
@@ -200,26 +199,19 @@ async fn full_pipeline(backend: Backend) {
     assert_eq!(acc.reconciled, 1);
 
     // Every step is an event under the one correlation id.
-    let events = app
-        .admin
-        .events(&EventFilter {
-            correlation_id: Some(approved.correlation_id),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
-    for expected in [
-        "updates.approved",
-        "command.queued",
-        "command.sent",
-        "command.running",
-        "dry_run.ready",
-        "install.confirmed",
-        "updates.installed",
-    ] {
-        assert!(types.contains(&expected), "missing {expected} in {types:?}");
-    }
+    app.assert_events(
+        approved.correlation_id,
+        &[
+            "updates.approved",
+            "command.queued",
+            "command.sent",
+            "command.running",
+            "dry_run.ready",
+            "install.confirmed",
+            "updates.installed",
+        ],
+    )
+    .await;
     let stats = app.admin.stats().await.unwrap();
     assert_eq!(stats.hosts, 1);
 }

@@ -3,6 +3,7 @@
 //! agent protocol over real HTTP.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod lab;
 
 use canopy_api_types::agent::*;
@@ -153,6 +154,26 @@ pub struct ProtocolAgent {
 }
 
 impl TestApp {
+    /// Asserts that the events recorded under `correlation` include each of `expected`.
+    pub async fn assert_events(
+        &self,
+        correlation: canopy_api_types::CorrelationId,
+        expected: &[&str],
+    ) {
+        let events = self
+            .admin
+            .events(&canopy_api_types::hosts::EventFilter {
+                correlation_id: Some(correlation),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+        for t in expected {
+            assert!(types.contains(t), "{t} missing from {types:?}");
+        }
+    }
+
     pub async fn registration_token(&self, seats: u32) -> String {
         self.admin
             .create_registration_token(&CreateRegistrationToken {
