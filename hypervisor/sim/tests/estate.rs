@@ -76,14 +76,7 @@ async fn offline_node_and_its_guests() {
     .await;
     assert_eq!(back, 200);
     let res = get(&sim, "/cluster/resources?type=vm", ADMIN).await;
-    let backup = res
-        .data()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "lxc/301")
-        .unwrap()
-        .clone();
+    let backup = res.entry("lxc/301").clone();
     assert_eq!(
         (backup["status"].clone(), backup["name"].clone()),
         (json!("running"), json!("backup"))
@@ -151,14 +144,7 @@ async fn migrate_and_other_runtime_changes() {
     let sim = home().await;
     sim.migrate(101, "pve2").unwrap();
     let res = get(&sim, "/cluster/resources?type=vm", ADMIN).await;
-    let web1 = res
-        .data()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "lxc/101")
-        .unwrap()
-        .clone();
+    let web1 = res.entry("lxc/101").clone();
     assert_eq!(web1["node"], "pve2");
     assert_eq!(
         get(&sim, "/nodes/pve1/lxc/101/config", ADMIN).await.status,

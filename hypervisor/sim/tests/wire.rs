@@ -299,14 +299,7 @@ async fn numbers_as_strings_quirk() {
     spec.quirks.numbers_as_strings = true;
     let sim = start(spec).await;
     let res = get(&sim, "/cluster/resources?type=vm", ADMIN).await;
-    let web1 = res
-        .data()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "lxc/101")
-        .unwrap()
-        .clone();
+    let web1 = res.entry("lxc/101").clone();
     assert_eq!(web1["vmid"], "101");
     assert_eq!(web1["maxmem"], "1073741824");
     assert_eq!(web1["template"], 0, "booleans stay 0/1");

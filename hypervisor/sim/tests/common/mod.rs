@@ -59,6 +59,16 @@ impl Answer {
     pub fn data(&self) -> &Value {
         &self.json["data"]
     }
+
+    /// The entry of a list answer (`/cluster/resources`) whose `id` is `id`.
+    pub fn entry(&self, id: &str) -> &Value {
+        self.data()
+            .as_array()
+            .expect("a list answer")
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {}", self.data()))
+    }
 }
 
 pub async fn call(
