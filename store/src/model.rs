@@ -157,3 +157,31 @@ pub struct ItemUpdate {
     /// `started_at` on the first move to `running`, `finished_at` on a terminal state.
     pub at: DateTime<Utc>,
 }
+
+impl ItemUpdate {
+    /// The item is at `step`.
+    pub fn running(step: &str, at: DateTime<Utc>) -> Self {
+        Self {
+            state: ItemState::Running,
+            step: Some(step.into()),
+            outcome: None,
+            message: None,
+            host_id: None,
+            run_as: None,
+            at,
+        }
+    }
+
+    /// The item failed, `message` says why.
+    pub fn failed(message: String, at: DateTime<Utc>) -> Self {
+        Self {
+            state: ItemState::Failed,
+            step: None,
+            outcome: None,
+            message: Some(message),
+            host_id: None,
+            run_as: None,
+            at,
+        }
+    }
+}

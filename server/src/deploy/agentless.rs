@@ -226,8 +226,7 @@ impl Deployer {
             };
             let (me, actor) = (self.clone(), actor.clone());
             tasks.spawn(async move {
-                let _node = me.slot(&p.node_key()).acquire_owned().await;
-                let _global = me.global.clone().acquire_owned().await;
+                let _slots = me.slots(&p.node_key()).await;
                 let r = async {
                     let shell = me.shell(&p).await?;
                     scan(&shell, me.store.as_ref(), guest, &actor).await

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use steps::{AgentBinary, Done, Job};
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 
 pub use keys::public_key;
 
@@ -188,10 +188,7 @@ impl Deployer {
         p: Planned,
         actor: &Actor,
     ) -> bool {
-        // The node's slot first: an item waiting for its busy node holds no global slot
-        // another node could use.
-        let _node = self.slot(&p.node_key()).acquire_owned().await;
-        let _global = self.global.clone().acquire_owned().await;
+        let _slots = self.slots(&p.node_key()).await;
         let target = p.item.target.clone();
         let (step_tx, writer) = {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
@@ -200,15 +197,7 @@ impl Deployer {
             let (target, actor) = (target.clone(), actor.clone());
             let writer = tokio::spawn(async move {
                 while let Some(step) = rx.recv().await {
-                    let up = ItemUpdate {
-                        state: ItemState::Running,
-                        step: Some(step.into()),
-                        outcome: None,
-                        message: None,
-                        host_id: None,
-                        run_as: None,
-                        at: chrono::Utc::now(),
-                    };
+                    let up = ItemUpdate::running(step, chrono::Utc::now());
                     let _ = publish(store.as_ref(), &streams, id, &target, up, &actor).await;
                 }
             });
@@ -231,28 +220,15 @@ impl Deployer {
                 run_as: done.run_as.clone(),
                 at: chrono::Utc::now(),
             },
-            Err(e) => ItemUpdate {
-                state: ItemState::Failed,
-                step: None,
-                outcome: None,
-                message: Some(format!("{e:#}")),
-                host_id: None,
-                run_as: None,
-                at: chrono::Utc::now(),
-            },
+            Err(e) => ItemUpdate::failed(format!("{e:#}"), chrono::Utc::now()),
         };
         let stream = self.stream(id);
         if let Err(e) = publish(self.store.as_ref(), &stream, id, &target, up, actor).await {
             // Never leave the item running: record that its result was lost.
-            let up = ItemUpdate {
-                state: ItemState::Failed,
-                step: None,
-                outcome: None,
-                message: Some(format!("the result could not be recorded: {e}")),
-                host_id: None,
-                run_as: None,
-                at: chrono::Utc::now(),
-            };
+            let up = ItemUpdate::failed(
+                format!("the result could not be recorded: {e}"),
+                chrono::Utc::now(),
+            );
             let _ = publish(self.store.as_ref(), &stream, id, &target, up, actor).await;
             return false;
         }
@@ -342,14 +318,28 @@ impl Deployer {
         }
     }
 
-    fn slot(&self, node: &str) -> Arc<Semaphore> {
+    /// A slot of `node` and a global one, held while working on one guest. The node's comes
+    /// first: an item waiting for its busy node holds no global slot another node could use.
+    async fn slots(&self, node: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
         let per_node = self.settings.per_node_concurrency.max(1);
-        self.node_slots
+        let slot = self
+            .node_slots
             .lock()
             .expect("slots lock")
             .entry(node.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(per_node)))
+            .clone();
+        let node = slot
+            .acquire_owned()
+            .await
+            .expect("node slots are never closed");
+        let global = self
+            .global
             .clone()
+            .acquire_owned()
+            .await
+            .expect("the global slots are never closed");
+        (node, global)
     }
 
     fn stream(&self, id: OperationId) -> Option<broadcast::Sender<OperationItem>> {

@@ -87,7 +87,9 @@ pub async fn plan(
         .collect();
 
     let mut planned = Vec::new();
-    let mut names = Vec::new();
+    let mut names = HashMap::new();
+    // PVE nodes (a guest reached directly still lives on its node).
+    let mut nodes = BTreeSet::new();
     for path in &targets.hosts {
         let (cluster, kind) = (path.cluster_name(), path.kind());
         let (Some(node), Some(vmid)) = (path.node_name(), path.vmid()) else {
@@ -122,7 +124,8 @@ pub async fn plan(
                 continue;
             }
         };
-        names.push((path.to_string(), name));
+        names.insert(path.to_string(), name);
+        nodes.extend(path.node_id());
         let route = match reach {
             Reach::Direct(_) => Route::Ssh,
             Reach::Node { .. } => Route::Pct,
@@ -138,18 +141,6 @@ pub async fn plan(
             reach,
         });
     }
-    let names: HashMap<String, String> = names.into_iter().collect();
-    // PVE nodes (a guest reached directly still lives on its node).
-    let nodes: BTreeSet<&str> = planned
-        .iter()
-        .filter_map(|p| {
-            p.item
-                .target
-                .rsplit_once("/lxc/")
-                .or(p.item.target.rsplit_once("/vm/"))
-        })
-        .map(|(node, _)| node)
-        .collect();
     let verb = match req.action {
         DeployAction::Deploy => "deploys to",
         DeployAction::Uninstall => "uninstalls from",

@@ -367,34 +367,26 @@ async fn register(job: &Job<'_>, run_as: &str) -> Result<HostId> {
 
 /// The systemd unit (or OpenRC script), enabled and (re)started.
 async fn install_service(shell: &Shell, init: &str, run_as: &str) -> Result<()> {
-    match init {
-        "systemd" => {
-            shell
-                .write_file(UNIT_PATH, "0644", systemd_unit(run_as).as_bytes())
-                .await?;
-            shell
-                .ok(
-                    "starting the agent service",
-                    "systemctl daemon-reload && systemctl enable canopy-agent >/dev/null 2>&1 && systemctl restart canopy-agent",
-                    None,
-                )
-                .await?;
-        }
-        "openrc" => {
-            shell
-                .write_file(OPENRC_PATH, "0755", openrc_script(run_as).as_bytes())
-                .await?;
-            shell
-                .ok(
-                    "starting the agent service",
-                    "rc-update add canopy-agent default >/dev/null && rc-service canopy-agent restart",
-                    None,
-                )
-                .await?;
-        }
+    let (path, mode, content, start) = match init {
+        "systemd" => (
+            UNIT_PATH,
+            "0644",
+            systemd_unit(run_as),
+            "systemctl daemon-reload && systemctl enable canopy-agent >/dev/null 2>&1 && systemctl restart canopy-agent",
+        ),
+        "openrc" => (
+            OPENRC_PATH,
+            "0755",
+            openrc_script(run_as),
+            "rc-update add canopy-agent default >/dev/null && rc-service canopy-agent restart",
+        ),
         other => bail!("no supported service manager in the guest ({other})"),
-    }
-    Ok(())
+    };
+    shell.write_file(path, mode, content.as_bytes()).await?;
+    shell
+        .ok("starting the agent service", start, None)
+        .await
+        .map(drop)
 }
 
 pub fn systemd_unit(run_as: &str) -> String {

@@ -134,10 +134,12 @@ async fn list(
     ))
 }
 
-async fn get_operation(state: &AppState, id: &str) -> Result<Operation> {
-    let id: OperationId = id
-        .parse()
-        .map_err(|_| Error::Validation(format!("id: {id:?} is not an operation id")))?;
+fn operation_id(id: &str) -> Result<OperationId> {
+    id.parse()
+        .map_err(|_| Error::Validation(format!("id: {id:?} is not an operation id")))
+}
+
+async fn get_operation(state: &AppState, id: OperationId) -> Result<Operation> {
     state
         .store
         .get_operation(id)
@@ -150,7 +152,7 @@ async fn one(
     _u: UserAuth,
     Path(id): Path<String>,
 ) -> Result<Json<Operation>> {
-    Ok(Json(get_operation(&state, &id).await?))
+    Ok(Json(get_operation(&state, operation_id(&id)?).await?))
 }
 
 /// A `snapshot` event (the operation as it stands), `item` events as items change, then one
@@ -162,10 +164,10 @@ async fn events(
     _u: UserAuth,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
-    let first = get_operation(&state, &id).await?;
-    let rx = state.deployer.subscribe(first.id);
-    // Re-read after subscribing: what happened in between is in this copy.
-    let current = get_operation(&state, &id).await?;
+    let id = operation_id(&id)?;
+    // Subscribe first, then read: a change in between is in the copy read.
+    let rx = state.deployer.subscribe(id);
+    let current = get_operation(&state, id).await?;
     let stream = operation_stream(state, current, rx);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
