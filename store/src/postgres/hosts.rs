@@ -84,25 +84,15 @@ impl HostStore for PgStore {
                     (HostId(id), events::HOST_REENROLLED)
                 }
                 None => {
-                    sqlx::query(
-                        "INSERT INTO hosts (id, hostname, machine_id, os_id, os_pretty, kernel, arch, agent_version, read_only, \
-                         credential_hash, registration_token_id, last_seen, registered_at, run_as) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)",
+                    insert_host(
+                        &mut tx,
+                        new.id,
+                        f,
+                        &new.credential_hash,
+                        Some(token_id),
+                        false,
+                        now,
                     )
-                    .bind(new.id.0)
-                    .bind(&f.hostname)
-                    .bind(&f.machine_id)
-                    .bind(&f.os_id)
-                    .bind(&f.os_pretty)
-                    .bind(&f.kernel)
-                    .bind(&f.arch)
-                    .bind(&f.agent_version)
-                    .bind(f.read_only)
-                    .bind(&new.credential_hash)
-                    .bind(token_id)
-                    .bind(now)
-                    .bind(&f.run_as)
-                    .execute(&mut *tx)
                     .await
                     .map_err(|e| {
                         unique_to_conflict(e, || {
@@ -245,30 +235,13 @@ impl HostStore for PgStore {
                 }
                 None => {
                     let id = HostId::new();
-                    sqlx::query(
-                        "INSERT INTO hosts (id, hostname, machine_id, os_id, os_pretty, kernel, arch, agent_version, \
-                         read_only, run_as, agentless, credential_hash, last_seen, registered_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE, $11, $12, $12)",
-                    )
-                    .bind(id.0)
-                    .bind(&f.hostname)
-                    .bind(&f.machine_id)
-                    .bind(&f.os_id)
-                    .bind(&f.os_pretty)
-                    .bind(&f.kernel)
-                    .bind(&f.arch)
-                    .bind(&f.agent_version)
-                    .bind(f.read_only)
-                    .bind(&f.run_as)
-                    .bind(AGENTLESS_CREDENTIAL)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| {
-                        unique_to_conflict(e, || {
-                            format!("a host with machine-id '{}' is being added concurrently", f.machine_id)
-                        })
-                    })?;
+                    insert_host(&mut tx, id, f, AGENTLESS_CREDENTIAL, None, true, now)
+                        .await
+                        .map_err(|e| {
+                            unique_to_conflict(e, || {
+                                format!("a host with machine-id '{}' is being added concurrently", f.machine_id)
+                            })
+                        })?;
                     let ev = NewEvent {
                         event_type: events::HOST_AGENTLESS_ADDED.into(),
                         subject: events::host_subject(id),
@@ -296,4 +269,40 @@ impl HostStore for PgStore {
         .await;
         super::finish(tx, r).await
     }
+}
+
+/// A new host row from `f`: an agent's (its credential and registration token) or an
+/// agentless one. The database error is returned as is, for the caller to name a conflict.
+#[allow(clippy::too_many_arguments)]
+async fn insert_host(
+    conn: &mut sqlx::PgConnection,
+    id: HostId,
+    f: &HostFacts,
+    credential_hash: &str,
+    registration_token_id: Option<Uuid>,
+    agentless: bool,
+    now: DateTime<Utc>,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO hosts (id, hostname, machine_id, os_id, os_pretty, kernel, arch, agent_version, \
+         read_only, run_as, agentless, credential_hash, registration_token_id, last_seen, registered_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+    )
+    .bind(id.0)
+    .bind(&f.hostname)
+    .bind(&f.machine_id)
+    .bind(&f.os_id)
+    .bind(&f.os_pretty)
+    .bind(&f.kernel)
+    .bind(&f.arch)
+    .bind(&f.agent_version)
+    .bind(f.read_only)
+    .bind(&f.run_as)
+    .bind(agentless)
+    .bind(credential_hash)
+    .bind(registration_token_id)
+    .bind(now)
+    .execute(conn)
+    .await
+    .map(drop)
 }

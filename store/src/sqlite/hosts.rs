@@ -88,26 +88,15 @@ impl HostStore for SqliteStore {
                 )
             }
             None => {
-                sqlx::query(
-                    "INSERT INTO hosts (id, hostname, machine_id, os_id, os_pretty, kernel, arch, agent_version, \
-                     read_only, run_as, credential_hash, registration_token_id, last_seen, registered_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                insert_host(
+                    &mut tx,
+                    new.id,
+                    f,
+                    &new.credential_hash,
+                    Some(token.id.to_string()),
+                    false,
+                    now,
                 )
-                .bind(new.id.to_string())
-                .bind(&f.hostname)
-                .bind(&f.machine_id)
-                .bind(&f.os_id)
-                .bind(&f.os_pretty)
-                .bind(&f.kernel)
-                .bind(&f.arch)
-                .bind(&f.agent_version)
-                .bind(f.read_only)
-                .bind(&f.run_as)
-                .bind(&new.credential_hash)
-                .bind(token.id.to_string())
-                .bind(ts(now))
-                .bind(ts(now))
-                .execute(&mut *tx)
                 .await?;
                 (new.id, events::HOST_REGISTERED)
             }
@@ -244,26 +233,7 @@ impl HostStore for SqliteStore {
             }
             None => {
                 let id = HostId::new();
-                sqlx::query(
-                    "INSERT INTO hosts (id, hostname, machine_id, os_id, os_pretty, kernel, arch, agent_version, \
-                     read_only, run_as, agentless, credential_hash, last_seen, registered_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
-                )
-                .bind(id.to_string())
-                .bind(&f.hostname)
-                .bind(&f.machine_id)
-                .bind(&f.os_id)
-                .bind(&f.os_pretty)
-                .bind(&f.kernel)
-                .bind(&f.arch)
-                .bind(&f.agent_version)
-                .bind(f.read_only)
-                .bind(&f.run_as)
-                .bind(AGENTLESS_CREDENTIAL)
-                .bind(ts(now))
-                .bind(ts(now))
-                .execute(&mut *tx)
-                .await?;
+                insert_host(&mut tx, id, f, AGENTLESS_CREDENTIAL, None, true, now).await?;
                 let ev = new_event(
                     events::HOST_AGENTLESS_ADDED,
                     events::host_subject(id),
@@ -283,4 +253,41 @@ impl HostStore for SqliteStore {
         tx.commit().await?;
         Ok(host)
     }
+}
+
+/// A new host row from `f`: an agent's (its credential and registration token) or an
+/// agentless one.
+#[allow(clippy::too_many_arguments)]
+async fn insert_host(
+    tx: &mut Tx,
+    id: HostId,
+    f: &HostFacts,
+    credential_hash: &str,
+    registration_token_id: Option<String>,
+    agentless: bool,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO hosts (id, hostname, machine_id, os_id, os_pretty, kernel, arch, agent_version, \
+         read_only, run_as, agentless, credential_hash, registration_token_id, last_seen, registered_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id.to_string())
+    .bind(&f.hostname)
+    .bind(&f.machine_id)
+    .bind(&f.os_id)
+    .bind(&f.os_pretty)
+    .bind(&f.kernel)
+    .bind(&f.arch)
+    .bind(&f.agent_version)
+    .bind(f.read_only)
+    .bind(&f.run_as)
+    .bind(agentless)
+    .bind(credential_hash)
+    .bind(registration_token_id)
+    .bind(ts(now))
+    .bind(ts(now))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
