@@ -62,6 +62,7 @@ pub fn gather_from(root: &Path, read_only: bool) -> HostFacts {
         agent_version: AGENT_VERSION.to_string(),
         read_only,
         run_as: crate::identity::run_as_from(root),
+        package_db: Vec::new(),
     }
 }
 

@@ -108,6 +108,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
         .register(&RegisterRequest {
             registration_token: registration_token.expose().to_string(),
             facts: crate::facts::gather(cfg.read_only),
+            current_token: None,
         })
         .await
         .with_context(|| format!("registering with {}", args.server))?;

@@ -288,12 +288,24 @@ impl Agent {
                     Err(refused) => *refused,
                 }
             }
-            CommandSpec::Install { packages } => {
+            CommandSpec::Install { packages, .. } => {
                 match actions::route(packages, &self.managers, self.cache.report.as_ref()) {
                     Ok(batches) => actions::install(&batches, timeout, self.cfg.read_only).await,
                     Err(refused) => *refused,
                 }
             }
+            CommandSpec::Repair { manager } => CommandResult {
+                exit_code: -1,
+                success: false,
+                stdout: String::new(),
+                stderr: format!(
+                    "repairing the {} database is not implemented yet",
+                    manager.as_str()
+                ),
+                planned: vec![],
+                removed: vec![],
+                summary: "repair not supported".into(),
+            },
         };
         tracing::info!(success = result.success, exit_code = result.exit_code, summary = %result.summary, "command finished");
         self.submit(cmd.id, result).await;

@@ -298,6 +298,7 @@ async fn checkin_loop_runs_commands_and_reports() {
         id: CommandId::new(),
         spec: CommandSpec::Install {
             packages: vec!["bash".into()],
+            pinned: vec![],
         },
         timeout_secs: 120,
     };

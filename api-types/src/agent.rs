@@ -1,7 +1,7 @@
 //! The agent ↔ server protocol: registration, long-poll check-in, reports, results.
 
 use crate::commands::{AgentCommand, CommandResult};
-use crate::updates::PackageUpdate;
+use crate::updates::{PackageManager, PackageUpdate};
 use crate::HostId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,13 +26,39 @@ pub struct HostFacts {
     /// agents older than this field.
     #[serde(default)]
     pub run_as: String,
+    /// What the agent's last check of the package databases found (at start-up and before
+    /// every install): an interrupted dpkg and the like. Empty = healthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub package_db: Vec<PackageDbIssue>,
+}
+
+/// A package database that needs attention (`dpkg --audit` printed something).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageDbIssue {
+    pub manager: PackageManager,
+    /// What the check found, first lines of its output ("The following packages are only
+    /// half configured …").
+    pub problem: String,
+    /// The repair an operator can approve (`dpkg --configure -a`), if the agent has one for
+    /// this manager; it runs as the command `repair`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<String>,
 }
 
 /// `POST /api/v1/agent/register`.
+///
+/// A registration creates a new host, unless it proves it is an existing one: by
+/// `current_token` (the host's current credential, `HOST_ID.SECRET`), or by a registration
+/// token a deploy bound to the guest that host is attached to. A machine-id is a fact, never
+/// a key: a new host whose machine-id another host already has is flagged
+/// `duplicate_machine_id` (both are).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub registration_token: String,
     pub facts: HostFacts,
+    /// Re-enrol the host this credential belongs to (it is replaced by the new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_token: Option<String>,
 }
 
 /// The credential the agent keeps (0600) and sends as `Authorization: Bearer`.

@@ -3,7 +3,7 @@
 use crate::agent::*;
 use crate::auth::*;
 use crate::clusters::*;
-use crate::commands::Command;
+use crate::commands::{Command, HeartbeatAck, StartAccepted};
 use crate::deploy::*;
 use crate::hosts::{Event, EventFilter, Host};
 use crate::updates::*;
@@ -457,9 +457,19 @@ impl Client {
         self.post("/agent/report", report).await
     }
 
-    pub async fn command_started(&self, id: CommandId) -> Result<serde_json::Value, ClientError> {
+    /// Ask for the go to run `id`: `Ok` = run it; an `Api` error with a 4xx status = never
+    /// run it; any other error = ask again.
+    pub async fn command_started(&self, id: CommandId) -> Result<StartAccepted, ClientError> {
         self.post(
             &format!("/agent/commands/{id}/started"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn command_heartbeat(&self, id: CommandId) -> Result<HeartbeatAck, ClientError> {
+        self.post(
+            &format!("/agent/commands/{id}/heartbeat"),
             &serde_json::json!({}),
         )
         .await

@@ -1,5 +1,6 @@
 //! Commands the server queues for an agent, and what the agent reports back.
 
+use crate::updates::PackageManager;
 use crate::{CommandId, CorrelationId, HostId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,8 +14,21 @@ pub enum CommandSpec {
     /// Simulate installing these packages (`apt-get -s install`, `dnf --assumeno`)
     /// and report every package the install would touch.
     DryRun { packages: Vec<String> },
-    /// Install these packages (and, implicitly, the dependencies the confirmed dry-run listed).
-    Install { packages: Vec<String> },
+    /// Install these packages at exactly the versions the confirmed dry-run planned.
+    ///
+    /// `packages` names the requested packages (what older agents install, unpinned);
+    /// `pinned` is the confirmed dry-run's whole plan, requested packages and dependencies,
+    /// each at its `to_version`. The agent installs `pkg=VERSION …` (`pkg-VERSION` for dnf)
+    /// and refuses, before touching anything, when the repository no longer offers the
+    /// planned versions ("approved 2.4-1, now 2.5-1: run the dry-run again").
+    Install {
+        packages: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pinned: Vec<PlannedPackage>,
+    },
+    /// Repair an interrupted package database (`dpkg --configure -a`, `apk fix`), as the
+    /// agent's host health proposed it ([`PackageDbIssue::repair`](crate::agent::PackageDbIssue)).
+    Repair { manager: PackageManager },
 }
 
 impl CommandSpec {
@@ -23,6 +37,7 @@ impl CommandSpec {
             Self::Scan => "scan",
             Self::DryRun { .. } => "dry_run",
             Self::Install { .. } => "install",
+            Self::Repair { .. } => "repair",
         }
     }
 }
@@ -84,6 +99,10 @@ pub struct PlannedPackage {
     pub to_version: String,
     /// `true` when the user asked for it; `false` for a dependency pulled in.
     pub requested: bool,
+    /// The package manager that planned it (set by agents since pinned installs; a pinned
+    /// install gives each package to this manager).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<PackageManager>,
 }
 
 /// What the agent reports when a command finishes.
@@ -107,13 +126,42 @@ pub struct CommandResult {
 }
 
 /// A command as the agent receives it.
+///
+/// The agent runs it only after the server has accepted its start
+/// (`POST /agent/commands/{id}/started` answered 200 with a [`StartAccepted`]); a 4xx answer
+/// (cancelled, timed out, unknown) means "do not run it", a network error means "ask again",
+/// never "run it anyway".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentCommand {
     pub id: CommandId,
     pub spec: CommandSpec,
-    /// The agent must give up (and report failure) after this many seconds.
+    /// Seconds the command may take, counted from its accepted start. Read-only work (scan,
+    /// dry-run) is stopped at the deadline; a package transaction (install, repair) is never
+    /// stopped halfway: the server marks it overdue and records its real outcome as late.
     pub timeout_secs: u32,
 }
+
+/// The server's go for one command: `POST /agent/commands/{id}/started` → 200.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartAccepted {
+    pub id: CommandId,
+    /// Always `running`.
+    pub status: CommandStatus,
+    /// When the server will mark the command overdue: accepted start + `timeout_secs`.
+    pub deadline: DateTime<Utc>,
+}
+
+/// `POST /agent/commands/{id}/heartbeat`: the agent is still working on a running command
+/// (sent every [`HEARTBEAT_SECS`]); only an agent whose heartbeats stop makes an overdue
+/// command `timed_out`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The command is past its deadline (the result will be recorded as late).
+    pub overdue: bool,
+}
+
+/// Seconds between an agent's heartbeats for the command it runs.
+pub const HEARTBEAT_SECS: u64 = 15;
 
 /// A command as users see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,4 +190,11 @@ pub struct Command {
     /// Why the server (not the agent) ended it: timeout, cancel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the running command passed its deadline (it keeps running: a package manager
+    /// is never stopped halfway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue_at: Option<DateTime<Utc>>,
+    /// The result arrived after the deadline (recorded all the same).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }

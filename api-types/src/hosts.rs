@@ -1,5 +1,6 @@
 //! Enrolled hosts and the event history.
 
+use crate::agent::PackageDbIssue;
 use crate::{CorrelationId, EventId, GuestId, HostId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,55 @@ pub struct Host {
     /// The user the agent runs as (empty when unknown or agentless).
     #[serde(default)]
     pub run_as: String,
+    /// `active`; `archived` once its agent was uninstalled; `deleted` by an admin. Neither
+    /// of the last two can authenticate; their history stays.
+    #[serde(default)]
+    pub state: HostState,
+    /// Another active host reports the same `/etc/machine-id` (a guest cloned from a
+    /// template without resetting it): fix with `rm /etc/machine-id &&
+    /// systemd-machine-id-setup` in the clone, then re-register its agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate_machine_id: bool,
+    /// The agent's last check of its package databases; empty = healthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub package_db: Vec<PackageDbIssue>,
+}
+
+/// A host's lifecycle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    #[default]
+    Active,
+    /// Its agent was uninstalled; the guest is scanned agentless again.
+    Archived,
+    /// Deleted by an admin: credential revoked, detached from its guest, history kept.
+    Deleted,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Archived => "archived",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => Self::Active,
+            "archived" => Self::Archived,
+            "deleted" => Self::Deleted,
+            _ => return None,
+        })
+    }
+}
+
+/// `POST /api/v1/hosts/{id}/repair`: queue the repair the host's health proposes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairRequest {
+    pub manager: crate::updates::PackageManager,
 }
 
 /// One entry of the append-only event log.

@@ -54,6 +54,7 @@ fn facts(i: usize) -> HostFacts {
         agent_version: "bench".into(),
         read_only: false,
         run_as: "root".into(),
+        package_db: Vec::new(),
     }
 }
 
@@ -217,6 +218,7 @@ async fn enrol(base: &str, admin: &Client, n: usize) -> Vec<Agent> {
             .register(&RegisterRequest {
                 registration_token: token.clone(),
                 facts: facts.clone(),
+                current_token: None,
             })
             .await
             .unwrap();

@@ -148,6 +148,7 @@ async fn registration_token_seats_and_unknown_tokens() {
     let reg = |t: String, name: &str| RegisterRequest {
         registration_token: t,
         facts: facts(name),
+        current_token: None,
     };
     app.anon.register(&reg(token.clone(), "one")).await.unwrap();
     let (status, code, msg) = api_error(app.anon.register(&reg(token, "two")).await.unwrap_err());

@@ -90,18 +90,21 @@ async fn full_pipeline(backend: Backend) {
             from_version: Some("1.0-1".into()),
             to_version: "1.1-1".into(),
             requested: true,
+            manager: None,
         },
         PlannedPackage {
             package: "openssl".into(),
             from_version: Some("1.0-1".into()),
             to_version: "1.1-1".into(),
             requested: true,
+            manager: None,
         },
         PlannedPackage {
             package: "libnew1".into(),
             from_version: None,
             to_version: "2.0".into(),
             requested: false,
+            manager: None,
         },
     ];
     let sub = ResultSubmission {

@@ -10,6 +10,7 @@
 //!
 //! Both backends pass the same conformance suite (`tests/conformance/`).
 
+mod command_plan;
 mod common;
 pub mod deploy;
 mod error;

@@ -37,6 +37,7 @@ pub fn parse_simulation(text: &str, requested: &[String]) -> Plan {
             "Upgrading" | "Installing" | "Downgrading" | "Replacing" => {
                 plan.packages.push(PlannedPackage {
                     requested: wanted.contains(name),
+                    manager: Some(canopy_api_types::updates::PackageManager::Apk),
                     package: name.to_string(),
                     from_version: from,
                     to_version: to,

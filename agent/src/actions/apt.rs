@@ -49,6 +49,7 @@ fn parse_inst(rest: &str, wanted: &HashSet<&str>) -> Option<PlannedPackage> {
     let package = name.to_string();
     Some(PlannedPackage {
         requested: wanted.contains(base_name(&package)),
+        manager: Some(canopy_api_types::updates::PackageManager::Apt),
         package,
         from_version,
         to_version,

@@ -61,6 +61,7 @@ pub fn parse_transaction(
             from_version,
             to_version: version.to_string(),
             requested: wanted.contains(name),
+            manager: Some(canopy_api_types::updates::PackageManager::Dnf),
         });
     }
     plan

@@ -469,6 +469,7 @@ mod tests {
                 from_version: Some("1".into()),
                 to_version: "2".into(),
                 requested: true,
+                manager: None,
             }],
             removed: vec![],
             summary: "1 upgraded".into(),

@@ -100,6 +100,7 @@ pub fn parse(text: &str) -> Result<(HostFacts, ScanReport)> {
         agent_version: String::new(),
         read_only: true,
         run_as: String::new(),
+        package_db: Vec::new(),
     };
     let mut updates: Vec<PackageUpdate> = Vec::new();
     let mut scanner_errors = Vec::new();

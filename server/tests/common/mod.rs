@@ -119,6 +119,7 @@ pub fn facts(name: &str) -> HostFacts {
         agent_version: "test".into(),
         read_only: false,
         run_as: "root".into(),
+        package_db: Vec::new(),
     }
 }
 
@@ -207,6 +208,7 @@ impl TestApp {
             .register(&RegisterRequest {
                 registration_token: token,
                 facts: facts.clone(),
+                current_token: None,
             })
             .await
             .unwrap();

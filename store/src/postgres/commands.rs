@@ -17,13 +17,7 @@ use sqlx::{PgConnection, Row};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// The packages a command carries (none for a scan).
-pub(super) fn packages(spec: &CommandSpec) -> &[String] {
-    match spec {
-        CommandSpec::Scan => &[],
-        CommandSpec::DryRun { packages } | CommandSpec::Install { packages } => packages,
-    }
-}
+pub(super) use crate::command_plan::carried_packages as packages;
 
 /// Insert a pending command and return it as stored.
 #[allow(clippy::too_many_arguments)]
@@ -361,18 +355,15 @@ impl CommandStore for PgStore {
                     old.status.as_str()
                 )));
             }
-            let carried = match &old.spec {
-                CommandSpec::Scan => Vec::new(),
-                _ => carried_rows(&mut tx, id, &["failed", "pending"]).await?,
+            let carried = if packages(&old.spec).is_empty() {
+                Vec::new()
+            } else {
+                carried_rows(&mut tx, id, &["failed", "pending"]).await?
             };
             let usable: Vec<&(Uuid, String, bool)> = carried.iter().filter(|(_, _, same)| *same).collect();
             let mut pkgs: Vec<String> = usable.iter().map(|(_, p, _)| p.clone()).collect();
             pkgs.dedup();
-            let (spec, row_status) = match &old.spec {
-                CommandSpec::Scan => (CommandSpec::Scan, None),
-                CommandSpec::DryRun { .. } => (CommandSpec::DryRun { packages: pkgs }, Some("dry_run")),
-                CommandSpec::Install { .. } => (CommandSpec::Install { packages: pkgs }, Some("installing")),
-            };
+            let (spec, row_status) = crate::command_plan::retry_spec(&old.spec, pkgs);
             if row_status.is_some() && usable.is_empty() {
                 return Err(StoreError::Conflict(format!(
                     "command {id} carries no updates that can be retried (they were re-approved, rejected or changed since)"

@@ -34,7 +34,7 @@ async fn apply_to_rows(
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Option<PreparedEvent>> {
-    if !matches!(cmd.spec, CommandSpec::Scan) {
+    if !super::commands::packages(&cmd.spec).is_empty() {
         // Lock the carried rows in id order first, as ingest and approve do, so the
         // UPDATEs below cannot deadlock with a report of the same host.
         sqlx::query("SELECT id FROM updates WHERE command_id = $1 ORDER BY id FOR NO KEY UPDATE")
@@ -43,7 +43,7 @@ async fn apply_to_rows(
             .await?;
     }
     let ev = match (&cmd.spec, result.success) {
-        (CommandSpec::Scan, _) => None,
+        (CommandSpec::Scan | CommandSpec::Repair { .. }, _) => None,
         (CommandSpec::DryRun { .. }, true) => {
             let ids: Vec<Uuid> = sqlx::query_scalar(
                 "UPDATE updates SET status = 'awaiting_confirmation', updated_at = $1 \
@@ -254,9 +254,7 @@ impl PgStore {
                     "the updates of dry-run {dry_run} changed since it ran (rejected or re-scanned); approve them again"
                 )));
             }
-            let spec = CommandSpec::Install {
-                packages: planned.clone(),
-            };
+            let spec = crate::command_plan::install_spec(planned.clone(), dry.result.as_ref());
             let install = insert_command(
                 &mut tx,
                 CommandId::new(),

@@ -5,7 +5,7 @@ use canopy_api_types::commands::{Command, CommandResult, CommandSpec, CommandSta
 use canopy_api_types::deploy::{
     DeployOutcome, ItemState, Operation, OperationItem, OperationState, Route, SshHostKey,
 };
-use canopy_api_types::hosts::Host;
+use canopy_api_types::hosts::{Host, HostState};
 use canopy_api_types::updates::{PackageManager, Severity, Update, UpdateStatus};
 use canopy_api_types::*;
 use sqlx::postgres::PgRow;
@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 /// `hosts h` with its open-update counts from one grouped join (no query per host).
 pub(super) const HOST_SELECT: &str = "SELECT h.*, COALESCE(c.pending, 0) AS pending_updates, \
+    (h.state = 'active' AND EXISTS (SELECT 1 FROM hosts d WHERE d.machine_id = h.machine_id \
+        AND d.id <> h.id AND d.state = 'active')) AS duplicate_machine_id, \
     COALESCE(c.security, 0) AS security_updates FROM hosts h LEFT JOIN ( \
         SELECT host_id, COUNT(*) AS pending, COUNT(*) FILTER (WHERE severity = 'security') AS security \
         FROM updates WHERE status NOT IN ('installed', 'reconciled') GROUP BY host_id \
@@ -46,6 +48,14 @@ pub(super) fn host(row: &PgRow) -> Result<Host> {
         registered_at: row.try_get("registered_at")?,
         agentless: row.try_get("agentless")?,
         run_as: row.try_get("run_as")?,
+        state: {
+            let s: String = row.try_get("state")?;
+            HostState::parse(&s)
+                .ok_or_else(|| StoreError::corrupt("hosts", format!("unknown state '{s}'")))?
+        },
+        duplicate_machine_id: row.try_get("duplicate_machine_id")?,
+        package_db: serde_json::from_value(row.try_get("package_db")?)
+            .map_err(|e| StoreError::corrupt("hosts", format!("package_db: {e}")))?,
     })
 }
 
@@ -114,6 +124,8 @@ pub(super) fn command(row: &PgRow) -> Result<Command> {
             .transpose()
             .map_err(|e| StoreError::corrupt("commands", format!("result: {e}")))?,
         error: row.try_get("error")?,
+        overdue_at: row.try_get("overdue_at")?,
+        late: row.try_get("late")?,
     })
 }
 

@@ -10,7 +10,7 @@ use crate::{
     events, Actor, CommandStore, CompleteOutcome, NewCommand, Result, StoreError, SENT_GRACE_SECS,
 };
 use async_trait::async_trait;
-use canopy_api_types::commands::{Command, CommandResult, CommandSpec, CommandStatus};
+use canopy_api_types::commands::{Command, CommandResult, CommandStatus};
 use canopy_api_types::{CommandId, HostId, UpdateId};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
@@ -212,19 +212,17 @@ impl CommandStore for SqliteStore {
                 old.status.as_str()
             )));
         }
-        let carried = match &old.spec {
-            CommandSpec::Scan => Vec::new(),
-            _ => carried_rows(&mut tx, id, &["failed", "pending"]).await?,
+        let carried = if crate::command_plan::carried_packages(&old.spec).is_empty() {
+            Vec::new()
+        } else {
+            carried_rows(&mut tx, id, &["failed", "pending"]).await?
         };
         let usable: Vec<&(UpdateId, String, bool)> =
             carried.iter().filter(|(_, _, same)| *same).collect();
         let mut packages: Vec<String> = usable.iter().map(|(_, p, _)| p.clone()).collect();
         packages.dedup();
-        let (spec, row_status) = match &old.spec {
-            CommandSpec::Scan => (CommandSpec::Scan, ""),
-            CommandSpec::DryRun { .. } => (CommandSpec::DryRun { packages }, "dry_run"),
-            CommandSpec::Install { .. } => (CommandSpec::Install { packages }, "installing"),
-        };
+        let (spec, row_status) = crate::command_plan::retry_spec(&old.spec, packages);
+        let row_status = row_status.unwrap_or("");
         if !row_status.is_empty() && usable.is_empty() {
             return Err(StoreError::Conflict(format!(
                 "command {id} carries no updates that can be retried (they were re-approved, rejected or changed since)"

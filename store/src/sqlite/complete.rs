@@ -102,13 +102,8 @@ impl SqliteStore {
             now,
             json!({ "command_id": id, "exit_code": result.exit_code, "success": result.success, "summary": result.summary }),
         )];
-        let (from, to) = match (&cmd.spec, result.success) {
-            (CommandSpec::Scan, _) => ("", ""),
-            (CommandSpec::DryRun { .. }, true) => ("dry_run", "awaiting_confirmation"),
-            (CommandSpec::DryRun { .. }, false) => ("dry_run", "failed"),
-            (CommandSpec::Install { .. }, true) => ("installing", "installed"),
-            (CommandSpec::Install { .. }, false) => ("installing", "failed"),
-        };
+        let (from, to) =
+            crate::command_plan::row_transition(&cmd.spec, result.success).unwrap_or(("", ""));
         if !from.is_empty() {
             let closed = if to == "installed" {
                 Some(now_s.clone())
@@ -225,9 +220,7 @@ impl SqliteStore {
         let new = NewCommand {
             id: CommandId::new(),
             host: dr.host_id,
-            spec: CommandSpec::Install {
-                packages: now_packages,
-            },
+            spec: crate::command_plan::install_spec(now_packages, dr.result.as_ref()),
             correlation: dr.correlation_id,
             caused_by: Some(dry_run),
             timeout_secs,

@@ -78,8 +78,7 @@ impl SqliteStore {
             Ok(Err(e)) => return Err(open_err(e)),
             Err(_) => return Err(open_err(sqlx::Error::PoolTimedOut)),
         };
-        SQLITE_MIGRATIONS
-            .run(&pool)
+        migrate(&pool)
             .await
             .map_err(|source| MigrationError::Migrate {
                 url: shown.clone(),
@@ -87,6 +86,28 @@ impl SqliteStore {
             })?;
         Ok(Self { pool })
     }
+}
+
+/// Apply the pending migrations on one connection with foreign-key enforcement off, as
+/// SQLite's procedure for rebuilding a table asks (dropping the old table must cascade
+/// nothing); a rebuilding migration ends with a guard that fails it unless every
+/// reference still resolves. The connection is put back with enforcement on; if that
+/// fails it is closed instead of returned to the pool.
+async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut *conn)
+        .await?;
+    let ran = SQLITE_MIGRATIONS.run(&mut *conn).await;
+    let restored = sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut *conn)
+        .await;
+    if restored.is_err() {
+        conn.detach();
+    }
+    ran?;
+    restored?;
+    Ok(())
 }
 
 impl Store for SqliteStore {

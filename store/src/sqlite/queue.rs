@@ -76,6 +76,8 @@ pub(super) async fn insert_commands(
             finished_at: None,
             result: None,
             error: None,
+            overdue_at: None,
+            late: false,
         })
         .collect())
 }

@@ -7,7 +7,7 @@ use canopy_api_types::commands::{Command, CommandSpec, CommandStatus};
 use canopy_api_types::deploy::{
     DeployOutcome, ItemState, Operation, OperationItem, OperationState, Route, SshHostKey,
 };
-use canopy_api_types::hosts::{Event, Host};
+use canopy_api_types::hosts::{Event, Host, HostState};
 use canopy_api_types::updates::{PackageManager, Severity, Update, UpdateStatus, VersionChange};
 use canopy_api_types::OperationId;
 use chrono::{DateTime, Utc};
@@ -20,7 +20,10 @@ type R<T> = Result<T, StoreError>;
 /// Columns of a host with its open/security counts (see [`HOST_SELECT`]).
 pub(super) const HOST_SELECT: &str = "SELECT h.id, h.hostname, h.machine_id, h.os_id, h.os_pretty, h.kernel, h.arch, \
      h.agent_version, h.read_only, h.reboot_required, h.last_seen, h.last_report, h.registered_at, \
-     h.credential_hash, h.agentless, h.run_as, COUNT(u.id) AS open_updates, \
+     h.credential_hash, h.agentless, h.run_as, h.state, h.package_db, \
+     (h.state = 'active' AND EXISTS (SELECT 1 FROM hosts d WHERE d.machine_id = h.machine_id \
+         AND d.id <> h.id AND d.state = 'active')) AS duplicate_machine_id, \
+     COUNT(u.id) AS open_updates, \
      COALESCE(SUM(CASE WHEN u.severity = 'security' THEN 1 ELSE 0 END), 0) AS security_updates \
      FROM hosts h LEFT JOIN updates u ON u.host_id = h.id AND u.status NOT IN ('installed', 'reconciled')";
 
@@ -143,6 +146,9 @@ pub(super) fn host(row: &SqliteRow) -> R<Host> {
         registered_at: time(row, T, "registered_at")?,
         agentless: bool_col(row, T, "agentless")?,
         run_as: text(row, T, "run_as")?,
+        state: enum_col(row, T, "state", HostState::parse)?,
+        duplicate_machine_id: bool_col(row, T, "duplicate_machine_id")?,
+        package_db: json_col(row, T, "package_db")?,
     })
 }
 
@@ -194,6 +200,8 @@ pub(super) fn command(row: &SqliteRow) -> R<Command> {
         finished_at: opt_time(row, T, "finished_at")?,
         result,
         error: opt_text(row, T, "error")?,
+        overdue_at: opt_time(row, T, "overdue_at")?,
+        late: bool_col(row, T, "late")?,
     })
 }
 

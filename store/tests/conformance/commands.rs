@@ -247,7 +247,8 @@ pub async fn retry_of_timed_out_install(store: S) {
     assert_eq!(
         retry.spec,
         CommandSpec::Install {
-            packages: vec!["a".into()]
+            packages: vec!["a".into()],
+            pinned: vec![planned("a", true)],
         }
     );
     assert_eq!(

@@ -138,7 +138,8 @@ pub async fn full_flow_shares_one_correlation(store: S) {
     assert_eq!(
         install.spec,
         CommandSpec::Install {
-            packages: vec!["curl".into(), "nginx".into()]
+            packages: vec!["curl".into(), "nginx".into()],
+            pinned: plan.clone(),
         }
     );
     let rows = store.list_updates(&by_host(h.id)).await.unwrap().items;

@@ -26,6 +26,7 @@ pub fn facts(name: &str) -> HostFacts {
         agent_version: "0.1.0".into(),
         read_only: false,
         run_as: "root".into(),
+        package_db: Vec::new(),
     }
 }
 
@@ -146,6 +147,7 @@ pub fn planned(name: &str, requested: bool) -> PlannedPackage {
         from_version: requested.then(|| "1.0".to_string()),
         to_version: "2.0".into(),
         requested,
+        manager: None,
     }
 }
 

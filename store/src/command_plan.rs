@@ -1,0 +1,114 @@
+//! The rules of the command queue that do not depend on the backend: which packages a
+//! command carries, what a confirmed dry-run installs, what a retry repeats, and which
+//! update-row status a command's outcome moves its rows between. Both backends call these;
+//! only their SQL differs.
+
+use canopy_api_types::commands::{CommandResult, CommandSpec, PlannedPackage};
+
+/// The packages a command carries (none for a scan or a repair).
+pub fn carried_packages(spec: &CommandSpec) -> &[String] {
+    match spec {
+        CommandSpec::Scan | CommandSpec::Repair { .. } => &[],
+        CommandSpec::DryRun { packages } | CommandSpec::Install { packages, .. } => packages,
+    }
+}
+
+/// The install a successful dry-run turns into: its requested packages, and its whole plan
+/// (requested packages and the dependencies it listed) pinned at the planned versions.
+pub fn install_spec(packages: Vec<String>, dry_run_result: Option<&CommandResult>) -> CommandSpec {
+    CommandSpec::Install {
+        packages,
+        pinned: dry_run_result
+            .map(|r| r.planned.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// What a retry of `old` runs, given the packages whose rows it still carries, and the
+/// status those rows move to (`None`: the command carries no rows). A retried install keeps
+/// its pins, less the requested packages it no longer carries: it never installs other
+/// versions than the ones approved.
+pub fn retry_spec(old: &CommandSpec, packages: Vec<String>) -> (CommandSpec, Option<&'static str>) {
+    match old {
+        CommandSpec::Scan => (CommandSpec::Scan, None),
+        CommandSpec::Repair { manager } => (CommandSpec::Repair { manager: *manager }, None),
+        CommandSpec::DryRun { .. } => (CommandSpec::DryRun { packages }, Some("dry_run")),
+        CommandSpec::Install { pinned, .. } => {
+            let pinned: Vec<PlannedPackage> = pinned
+                .iter()
+                .filter(|p| !p.requested || packages.iter().any(|n| *n == p.package))
+                .cloned()
+                .collect();
+            (
+                CommandSpec::Install { packages, pinned },
+                Some("installing"),
+            )
+        }
+    }
+}
+
+/// The update-row statuses a finished command moves its rows `(from, to)`; `None` for
+/// commands that carry no rows.
+pub fn row_transition(spec: &CommandSpec, success: bool) -> Option<(&'static str, &'static str)> {
+    match (spec, success) {
+        (CommandSpec::Scan | CommandSpec::Repair { .. }, _) => None,
+        (CommandSpec::DryRun { .. }, true) => Some(("dry_run", "awaiting_confirmation")),
+        (CommandSpec::DryRun { .. }, false) => Some(("dry_run", "failed")),
+        (CommandSpec::Install { .. }, true) => Some(("installing", "installed")),
+        (CommandSpec::Install { .. }, false) => Some(("installing", "failed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(name: &str, requested: bool) -> PlannedPackage {
+        PlannedPackage {
+            package: name.into(),
+            from_version: Some("1".into()),
+            to_version: "2".into(),
+            requested,
+            manager: None,
+        }
+    }
+
+    #[test]
+    fn a_retried_install_keeps_the_pins_of_what_it_still_carries() {
+        let old = CommandSpec::Install {
+            packages: vec!["a".into(), "b".into()],
+            pinned: vec![
+                planned("a", true),
+                planned("b", true),
+                planned("dep", false),
+            ],
+        };
+        let (spec, rows) = retry_spec(&old, vec!["a".into()]);
+        assert_eq!(rows, Some("installing"));
+        let CommandSpec::Install { packages, pinned } = spec else {
+            panic!("an install")
+        };
+        assert_eq!(packages, ["a"]);
+        let names: Vec<&str> = pinned.iter().map(|p| p.package.as_str()).collect();
+        assert_eq!(names, ["a", "dep"]);
+    }
+
+    #[test]
+    fn confirm_pins_the_whole_plan() {
+        let result = CommandResult {
+            exit_code: 0,
+            success: true,
+            stdout: String::new(),
+            stderr: String::new(),
+            planned: vec![planned("a", true), planned("dep", false)],
+            removed: vec![],
+            summary: String::new(),
+        };
+        let CommandSpec::Install { pinned, .. } = install_spec(vec!["a".into()], Some(&result))
+        else {
+            panic!("an install")
+        };
+        assert_eq!(pinned, result.planned);
+        assert_eq!(carried_packages(&CommandSpec::Scan), &[] as &[String]);
+    }
+}
