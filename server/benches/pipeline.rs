@@ -92,6 +92,7 @@ async fn bench_ingest(dir: &std::path::Path) -> (Duration, Duration) {
                     id: HostId::new(),
                     facts: facts(round),
                     credential_hash: "x".into(),
+                    reenrol: None,
                 },
                 chrono::Utc::now(),
             )
@@ -121,6 +122,7 @@ async fn bench_ingest(dir: &std::path::Path) -> (Duration, Duration) {
                     id: HostId::new(),
                     facts: facts(100 + round),
                     credential_hash: "x".into(),
+                    reenrol: None,
                 },
                 chrono::Utc::now(),
             )

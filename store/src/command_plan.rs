@@ -3,7 +3,7 @@
 //! update-row status a command's outcome moves its rows between. Both backends call these;
 //! only their SQL differs.
 
-use canopy_api_types::commands::{CommandResult, CommandSpec, PlannedPackage};
+use canopy_api_types::commands::{CommandResult, CommandSpec, CommandStatus, PlannedPackage};
 
 /// The packages a command carries (none for a scan or a repair).
 pub fn carried_packages(spec: &CommandSpec) -> &[String] {
@@ -36,7 +36,7 @@ pub fn retry_spec(old: &CommandSpec, packages: Vec<String>) -> (CommandSpec, Opt
         CommandSpec::Install { pinned, .. } => {
             let pinned: Vec<PlannedPackage> = pinned
                 .iter()
-                .filter(|p| !p.requested || packages.iter().any(|n| *n == p.package))
+                .filter(|p| !p.requested || packages.contains(&p.package))
                 .cloned()
                 .collect();
             (
@@ -57,6 +57,86 @@ pub fn row_transition(spec: &CommandSpec, success: bool) -> Option<(&'static str
         (CommandSpec::Install { .. }, true) => Some(("installing", "installed")),
         (CommandSpec::Install { .. }, false) => Some(("installing", "failed")),
     }
+}
+
+/// Why a host cannot run commands, or `None` when it can (an active agent host).
+pub fn host_cannot_run(hostname: &str, state: &str, agentless: bool) -> Option<String> {
+    match state {
+        "archived" => Some(format!(
+            "host {hostname} is archived (its agent was uninstalled): it cannot run commands"
+        )),
+        "deleted" => Some(format!(
+            "host {hostname} was deleted: it cannot run commands"
+        )),
+        _ if agentless => Some(format!(
+            "host {hostname} has no agent (scanned agentless): deploy an agent to run commands"
+        )),
+        _ => None,
+    }
+}
+
+/// Why the server refuses an agent's start of command `id` in `status`: the agent must not
+/// run it.
+pub fn start_refused(id: canopy_api_types::CommandId, status: CommandStatus) -> String {
+    match status {
+        CommandStatus::Pending => format!("command {id} was not sent to this agent; do not run it"),
+        s => format!("command {id} is {}; do not run it", s.as_str()),
+    }
+}
+
+/// Why command `id` in `status` cannot be cancelled.
+pub fn cancel_refused(id: canopy_api_types::CommandId, status: CommandStatus) -> String {
+    match status {
+        CommandStatus::Running => format!(
+            "command {id} is running; a package manager is never stopped halfway — wait for its result"
+        ),
+        s => format!(
+            "command {id} is {}; only pending or sent commands can be cancelled",
+            s.as_str()
+        ),
+    }
+}
+
+/// Why a claimed command timed out before the agent started it.
+pub fn not_started_reason() -> String {
+    format!(
+        "the agent did not start it within {} s of claiming it; it never ran",
+        crate::SENT_GRACE_SECS
+    )
+}
+
+/// Why an overdue command timed out: its agent stopped sending heartbeats.
+pub fn vanished_reason(last_sign: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    let since = last_sign
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "its start".into());
+    format!(
+        "the agent vanished: no heartbeat since {since}, past the deadline; the outcome on the host is unknown"
+    )
+}
+
+/// Why a pending command expired: its host has been offline too long.
+pub fn offline_reason(
+    hostname: &str,
+    last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    policy: &crate::ExpiryPolicy,
+) -> String {
+    let since = last_seen
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "it registered".into());
+    format!(
+        "host {hostname} has been offline since {since} (longer than {} s); the command never ran",
+        policy.offline_after.num_seconds()
+    )
+}
+
+/// Whether a result arriving `now` for a command with `deadline` / `overdue_at` is late.
+pub fn is_late(
+    deadline: Option<chrono::DateTime<chrono::Utc>>,
+    overdue_at: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    overdue_at.is_some() || deadline.is_some_and(|d| now > d)
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@ pub const HOST_REGISTERED: &str = "host.registered";
 pub const HOST_REENROLLED: &str = "host.reenrolled";
 /// A host the server scans without an agent was first seen.
 pub const HOST_AGENTLESS_ADDED: &str = "host.agentless_added";
+/// A host's agent was uninstalled: credential revoked, detached from its guest.
+pub const HOST_ARCHIVED: &str = "host.archived";
+/// An admin deleted a host: credential revoked, detached, history kept.
+pub const HOST_DELETED: &str = "host.deleted";
 pub const REPORT_INGESTED: &str = "host.report_ingested";
 pub const UPDATES_APPROVED: &str = "updates.approved";
 pub const UPDATES_REJECTED: &str = "updates.rejected";
@@ -28,6 +32,8 @@ pub const COMMAND_TIMED_OUT: &str = "command.timed_out";
 pub const COMMAND_CANCELLED: &str = "command.cancelled";
 pub const COMMAND_RETRIED: &str = "command.retried";
 pub const COMMAND_LATE_RESULT: &str = "command.late_result";
+/// A running command passed its deadline; it is left to finish.
+pub const COMMAND_OVERDUE: &str = "command.overdue";
 pub const INSTALL_CONFIRMED: &str = "install.confirmed";
 pub const SSH_HOST_KEY_PINNED: &str = "ssh.host_key_pinned";
 pub const SSH_HOST_KEY_FORGOTTEN: &str = "ssh.host_key_forgotten";

@@ -10,11 +10,13 @@
 //!
 //! Both backends pass the same conformance suite (`tests/conformance/`).
 
+mod command_events;
 mod command_plan;
 mod common;
 pub mod deploy;
 mod error;
 pub mod events;
+mod host_plan;
 mod ingest_plan;
 pub mod inventory;
 mod inventory_plan;
@@ -67,6 +69,16 @@ pub fn url_without_password(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// The answer to an approval, as the API returns it and an `Idempotency-Key` replays it.
+pub fn approve_response(outcome: &ApproveOutcome, correlation: CorrelationId) -> serde_json::Value {
+    serde_json::to_value(canopy_api_types::updates::ApproveResponse {
+        approved: outcome.approved.len() as u64,
+        correlation_id: correlation,
+        dry_run_commands: outcome.commands.iter().map(|c| c.id).collect(),
+    })
+    .expect("an approve response serialises")
 }
 
 /// Everything the server persists. Split by capability into sub-traits; `Store` is
@@ -139,13 +151,22 @@ pub trait UserStore {
 
 #[async_trait]
 pub trait HostStore {
-    /// Consume one seat of the registration token whose hash is `token_hash` and
-    /// create (or, for a known machine-id, re-enrol) the host with the new credential
-    /// hash, in one transaction. A re-enrolled agentless host becomes an agent host (same
-    /// id, its updates kept). A token bound to a guest attaches the host to that guest in
-    /// the same transaction (event `host_attached`, like
-    /// [`attach_host`](InventoryStore::attach_host)). Errors: `TokenUnknown`,
-    /// `TokenExpired`, `TokenRevoked`, `NoSeats`.
+    /// Consume one seat of the registration token whose hash is `token_hash` and enrol a
+    /// host with the new credential hash, in one transaction. The host is
+    /// - `new.reenrol`'s host when the agent proved its current credential (event
+    ///   `host.reenrolled`, `how: credential`);
+    /// - else, for a token a deploy bound to a guest, the active host attached to that guest
+    ///   (an agentless host becomes an agent host: same id, its updates kept; `how:
+    ///   deploy_token`);
+    /// - else a new host (`host.registered`), whatever its machine-id: a machine-id is a
+    ///   fact, never a key, so a holder of a registration token can never take over another
+    ///   host. When another active host has the same machine-id, both show
+    ///   `duplicate_machine_id` and the event names them.
+    ///
+    /// A token bound to a guest attaches the host to that guest in the same transaction
+    /// (event `host_attached`, like [`attach_host`](InventoryStore::attach_host)). Errors:
+    /// `TokenUnknown`, `TokenExpired`, `TokenRevoked`, `NoSeats`; `Conflict` when the host to
+    /// re-enrol is no longer active.
     async fn register_host(
         &self,
         token_hash: &str,
@@ -154,17 +175,19 @@ pub trait HostStore {
     ) -> Result<Host>;
     /// The host and its credential hash (SHA-256 hex), for agent authentication.
     async fn host_credential(&self, host: HostId) -> Result<Option<(Host, String)>>;
-    /// Record a check-in: `last_seen = now` and the facts the agent sent.
+    /// Record a check-in: `last_seen = now` and the facts the agent sent (its package-database
+    /// health included).
     async fn touch_host(&self, host: HostId, facts: &HostFacts, now: DateTime<Utc>) -> Result<()>;
     async fn get_host(&self, host: HostId) -> Result<Option<Host>>;
-    /// Every host with its open/security update counts (one query, no N+1).
+    /// Every host that is not deleted, with its open/security update counts (one query, no
+    /// N+1).
     async fn list_hosts(&self) -> Result<Vec<Host>>;
     /// Hash of the last report accepted from this host.
     async fn report_hash(&self, host: HostId) -> Result<Option<String>>;
-    /// The host the server scans through `guest` without an agent, by `facts.machine_id`:
-    /// an agent's host is returned unchanged; a known agentless host gets the facts and
-    /// `last_seen = now` (and is attached to `guest` if it is attached to none); otherwise a
-    /// new host is inserted with `agentless = true`, the credential
+    /// The host the server scans through `guest` without an agent, keyed by the guest
+    /// (cluster, vmid), never by machine-id: the host attached to `guest` if it is an agent's
+    /// is returned unchanged; an attached agentless host gets the facts and `last_seen = now`;
+    /// with no host attached a new one is inserted with `agentless = true`, the credential
     /// [`AGENTLESS_CREDENTIAL`] (never a valid agent credential) and attached to `guest`
     /// (events `host.agentless_added` and `host_attached`, actor `system`). Its updates
     /// then go through [`UpdateStore::ingest_report`]. Errors: `NotFound` for an unknown
@@ -173,6 +196,19 @@ pub trait HostStore {
         &self,
         guest: GuestId,
         facts: &HostFacts,
+        now: DateTime<Utc>,
+    ) -> Result<Host>;
+    /// Retire an active host: `state` becomes `to` (archived: its agent was uninstalled;
+    /// deleted: by an admin), its credential is revoked, it is detached from its guest (which
+    /// an agentless scan then picks up again as a new agentless host), its pending and sent
+    /// commands are cancelled; its events, commands and version history stay. One event
+    /// `host.archived` / `host.deleted`. `NotFound` for an unknown host, `Conflict` for one
+    /// already retired, `Validation` for `to = Active`.
+    async fn retire_host(
+        &self,
+        host: HostId,
+        to: canopy_api_types::hosts::HostState,
+        actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Host>;
 }
@@ -195,7 +231,8 @@ pub trait UpdateStore {
     async fn list_updates(&self, filter: &UpdateFilter) -> Result<Page<Update>>;
     async fn get_update(&self, id: UpdateId) -> Result<Option<Update>>;
 
-    /// Approve the given updates (status pending or failed, not held) in one statement,
+    /// Approve the given updates (status pending or failed, not held, of a host that can run
+    /// commands: active and not agentless) in one statement,
     /// bind each row's fingerprint (package, current, available), then queue ONE dry-run
     /// command per host carrying that host's approved packages and move those rows to
     /// `dry_run` with `command_id` set. All under `correlation`, in one transaction.
@@ -207,6 +244,18 @@ pub trait UpdateStore {
         timeout_secs: u32,
         actor: &Actor,
     ) -> Result<ApproveOutcome>;
+    /// [`approve_updates`](Self::approve_updates) under an `Idempotency-Key`, checked and
+    /// saved in the approval's own transaction: a repeat with the same body returns the
+    /// stored [`ApproveResponse`](canopy_api_types::updates::ApproveResponse), one with
+    /// another body is `Conflict`. Nothing is saved when nothing was approved.
+    async fn approve_updates_once(
+        &self,
+        key: &IdempotencyKey,
+        ids: &[UpdateId],
+        correlation: CorrelationId,
+        timeout_secs: u32,
+        actor: &Actor,
+    ) -> Result<Idempotent<ApproveOutcome>>;
     /// Reject the given pending/failed/awaiting rows in one statement; returns how many moved.
     async fn reject_updates(&self, ids: &[UpdateId], actor: &Actor) -> Result<u64>;
 
@@ -222,17 +271,19 @@ pub trait CommandStore {
     /// Queue a command (used for scans and by tests). Writes `command.queued`.
     async fn enqueue_command(&self, new: NewCommand, actor: &Actor) -> Result<Command>;
     /// Claim up to `limit` pending commands of `host`, oldest first: pending → sent,
-    /// `sent_at = now`, deadline = now + timeout + [`SENT_GRACE_SECS`]. Postgres uses
-    /// `FOR UPDATE SKIP LOCKED`; SQLite `UPDATE … RETURNING` in `BEGIN IMMEDIATE`.
+    /// `sent_at = now`, deadline = now + [`SENT_GRACE_SECS`] (the time the agent has to ask
+    /// for its start). Postgres uses `FOR UPDATE SKIP LOCKED`; SQLite `UPDATE … RETURNING` in
+    /// `BEGIN IMMEDIATE`.
     async fn claim_commands(
         &self,
         host: HostId,
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Command>>;
-    /// sent → running (`started_at = now`, deadline = now + timeout). Idempotent for a
-    /// command already running. `NotFound` for another host's command; `Conflict` when
-    /// terminal.
+    /// The start handshake: sent → running (`started_at = now`, deadline = now + timeout).
+    /// Idempotent for a command already running (the agent's first answer may have been
+    /// lost). `NotFound` for another host's command; `Conflict` otherwise (cancelled, timed
+    /// out, never sent): the agent must not run it.
     async fn mark_running(
         &self,
         host: HostId,
@@ -244,7 +295,8 @@ pub trait CommandStore {
     /// version_history; failure → rows `failed`. Submitting the same result again
     /// returns `Duplicate` and changes nothing; a different result for a terminal
     /// command is `Conflict`. A result arriving after a timeout is recorded on the
-    /// command (`late_result`) but the status stays `timed_out`.
+    /// command (`late_result`) but the status stays `timed_out`. A result after the deadline
+    /// of a running (overdue) command is applied and marked `late`.
     async fn complete_command(
         &self,
         host: HostId,
@@ -261,14 +313,28 @@ pub trait CommandStore {
         timeout_secs: u32,
         actor: &Actor,
     ) -> Result<Command>;
-    /// Cancel a pending or sent command; its rows go back to `pending`. `Conflict` once running/terminal.
+    /// Cancel a pending or sent command (a sent one was not started: the agent's start will be
+    /// refused); its rows go back to `pending`. `Conflict` once running (a package manager is
+    /// never stopped halfway) or terminal.
     async fn cancel_command(&self, id: CommandId, actor: &Actor) -> Result<Command>;
     /// Queue a copy of a failed / timed_out / cancelled command with `retried_from`
     /// set and the same correlation; rows it carried move to the new command.
     async fn retry_command(&self, id: CommandId, actor: &Actor) -> Result<Command>;
-    /// Time out every sent/running command whose deadline is before `now`; their rows
-    /// become `failed`. Returns the commands that timed out.
-    async fn expire_commands(&self, now: DateTime<Utc>) -> Result<Vec<Command>>;
+    /// The sweep, in one transaction (see [`Expiry`]): a sent command not started within
+    /// [`SENT_GRACE_SECS`] times out and its rows go back to `pending`; a running command past
+    /// its deadline is marked overdue (event `command.overdue`) and left to finish; an overdue
+    /// command whose agent sent no heartbeat for `policy.vanished_after` times out and its
+    /// rows fail; a pending or sent command of a host that cannot run it (agentless, archived,
+    /// deleted) is cancelled, and one waiting longer than `policy.offline_after` for a host
+    /// not seen as long times out, their rows back to `pending`.
+    async fn expire_commands(
+        &self,
+        now: DateTime<Utc>,
+        policy: &ExpiryPolicy,
+    ) -> Result<Vec<Expired>>;
+    /// The agent is still working on running command `id`: `heartbeat_at = now`.
+    /// `NotFound` for another host's command; `Conflict` unless it is running.
+    async fn heartbeat(&self, host: HostId, id: CommandId, now: DateTime<Utc>) -> Result<Command>;
     async fn get_command(&self, id: CommandId) -> Result<Option<Command>>;
     /// Commands of one host, newest first.
     async fn list_commands(&self, host: HostId, limit: u32) -> Result<Vec<Command>>;

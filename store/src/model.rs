@@ -11,8 +11,62 @@ use std::fmt;
 
 /// Rows per multi-row INSERT when ingesting a report.
 pub const REPORT_CHUNK_ROWS: usize = 500;
-/// Extra time a `sent` command gets to be picked up and started by the agent.
+/// How long a `sent` command may wait for the agent's start before it expires unstarted
+/// (the agent claims one command at a time and asks to start it at once).
 pub const SENT_GRACE_SECS: i64 = 60;
+
+/// When the sweep ends commands nobody can finish ([`CommandStore::expire_commands`]).
+///
+/// [`CommandStore::expire_commands`]: crate::CommandStore::expire_commands
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryPolicy {
+    /// An overdue command whose agent sent no heartbeat for this long is timed out.
+    pub vanished_after: chrono::Duration,
+    /// A pending command waiting this long for a host not seen for this long expires.
+    pub offline_after: chrono::Duration,
+}
+
+/// What the sweep did to a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Claimed but not started within [`SENT_GRACE_SECS`]: timed out, it never ran.
+    NotStarted,
+    /// Running past its deadline: marked overdue, left to finish.
+    Overdue,
+    /// Overdue and its agent stopped sending heartbeats: timed out, outcome unknown.
+    Vanished,
+    /// Its host is agentless, archived or deleted: cancelled, it never ran.
+    HostCannotRun,
+    /// Pending for a host offline longer than the policy allows: timed out, it never ran.
+    HostOffline,
+}
+
+/// One command the sweep changed, and why.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    pub command: Command,
+    pub expiry: Expiry,
+    pub reason: String,
+}
+
+/// An `Idempotency-Key` of a user request: the first answer for `(actor, key)` is kept, a
+/// repeat with the same body gets it back, a repeat with another body is refused.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub actor: String,
+    pub key: String,
+    /// Hash of the request body.
+    pub request_hash: String,
+}
+
+/// The outcome of a use-case method called with an [`IdempotencyKey`].
+#[derive(Debug, Clone)]
+pub enum Idempotent<T> {
+    /// Done now (and the answer saved under the key, when the method saved one).
+    Fresh(T),
+    /// The key was used before with the same body: its stored answer, nothing done.
+    Replayed(serde_json::Value),
+}
 
 /// Who did something; stored as the event's `actor`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +101,15 @@ pub struct NewRegistrationToken {
 
 #[derive(Debug, Clone)]
 pub struct NewHost {
-    /// Used when the machine-id is new; a re-enrolled host keeps its old id.
+    /// The id of a new host; a re-enrolled host keeps its own.
     pub id: HostId,
     pub facts: HostFacts,
     /// SHA-256 hex of the agent credential secret.
     pub credential_hash: String,
+    /// The host whose current credential the agent proved (the server checked it): that host
+    /// is re-enrolled. Without it, only a registration token a deploy bound to a guest
+    /// re-enrols that guest's host; anything else is a new host, however its machine-id.
+    pub reenrol: Option<HostId>,
 }
 
 /// The credential hash of an agentless host. Agents' hashes are SHA-256 hex, which never

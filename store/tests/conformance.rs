@@ -9,6 +9,8 @@ mod commands;
 mod deploy_hosts;
 #[path = "conformance/fixture.rs"]
 mod fixture;
+#[path = "conformance/history.rs"]
+mod history;
 #[path = "conformance/ingest.rs"]
 mod ingest;
 #[path = "conformance/inventory.rs"]
@@ -44,6 +46,16 @@ macro_rules! store_cases {
     )*};
 }
 
+/// One `#[tokio::test]` per case that runs it on both backends and compares their event logs.
+macro_rules! history_cases {
+    ($($module:ident :: $case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $case() {
+            $crate::history::same_history(stringify!($case), $crate::$module::$case).await;
+        }
+    )*};
+}
+
 /// One `#[tokio::test]` per case that needs the database itself (migrations).
 macro_rules! db_cases {
     ($fresh:path; $($module:ident :: $case:ident),* $(,)?) => {$(
@@ -56,11 +68,10 @@ macro_rules! db_cases {
     )*};
 }
 
-/// The whole suite for one backend: `conformance_tests!(module_name, fresh_fn)`.
-macro_rules! conformance_tests {
-    ($backend:ident, $fresh:path) => {
-        mod $backend {
-            store_cases!($fresh;
+/// Every store case, handed to `$m!` (with `$fresh` when it is given).
+macro_rules! every_store_case {
+    ($m:ident $(, $fresh:path)?) => {
+        $m!($($fresh;)?
                 users::users_create_lookup_and_conflict,
                 users::refresh_tokens_rotate_refuse_and_purge,
                 users::registration_token_seats_and_refusals,
@@ -81,6 +92,10 @@ macro_rules! conformance_tests {
                 commands::claim_sets_sent_once,
                 commands::mark_running_rules,
                 commands::expire_times_out_and_fails_rows,
+                commands::overdue_is_marked_and_only_a_vanished_agent_times_out,
+                commands::overdue_result_is_applied_and_marked_late,
+                commands::heartbeat_rules,
+                commands::commands_never_wait_forever_for_a_host_that_cannot_run_them,
                 commands::late_result_after_timeout_is_kept_but_status_stays,
                 commands::retry_links_and_completes,
                 commands::retry_of_timed_out_install,
@@ -91,6 +106,7 @@ macro_rules! conformance_tests {
                 listing::stats_one_figure_each,
                 listing::events_filter_checksums_and_purge,
                 listing::idempotency_keys,
+                listing::approve_once_is_one_transaction,
                 inventory::clusters_create_list_by_name_and_conflict,
                 inventory::delete_cluster_cascades_and_keeps_hosts,
                 inventory::discovery_inserts_nodes_and_guests,
@@ -110,6 +126,7 @@ macro_rules! conformance_tests {
                 deploy_hosts::registration_turns_an_agentless_host_into_an_agent_host,
                 deploy_hosts::agentless_upsert_leaves_an_agent_host_untouched,
                 deploy_hosts::touch_host_stores_run_as,
+                deploy_hosts::retired_hosts_keep_history_and_their_guest_goes_back_to_agentless,
                 ssh_keys::pin_keeps_the_first_key,
                 ssh_keys::forget_then_pin_again,
                 ssh_keys::concurrent_pins_agree_on_one_key,
@@ -117,7 +134,15 @@ macro_rules! conformance_tests {
                 operations::item_updates_record_progress_and_events,
                 operations::list_operations_newest_first_with_items,
                 operations::fail_interrupted_fails_running_operations_and_their_open_items,
-            );
+        );
+    };
+}
+
+/// The whole suite for one backend: `conformance_tests!(module_name, fresh_fn)`.
+macro_rules! conformance_tests {
+    ($backend:ident, $fresh:path) => {
+        mod $backend {
+            every_store_case!(store_cases, $fresh);
             db_cases!($fresh;
                 migrations::fresh_database_gets_every_migration_and_reopen_is_noop,
                 migrations::each_migration_applies_on_top_of_the_previous_ones,
@@ -125,6 +150,7 @@ macro_rules! conformance_tests {
                 migrations::unknown_migration_is_refused,
                 migrations::inventory_migration_keeps_existing_events,
                 migrations::deploy_migration_keeps_hosts_and_tokens,
+                migrations::trust_migration_keeps_hosts_and_commands,
             );
         }
     };
@@ -132,6 +158,11 @@ macro_rules! conformance_tests {
 
 conformance_tests!(sqlite, crate::fixture::fresh_sqlite);
 conformance_tests!(postgres, crate::fixture::fresh_postgres);
+
+/// Every store case once more, on both backends, comparing their event logs.
+mod same_history {
+    every_store_case!(history_cases);
+}
 
 /// Both backends carry the same migrations: same numbers, same names.
 #[test]

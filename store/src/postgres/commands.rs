@@ -3,10 +3,12 @@
 //! Recording results and confirming dry-runs live in `complete.rs`.
 
 use super::{insert_events, rows, PgStore};
-use crate::common::{fingerprint, micros, now_micros, prepare_event, PreparedEvent};
+use crate::command_events as ev;
+use crate::command_plan::{self, host_cannot_run};
+use crate::common::{fingerprint, micros, now_micros};
 use crate::{
-    events, Actor, CommandStore, CompleteOutcome, NewCommand, NewEvent, Result, StoreError,
-    SENT_GRACE_SECS,
+    Actor, CommandStore, CompleteOutcome, Expired, Expiry, ExpiryPolicy, NewCommand, Result,
+    StoreError, SENT_GRACE_SECS,
 };
 use async_trait::async_trait;
 use canopy_api_types::commands::{Command, CommandResult, CommandSpec, CommandStatus};
@@ -14,7 +16,6 @@ use canopy_api_types::*;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
-use std::collections::BTreeMap;
 use uuid::Uuid;
 
 pub(super) use crate::command_plan::carried_packages as packages;
@@ -65,55 +66,6 @@ pub(super) async fn insert_command(
         }
     })?;
     rows::command(&row)
-}
-
-/// An event about one command: subject `host/{h}/command/{c}`, the command's correlation.
-pub(super) fn command_event(
-    cmd: &Command,
-    event_type: &str,
-    actor: &Actor,
-    payload: serde_json::Value,
-    now: DateTime<Utc>,
-) -> PreparedEvent {
-    prepare_event(
-        NewEvent {
-            event_type: event_type.into(),
-            subject: events::command_subject(cmd.host_id, cmd.id),
-            actor: actor.clone(),
-            correlation: Some(cmd.correlation_id),
-            causation: None,
-            payload,
-        },
-        Some(cmd.host_id),
-        now,
-    )
-}
-
-/// An event about the update rows of one host, under a command's correlation.
-pub(super) fn rows_event(
-    cmd: &Command,
-    event_type: &str,
-    actor: &Actor,
-    payload: serde_json::Value,
-    now: DateTime<Utc>,
-) -> PreparedEvent {
-    prepare_event(
-        NewEvent {
-            event_type: event_type.into(),
-            subject: format!("host/{}/updates", cmd.host_id),
-            actor: actor.clone(),
-            correlation: Some(cmd.correlation_id),
-            causation: None,
-            payload,
-        },
-        Some(cmd.host_id),
-        now,
-    )
-}
-
-pub(super) fn queued_event(cmd: &Command, actor: &Actor, now: DateTime<Utc>) -> PreparedEvent {
-    let payload = serde_json::json!({ "kind": cmd.spec.kind(), "packages": packages(&cmd.spec) });
-    command_event(cmd, events::COMMAND_QUEUED, actor, payload, now)
 }
 
 /// The command row, locked for the rest of the transaction.
@@ -167,12 +119,91 @@ fn sort(mut cmds: Vec<Command>) -> Vec<Command> {
     cmds
 }
 
+/// `Conflict` unless `host` exists, is active and has an agent.
+pub(super) async fn require_runnable_host(conn: &mut PgConnection, host: HostId) -> Result<()> {
+    let row: Option<(String, String, bool)> =
+        sqlx::query_as("SELECT hostname, state, agentless FROM hosts WHERE id = $1")
+            .bind(host.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (hostname, state, agentless) =
+        row.ok_or_else(|| StoreError::NotFound(format!("host {host}")))?;
+    match host_cannot_run(&hostname, &state, agentless) {
+        Some(why) => Err(StoreError::Conflict(why)),
+        None => Ok(()),
+    }
+}
+
+/// Move the rows `cmd` carries in `dry_run`/`installing` to `to`; returns their ids, sorted.
+pub(super) async fn release_rows(
+    conn: &mut PgConnection,
+    cmd: CommandId,
+    to: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<UpdateId>> {
+    let mut ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE updates SET status = $1, updated_at = $2 \
+         WHERE command_id = $3 AND status IN ('dry_run', 'installing') RETURNING id",
+    )
+    .bind(to)
+    .bind(now)
+    .bind(cmd.0)
+    .fetch_all(&mut *conn)
+    .await?;
+    ids.sort();
+    Ok(ids.into_iter().map(UpdateId).collect())
+}
+
+/// Set `status`, `finished_at` and `error` of a command; returns it as stored.
+async fn end_command(
+    conn: &mut PgConnection,
+    id: CommandId,
+    status: &str,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<Command> {
+    let row = sqlx::query(
+        "UPDATE commands SET status = $1, finished_at = $2, error = $3 WHERE id = $4 RETURNING *",
+    )
+    .bind(status)
+    .bind(now)
+    .bind(error)
+    .bind(id.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    rows::command(&row)
+}
+
+/// Cancel `id` (pending or sent) for `reason`; its rows go back to `pending` and keep
+/// `command_id`, so that a retry can carry them again.
+pub(super) async fn cancel_in(
+    conn: &mut PgConnection,
+    id: CommandId,
+    actor: &Actor,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Command> {
+    let cmd = end_command(conn, id, "cancelled", reason, now).await?;
+    let released = release_rows(conn, id, "pending", now).await?;
+    insert_events(conn, &[ev::cancelled(&cmd, actor, reason, &released, now)]).await?;
+    Ok(cmd)
+}
+
+fn expired(command: Command, expiry: Expiry, reason: &str) -> Expired {
+    Expired {
+        command,
+        expiry,
+        reason: reason.to_string(),
+    }
+}
+
 #[async_trait]
 impl CommandStore for PgStore {
     async fn enqueue_command(&self, new: NewCommand, actor: &Actor) -> Result<Command> {
         let now = now_micros();
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
+            require_runnable_host(&mut tx, new.host).await?;
             let cmd = insert_command(
                 &mut tx,
                 new.id,
@@ -185,7 +216,7 @@ impl CommandStore for PgStore {
                 now,
             )
             .await?;
-            insert_events(&mut tx, &[queued_event(&cmd, actor, now)]).await?;
+            insert_events(&mut tx, &[ev::queued(&cmd, actor, now)]).await?;
             Ok(cmd)
         }
         .await;
@@ -202,32 +233,19 @@ impl CommandStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
             let rows = sqlx::query(
-                "UPDATE commands SET status = 'sent', sent_at = $1, \
-                     deadline = $1 + make_interval(secs => timeout_secs + $2) \
+                "UPDATE commands SET status = 'sent', sent_at = $1, deadline = $2 \
                  WHERE id IN (SELECT id FROM commands WHERE host_id = $3 AND status = 'pending' \
                               ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
                  RETURNING *",
             )
             .bind(now)
-            .bind(SENT_GRACE_SECS as f64)
+            .bind(now + chrono::Duration::seconds(SENT_GRACE_SECS))
             .bind(host.0)
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await?;
             let cmds = sort(rows.iter().map(rows::command).collect::<Result<_>>()?);
-            let actor = Actor::Agent(host);
-            let evs: Vec<_> = cmds
-                .iter()
-                .map(|c| {
-                    command_event(
-                        c,
-                        events::COMMAND_SENT,
-                        &actor,
-                        serde_json::json!({ "kind": c.spec.kind() }),
-                        now,
-                    )
-                })
-                .collect();
+            let evs: Vec<_> = cmds.iter().map(|c| ev::sent(c, now)).collect();
             insert_events(&mut tx, &evs).await?;
             Ok(cmds)
         }
@@ -252,35 +270,46 @@ impl CommandStore for PgStore {
             match cmd.status {
                 CommandStatus::Running => return Ok(cmd),
                 CommandStatus::Sent => {}
-                s => {
-                    return Err(StoreError::Conflict(format!(
-                        "command {id} is {}, not sent",
-                        s.as_str()
-                    )))
-                }
+                s => return Err(StoreError::Conflict(command_plan::start_refused(id, s))),
             }
+            let deadline = now + chrono::Duration::seconds(i64::from(cmd.timeout_secs));
             let row = sqlx::query(
-                "UPDATE commands SET status = 'running', started_at = $1, \
-                     deadline = $1 + make_interval(secs => timeout_secs) \
-                 WHERE id = $2 RETURNING *",
+                "UPDATE commands SET status = 'running', started_at = $1, deadline = $2 \
+                 WHERE id = $3 RETURNING *",
             )
             .bind(now)
+            .bind(deadline)
             .bind(id.0)
             .fetch_one(&mut *tx)
             .await?;
             let cmd = rows::command(&row)?;
-            let ev = command_event(
-                &cmd,
-                events::COMMAND_RUNNING,
-                &Actor::Agent(host),
-                serde_json::json!({}),
-                now,
-            );
-            insert_events(&mut tx, &[ev]).await?;
+            insert_events(&mut tx, &[ev::started(&cmd, deadline, now)]).await?;
             Ok(cmd)
         }
         .await;
         super::finish(tx, r).await
+    }
+
+    async fn heartbeat(&self, host: HostId, id: CommandId, now: DateTime<Utc>) -> Result<Command> {
+        let row = sqlx::query(
+            "UPDATE commands SET heartbeat_at = $1 WHERE id = $2 AND host_id = $3 AND status = 'running' \
+             RETURNING *",
+        )
+        .bind(micros(now))
+        .bind(id.0)
+        .bind(host.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return rows::command(&row);
+        }
+        match self.get_command(id).await? {
+            Some(c) if c.host_id == host => Err(StoreError::Conflict(format!(
+                "command {id} is {}, not running",
+                c.status.as_str()
+            ))),
+            _ => Err(not_found(id)),
+        }
     }
 
     async fn complete_command(
@@ -309,32 +338,11 @@ impl CommandStore for PgStore {
             let row = lock(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
             let cmd = rows::command(&row)?;
             if !matches!(cmd.status, CommandStatus::Pending | CommandStatus::Sent) {
-                return Err(StoreError::Conflict(format!(
-                    "command {id} is {}; only pending or sent commands can be cancelled",
-                    cmd.status.as_str()
+                return Err(StoreError::Conflict(command_plan::cancel_refused(
+                    id, cmd.status,
                 )));
             }
-            let row = sqlx::query(
-                "UPDATE commands SET status = 'cancelled', finished_at = $1, error = $2 WHERE id = $3 RETURNING *",
-            )
-            .bind(now)
-            .bind(format!("cancelled by {actor}"))
-            .bind(id.0)
-            .fetch_one(&mut *tx)
-            .await?;
-            let cmd = rows::command(&row)?;
-            // The rows keep `command_id` so that a retry can carry them again.
-            let released: Vec<Uuid> = sqlx::query_scalar(
-                "UPDATE updates SET status = 'pending', updated_at = $1 \
-                 WHERE command_id = $2 AND status IN ('dry_run', 'installing') RETURNING id",
-            )
-            .bind(now)
-            .bind(id.0)
-            .fetch_all(&mut *tx)
-            .await?;
-            let ev = command_event(&cmd, events::COMMAND_CANCELLED, actor, serde_json::json!({ "command_id": id, "update_ids": released }), now);
-            insert_events(&mut tx, &[ev]).await?;
-            Ok(cmd)
+            cancel_in(&mut tx, id, actor, &format!("cancelled by {actor}"), now).await
         }
         .await;
         super::finish(tx, r).await
@@ -355,6 +363,7 @@ impl CommandStore for PgStore {
                     old.status.as_str()
                 )));
             }
+            require_runnable_host(&mut tx, old.host_id).await?;
             let carried = if packages(&old.spec).is_empty() {
                 Vec::new()
             } else {
@@ -363,7 +372,7 @@ impl CommandStore for PgStore {
             let usable: Vec<&(Uuid, String, bool)> = carried.iter().filter(|(_, _, same)| *same).collect();
             let mut pkgs: Vec<String> = usable.iter().map(|(_, p, _)| p.clone()).collect();
             pkgs.dedup();
-            let (spec, row_status) = crate::command_plan::retry_spec(&old.spec, pkgs);
+            let (spec, row_status) = command_plan::retry_spec(&old.spec, pkgs);
             if row_status.is_some() && usable.is_empty() {
                 return Err(StoreError::Conflict(format!(
                     "command {id} carries no updates that can be retried (they were re-approved, rejected or changed since)"
@@ -381,7 +390,8 @@ impl CommandStore for PgStore {
                 now,
             )
             .await?;
-            let moved: Vec<Uuid> = usable.iter().map(|(u, _, _)| *u).collect();
+            let mut moved: Vec<Uuid> = usable.iter().map(|(u, _, _)| *u).collect();
+            moved.sort();
             if let Some(status) = row_status {
                 sqlx::query("UPDATE updates SET command_id = $1, status = $2, updated_at = $3 WHERE id = ANY($4)")
                     .bind(new.id.0)
@@ -391,10 +401,10 @@ impl CommandStore for PgStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            let payload = serde_json::json!({ "command_id": id, "retry": new.id, "update_ids": moved });
+            let moved: Vec<UpdateId> = moved.into_iter().map(UpdateId).collect();
             let evs = [
-                command_event(&old, events::COMMAND_RETRIED, actor, payload, now),
-                queued_event(&new, actor, now),
+                ev::retried(&old, new.id, actor, &moved, now),
+                ev::queued(&new, actor, now),
             ];
             insert_events(&mut tx, &evs).await?;
             Ok(new)
@@ -403,46 +413,97 @@ impl CommandStore for PgStore {
         super::finish(tx, r).await
     }
 
-    async fn expire_commands(&self, now: DateTime<Utc>) -> Result<Vec<Command>> {
+    async fn expire_commands(
+        &self,
+        now: DateTime<Utc>,
+        policy: &ExpiryPolicy,
+    ) -> Result<Vec<Expired>> {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-            let rows = sqlx::query(
-                "UPDATE commands SET status = 'timed_out', finished_at = $1, \
-                     error = format('no result within %s s (agent gone or command hung)', timeout_secs) \
-                 WHERE status IN ('sent', 'running') AND deadline < $1 RETURNING *",
+            let mut out = Vec::new();
+            let mut evs = Vec::new();
+
+            // Claimed, never started: it never ran, its rows go back to pending.
+            let unstarted: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM commands WHERE status = 'sent' AND deadline < $1 \
+                 ORDER BY created_at, id FOR NO KEY UPDATE",
             )
             .bind(now)
             .fetch_all(&mut *tx)
             .await?;
-            let cmds = sort(rows.iter().map(rows::command).collect::<Result<_>>()?);
-            if cmds.is_empty() {
-                return Ok(cmds);
+            let reason = command_plan::not_started_reason();
+            for id in unstarted {
+                let id = CommandId(id);
+                let cmd = end_command(&mut tx, id, "timed_out", &reason, now).await?;
+                let released = release_rows(&mut tx, id, "pending", now).await?;
+                evs.push(ev::timed_out(&cmd, &reason, &released, now));
+                out.push(expired(cmd, Expiry::NotStarted, &reason));
             }
-            let ids: Vec<Uuid> = cmds.iter().map(|c| c.id.0).collect();
-            let failed: Vec<(Uuid, Uuid)> = sqlx::query_as(
-                "UPDATE updates SET status = 'failed', updated_at = $1 \
-                 WHERE command_id = ANY($2) AND status IN ('dry_run', 'installing') RETURNING command_id, id",
+
+            // Running past the deadline: overdue, left to finish.
+            let overdue = sqlx::query(
+                "UPDATE commands SET overdue_at = $1 WHERE status = 'running' AND deadline < $1 \
+                 AND overdue_at IS NULL RETURNING *",
             )
             .bind(now)
-            .bind(&ids)
             .fetch_all(&mut *tx)
             .await?;
-            let mut by_cmd: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
-            for (cmd, row) in failed {
-                by_cmd.entry(cmd).or_default().push(row);
+            for row in &overdue {
+                let cmd = rows::command(row)?;
+                let deadline: Option<DateTime<Utc>> = row.try_get("deadline")?;
+                evs.push(ev::overdue(&cmd, deadline, now));
+                out.push(expired(cmd, Expiry::Overdue, "past its deadline; left to finish"));
             }
-            let evs: Vec<_> = cmds
-                .iter()
-                .map(|c| {
-                    let payload = serde_json::json!({
-                        "error": c.error, "failed_updates": by_cmd.get(&c.id.0).cloned().unwrap_or_default(),
-                    });
-                    command_event(c, events::COMMAND_TIMED_OUT, &Actor::System, payload, now)
-                })
-                .collect();
+
+            // Overdue and silent: the agent vanished, the outcome is unknown, its rows fail.
+            let silent: Vec<(Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(
+                "SELECT id, COALESCE(heartbeat_at, started_at) FROM commands WHERE status = 'running' \
+                 AND overdue_at IS NOT NULL AND COALESCE(heartbeat_at, started_at) < $1 \
+                 ORDER BY created_at, id FOR NO KEY UPDATE",
+            )
+            .bind(now - policy.vanished_after)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, last) in silent {
+                let id = CommandId(id);
+                let reason = command_plan::vanished_reason(last);
+                let cmd = end_command(&mut tx, id, "timed_out", &reason, now).await?;
+                let failed = release_rows(&mut tx, id, "failed", now).await?;
+                evs.push(ev::timed_out(&cmd, &reason, &failed, now));
+                if !failed.is_empty() {
+                    evs.push(ev::updates_failed(&cmd, &Actor::System, &failed, &reason, None, now));
+                }
+                out.push(expired(cmd, Expiry::Vanished, &reason));
+            }
             insert_events(&mut tx, &evs).await?;
-            Ok(cmds)
+
+            // Waiting for a host that cannot run it, or is offline too long.
+            type Waiting = (Uuid, String, String, bool, Option<DateTime<Utc>>, DateTime<Utc>, DateTime<Utc>);
+            let waiting: Vec<Waiting> = sqlx::query_as(
+                "SELECT c.id, h.hostname, h.state, h.agentless, h.last_seen, h.registered_at, c.created_at \
+                 FROM commands c JOIN hosts h ON h.id = c.host_id \
+                 WHERE c.status IN ('pending', 'sent') ORDER BY c.created_at, c.id FOR NO KEY UPDATE OF c",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let offline_cutoff = now - policy.offline_after;
+            for (id, hostname, state, agentless, last_seen, registered, created) in waiting {
+                let id = CommandId(id);
+                if let Some(reason) = host_cannot_run(&hostname, &state, agentless) {
+                    let cmd = cancel_in(&mut tx, id, &Actor::System, &reason, now).await?;
+                    out.push(expired(cmd, Expiry::HostCannotRun, &reason));
+                    continue;
+                }
+                if last_seen.unwrap_or(registered) < offline_cutoff && created < offline_cutoff {
+                    let reason = command_plan::offline_reason(&hostname, last_seen, policy);
+                    let cmd = end_command(&mut tx, id, "timed_out", &reason, now).await?;
+                    let released = release_rows(&mut tx, id, "pending", now).await?;
+                    insert_events(&mut tx, &[ev::timed_out(&cmd, &reason, &released, now)]).await?;
+                    out.push(expired(cmd, Expiry::HostOffline, &reason));
+                }
+            }
+            Ok(out)
         }
         .await;
         super::finish(tx, r).await

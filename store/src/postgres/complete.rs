@@ -2,12 +2,11 @@
 //! into an install, on PostgreSQL. Both lock the command row first so that a
 //! duplicate submission, a timeout sweep and a confirmation never interleave.
 
-use super::commands::{
-    command_event, insert_command, lock, not_found, packages, queued_event, rows_event,
-};
+use super::commands::{insert_command, lock, not_found};
 use super::{insert_events, rows, PgStore};
+use crate::command_events as ev;
 use crate::common::{fingerprint, micros, now_micros, result_hash, PreparedEvent};
-use crate::{events, Actor, CompleteOutcome, Result, StoreError};
+use crate::{Actor, CompleteOutcome, Result, StoreError};
 use canopy_api_types::commands::{Command, CommandResult, CommandSpec, CommandStatus};
 use canopy_api_types::*;
 use chrono::{DateTime, Utc};
@@ -31,84 +30,51 @@ async fn apply_to_rows(
     conn: &mut PgConnection,
     cmd: &Command,
     result: &CommandResult,
-    actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Option<PreparedEvent>> {
-    if !super::commands::packages(&cmd.spec).is_empty() {
-        // Lock the carried rows in id order first, as ingest and approve do, so the
-        // UPDATEs below cannot deadlock with a report of the same host.
-        sqlx::query("SELECT id FROM updates WHERE command_id = $1 ORDER BY id FOR NO KEY UPDATE")
-            .bind(cmd.id.0)
-            .execute(&mut *conn)
-            .await?;
-    }
-    let ev = match (&cmd.spec, result.success) {
-        (CommandSpec::Scan | CommandSpec::Repair { .. }, _) => None,
-        (CommandSpec::DryRun { .. }, true) => {
-            let ids: Vec<Uuid> = sqlx::query_scalar(
-                "UPDATE updates SET status = 'awaiting_confirmation', updated_at = $1 \
-                 WHERE command_id = $2 AND status = 'dry_run' RETURNING id",
-            )
-            .bind(now)
-            .bind(cmd.id.0)
-            .fetch_all(&mut *conn)
-            .await?;
-            let payload =
-                serde_json::json!({ "dry_run": cmd.id, "ids": ids, "planned": result.planned });
-            Some(rows_event(cmd, events::DRY_RUN_READY, actor, payload, now))
-        }
-        (CommandSpec::Install { .. }, true) => {
-            let done: Vec<Installed> = sqlx::query_as(
-                "UPDATE updates SET status = 'installed', closed_at = $1, updated_at = $1 \
-                 WHERE command_id = $2 AND status = 'installing' \
-                 RETURNING id, host_id, manager, package, current_version, available_version",
-            )
-            .bind(now)
-            .bind(cmd.id.0)
-            .fetch_all(&mut *conn)
-            .await?;
-            if !done.is_empty() {
-                let mut q = QueryBuilder::<Postgres>::new(
-                    "INSERT INTO update_version_history (id, host_id, update_id, manager, package, from_version, \
-                     to_version, command_id, correlation_id, installed_at) ",
-                );
-                q.push_values(&done, |mut b, r| {
-                    b.push_bind(Uuid::new_v4())
-                        .push_bind(r.host_id)
-                        .push_bind(r.id)
-                        .push_bind(&r.manager)
-                        .push_bind(&r.package)
-                        .push_bind(&r.current_version)
-                        .push_bind(&r.available_version)
-                        .push_bind(cmd.id.0)
-                        .push_bind(cmd.correlation_id.0)
-                        .push_bind(now);
-                });
-                q.build().execute(&mut *conn).await?;
-            }
-            let ids: Vec<Uuid> = done.iter().map(|r| r.id).collect();
-            Some(rows_event(
-                cmd,
-                events::UPDATES_INSTALLED,
-                actor,
-                serde_json::json!({ "ids": ids }),
-                now,
-            ))
-        }
-        (_, false) => {
-            let ids: Vec<Uuid> = sqlx::query_scalar(
-                "UPDATE updates SET status = 'failed', updated_at = $1 \
-                 WHERE command_id = $2 AND status IN ('dry_run', 'installing') RETURNING id",
-            )
-            .bind(now)
-            .bind(cmd.id.0)
-            .fetch_all(&mut *conn)
-            .await?;
-            let payload = serde_json::json!({ "ids": ids, "exit_code": result.exit_code, "summary": result.summary });
-            Some(rows_event(cmd, events::UPDATES_FAILED, actor, payload, now))
-        }
+    let Some((from, to)) = crate::command_plan::row_transition(&cmd.spec, result.success) else {
+        return Ok(None);
     };
-    Ok(ev)
+    // Lock the carried rows in id order first, as ingest and approve do, so the UPDATE
+    // below cannot deadlock with a report of the same host.
+    sqlx::query("SELECT id FROM updates WHERE command_id = $1 ORDER BY id FOR NO KEY UPDATE")
+        .bind(cmd.id.0)
+        .execute(&mut *conn)
+        .await?;
+    let moved: Vec<Installed> = sqlx::query_as(
+        "UPDATE updates SET status = $1, updated_at = $2, \
+             closed_at = CASE WHEN $1 = 'installed' THEN $2 ELSE closed_at END \
+         WHERE command_id = $3 AND status = $4 \
+         RETURNING id, host_id, manager, package, current_version, available_version",
+    )
+    .bind(to)
+    .bind(now)
+    .bind(cmd.id.0)
+    .bind(from)
+    .fetch_all(&mut *conn)
+    .await?;
+    if to == "installed" && !moved.is_empty() {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO update_version_history (id, host_id, update_id, manager, package, from_version, \
+             to_version, command_id, correlation_id, installed_at) ",
+        );
+        q.push_values(&moved, |mut b, r| {
+            b.push_bind(Uuid::new_v4())
+                .push_bind(r.host_id)
+                .push_bind(r.id)
+                .push_bind(&r.manager)
+                .push_bind(&r.package)
+                .push_bind(&r.current_version)
+                .push_bind(&r.available_version)
+                .push_bind(cmd.id.0)
+                .push_bind(cmd.correlation_id.0)
+                .push_bind(now);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    let mut ids: Vec<UpdateId> = moved.iter().map(|r| UpdateId(r.id)).collect();
+    ids.sort();
+    Ok(Some(ev::rows_moved(cmd, to, &ids, result, now)))
 }
 
 impl PgStore {
@@ -124,7 +90,6 @@ impl PgStore {
         let result_json = serde_json::to_value(&result).map_err(|e| {
             StoreError::corrupt("commands", format!("result does not serialise: {e}"))
         })?;
-        let actor = Actor::Agent(host);
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
             let row = lock(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
@@ -140,17 +105,16 @@ impl PgStore {
             }
             match cmd.status {
                 CommandStatus::TimedOut | CommandStatus::Cancelled => {
-                    let row = sqlx::query("UPDATE commands SET result = $1, result_hash = $2 WHERE id = $3 RETURNING *")
-                        .bind(&result_json)
-                        .bind(&hash)
-                        .bind(id.0)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                    let row = sqlx::query(
+                        "UPDATE commands SET result = $1, result_hash = $2, late = TRUE WHERE id = $3 RETURNING *",
+                    )
+                    .bind(&result_json)
+                    .bind(&hash)
+                    .bind(id.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
                     let cmd = rows::command(&row)?;
-                    let payload = serde_json::json!({
-                        "status": cmd.status.as_str(), "success": result.success, "exit_code": result.exit_code,
-                    });
-                    insert_events(&mut tx, &[command_event(&cmd, events::COMMAND_LATE_RESULT, &actor, payload, now)]).await?;
+                    insert_events(&mut tx, &[ev::late_result(&cmd, &result, now)]).await?;
                     return Ok(CompleteOutcome::Late(cmd));
                 }
                 CommandStatus::Sent | CommandStatus::Running => {}
@@ -161,28 +125,24 @@ impl PgStore {
                     )));
                 }
             }
+            let deadline: Option<DateTime<Utc>> = row.try_get("deadline")?;
+            let late = crate::command_plan::is_late(deadline, cmd.overdue_at, now);
             let status = if result.success { "completed" } else { "failed" };
             let row = sqlx::query(
-                "UPDATE commands SET status = $1, finished_at = $2, result = $3, result_hash = $4 WHERE id = $5 RETURNING *",
+                "UPDATE commands SET status = $1, finished_at = $2, result = $3, result_hash = $4, late = $5 \
+                 WHERE id = $6 RETURNING *",
             )
             .bind(status)
             .bind(now)
             .bind(&result_json)
             .bind(&hash)
+            .bind(late)
             .bind(id.0)
             .fetch_one(&mut *tx)
             .await?;
             let cmd = rows::command(&row)?;
-            let event_type = if result.success {
-                events::COMMAND_COMPLETED
-            } else {
-                events::COMMAND_FAILED
-            };
-            let payload = serde_json::json!({
-                "kind": cmd.spec.kind(), "success": result.success, "exit_code": result.exit_code, "summary": result.summary,
-            });
-            let mut evs = vec![command_event(&cmd, event_type, &actor, payload, now)];
-            evs.extend(apply_to_rows(&mut tx, &cmd, &result, &actor, now).await?);
+            let mut evs = vec![ev::finished(&cmd, &result, late, now)];
+            evs.extend(apply_to_rows(&mut tx, &cmd, &result, now).await?);
             insert_events(&mut tx, &evs).await?;
             Ok(CompleteOutcome::Applied(cmd))
         }
@@ -280,12 +240,11 @@ impl PgStore {
             .bind(dry_run.0)
             .fetch_all(&mut *tx)
             .await?;
-            let payload = serde_json::json!({
-                "dry_run": dry.id, "install": install.id, "packages": packages(&spec), "ids": moved,
-            });
+            let mut moved: Vec<UpdateId> = moved.into_iter().map(UpdateId).collect();
+            moved.sort();
             let evs = [
-                command_event(&dry, events::INSTALL_CONFIRMED, actor, payload, now),
-                queued_event(&install, actor, now),
+                ev::install_confirmed(&dry, &install, actor, &moved, now),
+                ev::queued(&install, actor, now),
             ];
             insert_events(&mut tx, &evs).await?;
             Ok(install)

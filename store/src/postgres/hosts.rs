@@ -1,17 +1,19 @@
 //! Host registration (by an agent's token, or agentless through a guest) and check-in
 //! bookkeeping on PostgreSQL.
 
+use super::commands::cancel_in;
 use super::inventory::attach_in;
 use super::rows::{self, HOST_SELECT};
 use super::{insert_events, unique_to_conflict, PgStore};
 use crate::common::{micros, prepare_event};
+use crate::host_plan::{self, Enrolment};
 use crate::{
     events, Actor, HostStore, NewEvent, NewHost, Result, StoreError, AGENTLESS_CREDENTIAL,
 };
 use async_trait::async_trait;
 use canopy_api_types::agent::HostFacts;
-use canopy_api_types::hosts::Host;
-use canopy_api_types::{GuestId, HostId};
+use canopy_api_types::hosts::{Host, HostState};
+use canopy_api_types::{CommandId, GuestId, HostId, RegistrationTokenId};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
@@ -52,20 +54,33 @@ impl HostStore for PgStore {
                 .execute(&mut *tx)
                 .await?;
             let f = &new.facts;
-            let existing: Option<(Uuid, bool)> = sqlx::query_as(
-                "SELECT id, agentless FROM hosts WHERE machine_id = $1 FOR NO KEY UPDATE",
-            )
-            .bind(&f.machine_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let was_agentless = existing.is_some_and(|(_, a)| a);
-            let (id, event_type) = match existing {
-                Some((id, _)) => {
+            let reenrol = match new.reenrol {
+                Some(id) => Some((id, host_state(&mut tx, id).await?.0)),
+                None => None,
+            };
+            let guest_host = match token_guest {
+                Some(g) => {
+                    let attached: Option<Option<Uuid>> =
+                        sqlx::query_scalar("SELECT host_id FROM guests WHERE id = $1 FOR NO KEY UPDATE")
+                            .bind(g.0)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    match attached.flatten() {
+                        Some(h) => Some((HostId(h), host_state(&mut tx, HostId(h)).await?.0)),
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            let enrolment = host_plan::enrolment(reenrol, guest_host)?;
+            let (id, was_agentless) = match enrolment {
+                Enrolment::Existing { id, .. } => {
+                    let was_agentless = host_state(&mut tx, id).await?.1;
                     // An agentless host becomes an agent's host: same id, updates kept.
                     sqlx::query(
                         "UPDATE hosts SET hostname = $1, os_id = $2, os_pretty = $3, kernel = $4, arch = $5, agent_version = $6, \
                          read_only = $7, credential_hash = $8, registration_token_id = $9, last_seen = $10, \
-                         run_as = $12, agentless = FALSE WHERE id = $11",
+                         run_as = $12, machine_id = $13, agentless = FALSE WHERE id = $11",
                     )
                     .bind(&f.hostname)
                     .bind(&f.os_id)
@@ -77,45 +92,38 @@ impl HostStore for PgStore {
                     .bind(&new.credential_hash)
                     .bind(token_id)
                     .bind(now)
-                    .bind(id)
+                    .bind(id.0)
                     .bind(&f.run_as)
+                    .bind(&f.machine_id)
                     .execute(&mut *tx)
                     .await?;
-                    (HostId(id), events::HOST_REENROLLED)
+                    (id, was_agentless)
                 }
-                None => {
-                    insert_host(
-                        &mut tx,
-                        new.id,
-                        f,
-                        &new.credential_hash,
-                        Some(token_id),
-                        false,
-                        now,
-                    )
-                    .await
-                    .map_err(|e| {
-                        unique_to_conflict(e, || {
-                            format!("a host with machine-id '{}' is being registered concurrently", f.machine_id)
-                        })
-                    })?;
-                    (new.id, events::HOST_REGISTERED)
+                Enrolment::New => {
+                    insert_host(&mut tx, new.id, f, &new.credential_hash, Some(token_id), false, now)
+                        .await
+                        .map_err(|e| unique_to_conflict(e, || format!("host {} already exists", new.id)))?;
+                    (new.id, false)
                 }
             };
-            let ev = NewEvent {
-                event_type: event_type.into(),
-                subject: events::host_subject(id),
-                actor: Actor::Agent(id),
-                correlation: None,
-                causation: None,
-                payload: serde_json::json!({
-                    "hostname": f.hostname,
-                    "machine_id": f.machine_id,
-                    "registration_token_id": token_id,
-                    "was_agentless": was_agentless,
-                }),
-            };
-            insert_events(&mut tx, &[prepare_event(ev, Some(id), now)]).await?;
+            let twins: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM hosts WHERE machine_id = $1 AND id <> $2 AND state = 'active' ORDER BY id",
+            )
+            .bind(&f.machine_id)
+            .bind(id.0)
+            .fetch_all(&mut *tx)
+            .await?;
+            let twins: Vec<HostId> = twins.into_iter().map(HostId).collect();
+            let ev = host_plan::enrolled_event(
+                id,
+                enrolment,
+                f,
+                RegistrationTokenId(token_id),
+                was_agentless,
+                &twins,
+                now,
+            );
+            insert_events(&mut tx, &[ev]).await?;
             if let Some(guest) = token_guest {
                 attach_in(&mut tx, guest, id, &Actor::Agent(id), now, "registration_token").await?;
             }
@@ -143,7 +151,7 @@ impl HostStore for PgStore {
         // A check-in is not an event (it would flood the log every 30 s per host).
         let done = sqlx::query(
             "UPDATE hosts SET last_seen = $1, hostname = $2, os_id = $3, os_pretty = $4, kernel = $5, arch = $6, \
-             agent_version = $7, read_only = $8, run_as = $10 WHERE id = $9",
+             agent_version = $7, read_only = $8, run_as = $10, package_db = $11 WHERE id = $9",
         )
         .bind(micros(now))
         .bind(&f.hostname)
@@ -155,6 +163,9 @@ impl HostStore for PgStore {
         .bind(f.read_only)
         .bind(host.0)
         .bind(&f.run_as)
+        .bind(serde_json::to_value(&f.package_db).map_err(|e| {
+            StoreError::corrupt("hosts", format!("package_db: {e}"))
+        })?)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -169,7 +180,7 @@ impl HostStore for PgStore {
 
     async fn list_hosts(&self) -> Result<Vec<Host>> {
         let rows = sqlx::query(&format!(
-            "{HOST_SELECT} ORDER BY h.hostname COLLATE \"C\", h.id"
+            "{HOST_SELECT} WHERE h.state <> 'deleted' ORDER BY h.hostname COLLATE \"C\", h.id"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -195,13 +206,22 @@ impl HostStore for PgStore {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
         let r: Result<Host> = async {
-            // Lock the host: a concurrent registration of this machine waits, and vice versa.
-            let existing: Option<(Uuid, bool)> = sqlx::query_as(
-                "SELECT id, agentless FROM hosts WHERE machine_id = $1 FOR NO KEY UPDATE",
-            )
-            .bind(&f.machine_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            // Lock the guest: a concurrent scan or registration of this guest waits.
+            let attached: Option<Option<Uuid>> =
+                sqlx::query_scalar("SELECT host_id FROM guests WHERE id = $1 FOR NO KEY UPDATE")
+                    .bind(guest.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let attached = attached.ok_or_else(|| StoreError::NotFound(format!("guest {guest}")))?;
+            let existing: Option<(Uuid, bool)> = match attached {
+                Some(h) => {
+                    sqlx::query_as("SELECT id, agentless FROM hosts WHERE id = $1 FOR NO KEY UPDATE")
+                        .bind(h)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                }
+                None => None,
+            };
             let id = match existing {
                 // An agent reports for itself: its host is not the server's to change.
                 Some((id, false)) => HostId(id),
@@ -209,7 +229,7 @@ impl HostStore for PgStore {
                     let id = HostId(id);
                     sqlx::query(
                         "UPDATE hosts SET hostname = $1, os_id = $2, os_pretty = $3, kernel = $4, arch = $5, \
-                         agent_version = $6, read_only = $7, run_as = $8, last_seen = $9 WHERE id = $10",
+                         agent_version = $6, read_only = $7, run_as = $8, last_seen = $9, machine_id = $11 WHERE id = $10",
                     )
                     .bind(&f.hostname)
                     .bind(&f.os_id)
@@ -221,27 +241,14 @@ impl HostStore for PgStore {
                     .bind(&f.run_as)
                     .bind(now)
                     .bind(id.0)
+                    .bind(&f.machine_id)
                     .execute(&mut *tx)
                     .await?;
-                    let attached: Option<Uuid> =
-                        sqlx::query_scalar("SELECT id FROM guests WHERE host_id = $1 LIMIT 1")
-                            .bind(id.0)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if attached.is_none() {
-                        attach_in(&mut tx, guest, id, &Actor::System, now, "agentless").await?;
-                    }
                     id
                 }
                 None => {
                     let id = HostId::new();
-                    insert_host(&mut tx, id, f, AGENTLESS_CREDENTIAL, None, true, now)
-                        .await
-                        .map_err(|e| {
-                            unique_to_conflict(e, || {
-                                format!("a host with machine-id '{}' is being added concurrently", f.machine_id)
-                            })
-                        })?;
+                    insert_host(&mut tx, id, f, AGENTLESS_CREDENTIAL, None, true, now).await?;
                     let ev = NewEvent {
                         event_type: events::HOST_AGENTLESS_ADDED.into(),
                         subject: events::host_subject(id),
@@ -262,6 +269,59 @@ impl HostStore for PgStore {
             };
             let row = sqlx::query(&format!("{HOST_SELECT} WHERE h.id = $1"))
                 .bind(id.0)
+                .fetch_one(&mut *tx)
+                .await?;
+            rows::host(&row)
+        }
+        .await;
+        super::finish(tx, r).await
+    }
+
+    async fn retire_host(
+        &self,
+        host: HostId,
+        to: HostState,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Host> {
+        let now = micros(now);
+        let mut tx = self.pool.begin().await?;
+        let r: Result<Host> = async {
+            let (from, _) = host_state(&mut tx, host).await?;
+            host_plan::check_retire(host, from, to)?;
+            sqlx::query(
+                "UPDATE hosts SET state = $1, retired_at = $2, credential_hash = $3 WHERE id = $4",
+            )
+            .bind(to.as_str())
+            .bind(now)
+            .bind(host_plan::retired_credential(to))
+            .bind(host.0)
+            .execute(&mut *tx)
+            .await?;
+            let guest: Option<Uuid> = sqlx::query_scalar(
+                "UPDATE guests SET host_id = NULL WHERE host_id = $1 RETURNING id",
+            )
+            .bind(host.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let guest = guest.map(GuestId);
+            let waiting: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM commands WHERE host_id = $1 AND status IN ('pending', 'sent') \
+                 ORDER BY created_at, id FOR NO KEY UPDATE",
+            )
+            .bind(host.0)
+            .fetch_all(&mut *tx)
+            .await?;
+            let reason = format!("host {host} was {} by {actor}", to.as_str());
+            let mut cancelled = Vec::with_capacity(waiting.len());
+            for id in waiting {
+                cancel_in(&mut tx, CommandId(id), actor, &reason, now).await?;
+                cancelled.push(CommandId(id));
+            }
+            let ev = host_plan::retired_event(host, to, actor, guest, &cancelled, now);
+            insert_events(&mut tx, &[ev]).await?;
+            let row = sqlx::query(&format!("{HOST_SELECT} WHERE h.id = $1"))
+                .bind(host.0)
                 .fetch_one(&mut *tx)
                 .await?;
             rows::host(&row)
@@ -305,4 +365,17 @@ async fn insert_host(
     .execute(conn)
     .await
     .map(drop)
+}
+
+/// A host's state and whether it is agentless, locked; `NotFound` for an unknown host.
+async fn host_state(conn: &mut sqlx::PgConnection, host: HostId) -> Result<(HostState, bool)> {
+    let row: Option<(String, bool)> =
+        sqlx::query_as("SELECT state, agentless FROM hosts WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(host.0)
+            .fetch_optional(conn)
+            .await?;
+    let (state, agentless) = row.ok_or_else(|| StoreError::NotFound(format!("host {host}")))?;
+    let state = HostState::parse(&state)
+        .ok_or_else(|| StoreError::corrupt("hosts", format!("unknown state '{state}'")))?;
+    Ok((state, agentless))
 }

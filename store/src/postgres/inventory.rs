@@ -300,5 +300,27 @@ pub(super) async fn attach_in(
         }),
     );
     let ev = prepare_event(ev, Some(host), now).with_guest(Some(guest));
-    insert_events(conn, &[ev]).await
+    let mut evs = vec![ev];
+    // An agentless host the agent's host replaces is archived: one host per guest.
+    if let Some(prev) = previous {
+        let archived: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE hosts SET state = 'archived', retired_at = $1 WHERE id = $2 AND agentless \
+             AND state = 'active' RETURNING id",
+        )
+        .bind(now)
+        .bind(prev.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if archived.is_some() {
+            evs.push(crate::host_plan::retired_event(
+                prev,
+                canopy_api_types::hosts::HostState::Archived,
+                actor,
+                Some(guest),
+                &[],
+                now,
+            ));
+        }
+    }
+    insert_events(conn, &evs).await
 }

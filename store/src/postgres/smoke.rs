@@ -109,6 +109,7 @@ async fn host(s: &PgStore) -> HostId {
         id: HostId::new(),
         facts,
         credential_hash: "c".into(),
+        reenrol: None,
     };
     s.register_host("t", new, Utc::now())
         .await
@@ -262,13 +263,20 @@ async fn timeouts_retry_cancel_and_conflicts() {
     let cmd = ap.commands[0].id;
     s.claim_commands(h, Utc::now(), 5).await.expect("claim");
     let expired = s
-        .expire_commands(Utc::now() + Duration::hours(1))
+        .expire_commands(
+            Utc::now() + Duration::hours(1),
+            &crate::ExpiryPolicy {
+                vanished_after: Duration::minutes(2),
+                offline_after: Duration::days(1),
+            },
+        )
         .await
         .expect("expire");
     assert_eq!(expired.len(), 1);
     assert_eq!(
         s.get_update(u).await.expect("get").expect("row").status,
-        UpdateStatus::Failed
+        UpdateStatus::Pending,
+        "claimed but never started: the rows can be approved again"
     );
     let late = s
         .complete_command(h, cmd, ok_result(), Utc::now())

@@ -1,23 +1,25 @@
 //! Update listings, approval, rejection, history and dashboard figures on PostgreSQL.
 //! (Report ingestion lives in `ingest.rs`.)
 
-use super::commands::{insert_command, queued_event};
+use super::commands::insert_command;
 use super::rows::{self, UPDATE_SELECT};
 use super::{insert_events, PgStore};
+use crate::command_plan::host_cannot_run;
 use crate::common::{
     assemble_stats, STATS_BY_SEVERITY_SQL, STATS_BY_STATUS_SQL, STATS_HOSTS_SQL,
     STATS_HOSTS_WITH_UPDATES_SQL,
 };
 use crate::common::{fingerprint, now_micros, prepare_event, skip_reason, APPROVABLE};
 use crate::{
-    events, Actor, ApproveOutcome, IngestOutcome, IngestReport, NewEvent, Result, UpdateStore,
+    events, Actor, ApproveOutcome, IdempotencyKey, Idempotent, IngestOutcome, IngestReport,
+    NewEvent, Result, StoreError, UpdateStore,
 };
 use async_trait::async_trait;
 use canopy_api_types::commands::CommandSpec;
 use canopy_api_types::updates::*;
 use canopy_api_types::*;
 use serde_json::json;
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
@@ -104,121 +106,65 @@ impl UpdateStore for PgStore {
         timeout_secs: u32,
         actor: &Actor,
     ) -> Result<ApproveOutcome> {
-        let now = now_micros();
-        let mut seen = HashSet::new();
-        let ids: Vec<UpdateId> = ids.iter().copied().filter(|i| seen.insert(*i)).collect();
-        let raw: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+        let mut tx = self.pool.begin().await?;
+        let r = approve_in(&mut tx, ids, correlation, timeout_secs, actor).await;
+        super::finish(tx, r).await
+    }
+
+    async fn approve_updates_once(
+        &self,
+        key: &IdempotencyKey,
+        ids: &[UpdateId],
+        correlation: CorrelationId,
+        timeout_secs: u32,
+        actor: &Actor,
+    ) -> Result<Idempotent<ApproveOutcome>> {
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-            // Read and lock the candidates once (in id order, like ingest, so the two never
-            // deadlock): why an id is skipped, each row's fingerprint.
-            let found_rows = sqlx::query(&format!(
-                "{UPDATE_SELECT} WHERE u.id = ANY($1) ORDER BY u.id FOR NO KEY UPDATE OF u"
-            ))
-            .bind(&raw)
-            .fetch_all(&mut *tx)
-            .await?;
-            let found: HashMap<UpdateId, Update> = found_rows
-                .iter()
-                .map(|r| rows::update(r).map(|u| (u.id, u)))
-                .collect::<Result<_>>()?;
-            let mut skipped = Vec::new();
-            let mut command_of: BTreeMap<HostId, CommandId> = BTreeMap::new();
-            let (mut todo_ids, mut todo_fps, mut todo_cmds) = (Vec::new(), Vec::new(), Vec::new());
-            for id in &ids {
-                match found.get(id) {
-                    None => skipped.push((*id, "not found".to_string())),
-                    Some(u) if u.held || !APPROVABLE.contains(&u.status) => {
-                        skipped.push((*id, skip_reason(u.status, u.held)))
-                    }
-                    Some(u) => {
-                        let arch = u.arch.as_deref().unwrap_or("");
-                        todo_ids.push(u.id.0);
-                        todo_fps.push(fingerprint(
-                            u.manager.as_str(),
-                            &u.package,
-                            arch,
-                            &u.current_version,
-                            &u.available_version,
-                        ));
-                        todo_cmds.push(command_of.entry(u.host_id).or_default().0);
-                    }
-                }
-            }
-            // The approval itself: ONE guarded statement for every row (seed 004, F-B1-7);
-            // the rows go straight to `dry_run` on their host's command.
-            let approved_rows = sqlx::query(
-                "UPDATE updates u SET status = 'dry_run', fingerprint = v.fp, command_id = v.cmd, \
-                 correlation_id = $4, updated_at = $5 \
-                 FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) AS v(id, fp, cmd) \
-                 WHERE u.id = v.id AND u.status IN ('pending', 'failed') AND NOT u.held \
-                 RETURNING u.id, u.host_id, u.package",
+            // Claim the key first: a concurrent request with the same key waits here until
+            // this transaction ends, then finds the saved answer.
+            let claimed: Option<String> = sqlx::query_scalar(
+                "INSERT INTO idempotency_keys (actor, key, request_hash, response, created_at) \
+                 VALUES ($1, $2, $3, 'null'::jsonb, $4) ON CONFLICT (actor, key) DO NOTHING RETURNING key",
             )
-            .bind(&todo_ids)
-            .bind(&todo_fps)
-            .bind(&todo_cmds)
-            .bind(correlation.0)
-            .bind(now)
-            .fetch_all(&mut *tx)
+            .bind(&key.actor)
+            .bind(&key.key)
+            .bind(&key.request_hash)
+            .bind(now_micros())
+            .fetch_optional(&mut *tx)
             .await?;
-            // One dry-run per host with that host's packages, sorted.
-            let mut per_host: BTreeMap<HostId, (Vec<Uuid>, Vec<String>)> = BTreeMap::new();
-            for r in &approved_rows {
-                let e = per_host.entry(HostId(r.try_get("host_id")?)).or_default();
-                e.0.push(r.try_get("id")?);
-                e.1.push(r.try_get("package")?);
-            }
-            let mut evs = Vec::new();
-            let mut commands = Vec::with_capacity(per_host.len());
-            for (host, (ids, mut packages)) in per_host {
-                packages.sort();
-                packages.dedup();
-                let cmd = command_of[&host];
-                evs.push(prepare_event(
-                    NewEvent {
-                        event_type: events::UPDATES_APPROVED.into(),
-                        subject: events::host_subject(host),
-                        actor: actor.clone(),
-                        correlation: Some(correlation),
-                        causation: None,
-                        payload: json!({ "ids": ids, "command_id": cmd }),
-                    },
-                    Some(host),
-                    now,
-                ));
-                let spec = CommandSpec::DryRun { packages };
-                let c = insert_command(
-                    &mut tx,
-                    cmd,
-                    host,
-                    &spec,
-                    correlation,
-                    None,
-                    None,
-                    timeout_secs,
-                    now,
+            if claimed.is_none() {
+                let (hash, response): (String, serde_json::Value) = sqlx::query_as(
+                    "SELECT request_hash, response FROM idempotency_keys WHERE actor = $1 AND key = $2",
                 )
+                .bind(&key.actor)
+                .bind(&key.key)
+                .fetch_one(&mut *tx)
                 .await?;
-                commands.push(c);
+                if hash != key.request_hash {
+                    return Err(StoreError::Conflict(format!(
+                        "Idempotency-Key '{}' was already used for a different request",
+                        key.key
+                    )));
+                }
+                return Ok(Idempotent::Replayed(response));
             }
-            evs.extend(commands.iter().map(|c| queued_event(c, actor, now)));
-            insert_events(&mut tx, &evs).await?;
-            let approved_ids: Vec<Uuid> = approved_rows
-                .iter()
-                .map(|r| r.try_get("id"))
-                .collect::<Result<_, _>>()?;
-            let rows = sqlx::query(&format!(
-                "{UPDATE_SELECT} WHERE u.id = ANY($1) ORDER BY u.package COLLATE \"C\", u.host_id"
-            ))
-            .bind(&approved_ids)
-            .fetch_all(&mut *tx)
-            .await?;
-            let approved = rows.iter().map(rows::update).collect::<Result<Vec<_>>>()?;
-            Ok(ApproveOutcome {
-                approved,
-                commands,
-                skipped,
-            })
+            let outcome = approve_in(&mut tx, ids, correlation, timeout_secs, actor).await?;
+            if outcome.approved.is_empty() {
+                sqlx::query("DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2")
+                    .bind(&key.actor)
+                    .bind(&key.key)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE actor = $1 AND key = $2")
+                    .bind(&key.actor)
+                    .bind(&key.key)
+                    .bind(crate::approve_response(&outcome, correlation))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(Idempotent::Fresh(outcome))
         }
         .await;
         super::finish(tx, r).await
@@ -309,4 +255,139 @@ impl UpdateStore for PgStore {
             .await?;
         Ok(assemble_stats(by_severity, by_status, hosts, with))
     }
+}
+
+/// Approve `ids` inside the caller's transaction (see [`UpdateStore::approve_updates`]).
+async fn approve_in(
+    conn: &mut PgConnection,
+    ids: &[UpdateId],
+    correlation: CorrelationId,
+    timeout_secs: u32,
+    actor: &Actor,
+) -> Result<ApproveOutcome> {
+    let now = now_micros();
+    let mut seen = HashSet::new();
+    let ids: Vec<UpdateId> = ids.iter().copied().filter(|i| seen.insert(*i)).collect();
+    let raw: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+    // Read and lock the candidates once (in id order, like ingest, so the two never
+    // deadlock): why an id is skipped, each row's fingerprint.
+    let found_rows = sqlx::query(
+        "SELECT u.*, h.hostname AS hostname, h.state AS host_state, h.agentless AS host_agentless \
+         FROM updates u JOIN hosts h ON h.id = u.host_id WHERE u.id = ANY($1) ORDER BY u.id \
+         FOR NO KEY UPDATE OF u",
+    )
+    .bind(&raw)
+    .fetch_all(&mut *conn)
+    .await?;
+    let found: HashMap<UpdateId, (Update, Option<String>)> = found_rows
+        .iter()
+        .map(|r| {
+            let u = rows::update(r)?;
+            let state: String = r.try_get("host_state")?;
+            let cannot_run = host_cannot_run(&u.hostname, &state, r.try_get("host_agentless")?);
+            Ok((u.id, (u, cannot_run)))
+        })
+        .collect::<Result<_>>()?;
+    let mut skipped = Vec::new();
+    let mut command_of: BTreeMap<HostId, CommandId> = BTreeMap::new();
+    let (mut todo_ids, mut todo_fps, mut todo_cmds) = (Vec::new(), Vec::new(), Vec::new());
+    for id in &ids {
+        match found.get(id) {
+            None => skipped.push((*id, "not found".to_string())),
+            Some((_, Some(why))) => skipped.push((*id, why.clone())),
+            Some((u, None)) if u.held || !APPROVABLE.contains(&u.status) => {
+                skipped.push((*id, skip_reason(u.status, u.held)))
+            }
+            Some((u, None)) => {
+                let arch = u.arch.as_deref().unwrap_or("");
+                todo_ids.push(u.id.0);
+                todo_fps.push(fingerprint(
+                    u.manager.as_str(),
+                    &u.package,
+                    arch,
+                    &u.current_version,
+                    &u.available_version,
+                ));
+                todo_cmds.push(command_of.entry(u.host_id).or_default().0);
+            }
+        }
+    }
+    // The approval itself: ONE guarded statement for every row (seed 004, F-B1-7);
+    // the rows go straight to `dry_run` on their host's command.
+    let approved_rows = sqlx::query(
+        "UPDATE updates u SET status = 'dry_run', fingerprint = v.fp, command_id = v.cmd, \
+         correlation_id = $4, updated_at = $5 \
+         FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) AS v(id, fp, cmd) \
+         WHERE u.id = v.id AND u.status IN ('pending', 'failed') AND NOT u.held \
+         RETURNING u.id, u.host_id, u.package",
+    )
+    .bind(&todo_ids)
+    .bind(&todo_fps)
+    .bind(&todo_cmds)
+    .bind(correlation.0)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    // One dry-run per host with that host's packages, sorted.
+    let mut per_host: BTreeMap<HostId, (Vec<Uuid>, Vec<String>)> = BTreeMap::new();
+    for r in &approved_rows {
+        let e = per_host.entry(HostId(r.try_get("host_id")?)).or_default();
+        e.0.push(r.try_get("id")?);
+        e.1.push(r.try_get("package")?);
+    }
+    let mut evs = Vec::new();
+    let mut commands = Vec::with_capacity(per_host.len());
+    for (host, (ids, mut packages)) in per_host {
+        packages.sort();
+        packages.dedup();
+        let cmd = command_of[&host];
+        evs.push(prepare_event(
+            NewEvent {
+                event_type: events::UPDATES_APPROVED.into(),
+                subject: events::host_subject(host),
+                actor: actor.clone(),
+                correlation: Some(correlation),
+                causation: None,
+                payload: json!({ "ids": ids, "command_id": cmd }),
+            },
+            Some(host),
+            now,
+        ));
+        let spec = CommandSpec::DryRun { packages };
+        let c = insert_command(
+            &mut *conn,
+            cmd,
+            host,
+            &spec,
+            correlation,
+            None,
+            None,
+            timeout_secs,
+            now,
+        )
+        .await?;
+        commands.push(c);
+    }
+    evs.extend(
+        commands
+            .iter()
+            .map(|c| crate::command_events::queued(c, actor, now)),
+    );
+    insert_events(&mut *conn, &evs).await?;
+    let approved_ids: Vec<Uuid> = approved_rows
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    let rows = sqlx::query(&format!(
+        "{UPDATE_SELECT} WHERE u.id = ANY($1) ORDER BY u.package COLLATE \"C\", u.host_id"
+    ))
+    .bind(&approved_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let approved = rows.iter().map(rows::update).collect::<Result<Vec<_>>>()?;
+    Ok(ApproveOutcome {
+        approved,
+        commands,
+        skipped,
+    })
 }

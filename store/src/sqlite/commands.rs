@@ -1,33 +1,52 @@
 //! The command queue on SQLite: enqueue, claim (`UPDATE … RETURNING` inside
-//! `BEGIN IMMEDIATE`), start, cancel, retry, time out. Results and confirmations are in
-//! `complete.rs`, shared building blocks in `queue.rs`.
+//! `BEGIN IMMEDIATE`), the start handshake, heartbeats, cancel, retry and the sweep.
+//! Results and confirmations are in `complete.rs`, shared building blocks in `queue.rs`,
+//! the rules and the events in `command_plan` and `command_events`.
 
-use super::queue::{carried_rows, command_event, insert_commands, load, move_rows, queued_event};
+use super::queue::{carried_rows, end_command, insert_commands, load, move_rows, release_rows};
 use super::rows;
-use super::{insert_events, ts, SqliteStore};
+use super::{insert_events, ts, SqliteStore, Tx};
+use crate::command_events as ev;
+use crate::command_plan::{self, host_cannot_run};
 use crate::common::{micros, now_micros};
 use crate::{
-    events, Actor, CommandStore, CompleteOutcome, NewCommand, Result, StoreError, SENT_GRACE_SECS,
+    Actor, CommandStore, CompleteOutcome, Expired, Expiry, ExpiryPolicy, NewCommand, Result,
+    StoreError, SENT_GRACE_SECS,
 };
 use async_trait::async_trait;
 use canopy_api_types::commands::{Command, CommandResult, CommandStatus};
 use canopy_api_types::{CommandId, HostId, UpdateId};
 use chrono::{DateTime, Duration, Utc};
-use serde_json::json;
 use sqlx::{QueryBuilder, Sqlite};
 
 fn not_found(id: CommandId) -> StoreError {
     StoreError::NotFound(format!("command {id}"))
 }
 
+/// `Conflict` unless `host` exists, is active and has an agent.
+pub(super) async fn require_runnable_host(tx: &mut Tx, host: HostId) -> Result<()> {
+    let row: Option<(String, String, bool)> =
+        sqlx::query_as("SELECT hostname, state, agentless FROM hosts WHERE id = ?")
+            .bind(host.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let (hostname, state, agentless) =
+        row.ok_or_else(|| StoreError::NotFound(format!("host {host}")))?;
+    match host_cannot_run(&hostname, &state, agentless) {
+        Some(why) => Err(StoreError::Conflict(why)),
+        None => Ok(()),
+    }
+}
+
 #[async_trait]
 impl CommandStore for SqliteStore {
     async fn enqueue_command(&self, new: NewCommand, actor: &Actor) -> Result<Command> {
         let now = now_micros();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_immediate().await?;
+        require_runnable_host(&mut tx, new.host).await?;
         let mut cmds = insert_commands(&mut tx, std::slice::from_ref(&new), None, now).await?;
         let cmd = cmds.pop().ok_or_else(|| not_found(new.id))?;
-        insert_events(&mut tx, &[queued_event(&cmd, actor, now)]).await?;
+        insert_events(&mut tx, &[ev::queued(&cmd, actor, now)]).await?;
         tx.commit().await?;
         Ok(cmd)
     }
@@ -52,8 +71,8 @@ impl CommandStore for SqliteStore {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_immediate().await?;
-        let picked: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT id, timeout_secs FROM commands WHERE host_id = ? AND status = 'pending' \
+        let picked: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM commands WHERE host_id = ? AND status = 'pending' \
              ORDER BY created_at, rowid LIMIT ?",
         )
         .bind(host.to_string())
@@ -63,34 +82,24 @@ impl CommandStore for SqliteStore {
         if picked.is_empty() {
             return Ok(Vec::new());
         }
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("WITH v(id, deadline) AS (");
-        qb.push_values(&picked, |mut b, (id, timeout)| {
-            b.push_bind(id.clone())
-                .push_bind(ts(now + Duration::seconds(*timeout + SENT_GRACE_SECS)));
-        });
-        qb.push(") UPDATE commands SET status = 'sent', sent_at = ")
-            .push_bind(ts(now))
-            .push(", deadline = v.deadline FROM v WHERE commands.id = v.id AND commands.status = 'pending' RETURNING *");
+        let mut qb: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("UPDATE commands SET status = 'sent', sent_at = ");
+        qb.push_bind(ts(now))
+            .push(", deadline = ")
+            .push_bind(ts(now + Duration::seconds(SENT_GRACE_SECS)))
+            .push(" WHERE status = 'pending' AND id IN (");
+        let mut ids = qb.separated(", ");
+        for id in &picked {
+            ids.push_bind(id.clone());
+        }
+        qb.push(") RETURNING *");
         let claimed = qb.build().fetch_all(&mut *tx).await?;
         let mut cmds = claimed
             .iter()
             .map(rows::command)
             .collect::<Result<Vec<_>>>()?;
-        let order: Vec<&String> = picked.iter().map(|(id, _)| id).collect();
-        cmds.sort_by_key(|c| order.iter().position(|id| **id == c.id.to_string()));
-        let actor = Actor::Agent(host);
-        let evs: Vec<_> = cmds
-            .iter()
-            .map(|c| {
-                command_event(
-                    events::COMMAND_SENT,
-                    c,
-                    &actor,
-                    now,
-                    json!({ "command_id": c.id }),
-                )
-            })
-            .collect();
+        cmds.sort_by_key(|c| picked.iter().position(|id| *id == c.id.to_string()));
+        let evs: Vec<_> = cmds.iter().map(|c| ev::sent(c, now)).collect();
         insert_events(&mut tx, &evs).await?;
         tx.commit().await?;
         Ok(cmds)
@@ -111,12 +120,7 @@ impl CommandStore for SqliteStore {
         match cmd.status {
             CommandStatus::Running => return Ok(cmd),
             CommandStatus::Sent => {}
-            s => {
-                return Err(StoreError::Conflict(format!(
-                    "command {id} is {}, not sent",
-                    s.as_str()
-                )))
-            }
+            s => return Err(StoreError::Conflict(command_plan::start_refused(id, s))),
         }
         let deadline = now + Duration::seconds(i64::from(cmd.timeout_secs));
         let row = sqlx::query(
@@ -128,16 +132,31 @@ impl CommandStore for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let cmd = rows::command(&row)?;
-        let ev = command_event(
-            events::COMMAND_RUNNING,
-            &cmd,
-            &Actor::Agent(host),
-            now,
-            json!({ "command_id": id }),
-        );
-        insert_events(&mut tx, &[ev]).await?;
+        insert_events(&mut tx, &[ev::started(&cmd, deadline, now)]).await?;
         tx.commit().await?;
         Ok(cmd)
+    }
+
+    async fn heartbeat(&self, host: HostId, id: CommandId, now: DateTime<Utc>) -> Result<Command> {
+        let row = sqlx::query(
+            "UPDATE commands SET heartbeat_at = ? WHERE id = ? AND host_id = ? AND status = 'running' \
+             RETURNING *",
+        )
+        .bind(ts(micros(now)))
+        .bind(id.to_string())
+        .bind(host.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return rows::command(&row);
+        }
+        match self.get_command(id).await? {
+            Some(c) if c.host_id == host => Err(StoreError::Conflict(format!(
+                "command {id} is {}, not running",
+                c.status.as_str()
+            ))),
+            _ => Err(not_found(id)),
+        }
     }
 
     async fn complete_command(
@@ -164,39 +183,14 @@ impl CommandStore for SqliteStore {
         let mut tx = self.begin_immediate().await?;
         let cmd = load(&mut tx, id).await?.ok_or_else(|| not_found(id))?.cmd;
         if !matches!(cmd.status, CommandStatus::Pending | CommandStatus::Sent) {
-            return Err(StoreError::Conflict(format!(
-                "command {id} is {}; only pending or sent commands can be cancelled",
-                cmd.status.as_str()
+            return Err(StoreError::Conflict(command_plan::cancel_refused(
+                id, cmd.status,
             )));
         }
-        let row = sqlx::query(
-            "UPDATE commands SET status = 'cancelled', finished_at = ?, error = ? WHERE id = ? RETURNING *",
-        )
-        .bind(ts(now))
-        .bind(format!("cancelled by {actor}"))
-        .bind(id.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
-        let cmd = rows::command(&row)?;
-        // The rows keep `command_id` so that a retry can carry them again.
-        let moved: Vec<String> = sqlx::query_scalar(
-            "UPDATE updates SET status = 'pending', updated_at = ? \
-             WHERE command_id = ? AND status IN ('dry_run', 'installing') RETURNING id",
-        )
-        .bind(ts(now))
-        .bind(id.to_string())
-        .fetch_all(&mut *tx)
-        .await?;
-        let ev = command_event(
-            events::COMMAND_CANCELLED,
-            &cmd,
-            actor,
-            now,
-            json!({ "command_id": id, "update_ids": moved }),
-        );
-        insert_events(&mut tx, &[ev]).await?;
+        let reason = format!("cancelled by {actor}");
+        cancel_in(&mut tx, id, actor, &reason, now).await?;
         tx.commit().await?;
-        Ok(cmd)
+        self.get_command(id).await?.ok_or_else(|| not_found(id))
     }
 
     async fn retry_command(&self, id: CommandId, actor: &Actor) -> Result<Command> {
@@ -212,7 +206,8 @@ impl CommandStore for SqliteStore {
                 old.status.as_str()
             )));
         }
-        let carried = if crate::command_plan::carried_packages(&old.spec).is_empty() {
+        require_runnable_host(&mut tx, old.host_id).await?;
+        let carried = if command_plan::carried_packages(&old.spec).is_empty() {
             Vec::new()
         } else {
             carried_rows(&mut tx, id, &["failed", "pending"]).await?
@@ -221,9 +216,8 @@ impl CommandStore for SqliteStore {
             carried.iter().filter(|(_, _, same)| *same).collect();
         let mut packages: Vec<String> = usable.iter().map(|(_, p, _)| p.clone()).collect();
         packages.dedup();
-        let (spec, row_status) = crate::command_plan::retry_spec(&old.spec, packages);
-        let row_status = row_status.unwrap_or("");
-        if !row_status.is_empty() && usable.is_empty() {
+        let (spec, row_status) = command_plan::retry_spec(&old.spec, packages);
+        if row_status.is_some() && usable.is_empty() {
             return Err(StoreError::Conflict(format!(
                 "command {id} carries no updates that can be retried (they were re-approved, rejected or changed since)"
             )));
@@ -240,71 +234,136 @@ impl CommandStore for SqliteStore {
             .await?
             .pop()
             .ok_or_else(|| not_found(new.id))?;
-        let ids: Vec<UpdateId> = usable.iter().map(|(u, _, _)| *u).collect();
-        if !row_status.is_empty() {
-            move_rows(&mut tx, &ids, row_status, cmd.id, &ts(now)).await?;
+        let mut ids: Vec<UpdateId> = usable.iter().map(|(u, _, _)| *u).collect();
+        ids.sort();
+        if let Some(status) = row_status {
+            move_rows(&mut tx, &ids, status, cmd.id, &ts(now)).await?;
         }
         let evs = [
-            command_event(
-                events::COMMAND_RETRIED,
-                &old,
-                actor,
-                now,
-                json!({ "command_id": id, "retry": cmd.id, "update_ids": ids }),
-            ),
-            queued_event(&cmd, actor, now),
+            ev::retried(&old, cmd.id, actor, &ids, now),
+            ev::queued(&cmd, actor, now),
         ];
         insert_events(&mut tx, &evs).await?;
         tx.commit().await?;
         Ok(cmd)
     }
 
-    async fn expire_commands(&self, now: DateTime<Utc>) -> Result<Vec<Command>> {
+    async fn expire_commands(
+        &self,
+        now: DateTime<Utc>,
+        policy: &ExpiryPolicy,
+    ) -> Result<Vec<Expired>> {
         let now = micros(now);
+        let now_s = ts(now);
         let mut tx = self.begin_immediate().await?;
-        let found = sqlx::query(
-            "UPDATE commands SET status = 'timed_out', finished_at = ?, \
-             error = 'timed out: no result before the deadline' \
-             WHERE status IN ('sent', 'running') AND deadline < ? RETURNING *",
+        let mut out = Vec::new();
+        let mut evs = Vec::new();
+
+        // Claimed, never started: it never ran, its rows go back to pending.
+        let unstarted: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM commands WHERE status = 'sent' AND deadline < ? ORDER BY created_at, id",
         )
-        .bind(ts(now))
-        .bind(ts(now))
+        .bind(&now_s)
         .fetch_all(&mut *tx)
         .await?;
-        let cmds = found
-            .iter()
-            .map(rows::command)
-            .collect::<Result<Vec<_>>>()?;
-        let mut evs = Vec::new();
-        for c in &cmds {
-            let failed: Vec<String> = sqlx::query_scalar(
-                "UPDATE updates SET status = 'failed', updated_at = ? \
-                 WHERE command_id = ? AND status IN ('dry_run', 'installing') RETURNING id",
-            )
-            .bind(ts(now))
-            .bind(c.id.to_string())
-            .fetch_all(&mut *tx)
-            .await?;
-            evs.push(command_event(
-                events::COMMAND_TIMED_OUT,
-                c,
-                &Actor::System,
-                now,
-                json!({ "command_id": c.id }),
+        let reason = command_plan::not_started_reason();
+        for id in unstarted {
+            let id: CommandId = rows::parse("commands", "id", &id)?;
+            let cmd = end_command(&mut tx, id, "timed_out", &reason, &now_s).await?;
+            let released =
+                release_rows(&mut tx, id, &["dry_run", "installing"], "pending", &now_s).await?;
+            evs.push(ev::timed_out(&cmd, &reason, &released, now));
+            out.push(expired(cmd, Expiry::NotStarted, &reason));
+        }
+
+        // Running past the deadline: overdue, left to finish.
+        let overdue = sqlx::query(
+            "UPDATE commands SET overdue_at = ? WHERE status = 'running' AND deadline < ? \
+             AND overdue_at IS NULL RETURNING *",
+        )
+        .bind(&now_s)
+        .bind(&now_s)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &overdue {
+            let cmd = rows::command(row)?;
+            let deadline = rows::opt_time(row, "commands", "deadline")?;
+            evs.push(ev::overdue(&cmd, deadline, now));
+            out.push(expired(
+                cmd,
+                Expiry::Overdue,
+                "past its deadline; left to finish",
             ));
+        }
+
+        // Overdue and silent: the agent vanished, the outcome is unknown, its rows fail.
+        let cutoff = ts(now - policy.vanished_after);
+        let silent: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT id, COALESCE(heartbeat_at, started_at) FROM commands WHERE status = 'running' \
+             AND overdue_at IS NOT NULL AND COALESCE(heartbeat_at, started_at) < ? ORDER BY created_at, id",
+        )
+        .bind(&cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, last) in silent {
+            let id: CommandId = rows::parse("commands", "id", &id)?;
+            let last = last
+                .map(|t| rows::parse_ts("commands", "heartbeat_at", &t))
+                .transpose()?;
+            let reason = command_plan::vanished_reason(last);
+            let cmd = end_command(&mut tx, id, "timed_out", &reason, &now_s).await?;
+            let failed =
+                release_rows(&mut tx, id, &["dry_run", "installing"], "failed", &now_s).await?;
+            evs.push(ev::timed_out(&cmd, &reason, &failed, now));
             if !failed.is_empty() {
-                evs.push(command_event(
-                    events::UPDATES_FAILED,
-                    c,
+                evs.push(ev::updates_failed(
+                    &cmd,
                     &Actor::System,
+                    &failed,
+                    &reason,
+                    None,
                     now,
-                    json!({ "command_id": c.id, "ids": failed, "reason": "timed out" }),
                 ));
             }
+            out.push(expired(cmd, Expiry::Vanished, &reason));
         }
         insert_events(&mut tx, &evs).await?;
+
+        // Waiting for a host that cannot run it, or is offline too long.
+        let waiting: Vec<(String, String, String, bool, Option<String>, String, String)> =
+            sqlx::query_as(
+                "SELECT c.id, h.hostname, h.state, h.agentless, h.last_seen, h.registered_at, c.created_at \
+                 FROM commands c JOIN hosts h ON h.id = c.host_id \
+                 WHERE c.status IN ('pending', 'sent') ORDER BY c.created_at, c.id",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+        let offline_cutoff = now - policy.offline_after;
+        for (id, hostname, state, agentless, last_seen, registered, created) in waiting {
+            let id: CommandId = rows::parse("commands", "id", &id)?;
+            if let Some(reason) = host_cannot_run(&hostname, &state, agentless) {
+                cancel_in(&mut tx, id, &Actor::System, &reason, now).await?;
+                let cmd = self.get_in(&mut tx, id).await?;
+                out.push(expired(cmd, Expiry::HostCannotRun, &reason));
+                continue;
+            }
+            let last_seen = last_seen
+                .map(|t| rows::parse_ts("hosts", "last_seen", &t))
+                .transpose()?;
+            let seen = last_seen.unwrap_or(rows::parse_ts("hosts", "registered_at", &registered)?);
+            let created = rows::parse_ts("commands", "created_at", &created)?;
+            if seen < offline_cutoff && created < offline_cutoff {
+                let reason = command_plan::offline_reason(&hostname, last_seen, policy);
+                let cmd = end_command(&mut tx, id, "timed_out", &reason, &now_s).await?;
+                let released =
+                    release_rows(&mut tx, id, &["dry_run", "installing"], "pending", &now_s)
+                        .await?;
+                insert_events(&mut tx, &[ev::timed_out(&cmd, &reason, &released, now)]).await?;
+                out.push(expired(cmd, Expiry::HostOffline, &reason));
+            }
+        }
         tx.commit().await?;
-        Ok(cmds)
+        Ok(out)
     }
 
     async fn get_command(&self, id: CommandId) -> Result<Option<Command>> {
@@ -325,4 +384,34 @@ impl CommandStore for SqliteStore {
         .await?;
         found.iter().map(rows::command).collect()
     }
+}
+
+impl SqliteStore {
+    async fn get_in(&self, tx: &mut Tx, id: CommandId) -> Result<Command> {
+        Ok(load(tx, id).await?.ok_or_else(|| not_found(id))?.cmd)
+    }
+}
+
+fn expired(command: Command, expiry: Expiry, reason: &str) -> Expired {
+    Expired {
+        command,
+        expiry,
+        reason: reason.to_string(),
+    }
+}
+
+/// Cancel `id` (pending or sent) for `reason`; its rows go back to `pending` and keep
+/// `command_id`, so that a retry can carry them again.
+pub(super) async fn cancel_in(
+    tx: &mut Tx,
+    id: CommandId,
+    actor: &Actor,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let now_s = ts(now);
+    let cmd = end_command(tx, id, "cancelled", reason, &now_s).await?;
+    let released = release_rows(tx, id, &["dry_run", "installing"], "pending", &now_s).await?;
+    insert_events(tx, &[ev::cancelled(&cmd, actor, reason, &released, now)]).await?;
+    Ok(())
 }

@@ -1,14 +1,14 @@
 //! Applying an agent's result to a command and its update rows, and turning a
 //! successful dry-run into an install — each one `BEGIN IMMEDIATE` transaction.
 
-use super::queue::{carried_rows, command_event, insert_commands, load, move_rows, queued_event};
+use super::queue::{carried_rows, insert_commands, load, move_rows};
 use super::{insert_events, rows, ts, SqliteStore};
+use crate::command_events as ev;
 use crate::common::{micros, now_micros, result_hash};
-use crate::{events, Actor, CompleteOutcome, NewCommand, Result, StoreError};
+use crate::{Actor, CompleteOutcome, NewCommand, Result, StoreError};
 use canopy_api_types::commands::{Command, CommandResult, CommandSpec, CommandStatus};
 use canopy_api_types::{CommandId, HostId, UpdateId};
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::{QueryBuilder, Sqlite};
 
 fn result_json(result: &CommandResult) -> Result<String> {
@@ -32,8 +32,8 @@ impl SqliteStore {
             Some(l) if l.cmd.host_id == host => l,
             _ => return Err(StoreError::NotFound(format!("command {id}"))),
         };
-        let cmd = loaded.cmd;
-        if let Some(stored) = loaded.result_hash {
+        let cmd = loaded.cmd.clone();
+        if let Some(stored) = loaded.result_hash.clone() {
             return if stored == hash {
                 Ok(CompleteOutcome::Duplicate(cmd))
             } else {
@@ -43,11 +43,10 @@ impl SqliteStore {
                 )))
             };
         }
-        let actor = Actor::Agent(host);
         match cmd.status {
             CommandStatus::TimedOut | CommandStatus::Cancelled => {
                 let row = sqlx::query(
-                    "UPDATE commands SET result = ?, result_hash = ? WHERE id = ? RETURNING *",
+                    "UPDATE commands SET result = ?, result_hash = ?, late = 1 WHERE id = ? RETURNING *",
                 )
                 .bind(result_json(&result)?)
                 .bind(&hash)
@@ -55,14 +54,7 @@ impl SqliteStore {
                 .fetch_one(&mut *tx)
                 .await?;
                 let cmd = rows::command(&row)?;
-                let ev = command_event(
-                    events::COMMAND_LATE_RESULT,
-                    &cmd,
-                    &actor,
-                    now,
-                    json!({ "command_id": id, "status": cmd.status, "success": result.success, "exit_code": result.exit_code }),
-                );
-                insert_events(&mut tx, &[ev]).await?;
+                insert_events(&mut tx, &[ev::late_result(&cmd, &result, now)]).await?;
                 tx.commit().await?;
                 return Ok(CompleteOutcome::Late(cmd));
             }
@@ -74,34 +66,26 @@ impl SqliteStore {
                 )))
             }
         }
+        let late = crate::command_plan::is_late(loaded.deadline, cmd.overdue_at, now);
         let status = if result.success {
             "completed"
         } else {
             "failed"
         };
         let row = sqlx::query(
-            "UPDATE commands SET status = ?, finished_at = ?, result = ?, result_hash = ? WHERE id = ? RETURNING *",
+            "UPDATE commands SET status = ?, finished_at = ?, result = ?, result_hash = ?, late = ? \
+             WHERE id = ? RETURNING *",
         )
         .bind(status)
         .bind(&now_s)
         .bind(result_json(&result)?)
         .bind(&hash)
+        .bind(late)
         .bind(id.to_string())
         .fetch_one(&mut *tx)
         .await?;
         let cmd = rows::command(&row)?;
-        let done_type = if result.success {
-            events::COMMAND_COMPLETED
-        } else {
-            events::COMMAND_FAILED
-        };
-        let mut evs = vec![command_event(
-            done_type,
-            &cmd,
-            &actor,
-            now,
-            json!({ "command_id": id, "exit_code": result.exit_code, "success": result.success, "summary": result.summary }),
-        )];
+        let mut evs = vec![ev::finished(&cmd, &result, late, now)];
         let (from, to) =
             crate::command_plan::row_transition(&cmd.spec, result.success).unwrap_or(("", ""));
         if !from.is_empty() {
@@ -125,51 +109,43 @@ impl SqliteStore {
                 .iter()
                 .map(|r| rows::id::<UpdateId>(r, "updates", "id"))
                 .collect::<Result<Vec<_>>>()?;
-            match to {
-                "awaiting_confirmation" => evs.push(command_event(
-                    events::DRY_RUN_READY,
-                    &cmd,
-                    &actor,
-                    now,
-                    json!({ "command_id": id, "ids": ids, "planned": result.planned, "summary": result.summary }),
-                )),
-                "installed" => {
-                    let hist = moved
-                        .iter()
-                        .map(|r| {
-                            let t = |c: &str| rows::text(r, "updates", c);
-                            Ok([t("id")?, t("manager")?, t("package")?, t("current_version")?, t("available_version")?])
-                        })
-                        .collect::<Result<Vec<[String; 5]>>>()?;
-                    if !hist.is_empty() {
-                        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-                            "INSERT INTO update_version_history (id, host_id, update_id, manager, package, \
-                             from_version, to_version, command_id, correlation_id, installed_at) ",
-                        );
-                        qb.push_values(&hist, |mut b, [uid, manager, package, from_v, to_v]| {
-                            b.push_bind(UpdateId::new().to_string())
-                                .push_bind(host.to_string())
-                                .push_bind(uid.clone())
-                                .push_bind(manager.clone())
-                                .push_bind(package.clone())
-                                .push_bind(from_v.clone())
-                                .push_bind(to_v.clone())
-                                .push_bind(id.to_string())
-                                .push_bind(cmd.correlation_id.to_string())
-                                .push_bind(now_s.clone());
-                        });
-                        qb.build().execute(&mut *tx).await?;
-                    }
-                    evs.push(command_event(events::UPDATES_INSTALLED, &cmd, &actor, now, json!({ "command_id": id, "ids": ids })));
+            if to == "installed" {
+                let hist = moved
+                    .iter()
+                    .map(|r| {
+                        let t = |c: &str| rows::text(r, "updates", c);
+                        Ok([
+                            t("id")?,
+                            t("manager")?,
+                            t("package")?,
+                            t("current_version")?,
+                            t("available_version")?,
+                        ])
+                    })
+                    .collect::<Result<Vec<[String; 5]>>>()?;
+                if !hist.is_empty() {
+                    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                        "INSERT INTO update_version_history (id, host_id, update_id, manager, package, \
+                         from_version, to_version, command_id, correlation_id, installed_at) ",
+                    );
+                    qb.push_values(&hist, |mut b, [uid, manager, package, from_v, to_v]| {
+                        b.push_bind(UpdateId::new().to_string())
+                            .push_bind(host.to_string())
+                            .push_bind(uid.clone())
+                            .push_bind(manager.clone())
+                            .push_bind(package.clone())
+                            .push_bind(from_v.clone())
+                            .push_bind(to_v.clone())
+                            .push_bind(id.to_string())
+                            .push_bind(cmd.correlation_id.to_string())
+                            .push_bind(now_s.clone());
+                    });
+                    qb.build().execute(&mut *tx).await?;
                 }
-                _ => evs.push(command_event(
-                    events::UPDATES_FAILED,
-                    &cmd,
-                    &actor,
-                    now,
-                    json!({ "command_id": id, "ids": ids, "exit_code": result.exit_code, "summary": result.summary }),
-                )),
             }
+            let mut ids = ids;
+            ids.sort();
+            evs.push(ev::rows_moved(&cmd, to, &ids, &result, now));
         }
         insert_events(&mut tx, &evs).await?;
         tx.commit().await?;
@@ -234,17 +210,12 @@ impl SqliteStore {
             .bind(dry_run.to_string())
             .execute(&mut *tx)
             .await?;
-        let ids: Vec<UpdateId> = carried.iter().map(|(u, _, _)| *u).collect();
+        let mut ids: Vec<UpdateId> = carried.iter().map(|(u, _, _)| *u).collect();
+        ids.sort();
         move_rows(&mut tx, &ids, "installing", cmd.id, &ts(now)).await?;
         let evs = [
-            command_event(
-                events::INSTALL_CONFIRMED,
-                &dr,
-                actor,
-                now,
-                json!({ "dry_run": dry_run, "install": cmd.id, "ids": ids }),
-            ),
-            queued_event(&cmd, actor, now),
+            ev::install_confirmed(&dr, &cmd, actor, &ids, now),
+            ev::queued(&cmd, actor, now),
         ];
         insert_events(&mut tx, &evs).await?;
         tx.commit().await?;

@@ -1,15 +1,17 @@
 //! Host enrolment (by an agent's token, or agentless through a guest), check-ins and host
 //! listings on SQLite.
 
+use super::commands::cancel_in;
 use super::inventory::attach_in;
 use super::rows::{self, HOST_SELECT};
 use super::{insert_events, new_event, ts, SqliteStore, Tx};
 use crate::common::{micros, prepare_event};
+use crate::host_plan::{self, Enrolment};
 use crate::{events, Actor, HostStore, NewHost, Result, StoreError, AGENTLESS_CREDENTIAL};
 use async_trait::async_trait;
 use canopy_api_types::agent::HostFacts;
-use canopy_api_types::hosts::Host;
-use canopy_api_types::{GuestId, HostId};
+use canopy_api_types::hosts::{Host, HostState};
+use canopy_api_types::{CommandId, GuestId, HostId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -54,21 +56,39 @@ impl HostStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let f = &new.facts;
-        let existing: Option<(String, bool)> =
-            sqlx::query_as("SELECT id, agentless FROM hosts WHERE machine_id = ?")
-                .bind(&f.machine_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let was_agentless = existing.as_ref().is_some_and(|(_, a)| *a);
-        let (host_id, event_type) = match existing {
-            Some((id, _)) => {
+        let reenrol = match new.reenrol {
+            Some(id) => Some((id, host_state(&mut tx, id).await?.0)),
+            None => None,
+        };
+        let guest_host = match token.guest_id {
+            Some(g) => {
+                let attached: Option<Option<String>> =
+                    sqlx::query_scalar("SELECT host_id FROM guests WHERE id = ?")
+                        .bind(g.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match attached.flatten() {
+                    Some(h) => {
+                        let h: HostId = rows::parse("guests", "host_id", &h)?;
+                        Some((h, host_state(&mut tx, h).await?.0))
+                    }
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let enrolment = host_plan::enrolment(reenrol, guest_host)?;
+        let (host_id, was_agentless) = match enrolment {
+            Enrolment::Existing { id, .. } => {
+                let was_agentless = host_state(&mut tx, id).await?.1;
                 // An agentless host becomes an agent's host: same id, updates kept.
                 sqlx::query(
-                    "UPDATE hosts SET hostname = ?, os_id = ?, os_pretty = ?, kernel = ?, arch = ?, \
-                     agent_version = ?, read_only = ?, run_as = ?, agentless = 0, credential_hash = ?, \
+                    "UPDATE hosts SET hostname = ?, machine_id = ?, os_id = ?, os_pretty = ?, kernel = ?, \
+                     arch = ?, agent_version = ?, read_only = ?, run_as = ?, agentless = 0, credential_hash = ?, \
                      registration_token_id = ?, last_seen = ? WHERE id = ?",
                 )
                 .bind(&f.hostname)
+                .bind(&f.machine_id)
                 .bind(&f.os_id)
                 .bind(&f.os_pretty)
                 .bind(&f.kernel)
@@ -79,15 +99,12 @@ impl HostStore for SqliteStore {
                 .bind(&new.credential_hash)
                 .bind(token.id.to_string())
                 .bind(ts(now))
-                .bind(&id)
+                .bind(id.to_string())
                 .execute(&mut *tx)
                 .await?;
-                (
-                    rows::parse::<HostId>("hosts", "id", &id)?,
-                    events::HOST_REENROLLED,
-                )
+                (id, was_agentless)
             }
-            None => {
+            Enrolment::New => {
                 insert_host(
                     &mut tx,
                     new.id,
@@ -98,22 +115,23 @@ impl HostStore for SqliteStore {
                     now,
                 )
                 .await?;
-                (new.id, events::HOST_REGISTERED)
+                (new.id, false)
             }
         };
-        let ev = new_event(
-            event_type,
-            events::host_subject(host_id),
-            &Actor::Agent(host_id),
-            None,
-            json!({
-                "hostname": f.hostname,
-                "machine_id": f.machine_id,
-                "registration_token_id": token.id,
-                "was_agentless": was_agentless,
-            }),
-        );
-        insert_events(&mut tx, &[prepare_event(ev, Some(host_id), now)]).await?;
+        let twins: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM hosts WHERE machine_id = ? AND id <> ? AND state = 'active' ORDER BY id",
+        )
+        .bind(&f.machine_id)
+        .bind(host_id.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let twins = twins
+            .iter()
+            .map(|t| rows::parse::<HostId>("hosts", "id", t))
+            .collect::<Result<Vec<_>>>()?;
+        let ev =
+            host_plan::enrolled_event(host_id, enrolment, f, token.id, was_agentless, &twins, now);
+        insert_events(&mut tx, &[ev]).await?;
         if let Some(guest) = token.guest_id {
             let agent = Actor::Agent(host_id);
             attach_in(&mut tx, guest, host_id, &agent, now, "registration_token").await?;
@@ -139,7 +157,7 @@ impl HostStore for SqliteStore {
         // and last_seen are plain projection columns.
         let done = sqlx::query(
             "UPDATE hosts SET last_seen = ?, hostname = ?, os_id = ?, os_pretty = ?, kernel = ?, arch = ?, \
-             agent_version = ?, read_only = ?, run_as = ? WHERE id = ?",
+             agent_version = ?, read_only = ?, run_as = ?, package_db = ? WHERE id = ?",
         )
         .bind(ts(now))
         .bind(&facts.hostname)
@@ -150,6 +168,7 @@ impl HostStore for SqliteStore {
         .bind(&facts.agent_version)
         .bind(facts.read_only)
         .bind(&facts.run_as)
+        .bind(package_db_json(facts)?)
         .bind(host.to_string())
         .execute(&self.pool)
         .await?;
@@ -165,7 +184,7 @@ impl HostStore for SqliteStore {
 
     async fn list_hosts(&self) -> Result<Vec<Host>> {
         let found = sqlx::query(&format!(
-            "{HOST_SELECT} GROUP BY h.id ORDER BY h.hostname, h.id"
+            "{HOST_SELECT} WHERE h.state <> 'deleted' GROUP BY h.id ORDER BY h.hostname, h.id"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -190,11 +209,21 @@ impl HostStore for SqliteStore {
         let now = micros(now);
         let f = facts;
         let mut tx = self.begin_immediate().await?;
-        let existing: Option<(String, bool)> =
-            sqlx::query_as("SELECT id, agentless FROM hosts WHERE machine_id = ?")
-                .bind(&f.machine_id)
+        let attached: Option<Option<String>> =
+            sqlx::query_scalar("SELECT host_id FROM guests WHERE id = ?")
+                .bind(guest.to_string())
                 .fetch_optional(&mut *tx)
                 .await?;
+        let attached = attached.ok_or_else(|| StoreError::NotFound(format!("guest {guest}")))?;
+        let existing: Option<(String, bool)> = match attached {
+            Some(h) => {
+                sqlx::query_as("SELECT id, agentless FROM hosts WHERE id = ?")
+                    .bind(h)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        };
         let host_id = match existing {
             // An agent reports for itself: its host is not the server's to change.
             Some((id, false)) => {
@@ -206,10 +235,11 @@ impl HostStore for SqliteStore {
             Some((id, true)) => {
                 let id = rows::parse::<HostId>("hosts", "id", &id)?;
                 sqlx::query(
-                    "UPDATE hosts SET hostname = ?, os_id = ?, os_pretty = ?, kernel = ?, arch = ?, \
-                     agent_version = ?, read_only = ?, run_as = ?, last_seen = ? WHERE id = ?",
+                    "UPDATE hosts SET hostname = ?, machine_id = ?, os_id = ?, os_pretty = ?, kernel = ?, \
+                     arch = ?, agent_version = ?, read_only = ?, run_as = ?, last_seen = ? WHERE id = ?",
                 )
                 .bind(&f.hostname)
+                .bind(&f.machine_id)
                 .bind(&f.os_id)
                 .bind(&f.os_pretty)
                 .bind(&f.kernel)
@@ -221,14 +251,6 @@ impl HostStore for SqliteStore {
                 .bind(id.to_string())
                 .execute(&mut *tx)
                 .await?;
-                let attached: Option<String> =
-                    sqlx::query_scalar("SELECT id FROM guests WHERE host_id = ? LIMIT 1")
-                        .bind(id.to_string())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if attached.is_none() {
-                    attach_in(&mut tx, guest, id, &Actor::System, now, "agentless").await?;
-                }
                 id
             }
             None => {
@@ -252,6 +274,54 @@ impl HostStore for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(format!("host {host_id}")))?;
         tx.commit().await?;
         Ok(host)
+    }
+
+    async fn retire_host(
+        &self,
+        host: HostId,
+        to: HostState,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Host> {
+        let now = micros(now);
+        let mut tx = self.begin_immediate().await?;
+        let (from, _) = host_state(&mut tx, host).await?;
+        host_plan::check_retire(host, from, to)?;
+        sqlx::query("UPDATE hosts SET state = ?, retired_at = ?, credential_hash = ? WHERE id = ?")
+            .bind(to.as_str())
+            .bind(ts(now))
+            .bind(host_plan::retired_credential(to))
+            .bind(host.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let guest: Option<String> =
+            sqlx::query_scalar("UPDATE guests SET host_id = NULL WHERE host_id = ? RETURNING id")
+                .bind(host.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let guest = guest
+            .map(|g| rows::parse::<GuestId>("guests", "id", &g))
+            .transpose()?;
+        let waiting: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM commands WHERE host_id = ? AND status IN ('pending', 'sent') ORDER BY created_at, id",
+        )
+        .bind(host.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut cancelled = Vec::with_capacity(waiting.len());
+        let reason = format!("host {host} was {} by {actor}", to.as_str());
+        for id in waiting {
+            let id: CommandId = rows::parse("commands", "id", &id)?;
+            cancel_in(&mut tx, id, actor, &reason, now).await?;
+            cancelled.push(id);
+        }
+        let ev = host_plan::retired_event(host, to, actor, guest, &cancelled, now);
+        insert_events(&mut tx, &[ev]).await?;
+        let out = Self::host_in(&mut tx, host)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("host {host}")))?;
+        tx.commit().await?;
+        Ok(out)
     }
 }
 
@@ -290,4 +360,23 @@ async fn insert_host(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A host's state and whether it is agentless; `NotFound` for an unknown host.
+async fn host_state(tx: &mut Tx, host: HostId) -> Result<(HostState, bool)> {
+    let row: Option<(String, bool)> =
+        sqlx::query_as("SELECT state, agentless FROM hosts WHERE id = ?")
+            .bind(host.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let (state, agentless) = row.ok_or_else(|| StoreError::NotFound(format!("host {host}")))?;
+    let state = HostState::parse(&state)
+        .ok_or_else(|| StoreError::corrupt("hosts", format!("unknown state '{state}'")))?;
+    Ok((state, agentless))
+}
+
+/// The package-database health an agent reported, as stored.
+pub(super) fn package_db_json(facts: &HostFacts) -> Result<String> {
+    serde_json::to_string(&facts.package_db)
+        .map_err(|e| StoreError::corrupt("hosts", format!("package_db: {e}")))
 }

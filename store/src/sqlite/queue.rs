@@ -3,13 +3,12 @@
 //! or moving the update rows a command carries.
 
 use super::rows;
-use super::{new_event, placeholders, ts, Tx};
-use crate::common::{fingerprint, micros, prepare_event, PreparedEvent};
-use crate::{events, Actor, NewCommand, Result, StoreError};
+use super::{placeholders, ts, Tx};
+use crate::common::{fingerprint, micros};
+use crate::{NewCommand, Result, StoreError};
 use canopy_api_types::commands::{Command, CommandStatus};
 use canopy_api_types::{CommandId, UpdateId};
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::{QueryBuilder, Sqlite};
 
 /// Insert commands (status pending) in one statement; returns them as stored.
@@ -82,45 +81,12 @@ pub(super) async fn insert_commands(
         .collect())
 }
 
-/// A `command.*` event about `c`.
-pub(super) fn command_event(
-    event_type: &str,
-    c: &Command,
-    actor: &Actor,
-    now: DateTime<Utc>,
-    payload: serde_json::Value,
-) -> PreparedEvent {
-    let ev = new_event(
-        event_type,
-        events::command_subject(c.host_id, c.id),
-        actor,
-        Some(c.correlation_id),
-        payload,
-    );
-    prepare_event(ev, Some(c.host_id), now)
-}
-
-pub(super) fn queued_event(c: &Command, actor: &Actor, now: DateTime<Utc>) -> PreparedEvent {
-    command_event(
-        events::COMMAND_QUEUED,
-        c,
-        actor,
-        now,
-        json!({
-            "command_id": c.id,
-            "spec": c.spec,
-            "timeout_secs": c.timeout_secs,
-            "caused_by": c.caused_by,
-            "retried_from": c.retried_from,
-        }),
-    )
-}
-
 /// A command with the columns the API type does not show.
 pub(super) struct Loaded {
     pub cmd: Command,
     pub result_hash: Option<String>,
     pub confirmed_by: Option<CommandId>,
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 pub(super) async fn load(tx: &mut Tx, id: CommandId) -> Result<Option<Loaded>> {
@@ -133,6 +99,7 @@ pub(super) async fn load(tx: &mut Tx, id: CommandId) -> Result<Option<Loaded>> {
         cmd: rows::command(&row)?,
         result_hash: rows::opt_text(&row, "commands", "result_hash")?,
         confirmed_by: rows::opt_id(&row, "commands", "confirmed_by")?,
+        deadline: rows::opt_time(&row, "commands", "deadline")?,
     }))
 }
 
@@ -159,6 +126,51 @@ pub(super) async fn move_rows(
         q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Move the rows `cmd` carries in `from` statuses to `to` (`updated_at = now`); returns their ids.
+pub(super) async fn release_rows(
+    tx: &mut Tx,
+    cmd: CommandId,
+    from: &[&str],
+    to: &str,
+    now: &str,
+) -> Result<Vec<UpdateId>> {
+    let sql = format!(
+        "UPDATE updates SET status = ?, updated_at = ? WHERE command_id = ? AND status IN ({}) RETURNING id",
+        placeholders(from.len())
+    );
+    let mut q = sqlx::query(&sql).bind(to).bind(now).bind(cmd.to_string());
+    for s in from {
+        q = q.bind(*s);
+    }
+    let found = q.fetch_all(&mut **tx).await?;
+    let mut ids: Vec<UpdateId> = found
+        .iter()
+        .map(|r| rows::id(r, "updates", "id"))
+        .collect::<Result<_>>()?;
+    ids.sort();
+    Ok(ids)
+}
+
+/// Set `status`, `finished_at` and `error` of a command; returns it as stored.
+pub(super) async fn end_command(
+    tx: &mut Tx,
+    id: CommandId,
+    status: &str,
+    error: &str,
+    now: &str,
+) -> Result<Command> {
+    let row = sqlx::query(
+        "UPDATE commands SET status = ?, finished_at = ?, error = ? WHERE id = ? RETURNING *",
+    )
+    .bind(status)
+    .bind(now)
+    .bind(error)
+    .bind(id.to_string())
+    .fetch_one(&mut **tx)
+    .await?;
+    rows::command(&row)
 }
 
 /// Rows carried by `cmd` in one of `statuses` whose versions still match the bound

@@ -1,16 +1,16 @@
 //! Update listings, approval, rejection, version history and dashboard figures on SQLite.
 
-use super::queue::{insert_commands, queued_event};
+use super::queue::insert_commands;
 use super::rows::{self, UPDATE_SELECT};
-use super::{insert_events, new_event, placeholders, ts, SqliteStore};
+use super::{insert_events, new_event, placeholders, ts, SqliteStore, Tx};
 use crate::common::{
     assemble_stats, STATS_BY_SEVERITY_SQL, STATS_BY_STATUS_SQL, STATS_HOSTS_SQL,
     STATS_HOSTS_WITH_UPDATES_SQL,
 };
 use crate::common::{fingerprint, now_micros, prepare_event, skip_reason};
 use crate::{
-    events, Actor, ApproveOutcome, IngestOutcome, IngestReport, NewCommand, Result, StoreError,
-    UpdateStore,
+    events, Actor, ApproveOutcome, IdempotencyKey, Idempotent, IngestOutcome, IngestReport,
+    NewCommand, Result, StoreError, UpdateStore,
 };
 use async_trait::async_trait;
 use canopy_api_types::commands::CommandSpec;
@@ -115,145 +115,41 @@ impl UpdateStore for SqliteStore {
         timeout_secs: u32,
         actor: &Actor,
     ) -> Result<ApproveOutcome> {
-        const T: &str = "updates";
-        let now = now_micros();
-        let mut seen = HashSet::new();
-        let ids: Vec<UpdateId> = ids.iter().copied().filter(|i| seen.insert(*i)).collect();
         let mut tx = self.begin_immediate().await?;
-
-        // Read the candidates once: why an id is skipped, each row's fingerprint.
-        let mut found: HashMap<UpdateId, (HostId, String, bool, UpdateStatus)> = HashMap::new();
-        for chunk in ids.chunks(LOOKUP_CHUNK) {
-            let sql = format!(
-                "SELECT id, host_id, manager, package, arch, current_version, available_version, held, status \
-                 FROM updates WHERE id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(id.to_string());
-            }
-            for r in q.fetch_all(&mut *tx).await? {
-                let status = rows::text(&r, T, "status")?;
-                let status = UpdateStatus::parse(&status).ok_or_else(|| {
-                    StoreError::corrupt(T, format!("column status: unknown value '{status}'"))
-                })?;
-                let fp = fingerprint(
-                    &rows::text(&r, T, "manager")?,
-                    &rows::text(&r, T, "package")?,
-                    &rows::text(&r, T, "arch")?,
-                    &rows::text(&r, T, "current_version")?,
-                    &rows::text(&r, T, "available_version")?,
-                );
-                let held = rows::int(&r, T, "held")? != 0;
-                found.insert(
-                    rows::id(&r, T, "id")?,
-                    (rows::id(&r, T, "host_id")?, fp, held, status),
-                );
-            }
-        }
-        let mut skipped = Vec::new();
-        let mut command_of: BTreeMap<HostId, CommandId> = BTreeMap::new();
-        let mut todo: Vec<(UpdateId, String, CommandId)> = Vec::new();
-        for id in &ids {
-            match found.get(id) {
-                None => skipped.push((*id, "not found".to_string())),
-                Some((_, _, held, status))
-                    if *held || !crate::common::APPROVABLE.contains(status) =>
-                {
-                    skipped.push((*id, skip_reason(*status, *held)))
-                }
-                Some((host, fp, _, _)) => {
-                    let cmd = *command_of.entry(*host).or_default();
-                    todo.push((*id, fp.clone(), cmd));
-                }
-            }
-        }
-
-        // The approval itself: one guarded statement (per 5,000 ids).
-        let mut approved: Vec<(UpdateId, HostId, String)> = Vec::with_capacity(todo.len());
-        for chunk in todo.chunks(APPROVE_CHUNK) {
-            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("WITH v(id, fp, cmd) AS (");
-            qb.push_values(chunk, |mut b, (id, fp, cmd)| {
-                b.push_bind(id.to_string())
-                    .push_bind(fp.clone())
-                    .push_bind(cmd.to_string());
-            });
-            qb.push(") UPDATE updates SET status = 'dry_run', fingerprint = v.fp, command_id = v.cmd, correlation_id = ")
-                .push_bind(correlation.to_string())
-                .push(", updated_at = ")
-                .push_bind(ts(now))
-                .push(
-                    " FROM v WHERE updates.id = v.id AND updates.status IN ('pending', 'failed') \
-                     AND updates.held = 0 RETURNING id, host_id, package",
-                );
-            for r in qb.build().fetch_all(&mut *tx).await? {
-                approved.push((
-                    rows::id(&r, T, "id")?,
-                    rows::id(&r, T, "host_id")?,
-                    rows::text(&r, T, "package")?,
-                ));
-            }
-        }
-
-        // One dry-run per host with that host's packages, sorted.
-        let mut per_host: BTreeMap<HostId, (Vec<UpdateId>, Vec<String>)> = BTreeMap::new();
-        for (id, host, package) in &approved {
-            let e = per_host.entry(*host).or_default();
-            e.0.push(*id);
-            e.1.push(package.clone());
-        }
-        let mut new_commands = Vec::new();
-        let mut evs = Vec::new();
-        for (host, (ids, mut packages)) in per_host {
-            packages.sort();
-            packages.dedup();
-            let id = command_of[&host];
-            evs.push(prepare_event(
-                new_event(
-                    events::UPDATES_APPROVED,
-                    events::host_subject(host),
-                    actor,
-                    Some(correlation),
-                    json!({ "ids": ids, "command_id": id }),
-                ),
-                Some(host),
-                now,
-            ));
-            new_commands.push(NewCommand {
-                id,
-                host,
-                spec: CommandSpec::DryRun { packages },
-                correlation,
-                caused_by: None,
-                timeout_secs,
-            });
-        }
-        let commands = insert_commands(&mut tx, &new_commands, None, now).await?;
-        evs.extend(commands.iter().map(|c| queued_event(c, actor, now)));
-        insert_events(&mut tx, &evs).await?;
-
-        let mut rows_out = Vec::with_capacity(approved.len());
-        for chunk in approved.chunks(LOOKUP_CHUNK) {
-            let sql = format!(
-                "{UPDATE_SELECT} WHERE u.id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for (id, _, _) in chunk {
-                q = q.bind(id.to_string());
-            }
-            for r in q.fetch_all(&mut *tx).await? {
-                rows_out.push(rows::update(&r)?);
-            }
-        }
+        let outcome = approve_in(&mut tx, ids, correlation, timeout_secs, actor).await?;
         tx.commit().await?;
-        rows_out.sort_by(|a, b| (&a.package, a.host_id).cmp(&(&b.package, b.host_id)));
-        Ok(ApproveOutcome {
-            approved: rows_out,
-            commands,
-            skipped,
-        })
+        Ok(outcome)
+    }
+
+    async fn approve_updates_once(
+        &self,
+        key: &IdempotencyKey,
+        ids: &[UpdateId],
+        correlation: CorrelationId,
+        timeout_secs: u32,
+        actor: &Actor,
+    ) -> Result<Idempotent<ApproveOutcome>> {
+        let mut tx = self.begin_immediate().await?;
+        if let Some(stored) = stored_response(&mut tx, key).await? {
+            return Ok(Idempotent::Replayed(stored));
+        }
+        let outcome = approve_in(&mut tx, ids, correlation, timeout_secs, actor).await?;
+        if outcome.approved.is_empty() {
+            return Ok(Idempotent::Fresh(outcome));
+        }
+        let response = crate::approve_response(&outcome, correlation);
+        sqlx::query(
+            "INSERT INTO idempotency_keys (actor, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&key.actor)
+        .bind(&key.key)
+        .bind(&key.request_hash)
+        .bind(response.to_string())
+        .bind(ts(now_micros()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Idempotent::Fresh(outcome))
     }
 
     async fn reject_updates(&self, ids: &[UpdateId], actor: &Actor) -> Result<u64> {
@@ -330,4 +226,185 @@ impl UpdateStore for SqliteStore {
             .await?;
         Ok(assemble_stats(by_severity, by_status, hosts, with))
     }
+}
+
+/// Approve `ids` inside `tx` (see [`UpdateStore::approve_updates`]).
+async fn approve_in(
+    tx: &mut Tx,
+    ids: &[UpdateId],
+    correlation: CorrelationId,
+    timeout_secs: u32,
+    actor: &Actor,
+) -> Result<ApproveOutcome> {
+    const T: &str = "updates";
+    let now = now_micros();
+    let mut seen = HashSet::new();
+    let ids: Vec<UpdateId> = ids.iter().copied().filter(|i| seen.insert(*i)).collect();
+    // Read the candidates once: why an id is skipped, each row's fingerprint.
+    type Candidate = (HostId, String, bool, UpdateStatus, Option<String>);
+    let mut found: HashMap<UpdateId, Candidate> = HashMap::new();
+    for chunk in ids.chunks(LOOKUP_CHUNK) {
+        let sql = format!(
+            "SELECT u.id, u.host_id, u.manager, u.package, u.arch, u.current_version, u.available_version, \
+             u.held, u.status, h.hostname, h.state, h.agentless \
+             FROM updates u JOIN hosts h ON h.id = u.host_id WHERE u.id IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id.to_string());
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            let status = rows::text(&r, T, "status")?;
+            let status = UpdateStatus::parse(&status).ok_or_else(|| {
+                StoreError::corrupt(T, format!("column status: unknown value '{status}'"))
+            })?;
+            let fp = fingerprint(
+                &rows::text(&r, T, "manager")?,
+                &rows::text(&r, T, "package")?,
+                &rows::text(&r, T, "arch")?,
+                &rows::text(&r, T, "current_version")?,
+                &rows::text(&r, T, "available_version")?,
+            );
+            let held = rows::int(&r, T, "held")? != 0;
+            let cannot_run = crate::command_plan::host_cannot_run(
+                &rows::text(&r, "hosts", "hostname")?,
+                &rows::text(&r, "hosts", "state")?,
+                rows::int(&r, "hosts", "agentless")? != 0,
+            );
+            found.insert(
+                rows::id(&r, T, "id")?,
+                (rows::id(&r, T, "host_id")?, fp, held, status, cannot_run),
+            );
+        }
+    }
+    let mut skipped = Vec::new();
+    let mut command_of: BTreeMap<HostId, CommandId> = BTreeMap::new();
+    let mut todo: Vec<(UpdateId, String, CommandId)> = Vec::new();
+    for id in &ids {
+        match found.get(id) {
+            None => skipped.push((*id, "not found".to_string())),
+            Some((_, _, _, _, Some(why))) => skipped.push((*id, why.clone())),
+            Some((_, _, held, status, None))
+                if *held || !crate::common::APPROVABLE.contains(status) =>
+            {
+                skipped.push((*id, skip_reason(*status, *held)))
+            }
+            Some((host, fp, _, _, None)) => {
+                let cmd = *command_of.entry(*host).or_default();
+                todo.push((*id, fp.clone(), cmd));
+            }
+        }
+    }
+
+    // The approval itself: one guarded statement (per 5,000 ids).
+    let mut approved: Vec<(UpdateId, HostId, String)> = Vec::with_capacity(todo.len());
+    for chunk in todo.chunks(APPROVE_CHUNK) {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("WITH v(id, fp, cmd) AS (");
+        qb.push_values(chunk, |mut b, (id, fp, cmd)| {
+            b.push_bind(id.to_string())
+                .push_bind(fp.clone())
+                .push_bind(cmd.to_string());
+        });
+        qb.push(") UPDATE updates SET status = 'dry_run', fingerprint = v.fp, command_id = v.cmd, correlation_id = ")
+            .push_bind(correlation.to_string())
+            .push(", updated_at = ")
+            .push_bind(ts(now))
+            .push(
+                " FROM v WHERE updates.id = v.id AND updates.status IN ('pending', 'failed') \
+                 AND updates.held = 0 RETURNING id, host_id, package",
+            );
+        for r in qb.build().fetch_all(&mut **tx).await? {
+            approved.push((
+                rows::id(&r, T, "id")?,
+                rows::id(&r, T, "host_id")?,
+                rows::text(&r, T, "package")?,
+            ));
+        }
+    }
+
+    // One dry-run per host with that host's packages, sorted.
+    let mut per_host: BTreeMap<HostId, (Vec<UpdateId>, Vec<String>)> = BTreeMap::new();
+    for (id, host, package) in &approved {
+        let e = per_host.entry(*host).or_default();
+        e.0.push(*id);
+        e.1.push(package.clone());
+    }
+    let mut new_commands = Vec::new();
+    let mut evs = Vec::new();
+    for (host, (ids, mut packages)) in per_host {
+        packages.sort();
+        packages.dedup();
+        let id = command_of[&host];
+        evs.push(prepare_event(
+            new_event(
+                events::UPDATES_APPROVED,
+                events::host_subject(host),
+                actor,
+                Some(correlation),
+                json!({ "ids": ids, "command_id": id }),
+            ),
+            Some(host),
+            now,
+        ));
+        new_commands.push(NewCommand {
+            id,
+            host,
+            spec: CommandSpec::DryRun { packages },
+            correlation,
+            caused_by: None,
+            timeout_secs,
+        });
+    }
+    let commands = insert_commands(tx, &new_commands, None, now).await?;
+    evs.extend(
+        commands
+            .iter()
+            .map(|c| crate::command_events::queued(c, actor, now)),
+    );
+    insert_events(tx, &evs).await?;
+
+    let mut rows_out = Vec::with_capacity(approved.len());
+    for chunk in approved.chunks(LOOKUP_CHUNK) {
+        let sql = format!(
+            "{UPDATE_SELECT} WHERE u.id IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, _, _) in chunk {
+            q = q.bind(id.to_string());
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            rows_out.push(rows::update(&r)?);
+        }
+    }
+    rows_out.sort_by(|a, b| (&a.package, a.host_id).cmp(&(&b.package, b.host_id)));
+    Ok(ApproveOutcome {
+        approved: rows_out,
+        commands,
+        skipped,
+    })
+}
+
+/// The stored answer for `key`; `Conflict` when the key was used for another request.
+async fn stored_response(tx: &mut Tx, key: &IdempotencyKey) -> Result<Option<serde_json::Value>> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT request_hash, response FROM idempotency_keys WHERE actor = ? AND key = ?",
+    )
+    .bind(&key.actor)
+    .bind(&key.key)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((hash, body)) = row else {
+        return Ok(None);
+    };
+    if hash != key.request_hash {
+        return Err(StoreError::Conflict(format!(
+            "Idempotency-Key '{}' was already used for a different request",
+            key.key
+        )));
+    }
+    serde_json::from_str(&body)
+        .map(Some)
+        .map_err(|e| StoreError::corrupt("idempotency_keys", format!("column response: {e}")))
 }

@@ -2,9 +2,10 @@
 
 use super::support::*;
 use canopy_api_types::commands::{CommandSpec, CommandStatus};
+use canopy_api_types::hosts::HostState;
 use canopy_api_types::updates::UpdateStatus;
 use canopy_api_types::{CommandId, CorrelationId, HostId};
-use canopy_store::{Actor, CompleteOutcome, NewCommand, StoreError};
+use canopy_store::{Actor, CompleteOutcome, Expiry, NewCommand, StoreError, SENT_GRACE_SECS};
 use chrono::{Duration, Utc};
 use std::collections::HashSet;
 
@@ -103,46 +104,250 @@ pub async fn expire_times_out_and_fails_rows(store: S) {
     let (h, dry, _) = approved_host(&store, "exp", vec![apt("a", "1", "2")]).await;
     let t0 = Utc::now();
     store.claim_commands(h.id, t0, 10).await.unwrap();
-    // Not yet: deadline = sent + timeout (600) + grace.
+    // Claimed: the agent has SENT_GRACE_SECS to ask for its start.
     assert!(store
-        .expire_commands(t0 + Duration::seconds(300))
+        .expire_commands(t0 + Duration::seconds(30), &policy())
         .await
         .unwrap()
         .is_empty());
     let gone = store
-        .expire_commands(t0 + Duration::hours(2))
+        .expire_commands(t0 + Duration::seconds(SENT_GRACE_SECS + 5), &policy())
         .await
         .unwrap();
-    assert_eq!(gone.iter().map(|c| c.id).collect::<Vec<_>>(), vec![dry]);
-    assert_eq!(gone[0].status, CommandStatus::TimedOut);
-    assert!(gone[0].error.is_some());
-    let row = &store.list_updates(&by_host(h.id)).await.unwrap().items[0];
-    assert_eq!(row.status, UpdateStatus::Failed);
-    assert!(store
-        .expire_commands(t0 + Duration::hours(3))
-        .await
-        .unwrap()
-        .is_empty());
-
-    // Running commands time out on their own deadline (from mark_running).
-    let c = store.enqueue_command(scan(h.id), &admin()).await.unwrap();
-    store.claim_commands(h.id, t0, 10).await.unwrap();
-    store
-        .mark_running(h.id, c.id, t0 + Duration::seconds(10))
-        .await
-        .unwrap();
-    assert!(store
-        .expire_commands(t0 + Duration::seconds(65))
-        .await
-        .unwrap()
-        .is_empty());
     assert_eq!(
-        store
-            .expire_commands(t0 + Duration::seconds(75))
-            .await
-            .unwrap()
-            .len(),
-        1
+        gone.iter()
+            .map(|e| (e.command.id, e.expiry))
+            .collect::<Vec<_>>(),
+        vec![(dry, Expiry::NotStarted)]
+    );
+    assert_eq!(gone[0].command.status, CommandStatus::TimedOut);
+    assert!(gone[0].reason.contains("never ran"), "{}", gone[0].reason);
+    assert_eq!(
+        gone[0].command.error.as_deref(),
+        Some(gone[0].reason.as_str())
+    );
+    let row = &store.list_updates(&by_host(h.id)).await.unwrap().items[0];
+    assert_eq!(
+        row.status,
+        UpdateStatus::Pending,
+        "a command that never started leaves its rows approvable again"
+    );
+    assert!(store
+        .expire_commands(t0 + Duration::hours(3), &policy())
+        .await
+        .unwrap()
+        .is_empty());
+    // And the agent asking for its start now is refused: it must not run it.
+    assert!(matches!(
+        store.mark_running(h.id, dry, t0 + Duration::hours(3)).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+pub async fn overdue_is_marked_and_only_a_vanished_agent_times_out(store: S) {
+    let (h, dry, _) = approved_host(&store, "over", vec![apt("a", "1", "2")]).await;
+    run(&store, h.id, dry, ok(vec![planned("a", true)])).await;
+    let install = store.confirm_dry_run(dry, 60, &admin()).await.unwrap();
+    let t0 = Utc::now();
+    store.claim_commands(h.id, t0, 10).await.unwrap();
+    let started = store
+        .mark_running(h.id, install.id, t0 + Duration::seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(started.status, CommandStatus::Running);
+    // The deadline counts from the accepted start: 10 + 60 s.
+    assert!(store
+        .expire_commands(t0 + Duration::seconds(65), &policy())
+        .await
+        .unwrap()
+        .is_empty());
+    let over = store
+        .expire_commands(t0 + Duration::seconds(75), &policy())
+        .await
+        .unwrap();
+    assert_eq!(
+        over.iter()
+            .map(|e| (e.command.id, e.expiry))
+            .collect::<Vec<_>>(),
+        vec![(install.id, Expiry::Overdue)]
+    );
+    let cmd = store.get_command(install.id).await.unwrap().unwrap();
+    assert_eq!(
+        cmd.status,
+        CommandStatus::Running,
+        "an overdue install keeps running"
+    );
+    assert!(cmd.overdue_at.is_some());
+    assert_eq!(
+        store.list_updates(&by_host(h.id)).await.unwrap().items[0].status,
+        UpdateStatus::Installing
+    );
+    // Marked once; heartbeats keep it alive past the policy's silence.
+    assert!(store
+        .expire_commands(t0 + Duration::seconds(76), &policy())
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .heartbeat(h.id, install.id, t0 + Duration::seconds(100))
+        .await
+        .unwrap();
+    assert!(store
+        .expire_commands(t0 + Duration::seconds(200), &policy())
+        .await
+        .unwrap()
+        .is_empty());
+    // Silent for longer than `vanished_after` (120 s) after the last heartbeat: timed out.
+    let gone = store
+        .expire_commands(t0 + Duration::seconds(300), &policy())
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.iter()
+            .map(|e| (e.command.id, e.expiry))
+            .collect::<Vec<_>>(),
+        vec![(install.id, Expiry::Vanished)]
+    );
+    assert!(gone[0].reason.contains("vanished"), "{}", gone[0].reason);
+    assert_eq!(gone[0].command.status, CommandStatus::TimedOut);
+    assert_eq!(
+        store.list_updates(&by_host(h.id)).await.unwrap().items[0].status,
+        UpdateStatus::Failed,
+        "the outcome on the host is unknown"
+    );
+}
+
+pub async fn overdue_result_is_applied_and_marked_late(store: S) {
+    let (h, dry, _) = approved_host(&store, "latecomer", vec![apt("a", "1", "2")]).await;
+    run(&store, h.id, dry, ok(vec![planned("a", true)])).await;
+    let install = store.confirm_dry_run(dry, 60, &admin()).await.unwrap();
+    let t0 = Utc::now();
+    store.claim_commands(h.id, t0, 10).await.unwrap();
+    store.mark_running(h.id, install.id, t0).await.unwrap();
+    store
+        .expire_commands(t0 + Duration::seconds(61), &policy())
+        .await
+        .unwrap();
+    let out = store
+        .complete_command(h.id, install.id, ok(vec![]), t0 + Duration::seconds(90))
+        .await
+        .unwrap();
+    let CompleteOutcome::Applied(cmd) = out else {
+        panic!("an overdue command's real outcome is applied, got {out:?}")
+    };
+    assert_eq!((cmd.status, cmd.late), (CommandStatus::Completed, true));
+    assert_eq!(
+        store.list_updates(&by_host(h.id)).await.unwrap().items[0].status,
+        UpdateStatus::Installed
+    );
+    let done = store
+        .events(&canopy_api_types::hosts::EventFilter {
+            correlation_id: Some(cmd.correlation_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let completed = done
+        .iter()
+        .rfind(|e| e.event_type == canopy_store::events::COMMAND_COMPLETED)
+        .expect("command.completed");
+    assert_eq!(completed.payload["late"], serde_json::json!(true));
+    assert!(done
+        .iter()
+        .any(|e| e.event_type == canopy_store::events::COMMAND_OVERDUE));
+    // A result within the deadline is not late.
+    let c = store.enqueue_command(scan(h.id), &admin()).await.unwrap();
+    store.claim_commands(h.id, Utc::now(), 10).await.unwrap();
+    store.mark_running(h.id, c.id, Utc::now()).await.unwrap();
+    let CompleteOutcome::Applied(c) = store
+        .complete_command(h.id, c.id, ok(vec![]), Utc::now())
+        .await
+        .unwrap()
+    else {
+        panic!("applied")
+    };
+    assert!(!c.late);
+}
+
+pub async fn heartbeat_rules(store: S) {
+    let h = host(&store, "beat").await;
+    let other = host(&store, "other").await;
+    let c = store.enqueue_command(scan(h.id), &admin()).await.unwrap();
+    assert!(matches!(
+        store.heartbeat(h.id, c.id, Utc::now()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.claim_commands(h.id, Utc::now(), 10).await.unwrap();
+    store.mark_running(h.id, c.id, Utc::now()).await.unwrap();
+    assert!(matches!(
+        store.heartbeat(other.id, c.id, Utc::now()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.heartbeat(h.id, CommandId::new(), Utc::now()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let beat = store.heartbeat(h.id, c.id, Utc::now()).await.unwrap();
+    assert_eq!(beat.status, CommandStatus::Running);
+}
+
+pub async fn commands_never_wait_forever_for_a_host_that_cannot_run_them(store: S) {
+    // Offline longer than the policy: the pending command expires, its rows back to pending.
+    let (h, dry, _) = approved_host(&store, "gone-quiet", vec![apt("a", "1", "2")]).await;
+    let later = Utc::now() + policy().offline_after + Duration::minutes(1);
+    let gone = store.expire_commands(later, &policy()).await.unwrap();
+    assert_eq!(
+        gone.iter()
+            .map(|e| (e.command.id, e.expiry))
+            .collect::<Vec<_>>(),
+        vec![(dry, Expiry::HostOffline)]
+    );
+    assert!(gone[0].reason.contains("offline"), "{}", gone[0].reason);
+    assert_eq!(
+        store.list_updates(&by_host(h.id)).await.unwrap().items[0].status,
+        UpdateStatus::Pending
+    );
+    // A host seen recently keeps its pending command however old it is.
+    let fresh = host(&store, "fresh").await;
+    let c = store
+        .enqueue_command(scan(fresh.id), &admin())
+        .await
+        .unwrap();
+    store
+        .touch_host(fresh.id, &facts("fresh"), later)
+        .await
+        .unwrap();
+    assert!(store
+        .expire_commands(later, &policy())
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.command.id != c.id));
+    // A host that is archived: refused at once, and its waiting commands are cancelled.
+    let (a, adry, _) = approved_host(&store, "uninstalled", vec![apt("b", "1", "2")]).await;
+    let retired = store
+        .retire_host(a.id, HostState::Archived, &admin(), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(retired.state, HostState::Archived);
+    let cmd = store.get_command(adry).await.unwrap().unwrap();
+    assert_eq!(cmd.status, CommandStatus::Cancelled);
+    assert!(cmd.error.unwrap_or_default().contains("archived"));
+    let refused = store.enqueue_command(scan(a.id), &admin()).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(m)) if m.contains("archived")),
+        "{refused:?}"
+    );
+    let rows = store.list_updates(&by_host(a.id)).await.unwrap().items;
+    let outcome = store
+        .approve_updates(&[rows[0].id], CorrelationId::new(), 300, &admin())
+        .await
+        .unwrap();
+    assert!(outcome.approved.is_empty());
+    assert!(
+        outcome.skipped[0].1.contains("archived"),
+        "{:?}",
+        outcome.skipped
     );
 }
 
@@ -150,8 +355,14 @@ pub async fn late_result_after_timeout_is_kept_but_status_stays(store: S) {
     let (h, dry, _) = approved_host(&store, "late", vec![apt("a", "1", "2")]).await;
     let t0 = Utc::now();
     store.claim_commands(h.id, t0, 10).await.unwrap();
+    store.mark_running(h.id, dry, t0).await.unwrap();
+    // Overdue, then silent past the policy: timed out with its rows failed.
     store
-        .expire_commands(t0 + Duration::hours(2))
+        .expire_commands(t0 + Duration::hours(1), &policy())
+        .await
+        .unwrap();
+    store
+        .expire_commands(t0 + Duration::hours(2), &policy())
         .await
         .unwrap();
     let out = store
@@ -162,6 +373,7 @@ pub async fn late_result_after_timeout_is_kept_but_status_stays(store: S) {
         panic!("expected Late, got {out:?}")
     };
     assert_eq!(cmd.status, CommandStatus::TimedOut);
+    assert!(cmd.late);
     assert!(cmd.result.is_some(), "the late result is recorded");
     let row = &store.list_updates(&by_host(h.id)).await.unwrap().items[0];
     assert_eq!(
@@ -240,7 +452,7 @@ pub async fn retry_of_timed_out_install(store: S) {
     let t0 = Utc::now();
     store.claim_commands(h.id, t0, 10).await.unwrap();
     store
-        .expire_commands(t0 + Duration::hours(2))
+        .expire_commands(t0 + Duration::hours(2), &policy())
         .await
         .unwrap();
     let retry = store.retry_command(install.id, &admin()).await.unwrap();

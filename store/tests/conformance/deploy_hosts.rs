@@ -4,7 +4,7 @@
 
 use super::inventory::*;
 use super::support::*;
-use canopy_api_types::hosts::EventFilter;
+use canopy_api_types::hosts::{EventFilter, HostState};
 use canopy_api_types::{GuestId, HostId};
 use canopy_store::{events, GuestRecord, NewHost, StoreError, AGENTLESS_CREDENTIAL};
 use chrono::{Duration, SubsecRound, Utc};
@@ -44,6 +44,7 @@ async fn register_for(store: &S, guest: Option<GuestId>, name: &str, machine: &s
             ..facts(name)
         },
         credential_hash: format!("cred-{name}"),
+        reenrol: None,
     };
     store
         .register_host(&hash, new, Utc::now())
@@ -95,11 +96,25 @@ pub async fn guest_bound_token_attaches_the_registered_host(store: S) {
     assert_eq!(attached.actor, format!("agent:{h}"));
     assert_eq!(attached.payload["match"], "registration_token");
 
-    // Re-enrolling the same machine through another guest's token moves it there.
-    let again = register_for(&store, Some(g2.id), "agent-one", "machine-one").await;
-    assert_eq!(again, h);
-    assert_eq!(attached_to(&store, g1.id).await, None);
-    assert_eq!(attached_to(&store, g2.id).await, Some(h));
+    // Another guest's token with the same machine-id (a clone of one template) is another
+    // host: it does not take the first one away from its guest; both are flagged.
+    let clone = register_for(&store, Some(g2.id), "agent-one", "machine-one").await;
+    assert_ne!(clone, h);
+    assert_eq!(attached_to(&store, g1.id).await, Some(h));
+    assert_eq!(attached_to(&store, g2.id).await, Some(clone));
+    for id in [h, clone] {
+        assert!(
+            store
+                .get_host(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .duplicate_machine_id
+        );
+    }
+    // The deploy's token for g1 again (a repair) re-enrols g1's host.
+    let repaired = register_for(&store, Some(g1.id), "agent-one", "machine-one").await;
+    assert_eq!(repaired, h);
 
     // A token for an unknown guest is refused; a removed guest takes its tokens along.
     let mut t = token("ghost", 1, Duration::hours(1));
@@ -120,6 +135,7 @@ pub async fn guest_bound_token_attaches_the_registered_host(store: S) {
         id: HostId::new(),
         facts: facts("late"),
         credential_hash: "cred-late".into(),
+        reenrol: None,
     };
     assert!(matches!(
         store.register_host("for-g1", new, Utc::now()).await,
@@ -254,17 +270,31 @@ pub async fn agentless_upsert_leaves_an_agent_host_untouched(store: S) {
     let before = store.host_credential(id).await.unwrap().unwrap();
     let events_before = all_events(&store).await.len();
 
+    // The guest's own agent host is returned unchanged.
     let mut f = facts("renamed-by-pct");
     f.machine_id = "machine-web".into();
     let got = store
-        .upsert_agentless_host(g2.id, &f, Utc::now() + Duration::hours(1))
+        .upsert_agentless_host(g1.id, &f, Utc::now() + Duration::hours(1))
         .await
         .unwrap();
     assert_eq!(got, before.0, "returned unchanged");
     assert_eq!(store.host_credential(id).await.unwrap().unwrap(), before);
     assert_eq!(all_events(&store).await.len(), events_before);
+
+    // Agentless hosts are keyed by the guest, not by machine-id: a clone in another guest
+    // is a host of its own, and the agent's host stays where it is.
+    let other = store
+        .upsert_agentless_host(g2.id, &f, Utc::now() + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_ne!(other.id, id);
+    assert!(other.agentless && other.duplicate_machine_id);
+    assert_eq!(
+        store.host_credential(id).await.unwrap().unwrap().1,
+        before.1
+    );
     assert_eq!(attached_to(&store, g1.id).await, Some(id));
-    assert_eq!(attached_to(&store, g2.id).await, None);
+    assert_eq!(attached_to(&store, g2.id).await, Some(other.id));
 }
 
 pub async fn touch_host_stores_run_as(store: S) {
@@ -276,4 +306,96 @@ pub async fn touch_host_stores_run_as(store: S) {
     let listed = store.list_hosts().await.unwrap();
     assert_eq!(listed[0].run_as, "canopy-agent");
     assert!(!listed[0].agentless);
+}
+
+pub async fn retired_hosts_keep_history_and_their_guest_goes_back_to_agentless(store: S) {
+    let (g1, g2) = two_guests(&store).await;
+    let id = register_for(&store, Some(g1.id), "web", "machine-web").await;
+    store
+        .ingest_report(id, report(many("pkg", 2)), &canopy_store::Actor::Agent(id))
+        .await
+        .unwrap();
+    let events_before = store
+        .events(&EventFilter {
+            host_id: Some(id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len();
+
+    // Uninstalling the agent archives its host: credential revoked, detached, history kept.
+    let archived = store
+        .retire_host(id, HostState::Archived, &admin(), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(archived.state, HostState::Archived);
+    let (_, cred) = store.host_credential(id).await.unwrap().unwrap();
+    assert!(
+        cred.starts_with('!'),
+        "a retired credential never authenticates: {cred}"
+    );
+    assert_eq!(attached_to(&store, g1.id).await, None);
+    let evs = store
+        .events(&EventFilter {
+            host_id: Some(id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        evs.len(),
+        events_before + 1,
+        "nothing of its history is lost"
+    );
+    assert_eq!(evs.last().unwrap().event_type, events::HOST_ARCHIVED);
+    assert_eq!(evs.last().unwrap().guest_id, Some(g1.id));
+    assert!(matches!(
+        store
+            .retire_host(id, HostState::Deleted, &admin(), Utc::now())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // The guest is scanned agentless again: a new agentless host, attached to it.
+    let f = facts("web");
+    let agentless = store
+        .upsert_agentless_host(g1.id, &f, Utc::now())
+        .await
+        .unwrap();
+    assert_ne!(agentless.id, id);
+    assert!(agentless.agentless);
+    assert_eq!(attached_to(&store, g1.id).await, Some(agentless.id));
+
+    // An agent host registered through hostname matching later replaces the agentless one,
+    // which is archived (one host per guest).
+    let replacement = register_for(&store, None, "web2", "machine-web2").await;
+    store
+        .attach_host(g1.id, replacement, &admin())
+        .await
+        .unwrap();
+    let old = store.get_host(agentless.id).await.unwrap().unwrap();
+    assert_eq!(old.state, HostState::Archived);
+
+    // Deleting a host: not listed any more, still readable with its history.
+    let other = register_for(&store, Some(g2.id), "db", "machine-db").await;
+    store
+        .retire_host(other, HostState::Deleted, &admin(), Utc::now())
+        .await
+        .unwrap();
+    assert!(store
+        .list_hosts()
+        .await
+        .unwrap()
+        .iter()
+        .all(|h| h.id != other));
+    assert_eq!(
+        store.get_host(other).await.unwrap().unwrap().state,
+        HostState::Deleted
+    );
+    assert!(matches!(
+        store
+            .retire_host(HostId::new(), HostState::Deleted, &admin(), Utc::now())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
 }

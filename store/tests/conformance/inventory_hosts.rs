@@ -34,6 +34,7 @@ pub async fn hostname_auto_attach_only_when_unambiguous(store: S) {
                     ..facts("dup")
                 },
                 credential_hash: "cred-dup-2".into(),
+                reenrol: None,
             },
             Utc::now(),
         )

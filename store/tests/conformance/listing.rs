@@ -379,3 +379,77 @@ pub async fn idempotency_keys(store: S) {
         .await
         .unwrap();
 }
+
+/// An approval under an `Idempotency-Key` is checked and saved in its own transaction: two
+/// requests with one key at once approve once, the other gets the same answer; another
+/// body with the key is refused; nothing approved saves nothing.
+pub async fn approve_once_is_one_transaction(store: S) {
+    let h = host(&store, "idem").await;
+    store
+        .ingest_report(h.id, report(many("p", 3)), &Actor::Agent(h.id))
+        .await
+        .unwrap();
+    let ids: Vec<_> = store
+        .list_updates(&by_host(h.id))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    let key = |hash: &str| canopy_store::IdempotencyKey {
+        actor: "user:admin".into(),
+        key: "approve-1".into(),
+        request_hash: hash.into(),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (s, ids, k) = (store.clone(), ids.clone(), key("body-a"));
+        tasks.spawn(async move {
+            s.approve_updates_once(&k, &ids, CorrelationId::new(), 300, &admin())
+                .await
+                .expect("approve once")
+        });
+    }
+    let (mut fresh, mut replayed) = (Vec::new(), Vec::new());
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            canopy_store::Idempotent::Fresh(o) => fresh.push(o),
+            canopy_store::Idempotent::Replayed(v) => replayed.push(v),
+        }
+    }
+    assert_eq!(fresh.len(), 1, "exactly one request approved");
+    assert_eq!(replayed.len(), 3);
+    let answer =
+        canopy_store::approve_response(&fresh[0], fresh[0].approved[0].correlation_id.unwrap());
+    assert!(
+        replayed.iter().all(|v| *v == answer),
+        "{replayed:?} vs {answer}"
+    );
+    assert_eq!(
+        store.list_commands(h.id, 10).await.unwrap().len(),
+        1,
+        "one dry-run, not four"
+    );
+    assert!(matches!(
+        store
+            .approve_updates_once(&key("body-b"), &ids, CorrelationId::new(), 300, &admin())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Nothing approvable: nothing saved, the key stays free.
+    let other = canopy_store::IdempotencyKey {
+        key: "approve-2".into(),
+        ..key("body-c")
+    };
+    let out = store
+        .approve_updates_once(&other, &ids, CorrelationId::new(), 300, &admin())
+        .await
+        .unwrap();
+    assert!(matches!(out, canopy_store::Idempotent::Fresh(ref o) if o.approved.is_empty()));
+    assert!(store
+        .idempotent_response("user:admin", "approve-2")
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -142,3 +142,60 @@ pub async fn deploy_migration_keeps_hosts_and_tokens(fresh: &Fresh) {
     assert!(store.list_host_keys().await.unwrap().is_empty());
     assert!(store.list_operations(10).await.unwrap().is_empty());
 }
+
+/// 0004 (trust) on a database that already holds a host and its commands: SQLite rebuilds
+/// both tables (with foreign-key enforcement off) and nothing is lost or cascaded; hosts are
+/// active, commands not late; a second host may then share the machine-id.
+pub async fn trust_migration_keeps_hosts_and_commands(fresh: &Fresh) {
+    let backend = fresh.db.backend;
+    let all = known_migrations(backend.name());
+    assert!(all.iter().any(|(v, d)| *v == 4 && d == "trust"), "{all:?}");
+    let db = empty(backend).await.expect("database");
+    apply_first(&db, 3).await;
+    exec(
+        &db,
+        "INSERT INTO hosts (id, hostname, machine_id, credential_hash, registered_at) \
+         VALUES ('7d0c8e1a-6b2f-4c3d-8e9f-0a1b2c3d4e5f', 'old-host', 'machine-old', 'cred', \
+         '2024-05-01T12:00:00.000000Z'); \
+         INSERT INTO updates (id, host_id, manager, package, arch, current_version, available_version, \
+         severity, status, command_id, first_seen, updated_at) VALUES ('1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9', \
+         '7d0c8e1a-6b2f-4c3d-8e9f-0a1b2c3d4e5f', 'apt', 'curl', 'amd64', '1', '2', 'normal', 'dry_run', \
+         '2c3d4e5f-6071-4829-93a4-b5c6d7e8f901', '2024-05-01T12:00:00.000000Z', '2024-05-01T12:00:00.000000Z'); \
+         INSERT INTO commands (id, host_id, kind, spec, status, correlation_id, timeout_secs, created_at) \
+         VALUES ('2c3d4e5f-6071-4829-93a4-b5c6d7e8f901', '7d0c8e1a-6b2f-4c3d-8e9f-0a1b2c3d4e5f', 'dry_run', \
+         '{\"kind\":\"dry_run\",\"packages\":[\"curl\"]}', 'pending', '3d4e5f60-7182-4930-a4b5-c6d7e8f90123', 300, \
+         '2024-05-01T12:00:00.000000Z');",
+    )
+    .await
+    .unwrap();
+    let store = canopy_store::open(&db.url)
+        .await
+        .expect("migrate to the latest");
+    assert_eq!(applied(&db).await, expected(backend));
+    let hosts = store.list_hosts().await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0].state, canopy_api_types::hosts::HostState::Active);
+    assert!(hosts[0].package_db.is_empty() && !hosts[0].duplicate_machine_id);
+    assert_eq!(
+        hosts[0].pending_updates, 1,
+        "the update row survived the rebuild"
+    );
+    let cmds = store.list_commands(hosts[0].id, 10).await.unwrap();
+    assert_eq!(cmds.len(), 1, "the command survived the rebuild");
+    assert!(!cmds[0].late && cmds[0].overdue_at.is_none());
+    // The machine-id is no longer unique.
+    exec(
+        &db,
+        "INSERT INTO hosts (id, hostname, machine_id, credential_hash, registered_at) \
+         VALUES ('8e1a6b2f-4c3d-4e9f-8a1b-2c3d4e5f6a7b', 'clone', 'machine-old', 'cred2', \
+         '2024-05-02T12:00:00.000000Z');",
+    )
+    .await
+    .unwrap();
+    assert!(store
+        .list_hosts()
+        .await
+        .unwrap()
+        .iter()
+        .all(|h| h.duplicate_machine_id));
+}

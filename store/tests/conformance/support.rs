@@ -52,6 +52,7 @@ pub async fn host(store: &S, name: &str) -> Host {
         id: HostId::new(),
         facts: facts(name),
         credential_hash: format!("cred-{name}"),
+        reenrol: None,
     };
     store
         .register_host(&hash, new, Utc::now())
@@ -205,4 +206,12 @@ pub async fn run(store: &S, host: HostId, cmd: canopy_api_types::CommandId, resu
         .complete_command(host, cmd, result, Utc::now())
         .await
         .expect("complete");
+}
+
+/// The sweep's policy in the conformance cases: silent for 2 min, offline for a day.
+pub fn policy() -> canopy_store::ExpiryPolicy {
+    canopy_store::ExpiryPolicy {
+        vanished_after: chrono::Duration::seconds(120),
+        offline_after: chrono::Duration::days(1),
+    }
 }

@@ -131,6 +131,7 @@ pub async fn registration_token_seats_and_refusals(store: S) {
         id: HostId::new(),
         facts: facts(name),
         credential_hash: format!("cred-{name}"),
+        reenrol: None,
     };
     store
         .register_host("two", reg("a"), Utc::now())
@@ -169,23 +170,53 @@ pub async fn registration_token_seats_and_refusals(store: S) {
 
 pub async fn reenrol_same_machine_keeps_host_id(store: S) {
     let first = host(&store, "web").await;
+    let (_, first_cred) = store.host_credential(first.id).await.unwrap().unwrap();
     store
-        .create_registration_token(token("again", 1, Duration::hours(1)), &admin())
+        .create_registration_token(token("again", 3, Duration::hours(1)), &admin())
         .await
         .unwrap();
+    // A registration token and a copied machine-id do not take over a host: a new host,
+    // both flagged, the first one's credential untouched.
+    let clone = store
+        .register_host(
+            "again",
+            NewHost {
+                id: HostId::new(),
+                facts: facts("web"),
+                credential_hash: "cred-clone".into(),
+                reenrol: None,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_ne!(clone.id, first.id, "a machine-id is not a key");
+    assert!(clone.duplicate_machine_id);
+    let first_now = store.get_host(first.id).await.unwrap().unwrap();
+    assert!(first_now.duplicate_machine_id);
+    let (_, cred) = store.host_credential(first.id).await.unwrap().unwrap();
+    assert_eq!(cred, first_cred);
+    assert_eq!(store.list_hosts().await.unwrap().len(), 2);
+    // The agent that proved the first host's credential re-enrols it: same id.
     let mut f = facts("web");
     f.agent_version = "0.2.0".into();
-    let new = NewHost {
-        id: HostId::new(),
-        facts: f,
-        credential_hash: "cred-new".into(),
-    };
-    let second = store.register_host("again", new, Utc::now()).await.unwrap();
-    assert_eq!(second.id, first.id, "same machine-id keeps the host id");
-    assert_eq!(second.agent_version, "0.2.0");
+    let again = store
+        .register_host(
+            "again",
+            NewHost {
+                id: HostId::new(),
+                facts: f,
+                credential_hash: "cred-new".into(),
+                reenrol: Some(first.id),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.agent_version, "0.2.0");
     let (_, cred) = store.host_credential(first.id).await.unwrap().unwrap();
     assert_eq!(cred, "cred-new");
-    assert_eq!(store.list_hosts().await.unwrap().len(), 1);
     let events = store
         .events(&canopy_api_types::hosts::EventFilter {
             host_id: Some(first.id),
@@ -200,6 +231,46 @@ pub async fn reenrol_same_machine_keeps_host_id(store: S) {
             canopy_store::events::HOST_REGISTERED,
             canopy_store::events::HOST_REENROLLED
         ]
+    );
+    assert_eq!(events[1].payload["how"], "credential");
+    // Deleting the clone clears the flag; a deleted host cannot be re-enrolled.
+    store
+        .retire_host(
+            clone.id,
+            canopy_api_types::hosts::HostState::Deleted,
+            &admin(),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .get_host(first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .duplicate_machine_id
+    );
+    assert_eq!(
+        store.list_hosts().await.unwrap().len(),
+        1,
+        "deleted hosts are not listed"
+    );
+    let refused = store
+        .register_host(
+            "again",
+            NewHost {
+                id: HostId::new(),
+                facts: facts("web"),
+                credential_hash: "cred-x".into(),
+                reenrol: Some(clone.id),
+            },
+            Utc::now(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
     );
 }
 
