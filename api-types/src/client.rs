@@ -417,6 +417,29 @@ impl Client {
             .await
     }
 
+    /// One host, whatever its state.
+    pub async fn host(&self, host: crate::HostId) -> Result<Host, ClientError> {
+        self.get(&format!("/hosts/{host}")).await
+    }
+
+    /// Delete a host (admin): its credential is revoked, its history kept.
+    pub async fn delete_host(&self, host: crate::HostId) -> Result<Host, ClientError> {
+        self.delete(&format!("/hosts/{host}")).await
+    }
+
+    /// Queue the repair of the host's interrupted `manager` database.
+    pub async fn repair_host(
+        &self,
+        host: crate::HostId,
+        manager: crate::updates::PackageManager,
+    ) -> Result<Command, ClientError> {
+        self.post(
+            &format!("/hosts/{host}/repair"),
+            &crate::hosts::RepairRequest { manager },
+        )
+        .await
+    }
+
     pub async fn scan_now(&self, host: crate::HostId) -> Result<Command, ClientError> {
         self.post(&format!("/hosts/{host}/scan"), &serde_json::json!({}))
             .await

@@ -48,6 +48,13 @@ pub struct Settings {
     pub scan_timeout_secs: u32,
     /// How often the command-timeout sweep runs, seconds.
     pub sweep_interval_secs: u64,
+    /// A running command past its deadline is marked overdue and left to finish (a package
+    /// manager is never stopped halfway); it times out only when its agent has sent no
+    /// heartbeat for this many seconds (the agent beats every 15 s while it works).
+    pub command_vanished_secs: u64,
+    /// A command waiting this many seconds for a host that has not checked in for as long
+    /// expires ("host offline since …"): nothing stays pending forever.
+    pub command_offline_expiry_secs: u64,
     /// Events older than this many days are deleted by the retention job.
     pub event_retention_days: u32,
     /// Login and registration attempts allowed per client address per minute.
@@ -155,6 +162,8 @@ impl Default for Settings {
             install_timeout_secs: 1800,
             scan_timeout_secs: 600,
             sweep_interval_secs: 5,
+            command_vanished_secs: 120,
+            command_offline_expiry_secs: 24 * 3600,
             event_retention_days: 180,
             auth_attempts_per_minute: 10,
             discovery_interval_secs: 60,
@@ -194,6 +203,15 @@ pub enum SettingsError {
 }
 
 impl Settings {
+    /// When the command sweep ends commands nobody can finish.
+    pub fn expiry_policy(&self) -> canopy_store::ExpiryPolicy {
+        let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+        canopy_store::ExpiryPolicy {
+            vanished_after: secs(self.command_vanished_secs),
+            offline_after: secs(self.command_offline_expiry_secs),
+        }
+    }
+
     /// Defaults, then the file (if any), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
         let mut s = match file {
@@ -242,6 +260,11 @@ impl Settings {
         env!(install_timeout_secs, "CANOPY_INSTALL_TIMEOUT_SECS");
         env!(scan_timeout_secs, "CANOPY_SCAN_TIMEOUT_SECS");
         env!(sweep_interval_secs, "CANOPY_SWEEP_INTERVAL_SECS");
+        env!(command_vanished_secs, "CANOPY_COMMAND_VANISHED_SECS");
+        env!(
+            command_offline_expiry_secs,
+            "CANOPY_COMMAND_OFFLINE_EXPIRY_SECS"
+        );
         env!(event_retention_days, "CANOPY_EVENT_RETENTION_DAYS");
         env!(auth_attempts_per_minute, "CANOPY_AUTH_ATTEMPTS_PER_MINUTE");
         env!(discovery_interval_secs, "CANOPY_DISCOVERY_INTERVAL_SECS");

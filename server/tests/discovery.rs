@@ -376,13 +376,6 @@ async fn updates_by_selector(backend: Backend) {
     sim.shutdown().await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { use super::*; $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Backend::Sqlite).await } )* }
-        mod postgres { use super::*; $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Backend::Postgres).await } )* }
-    };
-}
-
 on_both_backends!(
     add_cluster_and_read_the_tree,
     migrated_guest_moves_with_its_history,

@@ -220,7 +220,12 @@ async fn full_pipeline(backend: Backend) {
 }
 
 async fn killed_agent_times_out_and_retry_succeeds(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |s| s.install_timeout_secs = 2).await else {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.install_timeout_secs = 2;
+        s.command_vanished_secs = 3;
+    })
+    .await
+    else {
         return;
     };
     let agent = app.enrol("db-1").await;
@@ -257,13 +262,31 @@ async fn killed_agent_times_out_and_retry_succeeds(backend: Backend) {
     let got = agent.checkin(5).await;
     assert_eq!(got.commands[0].id, install.id);
     agent.client.command_started(install.id).await.unwrap();
-    // ... and the agent dies here. The sweep must time the command out.
+    // ... and the agent dies here. Past its deadline the command is first marked overdue
+    // (a package manager is never stopped halfway) ...
+    let overdue = eventually(Duration::from_secs(20), || async {
+        let c = app.admin.command(install.id).await.unwrap();
+        c.overdue_at.is_some().then_some(c)
+    })
+    .await;
+    assert!(
+        matches!(
+            overdue.status,
+            CommandStatus::Running | CommandStatus::TimedOut
+        ),
+        "{overdue:?}"
+    );
+    // ... and, since no heartbeat comes, timed out as vanished.
     let timed_out = eventually(Duration::from_secs(20), || async {
         let c = app.admin.command(install.id).await.unwrap();
         (c.status == CommandStatus::TimedOut).then_some(c)
     })
     .await;
-    assert!(timed_out.error.is_some(), "a timed-out command says why");
+    let why = timed_out.error.unwrap_or_default();
+    assert!(
+        why.contains("vanished"),
+        "a timed-out command says why: {why}"
+    );
     let failed = app
         .admin
         .updates(&UpdateFilter {
@@ -369,13 +392,6 @@ async fn big_and_malformed_reports(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(stored.total, 40);
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { use super::*; $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Backend::Sqlite).await } )* }
-        mod postgres { use super::*; $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Backend::Postgres).await } )* }
-    };
 }
 
 on_both_backends!(

@@ -108,6 +108,22 @@ impl AgentAuth {
     }
 }
 
+/// The active host whose credential `token` (`HOST_ID.SECRET`) is, if it is one.
+pub async fn verify_agent_token(state: &AppState, token: &str) -> Result<Option<Host>, Error> {
+    let Some((id, secret)) = split_agent_token(token) else {
+        return Ok(None);
+    };
+    Ok(match state.store.host_credential(id).await? {
+        Some((host, stored))
+            if host.state == canopy_api_types::hosts::HostState::Active
+                && digest_eq(&sha256_hex(secret), &stored) =>
+        {
+            Some(host)
+        }
+        _ => None,
+    })
+}
+
 /// Split an agent token `HOST_ID.SECRET`.
 pub fn split_agent_token(token: &str) -> Option<(HostId, &str)> {
     let (id, secret) = token.split_once('.')?;
@@ -123,6 +139,12 @@ impl FromRequestParts<AppState> for AgentAuth {
             || Error::Unauthenticated("agent token is not valid; re-register the agent".into());
         let (id, secret) = split_agent_token(token).ok_or_else(bad)?;
         let (host, stored) = state.store.host_credential(id).await?.ok_or_else(bad)?;
+        if host.state != canopy_api_types::hosts::HostState::Active {
+            return Err(Error::Unauthenticated(format!(
+                "host {id} was {}; its credential is revoked — register the agent again with a new registration token",
+                host.state.as_str()
+            )));
+        }
         if !digest_eq(&sha256_hex(secret), &stored) {
             return Err(bad());
         }

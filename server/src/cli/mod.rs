@@ -5,6 +5,7 @@ mod admin;
 mod agent;
 pub mod cluster;
 pub mod discover;
+mod hosts;
 mod remote;
 mod session;
 
@@ -56,6 +57,9 @@ pub enum Command {
     /// The inventory tree (cluster → node → guest), whole or by selector; --preview shows
     /// what an action would touch.
     Tree(cluster::TreeArgs),
+    /// One host: delete it, or repair its package database.
+    #[command(subcommand)]
+    Host(hosts::HostCommand),
     /// One-shot discovery of a PVE cluster: prints its tree, no server or database needed.
     Discover(discover::DiscoverArgs),
     /// Log in to a server and keep the session (0600) for the other commands.
@@ -107,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(cmd) => agent::run(cmd).await,
         Command::Operation(args) => agent::operation(args).await,
         Command::Discover(args) => discover::run(args).await,
+        Command::Host(cmd) => hosts::run(cmd).await,
         Command::Login(args) => remote::login(args).await,
         Command::Remote(cmd) => remote::run(cmd).await,
     }

@@ -166,8 +166,9 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                     "ID", "HOSTNAME", "OS", "PENDING", "SECURITY"
                 );
                 for h in hs {
+                    let notes = super::hosts::notes(h);
                     println!(
-                        "{:<36}  {:<20} {:<24} {:>7} {:>8}  {}",
+                        "{:<36}  {:<20} {:<24} {:>7} {:>8}  {}{}",
                         h.id,
                         h.hostname,
                         h.os_pretty,
@@ -175,7 +176,12 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                         h.security_updates,
                         h.last_seen
                             .map(|t| t.to_rfc3339())
-                            .unwrap_or_else(|| "never".into())
+                            .unwrap_or_else(|| "never".into()),
+                        if notes.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  [{notes}]")
+                        }
                     );
                 }
             })

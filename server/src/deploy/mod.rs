@@ -21,6 +21,7 @@ use crate::settings::{DeploySettings, Settings};
 use canopy_api_types::deploy::{
     DeployAction, DeployPreview, DeployRequest, ItemState, Operation, OperationItem, OperationState,
 };
+use canopy_api_types::hosts::HostState;
 use canopy_api_types::OperationId;
 use canopy_store::{Actor, ItemUpdate, NewOperation, Store};
 use plan::{Planned, Reach};
@@ -206,7 +207,9 @@ impl Deployer {
         let step = |s: &'static str| {
             let _ = step_tx.send(s);
         };
-        let result = self.item_work(action, agent.as_deref(), &p, &step).await;
+        let result = self
+            .item_work(action, agent.as_deref(), &p, &step, actor)
+            .await;
         drop(step_tx);
         // Every step note is written before the result.
         let _ = writer.await;
@@ -241,6 +244,7 @@ impl Deployer {
         agent: Option<&AgentBinary>,
         p: &Planned,
         step: &(dyn Fn(&'static str) + Sync),
+        actor: &Actor,
     ) -> anyhow::Result<Done> {
         step("connect");
         let shell = self.shell(p).await?;
@@ -250,7 +254,11 @@ impl Deployer {
             }
         }
         match (action, agent) {
-            (DeployAction::Uninstall, _) => steps::uninstall(&shell, step).await,
+            (DeployAction::Uninstall, _) => {
+                let done = steps::uninstall(&shell, step).await?;
+                self.archive_agent_host(p, actor).await?;
+                Ok(done)
+            }
             (DeployAction::Deploy, Some(agent)) => {
                 let ca = match &self.settings.server_ca_file {
                     Some(f) => Some(std::fs::read_to_string(f).map_err(|e| {
@@ -274,6 +282,27 @@ impl Deployer {
             }
             (DeployAction::Deploy, None) => anyhow::bail!("no agent binary"),
         }
+    }
+
+    /// The guest's agent is gone: its host is archived (credential revoked, detached, history
+    /// kept) and the guest goes back to agentless scanning.
+    async fn archive_agent_host(&self, p: &Planned, actor: &Actor) -> anyhow::Result<()> {
+        let guest = canopy_inventory::Selector::parse(&p.item.target)
+            .map_err(|e| anyhow::anyhow!("target {}: {e}", p.item.target))?;
+        for id in self.discovery.hosts_under(&guest) {
+            let agent_host = self
+                .store
+                .get_host(id)
+                .await?
+                .is_some_and(|h| !h.agentless && h.state == HostState::Active);
+            if agent_host {
+                self.store
+                    .retire_host(id, HostState::Archived, actor, chrono::Utc::now())
+                    .await?;
+            }
+        }
+        self.discovery.rebuild().await?;
+        Ok(())
     }
 
     /// Connects to whatever reaches the guest.

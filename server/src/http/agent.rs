@@ -12,6 +12,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::routing::post;
 use axum::Router;
 use canopy_api_types::agent::*;
+use canopy_api_types::commands::{HeartbeatAck, StartAccepted};
 use canopy_api_types::CommandId;
 use canopy_store::{CompleteOutcome, NewHost};
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
             post(upload_report).layer(DefaultBodyLimit::max(REPORT_BODY_LIMIT)),
         )
         .route("/agent/commands/{id}/started", post(started))
+        .route("/agent/commands/{id}/heartbeat", post(heartbeat))
         .route("/agent/commands/{id}/result", post(result))
 }
 
@@ -43,6 +45,18 @@ async fn register(
             "facts.machine_id and facts.hostname must not be empty".into(),
         ));
     }
+    // Re-enrolment needs the host's current credential; a stale or foreign one is ignored
+    // (the registration then creates a new host, as a registration token alone does).
+    let reenrol = match req.current_token.as_deref() {
+        Some(token) => {
+            let host = crate::auth::extract::verify_agent_token(&state, token).await?;
+            if host.is_none() {
+                tracing::warn!("registration carried a current credential that is not valid; registering a new host");
+            }
+            host.map(|h| h.id)
+        }
+        None => None,
+    };
     let secret = random_token();
     let host = state
         .store
@@ -52,10 +66,14 @@ async fn register(
                 id: canopy_api_types::HostId::new(),
                 facts: req.facts,
                 credential_hash: sha256_hex(&secret),
+                reenrol,
             },
             chrono::Utc::now(),
         )
         .await?;
+    if host.duplicate_machine_id {
+        tracing::warn!(host = %host.id, machine_id = %host.machine_id, "another host reports the same machine-id (a cloned guest?)");
+    }
     tracing::info!(host = %host.id, "agent registered");
     if let Err(e) = state.discovery.attach_by_hostname(&host).await {
         tracing::warn!(host = %host.id, error = %format!("{e:#}"), "cannot attach the host to its guest");
@@ -98,16 +116,42 @@ async fn upload_report(
     }))
 }
 
+/// The start handshake: 200 = the agent may run it now (its deadline counts from here);
+/// 409 (cancelled, timed out, never sent) or 404 = it must not run it.
+#[tracing::instrument(skip_all, fields(host = %agent.0.id, command = %id))]
 async fn started(
     State(state): State<AppState>,
     agent: AgentAuth,
     Path(id): Path<CommandId>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<StartAccepted>> {
     let cmd = state
         .store
         .mark_running(agent.host_id(), id, chrono::Utc::now())
         .await?;
-    Ok(Json(serde_json::json!({ "status": cmd.status })))
+    let deadline = cmd
+        .started_at
+        .map(|t| t + chrono::Duration::seconds(i64::from(cmd.timeout_secs)))
+        .ok_or_else(|| Error::internal(format!("command {id} is running without a start time")))?;
+    Ok(Json(StartAccepted {
+        id,
+        status: cmd.status,
+        deadline,
+    }))
+}
+
+/// The agent is still working on `id`; tells it whether the command is overdue.
+async fn heartbeat(
+    State(state): State<AppState>,
+    agent: AgentAuth,
+    Path(id): Path<CommandId>,
+) -> Result<Json<HeartbeatAck>> {
+    let cmd = state
+        .store
+        .heartbeat(agent.host_id(), id, chrono::Utc::now())
+        .await?;
+    Ok(Json(HeartbeatAck {
+        overdue: cmd.overdue_at.is_some(),
+    }))
 }
 
 #[tracing::instrument(skip_all, fields(host = %agent.0.id, command = %id))]

@@ -1,8 +1,8 @@
-//! Routes for users (web UI and CLI): hosts, updates, the approve → dry-run →
-//! confirm → install pipeline, commands, history, events, stats.
+//! Routes for users (web UI and CLI): hosts (and their deletion and repair), updates, the
+//! approve → dry-run → confirm → install pipeline, commands, history, events, stats.
 
 use super::extract::{Json, Path, Query};
-use crate::auth::{Operator, RequireRole, UserAuth};
+use crate::auth::{Admin, Operator, RequireRole, UserAuth};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use axum::extract::State;
@@ -10,10 +10,10 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
 use canopy_api_types::commands::{Command, CommandSpec};
-use canopy_api_types::hosts::{Event, EventFilter, Host};
+use canopy_api_types::hosts::{Event, EventFilter, Host, HostState, RepairRequest};
 use canopy_api_types::updates::*;
 use canopy_api_types::{CommandId, CorrelationId, HostId};
-use canopy_store::NewCommand;
+use canopy_store::{Idempotent, NewCommand};
 
 /// Most ids one approve/reject request may carry.
 const MAX_IDS: usize = 10_000;
@@ -21,7 +21,8 @@ const MAX_IDS: usize = 10_000;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/hosts", get(hosts))
-        .route("/hosts/{id}", get(host))
+        .route("/hosts/{id}", get(host).delete(delete_host))
+        .route("/hosts/{id}/repair", post(repair))
         .route("/hosts/{id}/commands", get(host_commands))
         .route("/hosts/{id}/history", get(host_history))
         .route("/hosts/{id}/scan", post(scan_now))
@@ -52,6 +53,68 @@ async fn host(
         .await?
         .map(Json)
         .ok_or_else(|| Error::NotFound(format!("host {id} not found")))
+}
+
+/// Delete a host (admin): credential revoked, detached from its guest, its waiting commands
+/// cancelled; its history stays (`GET /hosts/{id}` still shows it, as `deleted`).
+#[tracing::instrument(skip_all, fields(host = %id))]
+async fn delete_host(
+    State(state): State<AppState>,
+    admin: RequireRole<Admin>,
+    Path(id): Path<HostId>,
+) -> Result<Json<Host>> {
+    let host = state
+        .store
+        .retire_host(id, HostState::Deleted, &admin.actor(), chrono::Utc::now())
+        .await?;
+    state.discovery.rebuild().await.map_err(Error::internal)?;
+    state.wakeups.wake(id);
+    Ok(Json(host))
+}
+
+/// Queue the repair of an interrupted package database the host reported
+/// (`dpkg --configure -a`); an operator approves it by asking for it.
+#[tracing::instrument(skip_all, fields(host = %id))]
+async fn repair(
+    State(state): State<AppState>,
+    op: RequireRole<Operator>,
+    Path(id): Path<HostId>,
+    Json(req): Json<RepairRequest>,
+) -> Result<Json<Command>> {
+    let host = state
+        .store
+        .get_host(id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("host {id} not found")))?;
+    if !host
+        .package_db
+        .iter()
+        .any(|i| i.manager == req.manager && i.repair.is_some())
+    {
+        return Err(Error::Conflict(format!(
+            "host {} reports no {} database problem with a repair; nothing to do",
+            host.hostname,
+            req.manager.as_str()
+        )));
+    }
+    let cmd = state
+        .store
+        .enqueue_command(
+            NewCommand {
+                id: CommandId::new(),
+                host: id,
+                spec: CommandSpec::Repair {
+                    manager: req.manager,
+                },
+                correlation: CorrelationId::new(),
+                caused_by: None,
+                timeout_secs: state.settings.install_timeout_secs,
+            },
+            &op.actor(),
+        )
+        .await?;
+    state.wakeups.wake(id);
+    Ok(Json(cmd))
 }
 
 async fn host_commands(
@@ -138,24 +201,37 @@ async fn approve(
     Json(req): Json<UpdateIdsRequest>,
 ) -> Result<Json<ApproveResponse>> {
     check_ids(&req.ids)?;
-    let actor = op.actor().to_string();
-    let key = super::idempotency::key(&headers)?;
-    let body_hash = super::idempotency::body_hash(&req);
-    if let Some(key) = &key {
-        if let Some(previous) = super::idempotency::lookup(&state, &actor, key, &body_hash).await? {
-            return Ok(Json(previous));
-        }
-    }
     let correlation = CorrelationId::new();
-    let outcome = state
-        .store
-        .approve_updates(
-            &req.ids,
-            correlation,
-            state.settings.dry_run_timeout_secs,
-            &op.actor(),
-        )
-        .await?;
+    let timeout = state.settings.dry_run_timeout_secs;
+    // With an Idempotency-Key the check, the approval and the saved answer are one
+    // transaction: two requests with one key at once approve once.
+    let outcome = match super::idempotency::key(&headers)? {
+        Some(key) => {
+            let key = canopy_store::IdempotencyKey {
+                actor: op.actor().to_string(),
+                key,
+                request_hash: super::idempotency::body_hash(&req),
+            };
+            match state
+                .store
+                .approve_updates_once(&key, &req.ids, correlation, timeout, &op.actor())
+                .await?
+            {
+                Idempotent::Replayed(previous) => {
+                    return Ok(Json(
+                        serde_json::from_value(previous).map_err(Error::internal)?,
+                    ))
+                }
+                Idempotent::Fresh(outcome) => outcome,
+            }
+        }
+        None => {
+            state
+                .store
+                .approve_updates(&req.ids, correlation, timeout, &op.actor())
+                .await?
+        }
+    };
     if outcome.approved.is_empty() {
         let reasons: Vec<String> = outcome
             .skipped
@@ -170,15 +246,11 @@ async fn approve(
     for c in &outcome.commands {
         state.wakeups.wake(c.host_id);
     }
-    let resp = ApproveResponse {
+    Ok(Json(ApproveResponse {
         approved: outcome.approved.len() as u64,
         correlation_id: correlation,
         dry_run_commands: outcome.commands.iter().map(|c| c.id).collect(),
-    };
-    if let Some(key) = &key {
-        super::idempotency::save(&state, &actor, key, &body_hash, &resp).await?;
-    }
-    Ok(Json(resp))
+    }))
 }
 
 async fn reject(

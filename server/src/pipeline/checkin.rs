@@ -9,8 +9,10 @@ use canopy_api_types::commands::AgentCommand;
 use canopy_api_types::hosts::Host;
 use std::time::Duration;
 
-/// Commands handed out per check-in.
-const CLAIM_LIMIT: u32 = 16;
+/// Commands handed out per check-in: one. The agent runs it, then checks in again at once;
+/// the next command stays `pending` (cancellable, and its deadline not yet running) until
+/// the agent is ready for it.
+const CLAIM_LIMIT: u32 = 1;
 
 /// `last_seen` is refreshed at most this often when nothing else changed, so that a
 /// hash-gated check-in is a read, not a write.
@@ -23,7 +25,9 @@ fn needs_touch(host: &Host, f: &HostFacts, now: chrono::DateTime<chrono::Utc>) -
         || host.kernel != f.kernel
         || host.arch != f.arch
         || host.agent_version != f.agent_version
-        || host.read_only != f.read_only;
+        || host.read_only != f.read_only
+        || host.run_as != f.run_as
+        || host.package_db != f.package_db;
     facts_changed
         || host
             .last_seen

@@ -1,5 +1,5 @@
-//! Background jobs: periodic Proxmox discovery, the command-timeout sweep (commands never stay `running`
-//! forever), agentless scans of guests without an agent, refresh-token clean-up and event
+//! Background jobs: periodic Proxmox discovery, the command sweep (overdue marked, vanished
+//! agents timed out, nothing pending forever: `CommandStore::expire_commands`), agentless scans of guests without an agent, refresh-token clean-up and event
 //! retention.
 
 use crate::state::AppState;
@@ -20,10 +20,11 @@ pub fn spawn(state: AppState) -> Jobs {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match s.store.expire_commands(chrono::Utc::now()).await {
+            match s.store.expire_commands(chrono::Utc::now(), &s.settings.expiry_policy()).await {
                 Ok(expired) => {
-                    for c in expired {
-                        tracing::warn!(command = %c.id, host = %c.host_id, kind = c.spec.kind(), "command timed out");
+                    for e in expired {
+                        let c = &e.command;
+                        tracing::warn!(command = %c.id, host = %c.host_id, kind = c.spec.kind(), what = ?e.expiry, reason = %e.reason, "command swept");
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "command timeout sweep failed"),

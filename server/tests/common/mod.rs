@@ -16,6 +16,16 @@ use std::time::Duration;
 
 pub const ADMIN_PASSWORD: &str = "correct horse battery";
 
+/// `on_both_backends!(a, b)`: one `#[tokio::test]` per function and backend, in the modules
+/// `sqlite` and `postgres`; each function takes the [`Backend`].
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { use super::*; $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Backend::Sqlite).await } )* }
+        mod postgres { use super::*; $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(Backend::Postgres).await } )* }
+    };
+}
+
 pub struct TestApp {
     pub base: String,
     pub admin: Client,
