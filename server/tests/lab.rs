@@ -12,39 +12,6 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-fn dpkg_version(guest: &str, package: &str) -> String {
-    docker(&[
-        "exec",
-        guest,
-        "dpkg-query",
-        "-W",
-        "-f",
-        "${Version}",
-        package,
-    ])
-}
-
-/// Copy the agent in, register it with a fresh token, start `canopy-agent run`.
-async fn enrol_guest(app: &TestApp, lab: &Lab, guest: &str) {
-    install_agent(lab, guest);
-    let token = app.registration_token(1).await;
-    let out = docker(&[
-        "exec",
-        "-e",
-        &format!("CANOPY_REGISTRATION_TOKEN={token}"),
-        guest,
-        "canopy-agent",
-        "register",
-        "--server",
-        &app.base,
-    ]);
-    assert!(
-        !out.contains(&token),
-        "the registration token must not be echoed"
-    );
-    start_agent(guest);
-}
-
 fn lab() -> Option<Lab> {
     Lab::from_env("lab end-to-end test")
 }
@@ -170,9 +137,12 @@ async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
     let Some(lab) = lab() else { return };
     let guests = lab.guests();
     let guest = guests.get(1).cloned().unwrap_or_else(|| guests[0].clone());
-    let app = spawn_app_with(Backend::Sqlite, |s| s.install_timeout_secs = 8)
-        .await
-        .unwrap();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.install_timeout_secs = 8;
+        s.command_vanished_secs = 5;
+    })
+    .await
+    .unwrap();
     enrol_guest(&app, &lab, &guest).await;
     let slow = eventually(Duration::from_secs(120), || async {
         let page = app
@@ -198,14 +168,16 @@ async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
             .then_some(())
     })
     .await;
-    // The postinst of canopy-demo-slow sleeps; kill the agent in the middle of it.
+    // The postinst of canopy-demo-slow sleeps; kill the agent in the middle of it. Past the
+    // deadline the command is overdue; with no heartbeat it times out as vanished.
     docker(&["exec", &guest, "pkill", "-9", "-f", "canopy-agent run"]);
     let timed_out = eventually(Duration::from_secs(60), || async {
         let c = app.admin.command(install.id).await.unwrap();
         (c.status == CommandStatus::TimedOut).then_some(c)
     })
     .await;
-    assert!(timed_out.error.unwrap().contains("no result"));
+    assert!(timed_out.overdue_at.is_some());
+    assert!(timed_out.error.unwrap().contains("vanished"));
 
     // Let the orphaned dpkg finish, restart the agent, retry.
     eventually(Duration::from_secs(60), || async {

@@ -27,6 +27,8 @@ commands:
   dockerd [start|stop]    ensure a Docker engine runs (bridge-less, host networking only)
   lab up [--lab-guests N] build the guest image and apt repo, start guests, write .lab/lab.json
   lab down|status         remove the guests and stop the repo server | print .lab/lab.json
+  lab publish SUITE PKG VERSION
+                          publish a package version into the running lab's apt repository
   test [--no-STEP ...]    the whole suite, exactly what CI runs (steps: prereqs check fmt
                           clippy musl pg docker lab; skipping is refused when CI=true)
   demo [--no-docker]      start a local Canopy with an enrolled agent
@@ -67,6 +69,7 @@ fn run() -> Result<()> {
         ["lab", "up", rest @ ..] => lab::up(parse_guests(rest)?).map(|_| ()),
         ["lab", "down"] => lab::down(),
         ["lab", "status"] => lab::status(),
+        ["lab", "publish", rest @ ..] => lab::publish(rest),
         ["test", rest @ ..] => test::run(rest),
         ["demo", rest @ ..] => demo::run(rest),
         ["bench", rest @ ..] => bench::run(rest),

@@ -2,7 +2,8 @@
 //!
 //! prereqs → check → fmt → clippy → musl agent (exports `CANOPY_AGENT_MUSL_BIN`) → PostgreSQL
 //! (exports `CANOPY_TEST_POSTGRES_URL`) → dockerd → lab up (Debian and dnf guests, a PVE node
-//! stand-in with its guests, apt and RPM repositories; exports `CANOPY_LAB`) → the tests
+//! stand-in with its guests, apt and RPM repositories; exports `CANOPY_LAB` and
+//! `CANOPY_XTASK_BIN`, which lab tests call to publish package versions) → the tests
 //! (nextest when installed, else `cargo test`) → lab down and pg stop, also after a failure.
 //!
 //! Developers may skip steps with `--no-prereqs --no-check --no-fmt --no-clippy --no-musl
@@ -20,8 +21,9 @@ const STEPS: &[&str] = &[
     "prereqs", "check", "fmt", "clippy", "musl", "pg", "docker", "lab",
 ];
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
-/// One Debian guest per lab test that enrols an agent (they run concurrently).
-const LAB_GUESTS: usize = 3;
+/// One Debian guest per lab test that enrols an agent (they run concurrently):
+/// `server/tests/lab.rs` uses guests 1–3, `server/tests/lab_trust.rs` guests 4–6.
+const LAB_GUESTS: usize = 6;
 
 struct Step {
     name: &'static str,
@@ -239,6 +241,9 @@ pub fn run(args: &[&str]) -> Result<()> {
                 bail!("lab up did not write {}", json.display());
             }
             r.export("CANOPY_LAB", json.display().to_string());
+            // Lab tests publish package versions while they run (`lab publish`).
+            let me = std::env::current_exe().context("the xtask binary's path")?;
+            r.export("CANOPY_XTASK_BIN", me.display().to_string());
             Ok(())
         });
     }

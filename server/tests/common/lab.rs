@@ -253,3 +253,78 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// `dpkg-query`'s version of `package` in `guest` ("" when it is not installed).
+pub fn dpkg_version(guest: &str, package: &str) -> String {
+    let out = docker_output(&[
+        "exec",
+        guest,
+        "dpkg-query",
+        "-W",
+        "-f",
+        "${Version}",
+        package,
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Copy the agent into `guest`, register it with a fresh token, start `canopy-agent run`.
+pub async fn enrol_guest(app: &super::TestApp, lab: &Lab, guest: &str) {
+    install_agent(lab, guest);
+    let token = app.registration_token(1).await;
+    let out = docker(&[
+        "exec",
+        "-e",
+        &format!("CANOPY_REGISTRATION_TOKEN={token}"),
+        guest,
+        "canopy-agent",
+        "register",
+        "--server",
+        &app.base,
+    ]);
+    assert!(
+        !out.contains(&token),
+        "the registration token must not be echoed"
+    );
+    start_agent(guest);
+}
+
+/// Publish `package` `version` into suite `suite` of the lab's apt repository (through
+/// `cargo xtask lab publish`, whose binary `cargo xtask test` exports as CANOPY_XTASK_BIN)
+/// and point `guest` at that suite, refreshing its lists: the repository moved on, for
+/// this guest only.
+pub fn publish_to_guest(lab: &Lab, guest: &str, suite: &str, package: &str, version: &str) {
+    let xtask = std::env::var("CANOPY_XTASK_BIN").expect(
+        "CANOPY_XTASK_BIN (cargo xtask test exports it) to publish into the lab repository",
+    );
+    let out = Command::new(&xtask)
+        .args(["lab", "publish", suite, package, version])
+        .output()
+        .expect("the xtask binary runs");
+    assert!(
+        out.status.success(),
+        "lab publish failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = lab.json["repo_url"].as_str().expect("lab.json repo_url");
+    docker(&[
+        "exec",
+        guest,
+        "sh",
+        "-c",
+        &format!(
+            "echo 'deb [trusted=yes] {url} {suite} main' > /etc/apt/sources.list.d/{suite}.list && apt-get -q update"
+        ),
+    ]);
+}
+
+/// Undo [`publish_to_guest`] in the guest (its lists forget the suite again).
+pub fn unpublish_from_guest(guest: &str, suite: &str) {
+    docker(&[
+        "exec",
+        guest,
+        "sh",
+        "-c",
+        &format!("rm -f /etc/apt/sources.list.d/{suite}.list && apt-get -q update"),
+    ]);
+}

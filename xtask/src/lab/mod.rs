@@ -214,6 +214,24 @@ pub fn up(guests: usize) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `lab publish SUITE PACKAGE VERSION`: publishes a version into the running lab's repository
+/// (suite `SUITE`, created if new); the lab tests use it to make the repository move on.
+pub fn publish(args: &[&str]) -> Result<()> {
+    let [suite, name, version] = args else {
+        bail!("usage: cargo xtask lab publish SUITE PACKAGE VERSION");
+    };
+    let repo_dir = lab_dir()?.join("repo");
+    if !repo_dir.join("dists").is_dir() {
+        bail!(
+            "no lab repository at {} (run `cargo xtask lab up`)",
+            repo_dir.display()
+        );
+    }
+    let deb = repo::publish(&repo_dir, suite, name, version)?;
+    eprintln!("xtask: lab publish: {} in suite {suite}", deb.display());
+    Ok(())
+}
+
 /// Removes the guests, stops the repo server and deletes lab.json. Safe to repeat.
 pub fn down() -> Result<()> {
     if crate::dockerd::engine_up() {

@@ -73,6 +73,33 @@ pub fn build(pkgs: &[DemoPackage], repo: &Path) -> Result<Vec<PathBuf>> {
     Ok(old_debs)
 }
 
+/// Builds `name` `version` into the pool of `suite` and (re)indexes that suite: a version
+/// published while the lab runs (a repository that moved on). A suite of its own per test
+/// keeps the other guests' repository unchanged. Returns the deb.
+pub fn publish(repo: &Path, suite: &str, name: &str, version: &str) -> Result<PathBuf> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.+~".contains(&b))
+    };
+    if !plain(suite) || !plain(name) || !plain(version) {
+        bail!("lab publish: suite, package and version may hold letters, digits and -.+~ only");
+    }
+    let work = repo.with_extension(format!("publish-{suite}"));
+    fs::create_dir_all(&work)?;
+    let deb = build_deb(
+        name,
+        version,
+        &[],
+        None,
+        &work,
+        &repo.join("pool").join(suite),
+    )?;
+    fs::remove_dir_all(&work)?;
+    index_suite(repo, suite)?;
+    Ok(deb)
+}
+
 fn index_suite(repo: &Path, suite: &str) -> Result<()> {
     let pool = format!("pool/{suite}");
     fs::create_dir_all(repo.join(&pool))?;
