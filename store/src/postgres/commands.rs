@@ -480,14 +480,17 @@ impl CommandStore for PgStore {
 
             // Waiting for a host that cannot run it, or is offline too long.
             type Waiting = (Uuid, String, String, bool, Option<DateTime<Utc>>, DateTime<Utc>, DateTime<Utc>);
+            let offline_cutoff = now - policy.offline_after;
             let waiting: Vec<Waiting> = sqlx::query_as(
                 "SELECT c.id, h.hostname, h.state, h.agentless, h.last_seen, h.registered_at, c.created_at \
                  FROM commands c JOIN hosts h ON h.id = c.host_id \
-                 WHERE c.status IN ('pending', 'sent') ORDER BY c.created_at, c.id FOR NO KEY UPDATE OF c",
+                 WHERE c.status IN ('pending', 'sent') AND (h.state <> 'active' OR h.agentless \
+                     OR (COALESCE(h.last_seen, h.registered_at) < $1 AND c.created_at < $1)) \
+                 ORDER BY c.created_at, c.id FOR NO KEY UPDATE OF c",
             )
+            .bind(offline_cutoff)
             .fetch_all(&mut *tx)
             .await?;
-            let offline_cutoff = now - policy.offline_after;
             for (id, hostname, state, agentless, last_seen, registered, created) in waiting {
                 let id = CommandId(id);
                 if let Some(reason) = host_cannot_run(&hostname, &state, agentless) {

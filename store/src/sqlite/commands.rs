@@ -330,15 +330,18 @@ impl CommandStore for SqliteStore {
         insert_events(&mut tx, &evs).await?;
 
         // Waiting for a host that cannot run it, or is offline too long.
+        let offline_cutoff = now - policy.offline_after;
         let waiting: Vec<(String, String, String, bool, Option<String>, String, String)> =
             sqlx::query_as(
                 "SELECT c.id, h.hostname, h.state, h.agentless, h.last_seen, h.registered_at, c.created_at \
                  FROM commands c JOIN hosts h ON h.id = c.host_id \
-                 WHERE c.status IN ('pending', 'sent') ORDER BY c.created_at, c.id",
+                 WHERE c.status IN ('pending', 'sent') AND (h.state <> 'active' OR h.agentless = 1 \
+                     OR (COALESCE(h.last_seen, h.registered_at) < ?1 AND c.created_at < ?1)) \
+                 ORDER BY c.created_at, c.id",
             )
+            .bind(ts(offline_cutoff))
             .fetch_all(&mut *tx)
             .await?;
-        let offline_cutoff = now - policy.offline_after;
         for (id, hostname, state, agentless, last_seen, registered, created) in waiting {
             let id: CommandId = rows::parse("commands", "id", &id)?;
             if let Some(reason) = host_cannot_run(&hostname, &state, agentless) {
