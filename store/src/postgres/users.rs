@@ -2,7 +2,9 @@
 
 use super::{insert_events, is_foreign_key_violation, unique_to_conflict, PgStore};
 use crate::common::{micros, now_micros, prepare_event};
-use crate::{events, Actor, NewEvent, NewRegistrationToken, Result, StoreError, UserStore};
+use crate::{
+    events, Actor, NewEvent, NewRegistrationToken, Result, StoreError, UserRecord, UserStore,
+};
 use async_trait::async_trait;
 use canopy_api_types::auth::{RegistrationToken, Role, User};
 use canopy_api_types::{GuestId, RegistrationTokenId, UserId};
@@ -11,17 +13,30 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-fn user(row: &PgRow) -> Result<User> {
+/// A user from a `users` row.
+pub(super) fn user(row: &PgRow) -> Result<User> {
     let role: String = row.try_get("role")?;
     Ok(User {
         id: UserId(row.try_get("id")?),
         username: row.try_get("username")?,
         role: Role::parse(&role)
             .ok_or_else(|| StoreError::corrupt("users", format!("unknown role '{role}'")))?,
+        disabled: row
+            .try_get::<Option<DateTime<Utc>>, _>("disabled_at")?
+            .is_some(),
     })
 }
 
-fn reg_token(row: &PgRow) -> Result<RegistrationToken> {
+/// A user with hash and session epoch from a `users` row.
+pub(super) fn user_record(row: &PgRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        user: user(row)?,
+        password_hash: row.try_get("password_hash")?,
+        session_epoch: row.try_get("session_epoch")?,
+    })
+}
+
+pub(super) fn reg_token(row: &PgRow) -> Result<RegistrationToken> {
     Ok(RegistrationToken {
         id: RegistrationTokenId(row.try_get("id")?),
         label: row.try_get("label")?,
@@ -29,6 +44,7 @@ fn reg_token(row: &PgRow) -> Result<RegistrationToken> {
         seats_used: u32::try_from(row.try_get::<i32, _>("seats_used")?).unwrap_or(0),
         expires_at: row.try_get("expires_at")?,
         revoked: row.try_get("revoked")?,
+        revoked_at: row.try_get("revoked_at")?,
         guest_id: row.try_get::<Option<Uuid>, _>("guest_id")?.map(GuestId),
     })
 }
@@ -90,45 +106,19 @@ impl UserStore for PgStore {
                 id,
                 username: username.into(),
                 role,
+                disabled: false,
             })
         }
         .await;
         super::finish(tx, r).await
     }
 
-    async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>> {
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
         let row = sqlx::query("SELECT * FROM users WHERE username = $1")
             .bind(username)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok((user(&r)?, r.try_get("password_hash")?)))
-            .transpose()
-    }
-
-    async fn set_password(&self, username: &str, password_hash: &str, actor: &Actor) -> Result<()> {
-        let now = now_micros();
-        let mut tx = self.pool.begin().await?;
-        let r: Result<_> = async {
-            let n = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
-                .bind(password_hash)
-                .bind(username)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("user '{username}'")));
-            }
-            let ev = user_event(
-                events::USER_PASSWORD_SET,
-                username,
-                actor,
-                serde_json::json!({ "username": username }),
-            );
-            insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
-            Ok(())
-        }
-        .await;
-        super::finish(tx, r).await
+        row.as_ref().map(user_record).transpose()
     }
 
     async fn insert_refresh_token(
@@ -160,14 +150,15 @@ impl UserStore for PgStore {
         new_hash: &str,
         new_expiry: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<User>> {
+    ) -> Result<Option<UserRecord>> {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
             // The UPDATE locks the row: of two concurrent rotations only one sees it unrevoked.
             let user_id: Option<Uuid> = sqlx::query_scalar(
                 "UPDATE refresh_tokens SET revoked_at = $1 \
-                 WHERE token_hash = $2 AND revoked_at IS NULL AND expires_at > $1 RETURNING user_id",
+                 WHERE token_hash = $2 AND revoked_at IS NULL AND expires_at > $1 \
+                 AND user_id IN (SELECT id FROM users WHERE disabled_at IS NULL) RETURNING user_id",
             )
             .bind(now)
             .bind(old_hash)
@@ -188,8 +179,7 @@ impl UserStore for PgStore {
                 .bind(user_id)
                 .fetch_one(&mut *tx)
                 .await?;
-            let u = user(&row)?;
-            Ok(Some(u))
+            Ok(Some(user_record(&row)?))
         }
         .await;
         super::finish(tx, r).await
@@ -274,6 +264,7 @@ impl UserStore for PgStore {
                 seats_used: 0,
                 expires_at,
                 revoked: false,
+                revoked_at: None,
                 guest_id: new.guest_id,
             })
         }

@@ -15,9 +15,14 @@ pub async fn users_create_lookup_and_conflict(store: S) {
     assert_eq!(u.username, "alice");
     assert_eq!(u.role, Role::Admin);
     assert_eq!(store.count_users().await.unwrap(), 1);
-    let (found, hash) = store.user_by_name("alice").await.unwrap().expect("alice");
-    assert_eq!(found, u);
-    assert_eq!(hash, "$argon2id$hash");
+    let found = store.user_by_name("alice").await.unwrap().expect("alice");
+    assert_eq!(found.user, u);
+    assert!(!found.user.disabled);
+    assert_eq!(found.password_hash, "$argon2id$hash");
+    assert_eq!(
+        store.user_by_id(u.id).await.unwrap().map(|r| r.user),
+        Some(u.clone())
+    );
     assert!(store.user_by_name("bob").await.unwrap().is_none());
 
     match store
@@ -36,7 +41,12 @@ pub async fn users_create_lookup_and_conflict(store: S) {
         .await
         .unwrap();
     assert_eq!(
-        store.user_by_name("alice").await.unwrap().unwrap().1,
+        store
+            .user_by_name("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
         "$argon2id$new"
     );
     assert!(matches!(
@@ -60,7 +70,7 @@ pub async fn refresh_tokens_rotate_refuse_and_purge(store: S) {
         .rotate_refresh_token("r1", "r2", now + Duration::days(30), now)
         .await
         .unwrap();
-    assert_eq!(got, Some(u.clone()));
+    assert_eq!(got.map(|r| r.user), Some(u.clone()));
     // The old token is revoked by the rotation: it cannot be used twice.
     assert_eq!(
         store
@@ -118,7 +128,7 @@ pub async fn refresh_tokens_rotate_refuse_and_purge(store: S) {
         .rotate_refresh_token("live", "live2", now + Duration::days(30), Utc::now())
         .await
         .unwrap();
-    assert_eq!(again.map(|u| u.username), Some("carol".to_string()));
+    assert_eq!(again.map(|r| r.user.username), Some("carol".to_string()));
 }
 
 pub async fn registration_token_seats_and_refusals(store: S) {
