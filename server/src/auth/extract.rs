@@ -30,6 +30,13 @@ fn bearer(parts: &Parts) -> Result<&str, Error> {
         .ok_or_else(|| Error::Unauthenticated("Authorization header must be 'Bearer TOKEN'".into()))
 }
 
+/// The refusal for a disabled user: who they are is known, they may do nothing.
+pub fn disabled(username: &str) -> Error {
+    Error::Forbidden(format!(
+        "user {username} is disabled; an admin can enable it again"
+    ))
+}
+
 /// A logged-in user (any role), as the database knows them at this request: the access
 /// JWT's signature and expiry are checked, then the user is read by id (one primary-key
 /// read) and must exist, be enabled and still be at the session epoch the token was issued
@@ -59,10 +66,7 @@ impl FromRequestParts<AppState> for UserAuth {
         })?;
         let user = record.user;
         if user.disabled {
-            return Err(Error::Unauthenticated(format!(
-                "user {} is disabled; an admin can enable it again",
-                user.username
-            )));
+            return Err(disabled(&user.username));
         }
         if record.session_epoch != claims.epoch {
             return Err(Error::Unauthenticated(format!(

@@ -110,7 +110,7 @@ async fn login(
     state.login_limiter.refund(&client, now);
     state.login_name_limiter.refund(&key, now);
     if record.user.disabled {
-        return Err(disabled(&record.user.username));
+        return Err(crate::auth::extract::disabled(&record.user.username));
     }
     state
         .store
@@ -124,13 +124,6 @@ async fn login(
         })
         .await?;
     Ok(Json(issue_pair(&state, record).await?))
-}
-
-/// The refusal for a disabled user (the password was right).
-pub(super) fn disabled(username: &str) -> Error {
-    Error::Forbidden(format!(
-        "user {username} is disabled; an admin can enable it again"
-    ))
 }
 
 async fn refresh(
