@@ -9,6 +9,11 @@ use crate::{Result, StoreError};
 use canopy_api_types::auth::{Role, User};
 use serde_json::json;
 
+/// Why a new session was refused: the user changed between the password check and the
+/// token's insertion.
+pub(crate) const SESSION_ENDED: &str =
+    "the user was disabled or changed while logging in; log in again";
+
 /// What a change does to the target user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Change {

@@ -107,12 +107,16 @@ pub trait UserStore {
     /// The user with their argon2 PHC hash and session epoch.
     async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>>;
 
-    /// Store a new refresh token (SHA-256 hex of the secret).
+    /// Store a new refresh token (SHA-256 hex of the secret) for `user` if they are still
+    /// enabled at `session_epoch` (the one their login read), in one statement: a change
+    /// that ended their sessions in between wins. `NotFound` for an unknown user,
+    /// `Conflict` when the user was disabled or their epoch moved on.
     async fn insert_refresh_token(
         &self,
         user: UserId,
         token_hash: &str,
         expires_at: DateTime<Utc>,
+        session_epoch: i64,
     ) -> Result<()>;
     /// Atomically check `old_hash` (exists, not revoked, not expired at `now`, its user
     /// not disabled), revoke it, and store `new_hash` valid until `new_expiry` (rotation =

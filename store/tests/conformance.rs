@@ -75,6 +75,7 @@ macro_rules! conformance_tests {
                 accounts::concurrent_demotions_keep_one_admin,
                 accounts::end_sessions_revokes_every_refresh_token,
                 accounts::revoked_registration_token_refuses_registration,
+                accounts::refresh_racing_a_change_never_outlives_it,
                 ingest::ingest_3772_rows_in_one_call,
                 ingest::ingest_duplicate_rows_are_rejected_individually,
                 ingest::ingest_database_refused_rows_are_isolated,

@@ -61,6 +61,7 @@ async fn issue_pair(state: &AppState, user: UserRecord) -> Result<TokenPair> {
             user.user.id,
             &sha256_hex(&refresh_token),
             refresh_expiry(state, now),
+            user.session_epoch,
         )
         .await?;
     Ok(TokenPair {

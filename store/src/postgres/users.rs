@@ -126,21 +126,36 @@ impl UserStore for PgStore {
         user: UserId,
         token_hash: &str,
         expires_at: DateTime<Utc>,
+        session_epoch: i64,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(token_hash)
-            .bind(user.0)
-            .bind(now_micros())
-            .bind(micros(expires_at))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                if is_foreign_key_violation(&e) {
-                    StoreError::NotFound(format!("user {user}"))
-                } else {
-                    unique_to_conflict(e, || "refresh token already exists".into())
-                }
-            })?;
+        // FOR SHARE waits for a change holding the user's row and then reads its result, so
+        // a token is never inserted behind the back of a change that ended the sessions.
+        let n = sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) \
+             SELECT $1, id, $2, $3 FROM users \
+             WHERE id = $4 AND session_epoch = $5 AND disabled_at IS NULL FOR SHARE",
+        )
+        .bind(token_hash)
+        .bind(now_micros())
+        .bind(micros(expires_at))
+        .bind(user.0)
+        .bind(session_epoch)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_to_conflict(e, || "refresh token already exists".into()))?
+        .rows_affected();
+        if n == 0 {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+                    .bind(user.0)
+                    .fetch_one(&self.pool)
+                    .await?;
+            return Err(if exists {
+                StoreError::Conflict(crate::account_plan::SESSION_ENDED.into())
+            } else {
+                StoreError::NotFound(format!("user {user}"))
+            });
+        }
         Ok(())
     }
 
@@ -154,32 +169,44 @@ impl UserStore for PgStore {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-            // The UPDATE locks the row: of two concurrent rotations only one sees it unrevoked.
-            let user_id: Option<Uuid> = sqlx::query_scalar(
-                "UPDATE refresh_tokens SET revoked_at = $1 \
-                 WHERE token_hash = $2 AND revoked_at IS NULL AND expires_at > $1 \
-                 AND user_id IN (SELECT id FROM users WHERE disabled_at IS NULL) RETURNING user_id",
+            // The user's row first (shared): a change to the user holds it exclusively, so
+            // rotation either runs before the change (whose revocation then sees the new
+            // token) or after it (and finds the old token revoked). Every account change
+            // takes the user row before the tokens too, so the two never wait in a cycle.
+            let row = sqlx::query(
+                "SELECT u.* FROM users u JOIN refresh_tokens t ON t.user_id = u.id \
+                 WHERE t.token_hash = $1 FOR SHARE OF u",
             )
-            .bind(now)
             .bind(old_hash)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(user_id) = user_id else {
+            let Some(row) = row else { return Ok(None) };
+            let record = user_record(&row)?;
+            if record.user.disabled {
                 return Ok(None);
-            };
+            }
+            // The UPDATE locks the token: of two concurrent rotations only one sees it unrevoked.
+            let n = sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 \
+                 WHERE token_hash = $2 AND revoked_at IS NULL AND expires_at > $1",
+            )
+            .bind(now)
+            .bind(old_hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Ok(None);
+            }
             sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
                 .bind(new_hash)
-                .bind(user_id)
+                .bind(record.user.id.0)
                 .bind(now)
                 .bind(micros(new_expiry))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| unique_to_conflict(e, || "new refresh token already exists".into()))?;
-            let row = sqlx::query("SELECT * FROM users WHERE id = $1")
-                .bind(user_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            Ok(Some(user_record(&row)?))
+            Ok(Some(record))
         }
         .await;
         super::finish(tx, r).await

@@ -9,6 +9,16 @@ use canopy_api_types::UserId;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+impl SqliteStore {
+    async fn user_by_id_exists(&self, user: UserId) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = ?")
+            .bind(user.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+}
+
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn ping(&self) -> Result<()> {
@@ -84,22 +94,28 @@ impl UserStore for SqliteStore {
         user: UserId,
         token_hash: &str,
         expires_at: DateTime<Utc>,
+        session_epoch: i64,
     ) -> Result<()> {
         let res = sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) \
+             SELECT ?, id, ?, ? FROM users WHERE id = ? AND session_epoch = ? AND disabled_at IS NULL",
         )
         .bind(token_hash)
-        .bind(user.to_string())
         .bind(ts(now_micros()))
         .bind(ts(expires_at))
+        .bind(user.to_string())
+        .bind(session_epoch)
         .execute(&self.pool)
         .await;
         match res {
             Err(e) if is_unique_violation(&e) => {
                 Err(StoreError::Conflict("refresh token already exists".into()))
             }
-            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
-                Err(StoreError::NotFound(format!("user {user}")))
+            Ok(done) if done.rows_affected() == 0 => {
+                Err(match self.user_by_id_exists(user).await? {
+                    false => StoreError::NotFound(format!("user {user}")),
+                    true => StoreError::Conflict(crate::account_plan::SESSION_ENDED.into()),
+                })
             }
             other => other.map(|_| ()).map_err(Into::into),
         }

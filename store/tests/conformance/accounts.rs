@@ -16,14 +16,16 @@ async fn user(store: &S, name: &str, role: Role) -> canopy_api_types::auth::User
         .unwrap()
 }
 
-/// Gives `user` refresh tokens named `{prefix}{i}`.
+/// Gives `user` refresh tokens named `{prefix}{i}`, at their current session epoch.
 async fn refresh_tokens(store: &S, user: UserId, prefix: &str, n: usize) {
+    let epoch = epoch(store, user).await;
     for i in 0..n {
         store
             .insert_refresh_token(
                 user,
                 &format!("{prefix}{i}"),
                 Utc::now() + Duration::days(1),
+                epoch,
             )
             .await
             .unwrap();
@@ -71,12 +73,14 @@ pub async fn disable_ends_sessions_and_enable_lets_the_user_back(store: S) {
         rotates(&store, "root-0").await,
         "other users keep their sessions"
     );
-    // A refresh token that somehow outlived the disable is refused too.
-    refresh_tokens(&store, alice.id, "late-", 1).await;
-    assert!(
-        !rotates(&store, "late-0").await,
-        "a disabled user cannot refresh"
-    );
+    // A login that checked the password before the disable cannot store its session after
+    // it: neither at the epoch it read nor at the new one.
+    for e in [before, before + 1] {
+        let late = store
+            .insert_refresh_token(alice.id, "late", Utc::now() + Duration::days(1), e)
+            .await;
+        assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    }
     let listed = store.list_users().await.unwrap();
     let names: Vec<_> = listed
         .iter()
@@ -124,6 +128,11 @@ pub async fn role_and_password_changes_end_sessions(store: S) {
 
     let change = store.set_role("bob", Role::Viewer, &admin()).await.unwrap();
     assert_eq!(change.revoked_refresh_tokens, 3);
+    // A session whose login read the epoch before the change is not stored.
+    let stale = store
+        .insert_refresh_token(bob.id, "stale", Utc::now() + Duration::days(1), e0)
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
     assert_eq!(change.user.map(|u| u.role), Some(Role::Viewer));
     assert_eq!(epoch(&store, bob.id).await, e0 + 1);
     assert!(!rotates(&store, "bob-1").await);
@@ -363,4 +372,32 @@ pub async fn revoked_registration_token_refuses_registration(store: S) {
     ));
     // The host registered before the revocation keeps its credential.
     assert_eq!(store.list_hosts().await.unwrap().len(), 1);
+}
+
+/// A refresh racing a password change: whichever runs first, no session outlives the
+/// change (the rotated token is revoked by it, or the rotation finds the old one revoked).
+pub async fn refresh_racing_a_change_never_outlives_it(store: S) {
+    let eve = user(&store, "eve", Role::Operator).await;
+    for round in 0..30 {
+        let old = format!("eve-{round}-");
+        refresh_tokens(&store, eve.id, &old, 1).await;
+        let old = format!("{old}0");
+        let new = format!("eve-{round}-rotated");
+        let (actor, hash) = (admin(), format!("hash-{round}"));
+        let (rotated, changed) = tokio::join!(
+            store.rotate_refresh_token(&old, &new, Utc::now() + Duration::days(1), Utc::now()),
+            store.set_password("eve", &hash, &actor)
+        );
+        changed.unwrap();
+        if let Some(rec) = rotated.unwrap() {
+            assert!(
+                rec.session_epoch < epoch(&store, eve.id).await,
+                "round {round}: the rotation ran first, so its epoch is the old one"
+            );
+        }
+        assert!(
+            !rotates(&store, &new).await,
+            "round {round}: a session outlived the password change"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 
 use super::support::*;
 use canopy_api_types::auth::Role;
-use canopy_api_types::HostId;
+use canopy_api_types::{HostId, UserId};
 use canopy_store::{NewHost, StoreError};
 use chrono::{Duration, Utc};
 
@@ -63,7 +63,7 @@ pub async fn refresh_tokens_rotate_refuse_and_purge(store: S) {
         .unwrap();
     let now = Utc::now();
     store
-        .insert_refresh_token(u.id, "r1", now + Duration::days(30))
+        .insert_refresh_token(u.id, "r1", now + Duration::days(30), 0)
         .await
         .unwrap();
     let got = store
@@ -89,7 +89,7 @@ pub async fn refresh_tokens_rotate_refuse_and_purge(store: S) {
     );
     // Expired token (checked against `now`).
     store
-        .insert_refresh_token(u.id, "old", now + Duration::minutes(1))
+        .insert_refresh_token(u.id, "old", now + Duration::minutes(1), 0)
         .await
         .unwrap();
     assert_eq!(
@@ -104,6 +104,13 @@ pub async fn refresh_tokens_rotate_refuse_and_purge(store: S) {
             .unwrap(),
         None
     );
+    // Unknown user.
+    assert!(matches!(
+        store
+            .insert_refresh_token(UserId::new(), "orphan", now + Duration::days(1), 0)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
     // Revoked token.
     assert!(store.revoke_refresh_token("r2").await.unwrap());
     assert!(!store.revoke_refresh_token("never-existed").await.unwrap());
@@ -116,7 +123,7 @@ pub async fn refresh_tokens_rotate_refuse_and_purge(store: S) {
     );
     // A live token survives the purge; revoked (r1, r2) and expired (old) ones go.
     store
-        .insert_refresh_token(u.id, "live", now + Duration::days(30))
+        .insert_refresh_token(u.id, "live", now + Duration::days(30), 0)
         .await
         .unwrap();
     let purged = store
