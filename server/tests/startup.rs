@@ -91,7 +91,10 @@ fn admin_password_in_the_config_file_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sets admin_password"), "{err}");
     assert!(err.contains("CANOPY_ADMIN_PASSWORD_FILE"), "{err}");
-    assert!(!err.contains("in-the-file-pw"), "the password leaked: {err}");
+    assert!(
+        !err.contains("in-the-file-pw"),
+        "the password leaked: {err}"
+    );
     assert!(
         !dir.path().join("canopy.db").exists(),
         "refused before touching the database"
