@@ -57,6 +57,9 @@ pub struct User {
     pub id: UserId,
     pub username: String,
     pub role: Role,
+    /// A disabled user cannot log in, refresh or use an access token issued earlier.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +88,9 @@ pub struct RegistrationToken {
     pub seats_used: u32,
     pub expires_at: DateTime<Utc>,
     pub revoked: bool,
+    /// When an admin revoked it (`canopy token revoke`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
     /// The guest this token may enrol (deploy tokens); an agent registering with it is
     /// attached to that guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,4 +102,35 @@ pub struct RegistrationToken {
 pub struct CreatedRegistrationToken {
     pub token: String,
     pub info: RegistrationToken,
+}
+
+/// `PUT /api/v1/users/{username}/role` (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetRoleRequest {
+    pub role: Role,
+}
+
+/// `PUT /api/v1/users/{username}/password` (admin, for anyone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPasswordRequest {
+    pub password: String,
+}
+
+/// `POST /api/v1/me/password`: a user changes their own password, proving the current
+/// one. The answer is a fresh [`TokenPair`]: every other session of the user ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// What a change to a user's account did to their sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountChange {
+    /// The user as it is now (absent after a delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    /// Refresh tokens revoked by the change; access tokens issued before it stop
+    /// working at once.
+    pub revoked_refresh_tokens: u64,
 }

@@ -138,6 +138,15 @@ impl Client {
         self.send(self.http.post(&url).json(body), &url).await
     }
 
+    async fn put<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        self.send(self.http.put(&url).json(body), &url).await
+    }
+
     async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
         self.send(self.http.delete(&url), &url).await
@@ -365,11 +374,104 @@ impl Client {
         .await
     }
 
+    /// Revoke every refresh token of the logged-in user and end their access tokens
+    /// (`canopy logout --all`).
+    pub async fn logout_all(&self) -> Result<AccountChange, ClientError> {
+        self.post("/auth/logout-all", &serde_json::json!({})).await
+    }
+
+    /// The logged-in user, as the server knows them now.
+    pub async fn me(&self) -> Result<User, ClientError> {
+        self.get("/me").await
+    }
+
+    /// Change the logged-in user's own password; the answer is a fresh session (every
+    /// other one ends).
+    pub async fn change_own_password(
+        &self,
+        current_password: &str,
+        new_password: &str,
+    ) -> Result<TokenPair, ClientError> {
+        self.post(
+            "/me/password",
+            &ChangePasswordRequest {
+                current_password: current_password.into(),
+                new_password: new_password.into(),
+            },
+        )
+        .await
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>, ClientError> {
+        self.get("/users").await
+    }
+
+    pub async fn create_user(&self, req: &CreateUserRequest) -> Result<User, ClientError> {
+        self.post("/users", req).await
+    }
+
+    pub async fn delete_user(&self, username: &str) -> Result<AccountChange, ClientError> {
+        self.delete(&format!("/users/{}", path_segment(username)))
+            .await
+    }
+
+    pub async fn disable_user(&self, username: &str) -> Result<AccountChange, ClientError> {
+        self.post(
+            &format!("/users/{}/disable", path_segment(username)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn enable_user(&self, username: &str) -> Result<AccountChange, ClientError> {
+        self.post(
+            &format!("/users/{}/enable", path_segment(username)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn set_role(&self, username: &str, role: Role) -> Result<AccountChange, ClientError> {
+        self.put(
+            &format!("/users/{}/role", path_segment(username)),
+            &SetRoleRequest { role },
+        )
+        .await
+    }
+
+    /// An admin sets another user's password.
+    pub async fn set_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<AccountChange, ClientError> {
+        self.put(
+            &format!("/users/{}/password", path_segment(username)),
+            &SetPasswordRequest {
+                password: password.into(),
+            },
+        )
+        .await
+    }
+
     pub async fn create_registration_token(
         &self,
         req: &CreateRegistrationToken,
     ) -> Result<CreatedRegistrationToken, ClientError> {
         self.post("/registration-tokens", req).await
+    }
+
+    pub async fn registration_tokens(&self) -> Result<Vec<RegistrationToken>, ClientError> {
+        self.get("/registration-tokens").await
+    }
+
+    /// Revoke a registration token: agents can no longer register with it (the record
+    /// stays, marked revoked).
+    pub async fn revoke_registration_token(
+        &self,
+        id: crate::RegistrationTokenId,
+    ) -> Result<RegistrationToken, ClientError> {
+        self.delete(&format!("/registration-tokens/{id}")).await
     }
 
     pub async fn hosts(&self) -> Result<Vec<Host>, ClientError> {

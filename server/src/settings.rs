@@ -57,8 +57,12 @@ pub struct Settings {
     pub command_offline_expiry_secs: u64,
     /// Events older than this many days are deleted by the retention job.
     pub event_retention_days: u32,
-    /// Login and registration attempts allowed per client address per minute.
+    /// Login attempts allowed per minute per client address and, separately, per user
+    /// name; failed agent registrations allowed per client address per minute.
     pub auth_attempts_per_minute: u32,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (addresses or CIDR networks,
+    /// e.g. `["127.0.0.1", "10.0.0.0/8"]`). Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
     /// Default seconds between discovery passes of a cluster (each cluster may override).
     pub discovery_interval_secs: u32,
     /// Seconds a PVE request may take before its node counts as not answering.
@@ -166,6 +170,7 @@ impl Default for Settings {
             command_offline_expiry_secs: 24 * 3600,
             event_retention_days: 180,
             auth_attempts_per_minute: 10,
+            trusted_proxies: Vec::new(),
             discovery_interval_secs: 60,
             pve_timeout_secs: 15,
             node_updates_interval_secs: 3600,
@@ -200,6 +205,13 @@ pub enum SettingsError {
     },
     #[error("environment variable {name} is invalid: {reason}")]
     Env { name: String, reason: String },
+    #[error(
+        "config file {path} sets admin_password: the first admin's password never goes in the \
+         config file; set CANOPY_ADMIN_PASSWORD or CANOPY_ADMIN_PASSWORD_FILE instead"
+    )]
+    AdminPasswordInFile { path: PathBuf },
+    #[error("setting {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
 }
 
 impl Settings {
@@ -220,15 +232,30 @@ impl Settings {
                     path: path.into(),
                     source,
                 })?;
-                toml::from_str(&text).map_err(|source| SettingsError::Parse {
+                let s: Settings = toml::from_str(&text).map_err(|source| SettingsError::Parse {
                     path: path.into(),
                     source,
-                })?
+                })?;
+                if s.admin_password.is_some() {
+                    return Err(SettingsError::AdminPasswordInFile { path: path.into() });
+                }
+                s
             }
             None => Settings::default(),
         };
         s.apply_env(|k| std::env::var(k).ok())?;
+        s.trusted_proxies()?;
         Ok(s)
+    }
+
+    /// The parsed `trusted_proxies`; the error names the bad entry.
+    pub fn trusted_proxies(&self) -> Result<crate::http::client_ip::TrustedProxies, SettingsError> {
+        crate::http::client_ip::TrustedProxies::parse(&self.trusted_proxies).map_err(|reason| {
+            SettingsError::Invalid {
+                name: "trusted_proxies",
+                reason,
+            }
+        })
     }
 
     /// Apply `CANOPY_*` variables read through `get` (injectable for tests).
@@ -273,6 +300,14 @@ impl Settings {
             node_updates_interval_secs,
             "CANOPY_NODE_UPDATES_INTERVAL_SECS"
         );
+        if let Some(v) = get("CANOPY_TRUSTED_PROXIES") {
+            self.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect();
+        }
         if let Some(v) = get("CANOPY_DEPLOY_SERVER_URL") {
             self.deploy.server_url = v;
         }
@@ -317,6 +352,37 @@ mod tests {
             .unwrap_err();
         assert!(
             err.to_string().contains("CANOPY_INSTALL_TIMEOUT_SECS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn admin_password_in_the_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canopy.toml");
+        std::fs::write(&path, "admin_password = \"hunter2\"\n").unwrap();
+        let err = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("admin_password"), "{err}");
+        assert!(err.contains("CANOPY_ADMIN_PASSWORD_FILE"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_from_env_and_bad_entries_named() {
+        let mut s = Settings::default();
+        s.apply_env(|k| {
+            (k == "CANOPY_TRUSTED_PROXIES").then(|| "127.0.0.1, 10.0.0.0/8".to_string())
+        })
+        .unwrap();
+        assert_eq!(s.trusted_proxies, vec!["127.0.0.1", "10.0.0.0/8"]);
+        assert!(s
+            .trusted_proxies()
+            .unwrap()
+            .contains("10.1.2.3".parse().unwrap()));
+        s.trusted_proxies.push("proxy.lan".into());
+        let err = s.trusted_proxies().unwrap_err().to_string();
+        assert!(
+            err.contains("trusted_proxies") && err.contains("proxy.lan"),
             "{err}"
         );
     }

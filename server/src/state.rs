@@ -5,6 +5,7 @@ use crate::auth::rate_limit::RateLimiter;
 use crate::auth::sealed::Sealer;
 use crate::deploy::Deployer;
 use crate::discovery::Discovery;
+use crate::http::client_ip::TrustedProxies;
 use crate::settings::Settings;
 use canopy_api_types::HostId;
 use canopy_store::Store;
@@ -18,8 +19,14 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub jwt: JwtKeys,
     pub wakeups: Arc<Wakeups>,
+    /// Login attempts per client address.
     pub login_limiter: Arc<RateLimiter>,
+    /// Login attempts per user name (a name attacked from many addresses).
+    pub login_name_limiter: Arc<RateLimiter<String>>,
+    /// Failed agent registrations per client address.
     pub register_limiter: Arc<RateLimiter>,
+    /// Whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<TrustedProxies>,
     /// Proxmox discovery and the in-memory tree.
     pub discovery: Arc<Discovery>,
     /// Agent delivery over SSH (operations, agentless scans).
@@ -30,6 +37,9 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, settings: Settings, jwt: JwtKeys, sealer: Sealer) -> Self {
         let per_minute = settings.auth_attempts_per_minute;
         let discovery = Arc::new(Discovery::new(store.clone(), sealer, &settings));
+        // `Settings::load` refused a bad list; one built in code that does not parse
+        // trusts nobody.
+        let trusted_proxies = Arc::new(settings.trusted_proxies().unwrap_or_default());
         Self {
             deployer: Arc::new(Deployer::new(store.clone(), discovery.clone(), &settings)),
             discovery,
@@ -38,7 +48,9 @@ impl AppState {
             jwt,
             wakeups: Arc::new(Wakeups::default()),
             login_limiter: Arc::new(RateLimiter::new(per_minute)),
+            login_name_limiter: Arc::new(RateLimiter::new(per_minute)),
             register_limiter: Arc::new(RateLimiter::new(per_minute)),
+            trusted_proxies,
         }
     }
 }

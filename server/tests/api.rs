@@ -290,6 +290,7 @@ async fn openapi_lists_every_route_and_every_listed_route_exists() {
         let req = match *method {
             "get" => http.get(&url),
             "delete" => http.delete(&url),
+            "put" => http.put(&url).json(&serde_json::json!({})),
             _ => http.post(&url).json(&serde_json::json!({})),
         };
         let status = req.send().await.unwrap().status().as_u16();

@@ -71,3 +71,32 @@ fn a_database_with_an_unknown_migration_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("migrat"), "{err}");
 }
+
+#[test]
+fn admin_password_in_the_config_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canopy.toml");
+    std::fs::write(&config, "admin_password = \"in-the-file-pw\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env(
+            "CANOPY_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("canopy.db").display()),
+        )
+        .env("CANOPY_LISTEN", "127.0.0.1:0")
+        .env("CANOPY_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sets admin_password"), "{err}");
+    assert!(err.contains("CANOPY_ADMIN_PASSWORD_FILE"), "{err}");
+    assert!(
+        !err.contains("in-the-file-pw"),
+        "the password leaked: {err}"
+    );
+    assert!(
+        !dir.path().join("canopy.db").exists(),
+        "refused before touching the database"
+    );
+}

@@ -7,7 +7,14 @@ use sha2::{Digest, Sha256};
 
 pub const USER_CREATED: &str = "user.created";
 pub const USER_PASSWORD_SET: &str = "user.password_set";
+pub const USER_DISABLED: &str = "user.disabled";
+pub const USER_ENABLED: &str = "user.enabled";
+pub const USER_DELETED: &str = "user.deleted";
+pub const USER_ROLE_CHANGED: &str = "user.role_changed";
+/// "Log out everywhere": every refresh token revoked, every access token ended.
+pub const USER_SESSIONS_REVOKED: &str = "user.sessions_revoked";
 pub const REGISTRATION_TOKEN_CREATED: &str = "registration_token.created";
+pub const REGISTRATION_TOKEN_REVOKED: &str = "registration_token.revoked";
 pub const HOST_REGISTERED: &str = "host.registered";
 pub const HOST_REENROLLED: &str = "host.reenrolled";
 /// A host the server scans without an agent was first seen.

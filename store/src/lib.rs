@@ -10,6 +10,7 @@
 //!
 //! Both backends pass the same conformance suite (`tests/conformance/`).
 
+mod account_plan;
 mod command_events;
 mod command_plan;
 mod common;
@@ -34,7 +35,7 @@ pub use model::*;
 
 use async_trait::async_trait;
 use canopy_api_types::agent::HostFacts;
-use canopy_api_types::auth::{RegistrationToken, Role, User};
+use canopy_api_types::auth::{AccountChange, RegistrationToken, Role, User};
 use canopy_api_types::commands::{Command, CommandResult};
 use canopy_api_types::hosts::{Event, EventFilter, Host};
 use canopy_api_types::updates::{Page, Update, UpdateFilter, UpdateStats, VersionChange};
@@ -85,6 +86,7 @@ pub fn approve_response(outcome: &ApproveOutcome, correlation: CorrelationId) ->
 /// their union so that `Arc<dyn Store>` is the one handle in `AppState`.
 pub trait Store:
     UserStore
+    + AccountStore
     + HostStore
     + UpdateStore
     + CommandStore
@@ -114,28 +116,31 @@ pub trait UserStore {
         role: Role,
         actor: &Actor,
     ) -> Result<User>;
-    /// The user and their argon2 PHC hash.
-    async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>>;
-    /// Replace a user's password hash (and role). `NotFound` when absent.
-    async fn set_password(&self, username: &str, password_hash: &str, actor: &Actor) -> Result<()>;
+    /// The user with their argon2 PHC hash and session epoch.
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>>;
 
-    /// Store a new refresh token (SHA-256 hex of the secret).
+    /// Store a new refresh token (SHA-256 hex of the secret) for `user` if they are still
+    /// enabled at `session_epoch` (the one their login read), in one statement: a change
+    /// that ended their sessions in between wins. `NotFound` for an unknown user,
+    /// `Conflict` when the user was disabled or their epoch moved on.
     async fn insert_refresh_token(
         &self,
         user: UserId,
         token_hash: &str,
         expires_at: DateTime<Utc>,
+        session_epoch: i64,
     ) -> Result<()>;
-    /// Atomically check `old_hash` (exists, not revoked, not expired at `now`), revoke
-    /// it, and store `new_hash` valid until `new_expiry` (rotation = sliding window).
-    /// `None` when the old token is unknown, revoked or expired.
+    /// Atomically check `old_hash` (exists, not revoked, not expired at `now`, its user
+    /// not disabled), revoke it, and store `new_hash` valid until `new_expiry` (rotation =
+    /// sliding window). `None` when the old token is unknown, revoked or expired, or its
+    /// user is disabled.
     async fn rotate_refresh_token(
         &self,
         old_hash: &str,
         new_hash: &str,
         new_expiry: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<User>>;
+    ) -> Result<Option<UserRecord>>;
     /// Revoke one refresh token; `false` when it did not exist.
     async fn revoke_refresh_token(&self, token_hash: &str) -> Result<bool>;
     /// Delete refresh tokens expired or revoked before `now`; returns how many.
@@ -147,6 +152,55 @@ pub trait UserStore {
         actor: &Actor,
     ) -> Result<RegistrationToken>;
     async fn list_registration_tokens(&self) -> Result<Vec<RegistrationToken>>;
+}
+
+/// The lifecycle of accounts and registration tokens. Every change that takes something
+/// away from a user (disable, delete, another role, a new password, "log out everywhere")
+/// revokes all their refresh tokens and bumps their session epoch in the same transaction
+/// as its event, so that access tokens issued before it stop working at the next request.
+/// No change may leave the server without an enabled admin (`Conflict`).
+#[async_trait]
+pub trait AccountStore {
+    /// Every user, by name.
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// The user with this id: the one read (by primary key) that every authenticated
+    /// request makes to check the access token's session epoch.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>>;
+    /// Replace a user's password hash; ends their sessions. Event `user.password_set`.
+    /// `NotFound` when absent.
+    async fn set_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        actor: &Actor,
+    ) -> Result<AccountChange>;
+    /// Disable (ending their sessions; event `user.disabled`) or enable (event
+    /// `user.enabled`) a user. Asking for the state the user is already in changes nothing
+    /// and writes no event. `NotFound`; `Conflict` for the last enabled admin.
+    async fn set_user_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        actor: &Actor,
+    ) -> Result<AccountChange>;
+    /// Give a user another role; ends their sessions. Event `user.role_changed` (from, to);
+    /// the same role changes nothing. `NotFound`; `Conflict` when demoting the last enabled
+    /// admin.
+    async fn set_role(&self, username: &str, role: Role, actor: &Actor) -> Result<AccountChange>;
+    /// Delete a user and their refresh tokens; their events stay. Event `user.deleted`.
+    /// `NotFound`; `Conflict` for the last enabled admin.
+    async fn delete_user(&self, username: &str, actor: &Actor) -> Result<AccountChange>;
+    /// "Log out everywhere": revoke every refresh token of `user` and end their access
+    /// tokens. Event `user.sessions_revoked`. `NotFound` when absent.
+    async fn end_sessions(&self, user: UserId, actor: &Actor) -> Result<AccountChange>;
+    /// Revoke a registration token: registering with it fails with `TokenRevoked` from now
+    /// on; the record stays, with `revoked_at`. Event `registration_token.revoked`.
+    /// Revoking a revoked token changes nothing and writes no event. `NotFound`.
+    async fn revoke_registration_token(
+        &self,
+        id: RegistrationTokenId,
+        actor: &Actor,
+    ) -> Result<RegistrationToken>;
 }
 
 #[async_trait]

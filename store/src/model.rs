@@ -86,6 +86,15 @@ impl fmt::Display for Actor {
     }
 }
 
+/// A user as the store keeps them: the argon2 PHC hash and the session epoch that every
+/// access JWT carries (see [`AccountStore`](crate::AccountStore)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user: canopy_api_types::auth::User,
+    pub password_hash: String,
+    pub session_epoch: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewRegistrationToken {
     pub id: RegistrationTokenId,

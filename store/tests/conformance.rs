@@ -3,6 +3,8 @@
 //! test creates its own `canopy_test_<random>` database); without it they fail, unless
 //! `CANOPY_SKIP_POSTGRES=1` says to skip them.
 
+#[path = "conformance/accounts.rs"]
+mod accounts;
 #[path = "conformance/commands.rs"]
 mod commands;
 #[path = "conformance/deploy_hosts.rs"]
@@ -77,6 +79,14 @@ macro_rules! every_store_case {
                 users::registration_token_seats_and_refusals,
                 users::reenrol_same_machine_keeps_host_id,
                 users::touch_host_and_report_hash,
+                accounts::disable_ends_sessions_and_enable_lets_the_user_back,
+                accounts::role_and_password_changes_end_sessions,
+                accounts::delete_user_removes_sessions_and_keeps_history,
+                accounts::the_last_enabled_admin_stays,
+                accounts::concurrent_demotions_keep_one_admin,
+                accounts::end_sessions_revokes_every_refresh_token,
+                accounts::revoked_registration_token_refuses_registration,
+                accounts::refresh_racing_a_change_never_outlives_it,
                 ingest::ingest_3772_rows_in_one_call,
                 ingest::ingest_duplicate_rows_are_rejected_individually,
                 ingest::ingest_database_refused_rows_are_isolated,
@@ -151,6 +161,7 @@ macro_rules! conformance_tests {
                 migrations::inventory_migration_keeps_existing_events,
                 migrations::deploy_migration_keeps_hosts_and_tokens,
                 migrations::trust_migration_keeps_hosts_and_commands,
+                migrations::accounts_migration_keeps_users_and_sessions,
             );
         }
     };

@@ -30,7 +30,19 @@ fn bearer(parts: &Parts) -> Result<&str, Error> {
         .ok_or_else(|| Error::Unauthenticated("Authorization header must be 'Bearer TOKEN'".into()))
 }
 
-/// A logged-in user (any role).
+/// The refusal for a disabled user: who they are is known, they may do nothing.
+pub fn disabled(username: &str) -> Error {
+    Error::Forbidden(format!(
+        "user {username} is disabled; an admin can enable it again"
+    ))
+}
+
+/// A logged-in user (any role), as the database knows them at this request: the access
+/// JWT's signature and expiry are checked, then the user is read by id (one primary-key
+/// read) and must exist, be enabled and still be at the session epoch the token was issued
+/// under. Disabling or deleting a user, a role or password change and `logout --all` bump
+/// the epoch, so access tokens issued before them stop working at once. The name and role
+/// in the claims are replaced by the stored ones.
 #[derive(Debug, Clone)]
 pub struct UserAuth(pub Claims);
 
@@ -45,7 +57,27 @@ impl FromRequestParts<AppState> for UserAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let token = bearer(parts)?;
-        Ok(Self(state.jwt.verify(token)?))
+        let mut claims = state.jwt.verify(token)?;
+        let record = state.store.user_by_id(claims.sub).await?.ok_or_else(|| {
+            Error::Unauthenticated(format!(
+                "user {} no longer exists; log in as another user",
+                claims.name
+            ))
+        })?;
+        let user = record.user;
+        if user.disabled {
+            return Err(disabled(&user.username));
+        }
+        if record.session_epoch != claims.epoch {
+            return Err(Error::Unauthenticated(format!(
+                "the session of {} was ended (password or role changed, or logged out \
+                 everywhere); log in again",
+                user.username
+            )));
+        }
+        claims.name = user.username;
+        claims.role = user.role;
+        Ok(Self(claims))
     }
 }
 

@@ -13,6 +13,10 @@ pub struct Claims {
     pub sub: UserId,
     pub name: String,
     pub role: Role,
+    /// The user's session epoch when the token was issued; a token whose epoch is no
+    /// longer the user's is refused (see `extract::UserAuth`).
+    #[serde(default)]
+    pub epoch: i64,
     pub iat: i64,
     pub exp: i64,
 }
@@ -73,6 +77,7 @@ mod tests {
             sub: UserId::new(),
             name: "alice".into(),
             role: Role::Operator,
+            epoch: 0,
             iat: now,
             exp: now + exp_offset,
         }

@@ -2,19 +2,27 @@
 
 use super::ServerOpts;
 use crate::pipeline::bootstrap;
-use anyhow::Context;
 use canopy_api_types::auth::Role;
 use clap::Subcommand;
-use std::io::BufRead;
 use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Create a user. The password is read from --password-file, or one line of stdin.
+    /// Create a user. The password is read from --password-file, the terminal (typed
+    /// without echo, twice) or one line of stdin.
     CreateUser {
         username: String,
         #[arg(long, default_value = "admin", value_parser = parse_role)]
         role: Role,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerOpts,
+    },
+    /// Set a user's password (for an admin who lost theirs); ends every session of the
+    /// user. The password is read like create-user's.
+    SetPassword {
+        username: String,
         #[arg(long)]
         password_file: Option<PathBuf>,
         #[command(flatten)]
@@ -39,22 +47,42 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             password_file,
             server,
         } => {
-            let password = match password_file {
-                Some(p) => std::fs::read_to_string(&p)
-                    .with_context(|| format!("cannot read {}", p.display()))?
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string(),
-                None => {
-                    eprintln!("password for {username}: (one line on stdin)");
-                    let mut line = String::new();
-                    std::io::stdin().lock().read_line(&mut line)?;
-                    line.trim_end_matches(['\n', '\r']).to_string()
-                }
-            };
+            let password = super::password::read_new(
+                &format!("password for {username}: "),
+                password_file.as_deref(),
+            )?;
             let settings = super::load_settings(&server)?;
             let store = crate::open_store(&settings).await?;
-            let user = bootstrap::create_user(store.as_ref(), &username, password, role).await?;
+            let user = bootstrap::create_user(
+                store.as_ref(),
+                &username,
+                password,
+                role,
+                &canopy_store::Actor::System,
+            )
+            .await?;
             println!("created {} ({})", user.username, user.role.as_str());
+            Ok(())
+        }
+        AdminCommand::SetPassword {
+            username,
+            password_file,
+            server,
+        } => {
+            let password = super::password::read_new(
+                &format!("new password for {username}: "),
+                password_file.as_deref(),
+            )?;
+            let hash = crate::auth::password::hash(password).await?;
+            let settings = super::load_settings(&server)?;
+            let store = crate::open_store(&settings).await?;
+            let change = store
+                .set_password(&username, &hash, &canopy_store::Actor::System)
+                .await?;
+            println!(
+                "password of {username} set; {} session(s) ended",
+                change.revoked_refresh_tokens
+            );
             Ok(())
         }
         AdminCommand::Migrate { server } => {

@@ -1,11 +1,13 @@
 //! The `canopy` command line: `serve`, `admin …` (direct database access) and the
 //! user commands that talk to a running server through the typed client.
 
+mod accounts;
 mod admin;
 mod agent;
 pub mod cluster;
 pub mod discover;
 mod hosts;
+mod password;
 mod remote;
 mod session;
 
@@ -64,6 +66,8 @@ pub enum Command {
     Discover(discover::DiscoverArgs),
     /// Log in to a server and keep the session (0600) for the other commands.
     Login(remote::LoginArgs),
+    /// End this session, or with --all every session of your user.
+    Logout(accounts::LogoutArgs),
     #[command(flatten)]
     Remote(remote::RemoteCommand),
 }
@@ -113,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Discover(args) => discover::run(args).await,
         Command::Host(cmd) => hosts::run(cmd).await,
         Command::Login(args) => remote::login(args).await,
+        Command::Logout(args) => accounts::logout(args).await,
         Command::Remote(cmd) => remote::run(cmd).await,
     }
 }

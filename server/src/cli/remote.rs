@@ -1,9 +1,7 @@
 //! User commands against a running server: hosts, updates, approve, confirm, history,
-//! registration tokens. Every command has `--json` for scripts.
+//! registration tokens and users (`accounts.rs`). Every command has `--json` for scripts.
 
 use super::session::{self, Session};
-use anyhow::Context;
-use canopy_api_types::auth::CreateRegistrationToken;
 use canopy_api_types::updates::{Severity, UpdateFilter, UpdateStatus};
 use canopy_api_types::{CommandId, HostId, UpdateId};
 use clap::{Args, Subcommand};
@@ -16,7 +14,8 @@ pub struct LoginArgs {
     server: String,
     #[arg(long, default_value = "admin")]
     username: String,
-    /// Read the password from this file instead of one line of stdin.
+    /// Read the password from this file instead of the terminal (typed without echo) or
+    /// one line of stdin.
     #[arg(long)]
     password_file: Option<PathBuf>,
 }
@@ -91,43 +90,21 @@ pub enum RemoteCommand {
         #[arg(long)]
         host: Option<HostId>,
     },
-    /// Registration tokens for agents.
+    /// Registration tokens for agents: create, list, revoke.
     #[command(subcommand)]
-    Token(TokenCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Create a registration token (the secret is printed once).
-    Create {
-        #[command(flatten)]
-        common: Common,
-        #[arg(long, default_value_t = 1)]
-        seats: u32,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 24 * 3600)]
-        expires: u64,
-        #[arg(long, default_value = "")]
-        label: String,
-    },
+    Token(super::accounts::TokenCommand),
+    /// Users (admin): list, create, disable, enable, delete, role; your own password.
+    #[command(subcommand)]
+    User(super::accounts::UserCommand),
 }
 
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
-    let password = match &args.password_file {
-        Some(p) => {
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
-        }
-        None => {
-            let mut line = String::new();
-            eprintln!("password for {}:", args.username);
-            std::io::stdin().read_line(&mut line)?;
-            line
-        }
-    };
+    let password = super::password::read(
+        &format!("password for {}: ", args.username),
+        args.password_file.as_deref(),
+    )?;
     let client = canopy_api_types::client::Client::new(session::http()?, args.server.clone());
-    let pair = client
-        .login(&args.username, password.trim_end_matches(['\n', '\r']))
-        .await?;
+    let pair = client.login(&args.username, &password).await?;
     let path = session::save(&Session {
         server: args.server,
         access_token: pair.access_token,
@@ -330,28 +307,7 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 }
             })
         }
-        RemoteCommand::Token(TokenCommand::Create {
-            common,
-            seats,
-            expires,
-            label,
-        }) => {
-            let t = session::client(common.server.as_deref())
-                .await?
-                .create_registration_token(&CreateRegistrationToken {
-                    label,
-                    seats,
-                    expires_in_secs: expires,
-                })
-                .await?;
-            print(common.json, &t, |t| {
-                println!("{}", t.token);
-                eprintln!(
-                    "{} seat(s), expires {}",
-                    t.info.seats,
-                    t.info.expires_at.to_rfc3339()
-                );
-            })
-        }
+        RemoteCommand::Token(cmd) => super::accounts::token(cmd).await,
+        RemoteCommand::User(cmd) => super::accounts::user(cmd).await,
     }
 }

@@ -43,6 +43,16 @@ pub fn save(s: &Session) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// Remove the saved session (absent is fine).
+pub fn forget() -> anyhow::Result<()> {
+    let p = path();
+    match std::fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", p.display())),
+    }
+}
+
 pub fn load() -> Option<Session> {
     let text = std::fs::read_to_string(path()).ok()?;
     serde_json::from_str(&text).ok()

@@ -1,21 +1,20 @@
 //! Routes for agents: register, long-poll check-in, report upload, command results.
 //! Separate router, separate auth extractor (`AgentAuth`).
 
-use super::client_ip;
+use super::client_ip::{self, ClientIp};
 use super::extract::{Json, Path};
 use crate::auth::secrets::{random_token, sha256_hex};
 use crate::auth::AgentAuth;
 use crate::error::{Error, Result};
 use crate::pipeline::{checkin, report};
 use crate::state::AppState;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
 use axum::Router;
 use canopy_api_types::agent::*;
 use canopy_api_types::commands::{HeartbeatAck, StartAccepted};
 use canopy_api_types::CommandId;
 use canopy_store::{CompleteOutcome, NewHost};
-use std::net::SocketAddr;
 
 /// Reports of many thousands of packages are a few MB.
 const REPORT_BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -36,10 +35,15 @@ pub fn router() -> Router<AppState> {
 #[tracing::instrument(skip_all, fields(hostname = %req.facts.hostname))]
 async fn register(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     Json(req): Json<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>> {
-    client_ip::limit(&state.register_limiter, addr)?;
+    // Only failed registrations count against the address (a deploy enrols many guests at
+    // once from one address): every error return below charges it.
+    let attempt = state
+        .register_limiter
+        .failures(client)
+        .map_err(|wait| client_ip::too_many(&format!("from {client}"), wait))?;
     if req.facts.machine_id.trim().is_empty() || req.facts.hostname.trim().is_empty() {
         return Err(Error::Validation(
             "facts.machine_id and facts.hostname must not be empty".into(),
@@ -71,6 +75,7 @@ async fn register(
             chrono::Utc::now(),
         )
         .await?;
+    attempt.succeeded();
     if host.duplicate_machine_id {
         tracing::warn!(host = %host.id, machine_id = %host.machine_id, "another host reports the same machine-id (a cloned guest?)");
     }

@@ -1,41 +1,44 @@
-//! Login, refresh (rotating, sliding), logout, users and registration tokens.
+//! Login, refresh (rotating, sliding), logout (one session or all), the logged-in user and
+//! their own password, registration tokens. Users are managed in `users.rs`.
 
-use super::client_ip;
-use super::extract::Json;
+use super::client_ip::{self, ClientIp};
+use super::extract::{Json, Path};
 use crate::auth::jwt::Claims;
 use crate::auth::secrets::{random_token, sha256_hex};
-use crate::auth::{password, Admin, RequireRole};
+use crate::auth::{password, Admin, RequireRole, UserAuth};
 use crate::error::{Error, Result};
-use crate::pipeline::bootstrap;
 use crate::state::AppState;
-use axum::extract::{ConnectInfo, State};
-use axum::routing::{get, post};
+use axum::extract::State;
+use axum::routing::{delete, get, post};
 use axum::Router;
 use canopy_api_types::auth::*;
 use canopy_api_types::RegistrationTokenId;
-use canopy_store::{Actor, NewEvent, NewRegistrationToken};
-use std::net::SocketAddr;
+use canopy_store::{Actor, NewEvent, NewRegistrationToken, UserRecord};
+use std::time::Instant;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
-        .route("/users", post(create_user))
-        .route("/registration-tokens", post(create_token).get(list_tokens))
+        .route("/auth/logout-all", post(logout_all))
         .route("/me", get(me))
+        .route("/me/password", post(change_own_password))
+        .route("/registration-tokens", post(create_token).get(list_tokens))
+        .route("/registration-tokens/{id}", delete(revoke_token))
 }
 
-/// A fresh access JWT for `user`.
+/// A fresh access JWT for `user`, bound to their current session epoch.
 fn access_token(
     state: &AppState,
-    user: &User,
+    user: &UserRecord,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<String> {
     state.jwt.issue(&Claims {
-        sub: user.id,
-        name: user.username.clone(),
-        role: user.role,
+        sub: user.user.id,
+        name: user.user.username.clone(),
+        role: user.user.role,
+        epoch: user.session_epoch,
         iat: now.timestamp(),
         exp: now.timestamp() + state.settings.access_token_ttl_secs as i64,
     })
@@ -48,58 +51,80 @@ fn refresh_expiry(
     now + chrono::Duration::seconds(state.settings.refresh_token_ttl_secs as i64)
 }
 
-/// Login: a new access token and a new refresh token (stored hashed).
-async fn issue_pair(state: &AppState, user: User) -> Result<TokenPair> {
+/// A new access token and a new refresh token (stored hashed).
+async fn issue_pair(state: &AppState, user: UserRecord) -> Result<TokenPair> {
     let now = chrono::Utc::now();
     let refresh_token = random_token();
     state
         .store
         .insert_refresh_token(
-            user.id,
+            user.user.id,
             &sha256_hex(&refresh_token),
             refresh_expiry(state, now),
+            user.session_epoch,
         )
         .await?;
     Ok(TokenPair {
         access_token: access_token(state, &user, now)?,
         expires_in: state.settings.access_token_ttl_secs,
         refresh_token,
-        user,
+        user: user.user,
     })
 }
 
-#[tracing::instrument(skip_all, fields(username = %req.username))]
+/// The key of the per-name login bucket (user names are at most 64 characters).
+fn name_key(username: &str) -> String {
+    username.chars().take(64).collect()
+}
+
+/// Take one attempt for `username` from the per-name bucket.
+fn limit_name(state: &AppState, username: &str) -> Result<String> {
+    let key = name_key(username);
+    client_ip::limit(&state.login_name_limiter, &key, &format!("for user {key}"))?;
+    Ok(key)
+}
+
+/// Login. Attempts are limited per client address and per user name; a successful one
+/// gives both back, so only failures count.
+#[tracing::instrument(skip_all, fields(username = %req.username, %client))]
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     Json(req): Json<LoginRequest>,
 ) -> Result<Json<TokenPair>> {
-    client_ip::limit(&state.login_limiter, addr)?;
+    client_ip::limit(&state.login_limiter, &client, &format!("from {client}"))?;
+    let key = limit_name(&state, &req.username)?;
     let found = state.store.user_by_name(&req.username).await?;
     let phc = found
         .as_ref()
-        .map(|(_, h)| h.clone())
+        .map(|r| r.password_hash.clone())
         .unwrap_or_else(|| password::dummy_hash().to_string());
     let ok = password::verify(req.password, phc).await?;
-    let user = match (found, ok) {
-        (Some((user, _)), true) => user,
+    let record = match (found, ok) {
+        (Some(record), true) => record,
         _ => {
-            tracing::warn!(ip = %addr.ip(), "failed login");
+            tracing::warn!("failed login");
             return Err(Error::Unauthenticated("wrong username or password".into()));
         }
     };
+    let now = Instant::now();
+    state.login_limiter.refund(&client, now);
+    state.login_name_limiter.refund(&key, now);
+    if record.user.disabled {
+        return Err(crate::auth::extract::disabled(&record.user.username));
+    }
     state
         .store
         .append_event(NewEvent {
             event_type: "user.login".into(),
-            subject: format!("user/{}", user.username),
-            actor: Actor::User(user.username.clone()),
+            subject: format!("user/{}", record.user.username),
+            actor: Actor::User(record.user.username.clone()),
             correlation: None,
             causation: None,
-            payload: serde_json::json!({ "ip": addr.ip().to_string() }),
+            payload: serde_json::json!({ "ip": client.to_string() }),
         })
         .await?;
-    Ok(Json(issue_pair(&state, user).await?))
+    Ok(Json(issue_pair(&state, record).await?))
 }
 
 async fn refresh(
@@ -119,14 +144,16 @@ async fn refresh(
         .await?
         .ok_or_else(|| {
             Error::Unauthenticated(
-                "refresh token is unknown, expired or revoked; log in again".into(),
+                "refresh token is unknown, expired or revoked (logged out, or the account was \
+                 disabled, deleted or changed); log in again"
+                    .into(),
             )
         })?;
     Ok(Json(TokenPair {
         access_token: access_token(&state, &user, now)?,
         expires_in: state.settings.access_token_ttl_secs,
         refresh_token: new_token,
-        user,
+        user: user.user,
     }))
 }
 
@@ -141,18 +168,51 @@ async fn logout(
     Ok(Json(serde_json::json!({ "revoked": revoked })))
 }
 
-async fn me(user: crate::auth::UserAuth) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "id": user.0.sub, "username": user.0.name, "role": user.0.role }))
+/// Log out everywhere: every refresh token of the user revoked, every access token
+/// (this one included) ended.
+async fn logout_all(State(state): State<AppState>, user: UserAuth) -> Result<Json<AccountChange>> {
+    Ok(Json(
+        state.store.end_sessions(user.0.sub, &user.actor()).await?,
+    ))
 }
 
-async fn create_user(
+async fn me(user: UserAuth) -> Json<User> {
+    Json(User {
+        id: user.0.sub,
+        username: user.0.name,
+        role: user.0.role,
+        disabled: false,
+    })
+}
+
+/// A user changes their own password, proving the current one (attempts limited per user
+/// name like logins). Every other session ends; the answer is a fresh one.
+async fn change_own_password(
     State(state): State<AppState>,
-    _admin: RequireRole<Admin>,
-    Json(req): Json<CreateUserRequest>,
-) -> Result<Json<User>> {
-    Ok(Json(
-        bootstrap::create_user(state.store.as_ref(), &req.username, req.password, req.role).await?,
-    ))
+    user: UserAuth,
+    Json(req): Json<ChangePasswordRequest>,
+) -> Result<Json<TokenPair>> {
+    let key = limit_name(&state, &user.0.name)?;
+    let record = state
+        .store
+        .user_by_id(user.0.sub)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("user {}", user.0.name)))?;
+    if !password::verify(req.current_password, record.password_hash).await? {
+        return Err(Error::Forbidden("the current password is wrong".into()));
+    }
+    state.login_name_limiter.refund(&key, Instant::now());
+    let hash = password::hash(req.new_password).await?;
+    state
+        .store
+        .set_password(&user.0.name, &hash, &user.actor())
+        .await?;
+    let record = state
+        .store
+        .user_by_id(user.0.sub)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("user {}", user.0.name)))?;
+    Ok(Json(issue_pair(&state, record).await?))
 }
 
 async fn create_token(
@@ -194,4 +254,19 @@ async fn list_tokens(
     _admin: RequireRole<Admin>,
 ) -> Result<Json<Vec<RegistrationToken>>> {
     Ok(Json(state.store.list_registration_tokens().await?))
+}
+
+/// Revoke a registration token: agents can no longer register with it; hosts it enrolled
+/// keep their own credentials. The record stays, marked revoked.
+async fn revoke_token(
+    State(state): State<AppState>,
+    admin: RequireRole<Admin>,
+    Path(id): Path<RegistrationTokenId>,
+) -> Result<Json<RegistrationToken>> {
+    Ok(Json(
+        state
+            .store
+            .revoke_registration_token(id, &admin.actor())
+            .await?,
+    ))
 }

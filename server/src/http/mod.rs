@@ -3,13 +3,14 @@
 
 mod agent;
 mod auth_routes;
-mod client_ip;
+pub(crate) mod client_ip;
 pub(crate) mod clusters;
 mod deploy;
 pub mod extract;
 mod idempotency;
 pub mod openapi;
 mod ui;
+mod users;
 
 use crate::error::Error;
 use crate::state::AppState;
@@ -23,6 +24,7 @@ use tower_http::trace::TraceLayer;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(auth_routes::router())
+        .merge(users::router())
         .merge(ui::router())
         .merge(clusters::router())
         .merge(deploy::router())
@@ -33,8 +35,23 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .nest(API_PREFIX, api)
         .fallback(|| async { Error::NotFound("no such route".into()) })
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span(&state)))
         .with_state(state)
+}
+
+/// The span of each request names its client (see [`client_ip`]).
+fn request_span(
+    state: &AppState,
+) -> impl Fn(&axum::http::Request<axum::body::Body>) -> tracing::Span + Clone {
+    let trusted = state.trusted_proxies.clone();
+    move |req| {
+        let client = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| trusted.client(c.0.ip(), req.headers()).to_string())
+            .unwrap_or_default();
+        tracing::info_span!("request", method = %req.method(), uri = %req.uri(), %client)
+    }
 }
 
 /// 200 when the database answers, 503 otherwise.

@@ -19,10 +19,19 @@ pub const ROUTES: &[(&str, &str, Auth, &str)] = &[
     ("post", "/auth/login", Auth::None, "Log in; returns an access JWT and a refresh token"),
     ("post", "/auth/refresh", Auth::None, "Rotate a refresh token; returns a new pair"),
     ("post", "/auth/logout", Auth::None, "Revoke a refresh token"),
+    ("post", "/auth/logout-all", Auth::User, "Log out everywhere: revoke every refresh token of the logged-in user and end their access tokens"),
     ("get", "/me", Auth::User, "The logged-in user"),
+    ("post", "/me/password", Auth::User, "Change one's own password (the current one required); ends every other session, returns a new one"),
+    ("get", "/users", Auth::Admin, "Users with role and disabled flag"),
     ("post", "/users", Auth::Admin, "Create a user"),
+    ("delete", "/users/{username}", Auth::Admin, "Delete a user (their events stay); ends their sessions; 409 for the last enabled admin"),
+    ("post", "/users/{username}/disable", Auth::Admin, "Disable a user; ends their sessions; 409 for the last enabled admin"),
+    ("post", "/users/{username}/enable", Auth::Admin, "Enable a disabled user"),
+    ("put", "/users/{username}/role", Auth::Admin, "Give a user another role; ends their sessions; 409 when demoting the last enabled admin"),
+    ("put", "/users/{username}/password", Auth::Admin, "Set a user's password; ends their sessions"),
     ("post", "/registration-tokens", Auth::Admin, "Create a registration token (secret shown once)"),
     ("get", "/registration-tokens", Auth::Admin, "List registration tokens"),
+    ("delete", "/registration-tokens/{id}", Auth::Admin, "Revoke a registration token (the record stays, marked revoked)"),
     ("get", "/hosts", Auth::User, "Enrolled hosts with update counts"),
     ("get", "/hosts/{id}", Auth::User, "One host (also a deleted or archived one)"),
     ("delete", "/hosts/{id}", Auth::Admin, "Delete a host: credential revoked, detached from its guest, waiting commands cancelled, history kept"),
@@ -89,9 +98,20 @@ pub fn build() -> Value {
         if !matches!(auth, Auth::None | Auth::Agent | Auth::User) {
             op["x-canopy-role"] = json!(format!("{auth:?}").to_lowercase());
         }
-        if path.contains("{id}") {
-            op["parameters"] = json!([{ "name": "id", "in": "path", "required": true,
-                                        "schema": { "type": "string", "format": "uuid" } }]);
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| {
+                let schema = if name == "id" {
+                    json!({ "type": "string", "format": "uuid" })
+                } else {
+                    json!({ "type": "string" })
+                };
+                json!({ "name": name, "in": "path", "required": true, "schema": schema })
+            })
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
         }
         paths
             .entry(format!("/api/v1{path}"))

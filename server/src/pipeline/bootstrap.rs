@@ -32,12 +32,14 @@ pub async fn ensure_admin(store: &dyn Store, settings: &Settings) -> Result<Opti
     Ok(Some(user))
 }
 
-/// Create a user (CLI path); `Conflict` when taken.
+/// Create a user, recorded with `actor` (the admin over HTTP, `system` from the CLI's
+/// direct database access); `Conflict` when taken.
 pub async fn create_user(
     store: &dyn Store,
     username: &str,
     pw: String,
     role: Role,
+    actor: &Actor,
 ) -> Result<User> {
     if username.is_empty()
         || username.len() > 64
@@ -50,7 +52,5 @@ pub async fn create_user(
         ));
     }
     let hash = password::hash(pw).await?;
-    Ok(store
-        .create_user(username, &hash, role, &Actor::System)
-        .await?)
+    Ok(store.create_user(username, &hash, role, actor).await?)
 }

@@ -78,3 +78,81 @@ impl Cli {
         })
     }
 }
+
+impl Cli {
+    /// Runs `canopy ARGS` on a pseudo-terminal, as a person at a keyboard would: each
+    /// answer is typed only once its prompt is on the screen. Returns the exit status and
+    /// everything the terminal showed (the echo of what was typed included, if any).
+    pub fn run_on_terminal(&self, args: &[&str], answers: &[(&str, &str)]) -> (bool, String) {
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        use std::io::{Read, Write};
+        use std::time::{Duration, Instant};
+        tokio::task::block_in_place(|| {
+            let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("open a pty");
+            grantpt(&master).unwrap();
+            unlockpt(&master).unwrap();
+            let name = ptsname(&master, Vec::new()).unwrap();
+            let slave = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(name.to_str().unwrap())
+                .unwrap();
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+                .args(args)
+                .env("CANOPY_SESSION", &self.session)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdin(slave.try_clone().unwrap())
+                .stdout(slave.try_clone().unwrap())
+                .stderr(slave)
+                .spawn()
+                .unwrap();
+            let mut master = std::fs::File::from(master);
+            let mut reader = master.try_clone().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                // EIO once the child closed the terminal: the end.
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut screen = String::new();
+            let mut seen = 0;
+            let mut answers = answers.iter();
+            let mut next = answers.next();
+            loop {
+                if let Some((prompt, answer)) = next {
+                    if let Some(at) = screen[seen..].find(prompt) {
+                        seen += at + prompt.len();
+                        master.write_all(format!("{answer}\n").as_bytes()).unwrap();
+                        next = answers.next();
+                        continue;
+                    }
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                    Ok(bytes) => screen.push_str(&String::from_utf8_lossy(&bytes)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if child.try_wait().unwrap().is_some() && next.is_none() {
+                            // Drain what is left, then stop.
+                            while let Ok(bytes) = rx.recv_timeout(Duration::from_millis(200)) {
+                                screen.push_str(&String::from_utf8_lossy(&bytes));
+                            }
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "canopy {args:?} on a terminal did not finish; screen:\n{screen}"
+                        );
+                    }
+                }
+            }
+            let status = child.wait().unwrap();
+            (status.success(), screen)
+        })
+    }
+}

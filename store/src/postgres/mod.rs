@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use std::str::FromStr;
 
+mod accounts;
 mod commands;
 mod complete;
 mod discovery;

@@ -2,7 +2,9 @@
 
 use super::{insert_events, is_foreign_key_violation, unique_to_conflict, PgStore};
 use crate::common::{micros, now_micros, prepare_event};
-use crate::{events, Actor, NewEvent, NewRegistrationToken, Result, StoreError, UserStore};
+use crate::{
+    events, Actor, NewEvent, NewRegistrationToken, Result, StoreError, UserRecord, UserStore,
+};
 use async_trait::async_trait;
 use canopy_api_types::auth::{RegistrationToken, Role, User};
 use canopy_api_types::{GuestId, RegistrationTokenId, UserId};
@@ -11,17 +13,30 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-fn user(row: &PgRow) -> Result<User> {
+/// A user from a `users` row.
+pub(super) fn user(row: &PgRow) -> Result<User> {
     let role: String = row.try_get("role")?;
     Ok(User {
         id: UserId(row.try_get("id")?),
         username: row.try_get("username")?,
         role: Role::parse(&role)
             .ok_or_else(|| StoreError::corrupt("users", format!("unknown role '{role}'")))?,
+        disabled: row
+            .try_get::<Option<DateTime<Utc>>, _>("disabled_at")?
+            .is_some(),
     })
 }
 
-fn reg_token(row: &PgRow) -> Result<RegistrationToken> {
+/// A user with hash and session epoch from a `users` row.
+pub(super) fn user_record(row: &PgRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        user: user(row)?,
+        password_hash: row.try_get("password_hash")?,
+        session_epoch: row.try_get("session_epoch")?,
+    })
+}
+
+pub(super) fn reg_token(row: &PgRow) -> Result<RegistrationToken> {
     Ok(RegistrationToken {
         id: RegistrationTokenId(row.try_get("id")?),
         label: row.try_get("label")?,
@@ -29,6 +44,7 @@ fn reg_token(row: &PgRow) -> Result<RegistrationToken> {
         seats_used: u32::try_from(row.try_get::<i32, _>("seats_used")?).unwrap_or(0),
         expires_at: row.try_get("expires_at")?,
         revoked: row.try_get("revoked")?,
+        revoked_at: row.try_get("revoked_at")?,
         guest_id: row.try_get::<Option<Uuid>, _>("guest_id")?.map(GuestId),
     })
 }
@@ -90,45 +106,19 @@ impl UserStore for PgStore {
                 id,
                 username: username.into(),
                 role,
+                disabled: false,
             })
         }
         .await;
         super::finish(tx, r).await
     }
 
-    async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>> {
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
         let row = sqlx::query("SELECT * FROM users WHERE username = $1")
             .bind(username)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok((user(&r)?, r.try_get("password_hash")?)))
-            .transpose()
-    }
-
-    async fn set_password(&self, username: &str, password_hash: &str, actor: &Actor) -> Result<()> {
-        let now = now_micros();
-        let mut tx = self.pool.begin().await?;
-        let r: Result<_> = async {
-            let n = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
-                .bind(password_hash)
-                .bind(username)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("user '{username}'")));
-            }
-            let ev = user_event(
-                events::USER_PASSWORD_SET,
-                username,
-                actor,
-                serde_json::json!({ "username": username }),
-            );
-            insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
-            Ok(())
-        }
-        .await;
-        super::finish(tx, r).await
+        row.as_ref().map(user_record).transpose()
     }
 
     async fn insert_refresh_token(
@@ -136,21 +126,36 @@ impl UserStore for PgStore {
         user: UserId,
         token_hash: &str,
         expires_at: DateTime<Utc>,
+        session_epoch: i64,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(token_hash)
-            .bind(user.0)
-            .bind(now_micros())
-            .bind(micros(expires_at))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                if is_foreign_key_violation(&e) {
-                    StoreError::NotFound(format!("user {user}"))
-                } else {
-                    unique_to_conflict(e, || "refresh token already exists".into())
-                }
-            })?;
+        // FOR SHARE waits for a change holding the user's row and then reads its result, so
+        // a token is never inserted behind the back of a change that ended the sessions.
+        let n = sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) \
+             SELECT $1, id, $2, $3 FROM users \
+             WHERE id = $4 AND session_epoch = $5 AND disabled_at IS NULL FOR SHARE",
+        )
+        .bind(token_hash)
+        .bind(now_micros())
+        .bind(micros(expires_at))
+        .bind(user.0)
+        .bind(session_epoch)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_to_conflict(e, || "refresh token already exists".into()))?
+        .rows_affected();
+        if n == 0 {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+                    .bind(user.0)
+                    .fetch_one(&self.pool)
+                    .await?;
+            return Err(if exists {
+                StoreError::Conflict(crate::account_plan::SESSION_ENDED.into())
+            } else {
+                StoreError::NotFound(format!("user {user}"))
+            });
+        }
         Ok(())
     }
 
@@ -160,36 +165,48 @@ impl UserStore for PgStore {
         new_hash: &str,
         new_expiry: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<User>> {
+    ) -> Result<Option<UserRecord>> {
         let now = micros(now);
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-            // The UPDATE locks the row: of two concurrent rotations only one sees it unrevoked.
-            let user_id: Option<Uuid> = sqlx::query_scalar(
-                "UPDATE refresh_tokens SET revoked_at = $1 \
-                 WHERE token_hash = $2 AND revoked_at IS NULL AND expires_at > $1 RETURNING user_id",
+            // The user's row first (shared): a change to the user holds it exclusively, so
+            // rotation either runs before the change (whose revocation then sees the new
+            // token) or after it (and finds the old token revoked). Every account change
+            // takes the user row before the tokens too, so the two never wait in a cycle.
+            let row = sqlx::query(
+                "SELECT u.* FROM users u JOIN refresh_tokens t ON t.user_id = u.id \
+                 WHERE t.token_hash = $1 FOR SHARE OF u",
             )
-            .bind(now)
             .bind(old_hash)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(user_id) = user_id else {
+            let Some(row) = row else { return Ok(None) };
+            let record = user_record(&row)?;
+            if record.user.disabled {
                 return Ok(None);
-            };
+            }
+            // The UPDATE locks the token: of two concurrent rotations only one sees it unrevoked.
+            let n = sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 \
+                 WHERE token_hash = $2 AND revoked_at IS NULL AND expires_at > $1",
+            )
+            .bind(now)
+            .bind(old_hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Ok(None);
+            }
             sqlx::query("INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
                 .bind(new_hash)
-                .bind(user_id)
+                .bind(record.user.id.0)
                 .bind(now)
                 .bind(micros(new_expiry))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| unique_to_conflict(e, || "new refresh token already exists".into()))?;
-            let row = sqlx::query("SELECT * FROM users WHERE id = $1")
-                .bind(user_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let u = user(&row)?;
-            Ok(Some(u))
+            Ok(Some(record))
         }
         .await;
         super::finish(tx, r).await
@@ -274,6 +291,7 @@ impl UserStore for PgStore {
                 seats_used: 0,
                 expires_at,
                 revoked: false,
+                revoked_at: None,
                 guest_id: new.guest_id,
             })
         }

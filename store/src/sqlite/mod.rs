@@ -16,6 +16,7 @@ use sqlx::{QueryBuilder, Sqlite, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod accounts;
 mod commands;
 mod complete;
 mod discovery;

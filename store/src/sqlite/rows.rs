@@ -1,7 +1,7 @@
 //! Decoding SQLite rows into the API types, with a `Corrupt` error naming the table
 //! and column instead of a panic when a stored value does not parse.
 
-use crate::StoreError;
+use crate::{StoreError, UserRecord};
 use canopy_api_types::auth::{RegistrationToken, Role, User};
 use canopy_api_types::commands::{Command, CommandSpec, CommandStatus};
 use canopy_api_types::deploy::{
@@ -104,11 +104,25 @@ fn bool_col(row: &SqliteRow, table: &'static str, col: &str) -> R<bool> {
     Ok(int(row, table, col)? != 0)
 }
 
+/// Columns of [`user`] and [`user_record`].
+pub(super) const USER_COLUMNS: &str =
+    "users.id, users.username, users.role, users.disabled_at, users.password_hash, users.session_epoch";
+
 pub(super) fn user(row: &SqliteRow) -> R<User> {
     Ok(User {
         id: id(row, "users", "id")?,
         username: text(row, "users", "username")?,
         role: enum_col(row, "users", "role", Role::parse)?,
+        disabled: opt_text(row, "users", "disabled_at")?.is_some(),
+    })
+}
+
+/// A user with hash and session epoch, from a row of [`USER_COLUMNS`].
+pub(super) fn user_record(row: &SqliteRow) -> R<UserRecord> {
+    Ok(UserRecord {
+        user: user(row)?,
+        password_hash: text(row, "users", "password_hash")?,
+        session_epoch: int(row, "users", "session_epoch")?,
     })
 }
 
@@ -121,6 +135,7 @@ pub(super) fn registration_token(row: &SqliteRow) -> R<RegistrationToken> {
         seats_used: int(row, T, "seats_used")?.clamp(0, u32::MAX as i64) as u32,
         expires_at: time(row, T, "expires_at")?,
         revoked: bool_col(row, T, "revoked")?,
+        revoked_at: opt_time(row, T, "revoked_at")?,
         guest_id: opt_id(row, T, "guest_id")?,
     })
 }

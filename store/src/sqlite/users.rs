@@ -2,12 +2,22 @@
 
 use super::{insert_events, is_unique_violation, new_event, rows, ts, SqliteStore};
 use crate::common::{now_micros, prepare_event};
-use crate::{events, Actor, NewRegistrationToken, Result, StoreError, UserStore};
+use crate::{events, Actor, NewRegistrationToken, Result, StoreError, UserRecord, UserStore};
 use async_trait::async_trait;
 use canopy_api_types::auth::{RegistrationToken, Role, User};
 use canopy_api_types::UserId;
 use chrono::{DateTime, Utc};
 use serde_json::json;
+
+impl SqliteStore {
+    async fn user_by_id_exists(&self, user: UserId) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = ?")
+            .bind(user.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+}
 
 #[async_trait]
 impl UserStore for SqliteStore {
@@ -35,6 +45,7 @@ impl UserStore for SqliteStore {
             id: UserId::new(),
             username: username.to_string(),
             role,
+            disabled: false,
         };
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
@@ -67,37 +78,15 @@ impl UserStore for SqliteStore {
         Ok(user)
     }
 
-    async fn user_by_name(&self, username: &str) -> Result<Option<(User, String)>> {
-        let row =
-            sqlx::query("SELECT id, username, role, password_hash FROM users WHERE username = ?")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| Ok((rows::user(&r)?, rows::text(&r, "users", "password_hash")?)))
-            .transpose()
-    }
-
-    async fn set_password(&self, username: &str, password_hash: &str, actor: &Actor) -> Result<()> {
-        let now = now_micros();
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
-            .bind(password_hash)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("user '{username}'")));
-        }
-        let ev = new_event(
-            events::USER_PASSWORD_SET,
-            format!("user/{username}"),
-            actor,
-            None,
-            json!({ "username": username }),
-        );
-        insert_events(&mut tx, &[prepare_event(ev, None, now)]).await?;
-        tx.commit().await?;
-        Ok(())
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM users WHERE username = ?",
+            rows::USER_COLUMNS
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rows::user_record).transpose()
     }
 
     async fn insert_refresh_token(
@@ -105,22 +94,28 @@ impl UserStore for SqliteStore {
         user: UserId,
         token_hash: &str,
         expires_at: DateTime<Utc>,
+        session_epoch: i64,
     ) -> Result<()> {
         let res = sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) \
+             SELECT ?, id, ?, ? FROM users WHERE id = ? AND session_epoch = ? AND disabled_at IS NULL",
         )
         .bind(token_hash)
-        .bind(user.to_string())
         .bind(ts(now_micros()))
         .bind(ts(expires_at))
+        .bind(user.to_string())
+        .bind(session_epoch)
         .execute(&self.pool)
         .await;
         match res {
             Err(e) if is_unique_violation(&e) => {
                 Err(StoreError::Conflict("refresh token already exists".into()))
             }
-            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
-                Err(StoreError::NotFound(format!("user {user}")))
+            Ok(done) if done.rows_affected() == 0 => {
+                Err(match self.user_by_id_exists(user).await? {
+                    false => StoreError::NotFound(format!("user {user}")),
+                    true => StoreError::Conflict(crate::account_plan::SESSION_ENDED.into()),
+                })
             }
             other => other.map(|_| ()).map_err(Into::into),
         }
@@ -132,18 +127,21 @@ impl UserStore for SqliteStore {
         new_hash: &str,
         new_expiry: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<User>> {
+    ) -> Result<Option<UserRecord>> {
         let mut tx = self.begin_immediate().await?;
-        let row = sqlx::query(
-            "SELECT u.id, u.username, u.role FROM refresh_tokens t JOIN users u ON u.id = t.user_id \
-             WHERE t.token_hash = ? AND t.revoked_at IS NULL AND t.expires_at > ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM refresh_tokens t JOIN users ON users.id = t.user_id \
+             WHERE t.token_hash = ? AND t.revoked_at IS NULL AND t.expires_at > ? \
+             AND users.disabled_at IS NULL",
+            rows::USER_COLUMNS
+        ))
         .bind(old_hash)
         .bind(ts(now))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let user = rows::user(&row)?;
+        let record = rows::user_record(&row)?;
+        let user = &record.user;
         sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE token_hash = ?")
             .bind(ts(now))
             .bind(old_hash)
@@ -167,7 +165,7 @@ impl UserStore for SqliteStore {
             other => other?,
         };
         tx.commit().await?;
-        Ok(Some(user))
+        Ok(Some(record))
     }
 
     async fn revoke_refresh_token(&self, token_hash: &str) -> Result<bool> {

@@ -199,3 +199,76 @@ pub async fn trust_migration_keeps_hosts_and_commands(fresh: &Fresh) {
         .iter()
         .all(|h| h.duplicate_machine_id));
 }
+
+/// 0005 (accounts) on a database that already holds users, their refresh tokens and
+/// registration tokens: they stay, users enabled at session epoch 0, tokens not revoked;
+/// the new lifecycle works on them.
+pub async fn accounts_migration_keeps_users_and_sessions(fresh: &Fresh) {
+    let backend = fresh.db.backend;
+    let all = known_migrations(backend.name());
+    assert!(
+        all.iter().any(|(v, d)| *v == 5 && d == "accounts"),
+        "{all:?}"
+    );
+    let db = empty(backend).await.expect("database");
+    apply_first(&db, 4).await;
+    exec(
+        &db,
+        "INSERT INTO users (id, username, password_hash, role, created_at) \
+         VALUES ('1e0b7c4a-2f3d-4c5e-8a9b-0c1d2e3f4a5b', 'old-admin', 'old-hash', 'admin', \
+         '2024-05-01T12:00:00.000000Z'), \
+         ('2e0b7c4a-2f3d-4c5e-8a9b-0c1d2e3f4a5b', 'old-op', 'op-hash', 'operator', \
+         '2024-05-01T12:00:00.000000Z'); \
+         INSERT INTO refresh_tokens (token_hash, user_id, created_at, expires_at) \
+         VALUES ('old-refresh', '2e0b7c4a-2f3d-4c5e-8a9b-0c1d2e3f4a5b', '2024-05-01T12:00:00.000000Z', \
+         '2999-01-01T00:00:00.000000Z'); \
+         INSERT INTO registration_tokens (id, token_hash, label, seats, expires_at, created_by, created_at) \
+         VALUES ('0b6f3c55-3d0e-4d8e-9a43-5e1e0f1c2d3a', 'old-hash', 'old', 1, '2999-01-01T00:00:00.000000Z', \
+         'system', '2024-05-01T12:00:00.000000Z');",
+    )
+    .await
+    .unwrap();
+    let store = canopy_store::open(&db.url)
+        .await
+        .expect("migrate to the latest");
+    assert_eq!(applied(&db).await, expected(backend));
+    let users = store.list_users().await.unwrap();
+    let shown: Vec<_> = users
+        .iter()
+        .map(|u| (u.username.as_str(), u.role, u.disabled))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            ("old-admin", Role::Admin, false),
+            ("old-op", Role::Operator, false)
+        ]
+    );
+    let op = store.user_by_name("old-op").await.unwrap().unwrap();
+    assert_eq!(
+        (op.password_hash.as_str(), op.session_epoch),
+        ("op-hash", 0)
+    );
+    let tokens = store.list_registration_tokens().await.unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert!(!tokens[0].revoked && tokens[0].revoked_at.is_none());
+    // The old session still works until the user is disabled, which ends it.
+    let change = store
+        .set_user_disabled("old-op", true, &Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(change.revoked_refresh_tokens, 1);
+    assert_eq!(
+        store
+            .user_by_name("old-op")
+            .await
+            .unwrap()
+            .unwrap()
+            .session_epoch,
+        1
+    );
+    store
+        .revoke_registration_token(tokens[0].id, &Actor::System)
+        .await
+        .unwrap();
+}

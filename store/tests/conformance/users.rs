@@ -2,7 +2,7 @@
 
 use super::support::*;
 use canopy_api_types::auth::Role;
-use canopy_api_types::HostId;
+use canopy_api_types::{HostId, UserId};
 use canopy_store::{NewHost, StoreError};
 use chrono::{Duration, Utc};
 
@@ -15,9 +15,14 @@ pub async fn users_create_lookup_and_conflict(store: S) {
     assert_eq!(u.username, "alice");
     assert_eq!(u.role, Role::Admin);
     assert_eq!(store.count_users().await.unwrap(), 1);
-    let (found, hash) = store.user_by_name("alice").await.unwrap().expect("alice");
-    assert_eq!(found, u);
-    assert_eq!(hash, "$argon2id$hash");
+    let found = store.user_by_name("alice").await.unwrap().expect("alice");
+    assert_eq!(found.user, u);
+    assert!(!found.user.disabled);
+    assert_eq!(found.password_hash, "$argon2id$hash");
+    assert_eq!(
+        store.user_by_id(u.id).await.unwrap().map(|r| r.user),
+        Some(u.clone())
+    );
     assert!(store.user_by_name("bob").await.unwrap().is_none());
 
     match store
@@ -36,7 +41,12 @@ pub async fn users_create_lookup_and_conflict(store: S) {
         .await
         .unwrap();
     assert_eq!(
-        store.user_by_name("alice").await.unwrap().unwrap().1,
+        store
+            .user_by_name("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
         "$argon2id$new"
     );
     assert!(matches!(
@@ -53,14 +63,14 @@ pub async fn refresh_tokens_rotate_refuse_and_purge(store: S) {
         .unwrap();
     let now = Utc::now();
     store
-        .insert_refresh_token(u.id, "r1", now + Duration::days(30))
+        .insert_refresh_token(u.id, "r1", now + Duration::days(30), 0)
         .await
         .unwrap();
     let got = store
         .rotate_refresh_token("r1", "r2", now + Duration::days(30), now)
         .await
         .unwrap();
-    assert_eq!(got, Some(u.clone()));
+    assert_eq!(got.map(|r| r.user), Some(u.clone()));
     // The old token is revoked by the rotation: it cannot be used twice.
     assert_eq!(
         store
@@ -79,7 +89,7 @@ pub async fn refresh_tokens_rotate_refuse_and_purge(store: S) {
     );
     // Expired token (checked against `now`).
     store
-        .insert_refresh_token(u.id, "old", now + Duration::minutes(1))
+        .insert_refresh_token(u.id, "old", now + Duration::minutes(1), 0)
         .await
         .unwrap();
     assert_eq!(
@@ -94,6 +104,13 @@ pub async fn refresh_tokens_rotate_refuse_and_purge(store: S) {
             .unwrap(),
         None
     );
+    // Unknown user.
+    assert!(matches!(
+        store
+            .insert_refresh_token(UserId::new(), "orphan", now + Duration::days(1), 0)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
     // Revoked token.
     assert!(store.revoke_refresh_token("r2").await.unwrap());
     assert!(!store.revoke_refresh_token("never-existed").await.unwrap());
@@ -106,7 +123,7 @@ pub async fn refresh_tokens_rotate_refuse_and_purge(store: S) {
     );
     // A live token survives the purge; revoked (r1, r2) and expired (old) ones go.
     store
-        .insert_refresh_token(u.id, "live", now + Duration::days(30))
+        .insert_refresh_token(u.id, "live", now + Duration::days(30), 0)
         .await
         .unwrap();
     let purged = store
@@ -118,7 +135,7 @@ pub async fn refresh_tokens_rotate_refuse_and_purge(store: S) {
         .rotate_refresh_token("live", "live2", now + Duration::days(30), Utc::now())
         .await
         .unwrap();
-    assert_eq!(again.map(|u| u.username), Some("carol".to_string()));
+    assert_eq!(again.map(|r| r.user.username), Some("carol".to_string()));
 }
 
 pub async fn registration_token_seats_and_refusals(store: S) {
