@@ -77,7 +77,7 @@ async fn server(
             .into(),
     );
     s.deploy.ssh_key_file = Some(lab.key.clone().into());
-    s.deploy.nodes = BTreeMap::from([("lab/pve1".to_string(), lab.node_ssh.clone())]);
+    s.deploy.nodes = BTreeMap::from([("lab/pve1".to_string(), lab.node_ssh.parse().unwrap())]);
     s.deploy.per_node_concurrency = per_node;
     let state = canopy_server::prepare(s).await.unwrap();
     tokio::spawn(canopy_server::serve(

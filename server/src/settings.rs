@@ -1,6 +1,7 @@
 //! Server settings: defaults → TOML file (`--config`) → `CANOPY_*` environment →
 //! command-line flags. Defaults live here and only here.
 
+use crate::deploy::address::SshAddress;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -97,9 +98,9 @@ pub struct DeploySettings {
     /// Seconds between agentless scans of the guests that have no agent (through `pct exec`);
     /// 0 = never. They run only once the deploy key exists (deploys are set up).
     pub agentless_interval_secs: u64,
-    /// SSH address per node, `"CLUSTER/NODE" = "host:port"`, overriding the address PVE
-    /// reports in `/cluster/status` (port 22).
-    pub nodes: std::collections::BTreeMap<String, String>,
+    /// SSH address per node, `"CLUSTER/NODE" = "host:port"` (IPv6: `"[2001:db8::10]:22"`),
+    /// overriding the address PVE reports in `/cluster/status` (port 22).
+    pub nodes: std::collections::BTreeMap<String, SshAddress>,
     /// Guests reached by SSH directly instead of through their node: `"CLUSTER/VMID"`.
     pub direct: std::collections::BTreeMap<String, DirectSsh>,
 }
@@ -108,8 +109,8 @@ pub struct DeploySettings {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DirectSsh {
-    /// `host:port` (port 22 when left out).
-    pub address: String,
+    /// `host:port` (port 22 when left out; IPv6 as `[ADDRESS]:PORT`).
+    pub address: SshAddress,
     #[serde(default = "root")]
     pub user: String,
     /// Key for this guest; the deploy key when left out.

@@ -7,6 +7,7 @@
 //! Concurrency: at most `concurrency` guests at once, and `per_node_concurrency` per node, so
 //! one node's sshd and disk are not flooded. One dead node fails only its own items.
 
+pub mod address;
 pub mod agentless;
 mod enrol;
 mod keys;
@@ -282,15 +283,14 @@ impl Deployer {
         let connect = Duration::from_secs(self.settings.connect_timeout_secs.max(1));
         let actor = Actor::System;
         match &p.reach {
-            Reach::Node { address: None, .. } => anyhow::bail!(
-                "no SSH address for node {}: PVE reported none; set [deploy.nodes] \"{}\" = \"host:port\"",
-                p.item.node,
-                p.node_key()
-            ),
             Reach::Node {
-                address: Some(address),
+                address: Err(why), ..
+            } => anyhow::bail!("{why}"),
+            Reach::Node {
+                address: Ok(address),
                 ..
             } => {
+                let address = address.to_string();
                 let target = SshTarget {
                     address: address.clone(),
                     user: self.settings.ssh_user.clone(),
@@ -308,7 +308,7 @@ impl Deployer {
             }
             Reach::Direct(d) => {
                 let target = SshTarget {
-                    address: d.address.clone(),
+                    address: d.address.to_string(),
                     user: d.user.clone(),
                     key_file: d.key_file.clone().unwrap_or_else(|| self.key_file()),
                 };

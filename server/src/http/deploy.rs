@@ -105,6 +105,10 @@ async fn forget_host_key(
     admin: RequireRole<Admin>,
     Path(address): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
+    // Pins are kept under the canonical address: `2001:db8::10` finds `[2001:db8::10]:22`.
+    let address = crate::deploy::address::SshAddress::parse(&address)
+        .map(|a| a.to_string())
+        .unwrap_or(address);
     if state
         .store
         .forget_host_key(&address, &admin.actor())
