@@ -542,6 +542,8 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         "active"
     );
 
+    common::deploy::one_guest_at_a_time(&app, "cluster/lab/node/pve1/lxc/105").await;
+
     // Uninstall one guest cleanly.
     let (gone, _) = run(
         &app,

@@ -5,11 +5,14 @@
 //! the store and published to the operation's stream (SSE).
 //!
 //! Concurrency: at most `concurrency` guests at once, and `per_node_concurrency` per node, so
-//! one node's sshd and disk are not flooded. One dead node fails only its own items.
+//! one node's sshd and disk are not flooded. One dead node fails only its own items. One
+//! operation at a time works on a guest: another one's item waits, queued, with the step
+//! [`guest_lock::WAITING_STEP`], until the first one's item has ended.
 
 pub mod address;
 pub mod agentless;
 mod enrol;
+pub mod guest_lock;
 mod keys;
 mod plan;
 pub mod shell;
@@ -46,6 +49,7 @@ pub struct Deployer {
     staging: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     node_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     global: Arc<Semaphore>,
+    guests: guest_lock::GuestLocks,
 }
 
 impl std::fmt::Debug for Deployer {
@@ -66,6 +70,7 @@ impl Deployer {
             streams: Mutex::new(HashMap::new()),
             staging: Mutex::new(HashMap::new()),
             node_slots: Mutex::new(HashMap::new()),
+            guests: Default::default(),
         }
     }
 
@@ -189,8 +194,10 @@ impl Deployer {
         p: Planned,
         actor: &Actor,
     ) -> bool {
-        let _slots = self.slots(&p.node_key()).await;
         let target = p.item.target.clone();
+        // The guest before any slot: an item waiting for its guest holds none.
+        let _guest = self.guest(Some(id), &p, actor).await;
+        let _slots = self.slots(&p.node_key()).await;
         let (step_tx, writer) = {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
             let store = self.store.clone();
@@ -314,6 +321,36 @@ impl Deployer {
                 };
                 let ssh = Ssh::connect(&target, connect, self.store.as_ref(), &actor).await?;
                 Ok(Shell::direct(ssh, &d.user, timeout))
+            }
+        }
+    }
+
+    /// The guest of `p`, once no other operation works on it. While it waits, its item (in
+    /// operation `id`, or none for an agentless scan) stays queued and says so.
+    async fn guest(
+        &self,
+        id: Option<OperationId>,
+        p: &Planned,
+        actor: &Actor,
+    ) -> guest_lock::GuestGuard {
+        match self.guests.try_lock(&p.guest_key) {
+            Ok(guard) => guard,
+            Err(wait) => {
+                if let Some(id) = id {
+                    let up = ItemUpdate {
+                        state: ItemState::Queued,
+                        step: Some(guest_lock::WAITING_STEP.into()),
+                        outcome: None,
+                        message: None,
+                        host_id: None,
+                        run_as: None,
+                        at: chrono::Utc::now(),
+                    };
+                    let stream = self.stream(id);
+                    let _ =
+                        publish(self.store.as_ref(), &stream, id, &p.item.target, up, actor).await;
+                }
+                wait.wait().await
             }
         }
     }

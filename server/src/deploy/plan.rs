@@ -30,6 +30,8 @@ pub enum Reach {
 pub struct Planned {
     pub item: OperationItem,
     pub reach: Reach,
+    /// `CLUSTER/VMID`: one operation at a time works on it ([`super::guest_lock`]).
+    pub guest_key: String,
 }
 
 impl Planned {
@@ -145,6 +147,7 @@ pub async fn plan(
                 route,
             ),
             reach,
+            guest_key: format!("{cluster}/{vmid}"),
         });
     }
     let verb = match req.action {
@@ -228,6 +231,7 @@ mod tests {
                 Route::Ssh,
             ),
             reach: Reach::Direct(d),
+            guest_key: "home/120".into(),
         };
         assert_eq!(p.node_key(), "[2001:db8::120]:22");
     }
