@@ -15,6 +15,7 @@ mod enrol;
 pub mod guest_lock;
 mod keys;
 mod plan;
+mod record;
 pub mod shell;
 pub mod ssh;
 pub mod steps;
@@ -162,30 +163,33 @@ impl Deployer {
             let (agent, actor) = (agent.clone(), actor.clone());
             tasks.spawn(async move { me.run_item(id, action, agent, p, &actor).await });
         }
-        let (mut ok, mut failed) = (0usize, 0usize);
+        let (mut ok, mut failed, mut unrecorded) = (0usize, 0usize, 0usize);
         while let Some(r) = tasks.join_next().await {
             match r {
-                Ok(true) => ok += 1,
+                Ok(Some(true)) => ok += 1,
+                Ok(None) => unrecorded += 1,
                 _ => failed += 1,
             }
         }
-        let state = match (ok, failed) {
-            (_, 0) => OperationState::Succeeded,
-            (0, _) => OperationState::Failed,
-            _ => OperationState::Partial,
-        };
-        if let Err(e) = self
-            .store
-            .finish_operation(id, state, chrono::Utc::now())
-            .await
-        {
-            tracing::error!(operation = %id, error = %e, "cannot record the end of the operation");
+        if unrecorded > 0 {
+            // Ended, its unfinished items would stay `running` for ever; left running, the
+            // next start fails them together.
+            tracing::error!(operation = %id, unrecorded, "items' results could not be recorded; the operation stays running until the next start fails it");
+        } else {
+            let state = match (ok, failed) {
+                (_, 0) => OperationState::Succeeded,
+                (0, _) => OperationState::Failed,
+                _ => OperationState::Partial,
+            };
+            let mut pause = record::backoff("the end of the operation");
+            record::operation_end(self.store.as_ref(), id, state, &mut pause).await;
         }
         self.streams.lock().expect("streams lock").remove(&id);
-        tracing::info!(operation = %id, ok, failed, "deploy operation finished");
+        tracing::info!(operation = %id, ok, failed, unrecorded, "deploy operation finished");
     }
 
-    /// One item, start to end; true when it succeeded.
+    /// One item, start to end: whether it succeeded, `None` when its end could not be
+    /// recorded.
     async fn run_item(
         &self,
         id: OperationId,
@@ -193,7 +197,7 @@ impl Deployer {
         agent: Option<Arc<AgentBinary>>,
         p: Planned,
         actor: &Actor,
-    ) -> bool {
+    ) -> Option<bool> {
         let target = p.item.target.clone();
         // The guest before any slot: an item waiting for its guest holds none.
         let _guest = self.guest(Some(id), &p, actor).await;
@@ -231,16 +235,18 @@ impl Deployer {
             Err(e) => ItemUpdate::failed(format!("{e:#}"), chrono::Utc::now()),
         };
         let stream = self.stream(id);
-        if let Err(e) = publish(self.store.as_ref(), &stream, id, &target, up, actor).await {
-            // Never leave the item running: record that its result was lost.
-            let up = ItemUpdate::failed(
-                format!("the result could not be recorded: {e}"),
-                chrono::Utc::now(),
-            );
-            let _ = publish(self.store.as_ref(), &stream, id, &target, up, actor).await;
-            return false;
-        }
-        result.is_ok()
+        let mut pause = record::backoff("an item's result");
+        let written = record::item_end(
+            self.store.as_ref(),
+            &stream,
+            id,
+            &target,
+            up,
+            actor,
+            &mut pause,
+        )
+        .await?;
+        Some(written == record::Written::Result && result.is_ok())
     }
 
     async fn item_work(
