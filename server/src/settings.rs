@@ -103,6 +103,9 @@ pub struct DeploySettings {
     pub nodes: std::collections::BTreeMap<String, SshAddress>,
     /// Guests reached by SSH directly instead of through their node: `"CLUSTER/VMID"`.
     pub direct: std::collections::BTreeMap<String, DirectSsh>,
+    /// Deploying and uninstalling agents runs commands as root on every node over SSH, so
+    /// only admins may, unless this lets operators too.
+    pub operators_may_deploy: bool,
 }
 
 /// One guest reached by SSH directly.
@@ -138,6 +141,7 @@ impl Default for DeploySettings {
             agentless_interval_secs: 3600,
             nodes: Default::default(),
             direct: Default::default(),
+            operators_may_deploy: false,
         }
     }
 }
