@@ -1,8 +1,9 @@
 //! The `canopy` CLI as a whole, through the real binary against a running server: every
-//! command ends quietly when whoever reads its output goes away.
+//! command ends quietly when whoever reads its output goes away, and `canopy cancel`.
 
 mod common;
 
+use canopy_api_types::commands::CommandStatus;
 use common::cli::Cli;
 use common::*;
 use std::os::unix::process::ExitStatusExt;
@@ -85,4 +86,39 @@ async fn every_command_ends_quietly_when_its_reader_is_gone() {
         );
         assert_eq!(gone.stderr, "", "{args:?} is not quiet");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_a_command_from_the_cli() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let agent = app.enrol("web").await;
+    agent
+        .report(vec![serde_json::to_value(package("curl", false)).unwrap()])
+        .await;
+    agent.checkin(0).await;
+    let page = app.admin.updates(&Default::default()).await.unwrap();
+    let approved = app
+        .admin
+        .approve(page.items.iter().map(|u| u.id).collect())
+        .await
+        .unwrap();
+    let id = approved.dry_run_commands[0];
+    let cli = Cli::new().login(&app.base);
+
+    let out = cli.run(&["cancel", &id.to_string()], "");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), format!("dry_run {id}: cancelled"));
+    assert_eq!(
+        app.admin.command(id).await.unwrap().status,
+        CommandStatus::Cancelled
+    );
+    // The agent never gets it.
+    assert!(agent.checkin(0).await.commands.is_empty());
+
+    // A command that already ended cannot be cancelled: the server's reason, exit 1.
+    let out = cli.run(&["cancel", &id.to_string()], "");
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("cancelled"), "{}", out.stderr);
+    let out = cli.run(&["cancel", "--json", &id.to_string()], "");
+    assert!(!out.status.success());
 }
