@@ -1,11 +1,14 @@
 //! `cargo xtask bench`: runs the benchmarks in [`BENCHES`] one after the other (release),
 //! collects their `BENCH name=value` lines and appends one dated section to
-//! docs/benchmarks.md with each figure next to its goal, marked met or missed.
+//! docs/benchmarks.md with each figure next to its goal, marked met or missed. A lab it
+//! starts for the benches that need one is its own and is torn down when it ends, also after a
+//! failure or Ctrl-C.
 
 use crate::proc::cmd;
 use crate::state;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A goal on one figure: `(name, comparison, bound)`.
@@ -60,42 +63,14 @@ pub fn run(args: &[&str]) -> Result<()> {
         bail!("cargo xtask bench takes no arguments (got {arg:?})");
     }
     let root = state::repo_root()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Taken before our own builds start: how busy the others left the machine.
     let machine = machine();
-    let mut figures = Vec::new();
-    let mut lab_env: Option<Vec<(String, String)>> = None;
-    for (package, bench) in BENCHES {
-        let mut env = Vec::new();
-        if NEEDS_LAB.contains(bench) {
-            if lab_env.is_none() {
-                let agent = crate::test::build_musl_agent(&root)?;
-                let lab = crate::lab::up(1)?;
-                lab_env = Some(vec![
-                    ("CANOPY_LAB".into(), lab.display().to_string()),
-                    ("CANOPY_AGENT_MUSL_BIN".into(), agent.display().to_string()),
-                ]);
-            }
-            env = lab_env.clone().unwrap_or_default();
-        }
-        eprintln!("xtask: cargo bench -p {package} --bench {bench} (release; takes a while)");
-        let mut bench_cmd = cmd(&cargo, ["bench", "-p", package, "--bench", bench]);
-        for (k, v) in &env {
-            bench_cmd = bench_cmd.env(k, v);
-        }
-        let out = bench_cmd
-            .current_dir(&root)
-            .timeout(Duration::from_secs(45 * 60))
-            .output()?;
-        let found = parse(&out);
-        if found.is_empty() {
-            bail!(
-                "benchmark {bench} printed no `BENCH name=value` line:\n{}",
-                crate::proc::tail(&out, 20)
-            );
-        }
-        figures.extend(found);
-    }
+    let mut lab = None;
+    let figures = run_benches(&root, &mut lab);
+    // Whatever happened above, the lab (and an engine this run started) goes.
+    let torn_down = lab.map_or(Ok(()), BenchLab::down);
+    let figures = figures?;
+    torn_down?;
     let section = section(&figures, &date()?, &machine);
     print!("{section}");
     let path = root.join("docs/benchmarks.md");
@@ -108,6 +83,111 @@ pub fn run(args: &[&str]) -> Result<()> {
     std::fs::write(&path, doc).with_context(|| format!("write {}", path.display()))?;
     eprintln!("xtask: appended to {}", path.display());
     Ok(())
+}
+
+/// Runs [`BENCHES`]; the lab, once a bench needs it, is left in `lab` for the caller to tear
+/// down.
+fn run_benches(root: &Path, lab: &mut Option<BenchLab>) -> Result<Vec<(String, String)>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut figures = Vec::new();
+    for (package, bench) in BENCHES {
+        let mut env = Vec::new();
+        if NEEDS_LAB.contains(bench) {
+            if lab.is_none() {
+                *lab = Some(BenchLab::up(root)?);
+            }
+            env = lab.as_ref().map(BenchLab::env).unwrap_or_default();
+        }
+        eprintln!("xtask: cargo bench -p {package} --bench {bench} (release; takes a while)");
+        let mut bench_cmd = cmd(&cargo, ["bench", "-p", package, "--bench", bench]);
+        for (k, v) in &env {
+            bench_cmd = bench_cmd.env(k, v);
+        }
+        let out = bench_cmd
+            .current_dir(root)
+            .timeout(Duration::from_secs(45 * 60))
+            .output()?;
+        let found = parse(&out);
+        if found.is_empty() {
+            bail!(
+                "benchmark {bench} printed no `BENCH name=value` line:\n{}",
+                crate::proc::tail(&out, 20)
+            );
+        }
+        figures.extend(found);
+    }
+    Ok(figures)
+}
+
+/// The lab the benches that need one run against: an instance of its own
+/// (`CANOPY_LAB_INSTANCE=bench` unless one is set), so a lab the tests or the demo use is
+/// never replaced or torn down. Everything it starts goes when the bench ends: at the end, after
+/// a failure, and through a detached watchdog when xtask is interrupted (Ctrl-C).
+struct BenchLab {
+    json: PathBuf,
+    agent: PathBuf,
+    docker_started: bool,
+    watchdog: Option<state::Watchdog>,
+}
+
+impl BenchLab {
+    fn up(root: &Path) -> Result<BenchLab> {
+        if std::env::var_os("CANOPY_LAB_INSTANCE").is_none() {
+            std::env::set_var("CANOPY_LAB_INSTANCE", "bench");
+        }
+        let agent = crate::test::build_musl_agent(root)?;
+        let docker_started = crate::dockerd::ensure()?;
+        let exe = std::env::current_exe()?;
+        let mut teardown = format!("'{}' lab down", exe.display());
+        if docker_started {
+            teardown.push_str(&format!("; '{}' dockerd stop", exe.display()));
+        }
+        // Armed before the lab starts: an interrupted `lab up` leaves containers too.
+        let watchdog = state::Watchdog::spawn("bench", std::process::id(), &teardown)?;
+        let mut lab = BenchLab {
+            json: PathBuf::new(),
+            agent,
+            docker_started,
+            watchdog: Some(watchdog),
+        };
+        match crate::lab::up(1) {
+            Ok(json) => lab.json = json,
+            Err(e) => {
+                if let Err(down) = lab.down() {
+                    eprintln!("xtask: tearing down the bench's lab failed too: {down:#}");
+                }
+                return Err(e);
+            }
+        }
+        Ok(lab)
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("CANOPY_LAB".into(), self.json.display().to_string()),
+            (
+                "CANOPY_AGENT_MUSL_BIN".into(),
+                self.agent.display().to_string(),
+            ),
+        ]
+    }
+
+    /// The lab down, then the engine if this run started it; the watchdog first, so the two
+    /// never tear down at once.
+    fn down(mut self) -> Result<()> {
+        if let Some(w) = self.watchdog.take() {
+            if let Err(e) = w.disarm() {
+                eprintln!("xtask: cannot stop the bench's watchdog ({e:#}); tearing down anyway");
+            }
+        }
+        let lab = crate::lab::down();
+        let docker = if self.docker_started {
+            crate::dockerd::stop()
+        } else {
+            Ok(())
+        };
+        lab.and(docker)
+    }
 }
 
 /// `BENCH name=value` lines, in order.
