@@ -158,17 +158,44 @@ impl Deployer {
         actor: Actor,
     ) {
         let mut tasks = tokio::task::JoinSet::new();
+        let mut targets = HashMap::new();
         for p in planned {
             let me = self.clone();
             let (agent, actor) = (agent.clone(), actor.clone());
-            tasks.spawn(async move { me.run_item(id, action, agent, p, &actor).await });
+            let target = p.item.target.clone();
+            let task = tasks.spawn(async move { me.run_item(id, action, agent, p, &actor).await });
+            targets.insert(task.id(), target);
         }
         let (mut ok, mut failed, mut unrecorded) = (0usize, 0usize, 0usize);
-        while let Some(r) = tasks.join_next().await {
+        while let Some(r) = tasks.join_next_with_id().await {
             match r {
-                Ok(Some(true)) => ok += 1,
-                Ok(None) => unrecorded += 1,
-                _ => failed += 1,
+                Ok((_, Some(true))) => ok += 1,
+                Ok((_, Some(false))) => failed += 1,
+                Ok((_, None)) => unrecorded += 1,
+                // A task that panicked wrote no result: record that it failed.
+                Err(e) => {
+                    let target = targets.get(&e.id()).cloned().unwrap_or_default();
+                    let up = ItemUpdate::failed(
+                        format!("the deploy of this guest stopped unexpectedly: {e}"),
+                        chrono::Utc::now(),
+                    );
+                    let mut pause = record::backoff("an item's failure");
+                    let stream = self.stream(id);
+                    match record::item_end(
+                        self.store.as_ref(),
+                        &stream,
+                        id,
+                        &target,
+                        up,
+                        &actor,
+                        &mut pause,
+                    )
+                    .await
+                    {
+                        Some(_) => failed += 1,
+                        None => unrecorded += 1,
+                    }
+                }
             }
         }
         if unrecorded > 0 {
