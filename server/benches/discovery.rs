@@ -13,7 +13,9 @@
 //!    the rebuild), diff (two inventories + reconcile), store write, tree rebuild.
 //!
 //! Every pass's PVE requests are counted twice, by the client (`api_calls` in the report)
-//! and by the simulator's request log; the bench aborts when they disagree or exceed 3.
+//! and by the simulator's request log; the bench aborts when they disagree (the count would
+//! be wrong). The most calls any pass made is the figure `discovery_5000_api_calls`, goal ≤ 3:
+//! more is recorded as a miss, with the calls listed on stderr.
 //! The simulator runs on its own runtime thread but shares the cores: the fetch figure
 //! includes the simulator serialising 5,000 resources.
 //!
@@ -105,11 +107,12 @@ async fn pass(state: &AppState, sim: &RunningCluster, record: &ClusterRecord) ->
         "the client counted {} discovery calls, the simulator saw {api_calls} ({cluster_calls} on cluster/*)",
         report.api_calls
     );
-    assert!(
-        api_calls <= MAX_API_CALLS,
-        "a discovery pass made {api_calls} API calls (goal ≤ {MAX_API_CALLS}): {:?}",
-        log.iter().map(|r| &r.path).collect::<Vec<_>>()
-    );
+    if api_calls > MAX_API_CALLS {
+        eprintln!(
+            "discovery: a pass made {api_calls} API calls (goal ≤ {MAX_API_CALLS}): {:?}",
+            log.iter().map(|r| &r.path).collect::<Vec<_>>()
+        );
+    }
     Pass {
         wall,
         report,

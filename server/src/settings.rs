@@ -1,6 +1,7 @@
 //! Server settings: defaults → TOML file (`--config`) → `CANOPY_*` environment →
 //! command-line flags. Defaults live here and only here.
 
+use crate::deploy::address::SshAddress;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -108,19 +109,22 @@ pub struct DeploySettings {
     /// Seconds between agentless scans of the guests that have no agent (through `pct exec`);
     /// 0 = never. They run only once the deploy key exists (deploys are set up).
     pub agentless_interval_secs: u64,
-    /// SSH address per node, `"CLUSTER/NODE" = "host:port"`, overriding the address PVE
-    /// reports in `/cluster/status` (port 22).
-    pub nodes: std::collections::BTreeMap<String, String>,
+    /// SSH address per node, `"CLUSTER/NODE" = "host:port"` (IPv6: `"[2001:db8::10]:22"`),
+    /// overriding the address PVE reports in `/cluster/status` (port 22).
+    pub nodes: std::collections::BTreeMap<String, SshAddress>,
     /// Guests reached by SSH directly instead of through their node: `"CLUSTER/VMID"`.
     pub direct: std::collections::BTreeMap<String, DirectSsh>,
+    /// Deploying and uninstalling agents runs commands as root on every node over SSH, so
+    /// only admins may, unless this lets operators too.
+    pub operators_may_deploy: bool,
 }
 
 /// One guest reached by SSH directly.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DirectSsh {
-    /// `host:port` (port 22 when left out).
-    pub address: String,
+    /// `host:port` (port 22 when left out; IPv6 as `[ADDRESS]:PORT`).
+    pub address: SshAddress,
     #[serde(default = "root")]
     pub user: String,
     /// Key for this guest; the deploy key when left out.
@@ -148,6 +152,7 @@ impl Default for DeploySettings {
             agentless_interval_secs: 3600,
             nodes: Default::default(),
             direct: Default::default(),
+            operators_may_deploy: false,
         }
     }
 }

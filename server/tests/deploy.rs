@@ -62,11 +62,12 @@ async fn lab_app(lab: &Lab, pve: &PveLab) -> (TestApp, canopy_pve_sim::RunningCl
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.deploy.agent_binary = Some(lab.agent_bin.clone().into());
         s.deploy.ssh_key_file = Some(pve.ssh_key.clone());
-        s.deploy.nodes = BTreeMap::from([("lab/pve1".into(), pve.node.ssh.to_string())]);
+        s.deploy.nodes =
+            BTreeMap::from([("lab/pve1".into(), pve.node.ssh.to_string().parse().unwrap())]);
         s.deploy.direct = BTreeMap::from([(
             "lab/106".into(),
             canopy_server::settings::DirectSsh {
-                address: direct.to_string(),
+                address: direct.to_string().parse().unwrap(),
                 user: "root".into(),
                 key_file: None,
             },
@@ -540,6 +541,8 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         in_guest(&victim.container, "systemctl is-active canopy-agent"),
         "active"
     );
+
+    common::deploy::one_guest_at_a_time(&app, "cluster/lab/node/pve1/lxc/105").await;
 
     // Uninstall one guest cleanly.
     let (gone, _) = run(

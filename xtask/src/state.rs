@@ -137,6 +137,33 @@ pub fn stop_pid(pidfile: &Path, grace: std::time::Duration) -> Result<bool> {
     Ok(true)
 }
 
+/// A detached shell that runs `teardown` once process `pid` (xtask) is gone, however it ended:
+/// Ctrl-C kills xtask and the children in its process group, never the detached containers and
+/// servers it started. [`Watchdog::disarm`] it once xtask has torn down by itself.
+pub struct Watchdog {
+    pidfile: PathBuf,
+}
+
+impl Watchdog {
+    /// `name` keeps its pid file and log apart (`STATE/NAME-watchdog.{pid,log}`).
+    pub fn spawn(name: &str, pid: u32, teardown: &str) -> Result<Watchdog> {
+        let dir = state_dir()?;
+        let script = format!("while kill -0 {pid} 2>/dev/null; do sleep 1; done; {teardown}");
+        let pidfile = dir.join(format!("{name}-watchdog.pid"));
+        spawn_detached(
+            cmd("sh", ["-c", &script]),
+            &dir.join(format!("{name}-watchdog.log")),
+            &pidfile,
+        )?;
+        Ok(Watchdog { pidfile })
+    }
+
+    /// Stops the watchdog without running its teardown.
+    pub fn disarm(self) -> Result<()> {
+        stop_pid(&self.pidfile, std::time::Duration::from_secs(5)).map(|_| ())
+    }
+}
+
 /// FNV-1a 64: a hash that is stable across Rust releases, for cache keys.
 #[derive(Clone, Copy)]
 pub struct StableHash(u64);
@@ -178,4 +205,61 @@ pub fn json_str(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A process standing in for xtask, its teardown marker, and its watchdog.
+    fn watched(name: &str) -> (std::process::Child, PathBuf, Watchdog) {
+        let marker = state_dir()
+            .unwrap()
+            .join(format!("{name}-{}.torn-down", std::process::id()));
+        let _ = fs::remove_file(&marker);
+        let xtask = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let teardown = format!("touch '{}'", marker.display());
+        let dog = Watchdog::spawn(
+            &format!("{name}-{}", std::process::id()),
+            xtask.id(),
+            &teardown,
+        )
+        .unwrap();
+        (xtask, marker, dog)
+    }
+
+    #[test]
+    fn the_teardown_runs_when_xtask_is_interrupted() {
+        let (mut xtask, marker, _dog) = watched("test-interrupted");
+        // Ctrl-C: SIGINT to xtask, which dies without running any code of its own.
+        cmd("kill", ["-INT", &xtask.id().to_string()])
+            .output()
+            .unwrap();
+        xtask.wait().unwrap();
+        assert!(
+            crate::proc::poll(Duration::from_secs(20), Duration::from_millis(50), || {
+                marker.exists()
+            }),
+            "the watchdog did not tear down"
+        );
+        fs::remove_file(&marker).unwrap();
+    }
+
+    #[test]
+    fn a_disarmed_watchdog_tears_nothing_down() {
+        let (mut xtask, marker, dog) = watched("test-disarmed");
+        dog.disarm().unwrap();
+        xtask.kill().unwrap();
+        xtask.wait().unwrap();
+        // The watchdog is gone (its pid file too), so nothing can run its teardown any more.
+        let pidfile = state_dir()
+            .unwrap()
+            .join(format!("test-disarmed-{}-watchdog.pid", std::process::id()));
+        assert!(!pidfile.exists());
+        assert!(!marker.exists());
+    }
 }

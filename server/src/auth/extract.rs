@@ -127,6 +127,45 @@ impl<R: MinRole> FromRequestParts<AppState> for RequireRole<R> {
     }
 }
 
+/// A user who may deploy and uninstall agents, which runs commands as root on every node
+/// over SSH: an admin, or an operator when `deploy.operators_may_deploy` is set.
+#[derive(Debug)]
+pub struct MayDeploy(pub UserAuth);
+
+impl MayDeploy {
+    pub fn actor(&self) -> Actor {
+        self.0.actor()
+    }
+}
+
+impl FromRequestParts<AppState> for MayDeploy {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let user = UserAuth::from_request_parts(parts, state).await?;
+        let least = if state.settings.deploy.operators_may_deploy {
+            Role::Operator
+        } else {
+            Role::Admin
+        };
+        if user.0.role < least {
+            let grant = if least == Role::Admin && user.0.role == Role::Operator {
+                " (an admin can let operators deploy with [deploy] operators_may_deploy = true)"
+            } else {
+                ""
+            };
+            return Err(Error::Forbidden(format!(
+                "deploying and uninstalling agents runs commands as root on every node, so it \
+                 needs the {} role; {} has {}{grant}",
+                least.as_str(),
+                user.0.name,
+                user.0.role.as_str()
+            )));
+        }
+        Ok(Self(user))
+    }
+}
+
 /// An enrolled agent, authenticated by `Bearer HOST_ID.SECRET`.
 #[derive(Debug, Clone)]
 pub struct AgentAuth(pub Host);

@@ -102,13 +102,20 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 .host_keys()
                 .await?;
             print(c.json, &keys, |ks| {
+                // IPv6 addresses (`[2001:db8::10]:22`) are longer than most.
+                let w = ks
+                    .iter()
+                    .map(|k| k.address.len())
+                    .max()
+                    .unwrap_or(0)
+                    .max(28);
                 println!(
-                    "{:<28} {:<20} {:<52} FIRST SEEN",
+                    "{:<w$} {:<20} {:<52} FIRST SEEN",
                     "ADDRESS", "TYPE", "FINGERPRINT"
                 );
                 for k in ks {
                     println!(
-                        "{:<28} {:<20} {:<52} {}",
+                        "{:<w$} {:<20} {:<52} {}",
                         k.address,
                         k.key_type,
                         k.fingerprint,

@@ -74,6 +74,13 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // A command whose reader went away (`canopy tree | head -1`) ends as `cat` does,
+        // killed by SIGPIPE (status 141 in the shell), quietly: Rust ignores SIGPIPE, so every
+        // print would otherwise panic with "failed printing to stdout: Broken pipe". The
+        // server keeps ignoring it: a client hanging up must never stop it.
+        sigpipe::reset();
+    }
     crate::telemetry::init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -1,5 +1,6 @@
-//! User commands against a running server: hosts, updates, approve, confirm, history,
-//! registration tokens and users (`accounts.rs`). Every command has `--json` for scripts.
+//! User commands against a running server: hosts, updates, approve, confirm, cancel, retry,
+//! history; registration tokens and users live in `accounts.rs`. Every command has `--json`
+//! for scripts.
 
 use super::session::{self, Session};
 use canopy_api_types::updates::{Severity, UpdateFilter, UpdateStatus};
@@ -73,6 +74,12 @@ pub enum RemoteCommand {
     },
     /// Confirm a finished dry-run: queues the install.
     Confirm {
+        #[command(flatten)]
+        common: Common,
+        id: CommandId,
+    },
+    /// Cancel a command that has not started (pending or sent to its agent).
+    Cancel {
         #[command(flatten)]
         common: Common,
         id: CommandId,
@@ -279,6 +286,15 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 .confirm(id)
                 .await?;
             print(common.json, &c, |c| println!("install queued: {}", c.id))
+        }
+        RemoteCommand::Cancel { common, id } => {
+            let c = session::client(common.server.as_deref())
+                .await?
+                .cancel(id)
+                .await?;
+            print(common.json, &c, |c| {
+                println!("{} {}: {}", c.spec.kind(), c.id, c.status.as_str())
+            })
         }
         RemoteCommand::Retry { common, id } => {
             let c = session::client(common.server.as_deref())

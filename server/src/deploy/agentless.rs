@@ -227,6 +227,7 @@ impl Deployer {
             };
             let (me, actor) = (self.clone(), actor.clone());
             tasks.spawn(async move {
+                let _guest = me.guest(None, &p, &actor).await;
                 let _slots = me.slots(&p.node_key()).await;
                 let r = async {
                     let shell = me.shell(&p).await?;

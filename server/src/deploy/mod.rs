@@ -5,12 +5,17 @@
 //! the store and published to the operation's stream (SSE).
 //!
 //! Concurrency: at most `concurrency` guests at once, and `per_node_concurrency` per node, so
-//! one node's sshd and disk are not flooded. One dead node fails only its own items.
+//! one node's sshd and disk are not flooded. One dead node fails only its own items. One
+//! operation at a time works on a guest: another one's item waits, queued, with the step
+//! [`guest_lock::WAITING_STEP`], until the first one's item has ended.
 
+pub mod address;
 pub mod agentless;
 mod enrol;
+pub mod guest_lock;
 mod keys;
 mod plan;
+mod record;
 pub mod shell;
 pub mod ssh;
 pub mod steps;
@@ -46,6 +51,7 @@ pub struct Deployer {
     staging: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     node_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     global: Arc<Semaphore>,
+    guests: guest_lock::GuestLocks,
 }
 
 impl std::fmt::Debug for Deployer {
@@ -66,6 +72,7 @@ impl Deployer {
             streams: Mutex::new(HashMap::new()),
             staging: Mutex::new(HashMap::new()),
             node_slots: Mutex::new(HashMap::new()),
+            guests: Default::default(),
         }
     }
 
@@ -152,35 +159,65 @@ impl Deployer {
         actor: Actor,
     ) {
         let mut tasks = tokio::task::JoinSet::new();
+        let mut targets = HashMap::new();
         for p in planned {
             let me = self.clone();
             let (agent, actor) = (agent.clone(), actor.clone());
-            tasks.spawn(async move { me.run_item(id, action, agent, p, &actor).await });
+            let target = p.item.target.clone();
+            let task = tasks.spawn(async move { me.run_item(id, action, agent, p, &actor).await });
+            targets.insert(task.id(), target);
         }
-        let (mut ok, mut failed) = (0usize, 0usize);
-        while let Some(r) = tasks.join_next().await {
+        let (mut ok, mut failed, mut unrecorded) = (0usize, 0usize, 0usize);
+        while let Some(r) = tasks.join_next_with_id().await {
             match r {
-                Ok(true) => ok += 1,
-                _ => failed += 1,
+                Ok((_, Some(true))) => ok += 1,
+                Ok((_, Some(false))) => failed += 1,
+                Ok((_, None)) => unrecorded += 1,
+                // A task that panicked wrote no result: record that it failed.
+                Err(e) => {
+                    let target = targets.get(&e.id()).cloned().unwrap_or_default();
+                    let up = ItemUpdate::failed(
+                        format!("the deploy of this guest stopped unexpectedly: {e}"),
+                        chrono::Utc::now(),
+                    );
+                    let mut pause = record::backoff("an item's failure");
+                    let stream = self.stream(id);
+                    match record::item_end(
+                        self.store.as_ref(),
+                        &stream,
+                        id,
+                        &target,
+                        up,
+                        &actor,
+                        &mut pause,
+                    )
+                    .await
+                    {
+                        Some(_) => failed += 1,
+                        None => unrecorded += 1,
+                    }
+                }
             }
         }
-        let state = match (ok, failed) {
-            (_, 0) => OperationState::Succeeded,
-            (0, _) => OperationState::Failed,
-            _ => OperationState::Partial,
-        };
-        if let Err(e) = self
-            .store
-            .finish_operation(id, state, chrono::Utc::now())
-            .await
-        {
-            tracing::error!(operation = %id, error = %e, "cannot record the end of the operation");
+        if unrecorded > 0 {
+            // Ended, its unfinished items would stay `running` for ever; left running, the
+            // next start fails them together.
+            tracing::error!(operation = %id, unrecorded, "items' results could not be recorded; the operation stays running until the next start fails it");
+        } else {
+            let state = match (ok, failed) {
+                (_, 0) => OperationState::Succeeded,
+                (0, _) => OperationState::Failed,
+                _ => OperationState::Partial,
+            };
+            let mut pause = record::backoff("the end of the operation");
+            record::operation_end(self.store.as_ref(), id, state, &mut pause).await;
         }
         self.streams.lock().expect("streams lock").remove(&id);
-        tracing::info!(operation = %id, ok, failed, "deploy operation finished");
+        tracing::info!(operation = %id, ok, failed, unrecorded, "deploy operation finished");
     }
 
-    /// One item, start to end; true when it succeeded.
+    /// One item, start to end: whether it succeeded, `None` when its end could not be
+    /// recorded.
     async fn run_item(
         &self,
         id: OperationId,
@@ -188,9 +225,11 @@ impl Deployer {
         agent: Option<Arc<AgentBinary>>,
         p: Planned,
         actor: &Actor,
-    ) -> bool {
-        let _slots = self.slots(&p.node_key()).await;
+    ) -> Option<bool> {
         let target = p.item.target.clone();
+        // The guest before any slot: an item waiting for its guest holds none.
+        let _guest = self.guest(Some(id), &p, actor).await;
+        let _slots = self.slots(&p.node_key()).await;
         let (step_tx, writer) = {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
             let store = self.store.clone();
@@ -226,16 +265,18 @@ impl Deployer {
             Err(e) => ItemUpdate::failed(format!("{e:#}"), chrono::Utc::now()),
         };
         let stream = self.stream(id);
-        if let Err(e) = publish(self.store.as_ref(), &stream, id, &target, up, actor).await {
-            // Never leave the item running: record that its result was lost.
-            let up = ItemUpdate::failed(
-                format!("the result could not be recorded: {e}"),
-                chrono::Utc::now(),
-            );
-            let _ = publish(self.store.as_ref(), &stream, id, &target, up, actor).await;
-            return false;
-        }
-        result.is_ok()
+        let mut pause = record::backoff("an item's result");
+        let written = record::item_end(
+            self.store.as_ref(),
+            &stream,
+            id,
+            &target,
+            up,
+            actor,
+            &mut pause,
+        )
+        .await?;
+        Some(written == record::Written::Result && result.is_ok())
     }
 
     async fn item_work(
@@ -311,15 +352,14 @@ impl Deployer {
         let connect = Duration::from_secs(self.settings.connect_timeout_secs.max(1));
         let actor = Actor::System;
         match &p.reach {
-            Reach::Node { address: None, .. } => anyhow::bail!(
-                "no SSH address for node {}: PVE reported none; set [deploy.nodes] \"{}\" = \"host:port\"",
-                p.item.node,
-                p.node_key()
-            ),
             Reach::Node {
-                address: Some(address),
+                address: Err(why), ..
+            } => anyhow::bail!("{why}"),
+            Reach::Node {
+                address: Ok(address),
                 ..
             } => {
+                let address = address.to_string();
                 let target = SshTarget {
                     address: address.clone(),
                     user: self.settings.ssh_user.clone(),
@@ -337,12 +377,42 @@ impl Deployer {
             }
             Reach::Direct(d) => {
                 let target = SshTarget {
-                    address: d.address.clone(),
+                    address: d.address.to_string(),
                     user: d.user.clone(),
                     key_file: d.key_file.clone().unwrap_or_else(|| self.key_file()),
                 };
                 let ssh = Ssh::connect(&target, connect, self.store.as_ref(), &actor).await?;
                 Ok(Shell::direct(ssh, &d.user, timeout))
+            }
+        }
+    }
+
+    /// The guest of `p`, once no other operation works on it. While it waits, its item (in
+    /// operation `id`, or none for an agentless scan) stays queued and says so.
+    async fn guest(
+        &self,
+        id: Option<OperationId>,
+        p: &Planned,
+        actor: &Actor,
+    ) -> guest_lock::GuestGuard {
+        match self.guests.try_lock(&p.guest_key) {
+            Ok(guard) => guard,
+            Err(wait) => {
+                if let Some(id) = id {
+                    let up = ItemUpdate {
+                        state: ItemState::Queued,
+                        step: Some(guest_lock::WAITING_STEP.into()),
+                        outcome: None,
+                        message: None,
+                        host_id: None,
+                        run_as: None,
+                        at: chrono::Utc::now(),
+                    };
+                    let stream = self.stream(id);
+                    let _ =
+                        publish(self.store.as_ref(), &stream, id, &p.item.target, up, actor).await;
+                }
+                wait.wait().await
             }
         }
     }

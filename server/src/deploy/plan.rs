@@ -2,6 +2,7 @@
 //! are skipped with the reason (never started unasked), and so are VMs that have no direct
 //! SSH configured (`pct` reaches only containers).
 
+use super::address::SshAddress;
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use crate::settings::{DeploySettings, DirectSsh};
@@ -16,10 +17,11 @@ use std::collections::{BTreeSet, HashMap};
 /// How an item's guest is reached.
 #[derive(Debug, Clone)]
 pub enum Reach {
-    /// Through its node: `address` from `[deploy.nodes]` or PVE's `/cluster/status`.
+    /// Through its node: `address` from `[deploy.nodes]` or PVE's `/cluster/status`, or why
+    /// there is none.
     Node {
         cluster: String,
-        address: Option<String>,
+        address: std::result::Result<SshAddress, String>,
     },
     Direct(DirectSsh),
 }
@@ -28,6 +30,8 @@ pub enum Reach {
 pub struct Planned {
     pub item: OperationItem,
     pub reach: Reach,
+    /// `CLUSTER/VMID`: one operation at a time works on it ([`super::guest_lock`]).
+    pub guest_key: String,
 }
 
 impl Planned {
@@ -35,21 +39,32 @@ impl Planned {
     pub fn node_key(&self) -> String {
         match &self.reach {
             Reach::Node { cluster, .. } => format!("{cluster}/{}", self.item.node),
-            Reach::Direct(d) => d.address.clone(),
+            Reach::Direct(d) => d.address.to_string(),
         }
     }
 }
 
-/// `host:port`, port 22 when none is given.
-fn with_port(address: &str) -> String {
-    if address
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !address.ends_with(']')
-    {
-        address.to_string()
-    } else {
-        format!("{address}:22")
+/// The configured address of node `key` (`CLUSTER/NODE`), else the one PVE reported (port
+/// 22), else why there is none.
+fn node_address(
+    settings: &DeploySettings,
+    reported: &HashMap<(String, String), String>,
+    key: &str,
+    cluster: &str,
+    node: &str,
+) -> std::result::Result<SshAddress, String> {
+    if let Some(a) = settings.nodes.get(key) {
+        return Ok(a.clone());
+    }
+    let set = format!(
+        "set [deploy.nodes] \"{key}\" = \"HOST:PORT\" (an IPv6 address as \"[ADDRESS]:PORT\")"
+    );
+    match reported.get(&(cluster.to_string(), node.to_string())) {
+        Some(ip) => SshAddress::parse(ip)
+            .map_err(|e| format!("PVE reported an unusable address for node {node} ({e}); {set}")),
+        None => Err(format!(
+            "no SSH address for node {node}: PVE reported none; {set}"
+        )),
     }
 }
 
@@ -98,17 +113,10 @@ pub async fn plan(
         let name = inv.get(path).map(|v| v.name.clone()).unwrap_or_default();
         let direct = settings.direct.get(&format!("{cluster}/{vmid}")).cloned();
         let reach = match (kind, direct) {
-            (_, Some(mut d)) => {
-                d.address = with_port(&d.address);
-                Reach::Direct(d)
-            }
+            (_, Some(d)) => Reach::Direct(d),
             (Kind::Lxc, None) => {
                 let key = format!("{cluster}/{node}");
-                let address = settings.nodes.get(&key).map(|a| with_port(a)).or_else(|| {
-                    node_ips
-                        .get(&(cluster.to_string(), node.to_string()))
-                        .map(|ip| with_port(ip))
-                });
+                let address = node_address(settings, &node_ips, &key, cluster, node);
                 Reach::Node {
                     cluster: cluster.to_string(),
                     address,
@@ -139,6 +147,7 @@ pub async fn plan(
                 route,
             ),
             reach,
+            guest_key: format!("{cluster}/{vmid}"),
         });
     }
     let verb = match req.action {
@@ -176,12 +185,54 @@ pub async fn plan(
 
 #[cfg(test)]
 mod tests {
-    use super::with_port;
+    use super::*;
 
     #[test]
-    fn addresses_get_port_22_unless_they_have_one() {
-        assert_eq!(with_port("10.0.0.5"), "10.0.0.5:22");
-        assert_eq!(with_port("127.0.0.1:2201"), "127.0.0.1:2201");
-        assert_eq!(with_port("pve1.lan"), "pve1.lan:22");
+    fn configured_node_addresses_win_and_reported_ones_get_port_22() {
+        let settings: DeploySettings = toml::from_str(
+            "[nodes]\n\"home/pve1\" = \"[2001:db8::10]:2222\"\n\"home/pve2\" = \"2001:db8::11\"\n",
+        )
+        .unwrap();
+        let reported = HashMap::from([
+            (("home".into(), "pve1".into()), "10.0.0.1".to_string()),
+            (("home".into(), "pve3".into()), "2001:db8::13".to_string()),
+            (("home".into(), "pve4".into()), "10.0.0.4".to_string()),
+            (("home".into(), "pve5".into()), "not an address".to_string()),
+        ]);
+        let addr = |node: &str| {
+            node_address(&settings, &reported, &format!("home/{node}"), "home", node)
+                .map(|a| a.to_string())
+        };
+        assert_eq!(addr("pve1").unwrap(), "[2001:db8::10]:2222");
+        assert_eq!(addr("pve2").unwrap(), "[2001:db8::11]:22");
+        assert_eq!(addr("pve3").unwrap(), "[2001:db8::13]:22");
+        assert_eq!(addr("pve4").unwrap(), "10.0.0.4:22");
+        let unusable = addr("pve5").unwrap_err();
+        assert!(
+            unusable.contains("unusable address for node pve5"),
+            "{unusable}"
+        );
+        let none = addr("pve6").unwrap_err();
+        assert!(none.contains("PVE reported none"), "{none}");
+        assert!(none.contains("[deploy.nodes] \"home/pve6\""), "{none}");
+    }
+
+    #[test]
+    fn a_direct_guest_is_its_own_node_key_in_canonical_form() {
+        let settings: DeploySettings =
+            toml::from_str("[direct.\"home/120\"]\naddress = \"2001:db8::120\"\n").unwrap();
+        let d = settings.direct["home/120"].clone();
+        let p = Planned {
+            item: OperationItem::queued(
+                "cluster/home/node/pve1/qemu/120",
+                None,
+                "pve1",
+                120,
+                Route::Ssh,
+            ),
+            reach: Reach::Direct(d),
+            guest_key: "home/120".into(),
+        };
+        assert_eq!(p.node_key(), "[2001:db8::120]:22");
     }
 }

@@ -24,7 +24,7 @@ const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct SshTarget {
-    /// `host:port`.
+    /// `host:port` in [`super::address::SshAddress`]'s canonical form (`[IPv6]:port`).
     pub address: String,
     pub user: String,
     pub key_file: PathBuf,
@@ -39,7 +39,8 @@ pub enum SshError {
     #[error(
         "the SSH host key of {address} changed: pinned {pinned}, presented {presented} \
          ({key_type}). Refusing to connect. If the host was reinstalled, remove the pin with \
-         `canopy agent forget-host-key {address}` and deploy again"
+         `canopy agent forget-host-key {}` and deploy again",
+        quote(.address)
     )]
     HostKeyChanged {
         address: String,
@@ -503,6 +504,22 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "x'y $HOME `id` \"z\"");
+    }
+
+    #[test]
+    fn a_changed_ipv6_host_key_names_a_command_the_shell_keeps_intact() {
+        let e = SshError::HostKeyChanged {
+            address: "[2001:db8::10]:22".into(),
+            key_type: "ssh-ed25519".into(),
+            pinned: "SHA256:a".into(),
+            presented: "SHA256:b".into(),
+        };
+        // Unquoted, `[…]` is a glob pattern to the shell.
+        assert!(
+            e.to_string()
+                .contains("`canopy agent forget-host-key '[2001:db8::10]:22'`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! follow it (JSON or server-sent events), agentless scans, the deploy key and pinned host keys.
 
 use super::extract::{Json, Path, Query};
+use crate::auth::extract::MayDeploy;
 use crate::auth::{Admin, Operator, RequireRole, UserAuth};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -57,10 +58,10 @@ async fn preview(
 
 async fn start(
     State(state): State<AppState>,
-    op: RequireRole<Operator>,
+    user: MayDeploy,
     Json(req): Json<DeployRequest>,
 ) -> Result<(StatusCode, Json<Operation>)> {
-    let operation = state.deployer.start(req, op.actor()).await?;
+    let operation = state.deployer.start(req, user.actor()).await?;
     Ok((StatusCode::ACCEPTED, Json(operation)))
 }
 
@@ -105,6 +106,10 @@ async fn forget_host_key(
     admin: RequireRole<Admin>,
     Path(address): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
+    // Pins are kept under the canonical address: `2001:db8::10` finds `[2001:db8::10]:22`.
+    let address = crate::deploy::address::SshAddress::parse(&address)
+        .map(|a| a.to_string())
+        .unwrap_or(address);
     if state
         .store
         .forget_host_key(&address, &admin.actor())

@@ -11,6 +11,9 @@ pub enum Auth {
     User,
     Operator,
     Admin,
+    /// Admin, or operator when `deploy.operators_may_deploy` is set: deploying and
+    /// uninstalling agents runs commands as root on every node.
+    Deploy,
     Agent,
 }
 
@@ -59,7 +62,7 @@ pub const ROUTES: &[(&str, &str, Auth, &str)] = &[
     ("get", "/tree/preview", Auth::User, "What an action on a selector would touch (selector)"),
     ("get", "/tree/history", Auth::User, "Events of a guest across migrations and of its agent (id, limit)"),
     ("get", "/agents/deploy/preview", Auth::User, "The guests an agent deploy would touch and how each is reached (selector, action)"),
-    ("post", "/agents/deploy", Auth::Operator, "Deploy (or uninstall) agents below a selector; returns the operation at once"),
+    ("post", "/agents/deploy", Auth::Deploy, "Deploy (or uninstall) agents below a selector; returns the operation at once. Admins only, unless deploy.operators_may_deploy lets operators too"),
     ("post", "/agents/agentless-scan", Auth::Operator, "Scan guests without an agent through pct exec; results per guest"),
     ("get", "/agents/ssh-key", Auth::Admin, "The public SSH key to add to the PVE nodes' authorized_keys"),
     ("get", "/agents/host-keys", Auth::Admin, "Pinned SSH host keys"),
@@ -95,8 +98,15 @@ pub fn build() -> Value {
         if let Some(s) = security {
             op["security"] = s;
         }
-        if !matches!(auth, Auth::None | Auth::Agent | Auth::User) {
-            op["x-canopy-role"] = json!(format!("{auth:?}").to_lowercase());
+        match auth {
+            Auth::None | Auth::Agent | Auth::User => {}
+            Auth::Deploy => {
+                op["x-canopy-role"] = json!("admin");
+                op["x-canopy-operators-if"] = json!("deploy.operators_may_deploy");
+            }
+            Auth::Operator | Auth::Admin => {
+                op["x-canopy-role"] = json!(format!("{auth:?}").to_lowercase());
+            }
         }
         let params: Vec<Value> = path
             .split('/')

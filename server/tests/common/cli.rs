@@ -50,6 +50,29 @@ impl Cli {
         self
     }
 
+    /// Runs `canopy ARGS` with its stdout a pipe nobody reads any more, as in `canopy tree |
+    /// head -1` once `head` has its line (the reading end is closed before it starts).
+    pub fn run_reader_gone(&self, args: &[&str]) -> CliOutput {
+        tokio::task::block_in_place(|| {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+                .args(args)
+                .env("CANOPY_SESSION", &self.session)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdin(std::process::Stdio::null())
+                .stdout(writer)
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .unwrap();
+            CliOutput {
+                status: out.status,
+                stdout: String::new(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        })
+    }
+
     /// Runs `canopy ARGS` with `stdin` typed in (from a blocking section of the runtime).
     pub fn run(&self, args: &[&str], stdin: &str) -> CliOutput {
         tokio::task::block_in_place(|| {

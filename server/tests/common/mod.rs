@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod deploy;
 pub mod lab;
 
 use canopy_api_types::agent::*;

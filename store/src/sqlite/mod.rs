@@ -51,18 +51,8 @@ impl SqliteStore {
             url: shown.clone(),
             source,
         };
-        let memory = url.contains(":memory:") || url.contains("mode=memory");
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(open_err)?
-            .create_if_missing(true)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let opts = if memory {
-            opts
-        } else {
-            opts.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-        };
+        let memory = is_memory(url);
+        let opts = connect_options(url).map_err(open_err)?;
         let pool_opts = SqlitePoolOptions::new().acquire_timeout(OPEN_TIMEOUT);
         // An in-memory database lives as long as its one connection: keep it forever.
         let pool_opts = if memory {
@@ -87,6 +77,26 @@ impl SqliteStore {
             })?;
         Ok(Self { pool })
     }
+}
+
+fn is_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// How the store opens every connection to the database at `url`: WAL with
+/// `synchronous = NORMAL` (a file database), foreign keys on, [`BUSY_TIMEOUT`]. Public so that
+/// a benchmark's baseline connection is set up exactly like the store's.
+pub fn connect_options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
+    let opts = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    Ok(if is_memory(url) {
+        opts
+    } else {
+        opts.journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+    })
 }
 
 /// Apply the pending migrations on one connection with foreign-key enforcement off, as
