@@ -1,8 +1,12 @@
 //! The agent against a small fake server (axum on port 0): registration through the
-//! real binary (files 0600, no secret on stdout/stderr), then the check-in loop:
-//! report upload when asked, started → result for each command, a result retried
-//! after a 503, installs refused by a read-only agent, clean stop on shutdown. Also the
-//! CLI edges the server's deploy relies on: `--token-file`, `--version`, `run` unregistered.
+//! real binary (files 0600, no secret on stdout/stderr, the current credential sent when
+//! registering again), then the check-in loop: report upload when asked, started → result for
+//! each command, a result retried after a 503, installs refused by a read-only agent, clean
+//! stop on shutdown. The start handshake: a command whose start the server refuses (409, 404)
+//! never runs and gets no result; a start that fails at the transport level is asked again
+//! and the command runs once; a shutdown before the go runs nothing. Also the CLI edges the
+//! server's deploy relies on: `--token-file`, `--version`, `run` unregistered, the helper's
+//! refusals.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,8 +15,9 @@ use axum::{Json, Router};
 use canopy_agent::config::{AgentConfig, Secret};
 use canopy_agent::run::Agent;
 use canopy_api_types::agent::*;
-use canopy_api_types::commands::{AgentCommand, CommandSpec};
+use canopy_api_types::commands::{AgentCommand, CommandSpec, CommandStatus, StartAccepted};
 use canopy_api_types::{CommandId, HostId};
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +33,20 @@ struct Seen {
     results: Vec<(CommandId, ResultSubmission)>,
     failed_once: bool,
     auth: Vec<String>,
+    /// `current_token` of each registration.
+    current_tokens: Vec<Option<String>>,
+    /// Calls of `/started` per command.
+    start_calls: HashMap<CommandId, usize>,
+    heartbeats: usize,
+}
+
+/// How the fake answers a command's `/started`.
+#[derive(Debug, Clone, Copy)]
+enum StartPlan {
+    /// This status with an error body (409 cancelled, 404 unknown, 503 down).
+    Status(u16),
+    /// The first N calls break off mid-answer (a transport error), then 200.
+    Transport(usize),
 }
 
 type S = Arc<Mutex<Seen>>;
@@ -37,20 +56,54 @@ fn lock(s: &S) -> std::sync::MutexGuard<'_, Seen> {
 }
 
 async fn spawn_server(commands: Vec<AgentCommand>) -> (String, S) {
+    spawn_server_with(commands, HashMap::new()).await
+}
+
+/// A 200 whose body breaks off: the client sees a transport error, not an answer.
+fn broken_answer() -> axum::response::Response {
+    let chunks: Vec<Result<&'static str, std::io::Error>> = vec![
+        Ok("{\"id\":"),
+        Err(std::io::Error::other("connection lost")),
+    ];
+    axum::response::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(futures::stream::iter(chunks)))
+        .expect("response")
+}
+
+fn api_error(status: u16) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let code = StatusCode::from_u16(status).expect("status");
+    let body = canopy_api_types::ApiError {
+        code: "conflict".into(),
+        message: format!("fake server says {status}"),
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn spawn_server_with(
+    commands: Vec<AgentCommand>,
+    starts: HashMap<CommandId, StartPlan>,
+) -> (String, S) {
     let seen: S = Arc::default();
+    let starts = Arc::new(starts);
     let cmds = Arc::new(Mutex::new(Some(commands)));
     let app =
         Router::new()
             .route(
                 "/api/v1/agent/register",
-                post(|Json(req): Json<RegisterRequest>| async move {
-                    assert_eq!(req.registration_token, REG_TOKEN);
-                    assert!(!req.facts.hostname.is_empty());
-                    Json(RegisterResponse {
-                        host_id: HostId::new(),
-                        agent_token: AGENT_SECRET.into(),
-                    })
-                }),
+                post(
+                    |State(s): State<S>, Json(req): Json<RegisterRequest>| async move {
+                        assert_eq!(req.registration_token, REG_TOKEN);
+                        assert!(!req.facts.hostname.is_empty());
+                        lock(&s).current_tokens.push(req.current_token.clone());
+                        Json(RegisterResponse {
+                            host_id: HostId::new(),
+                            agent_token: AGENT_SECRET.into(),
+                        })
+                    },
+                ),
             )
             .route(
                 "/api/v1/agent/checkin",
@@ -104,9 +157,40 @@ async fn spawn_server(commands: Vec<AgentCommand>) -> (String, S) {
             )
             .route(
                 "/api/v1/agent/commands/{id}/started",
-                post(|State(s): State<S>, Path(id): Path<CommandId>| async move {
-                    lock(&s).events.push(format!("started {id}"));
-                    Json(serde_json::json!({}))
+                post({
+                    let starts = starts.clone();
+                    move |State(s): State<S>, Path(id): Path<CommandId>| async move {
+                        use axum::response::IntoResponse;
+                        let mut g = lock(&s);
+                        let n = {
+                            let c = g.start_calls.entry(id).or_default();
+                            *c += 1;
+                            *c
+                        };
+                        match starts.get(&id) {
+                            Some(StartPlan::Status(code)) => {
+                                g.events.push(format!("start refused {id}"));
+                                api_error(*code)
+                            }
+                            Some(StartPlan::Transport(k)) if n <= *k => broken_answer(),
+                            _ => {
+                                g.events.push(format!("started {id}"));
+                                Json(StartAccepted {
+                                    id,
+                                    status: CommandStatus::Running,
+                                    deadline: chrono::Utc::now() + chrono::Duration::minutes(5),
+                                })
+                                .into_response()
+                            }
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/api/v1/agent/commands/{id}/heartbeat",
+                post(|State(s): State<S>| async move {
+                    lock(&s).heartbeats += 1;
+                    Json(canopy_api_types::commands::HeartbeatAck { overdue: false })
                 }),
             )
             .route(
@@ -197,7 +281,7 @@ fn agent_cmd() -> tokio::process::Command {
 
 #[tokio::test]
 async fn register_with_a_token_file_deletes_it_only_after_success() {
-    let (url, _seen) = spawn_server(vec![]).await;
+    let (url, seen) = spawn_server(vec![]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("etc/agent.toml");
     let token_file = dir.path().join("reg.token");
@@ -260,6 +344,9 @@ async fn register_with_a_token_file_deletes_it_only_after_success() {
     let second = AgentConfig::load(&config).expect("config");
     assert_ne!(second.host_id, first.host_id);
     assert_eq!(second.token().expect("token").expose(), AGENT_SECRET);
+    // The second registration proved it is the host of the first: with its credential.
+    let sent = lock(&seen).current_tokens.clone();
+    assert_eq!(sent, [None, Some(AGENT_SECRET.to_string())]);
 }
 
 #[tokio::test]
@@ -397,4 +484,177 @@ async fn scan_json_needs_no_server() {
     let text = String::from_utf8_lossy(&csv.stdout);
     assert!(text.starts_with("manager,package,current_version,available_version"));
     assert_eq!(text.lines().count(), report.updates.len() + 1);
+}
+
+/// An agent on `url` (installs allowed unless `read_only`), with fast retries.
+fn fast_agent(
+    url: &str,
+    dir: &std::path::Path,
+    read_only: bool,
+) -> (Agent, tokio::sync::watch::Sender<bool>) {
+    let mut cfg = AgentConfig::new(url);
+    cfg.state_dir = dir.join("state");
+    cfg.read_only = read_only;
+    cfg.refresh_before_scan = false;
+    cfg.wait_secs = 2;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let agent = Agent::new(cfg, Secret::new(AGENT_SECRET), rx)
+        .expect("agent")
+        .with_intervals(Duration::from_millis(50), Duration::from_millis(20));
+    (agent, tx)
+}
+
+/// Polls `cond` on what the fake server saw, at most 60 s.
+async fn wait_for(seen: &S, what: &str, cond: impl Fn(&Seen) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond(&lock(seen)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            lock(seen).events
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn command(spec: CommandSpec) -> AgentCommand {
+    AgentCommand {
+        id: CommandId::new(),
+        spec,
+        timeout_secs: 120,
+    }
+}
+
+/// Cancelled (409) or unknown (404) at start: the command never runs and no result is posted;
+/// the next command of the same batch runs as usual.
+#[tokio::test]
+async fn a_refused_start_never_runs_the_command() {
+    let install = command(CommandSpec::Install {
+        packages: vec!["canopy-no-such-package-xyz".into()],
+        pinned: vec![],
+    });
+    let scan = command(CommandSpec::Scan);
+    let dry = command(CommandSpec::DryRun {
+        packages: vec!["bash".into()],
+    });
+    let starts = HashMap::from([
+        (install.id, StartPlan::Status(409)),
+        (scan.id, StartPlan::Status(404)),
+    ]);
+    let (url, seen) =
+        spawn_server_with(vec![install.clone(), scan.clone(), dry.clone()], starts).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (agent, tx) = fast_agent(&url, dir.path(), false);
+    let task = tokio::spawn(agent.run());
+    wait_for(&seen, "the dry-run's result", |g| {
+        g.results.iter().any(|(id, _)| *id == dry.id)
+    })
+    .await;
+    tx.send(true).expect("signal");
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("run ok");
+    let g = lock(&seen);
+    assert_eq!(
+        g.events,
+        [
+            format!("start refused {}", install.id),
+            format!("start refused {}", scan.id),
+            format!("started {}", dry.id),
+            format!("result {}", dry.id),
+        ]
+    );
+    assert_eq!(g.results.len(), 1, "no result for the refused commands");
+    assert_eq!(g.start_calls[&install.id], 1, "a 4xx is final");
+}
+
+/// A start whose answer is lost twice is asked again; the command runs once, after the go.
+#[tokio::test]
+async fn a_start_lost_in_transit_is_asked_again_and_runs_once() {
+    let dry = command(CommandSpec::DryRun {
+        packages: vec!["bash".into()],
+    });
+    let starts = HashMap::from([(dry.id, StartPlan::Transport(2))]);
+    let (url, seen) = spawn_server_with(vec![dry.clone()], starts).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (agent, tx) = fast_agent(&url, dir.path(), true);
+    let task = tokio::spawn(agent.run());
+    wait_for(&seen, "the dry-run's result", |g| !g.results.is_empty()).await;
+    // One more check-in, so a second run (if any) would have shown by now.
+    let n = lock(&seen).checkins;
+    wait_for(&seen, "another check-in", |g| g.checkins > n).await;
+    tx.send(true).expect("signal");
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("run ok");
+    let g = lock(&seen);
+    assert_eq!(g.start_calls[&dry.id], 3, "two lost answers, then the go");
+    assert_eq!(
+        g.events,
+        [format!("started {}", dry.id), format!("result {}", dry.id)]
+    );
+    assert_eq!(g.results.len(), 1);
+    assert!(g.results[0].1.result.success, "{:?}", g.results[0].1.result);
+}
+
+/// The server answers 503 to the start; a shutdown before the go stops the agent without
+/// running the command or posting anything for it.
+#[tokio::test]
+async fn a_shutdown_before_the_go_runs_nothing() {
+    let install = command(CommandSpec::Install {
+        packages: vec!["canopy-no-such-package-xyz".into()],
+        pinned: vec![],
+    });
+    let starts = HashMap::from([(install.id, StartPlan::Status(503))]);
+    let (url, seen) = spawn_server_with(vec![install.clone()], starts).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (agent, tx) = fast_agent(&url, dir.path(), false);
+    let task = tokio::spawn(agent.run());
+    wait_for(&seen, "the start asked again", |g| {
+        g.start_calls.get(&install.id).copied().unwrap_or(0) >= 3
+    })
+    .await;
+    tx.send(true).expect("signal");
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops promptly")
+        .expect("join")
+        .expect("run ok");
+    let g = lock(&seen);
+    assert!(g.results.is_empty(), "{:?}", g.events);
+    assert!(g.events.iter().all(|e| e.starts_with("start refused")));
+}
+
+/// The helper refuses what is not its own verb with validated arguments, before anything
+/// runs, and says why.
+#[tokio::test]
+async fn the_helper_refuses_injected_options() {
+    for args in [
+        vec!["install", "apt", "-oAPT::Update::Pre-Invoke::=id"],
+        vec![
+            "install",
+            "apt",
+            "canopy-demo-hello=1.1",
+            "-o",
+            "APT::Update::Pre-Invoke::=id",
+        ],
+        vec!["refresh", "apt", "-oAPT::Update::Pre-Invoke::=id"],
+        vec!["run"],
+        vec!["install", "docker", "x=1"],
+    ] {
+        let out = agent_cmd()
+            .arg("helper")
+            .args(&args)
+            .output()
+            .await
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains("refused"), "{args:?}: {stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("uid="));
+    }
 }
