@@ -56,10 +56,14 @@ fn debian(program: &str) -> Cmd {
         .env("APT_LISTCHANGES_FRONTEND", "none")
 }
 
+/// `apt-get -y install`: waits up to two minutes for the dpkg lock (unattended-upgrades may
+/// hold it) instead of failing at once; keeps changed config files.
 fn apt_get_install() -> Cmd {
     debian("apt-get").args([
         "-y",
         "-q",
+        "-o",
+        "DPkg::Lock::Timeout=120",
         "-o",
         "Dpkg::Options::=--force-confdef",
         "-o",
