@@ -188,6 +188,15 @@ mod tests {
         );
         assert_eq!(interpret(PackageManager::Apt, &out(0, "", "")), None);
         assert_eq!(interpret(PackageManager::Apt, &out(0, "\n", "")), None);
+        // Real output after an install stopped with SIGTERM during its postinst.
+        let text = fixture("dpkg121-debian12-audit-half-configured.txt");
+        let issue = interpret(PackageManager::Apt, &out(0, &text, "")).expect("an issue");
+        assert!(
+            issue.problem.contains("only half configured"),
+            "{}",
+            issue.problem
+        );
+        assert!(issue.problem.contains("canopy-demo-slow"));
     }
 
     #[test]

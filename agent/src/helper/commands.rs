@@ -57,13 +57,17 @@ fn debian(program: &str) -> Cmd {
 }
 
 /// `apt-get -y install`: waits up to two minutes for the dpkg lock (unattended-upgrades may
-/// hold it) instead of failing at once; keeps changed config files.
+/// hold it) instead of failing at once; keeps changed config files. `Dpkg::Use-Pty=0`: with
+/// its default pty apt starts dpkg in a session of its own, outside the process group a hung
+/// transaction's SIGTERM goes to (seen in the lab: apt-get ended, dpkg ran on unsupervised).
 fn apt_get_install() -> Cmd {
     debian("apt-get").args([
         "-y",
         "-q",
         "-o",
         "DPkg::Lock::Timeout=120",
+        "-o",
+        "Dpkg::Use-Pty=0",
         "-o",
         "Dpkg::Options::=--force-confdef",
         "-o",

@@ -116,7 +116,7 @@ fn pinned_installs_name_every_version_per_manager() {
     assert_eq!(
         argv(&apt),
         [args(
-            "apt-get -y -q -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+            "apt-get -y -q -o DPkg::Lock::Timeout=120 -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
              install -- canopy-demo-tools=2.0 canopy-demo-libextra=1.0"
         )]
     );
@@ -150,7 +150,7 @@ fn the_other_verbs_build_fixed_commands() {
         ("simulate dnf a b", &["dnf --assumeno upgrade a b"]),
         (
             "upgrade apt a",
-            &["apt-get -y -q -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install -- a"],
+            &["apt-get -y -q -o DPkg::Lock::Timeout=120 -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install -- a"],
         ),
         ("upgrade dnf a", &["dnf -y upgrade a"]),
         ("audit apt", &["dpkg --audit"]),
