@@ -322,7 +322,7 @@ impl Agent {
         }
     }
 
-    /// The server's go for `id`: asked until it answers. 200 = go; a 4xx (other than 408 and
+    /// The server's go for `id`: asked until it answers. 2xx = go; a 4xx (other than 408 and
     /// 429) = never run it; a network error, 5xx, 408 or 429 = ask again with back-off, until
     /// shutdown is requested.
     pub async fn start(&self, id: canopy_api_types::CommandId) -> Start {
@@ -331,6 +331,12 @@ impl Agent {
         loop {
             match self.client.command_started(id).await {
                 Ok(_) => return Start::Go,
+                // The status is the server's decision; an older server answers 200 with
+                // `{"status": "running"}` instead of a `StartAccepted`.
+                Err(ClientError::Garbage { status, .. }) if (200..300).contains(&status) => {
+                    tracing::debug!(status, "start accepted without a StartAccepted body");
+                    return Start::Go;
+                }
                 Err(e) if refused(&e) => return Start::Refused(e.to_string()),
                 Err(e) => {
                     if !logged {
@@ -426,7 +432,7 @@ impl Agent {
                     managers: &self.managers,
                     last: self.cache.report.as_ref(),
                     read_only: self.cfg.read_only,
-                    check_timeout: timeout.min(self.check_timeout()),
+                    check_timeout: self.check_timeout(),
                     hang_timeout: self.hang_timeout(),
                 };
                 let r = actions::install(&job).await;

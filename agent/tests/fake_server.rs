@@ -47,6 +47,8 @@ enum StartPlan {
     Status(u16),
     /// The first N calls break off mid-answer (a transport error), then 200.
     Transport(usize),
+    /// 200 with the body of a server from before `StartAccepted`.
+    OldServer,
 }
 
 type S = Arc<Mutex<Seen>>;
@@ -173,6 +175,10 @@ async fn spawn_server_with(
                                 api_error(*code)
                             }
                             Some(StartPlan::Transport(k)) if n <= *k => broken_answer(),
+                            Some(StartPlan::OldServer) => {
+                                g.events.push(format!("started {id}"));
+                                Json(serde_json::json!({ "status": "running" })).into_response()
+                            }
                             _ => {
                                 g.events.push(format!("started {id}"));
                                 Json(StartAccepted {
@@ -526,7 +532,8 @@ fn command(spec: CommandSpec) -> AgentCommand {
 }
 
 /// Cancelled (409) or unknown (404) at start: the command never runs and no result is posted;
-/// the next command of the same batch runs as usual.
+/// the next command of the same batch runs as usual (its 200 carries an older server's body:
+/// the status is the decision).
 #[tokio::test]
 async fn a_refused_start_never_runs_the_command() {
     let install = command(CommandSpec::Install {
@@ -540,6 +547,7 @@ async fn a_refused_start_never_runs_the_command() {
     let starts = HashMap::from([
         (install.id, StartPlan::Status(409)),
         (scan.id, StartPlan::Status(404)),
+        (dry.id, StartPlan::OldServer),
     ]);
     let (url, seen) =
         spawn_server_with(vec![install.clone(), scan.clone(), dry.clone()], starts).await;

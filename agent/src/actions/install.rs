@@ -157,7 +157,14 @@ pub async fn install(job: &InstallJob<'_>) -> CommandResult {
                     ),
                 );
             }
-            problems.extend(super::pinned::compare(&s.plan, &now.planned));
+            let gone: Vec<String> = s
+                .plan
+                .iter()
+                .filter(|a| !now.planned.iter().any(|n| n.package == a.package))
+                .map(|a| a.package.clone())
+                .collect();
+            let installed = super::pinned::installed(s.manager, &gone, job.check_timeout).await;
+            problems.extend(super::pinned::compare(&s.plan, &now.planned, &installed));
         }
         if !problems.is_empty() {
             tracing::warn!(?problems, "the repository moved on since the dry-run");
