@@ -2,7 +2,10 @@
 //! user (`runuser -u canopy-agent`): its one sudoers rule names only the root helper; the
 //! root-equivalent calls the old rule allowed (`sudo apt-get -o APT::Update::Pre-Invoke::=…`)
 //! are refused; the helper refuses injected options and unknown verbs before running anything;
-//! a pinned install through the helper installs exactly the named version.
+//! a pinned install through the helper installs exactly the named version; a hung transaction
+//! stopped the way the agent stops one (SIGTERM to the process group it started sudo in) ends
+//! entirely — sudo relays the signal to the helper, the helper to its package manager's group —
+//! and the `repair` verb brings the interrupted dpkg database back.
 
 use super::lab::{docker, docker_output};
 use std::process::Output;
@@ -64,24 +67,96 @@ pub fn assert_only_the_helper_is_root(container: &str) {
     assert_eq!(modes.trim(), "root 440\nroot 755", "{modes}");
 }
 
-/// Puts the package back at its old version, also when an assertion failed half-way.
+/// Puts the packages back at their old versions with a healthy database, also when an
+/// assertion failed half-way.
 struct Restore<'a>(&'a str);
 
 impl Drop for Restore<'_> {
     fn drop(&mut self) {
         let _ = docker_output(&[
             "exec",
-            "-e",
-            "DEBIAN_FRONTEND=noninteractive",
             self.0,
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--allow-downgrades",
-            &format!("{PACKAGE}=1.0"),
+            "sh",
+            "-c",
+            "export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a >/dev/null 2>&1; \
+             apt-get install -y -q --allow-downgrades canopy-demo-hello=1.0 canopy-demo-slow=1.0 \
+             >/dev/null 2>&1; rm -f /tmp/canopy-stop.pgid /tmp/canopy-stop.out",
         ]);
     }
+}
+
+/// Polls `f` every 100 ms until it holds, at most 60 s; panics with `what` otherwise.
+fn poll(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `sh -c SCRIPT` in the container as root: (success, stdout).
+fn sh(container: &str, script: &str) -> (bool, String) {
+    let out = docker_output(&["exec", container, "sh", "-c", script]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// What is left of the slow transaction (bracketed first letters: not the pgrep's own shell).
+fn slow_transaction(container: &str) -> Option<String> {
+    let (found, ps) = sh(
+        container,
+        "pgrep -a -f '[c]anopy-demo-slow|[d]pkg --status-fd|^sleep 20$'",
+    );
+    found.then_some(ps)
+}
+
+/// The agent's stop of a hung install, by the agent's user, through sudo and the helper.
+fn assert_a_stopped_transaction_ends_and_repairs(container: &str) {
+    let script = format!(
+        "echo $$ > /tmp/canopy-stop.pgid; \
+         exec sudo -n {HELPER} helper install apt canopy-demo-slow=1.1 >/tmp/canopy-stop.out 2>&1"
+    );
+    docker(&[
+        "exec",
+        "-d",
+        container,
+        "runuser",
+        "-u",
+        "canopy-agent",
+        "--",
+        "setsid",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    poll("the slow postinst never started", || {
+        sh(container, "pgrep -f '[c]anopy-demo-slow.postinst'").0
+    });
+    let stop = as_agent(
+        container,
+        &["sh", "-c", "kill -TERM -$(cat /tmp/canopy-stop.pgid)"],
+    );
+    assert!(stop.status.success(), "{}", text(&stop));
+    poll("the transaction outlived the group SIGTERM", || {
+        slow_transaction(container).is_none()
+    });
+    let (_, out) = sh(container, "cat /tmp/canopy-stop.out");
+    assert!(out.contains("was asked to stop"), "{out}");
+    let (_, audit) = sh(container, "dpkg --audit");
+    assert!(audit.contains("canopy-demo-slow"), "interrupted: {audit}");
+
+    let repair = as_agent(
+        container,
+        &["sudo", "-n", HELPER, "helper", "repair", "apt"],
+    );
+    assert!(repair.status.success(), "{}", text(&repair));
+    let (_, audit) = sh(container, "dpkg --audit");
+    assert_eq!(audit.trim(), "", "repaired");
 }
 
 /// See the module documentation. Leaves the guest's packages as it found them.
@@ -160,4 +235,6 @@ pub fn assert_boundary_holds(container: &str) {
     );
     assert!(out.status.success(), "pinned install: {}", text(&out));
     assert_eq!(installed(container), "1.1");
+
+    assert_a_stopped_transaction_ends_and_repairs(container);
 }
