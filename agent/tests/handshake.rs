@@ -1,7 +1,7 @@
 //! The start handshake against the fake server (`support`): a command whose start the server
 //! refuses (409 cancelled, 404 unknown) never runs and gets no result; a start whose answer
 //! is lost in transit is asked again and the command runs once; a shutdown before the go runs
-//! nothing. Never "running it anyway".
+//! nothing. Never "running it anyway". While a command runs, heartbeats go out, and only then.
 
 mod support;
 
@@ -114,4 +114,37 @@ async fn a_shutdown_before_the_go_runs_nothing() {
     let g = lock(&seen);
     assert!(g.results.is_empty(), "{:?}", g.events);
     assert!(g.events.iter().all(|e| e.starts_with("start refused")));
+}
+
+/// Heartbeats go out while the command runs — after its start, before its result — and stop
+/// with it.
+#[tokio::test]
+async fn heartbeats_are_sent_while_a_command_runs_and_only_then() {
+    let dry = command(CommandSpec::DryRun {
+        packages: vec!["bash".into()],
+    });
+    let (url, seen) = spawn_server(vec![dry.clone()]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (agent, tx) = fast_agent(&url, dir.path(), true);
+    let agent = agent.with_intervals(Duration::from_millis(2), Duration::from_millis(20));
+    let task = tokio::spawn(agent.run());
+    wait_for(&seen, "the dry-run's result", |g| !g.results.is_empty()).await;
+    let n = lock(&seen).checkins;
+    wait_for(&seen, "another check-in", |g| g.checkins > n).await;
+    tx.send(true).expect("signal");
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("run ok");
+    let g = lock(&seen);
+    assert_eq!(
+        g.events,
+        [format!("started {}", dry.id), format!("result {}", dry.id)]
+    );
+    assert!(!g.heartbeats.is_empty(), "no heartbeat while apt-get ran");
+    for (id, at) in &g.heartbeats {
+        assert_eq!(*id, dry.id);
+        assert_eq!(*at, 1, "a heartbeat outside the run: {:?}", g.heartbeats);
+    }
 }

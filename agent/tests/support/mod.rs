@@ -32,7 +32,8 @@ pub struct Seen {
     pub current_tokens: Vec<Option<String>>,
     /// Calls of `/started` per command.
     pub start_calls: HashMap<CommandId, usize>,
-    pub heartbeats: usize,
+    /// Each heartbeat: its command and how many events had been seen when it came.
+    pub heartbeats: Vec<(CommandId, usize)>,
 }
 
 /// How the fake answers a command's `/started`.
@@ -189,8 +190,10 @@ pub async fn spawn_server_with(
             )
             .route(
                 "/api/v1/agent/commands/{id}/heartbeat",
-                post(|State(s): State<S>| async move {
-                    lock(&s).heartbeats += 1;
+                post(|State(s): State<S>, Path(id): Path<CommandId>| async move {
+                    let mut g = lock(&s);
+                    let at = g.events.len();
+                    g.heartbeats.push((id, at));
                     Json(canopy_api_types::commands::HeartbeatAck { overdue: false })
                 }),
             )
