@@ -100,6 +100,13 @@ pub enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// The root helper (run by the agent through `sudo -n`): `helper VERB MANAGER [ITEM…]`
+    /// with its own fixed verbs; see the `helper` module.
+    #[command(hide = true)]
+    Helper {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,6 +141,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let cfg_flag = cli.config.as_deref();
     let manager_flags = cli.package_managers.clone();
     match cli.command {
+        // Reads no config and no environment: only its own arguments.
+        Command::Helper { args } => Ok(crate::helper::main(&args).await),
         Command::Run { read_only } => {
             let cfg = AgentConfig::load_registered(&config_path(cfg_flag))?;
             crate::run::launch(cfg, read_only, &manager_flags).await?;

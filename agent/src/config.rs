@@ -21,6 +21,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/canopy-agent";
 pub const CONFIG_ENV: &str = "CANOPY_AGENT_CONFIG";
 pub const STATE_DIR_ENV: &str = "CANOPY_AGENT_STATE_DIR";
 pub const PACKAGE_MANAGERS_ENV: &str = "CANOPY_AGENT_PACKAGE_MANAGERS";
+pub const HANG_TIMEOUT_ENV: &str = "CANOPY_AGENT_HANG_TIMEOUT_SECS";
 
 /// A secret string whose `Debug`/`Display` never show the value.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +92,11 @@ pub struct AgentConfig {
     /// has apt as well. Empty (the default) = every one found on PATH (apt, dnf, apk).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub package_managers: Vec<PackageManager>,
+    /// An install or repair is never stopped for taking long, only when its package manager
+    /// printed nothing at all for this long (then SIGTERM to its process group). Overridden
+    /// by `$CANOPY_AGENT_HANG_TIMEOUT_SECS`.
+    #[serde(default = "default_hang_timeout")]
+    pub hang_timeout_secs: u64,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -113,6 +119,9 @@ fn default_connect_timeout() -> u64 {
 fn yes() -> bool {
     true
 }
+fn default_hang_timeout() -> u64 {
+    3600
+}
 
 impl AgentConfig {
     pub fn new(server_url: impl Into<String>) -> Self {
@@ -130,6 +139,7 @@ impl AgentConfig {
             connect_timeout_secs: default_connect_timeout(),
             ca_file: None,
             package_managers: Vec::new(),
+            hang_timeout_secs: default_hang_timeout(),
         }
     }
 
@@ -189,6 +199,19 @@ impl AgentConfig {
 
     pub fn cache_path(&self) -> PathBuf {
         self.state_dir.join("cache.json")
+    }
+
+    /// `hang_timeout_secs`, or `$CANOPY_AGENT_HANG_TIMEOUT_SECS` when set (at least 1 s).
+    pub fn hang_timeout(&self) -> anyhow::Result<std::time::Duration> {
+        let secs = match std::env::var(HANG_TIMEOUT_ENV) {
+            Ok(v) => v
+                .trim()
+                .parse::<u64>()
+                .with_context(|| format!("${HANG_TIMEOUT_ENV}={v:?} is not a number of seconds"))?,
+            Err(_) => self.hang_timeout_secs,
+        };
+        anyhow::ensure!(secs > 0, "hang_timeout_secs must be at least 1");
+        Ok(std::time::Duration::from_secs(secs))
     }
 }
 

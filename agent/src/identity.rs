@@ -1,6 +1,6 @@
 //! Who the agent process runs as. The server may deploy the agent as an unprivileged
-//! user (`canopy-agent`) with a sudoers rule; then [`crate::process::run`] puts the
-//! commands that need root behind `sudo -n`, and the host facts say which user it is.
+//! user (`canopy-agent`) with a sudoers rule for its root helper; then [`crate::helper::call`]
+//! goes through `sudo -n` for what needs root, and the host facts say which user it is.
 //! Read from `/proc/self/status` and `/etc/passwd`, without unsafe code or libc.
 
 use std::path::Path;

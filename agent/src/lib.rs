@@ -1,12 +1,15 @@
 //! canopy-agent: the per-host half of Canopy. Scans package managers, keeps a local
-//! cache, long-polls the server for commands (dry-run, install, scan) and reports
-//! results. Every external command runs through [`process::run`].
+//! cache, long-polls the server for commands (dry-run, install, repair, scan) and reports
+//! results. Every external command runs through [`process::run`]; everything that needs
+//! root goes through the helper ([`helper`]).
 
 pub mod actions;
+pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod facts;
+pub mod helper;
 pub mod identity;
 pub mod process;
 pub mod register;

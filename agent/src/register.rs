@@ -6,6 +6,11 @@
 //! (how the server hands it over when it deploys the agent into a guest: no token on a
 //! command line). That file is deleted once the registration succeeded; after a failure
 //! it stays, so a retry works.
+//!
+//! Registering again with the same server sends the credential the agent already holds
+//! (`RegisterRequest.current_token`): the server then re-enrols that host instead of creating
+//! a new one (a machine-id is a fact, never proof of identity). A credential the server no
+//! longer accepts (401/403) is dropped and the registration retried without it.
 
 use crate::config::{config_path, ensure_private_dir, write_private, AgentConfig, Secret};
 use anyhow::Context;
@@ -88,6 +93,20 @@ pub fn token_path_for(config: &Path) -> PathBuf {
         .join("agent.token")
 }
 
+/// The credential of an earlier registration with `server` (same URL, trailing `/` aside),
+/// read from the config at `config_path`; `None` when there is none or it is unreadable.
+pub fn current_credential(config_path: &Path, server: &str) -> Option<Secret> {
+    if !config_path.exists() {
+        return None;
+    }
+    let old = AgentConfig::load(config_path).ok()?;
+    let same = old.server_url.trim_end_matches('/') == server.trim_end_matches('/');
+    if !same {
+        return None;
+    }
+    old.token().ok()
+}
+
 pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
     let registration_token = args.registration_token.read()?;
     let config_path = config_path(args.config.as_deref());
@@ -104,14 +123,24 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
 
     let http = crate::run::http_client(&cfg)?;
     let client = Client::new(http, args.server.clone());
-    let resp = client
-        .register(&RegisterRequest {
-            registration_token: registration_token.expose().to_string(),
-            facts: crate::facts::gather(cfg.read_only),
-            current_token: None,
-        })
-        .await
-        .with_context(|| format!("registering with {}", args.server))?;
+    let mut req = RegisterRequest {
+        registration_token: registration_token.expose().to_string(),
+        facts: crate::facts::gather(cfg.read_only),
+        current_token: current_credential(&config_path, &args.server)
+            .map(|t| t.expose().to_string()),
+    };
+    if req.current_token.is_some() {
+        tracing::info!("already registered with this server: asking to re-enrol the same host");
+    }
+    let resp = match client.register(&req).await {
+        Err(e) if req.current_token.is_some() && matches!(e.status(), Some(401 | 403)) => {
+            tracing::warn!(error = %e, "the server did not accept the current credential; registering as a new host");
+            req.current_token = None;
+            client.register(&req).await
+        }
+        other => other,
+    }
+    .with_context(|| format!("registering with {}", args.server))?;
 
     let token_path = token_path_for(&config_path);
     write_private(&token_path, format!("{}\n", resp.agent_token).as_bytes())?;
@@ -133,6 +162,28 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_current_credential_is_sent_only_to_the_same_server() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("agent.toml");
+        assert!(current_credential(&config, "https://canopy.lan:8080").is_none());
+        let mut cfg = AgentConfig::new("https://canopy.lan:8080/");
+        cfg.token_file = Some(dir.path().join("agent.token"));
+        cfg.save(&config).expect("save");
+        assert!(
+            current_credential(&config, "https://canopy.lan:8080").is_none(),
+            "no token yet"
+        );
+        std::fs::write(dir.path().join("agent.token"), "HOST.s3cr3t\n").expect("write");
+        assert_eq!(
+            current_credential(&config, "https://canopy.lan:8080")
+                .expect("same server")
+                .expose(),
+            "HOST.s3cr3t"
+        );
+        assert!(current_credential(&config, "https://other.lan:8080").is_none());
+    }
 
     #[test]
     fn token_file_is_trimmed_and_errors_do_not_show_the_token() {

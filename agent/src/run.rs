@@ -1,17 +1,24 @@
 //! `canopy-agent run`: the check-in loop. Long-polls the server, uploads the scan
-//! report when the server asks for it, executes commands one at a time (started →
-//! work → result, the result retried until the server has it), re-scans after every
-//! command and periodically, and backs off with jitter while the server is down,
-//! logging once per state change rather than once per attempt.
+//! report when the server asks for it, executes commands one at a time, re-scans after every
+//! command and periodically, and backs off with jitter while the server is down, logging
+//! once per state change rather than once per attempt.
+//!
+//! A command runs only after the server accepted its start (`POST …/started` → 200): a 4xx
+//! answer (cancelled, timed out, unknown) means never run it and report nothing; a network
+//! error, 5xx, 408 or 429 means ask again (with back-off) — never run blind. While it runs,
+//! a heartbeat goes to the server every [`HEARTBEAT_SECS`]; then the result is retried until
+//! the server has it. The package databases are audited at start-up and after every install
+//! and repair, and reported with each check-in (`HostFacts.package_db`).
 
 use crate::actions;
 use crate::cache::Cache;
 use crate::config::{AgentConfig, Secret};
 use crate::scan::{self, ScanOptions};
 use anyhow::Context;
+use canopy_api_types::agent::PackageDbIssue;
 use canopy_api_types::agent::{CheckinRequest, ReportUpload, ResultSubmission};
 use canopy_api_types::client::{Client, ClientError};
-use canopy_api_types::commands::{AgentCommand, CommandResult, CommandSpec};
+use canopy_api_types::commands::{AgentCommand, CommandResult, CommandSpec, HEARTBEAT_SECS};
 use canopy_api_types::updates::{PackageManager, Severity};
 use rand::Rng;
 use std::path::PathBuf;
@@ -93,6 +100,23 @@ pub struct Agent {
     managers: Vec<PackageManager>,
     last_scan: Option<Instant>,
     shutdown: watch::Receiver<bool>,
+    /// The last package-database audit (sent with every check-in).
+    package_db: Vec<PackageDbIssue>,
+    /// Between heartbeats of a running command.
+    heartbeat: Duration,
+    /// The first delay of the start and result retries (doubles up to a minute).
+    retry_base: Duration,
+}
+
+/// What the server said to a command's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// 200: run it.
+    Go,
+    /// 4xx: never run it (the reason, for the log).
+    Refused(String),
+    /// Shutdown was requested before the server answered.
+    Stopping,
 }
 
 impl Agent {
@@ -117,7 +141,33 @@ impl Agent {
             managers,
             last_scan: None,
             shutdown,
+            package_db: Vec::new(),
+            heartbeat: Duration::from_secs(HEARTBEAT_SECS),
+            retry_base: Duration::from_secs(1),
         })
+    }
+
+    /// Heartbeat and retry intervals other than the protocol's (tests).
+    pub fn with_intervals(mut self, heartbeat: Duration, retry_base: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self.retry_base = retry_base;
+        self
+    }
+
+    fn check_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.scan_timeout_secs)
+    }
+
+    fn hang_timeout(&self) -> Duration {
+        // Validated by `launch`; the default for an agent built by hand.
+        self.cfg
+            .hang_timeout()
+            .unwrap_or(Duration::from_secs(self.cfg.hang_timeout_secs.max(1)))
+    }
+
+    /// Audit the package databases of the managers in use.
+    async fn audit(&mut self) {
+        self.package_db = crate::audit::audit(&self.managers, self.check_timeout()).await;
     }
 
     fn stopping(&self) -> bool {
@@ -193,13 +243,18 @@ impl Agent {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut online: Option<bool> = None;
         let scan_timeout = Duration::from_secs(self.cfg.scan_timeout_secs);
+        if !self.stopping() {
+            self.audit().await;
+        }
         while !self.stopping() {
             if self.scan_due() {
                 self.rescan(self.cfg.refresh_before_scan, scan_timeout)
                     .await;
             }
+            let mut facts = crate::facts::gather(self.cfg.read_only);
+            facts.package_db = self.package_db.clone();
             let req = CheckinRequest {
-                facts: crate::facts::gather(self.cfg.read_only),
+                facts,
                 report_hash: self.cache.report_hash.clone(),
                 wait_secs: self.cfg.wait_secs,
                 connecting: online != Some(true),
@@ -267,16 +322,96 @@ impl Agent {
         }
     }
 
-    /// started → do it → result (retried) → re-scan and upload if changed.
-    /// A command is never abandoned because of a shutdown request: killing apt
-    /// half-way is worse than a late stop.
+    /// The server's go for `id`: asked until it answers. 2xx = go; a 4xx (other than 408 and
+    /// 429) = never run it; a network error, 5xx, 408 or 429 = ask again with back-off, until
+    /// shutdown is requested.
+    pub async fn start(&self, id: canopy_api_types::CommandId) -> Start {
+        let mut backoff = Backoff::new(self.retry_base, Duration::from_secs(60));
+        let mut logged = false;
+        loop {
+            match self.client.command_started(id).await {
+                Ok(_) => return Start::Go,
+                // The status is the server's decision; an older server answers 200 with
+                // `{"status": "running"}` instead of a `StartAccepted`.
+                Err(ClientError::Garbage { status, .. }) if (200..300).contains(&status) => {
+                    tracing::debug!(status, "start accepted without a StartAccepted body");
+                    return Start::Go;
+                }
+                Err(e) if refused(&e) => return Start::Refused(e.to_string()),
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(error = %describe(&e), "the server did not answer the start; asking again (never running without its go)");
+                        logged = true;
+                    }
+                    if self.stopping() {
+                        return Start::Stopping;
+                    }
+                    self.sleep(backoff.next_delay()).await;
+                    if self.stopping() {
+                        return Start::Stopping;
+                    }
+                }
+            }
+        }
+    }
+
+    /// started (the server's go) → do it, with heartbeats → result (retried) → re-scan and
+    /// upload if changed. A command is never abandoned because of a shutdown request once it
+    /// started: stopping apt half-way is worse than a late stop.
     #[tracing::instrument(skip_all, fields(command = %cmd.id, kind = cmd.spec.kind()))]
     pub async fn execute(&mut self, cmd: AgentCommand) {
-        if let Err(e) = self.client.command_started(cmd.id).await {
-            tracing::warn!(error = %e, "could not mark the command started; running it anyway");
+        match self.start(cmd.id).await {
+            Start::Go => {}
+            Start::Refused(why) => {
+                tracing::warn!(reason = %why, "the server refused the start (cancelled, timed out or unknown): not running it");
+                return;
+            }
+            Start::Stopping => {
+                tracing::info!("stopping before the server's go: not running it");
+                return;
+            }
         }
+        let beats = self.heartbeats(cmd.id);
+        let result = self.work(&cmd).await;
+        beats.abort();
+        tracing::info!(success = result.success, exit_code = result.exit_code, summary = %result.summary, "command finished");
+        self.submit(cmd.id, result).await;
+        if !matches!(cmd.spec, CommandSpec::Scan) {
+            self.rescan(false, self.check_timeout()).await;
+        }
+        if self.cache.report_hash != self.cache.uploaded_hash {
+            self.upload().await;
+        }
+    }
+
+    /// Sends a heartbeat for `id` every `heartbeat` until aborted; failures are logged only.
+    fn heartbeats(&self, id: canopy_api_types::CommandId) -> tokio::task::JoinHandle<()> {
+        let client = self.client.clone();
+        let every = self.heartbeat;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut overdue_logged = false;
+            loop {
+                tick.tick().await;
+                match client.command_heartbeat(id).await {
+                    Ok(ack) if ack.overdue && !overdue_logged => {
+                        tracing::info!(
+                            "past its deadline on the server: it will be recorded as late"
+                        );
+                        overdue_logged = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %describe(&e), "heartbeat failed"),
+                }
+            }
+        })
+    }
+
+    /// The command itself.
+    async fn work(&mut self, cmd: &AgentCommand) -> CommandResult {
         let timeout = Duration::from_secs(u64::from(cmd.timeout_secs.max(1)));
-        let result = match &cmd.spec {
+        match &cmd.spec {
             CommandSpec::Scan => {
                 self.rescan(self.cfg.refresh_before_scan, timeout).await;
                 scan_result(&self.cache)
@@ -288,33 +423,35 @@ impl Agent {
                     Err(refused) => *refused,
                 }
             }
-            CommandSpec::Install { packages, .. } => {
-                match actions::route(packages, &self.managers, self.cache.report.as_ref()) {
-                    Ok(batches) => actions::install(&batches, timeout, self.cfg.read_only).await,
-                    Err(refused) => *refused,
+            // Never stopped at the deadline: the server marks it overdue, the hang watchdog
+            // is the only stop. The database is audited afterwards, whatever happened.
+            CommandSpec::Install { packages, pinned } => {
+                let job = actions::InstallJob {
+                    packages,
+                    pinned,
+                    managers: &self.managers,
+                    last: self.cache.report.as_ref(),
+                    read_only: self.cfg.read_only,
+                    check_timeout: self.check_timeout(),
+                    hang_timeout: self.hang_timeout(),
+                };
+                let r = actions::install(&job).await;
+                if !self.cfg.read_only {
+                    self.audit().await;
                 }
+                r
             }
-            CommandSpec::Repair { manager } => CommandResult {
-                exit_code: -1,
-                success: false,
-                stdout: String::new(),
-                stderr: format!(
-                    "repairing the {} database is not implemented yet",
-                    manager.as_str()
-                ),
-                planned: vec![],
-                removed: vec![],
-                summary: "repair not supported".into(),
-            },
-        };
-        tracing::info!(success = result.success, exit_code = result.exit_code, summary = %result.summary, "command finished");
-        self.submit(cmd.id, result).await;
-        if !matches!(cmd.spec, CommandSpec::Scan) {
-            self.rescan(false, Duration::from_secs(self.cfg.scan_timeout_secs))
+            CommandSpec::Repair { manager } => {
+                let r = actions::repair(
+                    *manager,
+                    self.cfg.read_only,
+                    self.check_timeout(),
+                    self.hang_timeout(),
+                )
                 .await;
-        }
-        if self.cache.report_hash != self.cache.uploaded_hash {
-            self.upload().await;
+                self.audit().await;
+                r
+            }
         }
     }
 
@@ -322,13 +459,12 @@ impl Agent {
     /// answer (command cancelled or unknown) ends the retries; so does shutdown.
     async fn submit(&self, id: canopy_api_types::CommandId, result: CommandResult) {
         let sub = ResultSubmission { result };
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut backoff = Backoff::new(self.retry_base, Duration::from_secs(60));
         let mut logged = false;
         loop {
             match self.client.submit_result(id, &sub).await {
                 Ok(_) => return,
-                Err(e) if matches!(e.status(), Some(s) if (400..500).contains(&s) && s != 408 && s != 429) =>
-                {
+                Err(e) if refused(&e) => {
                     tracing::warn!(error = %e, "server refused the result; not retrying");
                     return;
                 }
@@ -346,6 +482,13 @@ impl Agent {
             }
         }
     }
+}
+
+/// A final "no" from the server: a 4xx answer other than 408 (timeout) and 429 (slow down).
+/// Everything else — no answer, 5xx — is worth asking again.
+fn refused(e: &ClientError) -> bool {
+    matches!(e, ClientError::Api { .. } | ClientError::Garbage { .. })
+        && matches!(e.status(), Some(s) if (400..500).contains(&s) && s != 408 && s != 429)
 }
 
 fn describe(e: &ClientError) -> String {
@@ -409,6 +552,7 @@ pub async fn launch(
 ) -> anyhow::Result<()> {
     cfg.read_only |= read_only_flag;
     cfg.package_managers = crate::config::effective_managers(&cfg.package_managers, managers)?;
+    cfg.hang_timeout_secs = cfg.hang_timeout()?.as_secs();
     let token = cfg.token()?;
     crate::config::ensure_private_dir(&cfg.state_dir)?;
     let (tx, rx) = watch::channel(false);

@@ -1,139 +1,20 @@
-//! The agent against a small fake server (axum on port 0): registration through the
-//! real binary (files 0600, no secret on stdout/stderr), then the check-in loop:
-//! report upload when asked, started → result for each command, a result retried
-//! after a 503, installs refused by a read-only agent, clean stop on shutdown. Also the
-//! CLI edges the server's deploy relies on: `--token-file`, `--version`, `run` unregistered.
+//! The agent against a small fake server (`support`, axum on port 0): registration through
+//! the real binary (files 0600, no secret on stdout/stderr, the current credential sent when
+//! registering again), then the check-in loop: report upload when asked, started → result for
+//! each command, a result retried after a 503, installs refused by a read-only agent, clean
+//! stop on shutdown. Also the CLI edges the server's deploy relies on: `--token-file`,
+//! `--version`, `run` unregistered, the helper's refusals.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+mod support;
+
 use canopy_agent::config::{AgentConfig, Secret};
 use canopy_agent::run::Agent;
 use canopy_api_types::agent::*;
 use canopy_api_types::commands::{AgentCommand, CommandSpec};
-use canopy_api_types::{CommandId, HostId};
+use canopy_api_types::CommandId;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const AGENT_SECRET: &str = "HOSTID.agent-secret-d41d8cd9";
-const REG_TOKEN: &str = "reg-token-5f4dcc3b";
-
-#[derive(Default)]
-struct Seen {
-    checkins: usize,
-    reports: Vec<ReportUpload>,
-    events: Vec<String>,
-    results: Vec<(CommandId, ResultSubmission)>,
-    failed_once: bool,
-    auth: Vec<String>,
-}
-
-type S = Arc<Mutex<Seen>>;
-
-fn lock(s: &S) -> std::sync::MutexGuard<'_, Seen> {
-    s.lock().expect("lock")
-}
-
-async fn spawn_server(commands: Vec<AgentCommand>) -> (String, S) {
-    let seen: S = Arc::default();
-    let cmds = Arc::new(Mutex::new(Some(commands)));
-    let app =
-        Router::new()
-            .route(
-                "/api/v1/agent/register",
-                post(|Json(req): Json<RegisterRequest>| async move {
-                    assert_eq!(req.registration_token, REG_TOKEN);
-                    assert!(!req.facts.hostname.is_empty());
-                    Json(RegisterResponse {
-                        host_id: HostId::new(),
-                        agent_token: AGENT_SECRET.into(),
-                    })
-                }),
-            )
-            .route(
-                "/api/v1/agent/checkin",
-                post({
-                    let cmds = cmds.clone();
-                    move |State(s): State<S>,
-                          headers: axum::http::HeaderMap,
-                          Json(req): Json<CheckinRequest>| async move {
-                        let first = cmds.lock().expect("lock").take();
-                        {
-                            let mut g = lock(&s);
-                            g.checkins += 1;
-                            g.auth.push(
-                                headers
-                                    .get("authorization")
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or("")
-                                    .to_string(),
-                            );
-                        }
-                        assert!(req.wait_secs > 0);
-                        match first {
-                            Some(commands) => Json(CheckinResponse {
-                                commands,
-                                report_wanted: true,
-                            }),
-                            None => {
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                                Json(CheckinResponse {
-                                    commands: vec![],
-                                    report_wanted: false,
-                                })
-                            }
-                        }
-                    }
-                }),
-            )
-            .route(
-                "/api/v1/agent/report",
-                post(
-                    |State(s): State<S>, Json(r): Json<ReportUpload>| async move {
-                        let n = r.updates.len() as u64;
-                        lock(&s).reports.push(r);
-                        Json(ReportAccepted {
-                            accepted: n,
-                            rejected: vec![],
-                            reconciled: 0,
-                        })
-                    },
-                ),
-            )
-            .route(
-                "/api/v1/agent/commands/{id}/started",
-                post(|State(s): State<S>, Path(id): Path<CommandId>| async move {
-                    lock(&s).events.push(format!("started {id}"));
-                    Json(serde_json::json!({}))
-                }),
-            )
-            .route(
-                "/api/v1/agent/commands/{id}/result",
-                post(
-                    |State(s): State<S>,
-                     Path(id): Path<CommandId>,
-                     Json(r): Json<ResultSubmission>| async move {
-                        let mut g = lock(&s);
-                        if !g.failed_once {
-                            g.failed_once = true;
-                            return Err(StatusCode::SERVICE_UNAVAILABLE);
-                        }
-                        g.events.push(format!("result {id}"));
-                        g.results.push((id, r));
-                        Ok(Json(serde_json::json!({})))
-                    },
-                ),
-            )
-            .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    (url, seen)
-}
+use support::*;
 
 #[tokio::test]
 async fn register_writes_private_files_and_prints_no_secret() {
@@ -188,16 +69,9 @@ async fn register_writes_private_files_and_prints_no_secret() {
     assert!(!String::from_utf8_lossy(&st.stdout).contains("agent-secret"));
 }
 
-fn agent_cmd() -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_canopy-agent"));
-    c.env_remove("CANOPY_REGISTRATION_TOKEN")
-        .env_remove("CANOPY_AGENT_CONFIG");
-    c
-}
-
 #[tokio::test]
 async fn register_with_a_token_file_deletes_it_only_after_success() {
-    let (url, _seen) = spawn_server(vec![]).await;
+    let (url, seen) = spawn_server(vec![]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("etc/agent.toml");
     let token_file = dir.path().join("reg.token");
@@ -260,6 +134,9 @@ async fn register_with_a_token_file_deletes_it_only_after_success() {
     let second = AgentConfig::load(&config).expect("config");
     assert_ne!(second.host_id, first.host_id);
     assert_eq!(second.token().expect("token").expose(), AGENT_SECRET);
+    // The second registration proved it is the host of the first: with its credential.
+    let sent = lock(&seen).current_tokens.clone();
+    assert_eq!(sent, [None, Some(AGENT_SECRET.to_string())]);
 }
 
 #[tokio::test]
@@ -397,4 +274,34 @@ async fn scan_json_needs_no_server() {
     let text = String::from_utf8_lossy(&csv.stdout);
     assert!(text.starts_with("manager,package,current_version,available_version"));
     assert_eq!(text.lines().count(), report.updates.len() + 1);
+}
+
+/// The helper refuses what is not its own verb with validated arguments, before anything
+/// runs, and says why.
+#[tokio::test]
+async fn the_helper_refuses_injected_options() {
+    for args in [
+        vec!["install", "apt", "-oAPT::Update::Pre-Invoke::=id"],
+        vec![
+            "install",
+            "apt",
+            "canopy-demo-hello=1.1",
+            "-o",
+            "APT::Update::Pre-Invoke::=id",
+        ],
+        vec!["refresh", "apt", "-oAPT::Update::Pre-Invoke::=id"],
+        vec!["run"],
+        vec!["install", "docker", "x=1"],
+    ] {
+        let out = agent_cmd()
+            .arg("helper")
+            .args(&args)
+            .output()
+            .await
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains("refused"), "{args:?}: {stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("uid="));
+    }
 }

@@ -5,6 +5,9 @@
 //! straight into the guest. The real static agent is pushed, registered with a token bound to
 //! its guest, started as a systemd service and checks in to the real server.
 //!
+//! The privilege boundary is checked in a deployed guest as the agent's own user
+//! (`common/privilege.rs`).
+//!
 //! Needs `cargo xtask test` (CANOPY_LAB, CANOPY_AGENT_MUSL_BIN); fails without them, unless
 //! CANOPY_SKIP_LAB=1.
 
@@ -394,13 +397,12 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
             user
         );
         if g.sudo {
-            let rule = in_guest(c, "cat /etc/sudoers.d/canopy-agent");
-            assert!(
-                rule.contains("canopy-agent ALL=(root) NOPASSWD: /usr/bin/apt-get"),
-                "{rule}"
-            );
+            common::privilege::assert_only_the_helper_is_root(c);
         }
     }
+    // As the deployed agent's user: no sudo apt-get, the helper refuses injected options, a
+    // pinned install through the helper works.
+    common::privilege::assert_boundary_holds(&pve.guest(101).container);
     let path = format!("cluster/lab/node/pve1/lxc/{}", pve.openrc_vmid);
     let t = eventually(Duration::from_secs(30), || async {
         let t = app.admin.tree(Some(&path)).await.unwrap().trees.remove(0);

@@ -168,8 +168,17 @@ async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
             .then_some(())
     })
     .await;
-    // The postinst of canopy-demo-slow sleeps; kill the agent in the middle of it. Past the
-    // deadline the command is overdue; with no heartbeat it times out as vanished.
+    // The postinst of canopy-demo-slow sleeps; kill the agent in the middle of it (the agent
+    // audits and re-checks the plan before apt-get starts, so wait for the postinst). Past
+    // the deadline the command is overdue; with no heartbeat it times out as vanished.
+    eventually(Duration::from_secs(60), || async {
+        let out = Command::new("docker")
+            .args(["exec", &guest, "pgrep", "-f", "canopy-demo-slow.postinst"])
+            .output()
+            .unwrap();
+        out.status.success().then_some(())
+    })
+    .await;
     docker(&["exec", &guest, "pkill", "-9", "-f", "canopy-agent run"]);
     let timed_out = eventually(Duration::from_secs(60), || async {
         let c = app.admin.command(install.id).await.unwrap();

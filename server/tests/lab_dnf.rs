@@ -184,7 +184,14 @@ async fn dnf_agent_in_a_lab_guest_runs_the_whole_pipeline() {
         "install failed: {:?}",
         done.result
     );
-    assert!(done.result.unwrap().stdout.contains("Complete!"));
+    let result = done.result.unwrap();
+    assert!(result.stdout.contains("Complete!"));
+    // Installed pinned (`dnf install NAME-VERSION-RELEASE`), the dependency included.
+    assert!(
+        result.summary.contains("canopy-demo-libextra 1.0-1"),
+        "{}",
+        result.summary
+    );
     for name in ["canopy-demo-tools", "canopy-demo-ssl"] {
         assert_eq!(
             rpm_version(&guest, name).as_deref(),
@@ -264,7 +271,7 @@ async fn dnf_agent_in_a_lab_guest_runs_the_whole_pipeline() {
     assert_eq!(
         r["planned"],
         serde_json::json!([{ "package": "canopy-demo-hello", "from_version": "1.0-1",
-                              "to_version": "1.1-1", "requested": true }]),
+                              "to_version": "1.1-1", "requested": true, "manager": "dnf" }]),
         "{r}"
     );
     stop_agent(&guest);

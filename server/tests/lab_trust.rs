@@ -2,8 +2,8 @@
 //! dpkg against the lab repository): a cancelled install never runs, an install past its
 //! deadline is left to finish and recorded late with dpkg never interrupted, an install whose
 //! repository moved on after the dry-run refuses before touching anything, and a copied
-//! machine-id makes a second host instead of taking over the first. Guests 4–6 of the lab
-//! (`server/tests/lab.rs` uses 1–3; the tests run concurrently).
+//! machine-id makes a second host instead of taking over the first. Guests 5–7 of the lab
+//! (`lab.rs` uses 1–3, `lab_hang.rs` 4; the tests run concurrently).
 
 mod common;
 
@@ -23,7 +23,7 @@ fn guest(lab: &Lab, n: usize) -> String {
     let guests = lab.guests();
     guests.get(n - 1).cloned().unwrap_or_else(|| {
         panic!(
-            "the lab has {} Debian guests; this test needs guest {n} (cargo xtask test starts 6)",
+            "the lab has {} Debian guests; this test needs guest {n} (cargo xtask test starts 7)",
             guests.len()
         )
     })
@@ -75,7 +75,7 @@ fn dpkg_audit(guest: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_install_never_runs_and_an_overdue_one_finishes_late() {
     let Some(lab) = lab() else { return };
-    let guest = guest(&lab, 4);
+    let guest = guest(&lab, 5);
     // canopy-demo-slow's postinst sleeps 20 s: far past this deadline.
     let app = spawn_app_with(Backend::Sqlite, |s| s.install_timeout_secs = 5)
         .await
@@ -158,7 +158,7 @@ async fn a_cancelled_install_never_runs_and_an_overdue_one_finishes_late() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_install_whose_repository_moved_on_refuses_and_changes_nothing() {
     let Some(lab) = lab() else { return };
-    let guest = guest(&lab, 5);
+    let guest = guest(&lab, 6);
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     enrol_guest(&app, &lab, &guest).await;
     let tools = reported(&app, "canopy-demo-tools").await;
@@ -202,7 +202,7 @@ async fn an_install_whose_repository_moved_on_refuses_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copied_machine_id_registers_a_second_host_and_takes_over_nothing() {
     let Some(lab) = lab() else { return };
-    let guest = guest(&lab, 6);
+    let guest = guest(&lab, 7);
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     enrol_guest(&app, &lab, &guest).await;
     let first = eventually(Duration::from_secs(60), || async {

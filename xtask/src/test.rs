@@ -22,8 +22,8 @@ const STEPS: &[&str] = &[
 ];
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// One Debian guest per lab test that enrols an agent (they run concurrently):
-/// `server/tests/lab.rs` uses guests 1–3, `server/tests/lab_trust.rs` guests 4–6.
-const LAB_GUESTS: usize = 6;
+/// `server/tests/lab.rs` uses guests 1–3, `lab_hang.rs` guest 4, `lab_trust.rs` guests 5–7.
+const LAB_GUESTS: usize = 7;
 
 struct Step {
     name: &'static str,

@@ -1,6 +1,6 @@
-//! apk dry-run and install: `apk add --simulate --upgrade PKG…` prints
+//! apk dry-run: `apk add --simulate --upgrade PKG…` prints
 //! `(1/2) Upgrading busybox (1.36.1-r28 -> 1.36.1-r29)` and
-//! `(2/2) Installing foo (1.0-r0)` lines; the install drops `--simulate`.
+//! `(2/2) Installing foo (1.0-r0)` lines; the install is the helper's.
 //! No real captured fixture was available for this output; the parser is tested on
 //! the documented line shapes.
 
@@ -55,15 +55,6 @@ pub fn dry_run_cmd(packages: &[String], timeout: Duration) -> Cmd {
         .args(["add", "--simulate", "--upgrade"])
         .args(packages.iter().cloned())
         .timeout(timeout)
-}
-
-/// `apk add --upgrade`: needs root.
-pub fn install_cmd(packages: &[String], timeout: Duration) -> Cmd {
-    Cmd::new("apk")
-        .args(["add", "--upgrade"])
-        .args(packages.iter().cloned())
-        .timeout(timeout)
-        .privileged()
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
-//! apt dry-run and install. The dry-run is `apt-get -s install PKG…` (no root
-//! needed); its `Inst pkg [old] (new origin/suite [arch])` lines are the plan. The
-//! install is `apt-get -y install PKG…` with `DEBIAN_FRONTEND=noninteractive` and
-//! `--force-confdef/--force-confold`, so installed packages are upgraded to the
-//! candidate and new dependencies come along. Held packages are never forced.
+//! apt dry-run. The dry-run is `apt-get -s install PKG…` (no root needed); its
+//! `Inst pkg [old] (new origin/suite [arch])` lines are the plan. The install itself is the
+//! helper's (`crate::helper::commands`): `apt-get -y install PKG=VERSION…` with
+//! `DEBIAN_FRONTEND=noninteractive` and `--force-confdef/--force-confold`. Held packages are
+//! never forced.
 
 use super::{base_name, Plan};
 use crate::process::Cmd;
@@ -63,26 +63,6 @@ pub fn dry_run_cmd(packages: &[String], timeout: Duration) -> Cmd {
         .arg("--")
         .args(packages.iter().cloned())
         .timeout(timeout)
-}
-
-/// `apt-get -y install`: needs root.
-pub fn install_cmd(packages: &[String], timeout: Duration) -> Cmd {
-    Cmd::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .env("NEEDRESTART_MODE", "l")
-        .args([
-            "-y",
-            "-q",
-            "-o",
-            "Dpkg::Options::=--force-confdef",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-            "install",
-            "--",
-        ])
-        .args(packages.iter().cloned())
-        .timeout(timeout)
-        .privileged()
 }
 
 #[cfg(test)]

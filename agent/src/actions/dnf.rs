@@ -1,13 +1,12 @@
-//! dnf dry-run and install. The dry-run is `dnf --assumeno upgrade PKG…` (it prints
-//! the transaction table, then "Operation aborted." with exit 1); the install is
-//! `dnf -y upgrade PKG…`. The table gives the new versions; the installed ones come
-//! from `rpm -q`.
+//! dnf dry-run. The dry-run is `dnf --assumeno upgrade PKG…` (it prints the transaction
+//! table, then "Operation aborted." with exit 1); dnf refuses it to non-root users, so it is
+//! the helper's `simulate` verb. The table gives the new versions as `[EPOCH:]VERSION-RELEASE`
+//! (what a pinned install passes back as `NAME-[EPOCH:]VERSION-RELEASE`); the installed ones
+//! come from `rpm -q`.
 
 use super::{base_name, Plan};
-use crate::process::Cmd;
 use canopy_api_types::commands::PlannedPackage;
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 /// Parse the transaction table (`Installing:`, `Upgrading:`, `Installing
 /// dependencies:`, `Removing:` … sections) up to `Transaction Summary`. Rows that dnf
@@ -65,25 +64,6 @@ pub fn parse_transaction(
         });
     }
     plan
-}
-
-/// `dnf --assumeno upgrade`: dnf refuses `upgrade` to non-root users even with
-/// `--assumeno`, so the dry-run needs root too.
-pub fn dry_run_cmd(packages: &[String], timeout: Duration) -> Cmd {
-    Cmd::new("dnf")
-        .args(["--assumeno", "upgrade"])
-        .args(packages.iter().cloned())
-        .timeout(timeout)
-        .privileged()
-}
-
-/// `dnf -y upgrade`: needs root.
-pub fn install_cmd(packages: &[String], timeout: Duration) -> Cmd {
-    Cmd::new("dnf")
-        .args(["-y", "upgrade"])
-        .args(packages.iter().cloned())
-        .timeout(timeout)
-        .privileged()
 }
 
 /// dnf's exit code for a dry-run is 1 ("Operation aborted.") even when the plan is fine.

@@ -1,16 +1,22 @@
-//! What the server asks an agent to *do*: dry-run and install, per package manager.
+//! What the server asks an agent to *do*: dry-run, install, repair, per package manager.
 //! Each returns a [`CommandResult`] (captured output, exit status, plan, summary);
 //! failures are data in the result, never a panic or a lost command.
 //!
-//! A command names packages only. [`route`] gives each one to the manager that reported it
-//! in the last scan (a host may run apt and dnf side by side), so the dry-run and the install
-//! run with the manager of the approved update rows, never "whichever was detected first".
+//! [`route`] gives each package to the manager that reported it in the last scan (a host may
+//! run apt and dnf side by side), so the dry-run and the install run with the manager of the
+//! approved update rows, never "whichever was detected first"; a pinned install gives each
+//! package to the manager its dry-run named ([`install`]).
 
 pub mod apk;
 pub mod apt;
 pub mod dnf;
+pub mod install;
+pub mod pinned;
 
-use crate::process::{run, truncate_tail, Cmd, Output, MAX_OUTPUT};
+pub use install::{install, repair, InstallJob};
+
+use crate::helper::Verb;
+use crate::process::{run, truncate_tail, Limit, Output, ProcessError, MAX_OUTPUT};
 use canopy_api_types::agent::ScanReport;
 use canopy_api_types::commands::{CommandResult, PlannedPackage};
 use canopy_api_types::updates::PackageManager;
@@ -78,7 +84,7 @@ pub fn validate_package_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn failed(exit_code: i32, stderr: String, summary: String) -> CommandResult {
+pub(crate) fn failed(exit_code: i32, stderr: String, summary: String) -> CommandResult {
     CommandResult {
         exit_code,
         success: false,
@@ -152,7 +158,7 @@ pub fn route(
 
 /// One result from several batches: output under a `==> manager <==` header each, plans
 /// concatenated, the exit code of the first failure.
-fn merge(results: Vec<(PackageManager, CommandResult)>) -> CommandResult {
+pub(crate) fn merge(results: Vec<(PackageManager, CommandResult)>) -> CommandResult {
     if results.len() == 1 {
         if let Some((_, r)) = results.into_iter().next() {
             return r;
@@ -191,13 +197,35 @@ fn merge(results: Vec<(PackageManager, CommandResult)>) -> CommandResult {
     }
 }
 
-async fn run_captured(cmd: &Cmd) -> Result<Output, Box<CommandResult>> {
-    run(cmd)
-        .await
-        .map_err(|e| Box::new(failed(e.exit_code(), e.to_string(), format!("{e}"))))
+/// A command that did not finish (or was refused) as a failed result, with whatever it
+/// printed before it was stopped.
+pub(crate) fn process_failure(e: ProcessError) -> CommandResult {
+    let (stdout, stderr) = match &e {
+        ProcessError::Stopped { stdout, stderr, .. } => (stdout.clone(), stderr.clone()),
+        _ => (String::new(), String::new()),
+    };
+    let msg = e.to_string();
+    CommandResult {
+        exit_code: e.exit_code(),
+        success: false,
+        stdout,
+        stderr: if stderr.is_empty() {
+            msg.clone()
+        } else {
+            format!("{stderr}\n{msg}")
+        },
+        planned: Vec::new(),
+        removed: Vec::new(),
+        summary: msg,
+    }
 }
 
-fn result_from(out: Output, success: bool, plan: Option<Plan>, summary: String) -> CommandResult {
+pub(crate) fn result_from(
+    out: Output,
+    success: bool,
+    plan: Option<Plan>,
+    summary: String,
+) -> CommandResult {
     CommandResult {
         exit_code: out.exit_code,
         success,
@@ -224,45 +252,6 @@ pub async fn dry_run(batches: &[Batch], timeout: Duration) -> CommandResult {
     merge(results)
 }
 
-/// Install every batch in turn, stopping at the first failure (later batches are not
-/// attempted, and the result says so). Refused when `read_only`.
-pub async fn install(batches: &[Batch], timeout: Duration, read_only: bool) -> CommandResult {
-    if read_only {
-        return refused_read_only();
-    }
-    let mut results = Vec::new();
-    for (i, b) in batches.iter().enumerate() {
-        let r = install_one(b.manager, &b.packages, timeout, false).await;
-        let stop = !r.success;
-        results.push((b.manager, r));
-        if stop {
-            for rest in &batches[i + 1..] {
-                results.push((
-                    rest.manager,
-                    failed(
-                        -1,
-                        String::new(),
-                        format!("not attempted ({} failed first)", b.manager.as_str()),
-                    ),
-                ));
-            }
-            break;
-        }
-    }
-    if results.is_empty() {
-        return failed(-1, "no packages given".into(), "nothing to do".into());
-    }
-    merge(results)
-}
-
-fn refused_read_only() -> CommandResult {
-    failed(
-        -1,
-        "this agent is read-only (read_only = true / --read-only): installs are refused".into(),
-        "refused: agent is read-only".into(),
-    )
-}
-
 /// Simulate installing `packages` with `m` and report every package the install would touch.
 #[tracing::instrument(skip_all, fields(manager = m.as_str(), packages = ?packages))]
 pub async fn dry_run_one(
@@ -273,10 +262,15 @@ pub async fn dry_run_one(
     if let Err(r) = route(packages, &[m], None) {
         return *r;
     }
-    let cmd = match m {
-        PackageManager::Apt => apt::dry_run_cmd(packages, timeout),
-        PackageManager::Dnf => dnf::dry_run_cmd(packages, timeout),
-        PackageManager::Apk => apk::dry_run_cmd(packages, timeout),
+    // apt and apk simulate as the agent's user; dnf refuses that, so its simulation goes
+    // through the helper.
+    let out = match m {
+        PackageManager::Apt => run(&apt::dry_run_cmd(packages, timeout)).await,
+        PackageManager::Apk => run(&apk::dry_run_cmd(packages, timeout)).await,
+        PackageManager::Dnf => match Verb::simulate(m, packages.to_vec()) {
+            Ok(verb) => crate::helper::call(&verb, Limit::Deadline(timeout)).await,
+            Err(e) => return failed(-1, e, "rejected".into()),
+        },
         PackageManager::Docker => {
             return failed(
                 -1,
@@ -285,9 +279,9 @@ pub async fn dry_run_one(
             )
         }
     };
-    let out = match run_captured(&cmd).await {
+    let out = match out {
         Ok(o) => o,
-        Err(r) => return *r,
+        Err(e) => return process_failure(e),
     };
     let (ok, plan) = match m {
         PackageManager::Apt => (out.success(), apt::parse_simulation(&out.stdout, packages)),
@@ -317,71 +311,10 @@ pub async fn dry_run_one(
     result_from(out, ok, Some(plan), summary)
 }
 
-/// Install (upgrade) `packages` and their new dependencies with `m`. Refused when `read_only`.
-#[tracing::instrument(skip_all, fields(manager = m.as_str(), packages = ?packages))]
-pub async fn install_one(
-    m: PackageManager,
-    packages: &[String],
-    timeout: Duration,
-    read_only: bool,
-) -> CommandResult {
-    if read_only {
-        return refused_read_only();
-    }
-    if let Err(r) = route(packages, &[m], None) {
-        return *r;
-    }
-    let cmd = match m {
-        PackageManager::Apt => apt::install_cmd(packages, timeout),
-        PackageManager::Dnf => dnf::install_cmd(packages, timeout),
-        PackageManager::Apk => apk::install_cmd(packages, timeout),
-        PackageManager::Docker => {
-            return failed(
-                -1,
-                "docker install is not supported".into(),
-                "unsupported".into(),
-            )
-        }
-    };
-    let out = match run_captured(&cmd).await {
-        Ok(o) => o,
-        Err(r) => return *r,
-    };
-    let ok = out.success();
-    let summary = if ok {
-        format!("installed {}", packages.join(", "))
-    } else {
-        format!(
-            "install failed: `{}` exited with {}",
-            out.command, out.exit_code
-        )
-    };
-    result_from(out, ok, None, summary)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use canopy_api_types::updates::{PackageUpdate, Severity};
-
-    #[tokio::test]
-    async fn read_only_refuses_installs() {
-        let r = install_one(
-            PackageManager::Apt,
-            &["bash".into()],
-            Duration::from_secs(5),
-            true,
-        )
-        .await;
-        assert!(!r.success);
-        assert!(r.stderr.contains("read-only"));
-        let batches = [Batch {
-            manager: PackageManager::Dnf,
-            packages: vec!["bash".into()],
-        }];
-        let r = install(&batches, Duration::from_secs(5), true).await;
-        assert!(r.stderr.contains("read-only"));
-    }
 
     #[tokio::test]
     async fn bad_names_are_rejected_before_running_anything() {
@@ -488,28 +421,18 @@ mod tests {
         assert_eq!(merge(vec![(PackageManager::Apt, ok.clone())]), ok);
     }
 
+    /// apt and apk simulate as the agent's own user (no sudo, a deadline); dnf's
+    /// simulation is the helper's `simulate` verb, and only dnf's.
     #[test]
-    fn installs_and_the_dnf_dry_run_need_root_the_other_dry_runs_do_not() {
+    fn only_the_dnf_dry_run_needs_the_helper() {
         let p = vec!["curl".to_string()];
         let t = Duration::from_secs(5);
-        let table = [
-            (apt::dry_run_cmd(&p, t), false),
-            (apt::install_cmd(&p, t), true),
-            (dnf::dry_run_cmd(&p, t), true),
-            (dnf::install_cmd(&p, t), true),
-            (apk::dry_run_cmd(&p, t), false),
-            (apk::install_cmd(&p, t), true),
-        ];
-        for (cmd, privileged) in table {
-            assert_eq!(cmd.privileged, privileged, "{cmd}");
-            assert_eq!(cmd.argv(false)[0] == "sudo", privileged, "{cmd}");
-            assert_eq!(cmd.argv(true)[0], cmd.program, "{cmd}");
+        for cmd in [apt::dry_run_cmd(&p, t), apk::dry_run_cmd(&p, t)] {
+            assert_ne!(cmd.program, "sudo", "{cmd}");
+            assert_eq!(cmd.limit, Limit::Deadline(t));
         }
-        // sudo's env_reset keeps DEBIAN_FRONTEND only because the env goes along unchanged.
-        let install = apt::install_cmd(&p, t);
-        assert!(install
-            .env
-            .contains(&("DEBIAN_FRONTEND".into(), "noninteractive".into())));
+        assert!(Verb::simulate(PackageManager::Dnf, p.clone()).is_ok());
+        assert!(Verb::simulate(PackageManager::Apt, p).is_err());
     }
 
     #[test]

@@ -65,11 +65,6 @@ fn update(name: &str, old: &str, new: &str, arch: Option<String>) -> PackageUpda
     }
 }
 
-/// `apk update`: writes the index cache, so it needs root.
-pub fn refresh_cmd(timeout: Duration) -> Cmd {
-    Cmd::new("apk").arg("update").timeout(timeout).privileged()
-}
-
 /// `apk list -u` (read-only).
 pub fn list_cmd(timeout: Duration) -> Cmd {
     Cmd::new("apk").args(["list", "-u"]).timeout(timeout)
@@ -85,7 +80,7 @@ pub fn version_cmd(timeout: Duration) -> Cmd {
 /// Scan with apk. `refresh` runs `apk update` first.
 pub async fn scan(opts: &ScanOptions) -> anyhow::Result<Vec<PackageUpdate>> {
     if opts.refresh {
-        run(&refresh_cmd(opts.timeout)).await?.check(&[])?;
+        crate::scan::refresh(PackageManager::Apk, opts.timeout).await?;
     }
     let list = run(&list_cmd(opts.timeout)).await?;
     if list.success() {

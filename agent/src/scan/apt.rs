@@ -119,14 +119,6 @@ pub fn parse_showhold(text: &str) -> HashSet<String> {
         .collect()
 }
 
-/// `apt-get update`: writes the package lists, so it needs root.
-pub fn refresh_cmd(timeout: Duration) -> Cmd {
-    Cmd::new("apt-get")
-        .args(["-q", "update"])
-        .timeout(timeout)
-        .privileged()
-}
-
 /// `apt list --upgradable` (read-only).
 pub fn list_cmd(timeout: Duration) -> Cmd {
     Cmd::new("apt")
@@ -142,7 +134,7 @@ pub fn showhold_cmd(timeout: Duration) -> Cmd {
 /// Scan with apt. `refresh` runs `apt-get update` first.
 pub async fn scan(opts: &ScanOptions) -> anyhow::Result<Vec<PackageUpdate>> {
     if opts.refresh {
-        run(&refresh_cmd(opts.timeout)).await?.check(&[])?;
+        crate::scan::refresh(PackageManager::Apt, opts.timeout).await?;
     }
     let list = run(&list_cmd(opts.timeout)).await?.check(&[])?;
     let held = run(&showhold_cmd(opts.timeout)).await?.check(&[])?;

@@ -129,14 +129,6 @@ pub fn rpm_query_cmd(names: &[String], timeout: std::time::Duration) -> Cmd {
         .timeout(timeout)
 }
 
-/// `dnf makecache`: writes the system metadata cache, so it needs root.
-pub fn refresh_cmd(timeout: std::time::Duration) -> Cmd {
-    Cmd::new("dnf")
-        .args(["-q", "makecache"])
-        .timeout(timeout)
-        .privileged()
-}
-
 /// `dnf check-update` (read-only; exit 100 = updates available).
 pub fn check_update_cmd(timeout: std::time::Duration) -> Cmd {
     Cmd::new("dnf")
@@ -154,7 +146,7 @@ pub fn updateinfo_cmd(timeout: std::time::Duration) -> Cmd {
 /// Scan with dnf. `refresh` runs `dnf makecache` first.
 pub async fn scan(opts: &ScanOptions) -> anyhow::Result<Vec<PackageUpdate>> {
     if opts.refresh {
-        run(&refresh_cmd(opts.timeout)).await?.check(&[])?;
+        crate::scan::refresh(PackageManager::Dnf, opts.timeout).await?;
     }
     let cu = run(&check_update_cmd(opts.timeout)).await?.check(&[100])?;
     let rows = parse_check_update(&cu.stdout);

@@ -133,6 +133,18 @@ pub async fn scan(opts: &ScanOptions) -> ScanReport {
     report
 }
 
+/// Refresh `m`'s package lists (`apt-get update`, `dnf makecache`, `apk update`): they need
+/// root, so through the helper ([`crate::helper`]); read-only work with a deadline.
+pub async fn refresh(m: PackageManager, timeout: Duration) -> anyhow::Result<()> {
+    crate::helper::call(
+        &crate::helper::Verb::Refresh(m),
+        crate::process::Limit::Deadline(timeout),
+    )
+    .await?
+    .check(&[])?;
+    Ok(())
+}
+
 /// `/var/run/reboot-required` (Debian/Ubuntu) or `/run/reboot-required` exists under `root`.
 pub fn reboot_required(root: &Path) -> bool {
     ["var/run/reboot-required", "run/reboot-required"]
@@ -224,24 +236,25 @@ mod tests {
         );
     }
 
+    /// The scanners themselves read only; the refresh is the one step that needs root, and
+    /// it goes through the helper's `refresh` verb, never `sudo apt-get …`.
     #[test]
-    fn only_the_refresh_commands_need_root() {
+    fn scanner_commands_run_as_the_agent_user() {
         let t = Duration::from_secs(5);
-        let table = [
-            (apt::refresh_cmd(t), true),
-            (apt::list_cmd(t), false),
-            (apt::showhold_cmd(t), false),
-            (dnf::refresh_cmd(t), true),
-            (dnf::check_update_cmd(t), false),
-            (dnf::updateinfo_cmd(t), false),
-            (dnf::rpm_query_cmd(&["bash".into()], t), false),
-            (apk::refresh_cmd(t), true),
-            (apk::list_cmd(t), false),
-            (apk::version_cmd(t), false),
-        ];
-        for (cmd, privileged) in table {
-            assert_eq!(cmd.privileged, privileged, "{cmd}");
-            assert_eq!(cmd.argv(false)[0] == "sudo", privileged, "{cmd}");
+        for cmd in [
+            apt::list_cmd(t),
+            apt::showhold_cmd(t),
+            dnf::check_update_cmd(t),
+            dnf::updateinfo_cmd(t),
+            dnf::rpm_query_cmd(&["bash".into()], t),
+            apk::list_cmd(t),
+            apk::version_cmd(t),
+        ] {
+            assert_ne!(cmd.program, "sudo", "{cmd}");
+            assert!(
+                matches!(cmd.limit, crate::process::Limit::Deadline(_)),
+                "{cmd}"
+            );
         }
     }
 

@@ -268,7 +268,10 @@ fn pretty(p: &Probe) -> &str {
     }
 }
 
-/// The dedicated system user and its sudoers rule: only the package managers and docker.
+/// The dedicated system user and its one sudoers rule: the agent's root helper, nothing else.
+/// The binary the rule names is made root-owned and not writable by anyone else (whoever can
+/// replace it is root). The user joins the `docker` group only where Docker is present, since
+/// access to the Docker socket is root-equivalent.
 async fn create_user(shell: &Shell) -> Result<()> {
     shell
         .ok(
@@ -277,6 +280,23 @@ async fn create_user(shell: &Shell) -> Result<()> {
                 "id -u {AGENT_USER} >/dev/null 2>&1 || \
                  useradd --system --user-group --home-dir {STATE_DIR} --shell /usr/sbin/nologin {AGENT_USER} 2>/dev/null || \
                  adduser -S -D -H -h {STATE_DIR} -s /sbin/nologin {AGENT_USER}"
+            ),
+            None,
+        )
+        .await?;
+    shell
+        .ok(
+            "making the agent's helper root-owned",
+            &format!("chown root:root {AGENT_PATH} && chmod 0755 {AGENT_PATH}"),
+            None,
+        )
+        .await?;
+    shell
+        .ok(
+            "giving the agent user Docker access where Docker is present",
+            &format!(
+                "if command -v docker >/dev/null 2>&1 && grep -q '^docker:' /etc/group; then \
+                 usermod -aG docker {AGENT_USER} 2>/dev/null || addgroup {AGENT_USER} docker; fi"
             ),
             None,
         )
@@ -295,20 +315,18 @@ async fn create_user(shell: &Shell) -> Result<()> {
     Ok(())
 }
 
-/// The sudoers rule of the agent user.
+/// The sudoers rule of the agent user: its root helper (`canopy-agent helper VERB …`, which
+/// accepts only its own verbs with validated package names and versions and builds every
+/// package-manager command itself), by full path, nothing else. No `env_keep`: the helper
+/// sets the environment of what it runs. No pty: the helper's output is piped to the agent,
+/// and sudo relays the agent's SIGTERM to it.
 pub fn sudoers() -> String {
-    let commands = [
-        "/usr/bin/apt-get",
-        "/usr/bin/apt-mark",
-        "/usr/bin/dnf",
-        "/sbin/apk",
-        "/usr/bin/docker",
-    ];
     format!(
-        "# Written by Canopy: the agent may run only its package managers and docker as root.\n\
-         Defaults:{AGENT_USER} !requiretty, env_keep += \"LC_ALL LANG DEBIAN_FRONTEND NEEDRESTART_MODE\"\n\
-         {AGENT_USER} ALL=(root) NOPASSWD: {}\n",
-        commands.join(", ")
+        "# Written by Canopy: the agent may run only its root helper as root. The helper accepts\n\
+         # its own verbs (refresh, simulate, install pinned versions, upgrade, audit, repair) with\n\
+         # validated package names and versions, and builds the package-manager commands itself.\n\
+         Defaults:{AGENT_USER} !requiretty, !use_pty\n\
+         {AGENT_USER} ALL=(root) NOPASSWD: {AGENT_PATH} helper *\n"
     )
 }
 
@@ -502,7 +520,17 @@ mod tests {
             "containers may have no net"
         );
         let rule = sudoers();
-        assert!(rule.contains("canopy-agent ALL=(root) NOPASSWD: /usr/bin/apt-get,"));
-        assert!(!rule.contains("ALL=(ALL) NOPASSWD: ALL"));
+        let grants: Vec<&str> = rule
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("NOPASSWD"))
+            .collect();
+        assert_eq!(
+            grants,
+            ["canopy-agent ALL=(root) NOPASSWD: /usr/local/bin/canopy-agent helper *"],
+            "one rule, for the helper only"
+        );
+        for gone in ["apt-get", "dnf", "apk", "docker", "env_keep"] {
+            assert!(!rule.contains(gone), "{gone} in {rule}");
+        }
     }
 }

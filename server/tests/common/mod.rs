@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod deploy;
 pub mod lab;
+pub mod privilege;
 
 use canopy_api_types::agent::*;
 use canopy_api_types::auth::CreateRegistrationToken;
