@@ -49,17 +49,16 @@ impl Backoff {
 }
 
 /// The one HTTP client of the agent: rustls, connect timeout, a request timeout
-/// longer than the long poll, and an optional extra CA for a self-signed server.
+/// longer than the long poll, and the server pinned by fingerprint or CA when the config
+/// says so (a server presenting another certificate is refused, naming both fingerprints).
 pub fn http_client(cfg: &AgentConfig) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .user_agent(format!("canopy-agent/{}", crate::facts::AGENT_VERSION))
         .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
         .timeout(Duration::from_secs(u64::from(cfg.wait_secs) + 30));
-    if let Some(ca) = &cfg.ca_file {
-        let pem = std::fs::read(ca).with_context(|| format!("reading CA file {}", ca.display()))?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .with_context(|| format!("parsing CA file {} as PEM", ca.display()))?;
-        b = b.add_root_certificate(cert);
+    if let Some(trust) = cfg.server_trust()? {
+        let (tls, _) = canopy_tls::client_config(&trust).map_err(anyhow::Error::msg)?;
+        b = b.use_preconfigured_tls(tls);
     }
     b.build().context("building the HTTP client")
 }
@@ -353,7 +352,7 @@ fn describe(e: &ClientError) -> String {
         Some(401) | Some(403) => {
             format!("authentication rejected by the server ({e}); re-register the agent")
         }
-        _ => e.to_string(),
+        _ => canopy_tls::error_chain(e),
     }
 }
 

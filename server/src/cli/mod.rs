@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod discover;
 mod remote;
 mod session;
+mod trust;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -120,7 +121,23 @@ async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    eprintln!("Canopy is listening on http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    match &state.tls {
+        None => eprintln!("Canopy is listening on http://{addr}"),
+        Some(tls) => {
+            let fp = tls.identity.fingerprint();
+            eprintln!("Canopy is listening on https://{addr}");
+            eprintln!("TLS certificate SHA-256 fingerprint: {fp}");
+            if tls.self_signed {
+                eprintln!(
+                    "  self-signed, {} {}; pin it with `canopy login --server https://{addr} --fingerprint {fp}` \
+                     and `canopy-agent register --server URL --fingerprint {fp} …`",
+                    if tls.generated { "generated now in" } else { "from" },
+                    tls.cert_file.display()
+                );
+            }
+        }
+    }
     crate::serve(state, listener, shutdown_signal()).await
 }
 
