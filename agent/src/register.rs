@@ -117,7 +117,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
         .await
         .map_err(|e| {
             let unpinned = cfg.server_fingerprint.is_none() && cfg.ca_file.is_none();
-            let chain = canopy_tls::error_chain(&e);
+            let chain = crate::run::explain_transport(&e);
             let hint = if unpinned && chain.contains("certificate") {
                 "; pin the server with --fingerprint AA:BB:… (printed by `canopy serve`) or --ca-file PATH"
             } else {

@@ -63,6 +63,26 @@ pub fn http_client(cfg: &AgentConfig) -> anyhow::Result<reqwest::Client> {
     b.build().context("building the HTTP client")
 }
 
+/// A failed request in words: a changed server certificate names both fingerprints and
+/// the fix; anything else is the whole cause chain (the reason sits a few levels down).
+pub fn explain_transport(e: &(dyn std::error::Error + 'static)) -> String {
+    match canopy_tls::pin_mismatch(e) {
+        Some(m) => format!(
+            "the server presents a certificate with the SHA-256 fingerprint {}, but {} is \
+             pinned; if its certificate was replaced on purpose, register again with \
+             --fingerprint {} (or set server_fingerprint in agent.toml)",
+            m.presented,
+            m.pinned
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(" or "),
+            m.presented
+        ),
+        None => canopy_tls::error_chain(e),
+    }
+}
+
 /// Resolves when SIGTERM or ctrl-c arrives.
 pub async fn shutdown_signal() {
     let term = async {
@@ -352,7 +372,7 @@ fn describe(e: &ClientError) -> String {
         Some(401) | Some(403) => {
             format!("authentication rejected by the server ({e}); re-register the agent")
         }
-        _ => canopy_tls::error_chain(e),
+        _ => explain_transport(e),
     }
 }
 

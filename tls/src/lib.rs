@@ -16,7 +16,7 @@ mod verify;
 
 pub use fingerprint::Fingerprint;
 pub use identity::{self_signed, Identity, SelfSigned};
-pub use verify::{client_config, probe_config, Seen, Trust};
+pub use verify::{client_config, pin_mismatch, probe_config, PinMismatch, Seen, Trust};
 
 /// An error and all its causes on one line (`a: b: c`), each text once. TLS failures hide
 /// their reason a few levels down (reqwest → hyper → io → rustls).

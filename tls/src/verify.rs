@@ -72,6 +72,53 @@ struct Verifier {
     provider: Arc<CryptoProvider>,
 }
 
+/// A pinned server presented another certificate. Returned by the verifier (inside
+/// rustls, io and HTTP client errors: find it with [`pin_mismatch`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinMismatch {
+    pub presented: Fingerprint,
+    pub pinned: Vec<Fingerprint>,
+}
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "certificate fingerprint mismatch: the server presents {}, but {} is pinned",
+            self.presented,
+            pin_list(&self.pinned)
+        )
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
+/// The [`PinMismatch`] somewhere in `e`'s chain (through io errors and rustls' own), if any.
+pub fn pin_mismatch(e: &(dyn std::error::Error + 'static)) -> Option<PinMismatch> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(m) = err.downcast_ref::<PinMismatch>() {
+            return Some(m.clone());
+        }
+        if let Some(rustls::Error::Other(other)) = err.downcast_ref::<rustls::Error>() {
+            if let Some(m) = other.0.downcast_ref::<PinMismatch>() {
+                return Some(m.clone());
+            }
+        }
+        // io::Error's `source` skips the error it wraps; look inside.
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(m) = pin_mismatch(inner) {
+                return Some(m);
+            }
+        }
+        current = err.source();
+    }
+    None
+}
+
 /// "X or Y" for the pins in an error message.
 fn pin_list(pins: &[Fingerprint]) -> String {
     pins.iter()
@@ -93,10 +140,12 @@ impl ServerCertVerifier for Verifier {
         self.seen.record(server_name, fp);
         match &self.mode {
             Mode::Pins(pins) if pins.contains(&fp) => Ok(ServerCertVerified::assertion()),
-            Mode::Pins(pins) => Err(rustls::Error::General(format!(
-                "certificate fingerprint mismatch: the server presents {fp}, but {} is pinned",
-                pin_list(pins)
-            ))),
+            Mode::Pins(pins) => Err(rustls::Error::Other(rustls::OtherError(Arc::new(
+                PinMismatch {
+                    presented: fp,
+                    pinned: pins.clone(),
+                },
+            )))),
             Mode::Ca(webpki) => {
                 webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
             }

@@ -78,7 +78,20 @@ pub fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match e.chain().find_map(canopy_tls::pin_mismatch) {
+                // A changed server certificate: both fingerprints first, then what to do.
+                Some(m) => {
+                    eprintln!(
+                    "error: the server presents a certificate with the SHA-256 fingerprint {}, \
+                     but {} is pinned. If its certificate was replaced on purpose, log in again \
+                     with --fingerprint {} (or set CANOPY_SERVER_FINGERPRINT).\n({e:#})",
+                    m.presented,
+                    m.pinned.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" or "),
+                    m.presented
+                )
+                }
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod lab;
+pub mod tls;
 
 use canopy_api_types::agent::*;
 use canopy_api_types::auth::CreateRegistrationToken;

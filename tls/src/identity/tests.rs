@@ -63,9 +63,13 @@ fn a_pinned_self_signed_certificate_is_accepted_and_another_is_refused_naming_bo
     let other = self_signed(&names()).unwrap();
     let other = Identity::from_pem(&other.cert_pem, &other.key_pem, "c", "k").unwrap();
     assert_ne!(other.fingerprint(), id.fingerprint());
-    let err = handshake(other.server_config(), pinned, "127.0.0.1")
-        .unwrap_err()
-        .to_string();
+    let err = handshake(other.server_config(), pinned, "127.0.0.1").unwrap_err();
+    // Found again where HTTP clients put it: inside an io::Error inside their own.
+    let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, err.clone());
+    let found = crate::pin_mismatch(&wrapped).expect("a pin mismatch");
+    assert_eq!(found.presented, other.fingerprint());
+    assert_eq!(found.pinned, [id.fingerprint()]);
+    let err = err.to_string();
     assert!(err.contains(&other.fingerprint().to_string()), "{err}");
     assert!(err.contains(&id.fingerprint().to_string()), "{err}");
     assert!(err.contains("is pinned"), "{err}");
