@@ -391,9 +391,11 @@ mod tests {
         assert_eq!(parsed, Settings::default());
         assert!(text.contains("tls = \"auto\"\n"), "{text}");
         assert!(text.contains("allow_plain_http = false\n"), "{text}");
-        let mut own = Settings::default();
-        own.tls_cert_file = Some("/etc/canopy/cert.pem".into());
-        own.tls_key_file = Some("/etc/canopy/key.pem".into());
+        let own = Settings {
+            tls_cert_file: Some("/etc/canopy/cert.pem".into()),
+            tls_key_file: Some("/etc/canopy/key.pem".into()),
+            ..Settings::default()
+        };
         let text = toml::to_string_pretty(&own).unwrap();
         assert_eq!(toml::from_str::<Settings>(&text).unwrap(), own);
     }
@@ -477,8 +479,10 @@ mod tests {
         assert!(with("off", "127.0.0.1:8080", true, false)
             .unwrap_err()
             .contains("tls = \"off\""));
-        let mut s = Settings::default();
-        s.tls_cert_file = Some("c.pem".into());
+        let s = Settings {
+            tls_cert_file: Some("c.pem".into()),
+            ..Settings::default()
+        };
         assert!(s.transport().unwrap_err().contains("tls_key_file is not"));
         let err = Settings::default()
             .apply_env(|k| (k == "CANOPY_TLS").then(|| "maybe".to_string()))
