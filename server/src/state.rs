@@ -103,10 +103,6 @@ impl Shutdown {
         self.0.send_replace(true);
     }
 
-    pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
-
     /// Resolves once [`Shutdown::trigger`] was called (at once if it was already).
     pub async fn wait(&self) {
         let mut rx = self.0.subscribe();

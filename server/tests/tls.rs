@@ -373,3 +373,28 @@ async fn a_stopping_server_answers_held_checkins_at_once() {
     assert!(answer.commands.is_empty());
     assert!(serve.wait_exit(Duration::from_secs(10)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_from_an_https_server_need_its_https_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut settings = settings_in(dir.path());
+    let addr = listener.local_addr().unwrap();
+    // Agents would be sent to plain HTTP on a port that speaks only HTTPS.
+    settings.deploy.server_url = format!("http://{addr}");
+    let app = TlsApp::start(settings, listener).await;
+    let err = app
+        .admin
+        .deploy(&canopy_api_types::deploy::DeployRequest {
+            selector: "cluster/home/**".into(),
+            action: canopy_api_types::deploy::DeployAction::Deploy,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(
+        err.to_string().contains("speaks HTTPS: use https://"),
+        "{err}"
+    );
+    app.stop().await;
+}
