@@ -398,3 +398,108 @@ async fn deploys_from_an_https_server_need_its_https_url() {
     );
     app.stop().await;
 }
+
+/// A homelab CA (PEM) and a certificate it signed for 127.0.0.1, with its key.
+fn ca_and_leaf() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name.push(DnType::CommonName, "Homelab CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_and_the_cli_trust_a_server_through_its_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = ca_and_leaf();
+    let path = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ca_file = path("ca.pem", &ca);
+    let mut settings = settings_in(dir.path());
+    settings.tls_cert_file = Some(path("cert.pem", &cert).into());
+    settings.tls_key_file = Some(path("key.pem", &key).into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = TlsApp::start(settings, listener).await;
+    let token = app
+        .admin
+        .create_registration_token(&canopy_api_types::auth::CreateRegistrationToken {
+            label: "ca".into(),
+            seats: 1,
+            expires_in_secs: 3600,
+        })
+        .await
+        .unwrap()
+        .token;
+
+    let state = dir.path().join("agent-state").display().to_string();
+    let out = agent(
+        dir.path(),
+        &[
+            "register",
+            "--server",
+            &app.base,
+            "--token",
+            &token,
+            "--state-dir",
+            &state,
+            "--ca-file",
+            &ca_file,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read_to_string(dir.path().join("agent/agent.toml")).unwrap();
+    assert!(
+        config.contains("ca_file = ") && !config.contains("server_fingerprint"),
+        "{config}"
+    );
+
+    let pw = path("pw", ADMIN_PASSWORD);
+    let cli = common::cli::Cli::new();
+    let out = cli.run(
+        &[
+            "login",
+            "--server",
+            &app.base,
+            "--password-file",
+            &pw,
+            "--ca-file",
+            &ca_file,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(cli.run(&["hosts"], "").status.success());
+    // Another CA does not vouch for this server.
+    let (other_ca, _, _) = ca_and_leaf();
+    let other = path("other-ca.pem", &other_ca);
+    let out = common::cli::Cli::new().run(
+        &[
+            "login",
+            "--server",
+            &app.base,
+            "--password-file",
+            &pw,
+            "--ca-file",
+            &other,
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+    app.stop().await;
+}
