@@ -67,7 +67,11 @@ pub enum Command {
         /// Register as a read-only agent.
         #[arg(long)]
         read_only: bool,
-        /// Extra PEM CA certificate to trust for the server.
+        /// Pin the server's certificate by its SHA-256 fingerprint (AA:BB:…, as `canopy serve`
+        /// prints it); stored in the config as `server_fingerprint`.
+        #[arg(long, value_name = "AA:BB:…", conflicts_with = "ca_file")]
+        fingerprint: Option<canopy_tls::Fingerprint>,
+        /// Trust only server certificates that chain to this PEM CA (a homelab CA).
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
@@ -154,6 +158,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             token_file,
             state_dir,
             read_only,
+            fingerprint,
             ca_file,
         } => {
             let registration_token = match (token, token_file) {
@@ -169,6 +174,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 config: cli.config.clone(),
                 state_dir,
                 read_only,
+                fingerprint,
                 ca_file,
                 package_managers: manager_flags,
             })

@@ -4,6 +4,11 @@
 //! `/etc/canopy-agent/agent.toml`. The agent token lives in `token_file` (default
 //! `agent.token` next to the config) or inline as `token`; it is never logged.
 //!
+//! How the agent trusts the server's certificate: `server_fingerprint` (a pinned SHA-256,
+//! `AA:BB:…`, as `canopy serve` prints it) or `ca_file` (certificates chaining to that CA
+//! only), never both; with neither, an `https://` server needs a certificate the public web
+//! roots vouch for (e.g. a reverse proxy's). Never "accept invalid certificates".
+//!
 //! Which package managers the agent uses: `package_managers` in the file, replaced by
 //! `$CANOPY_AGENT_PACKAGE_MANAGERS` (`dnf`, `apt,dnf` or `auto`), replaced by `--package-manager`
 //! flags; none set = every one found on PATH.
@@ -85,7 +90,11 @@ pub struct AgentConfig {
     /// TCP/TLS connect timeout to the server.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
-    /// Extra PEM CA certificate to trust for the server (self-signed homelab CA).
+    /// The server's certificate, pinned by its SHA-256 fingerprint (`AA:BB:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_fingerprint: Option<canopy_tls::Fingerprint>,
+    /// PEM CA certificate the server's certificate must chain to (a homelab CA); the only
+    /// CA trusted then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     /// The package managers this agent scans and installs with, e.g. `["dnf"]` on a host that
@@ -137,6 +146,7 @@ impl AgentConfig {
             scan_timeout_secs: default_scan_timeout(),
             wait_secs: default_wait(),
             connect_timeout_secs: default_connect_timeout(),
+            server_fingerprint: None,
             ca_file: None,
             package_managers: Vec::new(),
             hang_timeout_secs: default_hang_timeout(),
@@ -150,7 +160,34 @@ impl AgentConfig {
             .with_context(|| format!("parsing agent config {}", path.display()))?;
         check_managers(&cfg.package_managers)
             .with_context(|| format!("agent config {}: package_managers", path.display()))?;
+        cfg.check_pin()
+            .with_context(|| format!("agent config {}", path.display()))?;
         Ok(cfg)
+    }
+
+    fn check_pin(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.server_fingerprint.is_none() || self.ca_file.is_none(),
+            "server_fingerprint and ca_file are both set: pin the server one way (keep one)"
+        );
+        Ok(())
+    }
+
+    /// How the server's certificate is trusted: the pinned fingerprint, the CA file, or
+    /// `None` for the public web roots.
+    pub fn server_trust(&self) -> anyhow::Result<Option<canopy_tls::Trust>> {
+        self.check_pin()?;
+        if let Some(fp) = self.server_fingerprint {
+            return Ok(Some(canopy_tls::Trust::Fingerprints(vec![fp])));
+        }
+        match &self.ca_file {
+            Some(ca) => {
+                let pem = std::fs::read_to_string(ca)
+                    .with_context(|| format!("reading CA file {}", ca.display()))?;
+                Ok(Some(canopy_tls::Trust::CaPem(pem)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The config `run` needs: present and registered (a readable agent token), else an
@@ -438,6 +475,39 @@ mod tests {
             [PackageManager::Dnf]
         );
         assert!(effective_managers(&[], &[PackageManager::Docker]).is_err());
+    }
+
+    #[test]
+    fn the_pin_round_trips_and_one_way_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("a.toml");
+        let fp = canopy_tls::Fingerprint::of_der(b"server certificate");
+        let mut c = AgentConfig::new("https://canopy.lan:8443");
+        c.server_fingerprint = Some(fp);
+        c.save(&p).expect("save");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(
+            text.contains(&format!("server_fingerprint = \"{fp}\"")),
+            "{text}"
+        );
+        let back = AgentConfig::load(&p).expect("load");
+        assert_eq!(back.server_fingerprint, Some(fp));
+        assert!(matches!(
+            back.server_trust().expect("trust"),
+            Some(canopy_tls::Trust::Fingerprints(pins)) if pins == [fp]
+        ));
+        std::fs::write(&p, format!("{text}ca_file = \"/etc/ca.pem\"\n")).expect("write");
+        let e = format!("{:#}", AgentConfig::load(&p).unwrap_err());
+        assert!(e.contains("server_fingerprint and ca_file"), "{e}");
+        std::fs::write(
+            &p,
+            "server_url = \"https://x\"\nserver_fingerprint = \"AB:CD\"\n",
+        )
+        .expect("write");
+        let e = format!("{:#}", AgentConfig::load(&p).unwrap_err());
+        assert!(e.contains("has 2 bytes"), "{e}");
+        let c = AgentConfig::new("https://x");
+        assert!(c.server_trust().expect("none").is_none());
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct RegisterArgs {
     pub config: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub read_only: bool,
+    /// Pin the server's certificate by fingerprint (`--fingerprint`) …
+    pub fingerprint: Option<canopy_tls::Fingerprint>,
+    /// … or by CA (`--ca-file`).
     pub ca_file: Option<PathBuf>,
     /// Written to the config as `package_managers` (after the environment override).
     pub package_managers: Vec<canopy_api_types::updates::PackageManager>,
@@ -115,6 +118,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
         cfg.state_dir = d;
     }
     cfg.read_only = args.read_only;
+    cfg.server_fingerprint = args.fingerprint;
     cfg.ca_file = args.ca_file;
     cfg.package_managers = crate::config::effective_managers(&[], &args.package_managers)?;
     // Fail before talking to the server if we cannot write where we must.
@@ -140,7 +144,16 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
         }
         other => other,
     }
-    .with_context(|| format!("registering with {}", args.server))?;
+    .map_err(|e| {
+        let unpinned = cfg.server_fingerprint.is_none() && cfg.ca_file.is_none();
+        let chain = crate::run::explain_transport(&e);
+        let hint = if unpinned && chain.contains("certificate") {
+            "; pin the server with --fingerprint AA:BB:… (printed by `canopy serve`) or --ca-file PATH"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("registering with {} failed: {chain}{hint}", args.server)
+    })?;
 
     let token_path = token_path_for(&config_path);
     write_private(&token_path, format!("{}\n", resp.agent_token).as_bytes())?;

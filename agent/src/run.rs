@@ -56,19 +56,38 @@ impl Backoff {
 }
 
 /// The one HTTP client of the agent: rustls, connect timeout, a request timeout
-/// longer than the long poll, and an optional extra CA for a self-signed server.
+/// longer than the long poll, and the server pinned by fingerprint or CA when the config
+/// says so (a server presenting another certificate is refused, naming both fingerprints).
 pub fn http_client(cfg: &AgentConfig) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .user_agent(format!("canopy-agent/{}", crate::facts::AGENT_VERSION))
         .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
         .timeout(Duration::from_secs(u64::from(cfg.wait_secs) + 30));
-    if let Some(ca) = &cfg.ca_file {
-        let pem = std::fs::read(ca).with_context(|| format!("reading CA file {}", ca.display()))?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .with_context(|| format!("parsing CA file {} as PEM", ca.display()))?;
-        b = b.add_root_certificate(cert);
+    if let Some(trust) = cfg.server_trust()? {
+        let (tls, _) = canopy_tls::client_config(&trust).map_err(anyhow::Error::msg)?;
+        b = b.use_preconfigured_tls(tls);
     }
     b.build().context("building the HTTP client")
+}
+
+/// A failed request in words: a changed server certificate names both fingerprints and
+/// the fix; anything else is the whole cause chain (the reason sits a few levels down).
+pub fn explain_transport(e: &(dyn std::error::Error + 'static)) -> String {
+    match canopy_tls::pin_mismatch(e) {
+        Some(m) => format!(
+            "the server presents a certificate with the SHA-256 fingerprint {}, but {} is \
+             pinned; if its certificate was replaced on purpose, register again with \
+             --fingerprint {} (or set server_fingerprint in agent.toml)",
+            m.presented,
+            m.pinned
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(" or "),
+            m.presented
+        ),
+        None => canopy_tls::error_chain(e),
+    }
 }
 
 /// Resolves when SIGTERM or ctrl-c arrives.
@@ -496,7 +515,7 @@ fn describe(e: &ClientError) -> String {
         Some(401) | Some(403) => {
             format!("authentication rejected by the server ({e}); re-register the agent")
         }
-        _ => e.to_string(),
+        _ => explain_transport(e),
     }
 }
 

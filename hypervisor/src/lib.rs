@@ -3,7 +3,7 @@
 //! - `openapi/pve.yaml`: the curated subset of the PVE API we call, written by hand from the
 //!   official API viewer; `generated.rs` is progenitor's client for it (`cargo xtask codegen`).
 //! - `types`: hand-written tolerant item types (0/1 booleans, numbers as strings, `a;b` tags).
-//! - `tls`: fingerprint or CA pinning, never accept-invalid.
+//! - TLS trust (fingerprint or CA pinning, never accept-invalid) comes from `canopy-tls`.
 //! - `client::PveClient`: the one implementation of [`Hypervisor`], with fail-over between
 //!   a cluster's nodes.
 //!
@@ -14,12 +14,11 @@ pub mod error;
 #[allow(clippy::all, clippy::pedantic)]
 #[rustfmt::skip]
 mod generated;
-pub mod tls;
 pub mod types;
 
+pub use canopy_tls::{Fingerprint, Trust};
 pub use client::{normalize_endpoint, probe_fingerprint, ApiToken, Connection, PveClient};
 pub use error::Error;
-pub use tls::{Fingerprint, Trust};
 
 use types::*;
 

@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod settings;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
 use anyhow::Context;
 use settings::Settings;
@@ -42,15 +43,22 @@ pub async fn open_store(
     }
 }
 
-/// Everything up to serving: store, migrations, first admin, keys, state.
+/// Longest a stopping server waits for open requests (an SSE stream, a slow upload) after
+/// the held check-ins were answered.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything up to serving: TLS certificate, store, migrations, first admin, keys, state.
+/// Settings that must not serve (plain HTTP on the network) fail here, before anything is
+/// opened or bound.
 pub async fn prepare(settings: Settings) -> anyhow::Result<AppState> {
+    let tls = tls::identity(&settings)?;
     let store = open_store(&settings).await?;
     pipeline::bootstrap::ensure_admin(store.as_ref(), &settings)
         .await
         .context("creating the first admin failed")?;
     let jwt = auth::jwt::JwtKeys::load_or_create(&settings.data_dir)?;
     let sealer = auth::sealed::Sealer::load_or_create(&settings.data_dir)?;
-    let state = AppState::new(store, settings, jwt, sealer);
+    let state = AppState::new(store, settings, jwt, sealer, tls);
     state
         .discovery
         .rebuild()
@@ -80,21 +88,54 @@ pub async fn launch_with_listener(
     serve(state, listener, shutdown).await
 }
 
-/// Serve an already prepared state (benchmarks and tests reuse the state).
+/// Serve an already prepared state (benchmarks and tests reuse the state), over HTTPS when
+/// the state has a certificate. When `shutdown` resolves, held check-ins answer at once and
+/// open connections get [`SHUTDOWN_GRACE`] to finish.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
     let _jobs = pipeline::jobs::spawn(state.clone());
 
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, backend = state.store.backend(), "canopy serving");
-    axum::serve(
-        listener,
-        http::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("server stopped with an error")
+    let stopping = state.shutdown.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: answering held check-ins");
+        stopping.trigger();
+    };
+    let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let served = async {
+        match &state.tls {
+            Some(tls) => {
+                tracing::info!(%addr, backend = state.store.backend(), fingerprint = %tls.identity.fingerprint(), "canopy serving HTTPS");
+                let listener =
+                    tls::listener::TlsListener::new(listener, tls.identity.server_config())
+                        // `tap_io` gives the listener axum's ConnectInfo<SocketAddr> (the TCP peer).
+                        .tap_io(|_| {});
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .await
+            }
+            None => {
+                tracing::info!(%addr, backend = state.store.backend(), "canopy serving plain HTTP");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .await
+            }
+        }
+    };
+    let overdue = async {
+        state.shutdown.wait().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = served => r.context("server stopped with an error"),
+        _ = overdue => {
+            tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "requests still open after the grace period; stopping anyway");
+            Ok(())
+        }
+    }
 }

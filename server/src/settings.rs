@@ -32,9 +32,23 @@ impl fmt::Debug for Secret {
 pub struct Settings {
     /// Address to listen on. Keep it on loopback behind a reverse proxy.
     pub listen: SocketAddr,
+    /// HTTPS or plain HTTP: `auto` (HTTPS unless `listen` is a loopback address and no
+    /// certificate is given), `on` (always HTTPS) or `off` (plain HTTP, which a non-loopback
+    /// `listen` also needs `allow_plain_http` for).
+    pub tls: TlsMode,
+    /// PEM certificate (leaf first, then intermediates) to serve; with `tls_key_file`.
+    /// Without them a self-signed certificate is generated in `data_dir` on first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback `listen` (passwords and agent tokens cross the
+    /// network unencrypted). Off: such a server refuses to start.
+    pub allow_plain_http: bool,
     /// `sqlite://PATH` (default) or `postgres://USER@HOST/DB`.
     pub database_url: String,
-    /// Where the server keeps its own files (the JWT signing key).
+    /// Where the server keeps its own files (the JWT signing key, the self-signed certificate).
     pub data_dir: PathBuf,
     /// Username of the first admin created from `CANOPY_ADMIN_PASSWORD(_FILE)`.
     pub admin_username: String,
@@ -157,10 +171,38 @@ impl Default for DeploySettings {
     }
 }
 
+/// `tls`: whether `canopy serve` speaks HTTPS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// HTTPS, except on a loopback `listen` without a configured certificate (a reverse proxy
+    /// or a browser on the same machine).
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl std::str::FromStr for TlsMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "on" | "true" | "https" => Ok(Self::On),
+            "off" | "false" | "http" => Ok(Self::Off),
+            other => Err(format!("{other:?} is not a TLS mode: use auto, on or off")),
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            tls: TlsMode::Auto,
+            tls_cert_file: None,
+            tls_key_file: None,
+            allow_plain_http: false,
             database_url: "sqlite://canopy.db".into(),
             data_dir: PathBuf::from("canopy-data"),
             admin_username: "admin".into(),
@@ -192,8 +234,32 @@ pub fn example_toml() -> String {
         "# Canopy server configuration. Every key may also be set as CANOPY_<KEY> in the\n\
          # environment (e.g. CANOPY_DATABASE_URL), which wins over this file.\n\
          # The first admin's password comes from CANOPY_ADMIN_PASSWORD or\n\
-         # CANOPY_ADMIN_PASSWORD_FILE, never from this file.\n{body}"
+         # CANOPY_ADMIN_PASSWORD_FILE, never from this file.\n\
+         # HTTPS: with tls = \"auto\" a server that listens beyond loopback serves a\n\
+         # self-signed certificate generated in data_dir (tls-cert.pem, tls-key.pem); give\n\
+         # your own with tls_cert_file = \"/etc/canopy/cert.pem\" and tls_key_file = \"...\".\n{body}"
     )
+}
+
+/// How `canopy serve` talks, decided from `tls`, the certificate files and `listen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP (loopback, or `allow_plain_http`).
+    Plain,
+    /// HTTPS with the owner's certificate and key.
+    Given { cert: PathBuf, key: PathBuf },
+    /// HTTPS with the self-signed certificate kept in `data_dir` (generated on first start).
+    SelfSigned,
+}
+
+/// 127.0.0.0/8 and ::1 (also as ::ffff:127.x): only this machine can connect.
+pub fn is_loopback(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +292,37 @@ impl Settings {
         canopy_store::ExpiryPolicy {
             vanished_after: secs(self.command_vanished_secs),
             offline_after: secs(self.command_offline_expiry_secs),
+        }
+    }
+
+    /// HTTPS or plain HTTP, or why these settings must not start a server. Checked before
+    /// anything is opened or bound.
+    pub fn transport(&self) -> Result<Transport, String> {
+        let given = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(Transport::Given {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => return Err("tls_cert_file is set but tls_key_file is not: give the certificate and its key (CANOPY_TLS_CERT_FILE, CANOPY_TLS_KEY_FILE)".into()),
+            (None, Some(_)) => return Err("tls_key_file is set but tls_cert_file is not: give the certificate and its key (CANOPY_TLS_CERT_FILE, CANOPY_TLS_KEY_FILE)".into()),
+        };
+        let loopback = is_loopback(self.listen);
+        match self.tls {
+            TlsMode::Off if given.is_some() => Err(
+                "tls = \"off\" but tls_cert_file and tls_key_file are set: remove them, or use tls = \"auto\" to serve them".into(),
+            ),
+            TlsMode::Off if !loopback && !self.allow_plain_http => Err(format!(
+                "refusing plain HTTP on {}: it is not a loopback address, so passwords and agent \
+                 tokens would cross the network unencrypted. Use tls = \"auto\" (CANOPY_TLS; a \
+                 self-signed certificate is generated when you give none), or listen on \
+                 127.0.0.1 behind a reverse proxy that terminates TLS; set allow_plain_http = \
+                 true (CANOPY_ALLOW_PLAIN_HTTP) only if you accept plain HTTP on the network",
+                self.listen
+            )),
+            TlsMode::Off => Ok(Transport::Plain),
+            TlsMode::Auto if loopback && given.is_none() => Ok(Transport::Plain),
+            TlsMode::Auto | TlsMode::On => Ok(given.unwrap_or(Transport::SelfSigned)),
         }
     }
 
@@ -282,6 +379,14 @@ impl Settings {
             };
         }
         env!(listen, "CANOPY_LISTEN");
+        env!(tls, "CANOPY_TLS");
+        env!(allow_plain_http, "CANOPY_ALLOW_PLAIN_HTTP");
+        if let Some(v) = get("CANOPY_TLS_CERT_FILE") {
+            self.tls_cert_file = Some(v.into());
+        }
+        if let Some(v) = get("CANOPY_TLS_KEY_FILE") {
+            self.tls_key_file = Some(v.into());
+        }
         env!(database_url, "CANOPY_DATABASE_URL");
         env!(data_dir, "CANOPY_DATA_DIR");
         env!(admin_username, "CANOPY_ADMIN_USERNAME");
@@ -316,6 +421,9 @@ impl Settings {
         if let Some(v) = get("CANOPY_DEPLOY_SERVER_URL") {
             self.deploy.server_url = v;
         }
+        if let Some(v) = get("CANOPY_DEPLOY_SERVER_CA_FILE") {
+            self.deploy.server_ca_file = Some(v.into());
+        }
         if let Some(v) = get("CANOPY_DEPLOY_SSH_KEY_FILE") {
             self.deploy.ssh_key_file = Some(v.into());
         }
@@ -344,6 +452,15 @@ mod tests {
         let text = example_toml();
         let parsed: Settings = toml::from_str(&text).unwrap();
         assert_eq!(parsed, Settings::default());
+        assert!(text.contains("tls = \"auto\"\n"), "{text}");
+        assert!(text.contains("allow_plain_http = false\n"), "{text}");
+        let own = Settings {
+            tls_cert_file: Some("/etc/canopy/cert.pem".into()),
+            tls_key_file: Some("/etc/canopy/key.pem".into()),
+            ..Settings::default()
+        };
+        let text = toml::to_string_pretty(&own).unwrap();
+        assert_eq!(toml::from_str::<Settings>(&text).unwrap(), own);
     }
 
     #[test]
@@ -388,6 +505,84 @@ mod tests {
         let err = s.trusted_proxies().unwrap_err().to_string();
         assert!(
             err.contains("trusted_proxies") && err.contains("proxy.lan"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_follows_the_mode_the_address_and_the_files() {
+        let with = |tls: &str, listen: &str, files: bool, plain: bool| {
+            let mut s = Settings::default();
+            s.apply_env(|k| match k {
+                "CANOPY_TLS" => Some(tls.to_string()),
+                "CANOPY_LISTEN" => Some(listen.to_string()),
+                "CANOPY_ALLOW_PLAIN_HTTP" => Some(plain.to_string()),
+                "CANOPY_TLS_CERT_FILE" if files => Some("/etc/canopy/cert.pem".into()),
+                "CANOPY_TLS_KEY_FILE" if files => Some("/etc/canopy/key.pem".into()),
+                _ => None,
+            })
+            .unwrap();
+            s.transport()
+        };
+        let given = Transport::Given {
+            cert: "/etc/canopy/cert.pem".into(),
+            key: "/etc/canopy/key.pem".into(),
+        };
+        // auto: loopback stays plain unless a certificate is given; the network gets HTTPS.
+        assert_eq!(
+            with("auto", "127.0.0.1:8080", false, false),
+            Ok(Transport::Plain)
+        );
+        assert_eq!(
+            with("auto", "[::1]:8080", false, false),
+            Ok(Transport::Plain)
+        );
+        assert_eq!(
+            with("auto", "127.0.0.1:8080", true, false),
+            Ok(given.clone())
+        );
+        assert_eq!(
+            with("auto", "0.0.0.0:8080", false, false),
+            Ok(Transport::SelfSigned)
+        );
+        assert_eq!(
+            with("auto", "192.0.2.1:8080", true, false),
+            Ok(given.clone())
+        );
+        assert_eq!(
+            with("on", "127.0.0.1:8080", false, false),
+            Ok(Transport::SelfSigned)
+        );
+        assert_eq!(
+            with("off", "127.0.0.1:8080", false, false),
+            Ok(Transport::Plain)
+        );
+        assert_eq!(
+            with("off", "[::ffff:127.0.0.1]:80", false, false),
+            Ok(Transport::Plain)
+        );
+        let err = with("off", "0.0.0.0:8080", false, false).unwrap_err();
+        assert!(
+            err.contains("refusing plain HTTP on 0.0.0.0:8080") && err.contains("allow_plain_http"),
+            "{err}"
+        );
+        assert_eq!(
+            with("off", "0.0.0.0:8080", false, true),
+            Ok(Transport::Plain)
+        );
+        assert!(with("off", "127.0.0.1:8080", true, false)
+            .unwrap_err()
+            .contains("tls = \"off\""));
+        let s = Settings {
+            tls_cert_file: Some("c.pem".into()),
+            ..Settings::default()
+        };
+        assert!(s.transport().unwrap_err().contains("tls_key_file is not"));
+        let err = Settings::default()
+            .apply_env(|k| (k == "CANOPY_TLS").then(|| "maybe".to_string()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("CANOPY_TLS") && err.to_string().contains("auto, on or off"),
             "{err}"
         );
     }

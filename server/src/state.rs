@@ -7,11 +7,12 @@ use crate::deploy::Deployer;
 use crate::discovery::Discovery;
 use crate::http::client_ip::TrustedProxies;
 use crate::settings::Settings;
+use crate::tls::Served;
 use canopy_api_types::HostId;
 use canopy_store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -31,17 +32,35 @@ pub struct AppState {
     pub discovery: Arc<Discovery>,
     /// Agent delivery over SSH (operations, agentless scans).
     pub deployer: Arc<Deployer>,
+    /// The certificate served; `None` for plain HTTP.
+    pub tls: Option<Arc<Served>>,
+    /// Set when the server stops: held requests answer at once.
+    pub shutdown: Shutdown,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, settings: Settings, jwt: JwtKeys, sealer: Sealer) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        jwt: JwtKeys,
+        sealer: Sealer,
+        tls: Option<Served>,
+    ) -> Self {
         let per_minute = settings.auth_attempts_per_minute;
         let discovery = Arc::new(Discovery::new(store.clone(), sealer, &settings));
         // `Settings::load` refused a bad list; one built in code that does not parse
         // trusts nobody.
         let trusted_proxies = Arc::new(settings.trusted_proxies().unwrap_or_default());
+        let fingerprint = tls.as_ref().map(|t| t.identity.fingerprint());
         Self {
-            deployer: Arc::new(Deployer::new(store.clone(), discovery.clone(), &settings)),
+            deployer: Arc::new(Deployer::new(
+                store.clone(),
+                discovery.clone(),
+                &settings,
+                fingerprint,
+            )),
+            tls: tls.map(Arc::new),
+            shutdown: Shutdown::default(),
             discovery,
             store,
             settings: Arc::new(settings),
@@ -77,5 +96,28 @@ impl Wakeups {
     /// Wake the host's check-in; a permit is stored if none is waiting yet.
     pub fn wake(&self, host: HostId) {
         self.handle(host).notify_one();
+    }
+}
+
+/// The server is stopping. Long polls (held check-ins) select on [`Shutdown::wait`] and
+/// answer at once, so a graceful shutdown does not wait out their hold.
+#[derive(Debug, Clone)]
+pub struct Shutdown(Arc<watch::Sender<bool>>);
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(false)))
+    }
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once [`Shutdown::trigger`] was called (at once if it was already).
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|stopping| *stopping).await;
     }
 }

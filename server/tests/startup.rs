@@ -1,5 +1,6 @@
 //! The real `canopy` binary refuses to start on a database it cannot open or
-//! migrate: non-zero exit within 10 s, with the reason.
+//! migrate, or with plain HTTP on a non-loopback address: non-zero exit within 10 s, with
+//! the reason.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -99,4 +100,34 @@ fn admin_password_in_the_config_file_is_refused() {
         !dir.path().join("canopy.db").exists(),
         "refused before touching the database"
     );
+}
+
+#[test]
+fn plain_http_beyond_loopback_is_refused_before_anything_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("canopy.db");
+    let start = Instant::now();
+    // 192.0.2.1 (TEST-NET-1) is never this machine: nothing is bound and nothing is sent.
+    let out = Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .arg("serve")
+        .env("CANOPY_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("CANOPY_LISTEN", "192.0.2.1:8080")
+        .env("CANOPY_TLS", "off")
+        .env("CANOPY_DATA_DIR", dir.path().join("data"))
+        .env_remove("CANOPY_CONFIG")
+        .env_remove("CANOPY_ALLOW_PLAIN_HTTP")
+        .output()
+        .expect("canopy runs");
+    assert!(!out.status.success());
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing plain HTTP on 192.0.2.1:8080") && err.contains("allow_plain_http"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("cannot listen"),
+        "refused before binding: {err}"
+    );
+    assert!(!db.exists(), "refused before the database was opened");
 }

@@ -1,11 +1,13 @@
 //! `cargo xtask demo`: a running Canopy with one enrolled agent, in the foreground.
 //!
-//! Builds `canopy` and `canopy-agent` (release), starts `canopy serve` on SQLite in a fresh
-//! /tmp/canopy-demo with a random admin password, logs in with the CLI, creates a
-//! registration token and enrols an agent: inside a lab guest (static musl agent) when a Docker
-//! engine answers (unless `--no-docker`), else on this machine in read-only mode. Prints the
-//! URL, the login and a few commands to try, then waits for Ctrl-C. A detached watchdog stops
-//! the server, the agent and the lab once xtask is gone, however it ended.
+//! Builds `canopy` and `canopy-agent` (release), starts `canopy serve` over HTTPS (its
+//! self-signed certificate, generated in the data dir) on SQLite in a fresh /tmp/canopy-demo
+//! with a random admin password, logs in with the CLI pinning the fingerprint the server
+//! printed, creates a registration token and enrols an agent pinned the same way: inside a lab
+//! guest (static musl agent) when a Docker engine answers (unless `--no-docker`), else on this
+//! machine in read-only mode. Prints the URL, the fingerprint, the login and a few commands to
+//! try, then waits for Ctrl-C. A detached watchdog stops the server, the agent and the lab once
+//! xtask is gone, however it ended.
 //!
 //! The server starts with a config file that keeps `canopy agent deploy` on 127.0.0.1
 //! (`demo/deploy.rs`).
@@ -17,7 +19,6 @@ use crate::{dockerd, lab, state, test};
 use anyhow::{bail, Context, Result};
 use deploy::{deploy_config, lab_pve_node, sim_nodes, LabRoute, NOWHERE};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -90,7 +91,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     };
 
     let port = first_free_port(8080)?;
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
     let config = dir.join("canopy.toml");
     let route = lab_node.as_ref().map(|n| LabRoute {
         node_ssh: &n.ssh,
@@ -118,6 +119,10 @@ pub fn run(args: &[&str]) -> Result<()> {
             format!("sqlite://{}", dir.join("canopy.db").display()),
         )
         .env("CANOPY_LISTEN", format!("127.0.0.1:{port}"))
+        // HTTPS on loopback too, with the self-signed certificate: what agents pin.
+        .env("CANOPY_TLS", "on")
+        .env_remove("CANOPY_TLS_CERT_FILE")
+        .env_remove("CANOPY_TLS_KEY_FILE")
         .env("CANOPY_DATA_DIR", dir.join("data"))
         .env("CANOPY_ADMIN_PASSWORD_FILE", &pw_file)
         .stdin(Stdio::null())
@@ -127,16 +132,21 @@ pub fn run(args: &[&str]) -> Result<()> {
         .with_context(|| format!("start {}", canopy.display()))?;
     let mut children: Vec<u32> = vec![server.id()];
     watchdog(&children, docker)?;
+    // Listening once it prints the fingerprint of the certificate it serves.
+    let mut fingerprint = None;
     if !poll(Duration::from_secs(30), Duration::from_millis(200), || {
-        healthz(port)
-    }) {
+        fingerprint = printed_fingerprint(&dir.join("server.log"));
+        fingerprint.is_some() || matches!(server.try_wait(), Ok(Some(_)))
+    }) || fingerprint.is_none()
+    {
         let _ = server.kill();
         let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
         bail!(
-            "canopy serve did not answer /healthz within 30 s:\n{}",
+            "canopy serve printed no TLS certificate fingerprint within 30 s:\n{}",
             crate::proc::tail(&log, 20)
         );
     }
+    let fingerprint = fingerprint.unwrap_or_default();
 
     let canopy_s = canopy.to_string_lossy().into_owned();
     let pw_s = pw_file.to_string_lossy().into_owned();
@@ -150,6 +160,8 @@ pub fn run(args: &[&str]) -> Result<()> {
             "admin",
             "--password-file",
             &pw_s,
+            "--fingerprint",
+            &fingerprint,
         ],
     )
     .env("CANOPY_SESSION", &session)
@@ -215,6 +227,8 @@ pub fn run(args: &[&str]) -> Result<()> {
                 &url,
                 "--token",
                 &token,
+                "--fingerprint",
+                &fingerprint,
             ],
         )
         .output()?;
@@ -235,6 +249,8 @@ pub fn run(args: &[&str]) -> Result<()> {
                 &url,
                 "--token",
                 &token,
+                "--fingerprint",
+                &fingerprint,
                 "--state-dir",
                 &state_s,
                 "--read-only",
@@ -281,9 +297,12 @@ pub fn run(args: &[&str]) -> Result<()> {
         ),
     };
     println!(
-        "\nCanopy is running at {url}\n\n\
-         Log in as admin with the password in {pw} ({password})\n\
-         Agent enrolled {where_agent}; server log {state}/server.log\n\n\
+        "\nCanopy is running at {url}\n\
+         TLS certificate SHA-256 fingerprint: {fingerprint}\n  \
+           (self-signed, {state}/data/tls-cert.pem; the CLI and the agent pin it)\n\n\
+         Log in as admin with the password in {pw} ({password}):\n  \
+           {canopy_d} login --server {url} --username admin --fingerprint {fingerprint}\n\
+         Agent enrolled {where_agent}, pinned to that fingerprint; server log {state}/server.log\n\n\
          Try:\n  \
            export CANOPY_SESSION={session_s}\n  \
            {canopy_d} tree              # the simulated Proxmox estate\n  \
@@ -415,19 +434,15 @@ fn watchdog(pids: &[u32], docker: bool) -> Result<()> {
     Ok(())
 }
 
-fn healthz(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req =
-        format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 16];
-    let n = s.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200")
+/// The fingerprint `canopy serve` printed once it listens (`TLS certificate SHA-256
+/// fingerprint: AA:BB:…`), from its log.
+fn printed_fingerprint(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix("TLS certificate SHA-256 fingerprint: ")
+            .map(|f| f.trim().to_string())
+            .filter(|f| f.len() == 32 * 3 - 1)
+    })
 }
 
 fn first_free_port(start: u16) -> Result<u16> {
@@ -476,7 +491,28 @@ fn json_string_field(json: &str, key: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{json_array_first, json_string_field};
+    use super::{json_array_first, json_string_field, printed_fingerprint};
+
+    #[test]
+    fn fingerprint_from_the_server_log() {
+        let dir = std::env::temp_dir().join(format!("xtask-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("server.log");
+        let fp = ["AB"; 32].join(":");
+        std::fs::write(
+            &log,
+            "INFO starting\nCanopy is listening on https://127.0.0.1:8080\n",
+        )
+        .unwrap();
+        assert_eq!(printed_fingerprint(&log), None);
+        std::fs::write(
+            &log,
+            format!("Canopy is listening on https://127.0.0.1:8080\nTLS certificate SHA-256 fingerprint: {fp}\n"),
+        )
+        .unwrap();
+        assert_eq!(printed_fingerprint(&log), Some(fp));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn token_field() {

@@ -2,7 +2,7 @@
 //! endpoints a user types normalised to `https://host:8006`, trust and timeouts.
 
 use crate::error::Error;
-use crate::tls::Trust;
+use canopy_tls::Trust;
 use reqwest::header::HeaderValue;
 use reqwest::Url;
 use std::fmt;

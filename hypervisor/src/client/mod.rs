@@ -14,7 +14,7 @@ pub use connection::{normalize_endpoint, ApiToken, Connection};
 
 use crate::error::Error;
 use crate::generated;
-use crate::tls::{self, Fingerprint, Seen, Trust};
+use canopy_tls::{self as tls, error_chain, Fingerprint, Seen, Trust};
 use progenitor_client::ResponseValue;
 use reqwest::header::{HeaderMap, AUTHORIZATION};
 use std::fmt;
@@ -228,19 +228,6 @@ async fn response_error(endpoint: String, what: String, resp: reqwest::Response)
             reason,
         },
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        src = s.source();
-    }
-    parts.join(": ")
 }
 
 /// Connect to `endpoint` and report the certificate fingerprint it presents, without

@@ -315,7 +315,8 @@ pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
     }
     let s = session::load().context("not logged in: there is no saved session")?;
     let base = args.server.unwrap_or_else(|| s.server.clone());
-    canopy_api_types::client::Client::new(session::http()?, base)
+    let pin = super::trust::from_env()?.or_else(|| s.pin());
+    canopy_api_types::client::Client::new(super::trust::http(pin.as_ref())?, base)
         .logout(&s.refresh_token)
         .await?;
     session::forget()?;

@@ -10,6 +10,7 @@ mod hosts;
 mod password;
 mod remote;
 mod session;
+mod trust;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -92,7 +93,20 @@ pub fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match e.chain().find_map(canopy_tls::pin_mismatch) {
+                // A changed server certificate: both fingerprints first, then what to do.
+                Some(m) => {
+                    eprintln!(
+                    "error: the server presents a certificate with the SHA-256 fingerprint {}, \
+                     but {} is pinned. If its certificate was replaced on purpose, log in again \
+                     with --fingerprint {} (or set CANOPY_SERVER_FINGERPRINT).\n({e:#})",
+                    m.presented,
+                    m.pinned.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" or "),
+                    m.presented
+                )
+                }
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -137,7 +151,23 @@ async fn serve(opts: ServerOpts) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    eprintln!("Canopy is listening on http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    match &state.tls {
+        None => eprintln!("Canopy is listening on http://{addr}"),
+        Some(tls) => {
+            let fp = tls.identity.fingerprint();
+            eprintln!("Canopy is listening on https://{addr}");
+            eprintln!("TLS certificate SHA-256 fingerprint: {fp}");
+            if tls.self_signed {
+                eprintln!(
+                    "  self-signed, {} {}; pin it with `canopy login --server https://{addr} --fingerprint {fp}` \
+                     and `canopy-agent register --server URL --fingerprint {fp} …`",
+                    if tls.generated { "generated now in" } else { "from" },
+                    tls.cert_file.display()
+                );
+            }
+        }
+    }
     crate::serve(state, listener, shutdown_signal()).await
 }
 

@@ -19,6 +19,14 @@ pub struct LoginArgs {
     /// one line of stdin.
     #[arg(long)]
     password_file: Option<PathBuf>,
+    /// Pin the server's certificate by its SHA-256 fingerprint (AA:BB:…, printed by
+    /// `canopy serve`). Without it or --ca-file, an https server whose certificate this
+    /// machine does not trust shows its fingerprint and asks.
+    #[arg(long, env = super::trust::FINGERPRINT_ENV, value_name = "AA:BB:…", conflicts_with = "ca_file")]
+    fingerprint: Option<canopy_tls::Fingerprint>,
+    /// Trust only server certificates that chain to this PEM CA.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -106,17 +114,29 @@ pub enum RemoteCommand {
 }
 
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let pin = super::trust::for_login(&args.server, args.fingerprint, args.ca_file.clone()).await?;
     let password = super::password::read(
         &format!("password for {}: ", args.username),
         args.password_file.as_deref(),
     )?;
-    let client = canopy_api_types::client::Client::new(session::http()?, args.server.clone());
+    let client = canopy_api_types::client::Client::new(
+        super::trust::http(pin.as_ref())?,
+        args.server.clone(),
+    );
     let pair = client.login(&args.username, &password).await?;
     let path = session::save(&Session {
         server: args.server,
         access_token: pair.access_token,
         refresh_token: pair.refresh_token,
         username: pair.user.username.clone(),
+        fingerprint: match &pin {
+            Some(super::trust::Pin::Fingerprint(fp)) => Some(*fp),
+            _ => None,
+        },
+        ca_file: match pin {
+            Some(super::trust::Pin::CaFile(path)) => Some(path),
+            _ => None,
+        },
     })?;
     eprintln!(
         "logged in as {} ({}); session saved to {}",

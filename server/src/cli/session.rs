@@ -1,6 +1,9 @@
 //! The CLI's saved login: `$CANOPY_SESSION` or `~/.config/canopy/session.json`, 0600.
-//! `CANOPY_SERVER` / `CANOPY_TOKEN` override it (for scripts and CI).
+//! `CANOPY_SERVER` / `CANOPY_TOKEN` override it (for scripts and CI). The session keeps the
+//! server's certificate pin (fingerprint or CA file, see [`super::trust`]);
+//! `CANOPY_SERVER_FINGERPRINT` replaces it.
 
+use super::trust::{self, Pin};
 use anyhow::Context;
 use canopy_api_types::client::{Client, ClientError};
 use serde::{Deserialize, Serialize};
@@ -14,6 +17,22 @@ pub struct Session {
     pub access_token: String,
     pub refresh_token: String,
     pub username: String,
+    /// The server's certificate, pinned at login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<canopy_tls::Fingerprint>,
+    /// Or the CA its certificate chains to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Session {
+    pub fn pin(&self) -> Option<Pin> {
+        match (&self.fingerprint, &self.ca_file) {
+            (Some(fp), _) => Some(Pin::Fingerprint(*fp)),
+            (None, Some(ca)) => Some(Pin::CaFile(ca.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 pub fn path() -> PathBuf {
@@ -58,13 +77,6 @@ pub fn load() -> Option<Session> {
     serde_json::from_str(&text).ok()
 }
 
-pub fn http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(120))
-        .build()?)
-}
-
 /// A client for the user commands: `--server` / CANOPY_SERVER / session, token from
 /// CANOPY_TOKEN or the session (refreshed once when it has expired).
 pub async fn client(server: Option<&str>) -> anyhow::Result<Client> {
@@ -74,7 +86,15 @@ pub async fn client(server: Option<&str>) -> anyhow::Result<Client> {
         .or_else(|| std::env::var("CANOPY_SERVER").ok())
         .or_else(|| session.as_ref().map(|s| s.server.clone()))
         .context("no server: pass --server URL, set CANOPY_SERVER, or run `canopy login`")?;
-    let client = Client::new(http()?, base.clone());
+    // The session's pin belongs to the session's server.
+    let pin = match trust::from_env()? {
+        Some(pin) => Some(pin),
+        None => session
+            .as_ref()
+            .filter(|s| s.server == base)
+            .and_then(Session::pin),
+    };
+    let client = Client::new(trust::http(pin.as_ref())?, base.clone());
     if let Ok(token) = std::env::var("CANOPY_TOKEN") {
         return Ok(client.with_token(token));
     }

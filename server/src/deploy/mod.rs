@@ -45,6 +45,8 @@ pub struct Deployer {
     store: Arc<dyn Store>,
     discovery: Arc<Discovery>,
     settings: DeploySettings,
+    /// The certificate this server serves, pinned by the agents it deploys (https only).
+    server_fingerprint: Option<canopy_tls::Fingerprint>,
     data_dir: PathBuf,
     agent: Mutex<Option<Arc<AgentBinary>>>,
     streams: Mutex<HashMap<OperationId, broadcast::Sender<OperationItem>>>,
@@ -61,12 +63,18 @@ impl std::fmt::Debug for Deployer {
 }
 
 impl Deployer {
-    pub fn new(store: Arc<dyn Store>, discovery: Arc<Discovery>, settings: &Settings) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        discovery: Arc<Discovery>,
+        settings: &Settings,
+        server_fingerprint: Option<canopy_tls::Fingerprint>,
+    ) -> Self {
         Self {
             store,
             discovery,
             global: Arc::new(Semaphore::new(settings.deploy.concurrency.max(1))),
             settings: settings.deploy.clone(),
+            server_fingerprint,
             data_dir: settings.data_dir.clone(),
             agent: Mutex::new(None),
             streams: Mutex::new(HashMap::new()),
@@ -98,6 +106,15 @@ impl Deployer {
                  (CANOPY_DEPLOY_SERVER_URL or [deploy] server_url)"
                     .into(),
             ));
+        }
+        if req.action == DeployAction::Deploy
+            && self.server_fingerprint.is_some()
+            && self.settings.server_url.trim().starts_with("http://")
+        {
+            return Err(Error::Validation(format!(
+                "deploy.server_url is {} but this server speaks HTTPS: use https://",
+                self.settings.server_url.trim()
+            )));
         }
         let agent = match req.action {
             DeployAction::Deploy => Some(self.agent_binary()?),
@@ -311,11 +328,16 @@ impl Deployer {
                     store: self.store.clone(),
                     timeout: Duration::from_secs(self.settings.checkin_timeout_secs.max(1)),
                 };
+                let server_url = self.settings.server_url.trim().trim_end_matches('/');
                 let job = Job {
                     shell: &shell,
                     agent,
                     guest: p.item.guest_id,
-                    server_url: self.settings.server_url.trim_end_matches('/'),
+                    server_url,
+                    // A configured CA wins; otherwise agents pin this server's own certificate.
+                    server_fingerprint: self
+                        .server_fingerprint
+                        .filter(|_| ca.is_none() && server_url.starts_with("https://")),
                     ca_pem: ca.as_deref(),
                     enrol: &enrol,
                 };

@@ -52,6 +52,8 @@ pub struct Job<'a> {
     pub agent: &'a AgentBinary,
     pub guest: Option<GuestId>,
     pub server_url: &'a str,
+    /// Pinned by the agent (`register --fingerprint`) when there is no CA.
+    pub server_fingerprint: Option<canopy_tls::Fingerprint>,
     pub ca_pem: Option<&'a str>,
     pub enrol: &'a dyn Enrolment,
 }
@@ -345,15 +347,10 @@ async fn register(job: &Job<'_>, run_as: &str) -> Result<HostId> {
     shell
         .write_file(TOKEN_FILE, "0600", format!("{token}\n").as_bytes())
         .await?;
-    let mut register = format!(
-        "{AGENT_PATH} register --server {} --token-file {TOKEN_FILE}",
-        quote(job.server_url)
-    );
     if let Some(ca) = job.ca_pem {
-        let path = format!("{CONFIG_DIR}/server-ca.pem");
-        shell.write_file(&path, "0644", ca.as_bytes()).await?;
-        register.push_str(&format!(" --ca-file {path}"));
+        shell.write_file(CA_FILE, "0644", ca.as_bytes()).await?;
     }
+    let register = register_command(job.server_url, job.ca_pem.is_some(), job.server_fingerprint);
     let out = shell.run(&register, None).await?;
     if !out.success() {
         bail!(
@@ -381,6 +378,27 @@ async fn register(job: &Job<'_>, run_as: &str) -> Result<HostId> {
     id.trim()
         .parse()
         .with_context(|| format!("the agent config holds no host id after registering ({id:?})"))
+}
+
+/// Where a configured server CA goes in the guest.
+const CA_FILE: &str = "/etc/canopy-agent/server-ca.pem";
+
+/// `canopy-agent register …` with the server's pin: its CA file, else its fingerprint.
+fn register_command(
+    server_url: &str,
+    ca: bool,
+    fingerprint: Option<canopy_tls::Fingerprint>,
+) -> String {
+    let mut register = format!(
+        "{AGENT_PATH} register --server {} --token-file {TOKEN_FILE}",
+        quote(server_url)
+    );
+    match (ca, fingerprint) {
+        (true, _) => register.push_str(&format!(" --ca-file {CA_FILE}")),
+        (false, Some(fp)) => register.push_str(&format!(" --fingerprint {fp}")),
+        (false, None) => {}
+    }
+    register
 }
 
 /// The systemd unit (or OpenRC script), enabled and (re)started.
@@ -506,6 +524,33 @@ mod tests {
         let bare = Probe::parse("ID=alpine\n", "arch=x86_64\ninit=openrc\nsudo=no\n");
         assert_eq!(bare.agent_sha, None);
         assert_eq!(bare.run_as, None);
+    }
+
+    #[test]
+    fn registration_pins_the_server_by_ca_or_fingerprint() {
+        let fp = canopy_tls::Fingerprint::of_der(b"server certificate");
+        let url = "https://canopy.lan:8443";
+        let pinned = register_command(url, false, Some(fp));
+        assert!(
+            pinned.ends_with(&format!(" --fingerprint {fp}")),
+            "{pinned}"
+        );
+        assert!(
+            pinned.contains("--server 'https://canopy.lan:8443'")
+                || pinned.contains("--server https://canopy.lan:8443"),
+            "{pinned}"
+        );
+        let ca = register_command(url, true, Some(fp));
+        assert!(
+            ca.ends_with(" --ca-file /etc/canopy-agent/server-ca.pem"),
+            "{ca}"
+        );
+        assert!(!ca.contains("--fingerprint"), "{ca}");
+        let plain = register_command("http://127.0.0.1:8080", false, None);
+        assert!(
+            !plain.contains("--fingerprint") && !plain.contains("--ca-file"),
+            "{plain}"
+        );
     }
 
     #[test]

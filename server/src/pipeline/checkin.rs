@@ -77,6 +77,10 @@ pub async fn checkin(
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => {}
+            // The server is stopping: answer now rather than hold graceful shutdown.
+            _ = state.shutdown.wait() => {
+                return Ok(CheckinResponse { commands: Vec::new(), report_wanted });
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod deploy;
 pub mod lab;
 pub mod privilege;
+pub mod tls;
 
 use canopy_api_types::agent::*;
 use canopy_api_types::auth::CreateRegistrationToken;

@@ -229,11 +229,11 @@ mod tests {
             agent: Path::new("/t/x86_64-unknown-linux-musl/release/canopy-agent"),
         };
         for (route, address) in [(None, NOWHERE), (Some(lab), "127.0.0.1:2201")] {
-            let text = deploy_config("http://127.0.0.1:8080", &sim, route);
+            let text = deploy_config("https://127.0.0.1:8080", &sim, route);
             let t = read_toml(&text);
             assert_eq!(t.keys().collect::<Vec<_>>(), ["deploy", "deploy.nodes"]);
             let deploy = &t["deploy"];
-            assert_eq!(deploy["server_url"], "http://127.0.0.1:8080");
+            assert_eq!(deploy["server_url"], "https://127.0.0.1:8080");
             assert_eq!(
                 deploy.get("ssh_key_file").map(String::as_str),
                 route.map(|_| key)

@@ -1,100 +1,59 @@
-//! TLS trust for PVE endpoints: a pinned SHA-256 certificate fingerprint (as the PVE GUI
-//! shows it, `AA:BB:…`) or a CA file. Never "accept invalid certificates".
+//! Client-side trust: a pinned SHA-256 leaf fingerprint or a CA.
 //!
 //! With a fingerprint, the server's leaf certificate must hash to one of the pins and the
 //! handshake signature must verify against that certificate (so the peer holds its key);
-//! the host name is not checked, because PVE's self-signed certificates name the node, not
-//! the address the homelab owner types. With a CA, the standard WebPKI checks apply.
-//! Either way the verifier remembers the fingerprint each server presented, so an error can
-//! say "the server presents X, Y is pinned", and `probe` can show it for trust on first use.
+//! the host name is not checked, because self-signed certificates (PVE's, a Canopy server's)
+//! name the machine, not the address the homelab owner types. With a CA, the standard
+//! WebPKI checks apply, host name included. Either way the verifier remembers the
+//! fingerprint each server presented, so an error can say "the server presents X, Y is
+//! pinned", and a probe can show it for trust on first use.
 
+use crate::{provider, Fingerprint};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-/// A SHA-256 certificate fingerprint.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u8; 32]);
-
-impl Fingerprint {
-    /// The fingerprint of a DER certificate.
-    pub fn of_der(der: &[u8]) -> Self {
-        Self(Sha256::digest(der).into())
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({self})")
-    }
-}
-
-impl FromStr for Fingerprint {
-    type Err = String;
-
-    /// `AA:BB:…` as the PVE GUI shows it (any case); plain 64 hex digits also accepted.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let hex_digits: String = s.trim().chars().filter(|c| *c != ':').collect();
-        let bytes = hex::decode(&hex_digits).map_err(|_| {
-            format!("{s:?} is not a SHA-256 fingerprint (expected 32 hex pairs like AB:CD:…)")
-        })?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
-            format!(
-                "{s:?} has {} bytes; a SHA-256 fingerprint has 32 (AB:CD:… as the PVE GUI shows it)",
-                b.len()
-            )
-        })?;
-        Ok(Self(arr))
-    }
-}
-
-/// How a PVE endpoint's certificate is trusted.
+/// How a server's certificate is trusted.
 #[derive(Clone, Debug)]
 pub enum Trust {
     /// Any of these leaf-certificate fingerprints.
     Fingerprints(Vec<Fingerprint>),
-    /// Certificates chaining to this CA (PEM), e.g. the cluster's `pve-root-ca.pem`.
+    /// Certificates chaining to this CA (PEM), e.g. a PVE cluster's `pve-root-ca.pem`.
     CaPem(String),
 }
 
-/// What the server presented, per server name, for error messages.
+/// What servers presented, per server name, for error messages and probes.
 #[derive(Clone, Default, Debug)]
-pub(crate) struct Seen(Arc<Mutex<HashMap<String, Fingerprint>>>);
+pub struct Seen(Arc<Mutex<SeenInner>>);
+
+#[derive(Default, Debug)]
+struct SeenInner {
+    by_name: HashMap<String, Fingerprint>,
+    last: Option<Fingerprint>,
+}
 
 impl Seen {
     fn record(&self, name: &ServerName<'_>, fp: Fingerprint) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_str().into_owned(), fp);
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner.by_name.insert(name.to_str().into_owned(), fp);
+        inner.last = Some(fp);
     }
 
-    /// The fingerprint the server at `host` presented most recently.
-    pub(crate) fn get(&self, host: &str) -> Option<Fingerprint> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(host)
-            .copied()
+    /// The fingerprint the server at `host` presented most recently (`host` as in the URL;
+    /// IPv6 with or without brackets).
+    pub fn get(&self, host: &str) -> Option<Fingerprint> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        inner.by_name.get(host).copied()
+    }
+
+    /// The fingerprint presented in the most recent handshake, by any server.
+    pub fn last(&self) -> Option<Fingerprint> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).last
     }
 }
 
@@ -113,6 +72,61 @@ struct Verifier {
     provider: Arc<CryptoProvider>,
 }
 
+/// A pinned server presented another certificate. Returned by the verifier (inside
+/// rustls, io and HTTP client errors: find it with [`pin_mismatch`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinMismatch {
+    pub presented: Fingerprint,
+    pub pinned: Vec<Fingerprint>,
+}
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "certificate fingerprint mismatch: the server presents {}, but {} is pinned",
+            self.presented,
+            pin_list(&self.pinned)
+        )
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
+/// The [`PinMismatch`] somewhere in `e`'s chain (through io errors and rustls' own), if any.
+pub fn pin_mismatch(e: &(dyn std::error::Error + 'static)) -> Option<PinMismatch> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(m) = err.downcast_ref::<PinMismatch>() {
+            return Some(m.clone());
+        }
+        if let Some(rustls::Error::Other(other)) = err.downcast_ref::<rustls::Error>() {
+            if let Some(m) = other.0.downcast_ref::<PinMismatch>() {
+                return Some(m.clone());
+            }
+        }
+        // io::Error's `source` skips the error it wraps; look inside.
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(m) = pin_mismatch(inner) {
+                return Some(m);
+            }
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// "X or Y" for the pins in an error message.
+fn pin_list(pins: &[Fingerprint]) -> String {
+    pins.iter()
+        .map(Fingerprint::to_string)
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
 impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
@@ -126,13 +140,18 @@ impl ServerCertVerifier for Verifier {
         self.seen.record(server_name, fp);
         match &self.mode {
             Mode::Pins(pins) if pins.contains(&fp) => Ok(ServerCertVerified::assertion()),
-            Mode::Pins(_) => Err(rustls::Error::General(format!(
-                "certificate fingerprint {fp} is not pinned"
-            ))),
+            Mode::Pins(pins) => Err(rustls::Error::Other(rustls::OtherError(Arc::new(
+                PinMismatch {
+                    presented: fp,
+                    pinned: pins.clone(),
+                },
+            )))),
             Mode::Ca(webpki) => {
                 webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
             }
-            Mode::Probe => Err(rustls::Error::General("probe only".into())),
+            Mode::Probe => Err(rustls::Error::General(format!(
+                "probe only: the server presents the certificate fingerprint {fp}"
+            ))),
         }
     }
 
@@ -172,7 +191,7 @@ impl ServerCertVerifier for Verifier {
 }
 
 /// A rustls client configuration for `trust`, and the record of what servers presented.
-pub(crate) fn client_config(trust: &Trust) -> Result<(rustls::ClientConfig, Seen), String> {
+pub fn client_config(trust: &Trust) -> Result<(rustls::ClientConfig, Seen), String> {
     let mode = match trust {
         Trust::Fingerprints(pins) if pins.is_empty() => {
             return Err("no certificate fingerprint or CA given".into())
@@ -183,13 +202,14 @@ pub(crate) fn client_config(trust: &Trust) -> Result<(rustls::ClientConfig, Seen
     Ok(build(mode))
 }
 
-/// A configuration that records the presented certificate and always refuses.
-pub(crate) fn probe_config() -> (rustls::ClientConfig, Seen) {
+/// A configuration that records the presented certificate and always refuses: nothing is
+/// ever sent over it.
+pub fn probe_config() -> (rustls::ClientConfig, Seen) {
     build(Mode::Probe)
 }
 
 fn build(mode: Mode) -> (rustls::ClientConfig, Seen) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let seen = Seen::default();
     let verifier = Arc::new(Verifier {
         mode,
@@ -219,8 +239,7 @@ fn ca_verifier(pem: &str) -> Result<Arc<WebPkiServerVerifier>, String> {
     if count == 0 {
         return Err("the CA file holds no certificate".into());
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| format!("the CA file cannot be used: {e}"))
 }
@@ -230,33 +249,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fingerprint_round_trips_in_gui_form() {
-        let fp = Fingerprint::of_der(b"certificate");
-        let text = fp.to_string();
-        assert_eq!(text.len(), 32 * 3 - 1);
-        assert_eq!(text, text.to_uppercase());
-        assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
-        assert_eq!(text.to_lowercase().parse::<Fingerprint>().unwrap(), fp);
-        assert_eq!(text.replace(':', "").parse::<Fingerprint>().unwrap(), fp);
-    }
-
-    #[test]
-    fn bad_fingerprints_say_what_is_wrong() {
-        assert!("AB:CD"
-            .parse::<Fingerprint>()
-            .unwrap_err()
-            .contains("has 2 bytes"));
-        assert!("zz"
-            .parse::<Fingerprint>()
-            .unwrap_err()
-            .contains("not a SHA-256"));
-    }
-
-    #[test]
     fn ca_file_must_hold_a_certificate() {
         assert!(client_config(&Trust::CaPem("nothing".into()))
             .unwrap_err()
             .contains("no certificate"));
         assert!(client_config(&Trust::Fingerprints(vec![])).is_err());
+    }
+
+    #[test]
+    fn seen_answers_by_host_and_last() {
+        let seen = Seen::default();
+        let fp = Fingerprint::of_der(b"x");
+        seen.record(&ServerName::try_from("::1").unwrap(), fp);
+        assert_eq!(seen.get("[::1]"), Some(fp));
+        assert_eq!(seen.get("::1"), Some(fp));
+        assert_eq!(seen.get("127.0.0.1"), None);
+        assert_eq!(seen.last(), Some(fp));
     }
 }
