@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// One vertex with its children, in the §9 shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TreeNode {
     pub id: PathId,
     pub kind: Kind,

@@ -2,6 +2,7 @@
 
 use super::client_ip;
 use super::extract::Json;
+use super::routes::Routes;
 use crate::auth::jwt::Claims;
 use crate::auth::secrets::{random_token, sha256_hex};
 use crate::auth::{password, Admin, RequireRole};
@@ -9,21 +10,20 @@ use crate::error::{Error, Result};
 use crate::pipeline::bootstrap;
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, State};
-use axum::routing::{get, post};
-use axum::Router;
 use canopy_api_types::auth::*;
 use canopy_api_types::RegistrationTokenId;
 use canopy_store::{Actor, NewEvent, NewRegistrationToken};
 use std::net::SocketAddr;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
-        .route("/users", post(create_user))
-        .route("/registration-tokens", post(create_token).get(list_tokens))
-        .route("/me", get(me))
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/auth/login", login)
+        .post("/auth/refresh", refresh)
+        .post("/auth/logout", logout)
+        .post("/users", create_user)
+        .post("/registration-tokens", create_token)
+        .get("/registration-tokens", list_tokens)
+        .get("/me", me)
 }
 
 /// A fresh access JWT for `user`.

@@ -2,14 +2,13 @@
 //! follow it (JSON or server-sent events), agentless scans, the deploy key and pinned host keys.
 
 use super::extract::{Json, Path, Query};
+use super::routes::Routes;
 use crate::auth::{Admin, Operator, RequireRole, UserAuth};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::{delete, get, post};
-use axum::Router;
 use canopy_api_types::deploy::{
     AgentlessResult, DeployAction, DeployPreview, DeployRequest, Operation, SshHostKey,
 };
@@ -18,17 +17,17 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/agents/deploy/preview", get(preview))
-        .route("/agents/deploy", post(start))
-        .route("/agents/agentless-scan", post(agentless))
-        .route("/agents/ssh-key", get(ssh_key))
-        .route("/agents/host-keys", get(host_keys))
-        .route("/agents/host-keys/{address}", delete(forget_host_key))
-        .route("/operations", get(list))
-        .route("/operations/{id}", get(one))
-        .route("/operations/{id}/events", get(events))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/agents/deploy/preview", preview)
+        .post("/agents/deploy", start)
+        .post("/agents/agentless-scan", agentless)
+        .get("/agents/ssh-key", ssh_key)
+        .get("/agents/host-keys", host_keys)
+        .delete("/agents/host-keys/{address}", forget_host_key)
+        .get("/operations", list)
+        .get("/operations/{id}", one)
+        .get("/operations/{id}/events", events)
 }
 
 #[derive(Debug, Deserialize)]
