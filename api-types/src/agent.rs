@@ -184,3 +184,25 @@ pub fn report_hash_input(report: &ScanReport) -> Vec<u8> {
     serde_json::to_vec(&(updates, report.reboot_required, &report.scanner_errors))
         .expect("report serialises")
 }
+
+/// How the server recorded a submitted result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Recorded {
+    /// The result finished the command.
+    Applied,
+    /// The same result was already recorded.
+    Duplicate,
+    /// The command had already ended (timed out, cancelled): kept as `command.late_result`.
+    Late,
+}
+
+/// Answer to `POST /api/v1/agent/commands/{id}/result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ResultRecorded {
+    pub recorded: Recorded,
+    /// The command's status after the submission.
+    pub status: crate::commands::CommandStatus,
+}

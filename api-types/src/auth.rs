@@ -106,3 +106,11 @@ pub struct CreatedRegistrationToken {
     pub token: String,
     pub info: RegistrationToken,
 }
+
+/// Answer to `POST /api/v1/auth/logout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LogoutResponse {
+    /// `false` when the refresh token was unknown or already revoked.
+    pub revoked: bool,
+}

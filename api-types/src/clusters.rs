@@ -142,3 +142,11 @@ pub struct NodeUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
 }
+
+/// Answer to `DELETE /api/v1/clusters/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ClusterRemoved {
+    /// The cluster's name.
+    pub removed: String,
+}

@@ -331,3 +331,18 @@ pub struct AgentlessResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// `GET /api/v1/agents/ssh-key`: the line to add to each PVE node's `authorized_keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SshPublicKey {
+    pub public_key: String,
+}
+
+/// Answer to `DELETE /api/v1/agents/host-keys/{address}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct HostKeyForgotten {
+    /// The `host:port` whose pinned key was removed.
+    pub forgotten: String,
+}

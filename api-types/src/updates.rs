@@ -256,9 +256,17 @@ pub struct RejectResponse {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UpdateStats {
-    /// Open (not closed) updates by severity.
+    /// Open (not closed) updates by severity: `[severity, count]` pairs.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::counted::<Severity>")
+    )]
     pub by_severity: Vec<(Severity, u64)>,
-    /// All updates by status.
+    /// All updates by status: `[status, count]` pairs.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::counted::<UpdateStatus>")
+    )]
     pub by_status: Vec<(UpdateStatus, u64)>,
     pub hosts: u64,
     pub hosts_with_updates: u64,

@@ -265,54 +265,6 @@ async fn approve_honours_idempotency_keys() {
 }
 
 #[tokio::test]
-async fn openapi_lists_every_route_and_every_listed_route_exists() {
-    let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let http = reqwest::Client::new();
-    let doc: serde_json::Value = http
-        .get(format!("{}/api/v1/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(doc["openapi"], "3.0.3");
-    for (method, path, _, _) in canopy_server::http::openapi::ROUTES {
-        assert!(
-            doc["paths"][format!("/api/v1{path}")][method].is_object(),
-            "{method} {path} missing from the document"
-        );
-        let url = format!(
-            "{}/api/v1{}",
-            app.base,
-            path.replace("{id}", &uuid::Uuid::new_v4().to_string())
-        );
-        let req = match *method {
-            "get" => http.get(&url),
-            "delete" => http.delete(&url),
-            _ => http.post(&url).json(&serde_json::json!({})),
-        };
-        let status = req.send().await.unwrap().status().as_u16();
-        // Unauthenticated calls to real routes answer 401/400/404-with-our-body; a
-        // missing route would be our fallback 404 "no such route" or 405.
-        assert_ne!(status, 405, "{method} {path} is not routed");
-        if status == 404 {
-            let body: canopy_api_types::ApiError =
-                http.get(&url).send().await.unwrap().json().await.unwrap_or(
-                    canopy_api_types::ApiError {
-                        code: String::new(),
-                        message: String::new(),
-                    },
-                );
-            assert_ne!(
-                body.message, "no such route",
-                "{method} {path} is not routed"
-            );
-        }
-    }
-}
-
-#[tokio::test]
 async fn healthz_is_ok() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     let resp = reqwest::get(format!("{}/healthz", app.base)).await.unwrap();

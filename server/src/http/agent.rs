@@ -161,17 +161,18 @@ async fn result(
     agent: AgentAuth,
     Path(id): Path<CommandId>,
     Json(sub): Json<ResultSubmission>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<ResultRecorded>> {
     let outcome = state
         .store
         .complete_command(agent.host_id(), id, sub.result, chrono::Utc::now())
         .await?;
     let recorded = match &outcome {
-        CompleteOutcome::Applied(_) => "applied",
-        CompleteOutcome::Duplicate(_) => "duplicate",
-        CompleteOutcome::Late(_) => "late",
+        CompleteOutcome::Applied(_) => Recorded::Applied,
+        CompleteOutcome::Duplicate(_) => Recorded::Duplicate,
+        CompleteOutcome::Late(_) => Recorded::Late,
     };
-    Ok(Json(
-        serde_json::json!({ "recorded": recorded, "status": outcome.command().status }),
-    ))
+    Ok(Json(ResultRecorded {
+        recorded,
+        status: outcome.command().status,
+    }))
 }

@@ -133,16 +133,20 @@ async fn refresh(
 async fn logout(
     State(state): State<AppState>,
     Json(req): Json<RefreshRequest>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<LogoutResponse>> {
     let revoked = state
         .store
         .revoke_refresh_token(&sha256_hex(&req.refresh_token))
         .await?;
-    Ok(Json(serde_json::json!({ "revoked": revoked })))
+    Ok(Json(LogoutResponse { revoked }))
 }
 
-async fn me(user: crate::auth::UserAuth) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "id": user.0.sub, "username": user.0.name, "role": user.0.role }))
+async fn me(user: crate::auth::UserAuth) -> Json<User> {
+    Json(User {
+        id: user.0.sub,
+        username: user.0.name,
+        role: user.0.role,
+    })
 }
 
 async fn create_user(

@@ -159,7 +159,7 @@ async fn remove(
     State(state): State<AppState>,
     admin: RequireRole<Admin>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<ClusterRemoved>> {
     let record = cluster(&state, &name).await?;
     state
         .store
@@ -167,7 +167,7 @@ async fn remove(
         .await?;
     state.discovery.forget(record.id);
     state.discovery.rebuild().await.map_err(Error::internal)?;
-    Ok(Json(serde_json::json!({ "removed": name })))
+    Ok(Json(ClusterRemoved { removed: name }))
 }
 
 async fn discover_now(
@@ -214,8 +214,9 @@ async fn node_updates(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-struct SelectorQuery {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct SelectorQuery {
+    /// A selector (`cluster/home/**[tag=prod]`); none = everything.
     selector: Option<String>,
 }
 
@@ -287,9 +288,11 @@ pub fn skipped(targets: &canopy_inventory::Targets) -> Vec<SkippedTarget> {
         .collect()
 }
 
-#[derive(Debug, Deserialize)]
-struct HistoryQuery {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct HistoryQuery {
+    /// The guest's path ID (`cluster/home/node/pve1/lxc/101`).
     id: String,
+    /// At most this many events (default 200, at most 1000).
     limit: Option<u32>,
 }
 

@@ -10,7 +10,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use canopy_api_types::deploy::{
-    AgentlessResult, DeployAction, DeployPreview, DeployRequest, Operation, SshHostKey,
+    AgentlessResult, DeployAction, DeployPreview, DeployRequest, HostKeyForgotten, Operation,
+    SshHostKey, SshPublicKey,
 };
 use canopy_api_types::OperationId;
 use futures::Stream;
@@ -30,9 +31,11 @@ pub fn routes() -> Routes {
         .get("/operations/{id}/events", events)
 }
 
-#[derive(Debug, Deserialize)]
-struct PreviewQuery {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct PreviewQuery {
+    /// The guests to deploy to (`cluster/home/node/pve1/**`).
     selector: String,
+    /// `deploy` (default) or `uninstall`.
     action: Option<String>,
 }
 
@@ -63,8 +66,9 @@ async fn start(
     Ok((StatusCode::ACCEPTED, Json(operation)))
 }
 
-#[derive(Debug, Deserialize)]
-struct SelectorBody {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct SelectorBody {
+    /// The guests to scan (`cluster/home/**`).
     selector: String,
 }
 
@@ -81,15 +85,13 @@ async fn agentless(
     ))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PublicKey {
-    pub public_key: String,
-}
-
-async fn ssh_key(State(state): State<AppState>, _a: RequireRole<Admin>) -> Result<Json<PublicKey>> {
+async fn ssh_key(
+    State(state): State<AppState>,
+    _a: RequireRole<Admin>,
+) -> Result<Json<SshPublicKey>> {
     let public_key = crate::deploy::public_key(&state.settings.deploy, &state.settings.data_dir)
         .map_err(Error::internal)?;
-    Ok(Json(PublicKey { public_key }))
+    Ok(Json(SshPublicKey { public_key }))
 }
 
 async fn host_keys(
@@ -103,20 +105,21 @@ async fn forget_host_key(
     State(state): State<AppState>,
     admin: RequireRole<Admin>,
     Path(address): Path<String>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<HostKeyForgotten>> {
     if state
         .store
         .forget_host_key(&address, &admin.actor())
         .await?
     {
-        Ok(Json(serde_json::json!({ "forgotten": address })))
+        Ok(Json(HostKeyForgotten { forgotten: address }))
     } else {
         Err(Error::NotFound(format!("no pinned host key for {address}")))
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct ListQuery {
+    /// At most this many operations, newest first.
     limit: Option<u32>,
 }
 
