@@ -264,6 +264,33 @@ async fn approve_honours_idempotency_keys() {
     assert_eq!(other.status(), 409);
 }
 
+/// `GET /api/v1/openapi.json` serves the committed `docs/openapi.json`, an OpenAPI 3.0
+/// document with schemas (`cargo xtask check` also compares the two).
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let served: serde_json::Value = reqwest::get(format!("{}/api/v1/openapi.json", app.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("docs/openapi.json")).unwrap();
+    assert!(
+        served == committed,
+        "docs/openapi.json is not what the server serves: run `cargo xtask openapi` and commit it"
+    );
+    let doc: openapiv3::OpenAPI = serde_json::from_value(served).expect("an OpenAPI 3.0 document");
+    let login = doc.paths.paths["/api/v1/auth/login"]
+        .as_item()
+        .and_then(|p| p.post.as_ref())
+        .expect("POST /api/v1/auth/login");
+    assert!(login.request_body.is_some(), "requests have schemas");
+    assert!(doc.components.unwrap().schemas.contains_key("TokenPair"));
+}
+
 #[tokio::test]
 async fn healthz_is_ok() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();

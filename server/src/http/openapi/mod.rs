@@ -291,8 +291,12 @@ fn operation(
         );
     }
     responses.insert(
-        "default".into(),
-        json!({ "description": "Error", "content": error }),
+        "4XX".into(),
+        json!({ "description": "Refused: the message names what was wrong", "content": error }),
+    );
+    responses.insert(
+        "5XX".into(),
+        json!({ "description": "The server failed (details in its log)", "content": error }),
     );
     op["responses"] = Value::Object(responses);
     let mut params = path_parameters(route.path);
