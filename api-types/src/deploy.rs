@@ -1,4 +1,4 @@
-//! Agent delivery (DESIGN §2.2): `POST /api/v1/agents/deploy` starts an [`Operation`] with one
+//! Agent delivery (docs/design.md §2.2): `POST /api/v1/agents/deploy` starts an [`Operation`] with one
 //! [`OperationItem`] per targeted guest; its progress is data (`GET /api/v1/operations/{id}`)
 //! and a stream (`GET /api/v1/operations/{id}/events`, SSE: a `snapshot` event with the
 //! operation as it stands, one `item` event per item change, then one `done` event carrying
