@@ -67,6 +67,8 @@ pub struct ApiRoute {
     pub auth: Auth,
     pub summary: &'static str,
     pub site: bool,
+    /// Honours an `Idempotency-Key` header (the same key and body answer the first answer).
+    pub idempotent: bool,
     pub body: Option<SchemaFn>,
     pub query: Option<SchemaFn>,
     pub answer: Answer,
@@ -82,6 +84,7 @@ pub const fn r(verb: Verb, path: &'static str, auth: Auth, summary: &'static str
         auth,
         summary,
         site: false,
+        idempotent: false,
         body: None,
         query: None,
         answer: Answer::Undeclared,
@@ -125,6 +128,11 @@ impl ApiRoute {
     }
     pub const fn text(mut self) -> Self {
         self.answer = Answer::Text;
+        self
+    }
+    /// It honours an `Idempotency-Key` header.
+    pub const fn idempotent(mut self) -> Self {
+        self.idempotent = true;
         self
     }
     /// The path is outside `/api/v1` (`/healthz`).
@@ -302,6 +310,16 @@ fn operation(
     let mut params = path_parameters(route.path);
     if let Some(f) = route.query {
         params.extend(query_parameters(f, g, query_types));
+    }
+    if route.idempotent {
+        params.push(json!({
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": false,
+            "description": "Repeating a request with the same key and body returns the first answer; \
+                the same key with another body is refused (409).",
+            "schema": { "type": "string" },
+        }));
     }
     if !params.is_empty() {
         op["parameters"] = Value::Array(params);

@@ -21,8 +21,9 @@ use canopy_api_types::hosts::{Event, EventFilter, Host, RepairRequest};
 use canopy_api_types::updates::*;
 
 /// Every route: `r(method, path under /api/v1, who may call it, summary)`, then the JSON body
-/// it reads (`body`), its query parameters (`query`) and what it answers (`ok`, `created`,
-/// `accepted`, `event_stream`). `site()` marks a path outside `/api/v1`.
+/// it reads (`body`), its query parameters (`query`), an `Idempotency-Key` header it honours
+/// (`idempotent`) and what it answers (`ok`, `created`, `accepted`, `event_stream`). `site()`
+/// marks a path outside `/api/v1`.
 #[rustfmt::skip]
 pub const ROUTES: &[ApiRoute] = &[
     r(Get, "/", Public, "A page that says where the API and the CLI are").site().html(),
@@ -43,7 +44,7 @@ pub const ROUTES: &[ApiRoute] = &[
     r(Get, "/hosts/{id}/history", Viewer, "What Canopy installed on a host").ok::<Vec<VersionChange>>(),
     r(Post, "/hosts/{id}/scan", Operator, "Queue a scan now").ok::<Command>(),
     r(Get, "/updates", Viewer, "Updates with filters and pagination").query::<UpdateFilter>().ok::<Page<Update>>(),
-    r(Post, "/updates/approve", Operator, "Approve updates; queues one dry-run per host (Idempotency-Key honoured)").body::<UpdateIdsRequest>().ok::<ApproveResponse>(),
+    r(Post, "/updates/approve", Operator, "Approve updates; queues one dry-run per host").idempotent().body::<UpdateIdsRequest>().ok::<ApproveResponse>(),
     r(Post, "/updates/reject", Operator, "Reject updates").body::<UpdateIdsRequest>().ok::<RejectResponse>(),
     r(Get, "/commands/{id}", Viewer, "One command with its result").ok::<Command>(),
     r(Post, "/commands/{id}/confirm", Operator, "Confirm a dry-run; queues the install, pinned at the dry-run's versions").ok::<Command>(),
