@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Facts about the machine the agent runs on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HostFacts {
     pub hostname: String,
     /// `/etc/machine-id`: with (cluster, vmid) the stable identity of a guest.
@@ -34,6 +35,7 @@ pub struct HostFacts {
 
 /// A package database that needs attention (`dpkg --audit` printed something).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PackageDbIssue {
     pub manager: PackageManager,
     /// What the check found, first lines of its output ("The following packages are only
@@ -53,6 +55,7 @@ pub struct PackageDbIssue {
 /// a key: a new host whose machine-id another host already has is flagged
 /// `duplicate_machine_id` (both are).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RegisterRequest {
     pub registration_token: String,
     pub facts: HostFacts,
@@ -63,6 +66,7 @@ pub struct RegisterRequest {
 
 /// The credential the agent keeps (0600) and sends as `Authorization: Bearer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RegisterResponse {
     pub host_id: HostId,
     /// `HOST_ID.SECRET`; shown once, stored hashed on the server.
@@ -71,6 +75,7 @@ pub struct RegisterResponse {
 
 /// One complete scan of a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ScanReport {
     pub updates: Vec<PackageUpdate>,
     /// `/var/run/reboot-required` exists (or the equivalent).
@@ -83,6 +88,7 @@ pub struct ScanReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ScannerError {
     pub scanner: String,
     pub message: String,
@@ -91,6 +97,7 @@ pub struct ScannerError {
 /// `POST /api/v1/agent/checkin`: held open by the server up to `wait_secs` until a
 /// command is queued for this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CheckinRequest {
     pub facts: HostFacts,
     /// Hash of the agent's current scan report (see [`report_hash`]).
@@ -106,6 +113,7 @@ pub struct CheckinRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CheckinResponse {
     pub commands: Vec<AgentCommand>,
     /// The server does not have the report with `report_hash`: send it.
@@ -115,6 +123,7 @@ pub struct CheckinResponse {
 /// `POST /api/v1/agent/report`: `raw` is a list of JSON values so that one malformed
 /// row is rejected with its reason while the rest are stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReportUpload {
     pub report_hash: String,
     pub reboot_required: bool,
@@ -142,6 +151,7 @@ impl ReportUpload {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RejectedRow {
     /// Index of the row in `updates`.
     pub index: usize,
@@ -149,6 +159,7 @@ pub struct RejectedRow {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReportAccepted {
     pub accepted: u64,
     pub rejected: Vec<RejectedRow>,
@@ -158,6 +169,7 @@ pub struct ReportAccepted {
 
 /// `POST /api/v1/agent/commands/{id}/result`. Submitting the same result twice is a no-op.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ResultSubmission {
     pub result: CommandResult,
 }
@@ -171,4 +183,26 @@ pub fn report_hash_input(report: &ScanReport) -> Vec<u8> {
     });
     serde_json::to_vec(&(updates, report.reboot_required, &report.scanner_errors))
         .expect("report serialises")
+}
+
+/// How the server recorded a submitted result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Recorded {
+    /// The result finished the command.
+    Applied,
+    /// The same result was already recorded.
+    Duplicate,
+    /// The command had already ended (timed out, cancelled): kept as `command.late_result`.
+    Late,
+}
+
+/// Answer to `POST /api/v1/agent/commands/{id}/result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ResultRecorded {
+    pub recorded: Recorded,
+    /// The command's status after the submission.
+    pub status: crate::commands::CommandStatus,
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,
@@ -32,18 +33,21 @@ impl Role {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
 /// Answer to login and refresh. The refresh token is rotated on every refresh.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenPair {
     pub access_token: String,
     /// Seconds until the access token expires.
@@ -53,6 +57,7 @@ pub struct TokenPair {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct User {
     pub id: UserId,
     pub username: String,
@@ -63,6 +68,7 @@ pub struct User {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateUserRequest {
     pub username: String,
     pub password: String,
@@ -71,6 +77,7 @@ pub struct CreateUserRequest {
 
 /// `POST /api/v1/registration-tokens` (admin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateRegistrationToken {
     #[serde(default)]
     pub label: String,
@@ -81,6 +88,7 @@ pub struct CreateRegistrationToken {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RegistrationToken {
     pub id: RegistrationTokenId,
     pub label: String,
@@ -99,6 +107,7 @@ pub struct RegistrationToken {
 
 /// The only time the token's secret is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreatedRegistrationToken {
     pub token: String,
     pub info: RegistrationToken,
@@ -106,12 +115,14 @@ pub struct CreatedRegistrationToken {
 
 /// `PUT /api/v1/users/{username}/role` (admin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SetRoleRequest {
     pub role: Role,
 }
 
 /// `PUT /api/v1/users/{username}/password` (admin, for anyone).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SetPasswordRequest {
     pub password: String,
 }
@@ -119,6 +130,7 @@ pub struct SetPasswordRequest {
 /// `POST /api/v1/me/password`: a user changes their own password, proving the current
 /// one. The answer is a fresh [`TokenPair`]: every other session of the user ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ChangePasswordRequest {
     pub current_password: String,
     pub new_password: String,
@@ -126,6 +138,7 @@ pub struct ChangePasswordRequest {
 
 /// What a change to a user's account did to their sessions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AccountChange {
     /// The user as it is now (absent after a delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,4 +146,12 @@ pub struct AccountChange {
     /// Refresh tokens revoked by the change; access tokens issued before it stop
     /// working at once.
     pub revoked_refresh_tokens: u64,
+}
+
+/// Answer to `POST /api/v1/auth/logout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LogoutResponse {
+    /// `false` when the refresh token was unknown or already revoked.
+    pub revoked: bool,
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A cluster (or standalone node) Canopy discovers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Cluster {
     pub id: ClusterId,
     pub name: String,
@@ -31,6 +32,7 @@ pub struct Cluster {
 
 /// `POST /api/v1/clusters`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CreateCluster {
     pub name: String,
     pub endpoints: Vec<String>,
@@ -46,11 +48,13 @@ pub struct CreateCluster {
 
 /// `POST /api/v1/clusters/probe`: what certificate does this address present?
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeRequest {
     pub url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeResponse {
     pub url: String,
     /// SHA-256 of the certificate, `AA:BB:…` as the PVE GUI shows it.
@@ -59,6 +63,7 @@ pub struct ProbeResponse {
 
 /// What one discovery pass found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiscoveryReport {
     pub cluster: String,
     pub at: Option<DateTime<Utc>>,
@@ -76,6 +81,7 @@ pub struct DiscoveryReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct NodeError {
     pub node: String,
     pub error: String,
@@ -83,6 +89,7 @@ pub struct NodeError {
 
 /// `GET /api/v1/tree?selector=…`: the matched subtrees (whole forest without a selector).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TreeResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
@@ -91,6 +98,7 @@ pub struct TreeResponse {
 
 /// `GET /api/v1/tree/preview?selector=…`: what an action on the selector would touch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SelectorPreview {
     pub selector: String,
     /// Vertices the selector matches.
@@ -103,6 +111,7 @@ pub struct SelectorPreview {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SkippedTarget {
     pub id: String,
     pub reason: String,
@@ -110,6 +119,7 @@ pub struct SkippedTarget {
 
 /// A PVE node's own pending package updates (read-only, cached from the node's apt).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct NodeUpdates {
     pub node: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +130,7 @@ pub struct NodeUpdates {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct NodeUpdate {
     pub package: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,4 +141,12 @@ pub struct NodeUpdate {
     pub origin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+}
+
+/// Answer to `DELETE /api/v1/clusters/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ClusterRemoved {
+    /// The cluster's name.
+    pub removed: String,
 }

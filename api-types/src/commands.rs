@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a command asks the agent to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CommandSpec {
     /// Run the scanners now and send a full report.
@@ -43,6 +44,7 @@ impl CommandSpec {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CommandStatus {
     Pending,
@@ -91,6 +93,7 @@ impl CommandStatus {
 
 /// A package the dry-run says the install would touch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PlannedPackage {
     pub package: String,
     /// `None` when the package is newly installed.
@@ -107,6 +110,7 @@ pub struct PlannedPackage {
 
 /// What the agent reports when a command finishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CommandResult {
     /// Process exit status of the package manager (or -1 when it could not start).
     pub exit_code: i32,
@@ -132,6 +136,7 @@ pub struct CommandResult {
 /// (cancelled, timed out, unknown) means "do not run it", a network error means "ask again",
 /// never "run it anyway".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentCommand {
     pub id: CommandId,
     pub spec: CommandSpec,
@@ -143,6 +148,7 @@ pub struct AgentCommand {
 
 /// The server's go for one command: `POST /agent/commands/{id}/started` → 200.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StartAccepted {
     pub id: CommandId,
     /// Always `running`.
@@ -155,6 +161,7 @@ pub struct StartAccepted {
 /// (sent every [`HEARTBEAT_SECS`]); only an agent whose heartbeats stop makes an overdue
 /// command `timed_out`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HeartbeatAck {
     /// The command is past its deadline (the result will be recorded as late).
     pub overdue: bool,
@@ -165,6 +172,7 @@ pub const HEARTBEAT_SECS: u64 = 15;
 
 /// A command as users see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Command {
     pub id: CommandId,
     pub host_id: HostId,

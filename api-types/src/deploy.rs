@@ -1,4 +1,4 @@
-//! Agent delivery (DESIGN §2.2): `POST /api/v1/agents/deploy` starts an [`Operation`] with one
+//! Agent delivery (docs/design.md §2.2): `POST /api/v1/agents/deploy` starts an [`Operation`] with one
 //! [`OperationItem`] per targeted guest; its progress is data (`GET /api/v1/operations/{id}`)
 //! and a stream (`GET /api/v1/operations/{id}/events`, SSE: a `snapshot` event with the
 //! operation as it stands, one `item` event per item change, then one `done` event carrying
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a deploy operation does to each guest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeployAction {
     /// Install, upgrade or repair the agent (a no-op when it runs at this version).
@@ -39,6 +40,7 @@ impl DeployAction {
 
 /// `POST /api/v1/agents/deploy` and `GET /api/v1/agents/deploy/preview?selector=&action=`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeployRequest {
     pub selector: String,
     #[serde(default)]
@@ -47,6 +49,7 @@ pub struct DeployRequest {
 
 /// How the server reaches a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Route {
     /// SSH to the guest's PVE node, then `pct exec` / `pct push`.
@@ -74,6 +77,7 @@ impl Route {
 
 /// A deploy preview: the guests an operation would touch, and why others are left out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeployPreview {
     pub selector: String,
     pub action: DeployAction,
@@ -84,6 +88,7 @@ pub struct DeployPreview {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeployTarget {
     /// Path id of the guest (`cluster/home/node/pve1/lxc/101`).
     pub target: String,
@@ -94,6 +99,7 @@ pub struct DeployTarget {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OperationState {
     Running,
@@ -131,6 +137,7 @@ impl OperationState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ItemState {
     Queued,
@@ -166,6 +173,7 @@ impl ItemState {
 
 /// What a successful item did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeployOutcome {
     /// There was no agent; it is installed, registered and has checked in.
@@ -209,6 +217,7 @@ impl DeployOutcome {
 
 /// One guest of an operation: its state, current step, and result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OperationItem {
     pub target: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,6 +274,7 @@ impl OperationItem {
 
 /// A bulk operation addressed by selector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Operation {
     pub id: OperationId,
     /// `deploy` | `uninstall` (later: update actions).
@@ -296,6 +306,7 @@ impl Operation {
 
 /// A pinned SSH host key (trust on first use).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SshHostKey {
     /// `host:port` as the server connects to it.
     pub address: String,
@@ -308,6 +319,7 @@ pub struct SshHostKey {
 
 /// `POST /api/v1/agents/agentless-scan` answer: one entry per guest read through `pct exec`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentlessResult {
     pub target: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,4 +330,19 @@ pub struct AgentlessResult {
     /// Why this guest could not be scanned (or why it was left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// `GET /api/v1/agents/ssh-key`: the line to add to each PVE node's `authorized_keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SshPublicKey {
+    pub public_key: String,
+}
+
+/// Answer to `DELETE /api/v1/agents/host-keys/{address}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct HostKeyForgotten {
+    /// The `host:port` whose pinned key was removed.
+    pub forgotten: String,
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApiError {
     /// Stable machine-readable code: `not_found`, `conflict`, `unauthenticated`,
     /// `forbidden`, `validation`, `rate_limited`, `unavailable`, `internal`.

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Host {
     pub id: HostId,
     pub hostname: String,
@@ -47,6 +48,7 @@ pub struct Host {
 
 /// A host's lifecycle.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HostState {
     #[default]
@@ -78,12 +80,14 @@ impl HostState {
 
 /// `POST /api/v1/hosts/{id}/repair`: queue the repair the host's health proposes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RepairRequest {
     pub manager: crate::updates::PackageManager,
 }
 
 /// One entry of the append-only event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Event {
     pub id: EventId,
     /// Monotonic position in the log.
@@ -108,6 +112,7 @@ pub struct Event {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<HostId>,

@@ -16,6 +16,9 @@ pub mod updates;
 #[cfg(feature = "client")]
 pub mod client;
 
+#[cfg(feature = "schema")]
+mod schema;
+
 pub use error::ApiError;
 pub use ids::*;
 

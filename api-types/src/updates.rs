@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Which package manager (or image source) an update belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PackageManager {
     Apt,
@@ -37,6 +38,7 @@ impl PackageManager {
 
 /// How urgent an update is. `Security` comes from a security suite / advisory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Low,
@@ -69,6 +71,7 @@ impl Severity {
 /// One outdated package as a scanner found it. Sent by the agent inside a
 /// [`crate::agent::ScanReport`]; also what `canopy-agent scan --json` prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PackageUpdate {
     pub manager: PackageManager,
     pub package: String,
@@ -92,6 +95,7 @@ pub struct PackageUpdate {
 /// `installed` | `failed`; `rejected` by a user; `reconciled` when a re-scan shows the
 /// update was applied outside Canopy or is no longer offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateStatus {
     Pending,
@@ -145,6 +149,7 @@ impl UpdateStatus {
 
 /// An update row as the server lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Update {
     pub id: UpdateId,
     pub host_id: HostId,
@@ -172,6 +177,7 @@ pub struct Update {
 
 /// Server-side filters for `GET /api/v1/updates`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UpdateFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<HostId>,
@@ -215,6 +221,7 @@ impl UpdateFilter {
 
 /// One page of a listing with the total row count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub total: u64,
@@ -224,12 +231,14 @@ pub struct Page<T> {
 
 /// `POST /api/v1/updates/approve` and `/reject`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UpdateIdsRequest {
     pub ids: Vec<UpdateId>,
 }
 
 /// Answer to approve: the rows that moved and the dry-run command queued per host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApproveResponse {
     pub approved: u64,
     pub correlation_id: CorrelationId,
@@ -238,16 +247,26 @@ pub struct ApproveResponse {
 
 /// Answer to reject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RejectResponse {
     pub rejected: u64,
 }
 
 /// Counts for the dashboard: one query per figure.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UpdateStats {
-    /// Open (not closed) updates by severity.
+    /// Open (not closed) updates by severity: `[severity, count]` pairs.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::counted::<Severity>")
+    )]
     pub by_severity: Vec<(Severity, u64)>,
-    /// All updates by status.
+    /// All updates by status: `[status, count]` pairs.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::counted::<UpdateStatus>")
+    )]
     pub by_status: Vec<(UpdateStatus, u64)>,
     pub hosts: u64,
     pub hosts_with_updates: u64,
@@ -255,6 +274,7 @@ pub struct UpdateStats {
 
 /// One row of a host's version history: what Canopy installed, from what to what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct VersionChange {
     pub host_id: HostId,
     pub hostname: String,

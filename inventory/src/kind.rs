@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 /// What a vertex is. The path segment naming a vertex's kind is [`Kind::as_str`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Cluster,

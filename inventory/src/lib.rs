@@ -1,5 +1,5 @@
 //! The inventory tree (cluster → node → lxc/vm → docker): path IDs, the petgraph model,
-//! the §9 tree JSON, reconcile (diff → events), rollups and selectors. Pure: no IO, no tokio,
+//! the tree JSON (docs/design.md §7.3), reconcile (diff → events), rollups and selectors. Pure: no IO, no tokio,
 //! and wasm-safe, so the server, the CLI and the yew frontend share one implementation.
 //!
 //! ```

@@ -432,6 +432,29 @@ impl<'de> Deserialize<'de> for PathId {
     }
 }
 
+/// A path ID is a string on the wire (`cluster/home/node/pve1/lxc/101`).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for PathId {
+    fn schema_name() -> String {
+        "PathId".into()
+    }
+
+    fn json_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+        schemars::schema::SchemaObject {
+            instance_type: Some(schemars::schema::InstanceType::String.into()),
+            metadata: Some(Box::new(schemars::schema::Metadata {
+                description: Some(
+                    "A path ID: `cluster/{c}`, `cluster/{c}/node/{n}`, `…/lxc/{vmid}`, `…/vm/{vmid}`, `…/docker/{name}`."
+                        .into(),
+                ),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+        .into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use std::ops::{Add, AddAssign};
 /// Additive counters. A vertex carries its own (set by the server from updates, operations
 /// and agents); subtree sums are computed here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default)]
 pub struct Counts {
     pub pending: u32,

@@ -1,4 +1,4 @@
-//! The nested JSON view of the tree: the `canopy discover --json` contract (DESIGN §9), also
+//! The nested JSON view of the tree: the `canopy discover --json` contract (docs/design.md §7.3), also
 //! what `canopy tree --json` and the frontend's tree read. Field order and presence are part
 //! of the contract: `vmid`, `template` and `tags` appear on guests only (the last two even when
 //! false or empty), `status` where known, extra facts only when set.
@@ -10,8 +10,9 @@ use crate::rollup::Counts;
 use petgraph::stable_graph::NodeIndex;
 use serde::{Deserialize, Serialize};
 
-/// One vertex with its children, in the §9 shape.
+/// One vertex with its children, in the docs/design.md §7.3 shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TreeNode {
     pub id: PathId,
     pub kind: Kind,

@@ -182,6 +182,8 @@ async fn spawn_server(dir: &std::path::Path) -> (String, tokio::sync::oneshot::S
     (base, tx)
 }
 
+/// A bare axum server that answers check-ins with nothing: the HTTP floor, not Canopy's router.
+#[allow(clippy::disallowed_methods)]
 async fn spawn_noop() -> String {
     let app = axum::Router::new().route(
         "/api/v1/agent/checkin",

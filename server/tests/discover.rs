@@ -1,4 +1,4 @@
-//! `canopy discover` (DESIGN §9) as a user runs it: the real binary against the PVE
+//! `canopy discover` (docs/design.md §7.3) as a user runs it: the real binary against the PVE
 //! simulator over HTTPS. Exact JSON, the specified errors, standalone mode, and the number
 //! of API calls a pass makes.
 

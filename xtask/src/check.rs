@@ -8,6 +8,8 @@
 //!
 //! - `hypervisor/src/generated.rs` is what progenitor makes of `hypervisor/openapi/pve.yaml`
 //!   today (`cargo run -p canopy-pve-codegen -- --check`).
+//! - `docs/openapi.json` is the document the server builds from its route table and the
+//!   api-types today (`canopy openapi`); `cargo xtask openapi` rewrites it.
 //!
 //! Each problem names the offending file; any problem makes the command exit non-zero.
 
@@ -23,8 +25,11 @@ pub fn run(root: &Path) -> Result<()> {
     let mut problems = migrations(root)?;
     problems.extend(workspace_deps(root)?);
     problems.extend(generated_client(root)?);
+    problems.extend(openapi_document(root)?);
     if problems.is_empty() {
-        eprintln!("xtask: check ok (paired migrations, workspace dependencies, PVE client)");
+        eprintln!(
+            "xtask: check ok (paired migrations, workspace dependencies, PVE client, docs/openapi.json)"
+        );
         return Ok(());
     }
     for p in &problems {
@@ -72,6 +77,57 @@ pub fn codegen(root: &Path) -> Result<()> {
     if !out.status.success() {
         bail!("canopy-pve-codegen failed");
     }
+    Ok(())
+}
+
+const OPENAPI: &str = "docs/openapi.json";
+
+/// The REST API's OpenAPI document as the server builds it now (`canopy openapi`).
+fn build_openapi(root: &Path) -> Result<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "canopy-server",
+            "--bin",
+            "canopy",
+            "--",
+            "openapi",
+        ])
+        .current_dir(root)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("run canopy openapi")?;
+    if !out.status.success() {
+        bail!(
+            "canopy openapi failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8(out.stdout).context("canopy openapi printed invalid UTF-8")
+}
+
+/// The committed `docs/openapi.json` is the document the server builds.
+fn openapi_document(root: &Path) -> Result<Vec<String>> {
+    let built = build_openapi(root)?;
+    let committed = fs::read_to_string(root.join(OPENAPI)).unwrap_or_default();
+    if built == committed {
+        return Ok(Vec::new());
+    }
+    Ok(vec![format!(
+        "{OPENAPI} differs from the document the server builds from its routes and api-types: \
+         run `cargo xtask openapi` and commit the result"
+    )])
+}
+
+/// Rewrite `docs/openapi.json` from the server's route table and the api-types.
+pub fn openapi(root: &Path) -> Result<()> {
+    let built = build_openapi(root)?;
+    fs::write(root.join(OPENAPI), built).with_context(|| format!("write {OPENAPI}"))?;
+    eprintln!("xtask: wrote {OPENAPI}");
     Ok(())
 }
 

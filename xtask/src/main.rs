@@ -21,8 +21,10 @@ usage: cargo xtask <command>
 
 commands:
   prereqs                 install what the tests need (apt packages, rustup targets)
-  check                   drift checks (paired migrations, workspace dependencies, PVE client)
+  check                   drift checks (paired migrations, workspace dependencies, PVE client,
+                          docs/openapi.json)
   codegen                 regenerate hypervisor/src/generated.rs from hypervisor/openapi/pve.yaml
+  openapi                 regenerate docs/openapi.json (the REST API document) from the server
   pg start|stop|url       throwaway PostgreSQL 15 on 127.0.0.1 (prints its URL)
   dockerd [start|stop]    ensure a Docker engine runs (bridge-less, host networking only)
   lab up [--lab-guests N] build the guest image and apt repo, start guests, write .lab/lab.json
@@ -55,6 +57,7 @@ fn run() -> Result<()> {
         ["prereqs"] => prereqs::run(state::is_ci()),
         ["check"] => check::run(&state::repo_root()?),
         ["codegen"] => check::codegen(&state::repo_root()?),
+        ["openapi"] => check::openapi(&state::repo_root()?),
         ["pg", "start"] => {
             println!("{}", pg::start()?);
             Ok(())

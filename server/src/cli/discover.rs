@@ -1,4 +1,4 @@
-//! `canopy discover`: one-shot discovery of one cluster, no server, no database (DESIGN §9).
+//! `canopy discover`: one-shot discovery of one cluster, no server, no database (docs/design.md §7.3).
 //! Prints the cluster's tree (`--json`: the contract's JSON on stdout).
 
 use crate::discovery::{self, build};
@@ -54,7 +54,7 @@ pub struct DiscoverArgs {
     /// a standalone node).
     #[arg(long)]
     pub name: Option<String>,
-    /// Print the tree as JSON (DESIGN §9).
+    /// Print the tree as JSON (the shape in docs/design.md §7.3).
     #[arg(long)]
     pub json: bool,
 }

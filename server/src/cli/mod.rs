@@ -46,6 +46,8 @@ pub enum Command {
     Serve(ServerOpts),
     /// Print the example configuration file.
     DefaultConfig,
+    /// Print the REST API's OpenAPI document (the one committed as docs/openapi.json).
+    Openapi,
     /// Administration with direct database access.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -128,6 +130,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(opts) => serve(opts).await,
         Command::DefaultConfig => {
             print!("{}", crate::settings::example_toml());
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", crate::http::openapi::pretty());
             Ok(())
         }
         Command::Admin(cmd) => admin::run(cmd).await,

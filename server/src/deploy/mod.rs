@@ -1,4 +1,4 @@
-//! Agent delivery (DESIGN §2.2): a deploy is an operation addressed by selector, with one
+//! Agent delivery (docs/design.md §2.2): a deploy is an operation addressed by selector, with one
 //! item per running LXC below it (and VMs configured for direct SSH). Each item SSHes to the
 //! guest's PVE node and works through `pct exec` / `pct push`, or SSHes into the guest, and
 //! runs the idempotent steps of [`steps`]. Progress is data: every item change is written to

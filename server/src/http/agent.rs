@@ -3,14 +3,13 @@
 
 use super::client_ip::{self, ClientIp};
 use super::extract::{Json, Path};
+use super::routes::{Routes, Verb};
 use crate::auth::secrets::{random_token, sha256_hex};
 use crate::auth::AgentAuth;
 use crate::error::{Error, Result};
 use crate::pipeline::{checkin, report};
 use crate::state::AppState;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::post;
-use axum::Router;
+use axum::extract::State;
 use canopy_api_types::agent::*;
 use canopy_api_types::commands::{HeartbeatAck, StartAccepted};
 use canopy_api_types::CommandId;
@@ -19,17 +18,19 @@ use canopy_store::{CompleteOutcome, NewHost};
 /// Reports of many thousands of packages are a few MB.
 const REPORT_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/agent/register", post(register))
-        .route("/agent/checkin", post(checkin_route))
-        .route(
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/agent/register", register)
+        .post("/agent/checkin", checkin_route)
+        .with_body_limit(
+            Verb::Post,
             "/agent/report",
-            post(upload_report).layer(DefaultBodyLimit::max(REPORT_BODY_LIMIT)),
+            upload_report,
+            REPORT_BODY_LIMIT,
         )
-        .route("/agent/commands/{id}/started", post(started))
-        .route("/agent/commands/{id}/heartbeat", post(heartbeat))
-        .route("/agent/commands/{id}/result", post(result))
+        .post("/agent/commands/{id}/started", started)
+        .post("/agent/commands/{id}/heartbeat", heartbeat)
+        .post("/agent/commands/{id}/result", result)
 }
 
 #[tracing::instrument(skip_all, fields(hostname = %req.facts.hostname))]
@@ -165,17 +166,18 @@ async fn result(
     agent: AgentAuth,
     Path(id): Path<CommandId>,
     Json(sub): Json<ResultSubmission>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<ResultRecorded>> {
     let outcome = state
         .store
         .complete_command(agent.host_id(), id, sub.result, chrono::Utc::now())
         .await?;
     let recorded = match &outcome {
-        CompleteOutcome::Applied(_) => "applied",
-        CompleteOutcome::Duplicate(_) => "duplicate",
-        CompleteOutcome::Late(_) => "late",
+        CompleteOutcome::Applied(_) => Recorded::Applied,
+        CompleteOutcome::Duplicate(_) => Recorded::Duplicate,
+        CompleteOutcome::Late(_) => Recorded::Late,
     };
-    Ok(Json(
-        serde_json::json!({ "recorded": recorded, "status": outcome.command().status }),
-    ))
+    Ok(Json(ResultRecorded {
+        recorded,
+        status: outcome.command().status,
+    }))
 }

@@ -3,29 +3,29 @@
 
 use super::client_ip::{self, ClientIp};
 use super::extract::{Json, Path};
+use super::routes::Routes;
 use crate::auth::jwt::Claims;
 use crate::auth::secrets::{random_token, sha256_hex};
 use crate::auth::{password, Admin, RequireRole, UserAuth};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use axum::extract::State;
-use axum::routing::{delete, get, post};
-use axum::Router;
 use canopy_api_types::auth::*;
 use canopy_api_types::RegistrationTokenId;
 use canopy_store::{Actor, NewEvent, NewRegistrationToken, UserRecord};
 use std::time::Instant;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
-        .route("/auth/logout-all", post(logout_all))
-        .route("/me", get(me))
-        .route("/me/password", post(change_own_password))
-        .route("/registration-tokens", post(create_token).get(list_tokens))
-        .route("/registration-tokens/{id}", delete(revoke_token))
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/auth/login", login)
+        .post("/auth/refresh", refresh)
+        .post("/auth/logout", logout)
+        .post("/auth/logout-all", logout_all)
+        .get("/me", me)
+        .post("/me/password", change_own_password)
+        .post("/registration-tokens", create_token)
+        .get("/registration-tokens", list_tokens)
+        .delete("/registration-tokens/{id}", revoke_token)
 }
 
 /// A fresh access JWT for `user`, bound to their current session epoch.
@@ -160,12 +160,12 @@ async fn refresh(
 async fn logout(
     State(state): State<AppState>,
     Json(req): Json<RefreshRequest>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<LogoutResponse>> {
     let revoked = state
         .store
         .revoke_refresh_token(&sha256_hex(&req.refresh_token))
         .await?;
-    Ok(Json(serde_json::json!({ "revoked": revoked })))
+    Ok(Json(LogoutResponse { revoked }))
 }
 
 /// Log out everywhere: every refresh token of the user revoked, every access token

@@ -4,14 +4,13 @@
 //! never leaves the server again.
 
 use super::extract::{Json, Path, Query};
+use super::routes::Routes;
 use crate::auth::{Admin, Operator, RequireRole, UserAuth};
 use crate::discovery::{self, Target};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::Router;
 use canopy_api_types::clusters::*;
 use canopy_api_types::hosts::Event;
 use canopy_hypervisor::{normalize_endpoint, probe_fingerprint, ApiToken, Fingerprint};
@@ -20,16 +19,17 @@ use canopy_store::{ClusterRecord, NewCluster};
 use serde::Deserialize;
 use std::time::Duration;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/clusters", get(list).post(create))
-        .route("/clusters/probe", post(probe))
-        .route("/clusters/{name}", delete(remove))
-        .route("/clusters/{name}/discover", post(discover_now))
-        .route("/clusters/{name}/nodes/{node}/updates", get(node_updates))
-        .route("/tree", get(tree))
-        .route("/tree/preview", get(preview))
-        .route("/tree/history", get(history))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/clusters", list)
+        .post("/clusters", create)
+        .post("/clusters/probe", probe)
+        .delete("/clusters/{name}", remove)
+        .post("/clusters/{name}/discover", discover_now)
+        .get("/clusters/{name}/nodes/{node}/updates", node_updates)
+        .get("/tree", tree)
+        .get("/tree/preview", preview)
+        .get("/tree/history", history)
 }
 
 pub fn to_api(c: &ClusterRecord) -> Cluster {
@@ -159,7 +159,7 @@ async fn remove(
     State(state): State<AppState>,
     admin: RequireRole<Admin>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<ClusterRemoved>> {
     let record = cluster(&state, &name).await?;
     state
         .store
@@ -167,7 +167,7 @@ async fn remove(
         .await?;
     state.discovery.forget(record.id);
     state.discovery.rebuild().await.map_err(Error::internal)?;
-    Ok(Json(serde_json::json!({ "removed": name })))
+    Ok(Json(ClusterRemoved { removed: name }))
 }
 
 async fn discover_now(
@@ -214,8 +214,9 @@ async fn node_updates(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-struct SelectorQuery {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct SelectorQuery {
+    /// A selector (`cluster/home/**[tag=prod]`); none = everything.
     selector: Option<String>,
 }
 
@@ -287,9 +288,11 @@ pub fn skipped(targets: &canopy_inventory::Targets) -> Vec<SkippedTarget> {
         .collect()
 }
 
-#[derive(Debug, Deserialize)]
-struct HistoryQuery {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct HistoryQuery {
+    /// The guest's path ID (`cluster/home/node/pve1/lxc/101`).
     id: String,
+    /// At most this many events (default 200, at most 1000).
     limit: Option<u32>,
 }
 

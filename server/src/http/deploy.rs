@@ -2,6 +2,7 @@
 //! follow it (JSON or server-sent events), agentless scans, the deploy key and pinned host keys.
 
 use super::extract::{Json, Path, Query};
+use super::routes::Routes;
 use crate::auth::extract::MayDeploy;
 use crate::auth::{Admin, Operator, RequireRole, UserAuth};
 use crate::error::{Error, Result};
@@ -9,32 +10,33 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::{delete, get, post};
-use axum::Router;
 use canopy_api_types::deploy::{
-    AgentlessResult, DeployAction, DeployPreview, DeployRequest, Operation, SshHostKey,
+    AgentlessResult, DeployAction, DeployPreview, DeployRequest, HostKeyForgotten, Operation,
+    SshHostKey, SshPublicKey,
 };
 use canopy_api_types::OperationId;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/agents/deploy/preview", get(preview))
-        .route("/agents/deploy", post(start))
-        .route("/agents/agentless-scan", post(agentless))
-        .route("/agents/ssh-key", get(ssh_key))
-        .route("/agents/host-keys", get(host_keys))
-        .route("/agents/host-keys/{address}", delete(forget_host_key))
-        .route("/operations", get(list))
-        .route("/operations/{id}", get(one))
-        .route("/operations/{id}/events", get(events))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/agents/deploy/preview", preview)
+        .post("/agents/deploy", start)
+        .post("/agents/agentless-scan", agentless)
+        .get("/agents/ssh-key", ssh_key)
+        .get("/agents/host-keys", host_keys)
+        .delete("/agents/host-keys/{address}", forget_host_key)
+        .get("/operations", list)
+        .get("/operations/{id}", one)
+        .get("/operations/{id}/events", events)
 }
 
-#[derive(Debug, Deserialize)]
-struct PreviewQuery {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct PreviewQuery {
+    /// The guests to deploy to (`cluster/home/node/pve1/**`).
     selector: String,
+    /// `deploy` (default) or `uninstall`.
     action: Option<String>,
 }
 
@@ -65,8 +67,9 @@ async fn start(
     Ok((StatusCode::ACCEPTED, Json(operation)))
 }
 
-#[derive(Debug, Deserialize)]
-struct SelectorBody {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct SelectorBody {
+    /// The guests to scan (`cluster/home/**`).
     selector: String,
 }
 
@@ -83,15 +86,13 @@ async fn agentless(
     ))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PublicKey {
-    pub public_key: String,
-}
-
-async fn ssh_key(State(state): State<AppState>, _a: RequireRole<Admin>) -> Result<Json<PublicKey>> {
+async fn ssh_key(
+    State(state): State<AppState>,
+    _a: RequireRole<Admin>,
+) -> Result<Json<SshPublicKey>> {
     let public_key = crate::deploy::public_key(&state.settings.deploy, &state.settings.data_dir)
         .map_err(Error::internal)?;
-    Ok(Json(PublicKey { public_key }))
+    Ok(Json(SshPublicKey { public_key }))
 }
 
 async fn host_keys(
@@ -105,7 +106,7 @@ async fn forget_host_key(
     State(state): State<AppState>,
     admin: RequireRole<Admin>,
     Path(address): Path<String>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<HostKeyForgotten>> {
     // Pins are kept under the canonical address: `2001:db8::10` finds `[2001:db8::10]:22`.
     let address = crate::deploy::address::SshAddress::parse(&address)
         .map(|a| a.to_string())
@@ -115,14 +116,15 @@ async fn forget_host_key(
         .forget_host_key(&address, &admin.actor())
         .await?
     {
-        Ok(Json(serde_json::json!({ "forgotten": address })))
+        Ok(Json(HostKeyForgotten { forgotten: address }))
     } else {
         Err(Error::NotFound(format!("no pinned host key for {address}")))
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct ListQuery {
+    /// At most this many operations, newest first.
     limit: Option<u32>,
 }
 

@@ -9,6 +9,7 @@ mod deploy;
 pub mod extract;
 mod idempotency;
 pub mod openapi;
+pub mod routes;
 mod ui;
 mod users;
 
@@ -16,24 +17,36 @@ use crate::error::Error;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::Router;
 use canopy_api_types::API_PREFIX;
+use routes::{Routes, ServedRoute};
 use tower_http::trace::TraceLayer;
 
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .merge(auth_routes::router())
-        .merge(users::router())
-        .merge(ui::router())
-        .merge(clusters::router())
-        .merge(deploy::router())
-        .merge(agent::router())
-        .route("/openapi.json", get(openapi::document));
-    Router::new()
-        .route("/", get(index))
-        .route("/healthz", get(healthz))
+/// Every route the server serves: `/`, `/healthz` and the REST API under `/api/v1`. Adding a
+/// route means one line in its module's `routes()` and one entry in [`openapi::ROUTES`].
+fn all_routes() -> Routes {
+    let api = Routes::new()
+        .merge(auth_routes::routes())
+        .merge(users::routes())
+        .merge(ui::routes())
+        .merge(clusters::routes())
+        .merge(deploy::routes())
+        .merge(agent::routes())
+        .get("/openapi.json", openapi::document);
+    Routes::new()
+        .get("/", index)
+        .get("/healthz", healthz)
         .nest(API_PREFIX, api)
+}
+
+/// The `(method, path)` of every route [`router`] serves, sorted.
+pub fn served_routes() -> Vec<ServedRoute> {
+    all_routes().served()
+}
+
+pub fn router(state: AppState) -> Router {
+    all_routes()
+        .into_router()
         .fallback(|| async { Error::NotFound("no such route".into()) })
         .layer(TraceLayer::new_for_http().make_span_with(request_span(&state)))
         .with_state(state)

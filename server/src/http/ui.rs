@@ -2,13 +2,12 @@
 //! approve → dry-run → confirm → install pipeline, commands, history, events, stats.
 
 use super::extract::{Json, Path, Query};
+use super::routes::Routes;
 use crate::auth::{Admin, Operator, RequireRole, UserAuth};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::Router;
 use canopy_api_types::commands::{Command, CommandSpec};
 use canopy_api_types::hosts::{Event, EventFilter, Host, HostState, RepairRequest};
 use canopy_api_types::updates::*;
@@ -18,24 +17,25 @@ use canopy_store::{Idempotent, NewCommand};
 /// Most ids one approve/reject request may carry.
 const MAX_IDS: usize = 10_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/hosts", get(hosts))
-        .route("/hosts/{id}", get(host).delete(delete_host))
-        .route("/hosts/{id}/repair", post(repair))
-        .route("/hosts/{id}/commands", get(host_commands))
-        .route("/hosts/{id}/history", get(host_history))
-        .route("/hosts/{id}/scan", post(scan_now))
-        .route("/updates", get(updates))
-        .route("/updates/approve", post(approve))
-        .route("/updates/reject", post(reject))
-        .route("/commands/{id}", get(command))
-        .route("/commands/{id}/confirm", post(confirm))
-        .route("/commands/{id}/cancel", post(cancel))
-        .route("/commands/{id}/retry", post(retry))
-        .route("/history", get(history))
-        .route("/events", get(events))
-        .route("/stats", get(stats))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/hosts", hosts)
+        .get("/hosts/{id}", host)
+        .delete("/hosts/{id}", delete_host)
+        .post("/hosts/{id}/repair", repair)
+        .get("/hosts/{id}/commands", host_commands)
+        .get("/hosts/{id}/history", host_history)
+        .post("/hosts/{id}/scan", scan_now)
+        .get("/updates", updates)
+        .post("/updates/approve", approve)
+        .post("/updates/reject", reject)
+        .get("/commands/{id}", command)
+        .post("/commands/{id}/confirm", confirm)
+        .post("/commands/{id}/cancel", cancel)
+        .post("/commands/{id}/retry", retry)
+        .get("/history", history)
+        .get("/events", events)
+        .get("/stats", stats)
 }
 
 async fn hosts(State(state): State<AppState>, _u: UserAuth) -> Result<Json<Vec<Host>>> {

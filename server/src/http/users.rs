@@ -4,23 +4,23 @@
 //! leave the server without an enabled admin (409).
 
 use super::extract::{Json, Path};
+use super::routes::Routes;
 use crate::auth::{password, Admin, RequireRole};
 use crate::error::Result;
 use crate::pipeline::bootstrap;
 use crate::state::AppState;
 use axum::extract::State;
-use axum::routing::{delete, get, post, put};
-use axum::Router;
 use canopy_api_types::auth::*;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/users", get(list).post(create))
-        .route("/users/{username}", delete(remove))
-        .route("/users/{username}/disable", post(disable))
-        .route("/users/{username}/enable", post(enable))
-        .route("/users/{username}/role", put(set_role))
-        .route("/users/{username}/password", put(set_password))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/users", list)
+        .post("/users", create)
+        .delete("/users/{username}", remove)
+        .post("/users/{username}/disable", disable)
+        .post("/users/{username}/enable", enable)
+        .put("/users/{username}/role", set_role)
+        .put("/users/{username}/password", set_password)
 }
 
 async fn list(
