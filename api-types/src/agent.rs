@@ -27,8 +27,9 @@ pub struct HostFacts {
     /// agents older than this field.
     #[serde(default)]
     pub run_as: String,
-    /// What the agent's last check of the package databases found (at start-up and before
-    /// every install): an interrupted dpkg and the like. Empty = healthy.
+    /// What the agent's last check of the package databases found (at start-up, and after
+    /// every install and repair; the check before an install refuses it on an interrupted
+    /// database): an interrupted dpkg and the like. Empty = healthy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub package_db: Vec<PackageDbIssue>,
 }

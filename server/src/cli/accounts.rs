@@ -102,6 +102,7 @@ pub struct LogoutArgs {
     /// only this one.
     #[arg(long)]
     all: bool,
+    /// Server root URL (default: the saved session's).
     #[arg(long)]
     server: Option<String>,
 }

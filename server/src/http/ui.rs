@@ -73,7 +73,7 @@ async fn delete_host(
 }
 
 /// Queue the repair of an interrupted package database the host reported
-/// (`dpkg --configure -a`); an operator approves it by asking for it.
+/// (`dpkg --configure -a`, `apk fix`); an operator approves it by asking for it.
 #[tracing::instrument(skip_all, fields(host = %id))]
 async fn repair(
     State(state): State<AppState>,

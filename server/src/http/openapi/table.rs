@@ -48,7 +48,7 @@ pub const ROUTES: &[ApiRoute] = &[
     r(Get, "/hosts", Viewer, "Enrolled hosts with update counts").ok::<Vec<Host>>(),
     r(Get, "/hosts/{id}", Viewer, "One host (also a deleted or archived one)").ok::<Host>(),
     r(Delete, "/hosts/{id}", Admin, "Delete a host: credential revoked, detached from its guest, waiting commands cancelled, history kept").ok::<Host>(),
-    r(Post, "/hosts/{id}/repair", Operator, "Queue the repair of an interrupted package database the host reported (dpkg --configure -a)").body::<RepairRequest>().ok::<Command>(),
+    r(Post, "/hosts/{id}/repair", Operator, "Queue the repair of an interrupted package database the host reported (dpkg --configure -a, apk fix)").body::<RepairRequest>().ok::<Command>(),
     r(Get, "/hosts/{id}/commands", Viewer, "Commands of a host, newest first").ok::<Vec<Command>>(),
     r(Get, "/hosts/{id}/history", Viewer, "What Canopy installed on a host").ok::<Vec<VersionChange>>(),
     r(Post, "/hosts/{id}/scan", Operator, "Queue a scan now").ok::<Command>(),
