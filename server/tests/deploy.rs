@@ -546,7 +546,16 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
 
     common::deploy::one_guest_at_a_time(&app, "cluster/lab/node/pve1/lxc/105").await;
 
-    // Uninstall one guest cleanly.
+    // Uninstall one guest cleanly: its host is archived and the guest shows no agent.
+    let attached = app
+        .admin
+        .tree(Some("cluster/lab/node/pve1/lxc/102"))
+        .await
+        .unwrap()
+        .trees[0]
+        .host_id
+        .clone()
+        .expect("102's agent is attached before the uninstall");
     let (gone, _) = run(
         &app,
         "cluster/lab/node/pve1/lxc/102",
@@ -566,6 +575,23 @@ async fn deploy_to_six_lab_guests_is_idempotent_repairs_and_reports_per_guest() 
         ),
         "none"
     );
+    let archived = app.admin.host(attached.parse().unwrap()).await.unwrap();
+    assert_eq!(archived.state, canopy_api_types::hosts::HostState::Archived);
+    let tree = app
+        .admin
+        .tree(Some("cluster/lab/node/pve1/lxc/102"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tree.trees[0].host_id, None,
+        "the guest left its archived host"
+    );
+    let history = app
+        .admin
+        .guest_history("cluster/lab/node/pve1/lxc/102")
+        .await
+        .unwrap();
+    assert!(history.iter().any(|e| e.event_type == "host.archived"));
 
     // The history of a guest shows the deploy results.
     let history = app

@@ -144,24 +144,8 @@ async fn agent_killed_during_install_times_out_and_a_retry_succeeds() {
     .await
     .unwrap();
     enrol_guest(&app, &lab, &guest).await;
-    let slow = eventually(Duration::from_secs(120), || async {
-        let page = app
-            .admin
-            .updates(&UpdateFilter {
-                package: Some("canopy-demo-slow".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        page.items.into_iter().next()
-    })
-    .await;
-    let approved = app.admin.approve(vec![slow.id]).await.unwrap();
-    let dry_id = approved.dry_run_commands[0];
-    eventually(Duration::from_secs(60), || async {
-        (app.admin.command(dry_id).await.unwrap().status == CommandStatus::Completed).then_some(())
-    })
-    .await;
+    let slow = app.reported("canopy-demo-slow").await;
+    let (dry_id, _) = app.dry_run(&slow).await;
     let install = app.admin.confirm(dry_id).await.unwrap();
     eventually(Duration::from_secs(60), || async {
         (app.admin.command(install.id).await.unwrap().status == CommandStatus::Running)

@@ -81,22 +81,8 @@ async fn a_hung_install_is_stopped_as_a_group_and_blocks_the_next_install() {
         "exec canopy-agent run >>/var/log/canopy-agent.log 2>&1",
     ]);
 
-    let slow = eventually(Duration::from_secs(120), || async {
-        let page = app
-            .admin
-            .updates(&UpdateFilter {
-                package: Some("canopy-demo-slow".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        page.items.into_iter().next()
-    })
-    .await;
-    let approved = app.admin.approve(vec![slow.id]).await.unwrap();
-    let dry_id = approved.dry_run_commands[0];
-    let dry = app.finished_command(dry_id, Duration::from_secs(60)).await;
-    assert_eq!(dry.status, CommandStatus::Completed, "{:?}", dry.result);
+    let slow = app.reported("canopy-demo-slow").await;
+    let (dry_id, _) = app.dry_run(&slow).await;
     let install = app.admin.confirm(dry_id).await.unwrap();
     let done = app
         .finished_command(install.id, Duration::from_secs(120))

@@ -7,9 +7,8 @@
 
 mod common;
 
-use canopy_api_types::commands::{CommandStatus, PlannedPackage};
+use canopy_api_types::commands::CommandStatus;
 use canopy_api_types::hosts::EventFilter;
-use canopy_api_types::updates::{Update, UpdateFilter};
 use common::lab::*;
 use common::*;
 use std::time::Duration;
@@ -29,49 +28,16 @@ fn guest(lab: &Lab, n: usize) -> String {
     })
 }
 
-/// The open update of `package` once the agent reported it.
-async fn reported(app: &TestApp, package: &str) -> Update {
-    eventually(Duration::from_secs(120), || async {
-        app.admin
-            .updates(&UpdateFilter {
-                package: Some(package.into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .find(|u| u.package == package)
-    })
-    .await
-}
-
-/// Approve one update and wait for its dry-run to complete; returns the dry-run's id.
-async fn dry_run(
-    app: &TestApp,
-    update: &Update,
-) -> (canopy_api_types::CommandId, Vec<PlannedPackage>) {
-    let approved = app.admin.approve(vec![update.id]).await.unwrap();
-    let id = approved.dry_run_commands[0];
-    let dry = app.finished_command(id, Duration::from_secs(90)).await;
-    assert_eq!(
-        dry.status,
-        CommandStatus::Completed,
-        "dry-run of {} failed: {:?}",
-        update.package,
-        dry.result
-    );
-    (id, dry.result.unwrap().planned)
-}
-
 fn dpkg_audit(guest: &str) -> String {
     docker(&["exec", guest, "dpkg", "--audit"])
 }
 
-/// An install confirmed while another one runs, and cancelled before the agent gets to it,
-/// never runs: its package stays at the old version. The running one, past its deadline in
-/// a slow postinst, is marked overdue, left to finish, and recorded with its real outcome,
-/// late; dpkg is never left interrupted.
+/// Two installs confirmed while the agent is away: when it comes back it is handed one of
+/// them; the other, cancelled while the first runs, never runs — its package stays at the
+/// old version. (Before the start handshake the agent claimed both in one batch, the cancel
+/// of the second was accepted as "sent", and the agent installed it anyway.) The running
+/// one, past its deadline in a slow postinst, is marked overdue, left to finish, and recorded
+/// with its real outcome, late; dpkg is never left interrupted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_install_never_runs_and_an_overdue_one_finishes_late() {
     let Some(lab) = lab() else { return };
@@ -81,20 +47,27 @@ async fn a_cancelled_install_never_runs_and_an_overdue_one_finishes_late() {
         .await
         .unwrap();
     enrol_guest(&app, &lab, &guest).await;
-    let hello = reported(&app, "canopy-demo-hello").await;
-    let slow = reported(&app, "canopy-demo-slow").await;
+    let hello = app.reported("canopy-demo-hello").await;
+    let slow = app.reported("canopy-demo-slow").await;
     let old_hello = dpkg_version(&guest, "canopy-demo-hello");
-    let (hello_dry, _) = dry_run(&app, &hello).await;
-    let (slow_dry, _) = dry_run(&app, &slow).await;
+    let (hello_dry, _) = app.dry_run(&hello).await;
+    let (slow_dry, _) = app.dry_run(&slow).await;
 
+    // Both installs wait for the agent, which is away.
+    stop_agent(&guest);
     let slow_install = app.admin.confirm(slow_dry).await.unwrap();
+    let hello_install = app.admin.confirm(hello_dry).await.unwrap();
+    start_agent(&guest);
     eventually(Duration::from_secs(60), || async {
         (app.admin.command(slow_install.id).await.unwrap().status == CommandStatus::Running)
             .then_some(())
     })
     .await;
-    // The agent is busy: the second install waits, unclaimed, and is cancelled.
-    let hello_install = app.admin.confirm(hello_dry).await.unwrap();
+    // The agent was handed one command: the second still waits, unclaimed, and is cancelled.
+    assert_eq!(
+        app.admin.command(hello_install.id).await.unwrap().status,
+        CommandStatus::Pending
+    );
     let cancelled = app.admin.cancel(hello_install.id).await.unwrap();
     assert_eq!(cancelled.status, CommandStatus::Cancelled);
 
@@ -161,9 +134,9 @@ async fn an_install_whose_repository_moved_on_refuses_and_changes_nothing() {
     let guest = guest(&lab, 6);
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     enrol_guest(&app, &lab, &guest).await;
-    let tools = reported(&app, "canopy-demo-tools").await;
+    let tools = app.reported("canopy-demo-tools").await;
     let old_tools = dpkg_version(&guest, "canopy-demo-tools");
-    let (dry, planned) = dry_run(&app, &tools).await;
+    let (dry, planned) = app.dry_run(&tools).await;
     let approved = planned
         .iter()
         .find(|p| p.package == "canopy-demo-tools")

@@ -73,13 +73,24 @@ pub fn url_without_password(url: &str) -> String {
 }
 
 /// The answer to an approval, as the API returns it and an `Idempotency-Key` replays it.
-pub fn approve_response(outcome: &ApproveOutcome, correlation: CorrelationId) -> serde_json::Value {
-    serde_json::to_value(canopy_api_types::updates::ApproveResponse {
+pub fn approve_response(
+    outcome: &ApproveOutcome,
+    correlation: CorrelationId,
+) -> canopy_api_types::updates::ApproveResponse {
+    canopy_api_types::updates::ApproveResponse {
         approved: outcome.approved.len() as u64,
         correlation_id: correlation,
         dry_run_commands: outcome.commands.iter().map(|c| c.id).collect(),
-    })
-    .expect("an approve response serialises")
+    }
+}
+
+/// [`approve_response`] as the JSON an `Idempotency-Key` stores.
+pub(crate) fn approve_response_json(
+    outcome: &ApproveOutcome,
+    correlation: CorrelationId,
+) -> Result<serde_json::Value> {
+    serde_json::to_value(approve_response(outcome, correlation))
+        .map_err(|e| StoreError::corrupt("idempotency_keys", format!("response: {e}")))
 }
 
 /// Everything the server persists. Split by capability into sub-traits; `Store` is

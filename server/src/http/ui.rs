@@ -97,24 +97,11 @@ async fn repair(
             req.manager.as_str()
         )));
     }
-    let cmd = state
-        .store
-        .enqueue_command(
-            NewCommand {
-                id: CommandId::new(),
-                host: id,
-                spec: CommandSpec::Repair {
-                    manager: req.manager,
-                },
-                correlation: CorrelationId::new(),
-                caused_by: None,
-                timeout_secs: state.settings.install_timeout_secs,
-            },
-            &op.actor(),
-        )
-        .await?;
-    state.wakeups.wake(id);
-    Ok(Json(cmd))
+    let spec = CommandSpec::Repair {
+        manager: req.manager,
+    };
+    let timeout = state.settings.install_timeout_secs;
+    queue_now(&state, id, spec, timeout, &op.actor()).await
 }
 
 async fn host_commands(
@@ -143,24 +130,28 @@ async fn scan_now(
     op: RequireRole<Operator>,
     Path(id): Path<HostId>,
 ) -> Result<Json<Command>> {
-    if state.store.get_host(id).await?.is_none() {
-        return Err(Error::NotFound(format!("host {id} not found")));
-    }
-    let cmd = state
-        .store
-        .enqueue_command(
-            NewCommand {
-                id: CommandId::new(),
-                host: id,
-                spec: CommandSpec::Scan,
-                correlation: CorrelationId::new(),
-                caused_by: None,
-                timeout_secs: state.settings.scan_timeout_secs,
-            },
-            &op.actor(),
-        )
-        .await?;
-    state.wakeups.wake(id);
+    let timeout = state.settings.scan_timeout_secs;
+    queue_now(&state, id, CommandSpec::Scan, timeout, &op.actor()).await
+}
+
+/// Queue `spec` for `host` (the store refuses a host that cannot run it) and wake its check-in.
+async fn queue_now(
+    state: &AppState,
+    host: HostId,
+    spec: CommandSpec,
+    timeout_secs: u32,
+    actor: &canopy_store::Actor,
+) -> Result<Json<Command>> {
+    let new = NewCommand {
+        id: CommandId::new(),
+        host,
+        spec,
+        correlation: CorrelationId::new(),
+        caused_by: None,
+        timeout_secs,
+    };
+    let cmd = state.store.enqueue_command(new, actor).await?;
+    state.wakeups.wake(host);
     Ok(Json(cmd))
 }
 
@@ -246,11 +237,7 @@ async fn approve(
     for c in &outcome.commands {
         state.wakeups.wake(c.host_id);
     }
-    Ok(Json(ApproveResponse {
-        approved: outcome.approved.len() as u64,
-        correlation_id: correlation,
-        dry_run_commands: outcome.commands.iter().map(|c| c.id).collect(),
-    }))
+    Ok(Json(canopy_store::approve_response(&outcome, correlation)))
 }
 
 async fn reject(

@@ -200,6 +200,44 @@ impl TestApp {
             .token
     }
 
+    /// The open update of `package` once an agent reported it (bounded wait).
+    pub async fn reported(&self, package: &str) -> canopy_api_types::updates::Update {
+        eventually(Duration::from_secs(120), || async {
+            self.admin
+                .updates(&canopy_api_types::updates::UpdateFilter {
+                    package: Some(package.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|u| u.package == package)
+        })
+        .await
+    }
+
+    /// Approve one update and wait for its dry-run to complete: its id and plan.
+    pub async fn dry_run(
+        &self,
+        update: &canopy_api_types::updates::Update,
+    ) -> (
+        canopy_api_types::CommandId,
+        Vec<canopy_api_types::commands::PlannedPackage>,
+    ) {
+        let approved = self.admin.approve(vec![update.id]).await.unwrap();
+        let id = approved.dry_run_commands[0];
+        let dry = self.finished_command(id, Duration::from_secs(90)).await;
+        assert_eq!(
+            dry.status,
+            canopy_api_types::commands::CommandStatus::Completed,
+            "dry-run of {} failed: {:?}",
+            update.package,
+            dry.result
+        );
+        (id, dry.result.unwrap().planned)
+    }
+
     /// The command once it reaches a terminal state (bounded wait).
     pub async fn finished_command(
         &self,

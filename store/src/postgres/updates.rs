@@ -160,7 +160,7 @@ impl UpdateStore for PgStore {
                 sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE actor = $1 AND key = $2")
                     .bind(&key.actor)
                     .bind(&key.key)
-                    .bind(crate::approve_response(&outcome, correlation))
+                    .bind(crate::approve_response_json(&outcome, correlation)?)
                     .execute(&mut *tx)
                     .await?;
             }

@@ -137,7 +137,7 @@ impl UpdateStore for SqliteStore {
         if outcome.approved.is_empty() {
             return Ok(Idempotent::Fresh(outcome));
         }
-        let response = crate::approve_response(&outcome, correlation);
+        let response = crate::approve_response_json(&outcome, correlation)?;
         sqlx::query(
             "INSERT INTO idempotency_keys (actor, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)",
         )

@@ -420,8 +420,11 @@ pub async fn approve_once_is_one_transaction(store: S) {
     }
     assert_eq!(fresh.len(), 1, "exactly one request approved");
     assert_eq!(replayed.len(), 3);
-    let answer =
-        canopy_store::approve_response(&fresh[0], fresh[0].approved[0].correlation_id.unwrap());
+    let answer = serde_json::to_value(canopy_store::approve_response(
+        &fresh[0],
+        fresh[0].approved[0].correlation_id.unwrap(),
+    ))
+    .unwrap();
     assert!(
         replayed.iter().all(|v| *v == answer),
         "{replayed:?} vs {answer}"
