@@ -319,6 +319,11 @@ pub fn run(args: &[&str]) -> Result<()> {
     );
     loop {
         if let Some(status) = server.try_wait()? {
+            // Ctrl-C reaches the server too (one process group): a clean exit is a stop.
+            if status.success() {
+                eprintln!("xtask: canopy stopped");
+                return Ok(());
+            }
             bail!(
                 "canopy serve exited ({status}); see {}/server.log",
                 dir.display()

@@ -272,12 +272,26 @@ pub async fn run(cmd: RemoteCommand) -> anyhow::Result<()> {
                 .await?;
             print(common.json, &c, |c| {
                 println!(
-                    "{} {} on {}: {}",
+                    "{} {} on {}: {}{}",
                     c.spec.kind(),
                     c.id,
                     c.host_id,
-                    c.status.as_str()
+                    c.status.as_str(),
+                    match (c.overdue_at.is_some(), c.late) {
+                        (_, true) => " (late: its result came after the deadline)",
+                        (true, false) => " (overdue: past its deadline, left to finish)",
+                        _ => "",
+                    }
                 );
+                if let canopy_api_types::commands::CommandSpec::Install { pinned, .. } = &c.spec {
+                    let pins: Vec<String> = pinned
+                        .iter()
+                        .map(|p| format!("{}={}", p.package, p.to_version))
+                        .collect();
+                    if !pins.is_empty() {
+                        println!("pinned to the dry-run's plan: {}", pins.join(" "));
+                    }
+                }
                 if let Some(r) = &c.result {
                     if !r.summary.is_empty() {
                         println!("{}", r.summary);
