@@ -435,6 +435,16 @@ impl Agent {
                 self.rescan(self.cfg.refresh_before_scan, timeout).await;
                 scan_result(&self.cache)
             }
+            CommandSpec::Health { .. } => CommandResult {
+                exit_code: -1,
+                success: false,
+                stdout: String::new(),
+                stderr: "health checks are not built into this agent yet".into(),
+                planned: vec![],
+                removed: vec![],
+                summary: "health check not supported".into(),
+                health: None,
+            },
             // Each package goes to the manager that reported it in the last scan.
             CommandSpec::DryRun { packages } => {
                 match actions::route(packages, &self.managers, self.cache.report.as_ref()) {
@@ -530,6 +540,7 @@ pub fn scan_result(cache: &Cache) -> CommandResult {
             planned: vec![],
             removed: vec![],
             summary: "scan failed".into(),
+            health: None,
         };
     };
     let sec = r
@@ -559,6 +570,7 @@ pub fn scan_result(cache: &Cache) -> CommandResult {
                 ""
             }
         ),
+        health: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Commands the server queues for an agent, and what the agent reports back.
 
+use crate::bulk::{HealthCheck, HealthReport};
 use crate::updates::PackageManager;
 use crate::{CommandId, CorrelationId, HostId};
 use chrono::{DateTime, Utc};
@@ -30,6 +31,13 @@ pub enum CommandSpec {
     /// Repair an interrupted package database (`dpkg --configure -a`, `apk fix`), as the
     /// agent's host health proposed it ([`PackageDbIssue::repair`](crate::agent::PackageDbIssue)).
     Repair { manager: PackageManager },
+    /// Report the host's health (failed systemd units, reboot required, services to
+    /// restart) and run these checks inside the guest; the answer is in
+    /// [`CommandResult::health`]. Read-only.
+    Health {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<HealthCheck>,
+    },
 }
 
 impl CommandSpec {
@@ -39,6 +47,7 @@ impl CommandSpec {
             Self::DryRun { .. } => "dry_run",
             Self::Install { .. } => "install",
             Self::Repair { .. } => "repair",
+            Self::Health { .. } => "health",
         }
     }
 }
@@ -127,6 +136,9 @@ pub struct CommandResult {
     /// A short human-readable summary ("3 upgraded, 1 newly installed").
     #[serde(default)]
     pub summary: String,
+    /// For health commands: what the agent found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthReport>,
 }
 
 /// A command as the agent receives it.

@@ -4,6 +4,7 @@
 //! operation as it stands, one `item` event per item change, then one `done` event carrying
 //! the whole operation).
 
+use crate::bulk::{UpdateItemDetail, UpdateOperationDetail};
 use crate::clusters::SkippedTarget;
 use crate::ids::{GuestId, HostId, OperationId};
 use chrono::{DateTime, Utc};
@@ -102,37 +103,61 @@ pub struct DeployTarget {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OperationState {
+    /// An update operation refreshes and dry-runs its targets (§2.6).
+    Planning,
+    /// The plan is ready; nothing changes before an operator approves its fingerprint.
+    AwaitingApproval,
     Running,
+    /// No new guest starts (a canary failed its health gate, or an operator paused it);
+    /// guests in flight finish.
+    Paused,
+    /// Cancelled while guests were in flight: they finish, no other starts.
+    Cancelling,
     /// Every item succeeded (or was skipped).
     Succeeded,
     /// Some items failed, some succeeded.
     Partial,
     /// No item succeeded, or the operation itself failed (e.g. the server restarted).
     Failed,
+    /// Cancelled by an operator: items that had not started never will.
+    Cancelled,
 }
 
 impl OperationState {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Planning => "planning",
+            Self::AwaitingApproval => "awaiting_approval",
             Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Cancelling => "cancelling",
             Self::Succeeded => "succeeded",
             Self::Partial => "partial",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "planning" => Some(Self::Planning),
+            "awaiting_approval" => Some(Self::AwaitingApproval),
             "running" => Some(Self::Running),
+            "paused" => Some(Self::Paused),
+            "cancelling" => Some(Self::Cancelling),
             "succeeded" => Some(Self::Succeeded),
             "partial" => Some(Self::Partial),
             "failed" => Some(Self::Failed),
+            "cancelled" => Some(Self::Cancelled),
             _ => None,
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        self != Self::Running
+        matches!(
+            self,
+            Self::Succeeded | Self::Partial | Self::Failed | Self::Cancelled
+        )
     }
 }
 
@@ -144,6 +169,8 @@ pub enum ItemState {
     Running,
     Succeeded,
     Failed,
+    /// Never started: its operation was cancelled first.
+    Cancelled,
 }
 
 impl ItemState {
@@ -153,6 +180,7 @@ impl ItemState {
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -162,12 +190,13 @@ impl ItemState {
             "running" => Some(Self::Running),
             "succeeded" => Some(Self::Succeeded),
             "failed" => Some(Self::Failed),
+            "cancelled" => Some(Self::Cancelled),
             _ => None,
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 }
 
@@ -188,6 +217,11 @@ pub enum DeployOutcome {
     Uninstalled,
     /// Uninstall found no agent.
     Absent,
+    /// Update: the planned packages are installed and the guest passed its health gate.
+    Updated,
+    /// Update: the install or the health gate failed and the guest was rolled back to its
+    /// snapshot (the item is `failed`; its message says why).
+    RolledBack,
 }
 
 impl DeployOutcome {
@@ -199,6 +233,8 @@ impl DeployOutcome {
             Self::Unchanged => "unchanged",
             Self::Uninstalled => "uninstalled",
             Self::Absent => "absent",
+            Self::Updated => "updated",
+            Self::RolledBack => "rolled_back",
         }
     }
 
@@ -210,6 +246,8 @@ impl DeployOutcome {
             "unchanged" => Some(Self::Unchanged),
             "uninstalled" => Some(Self::Uninstalled),
             "absent" => Some(Self::Absent),
+            "updated" => Some(Self::Updated),
+            "rolled_back" => Some(Self::RolledBack),
             _ => None,
         }
     }
@@ -243,6 +281,9 @@ pub struct OperationItem {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// Update operations: the guest's plan, snapshot, health and steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateItemDetail>,
 }
 
 impl OperationItem {
@@ -268,6 +309,7 @@ impl OperationItem {
             run_as: None,
             started_at: None,
             finished_at: None,
+            update: None,
         }
     }
 }
@@ -277,7 +319,7 @@ impl OperationItem {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Operation {
     pub id: OperationId,
-    /// `deploy` | `uninstall` (later: update actions).
+    /// `deploy` | `uninstall` | `update`.
     pub action: String,
     pub selector: String,
     pub state: OperationState,
@@ -289,6 +331,9 @@ pub struct Operation {
     /// Targets left out, with the reason (templates, stopped guests, VMs without direct SSH).
     #[serde(default)]
     pub skipped: Vec<SkippedTarget>,
+    /// Update operations: options, the plan's fingerprint, approval, pause reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateOperationDetail>,
 }
 
 impl Operation {

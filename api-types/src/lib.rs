@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod bulk;
 pub mod clusters;
 pub mod commands;
 pub mod deploy;

@@ -19,6 +19,7 @@ fn ok_result(planned: Vec<PlannedPackage>) -> CommandResult {
         planned,
         removed: Vec::new(),
         summary: "ok".into(),
+        health: None,
     }
 }
 

@@ -8,7 +8,7 @@ use canopy_api_types::commands::{CommandResult, CommandSpec, CommandStatus, Plan
 /// The packages a command carries (none for a scan or a repair).
 pub fn carried_packages(spec: &CommandSpec) -> &[String] {
     match spec {
-        CommandSpec::Scan | CommandSpec::Repair { .. } => &[],
+        CommandSpec::Scan | CommandSpec::Repair { .. } | CommandSpec::Health { .. } => &[],
         CommandSpec::DryRun { packages } | CommandSpec::Install { packages, .. } => packages,
     }
 }
@@ -32,6 +32,12 @@ pub fn retry_spec(old: &CommandSpec, packages: Vec<String>) -> (CommandSpec, Opt
     match old {
         CommandSpec::Scan => (CommandSpec::Scan, None),
         CommandSpec::Repair { manager } => (CommandSpec::Repair { manager: *manager }, None),
+        CommandSpec::Health { checks } => (
+            CommandSpec::Health {
+                checks: checks.clone(),
+            },
+            None,
+        ),
         CommandSpec::DryRun { .. } => (CommandSpec::DryRun { packages }, Some("dry_run")),
         CommandSpec::Install { pinned, .. } => {
             let pinned: Vec<PlannedPackage> = pinned
@@ -51,7 +57,7 @@ pub fn retry_spec(old: &CommandSpec, packages: Vec<String>) -> (CommandSpec, Opt
 /// commands that carry no rows.
 pub fn row_transition(spec: &CommandSpec, success: bool) -> Option<(&'static str, &'static str)> {
     match (spec, success) {
-        (CommandSpec::Scan | CommandSpec::Repair { .. }, _) => None,
+        (CommandSpec::Scan | CommandSpec::Repair { .. } | CommandSpec::Health { .. }, _) => None,
         (CommandSpec::DryRun { .. }, true) => Some(("dry_run", "awaiting_confirmation")),
         (CommandSpec::DryRun { .. }, false) => Some(("dry_run", "failed")),
         (CommandSpec::Install { .. }, true) => Some(("installing", "installed")),
@@ -183,6 +189,7 @@ mod tests {
             planned: vec![planned("a", true), planned("dep", false)],
             removed: vec![],
             summary: String::new(),
+            health: None,
         };
         let CommandSpec::Install { pinned, .. } = install_spec(vec!["a".into()], Some(&result))
         else {

@@ -6,7 +6,7 @@
 //! to the guest and, once known, to the host, with the operation's id as correlation id,
 //! so a guest's history shows every deploy that touched it.
 
-use crate::{Actor, ItemUpdate, NewOperation, Result};
+use crate::{Actor, ItemUpdate, NewOperation, OperationTransition, Result};
 use async_trait::async_trait;
 use canopy_api_types::deploy::{Operation, OperationItem, OperationState, SshHostKey};
 use canopy_api_types::OperationId;
@@ -32,7 +32,7 @@ pub trait SshKeyStore {
 
 #[async_trait]
 pub trait OperationStore {
-    /// Store a new operation (state `running`, `created_by` = the actor) with its items in
+    /// Store a new operation (state `new.state`, `created_by` = the actor) with its items in
     /// the given order. Errors: `Conflict` for a known id or a target listed twice;
     /// `NotFound` when an item names a guest or host that is not known (any more).
     /// Event `operation.created` (subject `operation/{id}`).
@@ -61,9 +61,25 @@ pub trait OperationStore {
     async fn get_operation(&self, id: OperationId) -> Result<Option<Operation>>;
     /// The newest `limit` operations with their items (two queries, no N+1).
     async fn list_operations(&self, limit: u32) -> Result<Vec<Operation>>;
-    /// At start-up: every operation still `running` becomes `failed`, and its items that
-    /// had not ended fail with [`INTERRUPTED_MESSAGE`] (events as for
+    /// At start-up: every deploy or uninstall operation still `running` becomes `failed`,
+    /// and its items that had not ended fail with [`INTERRUPTED_MESSAGE`] (events as for
     /// [`update_operation_item`](Self::update_operation_item) and `finish_operation`,
-    /// actor `system`). Returns how many operations failed.
+    /// actor `system`). Update operations are left alone: the engine resumes them
+    /// ([`unfinished_operations`](Self::unfinished_operations)). Returns how many
+    /// operations failed.
     async fn fail_interrupted_operations(&self, now: DateTime<Utc>) -> Result<u64>;
+    /// Move a whole operation between states (see [`OperationTransition`]) and write its
+    /// event (subject `operation/{id}`, correlation the operation) in one transaction; a
+    /// terminal `to` sets `finished_at` (and items not ended are left as they are: end them
+    /// first). Errors: `NotFound`; `Conflict` when its state is not in `from` or the
+    /// fingerprint differs.
+    async fn transition_operation(
+        &self,
+        id: OperationId,
+        change: OperationTransition,
+        actor: &Actor,
+    ) -> Result<Operation>;
+    /// Operations of `action` not ended yet (any state but terminal ones), oldest first,
+    /// with their items: what a restarted server resumes.
+    async fn unfinished_operations(&self, action: &str) -> Result<Vec<Operation>>;
 }

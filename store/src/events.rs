@@ -47,6 +47,7 @@ pub const SSH_HOST_KEY_FORGOTTEN: &str = "ssh.host_key_forgotten";
 pub const OPERATION_CREATED: &str = "operation.created";
 pub const OPERATION_ITEM_SUCCEEDED: &str = "operation.item_succeeded";
 pub const OPERATION_ITEM_FAILED: &str = "operation.item_failed";
+pub const OPERATION_ITEM_CANCELLED: &str = "operation.item_cancelled";
 pub const OPERATION_FINISHED: &str = "operation.finished";
 // The inventory's events are named like `canopy_inventory::reconcile` names its changes.
 pub const CLUSTER_ADDED: &str = "cluster_added";

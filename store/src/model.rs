@@ -1,9 +1,10 @@
 //! Inputs and outcomes of the store's use-case methods.
 
 use canopy_api_types::agent::{HostFacts, RejectedRow, ScannerError};
+use canopy_api_types::bulk::{UpdateItemDetail, UpdateOperationDetail};
 use canopy_api_types::clusters::SkippedTarget;
 use canopy_api_types::commands::{Command, CommandSpec};
-use canopy_api_types::deploy::{DeployOutcome, ItemState, OperationItem};
+use canopy_api_types::deploy::{DeployOutcome, ItemState, OperationItem, OperationState};
 use canopy_api_types::updates::{PackageManager, PackageUpdate, Update};
 use canopy_api_types::*;
 use chrono::{DateTime, Utc};
@@ -197,12 +198,16 @@ pub struct NewEvent {
     pub payload: serde_json::Value,
 }
 
-/// A bulk operation to start (state `running`).
+/// A bulk operation to start.
 #[derive(Debug, Clone)]
 pub struct NewOperation {
     pub id: OperationId,
-    /// `deploy` | `uninstall`.
+    /// `deploy` | `uninstall` | `update`.
     pub action: String,
+    /// `running` for deploys; `planning` for updates.
+    pub state: OperationState,
+    /// Update operations: options (and later the fingerprint, approval, pause reason).
+    pub update: Option<UpdateOperationDetail>,
     pub selector: String,
     /// The targets, in the order they are shown (kept as `position`).
     pub items: Vec<OperationItem>,
@@ -212,7 +217,7 @@ pub struct NewOperation {
 }
 
 /// The progress of one item: `state`, `step`, `outcome` and `message` replace the stored
-/// ones; `host_id` and `run_as` only when `Some`.
+/// ones; `host_id`, `run_as` and `update` only when `Some`.
 #[derive(Debug, Clone)]
 pub struct ItemUpdate {
     pub state: ItemState,
@@ -221,7 +226,35 @@ pub struct ItemUpdate {
     pub message: Option<String>,
     pub host_id: Option<HostId>,
     pub run_as: Option<String>,
+    /// Update operations: the item's detail (plan, snapshot, steps), replacing the stored one.
+    pub update: Option<UpdateItemDetail>,
+    /// An event written in the same transaction (subject the target, linked to the item's
+    /// guest and host, correlation the operation), besides the end-of-item event.
+    pub event: Option<OperationEvent>,
     /// `started_at` on the first move to `running`, `finished_at` on a terminal state.
+    pub at: DateTime<Utc>,
+}
+
+/// An event an operation's engine asks the store to write with a change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationEvent {
+    /// `operation.item_step`, `operation.approved`, `operation.paused`, …
+    pub event_type: String,
+    pub payload: serde_json::Value,
+}
+
+/// A change of a whole operation's state ([`OperationStore::transition_operation`]).
+#[derive(Debug, Clone)]
+pub struct OperationTransition {
+    /// The states it may be in; any other is a `Conflict` naming the state it is in.
+    pub from: Vec<OperationState>,
+    pub to: OperationState,
+    /// When `Some`, the stored fingerprint of the plan must be this one (`Conflict`
+    /// otherwise: the plan changed since the client looked).
+    pub expect_fingerprint: Option<String>,
+    /// Replaces the stored detail when `Some`.
+    pub update: Option<UpdateOperationDetail>,
+    pub event: OperationEvent,
     pub at: DateTime<Utc>,
 }
 
@@ -235,6 +268,8 @@ impl ItemUpdate {
             message: None,
             host_id: None,
             run_as: None,
+            update: None,
+            event: None,
             at,
         }
     }
@@ -248,6 +283,8 @@ impl ItemUpdate {
             message: Some(message),
             host_id: None,
             run_as: None,
+            update: None,
+            event: None,
             at,
         }
     }

@@ -96,6 +96,7 @@ pub(crate) fn item_event(
     let event_type = match item.state {
         ItemState::Succeeded => events::OPERATION_ITEM_SUCCEEDED,
         ItemState::Failed => events::OPERATION_ITEM_FAILED,
+        ItemState::Cancelled => events::OPERATION_ITEM_CANCELLED,
         ItemState::Queued | ItemState::Running => return None,
     };
     let ev = operation_event(
@@ -232,6 +233,8 @@ mod tests {
             host_id: None,
             run_as: None,
             at,
+            event: None,
+            update: None,
         }
     }
 

@@ -93,6 +93,7 @@ pub(crate) fn failed(exit_code: i32, stderr: String, summary: String) -> Command
         planned: Vec::new(),
         removed: Vec::new(),
         summary,
+        health: None,
     }
 }
 
@@ -194,6 +195,7 @@ pub(crate) fn merge(results: Vec<(PackageManager, CommandResult)>) -> CommandRes
             .map(|(m, r)| format!("{}: {}", m.as_str(), r.summary))
             .collect::<Vec<_>>()
             .join("; "),
+        health: None,
     }
 }
 
@@ -217,6 +219,7 @@ pub(crate) fn process_failure(e: ProcessError) -> CommandResult {
         planned: Vec::new(),
         removed: Vec::new(),
         summary: msg,
+        health: None,
     }
 }
 
@@ -234,6 +237,7 @@ pub(crate) fn result_from(
         removed: plan.as_ref().map(|p| p.removed.clone()).unwrap_or_default(),
         planned: plan.map(|p| p.packages).unwrap_or_default(),
         summary,
+        health: None,
     }
 }
 
@@ -406,6 +410,7 @@ mod tests {
             }],
             removed: vec![],
             summary: "1 upgraded".into(),
+            health: None,
         };
         let bad = failed(1, "dnf broke".into(), "dry-run failed".into());
         let m = merge(vec![

@@ -133,6 +133,8 @@ impl Deployer {
                     items: planned.iter().map(|p| p.item.clone()).collect(),
                     skipped: preview.skipped.clone(),
                     created_at: chrono::Utc::now(),
+                    state: canopy_api_types::deploy::OperationState::Running,
+                    update: None,
                 },
                 &actor,
             )
@@ -278,6 +280,8 @@ impl Deployer {
                 host_id: done.host_id,
                 run_as: done.run_as.clone(),
                 at: chrono::Utc::now(),
+                event: None,
+                update: None,
             },
             Err(e) => ItemUpdate::failed(format!("{e:#}"), chrono::Utc::now()),
         };
@@ -429,6 +433,8 @@ impl Deployer {
                         host_id: None,
                         run_as: None,
                         at: chrono::Utc::now(),
+                        event: None,
+                        update: None,
                     };
                     let stream = self.stream(id);
                     let _ =

@@ -139,6 +139,8 @@ mod tests {
                     items: vec![item],
                     skipped: vec![],
                     created_at: chrono::Utc::now(),
+                    state: canopy_api_types::deploy::OperationState::Running,
+                    update: None,
                 },
                 &Actor::System,
             )
@@ -175,6 +177,8 @@ mod tests {
             host_id: None,
             run_as: None,
             at: chrono::Utc::now(),
+            event: None,
+            update: None,
         }
     }
 

@@ -245,6 +245,7 @@ pub(super) fn operation(row: &PgRow) -> Result<Operation> {
         finished_at: row.try_get("finished_at")?,
         items: Vec::new(),
         skipped: json_col(row, T, "skipped")?,
+        update: None,
     })
 }
 
@@ -271,6 +272,7 @@ pub(super) fn operation_item(row: &PgRow) -> Result<(OperationId, OperationItem)
         run_as: row.try_get("run_as")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        update: None,
     };
     Ok((OperationId(row.try_get("operation_id")?), item))
 }

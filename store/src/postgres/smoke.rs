@@ -84,6 +84,7 @@ fn ok_result() -> CommandResult {
         planned: vec![],
         removed: vec![],
         summary: "done".into(),
+        health: None,
     }
 }
 

@@ -217,6 +217,19 @@ impl OperationStore for SqliteStore {
         Ok(ops)
     }
 
+    async fn transition_operation(
+        &self,
+        _id: OperationId,
+        _change: crate::OperationTransition,
+        _actor: &Actor,
+    ) -> Result<Operation> {
+        Err(StoreError::Conflict("STUB: transition_operation".into()))
+    }
+
+    async fn unfinished_operations(&self, _action: &str) -> Result<Vec<Operation>> {
+        Err(StoreError::Conflict("STUB: unfinished_operations".into()))
+    }
+
     async fn fail_interrupted_operations(&self, now: DateTime<Utc>) -> Result<u64> {
         let now = micros(now);
         let mut tx = self.begin_immediate().await?;

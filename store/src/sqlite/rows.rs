@@ -355,6 +355,7 @@ pub(super) fn operation(row: &SqliteRow) -> R<Operation> {
         finished_at: opt_time(row, T, "finished_at")?,
         items: Vec::new(),
         skipped: json_col(row, T, "skipped")?,
+        update: None,
     })
 }
 
@@ -382,6 +383,7 @@ pub(super) fn operation_item(row: &SqliteRow) -> R<(OperationId, OperationItem)>
         run_as: opt_text(row, T, "run_as")?,
         started_at: opt_time(row, T, "started_at")?,
         finished_at: opt_time(row, T, "finished_at")?,
+        update: None,
     };
     Ok((id(row, T, "operation_id")?, item))
 }

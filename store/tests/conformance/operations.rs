@@ -37,6 +37,8 @@ fn new_op(items: Vec<OperationItem>, created_at: DateTime<Utc>) -> NewOperation 
             reason: "template".into(),
         }],
         created_at,
+        state: canopy_api_types::deploy::OperationState::Running,
+        update: None,
     }
 }
 
@@ -49,6 +51,8 @@ fn upd(state: ItemState, step: &str, at: DateTime<Utc>) -> ItemUpdate {
         host_id: None,
         run_as: None,
         at,
+        event: None,
+        update: None,
     }
 }
 

@@ -127,6 +127,7 @@ pub fn ok(planned: Vec<PlannedPackage>) -> CommandResult {
         planned,
         removed: Vec::new(),
         summary: "ok".into(),
+        health: None,
     }
 }
 
@@ -139,6 +140,7 @@ pub fn failed() -> CommandResult {
         planned: vec![],
         removed: vec![],
         summary: "failed".into(),
+        health: None,
     }
 }
 
