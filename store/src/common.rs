@@ -78,8 +78,15 @@ impl PreparedEvent {
     }
 }
 
-/// Statuses from which a row may be approved.
-pub const APPROVABLE: [UpdateStatus; 2] = [UpdateStatus::Pending, UpdateStatus::Failed];
+/// Statuses from which a row may be approved. Approving a row whose dry-run is awaiting
+/// confirmation supersedes that dry-run: its rows now belong to the new one, so confirming the
+/// old one is a conflict ("its rows changed since"). A plan that was never confirmed is
+/// planned again, never stuck.
+pub const APPROVABLE: [UpdateStatus; 3] = [
+    UpdateStatus::Pending,
+    UpdateStatus::Failed,
+    UpdateStatus::AwaitingConfirmation,
+];
 
 /// Why an update id could not be approved.
 pub fn skip_reason(status: UpdateStatus, held: bool) -> String {

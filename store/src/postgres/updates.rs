@@ -318,7 +318,7 @@ async fn approve_in(
         "UPDATE updates u SET status = 'dry_run', fingerprint = v.fp, command_id = v.cmd, \
          correlation_id = $4, updated_at = $5 \
          FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) AS v(id, fp, cmd) \
-         WHERE u.id = v.id AND u.status IN ('pending', 'failed') AND NOT u.held \
+         WHERE u.id = v.id AND u.status IN ('pending', 'failed', 'awaiting_confirmation') AND NOT u.held \
          RETURNING u.id, u.host_id, u.package",
     )
     .bind(&todo_ids)

@@ -311,7 +311,7 @@ async fn approve_in(
             .push(", updated_at = ")
             .push_bind(ts(now))
             .push(
-                " FROM v WHERE updates.id = v.id AND updates.status IN ('pending', 'failed') \
+                " FROM v WHERE updates.id = v.id AND updates.status IN ('pending', 'failed', 'awaiting_confirmation') \
                  AND updates.held = 0 RETURNING id, host_id, package",
             );
         for r in qb.build().fetch_all(&mut **tx).await? {
