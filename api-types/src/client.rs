@@ -2,6 +2,7 @@
 
 use crate::agent::*;
 use crate::auth::*;
+use crate::bulk::{ApproveOperation, UpdateRequest};
 use crate::clusters::*;
 use crate::commands::{Command, HeartbeatAck, StartAccepted};
 use crate::deploy::*;
@@ -243,6 +244,33 @@ impl Client {
 
     pub async fn forget_host_key(&self, address: &str) -> Result<serde_json::Value, ClientError> {
         self.delete(&format!("/agents/host-keys/{}", path_segment(address)))
+            .await
+    }
+
+    /// Plans an update of every guest `req.selector` resolves to; returns at once (planning).
+    pub async fn start_update(&self, req: &UpdateRequest) -> Result<Operation, ClientError> {
+        self.post("/operations/update", req).await
+    }
+
+    /// Approves an update operation's plan; 409 when its fingerprint is no longer `fingerprint`.
+    pub async fn approve_operation(
+        &self,
+        id: OperationId,
+        fingerprint: &str,
+    ) -> Result<Operation, ClientError> {
+        let body = ApproveOperation {
+            fingerprint: fingerprint.to_string(),
+        };
+        self.post(&format!("/operations/{id}/approve"), &body).await
+    }
+
+    /// `pause`, `resume` or `cancel` an update operation.
+    pub async fn control_operation(
+        &self,
+        id: OperationId,
+        verb: &str,
+    ) -> Result<Operation, ClientError> {
+        self.post(&format!("/operations/{id}/{verb}"), &serde_json::json!({}))
             .await
     }
 

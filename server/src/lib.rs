@@ -7,11 +7,13 @@ pub mod deploy;
 pub mod discovery;
 pub mod error;
 pub mod http;
+pub mod operations;
 pub mod pipeline;
 pub mod settings;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod update;
 
 use anyhow::Context;
 use settings::Settings;
@@ -75,6 +77,12 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<AppState> {
             "operations left running by the previous run marked failed"
         );
     }
+    // Update operations pick up where they were (every step is recorded before it starts).
+    state
+        .updater
+        .resume_unfinished()
+        .await
+        .context("cannot resume the update operations a previous run left unfinished")?;
     Ok(state)
 }
 

@@ -86,6 +86,8 @@ pub struct Settings {
     pub node_updates_interval_secs: u64,
     /// Agent delivery over SSH (`canopy agent deploy`).
     pub deploy: DeploySettings,
+    /// Bulk update operations (`canopy update SELECTOR`).
+    pub update: UpdateSettings,
     #[serde(skip_serializing)]
     pub admin_password: Option<Secret>,
 }
@@ -131,6 +133,34 @@ pub struct DeploySettings {
     /// Deploying and uninstalling agents runs commands as root on every node over SSH, so
     /// only admins may, unless this lets operators too.
     pub operators_may_deploy: bool,
+}
+
+/// `[update]`: bulk update operations (docs/design.md §2.6).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateSettings {
+    /// Guests updated at once, when an operation does not say.
+    pub concurrency: usize,
+    /// Guests of one node updated at once, when an operation does not say.
+    pub per_node_concurrency: usize,
+    /// Canopy's own snapshots kept per guest; older ones are deleted after a success.
+    pub snapshots_kept: usize,
+    /// Seconds a guest's agent may take to come back (after a reboot or a rollback).
+    pub agent_back_timeout_secs: u64,
+    /// Seconds a PVE task (snapshot, rollback, start, reboot) may take.
+    pub pve_task_timeout_secs: u64,
+}
+
+impl Default for UpdateSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            per_node_concurrency: 2,
+            snapshots_kept: 3,
+            agent_back_timeout_secs: 300,
+            pve_task_timeout_secs: 600,
+        }
+    }
 }
 
 /// One guest reached by SSH directly.
@@ -222,6 +252,7 @@ impl Default for Settings {
             pve_timeout_secs: 15,
             node_updates_interval_secs: 3600,
             deploy: DeploySettings::default(),
+            update: UpdateSettings::default(),
             admin_password: None,
         }
     }

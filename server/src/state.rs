@@ -4,6 +4,8 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::rate_limit::RateLimiter;
 use crate::auth::sealed::Sealer;
 use crate::deploy::Deployer;
+use crate::operations::Engine;
+use crate::update::Updater;
 use crate::discovery::Discovery;
 use crate::http::client_ip::TrustedProxies;
 use crate::settings::Settings;
@@ -32,6 +34,10 @@ pub struct AppState {
     pub discovery: Arc<Discovery>,
     /// Agent delivery over SSH (operations, agentless scans).
     pub deployer: Arc<Deployer>,
+    /// Bulk update operations.
+    pub updater: Arc<Updater>,
+    /// What every operation shares: item streams and guest locks.
+    pub engine: Arc<Engine>,
     /// The certificate served; `None` for plain HTTP.
     pub tls: Option<Arc<Served>>,
     /// Set when the server stops: held requests answer at once.
@@ -52,20 +58,31 @@ impl AppState {
         // trusts nobody.
         let trusted_proxies = Arc::new(settings.trusted_proxies().unwrap_or_default());
         let fingerprint = tls.as_ref().map(|t| t.identity.fingerprint());
+        let engine = Arc::new(Engine::default());
+        let wakeups = Arc::new(Wakeups::default());
         Self {
             deployer: Arc::new(Deployer::new(
                 store.clone(),
                 discovery.clone(),
                 &settings,
                 fingerprint,
+                engine.clone(),
             )),
+            updater: Arc::new(Updater::new(
+                store.clone(),
+                discovery.clone(),
+                wakeups.clone(),
+                engine.clone(),
+                &settings,
+            )),
+            engine,
             tls: tls.map(Arc::new),
             shutdown: Shutdown::default(),
             discovery,
             store,
             settings: Arc::new(settings),
             jwt,
-            wakeups: Arc::new(Wakeups::default()),
+            wakeups,
             login_limiter: Arc::new(RateLimiter::new(per_minute)),
             login_name_limiter: Arc::new(RateLimiter::new(per_minute)),
             register_limiter: Arc::new(RateLimiter::new(per_minute)),

@@ -59,8 +59,10 @@ pub struct DeployArgs {
 pub struct OperationArgs {
     #[command(flatten)]
     common: Common,
-    /// Show one operation; without it, the recent ones.
-    id: Option<OperationId>,
+    /// `ID` shows one operation (without it, the recent ones); `pause ID`, `resume ID`,
+    /// `cancel ID` control an update operation.
+    #[arg(num_args = 0..=2, value_name = "[VERB] ID")]
+    args: Vec<String>,
 }
 
 pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
@@ -192,12 +194,23 @@ async fn deploy(args: DeployArgs, action: DeployAction) -> anyhow::Result<()> {
 /// `canopy operation [ID]`.
 pub async fn operation(args: OperationArgs) -> anyhow::Result<()> {
     let client = session::client(args.common.server.as_deref()).await?;
-    match args.id {
-        Some(id) => {
-            let op = client.operation(id).await?;
+    let parse = |s: &str| -> anyhow::Result<OperationId> {
+        s.parse()
+            .map_err(|_| anyhow::anyhow!("{s:?} is not an operation id"))
+    };
+    match args.args.as_slice() {
+        [verb, id] => {
+            if !matches!(verb.as_str(), "pause" | "resume" | "cancel") {
+                bail!("{verb:?}: use pause, resume or cancel");
+            }
+            let op = client.control_operation(parse(id)?, verb).await?;
             print(args.common.json, &op, show_operation)
         }
-        None => {
+        [id] => {
+            let op = client.operation(parse(id)?).await?;
+            print(args.common.json, &op, show_operation)
+        }
+        _ => {
             let ops = client.operations(20).await?;
             print(args.common.json, &ops, |ops| {
                 for o in ops {
@@ -215,7 +228,7 @@ pub async fn operation(args: OperationArgs) -> anyhow::Result<()> {
     }
 }
 
-fn show_operation(op: &Operation) {
+pub(super) fn show_operation(op: &Operation) {
     let (_, _, ok, failed) = op.tally();
     println!(
         "operation {} ({} {}): {}, {ok} ok, {failed} failed",
@@ -248,14 +261,14 @@ fn show_operation(op: &Operation) {
 
 /// One line on a terminal (`[#####-----] 3/6 ct103: push`), rewritten in place; plain lines
 /// per finished item otherwise.
-struct Progress {
+pub(super) struct Progress {
     total: usize,
     finished: std::collections::BTreeSet<String>,
     tty: bool,
 }
 
 impl Progress {
-    fn new(op: &Operation) -> Self {
+    pub(super) fn new(op: &Operation) -> Self {
         Self {
             total: op.items.len(),
             finished: Default::default(),
@@ -263,7 +276,7 @@ impl Progress {
         }
     }
 
-    fn update(&mut self, item: &OperationItem) {
+    pub(super) fn update(&mut self, item: &OperationItem) {
         let done = item.state.is_terminal();
         if done {
             self.finished.insert(item.target.clone());
@@ -295,7 +308,7 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if self.tty {
             eprintln!();
         }

@@ -11,6 +11,7 @@ mod password;
 mod remote;
 mod session;
 mod trust;
+mod update;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -57,8 +58,12 @@ pub enum Command {
     /// Agents in the guests: deploy over SSH, uninstall, agentless scans, SSH keys.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
-    /// A deploy operation (or the recent ones), per guest.
+    /// An operation (or the recent ones), per guest; `operation pause|resume|cancel ID`
+    /// controls an update operation.
     Operation(agent::OperationArgs),
+    /// Update every guest a selector resolves to, as one operation: plan (the blast radius),
+    /// approve, snapshot, canary, health check, rollback.
+    Update(update::UpdateArgs),
     /// The inventory tree (cluster → node → guest), whole or by selector; --preview shows
     /// what an action would touch.
     Tree(cluster::TreeArgs),
@@ -141,6 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tree(args) => cluster::tree(args).await,
         Command::Agent(cmd) => agent::run(cmd).await,
         Command::Operation(args) => agent::operation(args).await,
+        Command::Update(args) => update::run(args).await,
         Command::Discover(args) => discover::run(args).await,
         Command::Host(cmd) => hosts::run(cmd).await,
         Command::Login(args) => remote::login(args).await,

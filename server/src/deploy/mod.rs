@@ -12,16 +12,15 @@
 pub mod address;
 pub mod agentless;
 mod enrol;
-pub mod guest_lock;
 mod keys;
 mod plan;
-mod record;
 pub mod shell;
 pub mod ssh;
 pub mod steps;
 
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
+use crate::operations::{guest_lock, record, Engine};
 use crate::settings::{DeploySettings, Settings};
 use canopy_api_types::deploy::{
     DeployAction, DeployPreview, DeployRequest, ItemState, Operation, OperationItem, OperationState,
@@ -49,11 +48,10 @@ pub struct Deployer {
     server_fingerprint: Option<canopy_tls::Fingerprint>,
     data_dir: PathBuf,
     agent: Mutex<Option<Arc<AgentBinary>>>,
-    streams: Mutex<HashMap<OperationId, broadcast::Sender<OperationItem>>>,
+    engine: Arc<Engine>,
     staging: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     node_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     global: Arc<Semaphore>,
-    guests: guest_lock::GuestLocks,
 }
 
 impl std::fmt::Debug for Deployer {
@@ -68,6 +66,7 @@ impl Deployer {
         discovery: Arc<Discovery>,
         settings: &Settings,
         server_fingerprint: Option<canopy_tls::Fingerprint>,
+        engine: Arc<Engine>,
     ) -> Self {
         Self {
             store,
@@ -77,10 +76,9 @@ impl Deployer {
             server_fingerprint,
             data_dir: settings.data_dir.clone(),
             agent: Mutex::new(None),
-            streams: Mutex::new(HashMap::new()),
+            engine,
             staging: Mutex::new(HashMap::new()),
             node_slots: Mutex::new(HashMap::new()),
-            guests: Default::default(),
         }
     }
 
@@ -139,21 +137,11 @@ impl Deployer {
                 &actor,
             )
             .await?;
-        let (tx, _) = broadcast::channel(256);
-        self.streams.lock().expect("streams lock").insert(op.id, tx);
+        self.engine.open(op.id);
         let me = self.clone();
         let id = op.id;
         tokio::spawn(async move { me.run(id, req.action, agent, planned, actor).await });
         Ok(op)
-    }
-
-    /// Item changes of a running operation; `None` once it has finished (read it instead).
-    pub fn subscribe(&self, id: OperationId) -> Option<broadcast::Receiver<OperationItem>> {
-        self.streams
-            .lock()
-            .expect("streams lock")
-            .get(&id)
-            .map(|tx| tx.subscribe())
     }
 
     /// The agent binary to push, read and checksummed once.
@@ -231,7 +219,7 @@ impl Deployer {
             let mut pause = record::backoff("the end of the operation");
             record::operation_end(self.store.as_ref(), id, state, &mut pause).await;
         }
-        self.streams.lock().expect("streams lock").remove(&id);
+        self.engine.close(id);
         tracing::info!(operation = %id, ok, failed, unrecorded, "deploy operation finished");
     }
 
@@ -421,7 +409,7 @@ impl Deployer {
         p: &Planned,
         actor: &Actor,
     ) -> guest_lock::GuestGuard {
-        match self.guests.try_lock(&p.guest_key) {
+        match self.engine.guests.try_lock(&p.guest_key) {
             Ok(guard) => guard,
             Err(wait) => {
                 if let Some(id) = id {
@@ -470,7 +458,7 @@ impl Deployer {
     }
 
     fn stream(&self, id: OperationId) -> Option<broadcast::Sender<OperationItem>> {
-        self.streams.lock().expect("streams lock").get(&id).cloned()
+        self.engine.stream(id)
     }
 }
 
@@ -482,16 +470,7 @@ async fn publish(
     up: ItemUpdate,
     actor: &Actor,
 ) -> std::result::Result<(), canopy_store::StoreError> {
-    match store.update_operation_item(id, target, up, actor).await {
-        Ok(item) => {
-            if let Some(tx) = stream {
-                let _ = tx.send(item);
-            }
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!(operation = %id, %target, error = %e, "cannot record the item's progress");
-            Err(e)
-        }
-    }
+    crate::operations::publish(store, stream, id, target, up, actor)
+        .await
+        .map(|_| ())
 }

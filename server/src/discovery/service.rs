@@ -111,6 +111,17 @@ impl Discovery {
             .remove(&cluster);
     }
 
+    /// The PVE client of the cluster named `name` (bulk updates snapshot, roll back and
+    /// reboot through it).
+    pub async fn cluster_client(&self, name: &str) -> Result<Arc<PveClient>> {
+        let record = self
+            .store
+            .cluster_by_name(name)
+            .await?
+            .with_context(|| format!("cluster {name} is not known"))?;
+        self.client(&record)
+    }
+
     fn client(&self, record: &ClusterRecord) -> Result<Arc<PveClient>> {
         if let Some(c) = self
             .clients

@@ -141,7 +141,7 @@ async fn list(
     ))
 }
 
-fn operation_id(id: &str) -> Result<OperationId> {
+pub(super) fn operation_id(id: &str) -> Result<OperationId> {
     id.parse()
         .map_err(|_| Error::Validation(format!("id: {id:?} is not an operation id")))
 }
@@ -173,7 +173,7 @@ async fn events(
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     let id = operation_id(&id)?;
     // Subscribe first, then read: a change in between is in the copy read.
-    let rx = state.deployer.subscribe(id);
+    let rx = state.engine.subscribe(id);
     let current = get_operation(&state, id).await?;
     let stream = operation_stream(state, current, rx);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -3,6 +3,7 @@
 
 mod agent;
 mod auth_routes;
+mod bulk;
 pub(crate) mod client_ip;
 pub(crate) mod clusters;
 mod deploy;
@@ -31,6 +32,7 @@ fn all_routes() -> Routes {
         .merge(ui::routes())
         .merge(clusters::routes())
         .merge(deploy::routes())
+        .merge(bulk::routes())
         .merge(agent::routes())
         .get("/openapi.json", openapi::document);
     Routes::new()

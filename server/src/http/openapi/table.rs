@@ -14,6 +14,7 @@ use crate::http::deploy::{ListQuery, PreviewQuery, SelectorBody};
 use crate::http::routes::Verb::*;
 use canopy_api_types::agent::*;
 use canopy_api_types::auth::*;
+use canopy_api_types::bulk::{ApproveOperation, UpdateRequest};
 use canopy_api_types::clusters::*;
 use canopy_api_types::commands::{Command, HeartbeatAck, StartAccepted};
 use canopy_api_types::deploy::*;
@@ -79,6 +80,11 @@ pub const ROUTES: &[ApiRoute] = &[
     r(Delete, "/agents/host-keys/{address}", Admin, "Forget a pinned SSH host key (after a node was reinstalled)").ok::<HostKeyForgotten>(),
     r(Get, "/operations", Viewer, "Recent operations with their items").query::<ListQuery>().ok::<Vec<Operation>>(),
     r(Get, "/operations/{id}", Viewer, "One operation: per-guest state, step, outcome and reason").ok::<Operation>(),
+    r(Post, "/operations/update", Operator, "Plan an update of every guest a selector resolves to: each is scanned and dry-run; the operation waits for approval of its plan").body::<UpdateRequest>().accepted::<Operation>(),
+    r(Post, "/operations/{id}/approve", Operator, "Approve an update operation's plan by its fingerprint (409 when the plan changed); the guests are updated").body::<ApproveOperation>().ok::<Operation>(),
+    r(Post, "/operations/{id}/pause", Operator, "Pause an update operation: no new guest starts, guests in flight finish").ok::<Operation>(),
+    r(Post, "/operations/{id}/resume", Operator, "Resume a paused update operation").ok::<Operation>(),
+    r(Post, "/operations/{id}/cancel", Operator, "Cancel an update operation: guests in flight finish, no other starts").ok::<Operation>(),
     r(Get, "/operations/{id}/events", Viewer, "Server-sent events: `snapshot`, then `item` per item change, then `done` with the operation").event_stream(),
     r(Post, "/agent/register", Public, "Register an agent with a registration token").body::<RegisterRequest>().ok::<RegisterResponse>(),
     r(Post, "/agent/checkin", Agent, "Long-poll check-in; returns at most one command").body::<CheckinRequest>().ok::<CheckinResponse>(),

@@ -1,4 +1,4 @@
-//! The last writes of a deploy: an item's result and the operation's end. A database that
+//! The last writes of an operation: an item's result and the operation's end. A database that
 //! refuses a write for a moment (locked by a backup, a PostgreSQL fail-over, a full disk
 //! being freed) must not leave an operation `running` for ever, so these writes are retried
 //! a bounded number of times. What still cannot be written stays `running` in the store, and
@@ -23,11 +23,11 @@ const RETRY_DELAYS: [Duration; 5] = [
 ];
 
 /// After the `n`th failure (from 0), the pause before the next attempt, or `None` to give up.
-pub(super) type Pause<'a> =
+pub(crate) type Pause<'a> =
     dyn FnMut(usize, &StoreError) -> Option<BoxFuture<'static, ()>> + Send + 'a;
 
 /// [`RETRY_DELAYS`], each failure logged.
-pub(super) fn backoff(
+pub(crate) fn backoff(
     what: &'static str,
 ) -> impl FnMut(usize, &StoreError) -> Option<BoxFuture<'static, ()>> + Send {
     move |n, e| {
@@ -61,7 +61,7 @@ where
 
 /// What [`item_end`] could write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Written {
+pub(crate) enum Written {
     Result,
     /// Not the result, only that it failed because the result could not be written.
     Failure,
@@ -69,7 +69,7 @@ pub(super) enum Written {
 
 /// Records the item's result; when that cannot be written, that it failed for that reason.
 /// `None` when neither could be written: the item is still `running` in the store.
-pub(super) async fn item_end(
+pub(crate) async fn item_end(
     store: &dyn Store,
     stream: &Option<broadcast::Sender<OperationItem>>,
     id: OperationId,
@@ -97,7 +97,7 @@ pub(super) async fn item_end(
 }
 
 /// Ends the operation with `state`; false when that could not be written.
-pub(super) async fn operation_end(
+pub(crate) async fn operation_end(
     store: &dyn Store,
     id: OperationId,
     state: OperationState,

@@ -1,0 +1,433 @@
+//! Bulk update operations (docs/design.md §2.6): "update all LXCs on node pve1" as one
+//! operation on the shared engine ([`crate::operations`]).
+//!
+//! An update operation is planned first (`planning`): every target is scanned and dry-run in
+//! parallel, and each guest's exact pinned package set is kept with its item ([`plan`]). The
+//! plan's fingerprint covers every guest's set; nothing changes before an operator approves
+//! that fingerprint (`awaiting_approval` → `running`). Then canaries run first, and the others
+//! only when every canary passed its health gate, within the per-node and global limits; each
+//! guest runs snapshot → health before → pinned install → reboot → health after, rolled back to
+//! its snapshot through the PVE API when the install or the gate fails ([`guest`]). Every step
+//! is recorded before it starts, so a restarted server resumes where it was and never does a
+//! step twice.
+
+mod commands;
+mod guest;
+mod plan;
+mod pve;
+
+use crate::discovery::Discovery;
+use crate::error::{Error, Result};
+use crate::operations::{record, Engine};
+use crate::settings::{Settings, UpdateSettings};
+use crate::state::Wakeups;
+use canopy_api_types::bulk::{UpdateItemDetail, UpdateOperationDetail, UpdateRequest};
+use canopy_api_types::deploy::{ItemState, Operation, OperationItem, OperationState};
+use canopy_api_types::OperationId;
+use canopy_store::{
+    Actor, ItemUpdate, NewOperation, OperationEvent, OperationTransition, Store, StoreError,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// How often a waiting engine looks at the store again (commands, a paused operation).
+const POLL: Duration = Duration::from_millis(300);
+
+/// Command timeouts, from the server's settings.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    scan: u32,
+    dry_run: u32,
+    install: u32,
+    /// How long an overdue command may go without heartbeats before the sweep ends it.
+    vanished: u64,
+}
+
+pub struct Updater {
+    store: Arc<dyn Store>,
+    discovery: Arc<Discovery>,
+    wakeups: Arc<Wakeups>,
+    engine: Arc<Engine>,
+    settings: UpdateSettings,
+    timeouts: Timeouts,
+    /// Wakes the executor of an operation (approved, paused, resumed, cancelled).
+    pokes: Mutex<HashMap<OperationId, Arc<Notify>>>,
+    /// Operations whose executor or planner runs in this process.
+    active: Mutex<std::collections::HashSet<OperationId>>,
+}
+
+impl std::fmt::Debug for Updater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Updater").finish_non_exhaustive()
+    }
+}
+
+fn conflict(e: StoreError) -> Error {
+    Error::from(e)
+}
+
+impl Updater {
+    pub fn new(
+        store: Arc<dyn Store>,
+        discovery: Arc<Discovery>,
+        wakeups: Arc<Wakeups>,
+        engine: Arc<Engine>,
+        settings: &Settings,
+    ) -> Self {
+        Self {
+            store,
+            discovery,
+            wakeups,
+            engine,
+            settings: settings.update.clone(),
+            timeouts: Timeouts {
+                scan: settings.scan_timeout_secs,
+                dry_run: settings.dry_run_timeout_secs,
+                install: settings.install_timeout_secs,
+                vanished: settings.command_vanished_secs,
+            },
+            pokes: Mutex::new(HashMap::new()),
+            active: Mutex::new(Default::default()),
+        }
+    }
+
+    fn poke_handle(&self, id: OperationId) -> Arc<Notify> {
+        self.pokes
+            .lock()
+            .expect("pokes lock")
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+
+    fn poke(&self, id: OperationId) {
+        self.poke_handle(id).notify_waiters();
+    }
+
+    /// Records the operation (`planning`) and plans every target in the background.
+    pub async fn start(self: &Arc<Self>, req: UpdateRequest, actor: Actor) -> Result<Operation> {
+        plan::check_options(&req.options)?;
+        let targets = plan::targets(&self.discovery, &req)?;
+        let detail = UpdateOperationDetail {
+            options: req.options.clone(),
+            ..Default::default()
+        };
+        let op = self
+            .store
+            .create_operation(
+                NewOperation {
+                    id: OperationId::new(),
+                    action: "update".into(),
+                    state: OperationState::Planning,
+                    update: Some(detail),
+                    selector: req.selector.clone(),
+                    items: targets.items,
+                    skipped: targets.skipped,
+                    created_at: chrono::Utc::now(),
+                },
+                &actor,
+            )
+            .await?;
+        self.engine.open(op.id);
+        let me = self.clone();
+        let id = op.id;
+        tokio::spawn(async move { me.planner(id, actor).await });
+        Ok(op)
+    }
+
+    /// At start-up: resume every update operation a stopped server left unfinished.
+    pub async fn resume_unfinished(self: &Arc<Self>) -> Result<usize> {
+        let ops = self.store.unfinished_operations("update").await?;
+        for op in &ops {
+            self.engine.open(op.id);
+            let me = self.clone();
+            let id = op.id;
+            match op.state {
+                OperationState::Planning => {
+                    tokio::spawn(async move { me.planner(id, Actor::System).await });
+                }
+                OperationState::AwaitingApproval => {}
+                _ => {
+                    tokio::spawn(async move { me.executor(id, Actor::System).await });
+                }
+            }
+            tracing::info!(operation = %op.id, state = op.state.as_str(), "resuming an update operation");
+        }
+        Ok(ops.len())
+    }
+
+    /// Approve the plan whose fingerprint the operator saw; starts (or restarts) the work.
+    pub async fn approve(
+        self: &Arc<Self>,
+        id: OperationId,
+        fingerprint: &str,
+        actor: Actor,
+    ) -> Result<Operation> {
+        let op = self.get(id).await?;
+        let mut detail = op.update.clone().unwrap_or_default();
+        detail.approved_by = Some(actor.to_string());
+        detail.approved_at = Some(chrono::Utc::now());
+        let op = self
+            .store
+            .transition_operation(
+                id,
+                OperationTransition {
+                    from: vec![OperationState::AwaitingApproval],
+                    to: OperationState::Running,
+                    expect_fingerprint: Some(fingerprint.to_string()),
+                    update: Some(detail),
+                    event: OperationEvent {
+                        event_type: "operation.approved".into(),
+                        payload: serde_json::json!({"operation": id, "fingerprint": fingerprint}),
+                    },
+                    at: chrono::Utc::now(),
+                },
+                &actor,
+            )
+            .await
+            .map_err(conflict)?;
+        // Guests re-planned after an earlier approval are covered by this one.
+        for item in &op.items {
+            if let Some(d) = item.update.as_ref().filter(|d| d.needs_approval) {
+                let mut d = d.clone();
+                d.needs_approval = false;
+                let mut up = ItemUpdate::running("approved", chrono::Utc::now());
+                up.state = item.state;
+                up.step = item.step.clone();
+                up.update = Some(d);
+                self.engine
+                    .publish(self.store.as_ref(), id, &item.target, up, &actor)
+                    .await?;
+            }
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.executor(id, actor).await });
+        self.get(id).await
+    }
+
+    /// `pause`: no new guest starts; guests in flight finish.
+    pub async fn pause(&self, id: OperationId, actor: Actor) -> Result<Operation> {
+        let op = self.get(id).await?;
+        let mut detail = op.update.clone().unwrap_or_default();
+        detail.paused_reason = Some(format!("paused by {actor}"));
+        let op = self
+            .transition(
+                id,
+                &[OperationState::Running],
+                OperationState::Paused,
+                Some(detail),
+                "operation.paused",
+                serde_json::json!({"operation": id, "reason": "paused by an operator"}),
+                &actor,
+            )
+            .await?;
+        self.poke(id);
+        Ok(op)
+    }
+
+    pub async fn resume(&self, id: OperationId, actor: Actor) -> Result<Operation> {
+        let op = self.get(id).await?;
+        let mut detail = op.update.clone().unwrap_or_default();
+        detail.paused_reason = None;
+        let op = self
+            .transition(
+                id,
+                &[OperationState::Paused],
+                OperationState::Running,
+                Some(detail),
+                "operation.resumed",
+                serde_json::json!({"operation": id}),
+                &actor,
+            )
+            .await?;
+        self.poke(id);
+        Ok(op)
+    }
+
+    /// Cancel: before approval the operation ends at once; while it runs, guests in flight
+    /// finish (a package manager is never stopped halfway) and no other starts.
+    pub async fn cancel(&self, id: OperationId, actor: Actor) -> Result<Operation> {
+        let op = self.get(id).await?;
+        match op.state {
+            OperationState::Planning | OperationState::AwaitingApproval => {
+                let op = self
+                    .transition(
+                        id,
+                        &[op.state],
+                        OperationState::Cancelling,
+                        None,
+                        "operation.cancel_requested",
+                        serde_json::json!({"operation": id}),
+                        &actor,
+                    )
+                    .await?;
+                if op.state == OperationState::Cancelling && !self.is_active(id) {
+                    self.finish_cancelled(id, &actor).await?;
+                }
+                self.poke(id);
+                self.get(id).await
+            }
+            OperationState::Running | OperationState::Paused => {
+                let op = self
+                    .transition(
+                        id,
+                        &[OperationState::Running, OperationState::Paused],
+                        OperationState::Cancelling,
+                        None,
+                        "operation.cancel_requested",
+                        serde_json::json!({"operation": id}),
+                        &actor,
+                    )
+                    .await?;
+                self.poke(id);
+                Ok(op)
+            }
+            s => Err(Error::Conflict(format!(
+                "operation {id} is {}: nothing to cancel",
+                s.as_str()
+            ))),
+        }
+    }
+
+    fn is_active(&self, id: OperationId) -> bool {
+        self.active.lock().expect("active lock").contains(&id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn transition(
+        &self,
+        id: OperationId,
+        from: &[OperationState],
+        to: OperationState,
+        update: Option<UpdateOperationDetail>,
+        event_type: &str,
+        payload: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<Operation> {
+        self.store
+            .transition_operation(
+                id,
+                OperationTransition {
+                    from: from.to_vec(),
+                    to,
+                    expect_fingerprint: None,
+                    update,
+                    event: OperationEvent {
+                        event_type: event_type.into(),
+                        payload,
+                    },
+                    at: chrono::Utc::now(),
+                },
+                actor,
+            )
+            .await
+            .map_err(conflict)
+    }
+
+    async fn get(&self, id: OperationId) -> Result<Operation> {
+        let op = self
+            .store
+            .get_operation(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("operation {id}")))?;
+        if op.action != "update" {
+            return Err(Error::Conflict(format!(
+                "operation {id} is a {}, not an update",
+                op.action
+            )));
+        }
+        Ok(op)
+    }
+
+    /// Items not ended are cancelled, then the operation.
+    async fn finish_cancelled(&self, id: OperationId, actor: &Actor) -> Result<()> {
+        let op = self.get(id).await?;
+        for item in op.items.iter().filter(|i| i.state == ItemState::Queued) {
+            let mut up = ItemUpdate::failed("the operation was cancelled".into(), chrono::Utc::now());
+            up.state = ItemState::Cancelled;
+            self.engine
+                .publish(self.store.as_ref(), id, &item.target, up, actor)
+                .await?;
+        }
+        let mut pause = record::backoff("the end of the operation");
+        record::operation_end(
+            self.store.as_ref(),
+            id,
+            OperationState::Cancelled,
+            &mut pause,
+        )
+        .await;
+        self.engine.close(id);
+        Ok(())
+    }
+
+    /// The item's change, written and streamed.
+    async fn item(
+        &self,
+        id: OperationId,
+        item: &OperationItem,
+        up: ItemUpdate,
+        actor: &Actor,
+    ) -> Result<OperationItem> {
+        Ok(self
+            .engine
+            .publish(self.store.as_ref(), id, &item.target, up, actor)
+            .await?)
+    }
+
+    /// Per-operation slots: global and per node.
+    fn slots(&self, detail: &UpdateOperationDetail) -> Slots {
+        let global = match detail.options.concurrency {
+            0 => self.settings.concurrency,
+            n => n as usize,
+        };
+        let per_node = match detail.options.per_node_concurrency {
+            0 => self.settings.per_node_concurrency,
+            n => n as usize,
+        };
+        Slots {
+            global: Arc::new(Semaphore::new(global.max(1))),
+            per_node: per_node.max(1),
+            nodes: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// The concurrency limits of one running operation.
+struct Slots {
+    global: Arc<Semaphore>,
+    per_node: usize,
+    nodes: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Slots {
+    /// The node's slot first, then a global one (a guest waiting for its busy node holds no
+    /// slot another node could use).
+    async fn acquire(
+        &self,
+        node: &str,
+    ) -> (tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit) {
+        let slot = self
+            .nodes
+            .lock()
+            .expect("slots lock")
+            .entry(node.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_node)))
+            .clone();
+        let node = slot.acquire_owned().await.expect("never closed");
+        let global = self
+            .global
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        (node, global)
+    }
+}
+
+/// The detail of an item (every item of an update operation has one once planned).
+fn detail_of(item: &OperationItem) -> UpdateItemDetail {
+    item.update.clone().unwrap_or_default()
+}

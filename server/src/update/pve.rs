@@ -1,0 +1,140 @@
+//! What an update does to a guest through the PVE API: the snapshot before, the rollback
+//! (shutdown, rollback, start), the reboot, and pruning Canopy's older snapshots. Every call
+//! starts a PVE task whose end is awaited; a failed task is an error carrying PVE's own words.
+//! A guest PVE has locked (backup, migration, another snapshot) is waited for a while, never
+//! forced.
+
+use anyhow::{bail, Context};
+use canopy_hypervisor::types::Upid;
+use canopy_hypervisor::{Hypervisor, PowerAction, PveClient};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where snapshots of Canopy's own start (`canopy-<operation>`).
+pub(super) const PREFIX: &str = "canopy-";
+
+/// How long a guest locked by PVE is waited for before the step gives up.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+pub(super) struct Guest {
+    pub pve: Arc<PveClient>,
+    pub node: String,
+    pub vmid: u32,
+    pub task_timeout: Duration,
+}
+
+impl Guest {
+    /// Runs a task-starting call until PVE accepts it (a lock is waited for) and the task
+    /// ends; PVE's error text otherwise.
+    async fn task<F, Fut>(&self, what: &str, start: F) -> anyhow::Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Upid, canopy_hypervisor::Error>>,
+    {
+        let until = Instant::now() + LOCK_WAIT;
+        loop {
+            let upid = start().await.with_context(|| format!("{what} of CT {}", self.vmid))?;
+            match self.wait(&upid).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_locked(&e.to_string()) && Instant::now() < until => {
+                    tracing::info!(vmid = self.vmid, error = %e, "the guest is locked by PVE; waiting");
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                Err(e) => return Err(e.context(format!("{what} of CT {}", self.vmid))),
+            }
+        }
+    }
+
+    async fn wait(&self, upid: &Upid) -> anyhow::Result<()> {
+        let until = Instant::now() + self.task_timeout;
+        loop {
+            let st = self.pve.task_status(upid).await?;
+            if st.status == "stopped" {
+                return match st.exitstatus.as_deref() {
+                    Some("OK") => Ok(()),
+                    Some(e) => bail!("PVE task failed: {e}"),
+                    None => bail!("PVE task stopped without an exit status"),
+                };
+            }
+            if Instant::now() >= until {
+                bail!(
+                    "PVE task {upid} still running after {} s",
+                    self.task_timeout.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    pub async fn snapshot_exists(&self, name: &str) -> anyhow::Result<bool> {
+        let snaps = self.pve.snapshots(&self.node, self.vmid).await?;
+        Ok(snaps.iter().any(|s| s.name == name))
+    }
+
+    /// Takes snapshot `name`, or reuses it when it exists already (a resumed operation).
+    pub async fn snapshot(&self, name: &str, description: &str) -> anyhow::Result<()> {
+        if self.snapshot_exists(name).await? {
+            return Ok(());
+        }
+        self.task("snapshot", || {
+            self.pve
+                .snapshot_create(&self.node, self.vmid, name, description)
+        })
+        .await
+    }
+
+    /// Shutdown, rollback to `name`, start.
+    pub async fn rollback(&self, name: &str) -> anyhow::Result<()> {
+        // Rolling back a running CT: PVE stops it first; we shut it down cleanly ourselves.
+        let _ = self
+            .task("shutdown", || {
+                self.pve
+                    .lxc_power(&self.node, self.vmid, PowerAction::Shutdown)
+            })
+            .await
+            .map_err(|e| tracing::warn!(vmid = self.vmid, error = %format!("{e:#}"), "shutdown before rollback failed; rolling back anyway"));
+        self.task("rollback", || {
+            self.pve.snapshot_rollback(&self.node, self.vmid, name)
+        })
+        .await?;
+        self.task("start", || {
+            self.pve
+                .lxc_power(&self.node, self.vmid, PowerAction::Start)
+        })
+        .await
+    }
+
+    pub async fn reboot(&self) -> anyhow::Result<()> {
+        self.task("reboot", || {
+            self.pve
+                .lxc_power(&self.node, self.vmid, PowerAction::Reboot)
+        })
+        .await
+    }
+
+    /// Deletes Canopy's snapshots of this guest beyond the newest `keep`; returns their names.
+    pub async fn prune(&self, keep: usize) -> anyhow::Result<Vec<String>> {
+        let mut ours: Vec<_> = self
+            .pve
+            .snapshots(&self.node, self.vmid)
+            .await?
+            .into_iter()
+            .filter(|s| s.name.starts_with(PREFIX))
+            .collect();
+        ours.sort_by_key(|s| std::cmp::Reverse(s.snaptime.unwrap_or(0)));
+        let mut deleted = Vec::new();
+        for s in ours.into_iter().skip(keep) {
+            self.task("snapshot delete", || {
+                self.pve.snapshot_delete(&self.node, self.vmid, &s.name)
+            })
+            .await?;
+            deleted.push(s.name);
+        }
+        Ok(deleted)
+    }
+}
+
+/// PVE's words for a guest somebody else holds: `CT is locked (backup)`.
+fn is_locked(text: &str) -> bool {
+    text.contains("is locked")
+}
