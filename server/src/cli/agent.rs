@@ -247,6 +247,15 @@ pub(super) fn show_operation(op: &Operation) {
             .as_deref()
             .map(|m| format!(": {m}"))
             .unwrap_or_default();
+        // An update's guest: its last recorded step.
+        let last = i
+            .update
+            .as_ref()
+            .and_then(|d| d.steps.last())
+            .filter(|_| !i.state.is_terminal())
+            .map(|s| format!(" [{} {}]", s.step, s.status))
+            .unwrap_or_default();
+        let note = format!("{last}{note}");
         let user = i
             .run_as
             .as_deref()
@@ -256,6 +265,9 @@ pub(super) fn show_operation(op: &Operation) {
     }
     for s in &op.skipped {
         println!("  {:<44} skipped: {}", s.id, s.reason);
+    }
+    if let Some(reason) = op.update.as_ref().and_then(|u| u.paused_reason.as_deref()) {
+        println!("paused: {reason}");
     }
 }
 

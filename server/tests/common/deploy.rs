@@ -2,7 +2,7 @@
 
 use super::TestApp;
 use canopy_api_types::deploy::{DeployAction, DeployOutcome, DeployRequest};
-use canopy_server::deploy::guest_lock::WAITING_STEP;
+use canopy_server::operations::guest_lock::WAITING_STEP;
 
 /// Two deploys started together on one guest: the later one's item waits, queued and saying
 /// so, and starts only once the earlier one's item has ended (stored timestamps, not clocks).

@@ -1,0 +1,642 @@
+//! Bulk update operations through the real server and HTTP API, on SQLite and PostgreSQL,
+//! against the PVE simulator: the plan and its blast radius, approval by fingerprint, canaries,
+//! snapshots, reboots, rollback, pause and cancel, a repository that moves on.
+//!
+//! The guests' agents here are scripted agents speaking the real agent protocol (check-in,
+//! start handshake, report, result), each with the package state of one guest; they watch the
+//! simulator's tasks, so a PVE rollback restores their packages and a reboot restarts them, as
+//! a guest would. The real agent in real guests does the same in the lab (`lab_update.rs`).
+
+mod common;
+
+use canopy_api_types::agent::{CheckinRequest, ResultSubmission};
+use canopy_api_types::bulk::{
+    Canary, HealthReport, RebootPolicy, SnapshotPolicy, UpdateOptions, UpdateRequest,
+};
+use canopy_api_types::commands::{CommandResult, CommandSpec, PlannedPackage};
+use canopy_api_types::deploy::{
+    DeployOutcome, ItemState, Operation, OperationItem, OperationState,
+};
+use canopy_api_types::updates::PackageManager;
+use common::*;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const TOKEN: &str = "canopy@pve!lab=3e1f5a9c-7b2d-4c8e-9f0a-1b2c3d4e5f60";
+
+fn estate() -> String {
+    let mut s = String::from(
+        "[[clusters]]\nname = \"lab\"\n[[clusters.tokens]]\nid = \"canopy@pve!lab\"\n\
+         secret = \"3e1f5a9c-7b2d-4c8e-9f0a-1b2c3d4e5f60\"\nrole = \"PVEVMAdmin\"\n\
+         [[clusters.nodes]]\nname = \"pve1\"\n",
+    );
+    for (vmid, status, template) in [
+        (101, "running", false),
+        (102, "running", false),
+        (103, "running", false),
+        (104, "stopped", false),
+        (105, "stopped", true),
+        (106, "running", false),
+    ] {
+        s.push_str(&format!(
+            "[[clusters.guests]]\nvmid = {vmid}\ntype = \"lxc\"\nnode = \"pve1\"\nname = \"ct{vmid}\"\n\
+             status = \"{status}\"\ntemplate = {template}\n"
+        ));
+    }
+    s
+}
+
+/// One package: installed version, the repository's version, security or not, held.
+#[derive(Debug, Clone)]
+struct Pkg {
+    installed: String,
+    repo: String,
+    security: bool,
+    held: bool,
+    /// Installing it makes a reboot required.
+    needs_reboot: bool,
+    /// Installing it makes this unit fail.
+    breaks_unit: Option<String>,
+}
+
+fn pkg(installed: &str, repo: &str) -> Pkg {
+    Pkg {
+        installed: installed.into(),
+        repo: repo.into(),
+        security: false,
+        held: false,
+        needs_reboot: false,
+        breaks_unit: None,
+    }
+}
+
+/// What a guest is: its packages, and what the last installs did.
+#[derive(Debug, Clone, Default)]
+struct GuestState {
+    packages: BTreeMap<String, Pkg>,
+    failed_units: Vec<String>,
+    reboot_required: bool,
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// "NAME VERSION" per package installed, in order (a postinst's log).
+    installs: Vec<String>,
+    /// The repository publishes a newer version of this package after the next dry-run.
+    bump_after_dry_run: Option<(String, String)>,
+    /// Packages as they were at each snapshot, by snapshot name.
+    snapshots: BTreeMap<String, BTreeMap<String, Pkg>>,
+}
+
+struct Scripted {
+    state: Arc<Mutex<GuestState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn rows(st: &GuestState) -> Vec<serde_json::Value> {
+    st.packages
+        .iter()
+        .filter(|(_, p)| p.installed != p.repo)
+        .map(|(name, p)| {
+            let mut u = package(name, p.security);
+            u.current_version = p.installed.clone();
+            u.available_version = p.repo.clone();
+            u.held = p.held;
+            serde_json::to_value(u).unwrap()
+        })
+        .collect()
+}
+
+fn ok(summary: &str) -> CommandResult {
+    CommandResult {
+        exit_code: 0,
+        success: true,
+        stdout: String::new(),
+        stderr: String::new(),
+        planned: vec![],
+        removed: vec![],
+        summary: summary.into(),
+        health: None,
+    }
+}
+
+fn failed(stderr: &str) -> CommandResult {
+    CommandResult {
+        exit_code: 100,
+        success: false,
+        stderr: stderr.into(),
+        summary: "install refused".into(),
+        ..ok("")
+    }
+}
+
+/// Applies what PVE did to `vmid` since last time: snapshots taken, rollbacks, reboots.
+fn observe_pve(
+    sim: &canopy_pve_sim::RunningCluster,
+    vmid: u32,
+    seen: &mut HashSet<String>,
+    st: &mut GuestState,
+) {
+    for t in sim.tasks() {
+        if t.id != vmid.to_string() || t.status != "stopped" || t.exitstatus.as_deref() != Some("OK")
+        {
+            continue;
+        }
+        if !seen.insert(t.upid.clone()) {
+            continue;
+        }
+        match t.kind.as_str() {
+            "vzsnapshot" => {
+                let names: Vec<String> = sim
+                    .guest(vmid)
+                    .map(|g| g.snapshots.iter().map(|s| s.name.clone()).collect())
+                    .unwrap_or_default();
+                for n in names {
+                    st.snapshots.entry(n).or_insert_with(|| st.packages.clone());
+                }
+            }
+            "vzrollback" => {
+                // The newest snapshot of ours is the one rolled back to.
+                if let Some((_, pkgs)) = st.snapshots.iter().next_back() {
+                    let mut restored = pkgs.clone();
+                    for (name, p) in restored.iter_mut() {
+                        p.repo = st.packages.get(name).map(|q| q.repo.clone()).unwrap_or(p.repo.clone());
+                    }
+                    st.packages = restored;
+                }
+                st.failed_units.clear();
+                st.reboot_required = false;
+                st.started_at = Some(chrono::Utc::now());
+            }
+            "vzreboot" => {
+                st.reboot_required = false;
+                st.started_at = Some(chrono::Utc::now());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs a scripted agent for `hostname` until dropped.
+async fn scripted(
+    app: &TestApp,
+    sim: Arc<canopy_pve_sim::RunningCluster>,
+    vmid: u32,
+    initial: GuestState,
+) -> Scripted {
+    let agent = app.enrol(&format!("ct{vmid}")).await;
+    let state = Arc::new(Mutex::new(GuestState {
+        started_at: Some(chrono::Utc::now()),
+        ..initial
+    }));
+    agent.report(rows(&state.lock().unwrap())).await;
+    let st = state.clone();
+    let task = tokio::spawn(async move {
+        let mut seen = HashSet::new();
+        loop {
+            observe_pve(&sim, vmid, &mut seen, &mut st.lock().unwrap());
+            let resp = agent
+                .client
+                .checkin(&CheckinRequest {
+                    facts: agent.facts.clone(),
+                    report_hash: None,
+                    wait_secs: 1,
+                    connecting: false,
+                })
+                .await;
+            let Ok(resp) = resp else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            for cmd in resp.commands {
+                if agent.client.command_started(cmd.id).await.is_err() {
+                    continue;
+                }
+                observe_pve(&sim, vmid, &mut seen, &mut st.lock().unwrap());
+                let result = run_command(&st, &cmd.spec);
+                if matches!(cmd.spec, CommandSpec::Scan) {
+                    let r = rows(&st.lock().unwrap());
+                    agent.report(r).await;
+                }
+                let _ = agent
+                    .client
+                    .submit_result(cmd.id, &ResultSubmission { result })
+                    .await;
+            }
+        }
+    });
+    Scripted { state, task }
+}
+
+fn run_command(st: &Arc<Mutex<GuestState>>, spec: &CommandSpec) -> CommandResult {
+    let mut st = st.lock().unwrap();
+    match spec {
+        CommandSpec::Scan => ok("scanned"),
+        CommandSpec::Health { .. } => CommandResult {
+            health: Some(HealthReport {
+                failed_units: st.failed_units.clone(),
+                reboot_required: st.reboot_required,
+                systemd: true,
+                agent_started_at: st.started_at,
+                ..Default::default()
+            }),
+            ..ok("health")
+        },
+        CommandSpec::DryRun { packages } => {
+            let mut planned: Vec<PlannedPackage> = packages
+                .iter()
+                .filter_map(|n| st.packages.get(n).map(|p| (n, p)))
+                .map(|(n, p)| PlannedPackage {
+                    package: n.clone(),
+                    from_version: Some(p.installed.clone()),
+                    to_version: p.repo.clone(),
+                    requested: true,
+                    manager: Some(PackageManager::Apt),
+                })
+                .collect();
+            if packages.iter().any(|p| p == "tools") {
+                planned.push(PlannedPackage {
+                    package: "libextra".into(),
+                    from_version: None,
+                    to_version: "1.0".into(),
+                    requested: false,
+                    manager: Some(PackageManager::Apt),
+                });
+            }
+            if let Some((name, v)) = st.bump_after_dry_run.take() {
+                if let Some(p) = st.packages.get_mut(&name) {
+                    p.repo = v;
+                }
+            }
+            CommandResult {
+                planned,
+                ..ok("dry-run")
+            }
+        }
+        CommandSpec::Install { pinned, .. } => {
+            for p in pinned {
+                let now = st.packages.get(&p.package).map(|q| q.repo.clone());
+                if let Some(now) = now.filter(|n| n != &p.to_version) {
+                    return failed(&format!(
+                        "{}: approved {}, now {now}: run the dry-run again",
+                        p.package, p.to_version
+                    ));
+                }
+            }
+            for p in pinned {
+                st.installs.push(format!("{} {}", p.package, p.to_version));
+                let entry = st
+                    .packages
+                    .entry(p.package.clone())
+                    .or_insert_with(|| pkg(&p.to_version, &p.to_version));
+                entry.installed = p.to_version.clone();
+                let (reboot, breaks) = (entry.needs_reboot, entry.breaks_unit.clone());
+                st.reboot_required |= reboot;
+                if let Some(u) = breaks {
+                    st.failed_units.push(u);
+                }
+            }
+            ok("installed")
+        }
+        CommandSpec::Repair { .. } => failed("no repair here"),
+    }
+}
+
+fn guest(packages: &[(&str, Pkg)]) -> GuestState {
+    GuestState {
+        packages: packages
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.clone()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn standard() -> GuestState {
+    guest(&[
+        ("web", pkg("1.0", "1.1")),
+        (
+            "ssl",
+            Pkg {
+                security: true,
+                ..pkg("1.0", "1.0+deb12u1")
+            },
+        ),
+        (
+            "pinned",
+            Pkg {
+                held: true,
+                ..pkg("1.0", "1.1")
+            },
+        ),
+    ])
+}
+
+struct Lab {
+    app: TestApp,
+    sim: Arc<canopy_pve_sim::RunningCluster>,
+    guests: BTreeMap<u32, Scripted>,
+}
+
+async fn lab(backend: Backend, states: Vec<(u32, GuestState)>) -> Option<Lab> {
+    let app = spawn_app_with(backend, |s| {
+        s.update.agent_back_timeout_secs = 60;
+    })
+    .await?;
+    let sim = Arc::new(
+        canopy_pve_sim::start(
+            canopy_pve_sim::SimFile::from_toml_str(&estate())
+                .unwrap()
+                .clusters[0]
+                .clone(),
+        )
+        .await
+        .unwrap(),
+    );
+    sim.set_task_duration(Duration::from_millis(50));
+    let mut guests = BTreeMap::new();
+    for (vmid, st) in states {
+        guests.insert(vmid, scripted(&app, sim.clone(), vmid, st).await);
+    }
+    app.admin
+        .create_cluster(&canopy_api_types::clusters::CreateCluster {
+            name: "lab".into(),
+            endpoints: vec![sim.url()],
+            token: TOKEN.into(),
+            fingerprints: vec![sim.fingerprint()],
+            ca_pem: None,
+            interval_secs: Some(3600),
+        })
+        .await
+        .unwrap();
+    Some(Lab { app, sim, guests })
+}
+
+impl Lab {
+    async fn plan(&self, options: UpdateOptions) -> Operation {
+        let op = self
+            .app
+            .admin
+            .start_update(&UpdateRequest {
+                selector: "cluster/lab/node/pve1/lxc/*".into(),
+                options,
+            })
+            .await
+            .unwrap();
+        assert_eq!(op.state, OperationState::Planning);
+        self.until(op.id, |o| o.state != OperationState::Planning).await
+    }
+
+    async fn until(&self, id: canopy_api_types::OperationId, f: impl Fn(&Operation) -> bool) -> Operation {
+        eventually(Duration::from_secs(120), || async {
+            let op = self.app.admin.operation(id).await.unwrap();
+            f(&op).then_some(op)
+        })
+        .await
+    }
+
+    fn installs(&self, vmid: u32) -> Vec<String> {
+        self.guests[&vmid].state.lock().unwrap().installs.clone()
+    }
+
+    fn snapshots(&self, vmid: u32) -> Vec<String> {
+        self.sim
+            .guest(vmid)
+            .map(|g| g.snapshots.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn tasks(&self, vmid: u32, kind: &str) -> usize {
+        self.sim
+            .tasks()
+            .iter()
+            .filter(|t| t.id == vmid.to_string() && t.kind == kind)
+            .count()
+    }
+}
+
+fn item(op: &Operation, vmid: u32) -> &OperationItem {
+    op.items
+        .iter()
+        .find(|i| i.vmid == vmid)
+        .unwrap_or_else(|| panic!("no item for {vmid} in {op:#?}"))
+}
+
+fn fingerprint(op: &Operation) -> String {
+    op.update.as_ref().unwrap().fingerprint.clone().unwrap()
+}
+
+async fn plan_approve_and_update_a_node(backend: Backend) {
+    let mut with_dep = standard();
+    with_dep.packages.insert("tools".into(), pkg("1.0", "2.0"));
+    let mut reboots = standard();
+    reboots.packages.insert(
+        "kernel".into(),
+        Pkg {
+            needs_reboot: true,
+            ..pkg("6.1", "6.2")
+        },
+    );
+    let Some(lab) = lab(
+        backend,
+        vec![(101, standard()), (102, with_dep), (103, reboots)],
+    )
+    .await
+    else {
+        return;
+    };
+    let options = UpdateOptions {
+        canary: Canary {
+            count: 1,
+            targets: vec![],
+        },
+        ..Default::default()
+    };
+    let op = lab.plan(options).await;
+    assert_eq!(op.state, OperationState::AwaitingApproval, "{op:#?}");
+    // The blast radius: every package per guest, the held one left out, the skipped guests.
+    let plan = |vmid| item(&op, vmid).update.clone().unwrap().plan.unwrap();
+    let names = |vmid| -> Vec<String> {
+        plan(vmid).packages.iter().map(|p| p.package.clone()).collect()
+    };
+    assert_eq!(names(101), ["ssl", "web"]);
+    assert_eq!(names(102), ["ssl", "tools", "web", "libextra"]);
+    assert!(!plan(102).packages[3].requested, "a new dependency");
+    assert_eq!(plan(101).left_out[0].package, "pinned");
+    assert_eq!(plan(101).left_out[0].reason, "held");
+    let skipped: BTreeMap<_, _> = op
+        .skipped
+        .iter()
+        .map(|s| (s.id.rsplit('/').next().unwrap().to_string(), s.reason.clone()))
+        .collect();
+    assert!(skipped["104"].starts_with("stopped"), "{skipped:?}");
+    assert_eq!(skipped["105"], "template");
+    assert!(skipped["106"].contains("agent missing"), "{skipped:?}");
+    assert!(item(&op, 101).update.as_ref().unwrap().canary);
+    // Nothing was installed or snapshot while planning.
+    assert!(lab.installs(101).is_empty());
+    assert!(lab.snapshots(101).is_empty());
+
+    // Approving another plan than the one shown is refused; the right one runs.
+    let err = lab
+        .app
+        .admin
+        .approve_operation(op.id, "0000")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    lab.app
+        .admin
+        .approve_operation(op.id, &fingerprint(&op))
+        .await
+        .unwrap();
+    let done = lab.until(op.id, |o| o.state.is_terminal()).await;
+    assert_eq!(done.state, OperationState::Succeeded, "{done:#?}");
+    for vmid in [101, 102, 103] {
+        let i = item(&done, vmid);
+        assert_eq!(i.outcome, Some(DeployOutcome::Updated), "{i:#?}");
+        assert_eq!(lab.snapshots(vmid).len(), 1, "one Canopy snapshot on {vmid}");
+        // Each package installed exactly once, at the planned version.
+        let installs = lab.installs(vmid);
+        let unique: HashSet<_> = installs.iter().collect();
+        assert_eq!(unique.len(), installs.len(), "{installs:?}");
+        assert!(installs.contains(&"web 1.1".to_string()), "{installs:?}");
+        assert!(!installs.iter().any(|i| i.starts_with("pinned")));
+    }
+    // The guest whose install needed a reboot was rebooted once, through the API.
+    assert_eq!(lab.tasks(103, "vzreboot"), 1);
+    assert!(item(&done, 103).update.as_ref().unwrap().rebooted);
+    assert_eq!(lab.tasks(101, "vzreboot"), 0);
+    // Every step is in the guest's history.
+    let history = lab
+        .app
+        .admin
+        .guest_history("cluster/lab/node/pve1/lxc/101")
+        .await
+        .unwrap();
+    let steps: Vec<String> = history
+        .iter()
+        .filter(|e| e.event_type == "operation.item_step")
+        .map(|e| format!("{} {}", e.payload["step"].as_str().unwrap(), e.payload["status"].as_str().unwrap()))
+        .collect();
+    for s in ["health-before done", "snapshot done", "install done", "health-after done"] {
+        assert!(steps.contains(&s.to_string()), "{s} missing from {steps:?}");
+    }
+}
+
+async fn a_failing_canary_is_rolled_back_and_pauses_the_rest(backend: Backend) {
+    let mut breaks = standard();
+    breaks.packages.get_mut("web").unwrap().breaks_unit = Some("web.service".into());
+    let Some(lab) = lab(
+        backend,
+        vec![(101, breaks), (102, standard()), (103, standard())],
+    )
+    .await
+    else {
+        return;
+    };
+    let options = UpdateOptions {
+        canary: Canary {
+            count: 0,
+            targets: vec!["101".into()],
+        },
+        snapshot: SnapshotPolicy::Required,
+        reboot: RebootPolicy::Never,
+        ..Default::default()
+    };
+    let op = lab.plan(options).await;
+    lab.app
+        .admin
+        .approve_operation(op.id, &fingerprint(&op))
+        .await
+        .unwrap();
+    let paused = lab
+        .until(op.id, |o| o.state == OperationState::Paused || o.state.is_terminal())
+        .await;
+    assert_eq!(paused.state, OperationState::Paused, "{paused:#?}");
+    let reason = paused.update.as_ref().unwrap().paused_reason.clone().unwrap();
+    assert!(reason.contains("lxc/101") && reason.contains("web.service"), "{reason}");
+    let canary = item(&paused, 101);
+    assert_eq!(canary.state, ItemState::Failed);
+    assert_eq!(canary.outcome, Some(DeployOutcome::RolledBack), "{canary:#?}");
+    assert_eq!(lab.tasks(101, "vzrollback"), 1);
+    // The guest is back on its old versions, and the snapshot stays.
+    let st = lab.guests[&101].state.lock().unwrap().clone();
+    assert_eq!(st.packages["web"].installed, "1.0");
+    // No other guest was touched.
+    for vmid in [102, 103] {
+        assert!(lab.installs(vmid).is_empty(), "{vmid} installed while paused");
+        assert!(lab.snapshots(vmid).is_empty());
+        assert_eq!(item(&paused, vmid).state, ItemState::Queued);
+    }
+    // Cancel: the queued guests never start.
+    lab.app
+        .admin
+        .control_operation(op.id, "cancel")
+        .await
+        .unwrap();
+    let done = lab.until(op.id, |o| o.state.is_terminal()).await;
+    assert_eq!(done.state, OperationState::Cancelled, "{done:#?}");
+    for vmid in [102, 103] {
+        assert_eq!(item(&done, vmid).state, ItemState::Cancelled);
+        assert!(lab.installs(vmid).is_empty());
+    }
+}
+
+async fn a_repository_that_moved_on_is_replanned_and_waits(backend: Backend) {
+    let mut moves = standard();
+    moves.bump_after_dry_run = Some(("web".into(), "1.2".into()));
+    let Some(lab) = lab(backend, vec![(101, standard()), (102, moves)]).await else {
+        return;
+    };
+    let options = UpdateOptions {
+        security_only: false,
+        exclude: vec!["ss*".into()],
+        reboot: RebootPolicy::Never,
+        ..Default::default()
+    };
+    let op = lab.plan(options).await;
+    let plan = item(&op, 101).update.clone().unwrap().plan.unwrap();
+    assert_eq!(plan.packages.len(), 1, "{plan:?}");
+    assert!(plan.left_out.iter().any(|l| l.package == "ssl" && l.reason == "excluded"));
+    let first = fingerprint(&op);
+    lab.app.admin.approve_operation(op.id, &first).await.unwrap();
+    let waiting = lab
+        .until(op.id, |o| {
+            o.state == OperationState::AwaitingApproval || o.state.is_terminal()
+        })
+        .await;
+    assert_eq!(waiting.state, OperationState::AwaitingApproval, "{waiting:#?}");
+    assert_eq!(item(&waiting, 101).outcome, Some(DeployOutcome::Updated));
+    let moved = item(&waiting, 102).update.clone().unwrap();
+    assert!(moved.needs_approval, "{moved:#?}");
+    assert_eq!(moved.plan.unwrap().packages[0].to_version, "1.2");
+    // Nothing newer than approved was installed: 102 got nothing yet.
+    assert!(lab.installs(102).is_empty(), "{:?}", lab.installs(102));
+    let second = fingerprint(&waiting);
+    assert_ne!(first, second);
+    // The old approval does not cover the new plan.
+    assert_eq!(
+        lab.app
+            .admin
+            .approve_operation(op.id, &first)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(409)
+    );
+    lab.app.admin.approve_operation(op.id, &second).await.unwrap();
+    let done = lab.until(op.id, |o| o.state.is_terminal()).await;
+    assert_eq!(done.state, OperationState::Succeeded, "{done:#?}");
+    assert_eq!(lab.installs(102), ["web 1.2"]);
+}
+
+on_both_backends!(
+    plan_approve_and_update_a_node,
+    a_failing_canary_is_rolled_back_and_pauses_the_rest,
+    a_repository_that_moved_on_is_replanned_and_waits,
+);
