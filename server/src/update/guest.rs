@@ -72,10 +72,18 @@ impl Updater {
                 return; // already running in this process
             }
         }
-        if let Err(e) = self.execute(id, &actor).await {
-            tracing::error!(operation = %id, error = %e, "the update operation stopped");
+        loop {
+            if let Err(e) = self.execute(id, &actor).await {
+                tracing::error!(operation = %id, error = %e, "the update operation stopped");
+            }
+            self.active.lock().expect("active lock").remove(&id);
+            // Approved again while this executor was ending (re-planned guests): run on,
+            // unless the approval's own executor took over.
+            let again = matches!(self.get(id).await, Ok(op) if op.state == OperationState::Running);
+            if !again || !self.active.lock().expect("active lock").insert(id) {
+                return;
+            }
         }
-        self.active.lock().expect("active lock").remove(&id);
     }
 
     async fn execute(self: &Arc<Self>, id: OperationId, actor: &Actor) -> Result<()> {

@@ -54,8 +54,10 @@ pub struct Updater {
     timeouts: Timeouts,
     /// Wakes the executor of an operation (approved, paused, resumed, cancelled).
     pokes: Mutex<HashMap<OperationId, Arc<Notify>>>,
-    /// Operations whose executor or planner runs in this process.
+    /// Operations whose executor runs in this process.
     active: Mutex<std::collections::HashSet<OperationId>>,
+    /// Operations whose planner runs in this process.
+    planning: Mutex<std::collections::HashSet<OperationId>>,
 }
 
 impl std::fmt::Debug for Updater {
@@ -90,6 +92,7 @@ impl Updater {
             },
             pokes: Mutex::new(HashMap::new()),
             active: Mutex::new(Default::default()),
+            planning: Mutex::new(Default::default()),
         }
     }
 
@@ -263,7 +266,7 @@ impl Updater {
                         &actor,
                     )
                     .await?;
-                if op.state == OperationState::Cancelling && !self.is_active(id) {
+                if op.state == OperationState::Cancelling && !self.is_planning(id) {
                     self.finish_cancelled(id, &actor).await?;
                 }
                 self.poke(id);
@@ -291,8 +294,8 @@ impl Updater {
         }
     }
 
-    fn is_active(&self, id: OperationId) -> bool {
-        self.active.lock().expect("active lock").contains(&id)
+    fn is_planning(&self, id: OperationId) -> bool {
+        self.planning.lock().expect("planning lock").contains(&id)
     }
 
     #[allow(clippy::too_many_arguments)]

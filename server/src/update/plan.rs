@@ -232,11 +232,11 @@ impl Updater {
     /// Plans every item without a plan (all at once: scans and dry-runs change nothing), then
     /// waits for an approval.
     pub(super) async fn planner(self: std::sync::Arc<Self>, id: OperationId, actor: Actor) {
-        self.active.lock().expect("active lock").insert(id);
+        self.planning.lock().expect("planning lock").insert(id);
         if let Err(e) = self.plan_all(id, &actor).await {
             tracing::error!(operation = %id, error = %e, "planning failed");
         }
-        self.active.lock().expect("active lock").remove(&id);
+        self.planning.lock().expect("planning lock").remove(&id);
     }
 
     async fn plan_all(self: &std::sync::Arc<Self>, id: OperationId, actor: &Actor) -> Result<()> {
