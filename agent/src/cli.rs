@@ -9,6 +9,7 @@ use crate::config::{
 use crate::register::RegistrationToken;
 use crate::scan::{self, ScanOptions};
 use anyhow::Context;
+use canopy_api_types::bulk::HealthCheck;
 use canopy_api_types::updates::{PackageManager, PackageUpdate, Severity};
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -102,6 +103,25 @@ pub enum Command {
         json: bool,
         /// Timeout in seconds.
         #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// The host's health, as the server's health command sees it: failed systemd units,
+    /// reboot required, services to restart (needrestart, as root), and these checks.
+    /// Exit 0 healthy, 2 a failed unit or check, 1 when the report cannot be made.
+    Health {
+        #[arg(long)]
+        json: bool,
+        /// `GET URL` answers 2xx (repeatable).
+        #[arg(long, value_name = "URL")]
+        http: Vec<String>,
+        /// A TCP connection to HOST:PORT succeeds (repeatable).
+        #[arg(long, value_name = "HOST:PORT")]
+        tcp: Vec<String>,
+        /// This program exits 0: its argv split on spaces, no shell (repeatable).
+        #[arg(long, value_name = "\"PROGRAM ARG…\"")]
+        command: Vec<String>,
+        /// Timeout in seconds for the whole report.
+        #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
     /// The root helper (run by the agent through `sudo -n`): `helper VERB MANAGER [ITEM…]`
@@ -223,6 +243,41 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 2
             })
         }
+        Command::Health {
+            json,
+            http,
+            tcp,
+            command,
+            timeout,
+        } => {
+            let checks = cli_checks(http, tcp, command)?;
+            let g = crate::health::gather(
+                std::path::Path::new("/"),
+                &checks,
+                Duration::from_secs(timeout.max(1)),
+                None,
+            )
+            .await;
+            if json {
+                let r = crate::health::result(g.clone());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).context("serialising result")?
+                );
+            } else {
+                for l in crate::health::lines(&g) {
+                    println!("{l}");
+                }
+                for n in g.error.iter().chain(&g.notes) {
+                    eprintln!("{n}");
+                }
+            }
+            Ok(match (&g.error, g.healthy()) {
+                (Some(_), _) => 1,
+                (None, true) => 0,
+                (None, false) => 2,
+            })
+        }
         Command::Status { json } => {
             let cfg = try_config(cfg_flag)?;
             let cache = Cache::load(&cache_path(cfg.as_ref()))?;
@@ -301,6 +356,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(if r.success { 0 } else { 1 })
         }
     }
+}
+
+/// The checks of `canopy-agent health` from its flags.
+fn cli_checks(
+    http: Vec<String>,
+    tcp: Vec<String>,
+    command: Vec<String>,
+) -> anyhow::Result<Vec<HealthCheck>> {
+    let mut checks: Vec<HealthCheck> = http
+        .into_iter()
+        .map(|url| HealthCheck::Http { url, status: None })
+        .collect();
+    checks.extend(tcp.into_iter().map(|address| HealthCheck::Tcp { address }));
+    for c in command {
+        let argv: Vec<String> = c.split_whitespace().map(str::to_string).collect();
+        anyhow::ensure!(!argv.is_empty(), "--command needs a program");
+        checks.push(HealthCheck::Command { argv });
+    }
+    Ok(checks)
 }
 
 /// The configured package managers (flags > environment > config file); empty = detect.
