@@ -403,9 +403,15 @@ impl Agent {
                 self.rescan(self.cfg.refresh_before_scan, timeout).await;
                 scan_result(&self.cache)
             }
-            // Read-only: a read-only agent runs it too.
+            // Read-only: a read-only agent runs it too. Boxed: its future is large, and the
+            // check-in loop's must stay small for the thread that polls it.
             CommandSpec::Health { checks } => {
-                crate::health::command(checks, timeout, Some(self.started_at)).await
+                Box::pin(crate::health::command(
+                    checks,
+                    timeout,
+                    Some(self.started_at),
+                ))
+                .await
             }
             // Each package goes to the manager that reported it in the last scan.
             CommandSpec::DryRun { packages } => {

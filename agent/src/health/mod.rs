@@ -96,10 +96,12 @@ pub async fn gather(
 ) -> Gathered {
     let budget = budget(timeout);
     let systemd = root.join("run/systemd/system").is_dir();
+    // Boxed: each holds a process runner's future, large in a debug build, and the
+    // check-in loop polls this one on its own stack.
     let (units, services, outcomes) = tokio::join!(
-        failed_units(systemd, budget),
-        services_to_restart(budget),
-        checks::run_all(checks, budget)
+        Box::pin(failed_units(systemd, budget)),
+        Box::pin(services_to_restart(budget)),
+        Box::pin(checks::run_all(checks, budget))
     );
     let mut notes = Vec::new();
     let services_to_restart = services.unwrap_or_else(|e| {
