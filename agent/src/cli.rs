@@ -9,7 +9,6 @@ use crate::config::{
 use crate::register::RegistrationToken;
 use crate::scan::{self, ScanOptions};
 use anyhow::Context;
-use canopy_api_types::bulk::HealthCheck;
 use canopy_api_types::updates::{PackageManager, PackageUpdate, Severity};
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -250,33 +249,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             command,
             timeout,
         } => {
-            let checks = cli_checks(http, tcp, command)?;
-            let g = crate::health::gather(
-                std::path::Path::new("/"),
-                &checks,
-                Duration::from_secs(timeout.max(1)),
-                None,
-            )
-            .await;
-            if json {
-                let r = crate::health::result(g.clone());
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&r).context("serialising result")?
-                );
-            } else {
-                for l in crate::health::lines(&g) {
-                    println!("{l}");
-                }
-                for n in g.error.iter().chain(&g.notes) {
-                    eprintln!("{n}");
-                }
-            }
-            Ok(match (&g.error, g.healthy()) {
-                (Some(_), _) => 1,
-                (None, true) => 0,
-                (None, false) => 2,
-            })
+            let checks = crate::health::local::checks_from_flags(http, tcp, command)?;
+            crate::health::local::print(&checks, json, Duration::from_secs(timeout.max(1))).await
         }
         Command::Status { json } => {
             let cfg = try_config(cfg_flag)?;
@@ -356,25 +330,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(if r.success { 0 } else { 1 })
         }
     }
-}
-
-/// The checks of `canopy-agent health` from its flags.
-fn cli_checks(
-    http: Vec<String>,
-    tcp: Vec<String>,
-    command: Vec<String>,
-) -> anyhow::Result<Vec<HealthCheck>> {
-    let mut checks: Vec<HealthCheck> = http
-        .into_iter()
-        .map(|url| HealthCheck::Http { url, status: None })
-        .collect();
-    checks.extend(tcp.into_iter().map(|address| HealthCheck::Tcp { address }));
-    for c in command {
-        let argv: Vec<String> = c.split_whitespace().map(str::to_string).collect();
-        anyhow::ensure!(!argv.is_empty(), "--command needs a program");
-        checks.push(HealthCheck::Command { argv });
-    }
-    Ok(checks)
 }
 
 /// The configured package managers (flags > environment > config file); empty = detect.

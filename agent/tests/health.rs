@@ -129,3 +129,48 @@ async fn a_read_only_agent_reports_health_and_runs_the_checks() {
         r.summary
     );
 }
+
+/// `canopy-agent health --json` on this machine, no server: the same result as the command's,
+/// with the checks from its flags; exit 2 when a check failed (1 when no report could be made).
+#[tokio::test]
+async fn the_cli_prints_the_same_report() {
+    let up = http_server("200 OK").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = agent_cmd()
+        .env("CANOPY_AGENT_CONFIG", dir.path().join("none.toml"))
+        .args(["health", "--json", "--timeout", "30", "--tcp", &up])
+        .args(["--http", &format!("http://{up}/"), "--command", "false"])
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let r: canopy_api_types::commands::CommandResult =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(
+        out.status.code(),
+        Some(if r.success { 2 } else { 1 }),
+        "{r:?} {stderr}"
+    );
+    if r.success {
+        let report = r.health.expect("a report");
+        assert_eq!(report.agent_started_at, None, "no agent runs here");
+        let checks: Vec<(String, bool)> = report
+            .checks
+            .iter()
+            .map(|c| (c.check.clone(), c.ok))
+            .collect();
+        assert_eq!(
+            checks,
+            [
+                (format!("http http://{up}/"), true),
+                (format!("tcp {up}"), true),
+                ("command false".to_string(), false),
+            ]
+        );
+    } else {
+        assert!(r.health.is_none(), "{r:?}");
+        assert!(r
+            .summary
+            .starts_with("cannot list the failed systemd units"));
+    }
+}

@@ -18,6 +18,7 @@
 //! fails, a check that fails) is part of a report that was made.
 
 mod checks;
+pub mod local;
 #[cfg(test)]
 mod tests;
 

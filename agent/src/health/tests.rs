@@ -66,7 +66,14 @@ fn needrestart_batch_lines_name_the_services() {
         parse_needrestart(out),
         ["systemd-journald.service", "cron.service"]
     );
-    assert!(parse_needrestart("NEEDRESTART-VER: 3.6\nNEEDRESTART-KSTA: 0\n").is_empty());
+    // needrestart 3.6 (Debian 12) as root in a container without systemd: no services.
+    let container = "NEEDRESTART-VER: 3.6\n\
+                     NEEDRESTART-KCUR: 6.18.44-fc-v1300\n\
+                     NEEDRESTART-KSTA: 0\n\
+                     NEEDRESTART-UCSTA: 1\n\
+                     NEEDRESTART-UCCUR: 0x0001\n\
+                     NEEDRESTART-UCEXP: \n";
+    assert!(parse_needrestart(container).is_empty());
 }
 
 #[test]
