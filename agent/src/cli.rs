@@ -104,6 +104,25 @@ pub enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// The host's health, as the server's health command sees it: failed systemd units,
+    /// reboot required, services to restart (needrestart, as root), and these checks.
+    /// Exit 0 healthy, 2 a failed unit or check, 1 when the report cannot be made.
+    Health {
+        #[arg(long)]
+        json: bool,
+        /// `GET URL` answers 2xx (repeatable).
+        #[arg(long, value_name = "URL")]
+        http: Vec<String>,
+        /// A TCP connection to HOST:PORT succeeds (repeatable).
+        #[arg(long, value_name = "HOST:PORT")]
+        tcp: Vec<String>,
+        /// This program exits 0: its argv split on spaces, no shell (repeatable).
+        #[arg(long, value_name = "\"PROGRAM ARG…\"")]
+        command: Vec<String>,
+        /// Timeout in seconds for the whole report.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// The root helper (run by the agent through `sudo -n`): `helper VERB MANAGER [ITEM…]`
     /// with its own fixed verbs; see the `helper` module.
     #[command(hide = true)]
@@ -222,6 +241,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 2
             })
+        }
+        Command::Health {
+            json,
+            http,
+            tcp,
+            command,
+            timeout,
+        } => {
+            let checks = crate::health::local::checks_from_flags(http, tcp, command)?;
+            crate::health::local::print(&checks, json, Duration::from_secs(timeout.max(1))).await
         }
         Command::Status { json } => {
             let cfg = try_config(cfg_flag)?;

@@ -1,6 +1,6 @@
 //! canopy-agent: the per-host half of Canopy. Scans package managers, keeps a local
-//! cache, long-polls the server for commands (dry-run, install, repair, scan) and reports
-//! results. Every external command runs through [`process::run`]; everything that needs
+//! cache, long-polls the server for commands (dry-run, install, repair, scan, health) and
+//! reports results. Every external command runs through [`process::run`]; everything that needs
 //! root goes through the helper ([`helper`]).
 
 pub mod actions;
@@ -9,7 +9,9 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod facts;
+pub mod health;
 pub mod helper;
+pub mod http;
 pub mod identity;
 pub mod process;
 pub mod register;

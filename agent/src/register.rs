@@ -125,7 +125,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
     let config_dir = config_path.parent().unwrap_or(Path::new("."));
     ensure_private_dir(config_dir)?;
 
-    let http = crate::run::http_client(&cfg)?;
+    let http = crate::http::http_client(&cfg)?;
     let client = Client::new(http, args.server.clone());
     let mut req = RegisterRequest {
         registration_token: registration_token.expose().to_string(),
@@ -146,7 +146,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<Registered> {
     }
     .map_err(|e| {
         let unpinned = cfg.server_fingerprint.is_none() && cfg.ca_file.is_none();
-        let chain = crate::run::explain_transport(&e);
+        let chain = crate::http::explain_transport(&e);
         let hint = if unpinned && chain.contains("certificate") {
             "; pin the server with --fingerprint AA:BB:… (printed by `canopy serve`) or --ca-file PATH"
         } else {

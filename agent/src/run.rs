@@ -13,8 +13,8 @@
 use crate::actions;
 use crate::cache::Cache;
 use crate::config::{AgentConfig, Secret};
+use crate::http::{explain_transport, http_client};
 use crate::scan::{self, ScanOptions};
-use anyhow::Context;
 use canopy_api_types::agent::PackageDbIssue;
 use canopy_api_types::agent::{CheckinRequest, ReportUpload, ResultSubmission};
 use canopy_api_types::client::{Client, ClientError};
@@ -55,41 +55,6 @@ impl Backoff {
     }
 }
 
-/// The one HTTP client of the agent: rustls, connect timeout, a request timeout
-/// longer than the long poll, and the server pinned by fingerprint or CA when the config
-/// says so (a server presenting another certificate is refused, naming both fingerprints).
-pub fn http_client(cfg: &AgentConfig) -> anyhow::Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder()
-        .user_agent(format!("canopy-agent/{}", crate::facts::AGENT_VERSION))
-        .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
-        .timeout(Duration::from_secs(u64::from(cfg.wait_secs) + 30));
-    if let Some(trust) = cfg.server_trust()? {
-        let (tls, _) = canopy_tls::client_config(&trust).map_err(anyhow::Error::msg)?;
-        b = b.use_preconfigured_tls(tls);
-    }
-    b.build().context("building the HTTP client")
-}
-
-/// A failed request in words: a changed server certificate names both fingerprints and
-/// the fix; anything else is the whole cause chain (the reason sits a few levels down).
-pub fn explain_transport(e: &(dyn std::error::Error + 'static)) -> String {
-    match canopy_tls::pin_mismatch(e) {
-        Some(m) => format!(
-            "the server presents a certificate with the SHA-256 fingerprint {}, but {} is \
-             pinned; if its certificate was replaced on purpose, register again with \
-             --fingerprint {} (or set server_fingerprint in agent.toml)",
-            m.presented,
-            m.pinned
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(" or "),
-            m.presented
-        ),
-        None => canopy_tls::error_chain(e),
-    }
-}
-
 /// Resolves when SIGTERM or ctrl-c arrives.
 pub async fn shutdown_signal() {
     let term = async {
@@ -125,6 +90,8 @@ pub struct Agent {
     heartbeat: Duration,
     /// The first delay of the start and result retries (doubles up to a minute).
     retry_base: Duration,
+    /// When this agent started (health reports carry it: a reboot restarts the agent).
+    started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// What the server said to a command's start.
@@ -163,6 +130,7 @@ impl Agent {
             package_db: Vec::new(),
             heartbeat: Duration::from_secs(HEARTBEAT_SECS),
             retry_base: Duration::from_secs(1),
+            started_at: chrono::Utc::now(),
         })
     }
 
@@ -441,16 +409,16 @@ impl Agent {
                 self.rescan(self.cfg.refresh_before_scan, timeout).await;
                 scan_result(&self.cache)
             }
-            CommandSpec::Health { .. } => CommandResult {
-                exit_code: -1,
-                success: false,
-                stdout: String::new(),
-                stderr: "health checks are not built into this agent yet".into(),
-                planned: vec![],
-                removed: vec![],
-                summary: "health check not supported".into(),
-                health: None,
-            },
+            // Read-only: a read-only agent runs it too. Boxed: its future is large, and the
+            // check-in loop's must stay small for the thread that polls it.
+            CommandSpec::Health { checks } => {
+                Box::pin(crate::health::command(
+                    checks,
+                    timeout,
+                    Some(self.started_at),
+                ))
+                .await
+            }
             // Each package goes to the manager that reported it in the last scan.
             CommandSpec::DryRun { packages } => {
                 match actions::route(packages, &self.managers, self.cache.report.as_ref()) {

@@ -480,7 +480,7 @@ pub fn truncate_tail(s: &str, max: usize) -> String {
     format!("[… truncated …]\n{}", &s[start..])
 }
 
-fn tail_lines(s: &str, n: usize) -> String {
+pub(crate) fn tail_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     let start = lines.len().saturating_sub(n);
     let tail = lines[start..].join(" | ");
