@@ -333,6 +333,7 @@ pub(crate) fn attach_items(ops: &mut [Operation], items: Vec<(OperationId, Opera
 #[cfg(test)]
 mod tests {
     use super::*;
+    use canopy_api_types::bulk::{UpdateItemDetail, UpdateOperationDetail};
     use canopy_api_types::deploy::{DeployOutcome, Route};
     use canopy_api_types::HostId;
 
@@ -379,5 +380,128 @@ mod tests {
             apply_update(id, &done, update(ItemState::Failed, t1)),
             Err(StoreError::Conflict(_))
         ));
+    }
+
+    #[test]
+    fn running_item_may_be_queued_again_and_keeps_its_detail() {
+        let id = OperationId::new();
+        let t0 = micros(Utc::now());
+        let mut u = update(ItemState::Running, t0);
+        u.update = Some(UpdateItemDetail {
+            canary: true,
+            ..Default::default()
+        });
+        let running = apply_update(id, &queued(), u).unwrap();
+        let requeued = apply_update(id, &running, update(ItemState::Queued, t0)).unwrap();
+        assert_eq!(requeued.state, ItemState::Queued);
+        assert_eq!(
+            requeued.update, running.update,
+            "kept when the update has none"
+        );
+        let mut cancel = update(ItemState::Cancelled, t0);
+        cancel.event = Some(OperationEvent {
+            event_type: "operation.item_step".into(),
+            payload: json!({"step": "cancel"}),
+        });
+        let (done, evs) = update_item(id, "update", &requeued, cancel, &Actor::System).unwrap();
+        assert_eq!(done.finished_at, Some(t0));
+        let types: Vec<_> = evs.iter().map(|e| e.event.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            vec!["operation.item_step", events::OPERATION_ITEM_CANCELLED]
+        );
+        assert!(evs.iter().all(|e| e.event.subject == done.target));
+    }
+
+    fn op(state: OperationState, fingerprint: Option<&str>) -> Operation {
+        Operation {
+            id: OperationId::new(),
+            action: "update".into(),
+            selector: "cluster/c".into(),
+            state,
+            created_by: "system".into(),
+            created_at: micros(Utc::now()),
+            finished_at: None,
+            items: Vec::new(),
+            skipped: Vec::new(),
+            update: Some(UpdateOperationDetail {
+                fingerprint: fingerprint.map(String::from),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn change(from: &[OperationState], to: OperationState) -> OperationTransition {
+        OperationTransition {
+            from: from.to_vec(),
+            to,
+            expect_fingerprint: None,
+            update: None,
+            event: OperationEvent {
+                event_type: "operation.paused".into(),
+                payload: json!({}),
+            },
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn transitions_check_the_state_and_the_fingerprint() {
+        use OperationState::*;
+        let paused = op(Paused, Some("abc"));
+        let Err(StoreError::Conflict(m)) = transition(
+            &paused,
+            change(&[AwaitingApproval], Running),
+            &Actor::System,
+        ) else {
+            panic!("a state not in `from` is a conflict");
+        };
+        assert_eq!(
+            m,
+            format!("operation {} is paused, not awaiting_approval", paused.id)
+        );
+        let mut c = change(&[Paused], Running);
+        c.expect_fingerprint = Some("old".into());
+        let Err(StoreError::Conflict(m)) = transition(&paused, c, &Actor::System) else {
+            panic!("another fingerprint is a conflict");
+        };
+        assert_eq!(m, "the plan changed: its fingerprint is now abc");
+        let mut c = change(&[Paused], Running);
+        c.expect_fingerprint = Some("abc".into());
+        let (next, ev) = transition(&paused, c, &Actor::System).unwrap();
+        assert_eq!((next.state, next.finished_at), (Running, None));
+        assert_eq!(next.update, paused.update, "kept when the change has none");
+        assert_eq!(ev.event.subject, events::operation_subject(paused.id));
+        assert_eq!(ev.event.correlation, Some(correlation(paused.id)));
+        let c = change(&[Running], Cancelled);
+        let at = micros(c.at);
+        let (ended, _) = transition(&next, c, &Actor::System).unwrap();
+        assert_eq!(ended.finished_at, Some(at));
+        assert!(matches!(
+            transition(&ended, change(&[Cancelled], Running), &Actor::System),
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn terminal_states_sql_lists_exactly_the_terminal_states() {
+        use OperationState::*;
+        let all = [
+            Planning,
+            AwaitingApproval,
+            Running,
+            Paused,
+            Cancelling,
+            Succeeded,
+            Partial,
+            Failed,
+            Cancelled,
+        ];
+        let listed: Vec<String> = all
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        assert_eq!(listed.join(", "), TERMINAL_STATES_SQL);
     }
 }

@@ -23,7 +23,10 @@ const ITEM_CHUNK: usize = 1_000;
 const ID_CHUNK: usize = 500;
 
 /// A detail column's text: the JSON of `detail`, or NULL.
-fn detail_text<T: serde::Serialize>(table: &'static str, detail: Option<&T>) -> Result<Option<String>> {
+fn detail_text<T: serde::Serialize>(
+    table: &'static str,
+    detail: Option<&T>,
+) -> Result<Option<String>> {
     Ok(plan::detail_json(table, detail)?.map(|v| v.to_string()))
 }
 
