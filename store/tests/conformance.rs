@@ -11,6 +11,8 @@ mod commands;
 mod deploy_hosts;
 #[path = "conformance/fixture.rs"]
 mod fixture;
+#[path = "conformance/health_commands.rs"]
+mod health_commands;
 #[path = "conformance/history.rs"]
 mod history;
 #[path = "conformance/ingest.rs"]
@@ -149,7 +151,7 @@ macro_rules! every_store_case {
                 update_operations::update_operation_keeps_its_details_and_item_events,
                 update_operations::update_operation_moves_through_its_states,
                 update_operations::restart_resumes_update_operations_and_fails_deploys,
-                update_operations::health_command_round_trip,
+                health_commands::health_command_round_trip,
         );
     };
 }
