@@ -1,10 +1,17 @@
-//! What agent delivery persists: bulk operations with one item per targeted guest (their
-//! progress is data the UI polls and streams, and survives a restart as `failed`), and the
-//! SSH host keys the server pinned on first use when it connected to a PVE node or guest.
+//! What bulk operations persist: operations with one item per targeted guest (their
+//! progress is data the UI polls and streams), and the SSH host keys the server pinned on
+//! first use when it connected to a PVE node or guest.
 //!
-//! An item that ends (succeeded or failed) writes its event in the same transaction, linked
-//! to the guest and, once known, to the host, with the operation's id as correlation id,
-//! so a guest's history shows every deploy that touched it.
+//! Deploys and uninstalls run from start to end (`running`) and a restart fails them. Update
+//! operations plan first (`planning` → `awaiting_approval`), run once an operator approved
+//! their plan's fingerprint, may pause and be cancelled, and keep their state in `detail`
+//! columns (JSON of `UpdateOperationDetail` per operation, `UpdateItemDetail` per item) so a
+//! restarted server resumes them ([`OperationStore::unfinished_operations`]).
+//!
+//! An item that ends (succeeded, failed or cancelled) writes its event in the same
+//! transaction, linked to the guest and, once known, to the host, with the operation's id as
+//! correlation id, so a guest's history shows every operation that touched it; so does any
+//! event the engine asks for with an item's progress or an operation's transition.
 
 use crate::{Actor, ItemUpdate, NewOperation, OperationTransition, Result};
 use async_trait::async_trait;
@@ -38,10 +45,13 @@ pub trait OperationStore {
     /// Event `operation.created` (subject `operation/{id}`).
     async fn create_operation(&self, new: NewOperation, actor: &Actor) -> Result<Operation>;
     /// Record the progress of one item (see [`ItemUpdate`]): `started_at = at` on its first
-    /// move to `running`, `finished_at = at` on a terminal state, and then, in the same
-    /// transaction, event `operation.item_succeeded` / `operation.item_failed` (subject the
-    /// target, linked to the guest and host). Errors: `NotFound` for an unknown operation,
-    /// target or host; `Conflict` when the item already ended.
+    /// move to `running`, `finished_at = at` on a terminal state, the stored detail replaced
+    /// when `update.update` is `Some`. In the same transaction: `update.event` when given,
+    /// then, for an item that just ended, `operation.item_succeeded` /
+    /// `operation.item_failed` / `operation.item_cancelled` (each with the target as
+    /// subject, linked to the guest and host). A running item may go back to `queued` (its
+    /// guest was planned again). Errors: `NotFound` for an unknown operation, target or
+    /// host; `Conflict` when the item already ended.
     async fn update_operation_item(
         &self,
         id: OperationId,
@@ -49,8 +59,10 @@ pub trait OperationStore {
         update: ItemUpdate,
         actor: &Actor,
     ) -> Result<OperationItem>;
-    /// End a running operation with `state` (`finished_at = now`). Errors: `NotFound`;
-    /// `Conflict` when it already ended or `state` is `running`. Event `operation.finished`.
+    /// End an operation that has not ended (whatever its state: running, planning, paused,
+    /// cancelling, …) with the terminal `state` (`finished_at = now`). Errors: `NotFound`;
+    /// `Conflict` when it already ended or `state` is not an end. Event
+    /// `operation.finished` with the item tally.
     async fn finish_operation(
         &self,
         id: OperationId,
@@ -68,11 +80,14 @@ pub trait OperationStore {
     /// ([`unfinished_operations`](Self::unfinished_operations)). Returns how many
     /// operations failed.
     async fn fail_interrupted_operations(&self, now: DateTime<Utc>) -> Result<u64>;
-    /// Move a whole operation between states (see [`OperationTransition`]) and write its
-    /// event (subject `operation/{id}`, correlation the operation) in one transaction; a
-    /// terminal `to` sets `finished_at` (and items not ended are left as they are: end them
-    /// first). Errors: `NotFound`; `Conflict` when its state is not in `from` or the
-    /// fingerprint differs.
+    /// Move a whole operation between states (see [`OperationTransition`]) and write
+    /// `change.event` (subject `operation/{id}`, correlation the operation, the given actor)
+    /// in one transaction; `change.update` replaces the stored detail; a terminal `to` sets
+    /// `finished_at = change.at` (and items not ended are left as they are: end them first).
+    /// Errors: `NotFound`; `Conflict` when it already ended, its state is not in `from`
+    /// ("operation X is paused, not awaiting_approval"), or `expect_fingerprint` is not the
+    /// stored plan's ("the plan changed: its fingerprint is now …"); a refused change
+    /// changes nothing.
     async fn transition_operation(
         &self,
         id: OperationId,

@@ -11,6 +11,8 @@ mod commands;
 mod deploy_hosts;
 #[path = "conformance/fixture.rs"]
 mod fixture;
+#[path = "conformance/health_commands.rs"]
+mod health_commands;
 #[path = "conformance/history.rs"]
 mod history;
 #[path = "conformance/ingest.rs"]
@@ -33,6 +35,8 @@ mod pipeline;
 mod ssh_keys;
 #[path = "conformance/support.rs"]
 mod support;
+#[path = "conformance/update_operations.rs"]
+mod update_operations;
 #[path = "conformance/users.rs"]
 mod users;
 
@@ -144,6 +148,10 @@ macro_rules! every_store_case {
                 operations::item_updates_record_progress_and_events,
                 operations::list_operations_newest_first_with_items,
                 operations::fail_interrupted_fails_running_operations_and_their_open_items,
+                update_operations::update_operation_keeps_its_details_and_item_events,
+                update_operations::update_operation_moves_through_its_states,
+                update_operations::restart_resumes_update_operations_and_fails_deploys,
+                health_commands::health_command_round_trip,
         );
     };
 }
@@ -162,6 +170,8 @@ macro_rules! conformance_tests {
                 migrations::deploy_migration_keeps_hosts_and_tokens,
                 migrations::trust_migration_keeps_hosts_and_commands,
                 migrations::accounts_migration_keeps_users_and_sessions,
+                migrations::update_operations_migration_keeps_operations_and_commands,
+                migrations::corrupt_detail_is_named,
             );
         }
     };

@@ -8,7 +8,8 @@ use super::{finish, insert_events, rows, PgStore};
 use crate::common::micros;
 use crate::operation_plan::{self as plan, MAX_OPERATIONS};
 use crate::{
-    Actor, ItemUpdate, NewOperation, OperationStore, Result, StoreError, INTERRUPTED_MESSAGE,
+    Actor, ItemUpdate, NewOperation, OperationStore, OperationTransition, Result, StoreError,
+    INTERRUPTED_MESSAGE,
 };
 use async_trait::async_trait;
 use canopy_api_types::deploy::{Operation, OperationItem, OperationState};
@@ -18,8 +19,28 @@ use serde_json::json;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-/// Items per multi-row INSERT (15 binds each, below PostgreSQL's 65,535).
+/// Items per multi-row INSERT (16 binds each, below PostgreSQL's 65,535).
 const ITEM_CHUNK: usize = 1_000;
+
+/// The items of `ops` (one query, no N+1), put under them in position order.
+async fn attach_all(conn: &mut PgConnection, ops: &mut [Operation]) -> Result<()> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = ops.iter().map(|o| o.id.0).collect();
+    let items = sqlx::query(
+        "SELECT * FROM operation_items WHERE operation_id = ANY($1) ORDER BY operation_id, position",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let items = items
+        .iter()
+        .map(rows::operation_item)
+        .collect::<Result<_>>()?;
+    plan::attach_items(ops, items);
+    Ok(())
+}
 
 /// The operation with its items (two queries).
 async fn load(conn: &mut PgConnection, id: OperationId) -> Result<Option<Operation>> {
@@ -48,7 +69,8 @@ async fn load(conn: &mut PgConnection, id: OperationId) -> Result<Option<Operati
 async fn store_item(conn: &mut PgConnection, id: OperationId, item: &OperationItem) -> Result<()> {
     sqlx::query(
         "UPDATE operation_items SET state = $1, step = $2, outcome = $3, message = $4, host_id = $5, \
-         run_as = $6, started_at = $7, finished_at = $8 WHERE operation_id = $9 AND target = $10",
+         run_as = $6, started_at = $7, finished_at = $8, detail = $9 \
+         WHERE operation_id = $10 AND target = $11",
     )
     .bind(item.state.as_str())
     .bind(&item.step)
@@ -58,6 +80,7 @@ async fn store_item(conn: &mut PgConnection, id: OperationId, item: &OperationIt
     .bind(&item.run_as)
     .bind(item.started_at)
     .bind(item.finished_at)
+    .bind(plan::detail_json("operation_items", item.update.as_ref())?)
     .bind(id.0)
     .bind(&item.target)
     .execute(&mut *conn)
@@ -71,13 +94,18 @@ async fn insert_items(
     id: OperationId,
     items: &[OperationItem],
 ) -> Result<()> {
-    let numbered: Vec<(usize, &OperationItem)> = items.iter().enumerate().collect();
+    let details = items
+        .iter()
+        .map(|i| plan::detail_json("operation_items", i.update.as_ref()))
+        .collect::<Result<Vec<_>>>()?;
+    let numbered: Vec<(usize, (&OperationItem, &Option<serde_json::Value>))> =
+        items.iter().zip(&details).enumerate().collect();
     for chunk in numbered.chunks(ITEM_CHUNK) {
         let mut q = QueryBuilder::<Postgres>::new(
             "INSERT INTO operation_items (operation_id, target, position, guest_id, node, vmid, route, \
-             state, step, outcome, message, host_id, run_as, started_at, finished_at) ",
+             state, step, outcome, message, host_id, run_as, started_at, finished_at, detail) ",
         );
-        q.push_values(chunk, |mut b, (pos, i)| {
+        q.push_values(chunk, |mut b, (pos, (i, detail))| {
             b.push_bind(id.0)
                 .push_bind(i.target.clone())
                 .push_bind(i32::try_from(*pos).unwrap_or(i32::MAX))
@@ -92,7 +120,8 @@ async fn insert_items(
                 .push_bind(i.host_id.map(|h| h.0))
                 .push_bind(i.run_as.clone())
                 .push_bind(i.started_at.map(micros))
-                .push_bind(i.finished_at.map(micros));
+                .push_bind(i.finished_at.map(micros))
+                .push_bind((*detail).clone());
         });
         q.build()
             .execute(&mut *conn)
@@ -106,18 +135,21 @@ async fn insert_items(
 impl OperationStore for PgStore {
     async fn create_operation(&self, new: NewOperation, actor: &Actor) -> Result<Operation> {
         let id = new.id;
+        let detail = plan::detail_json("operations", new.update.as_ref())?;
         let mut tx = self.pool.begin().await?;
         let r: Result<Operation> = async {
             sqlx::query(
-                "INSERT INTO operations (id, action, selector, state, created_by, created_at, skipped) \
-                 VALUES ($1, $2, $3, 'running', $4, $5, $6)",
+                "INSERT INTO operations (id, action, selector, state, created_by, created_at, skipped, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(id.0)
             .bind(&new.action)
             .bind(&new.selector)
+            .bind(new.state.as_str())
             .bind(actor.to_string())
             .bind(micros(new.created_at))
             .bind(json!(new.skipped))
+            .bind(detail)
             .execute(&mut *tx)
             .await
             .map_err(|e| plan::refused(e, || format!("operation {id} already exists")))?;
@@ -139,7 +171,6 @@ impl OperationStore for PgStore {
         update: ItemUpdate,
         actor: &Actor,
     ) -> Result<OperationItem> {
-        let at = micros(update.at);
         let mut tx = self.pool.begin().await?;
         let r: Result<OperationItem> = async {
             let row = sqlx::query(
@@ -153,11 +184,9 @@ impl OperationStore for PgStore {
             .ok_or_else(|| StoreError::NotFound(format!("item {target} of operation {id}")))?;
             let action: String = row.try_get("action")?;
             let (_, item) = rows::operation_item(&row)?;
-            let item = plan::apply_update(id, &item, update)?;
+            let (item, evs) = plan::update_item(id, &action, &item, update, actor)?;
             store_item(&mut tx, id, &item).await?;
-            if let Some(ev) = plan::item_event(id, &action, &item, actor, at) {
-                insert_events(&mut tx, &[ev]).await?;
-            }
+            insert_events(&mut tx, &evs).await?;
             Ok(item)
         }
         .await;
@@ -224,18 +253,7 @@ impl OperationStore for PgStore {
                 .iter()
                 .map(rows::operation)
                 .collect::<Result<Vec<_>>>()?;
-            let ids: Vec<Uuid> = ops.iter().map(|o| o.id.0).collect();
-            let items = sqlx::query(
-                "SELECT * FROM operation_items WHERE operation_id = ANY($1) ORDER BY operation_id, position",
-            )
-            .bind(ids)
-            .fetch_all(&mut *tx)
-            .await?;
-            let items = items
-                .iter()
-                .map(rows::operation_item)
-                .collect::<Result<_>>()?;
-            plan::attach_items(&mut ops, items);
+            attach_all(&mut tx, &mut ops).await?;
             Ok(ops)
         }
         .await;
@@ -244,15 +262,59 @@ impl OperationStore for PgStore {
 
     async fn transition_operation(
         &self,
-        _id: OperationId,
-        _change: crate::OperationTransition,
-        _actor: &Actor,
+        id: OperationId,
+        change: OperationTransition,
+        actor: &Actor,
     ) -> Result<Operation> {
-        Err(StoreError::Conflict("STUB: transition_operation".into()))
+        let mut tx = self.pool.begin().await?;
+        let r: Result<Operation> = async {
+            // Lock the operation first: a concurrent change waits and then sees this one.
+            sqlx::query("SELECT 1 FROM operations WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("operation {id}")))?;
+            let op = load(&mut tx, id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("operation {id}")))?;
+            let (op, ev) = plan::transition(&op, change, actor)?;
+            sqlx::query(
+                "UPDATE operations SET state = $1, finished_at = $2, detail = $3 WHERE id = $4",
+            )
+            .bind(op.state.as_str())
+            .bind(op.finished_at)
+            .bind(plan::detail_json("operations", op.update.as_ref())?)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+            insert_events(&mut tx, &[ev]).await?;
+            Ok(op)
+        }
+        .await;
+        finish(tx, r).await
     }
 
-    async fn unfinished_operations(&self, _action: &str) -> Result<Vec<Operation>> {
-        Err(StoreError::Conflict("STUB: unfinished_operations".into()))
+    async fn unfinished_operations(&self, action: &str) -> Result<Vec<Operation>> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let r: Result<Vec<Operation>> = async {
+            let sql = format!(
+                "SELECT * FROM operations WHERE action = $1 AND state NOT IN ({}) \
+                 ORDER BY created_at, id",
+                plan::TERMINAL_STATES_SQL
+            );
+            let found = sqlx::query(&sql).bind(action).fetch_all(&mut *tx).await?;
+            let mut ops = found
+                .iter()
+                .map(rows::operation)
+                .collect::<Result<Vec<_>>>()?;
+            attach_all(&mut tx, &mut ops).await?;
+            Ok(ops)
+        }
+        .await;
+        finish(tx, r).await
     }
 
     async fn fail_interrupted_operations(&self, now: DateTime<Utc>) -> Result<u64> {
@@ -260,10 +322,11 @@ impl OperationStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let r: Result<u64> = async {
             let found: Vec<(Uuid, String)> = sqlx::query_as(
-                "UPDATE operations SET state = 'failed', finished_at = $1 WHERE state = 'running' \
-                 RETURNING id, action",
+                "UPDATE operations SET state = 'failed', finished_at = $1 \
+                 WHERE state = 'running' AND action <> $2 RETURNING id, action",
             )
             .bind(now)
+            .bind(plan::RESUMED_ACTION)
             .fetch_all(&mut *tx)
             .await?;
             let ids: Vec<Uuid> = found.iter().map(|(id, _)| *id).collect();

@@ -156,6 +156,20 @@ fn json_col<T: serde::de::DeserializeOwned>(
     serde_json::from_value(v).map_err(|e| StoreError::corrupt(table, format!("column {col}: {e}")))
 }
 
+/// A nullable JSON column: NULL is `None`, JSON that does not decode is `Corrupt`.
+fn opt_json_col<T: serde::de::DeserializeOwned>(
+    row: &PgRow,
+    table: &'static str,
+    col: &str,
+) -> Result<Option<T>> {
+    let v: Option<serde_json::Value> = row.try_get(col)?;
+    v.map(|v| {
+        serde_json::from_value(v)
+            .map_err(|e| StoreError::corrupt(table, format!("column {col}: {e}")))
+    })
+    .transpose()
+}
+
 fn u32_col(row: &PgRow, table: &'static str, col: &str) -> Result<u32> {
     let v: i64 = row.try_get(col)?;
     u32::try_from(v)
@@ -245,7 +259,7 @@ pub(super) fn operation(row: &PgRow) -> Result<Operation> {
         finished_at: row.try_get("finished_at")?,
         items: Vec::new(),
         skipped: json_col(row, T, "skipped")?,
-        update: None,
+        update: opt_json_col(row, T, "detail")?,
     })
 }
 
@@ -272,7 +286,7 @@ pub(super) fn operation_item(row: &PgRow) -> Result<(OperationId, OperationItem)
         run_as: row.try_get("run_as")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
-        update: None,
+        update: opt_json_col(row, T, "detail")?,
     };
     Ok((OperationId(row.try_get("operation_id")?), item))
 }

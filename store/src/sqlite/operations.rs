@@ -6,7 +6,8 @@ use super::{insert_events, placeholders, rows, ts, SqliteStore};
 use crate::common::micros;
 use crate::operation_plan::{self as plan, MAX_OPERATIONS};
 use crate::{
-    Actor, ItemUpdate, NewOperation, OperationStore, Result, StoreError, INTERRUPTED_MESSAGE,
+    Actor, ItemUpdate, NewOperation, OperationStore, OperationTransition, Result, StoreError,
+    INTERRUPTED_MESSAGE,
 };
 use async_trait::async_trait;
 use canopy_api_types::deploy::{Operation, OperationItem, OperationState};
@@ -16,10 +17,40 @@ use serde_json::json;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Sqlite};
 
-/// Items per multi-row INSERT (15 binds each, below SQLite's 32,766).
+/// Items per multi-row INSERT (16 binds each, below SQLite's 32,766).
 const ITEM_CHUNK: usize = 1_000;
 /// Operation ids per `IN (…)` list.
 const ID_CHUNK: usize = 500;
+
+/// A detail column's text: the JSON of `detail`, or NULL.
+fn detail_text<T: serde::Serialize>(
+    table: &'static str,
+    detail: Option<&T>,
+) -> Result<Option<String>> {
+    Ok(plan::detail_json(table, detail)?.map(|v| v.to_string()))
+}
+
+/// The items of `ops` (one query per [`ID_CHUNK`] operations, no N+1), put under them in
+/// position order.
+async fn attach_all(conn: &mut SqliteConnection, ops: &mut [Operation]) -> Result<()> {
+    let ids: Vec<String> = ops.iter().map(|o| o.id.to_string()).collect();
+    let mut items = Vec::new();
+    for chunk in ids.chunks(ID_CHUNK) {
+        let sql = format!(
+            "SELECT * FROM operation_items WHERE operation_id IN ({}) ORDER BY operation_id, position",
+            placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            items.push(rows::operation_item(&row)?);
+        }
+    }
+    plan::attach_items(ops, items);
+    Ok(())
+}
 
 /// The operation with its items, inside a transaction.
 async fn load(conn: &mut SqliteConnection, id: OperationId) -> Result<Option<Operation>> {
@@ -52,7 +83,8 @@ async fn store_item(
 ) -> Result<()> {
     sqlx::query(
         "UPDATE operation_items SET state = ?, step = ?, outcome = ?, message = ?, host_id = ?, \
-         run_as = ?, started_at = ?, finished_at = ? WHERE operation_id = ? AND target = ?",
+         run_as = ?, started_at = ?, finished_at = ?, detail = ? \
+         WHERE operation_id = ? AND target = ?",
     )
     .bind(item.state.as_str())
     .bind(&item.step)
@@ -62,6 +94,7 @@ async fn store_item(
     .bind(&item.run_as)
     .bind(item.started_at.map(ts))
     .bind(item.finished_at.map(ts))
+    .bind(detail_text("operation_items", item.update.as_ref())?)
     .bind(id.to_string())
     .bind(&item.target)
     .execute(&mut *conn)
@@ -74,27 +107,36 @@ async fn store_item(
 impl OperationStore for SqliteStore {
     async fn create_operation(&self, new: NewOperation, actor: &Actor) -> Result<Operation> {
         let id = new.id;
+        let detail = detail_text("operations", new.update.as_ref())?;
+        let item_details = new
+            .items
+            .iter()
+            .map(|i| detail_text("operation_items", i.update.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         let mut tx = self.begin_immediate().await?;
         sqlx::query(
-            "INSERT INTO operations (id, action, selector, state, created_by, created_at, skipped) \
-             VALUES (?, ?, ?, 'running', ?, ?, ?)",
+            "INSERT INTO operations (id, action, selector, state, created_by, created_at, skipped, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.to_string())
         .bind(&new.action)
         .bind(&new.selector)
+        .bind(new.state.as_str())
         .bind(actor.to_string())
         .bind(ts(new.created_at))
         .bind(json!(new.skipped).to_string())
+        .bind(detail)
         .execute(&mut *tx)
         .await
         .map_err(|e| plan::refused(e, || format!("operation {id} already exists")))?;
-        let numbered: Vec<(usize, &OperationItem)> = new.items.iter().enumerate().collect();
+        let numbered: Vec<(usize, (&OperationItem, &Option<String>))> =
+            new.items.iter().zip(&item_details).enumerate().collect();
         for chunk in numbered.chunks(ITEM_CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO operation_items (operation_id, target, position, guest_id, node, vmid, route, \
-                 state, step, outcome, message, host_id, run_as, started_at, finished_at) ",
+                 state, step, outcome, message, host_id, run_as, started_at, finished_at, detail) ",
             );
-            q.push_values(chunk, |mut b, (pos, i)| {
+            q.push_values(chunk, |mut b, (pos, (i, detail))| {
                 b.push_bind(id.to_string())
                     .push_bind(i.target.clone())
                     .push_bind(*pos as i64)
@@ -109,7 +151,8 @@ impl OperationStore for SqliteStore {
                     .push_bind(i.host_id.map(|h| h.to_string()))
                     .push_bind(i.run_as.clone())
                     .push_bind(i.started_at.map(ts))
-                    .push_bind(i.finished_at.map(ts));
+                    .push_bind(i.finished_at.map(ts))
+                    .push_bind((*detail).clone());
             });
             q.build()
                 .execute(&mut *tx)
@@ -131,7 +174,6 @@ impl OperationStore for SqliteStore {
         update: ItemUpdate,
         actor: &Actor,
     ) -> Result<OperationItem> {
-        let at = micros(update.at);
         let mut tx = self.begin_immediate().await?;
         let row = sqlx::query(
             "SELECT i.*, o.action FROM operation_items i JOIN operations o ON o.id = i.operation_id \
@@ -144,11 +186,9 @@ impl OperationStore for SqliteStore {
         .ok_or_else(|| StoreError::NotFound(format!("item {target} of operation {id}")))?;
         let action = rows::text(&row, "operations", "action")?;
         let (_, item) = rows::operation_item(&row)?;
-        let item = plan::apply_update(id, &item, update)?;
+        let (item, evs) = plan::update_item(id, &action, &item, update, actor)?;
         store_item(&mut tx, id, &item).await?;
-        if let Some(ev) = plan::item_event(id, &action, &item, actor, at) {
-            insert_events(&mut tx, &[ev]).await?;
-        }
+        insert_events(&mut tx, &evs).await?;
         tx.commit().await?;
         Ok(item)
     }
@@ -197,47 +237,60 @@ impl OperationStore for SqliteStore {
             .iter()
             .map(rows::operation)
             .collect::<Result<Vec<_>>>()?;
-        if !ops.is_empty() {
-            let sql = format!(
-                "SELECT * FROM operation_items WHERE operation_id IN ({}) ORDER BY operation_id, position",
-                placeholders(ops.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for op in &ops {
-                q = q.bind(op.id.to_string());
-            }
-            let items = q.fetch_all(&mut *tx).await?;
-            let items = items
-                .iter()
-                .map(rows::operation_item)
-                .collect::<Result<_>>()?;
-            plan::attach_items(&mut ops, items);
-        }
+        attach_all(&mut tx, &mut ops).await?;
         tx.commit().await?;
         Ok(ops)
     }
 
     async fn transition_operation(
         &self,
-        _id: OperationId,
-        _change: crate::OperationTransition,
-        _actor: &Actor,
+        id: OperationId,
+        change: OperationTransition,
+        actor: &Actor,
     ) -> Result<Operation> {
-        Err(StoreError::Conflict("STUB: transition_operation".into()))
+        let mut tx = self.begin_immediate().await?;
+        let op = load(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("operation {id}")))?;
+        let (op, ev) = plan::transition(&op, change, actor)?;
+        sqlx::query("UPDATE operations SET state = ?, finished_at = ?, detail = ? WHERE id = ?")
+            .bind(op.state.as_str())
+            .bind(op.finished_at.map(ts))
+            .bind(detail_text("operations", op.update.as_ref())?)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        insert_events(&mut tx, &[ev]).await?;
+        tx.commit().await?;
+        Ok(op)
     }
 
-    async fn unfinished_operations(&self, _action: &str) -> Result<Vec<Operation>> {
-        Err(StoreError::Conflict("STUB: unfinished_operations".into()))
+    async fn unfinished_operations(&self, action: &str) -> Result<Vec<Operation>> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "SELECT * FROM operations WHERE action = ? AND state NOT IN ({}) \
+             ORDER BY created_at, id",
+            plan::TERMINAL_STATES_SQL
+        );
+        let found = sqlx::query(&sql).bind(action).fetch_all(&mut *tx).await?;
+        let mut ops = found
+            .iter()
+            .map(rows::operation)
+            .collect::<Result<Vec<_>>>()?;
+        attach_all(&mut tx, &mut ops).await?;
+        tx.commit().await?;
+        Ok(ops)
     }
 
     async fn fail_interrupted_operations(&self, now: DateTime<Utc>) -> Result<u64> {
         let now = micros(now);
         let mut tx = self.begin_immediate().await?;
         let found: Vec<(String, String)> = sqlx::query_as(
-            "UPDATE operations SET state = 'failed', finished_at = ? WHERE state = 'running' \
-             RETURNING id, action",
+            "UPDATE operations SET state = 'failed', finished_at = ? \
+             WHERE state = 'running' AND action <> ? RETURNING id, action",
         )
         .bind(ts(now))
+        .bind(plan::RESUMED_ACTION)
         .fetch_all(&mut *tx)
         .await?;
         let ops = found

@@ -263,6 +263,20 @@ fn json_col<T: serde::de::DeserializeOwned>(
         .map_err(|e| StoreError::corrupt(table, format!("column {col}: {e}")))
 }
 
+/// A nullable JSON column: NULL is `None`, JSON that does not decode is `Corrupt`.
+fn opt_json_col<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    table: &'static str,
+    col: &str,
+) -> R<Option<T>> {
+    opt_text(row, table, col)?
+        .map(|s| {
+            serde_json::from_str(&s)
+                .map_err(|e| StoreError::corrupt(table, format!("column {col}: {e}")))
+        })
+        .transpose()
+}
+
 fn u32_col(row: &SqliteRow, table: &'static str, col: &str) -> R<u32> {
     let v = int(row, table, col)?;
     u32::try_from(v)
@@ -355,7 +369,7 @@ pub(super) fn operation(row: &SqliteRow) -> R<Operation> {
         finished_at: opt_time(row, T, "finished_at")?,
         items: Vec::new(),
         skipped: json_col(row, T, "skipped")?,
-        update: None,
+        update: opt_json_col(row, T, "detail")?,
     })
 }
 
@@ -383,7 +397,7 @@ pub(super) fn operation_item(row: &SqliteRow) -> R<(OperationId, OperationItem)>
         run_as: opt_text(row, T, "run_as")?,
         started_at: opt_time(row, T, "started_at")?,
         finished_at: opt_time(row, T, "finished_at")?,
-        update: None,
+        update: opt_json_col(row, T, "detail")?,
     };
     Ok((id(row, T, "operation_id")?, item))
 }

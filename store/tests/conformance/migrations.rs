@@ -272,3 +272,191 @@ pub async fn accounts_migration_keeps_users_and_sessions(fresh: &Fresh) {
         .await
         .unwrap();
 }
+
+/// 0006 (update operations) on a database that already holds an operation, its items and
+/// commands: SQLite rebuilds `operations`, `operation_items` and `commands` (foreign-key
+/// enforcement off) and nothing is lost or cascaded; the old rows have no detail. The new
+/// states, outcomes and the `health` kind are accepted afterwards, unknown values still
+/// refused.
+pub async fn update_operations_migration_keeps_operations_and_commands(fresh: &Fresh) {
+    use canopy_api_types::deploy::{DeployOutcome, ItemState, OperationState};
+    let backend = fresh.db.backend;
+    let all = known_migrations(backend.name());
+    assert!(
+        all.iter().any(|(v, d)| *v == 6 && d == "update operations"),
+        "{all:?}"
+    );
+    let db = empty(backend).await.expect("database");
+    apply_first(&db, 5).await;
+    exec(
+        &db,
+        "INSERT INTO hosts (id, hostname, machine_id, credential_hash, registered_at) \
+         VALUES ('7d0c8e1a-6b2f-4c3d-8e9f-0a1b2c3d4e5f', 'old-host', 'machine-old', 'cred', \
+         '2024-05-01T12:00:00.000000Z'); \
+         INSERT INTO commands (id, host_id, kind, spec, status, correlation_id, timeout_secs, created_at) \
+         VALUES ('2c3d4e5f-6071-4829-93a4-b5c6d7e8f901', '7d0c8e1a-6b2f-4c3d-8e9f-0a1b2c3d4e5f', 'scan', \
+         '{\"kind\":\"scan\"}', 'pending', '3d4e5f60-7182-4930-a4b5-c6d7e8f90123', 300, \
+         '2024-05-01T12:00:00.000000Z'); \
+         INSERT INTO operations (id, action, selector, state, created_by, created_at, finished_at) \
+         VALUES ('4e5f6071-8293-4a4b-b5c6-d7e8f9012345', 'deploy', 'cluster/home', 'partial', \
+         'user:admin', '2024-05-01T12:00:00.000000Z', '2024-05-01T12:05:00.000000Z'); \
+         INSERT INTO operation_items (operation_id, target, position, node, vmid, route, state, \
+         outcome, host_id, finished_at) VALUES \
+         ('4e5f6071-8293-4a4b-b5c6-d7e8f9012345', 'cluster/home/node/pve1/lxc/101', 0, 'pve1', 101, \
+         'pct', 'succeeded', 'installed', '7d0c8e1a-6b2f-4c3d-8e9f-0a1b2c3d4e5f', \
+         '2024-05-01T12:01:00.000000Z'), \
+         ('4e5f6071-8293-4a4b-b5c6-d7e8f9012345', 'cluster/home/node/pve1/lxc/102', 1, 'pve1', 102, \
+         'ssh', 'failed', NULL, NULL, '2024-05-01T12:02:00.000000Z');",
+    )
+    .await
+    .unwrap();
+    let store = canopy_store::open(&db.url)
+        .await
+        .expect("migrate to the latest");
+    assert_eq!(applied(&db).await, expected(backend));
+    let ops = store.list_operations(10).await.unwrap();
+    assert_eq!(ops.len(), 1, "the operation survived the rebuild");
+    assert_eq!(
+        (ops[0].state, ops[0].update.as_ref()),
+        (OperationState::Partial, None)
+    );
+    let items: Vec<_> = ops[0]
+        .items
+        .iter()
+        .map(|i| (i.vmid, i.state, i.outcome, i.update.is_some()))
+        .collect();
+    assert_eq!(
+        items,
+        vec![
+            (
+                101,
+                ItemState::Succeeded,
+                Some(DeployOutcome::Installed),
+                false
+            ),
+            (102, ItemState::Failed, None, false),
+        ],
+        "its items survived the rebuild, in order"
+    );
+    let host = store.list_hosts().await.unwrap()[0].id;
+    assert_eq!(ops[0].items[0].host_id, Some(host));
+    let cmds = store.list_commands(host, 10).await.unwrap();
+    assert_eq!(cmds.len(), 1, "the command survived the rebuild");
+
+    // New values are accepted…
+    exec(
+        &db,
+        "INSERT INTO operations (id, action, selector, state, created_by, created_at, detail) \
+         VALUES ('5f607182-93a4-4b5c-86d7-e8f901234567', 'update', 'cluster/home', 'awaiting_approval', \
+         'user:admin', '2024-05-02T12:00:00.000000Z', '{\"options\":{},\"fingerprint\":\"fp\"}'); \
+         INSERT INTO operation_items (operation_id, target, position, node, vmid, route, state, outcome, detail) \
+         VALUES ('5f607182-93a4-4b5c-86d7-e8f901234567', 'cluster/home/node/pve1/lxc/101', 0, 'pve1', 101, \
+         'pct', 'cancelled', 'rolled_back', '{\"canary\":true}'); \
+         INSERT INTO commands (id, host_id, kind, spec, status, correlation_id, timeout_secs, created_at) \
+         VALUES ('6071a293-a4b5-4c6d-97e8-f90123456789', '7d0c8e1a-6b2f-4c3d-8e9f-0a1b2c3d4e5f', 'health', \
+         '{\"kind\":\"health\"}', 'pending', '3d4e5f60-7182-4930-a4b5-c6d7e8f90123', 60, \
+         '2024-05-02T12:00:00.000000Z');",
+    )
+    .await
+    .unwrap();
+    let op = store
+        .unfinished_operations("update")
+        .await
+        .unwrap()
+        .pop()
+        .expect("the update operation");
+    assert_eq!(op.state, OperationState::AwaitingApproval);
+    assert_eq!(op.update.and_then(|d| d.fingerprint).as_deref(), Some("fp"));
+    assert_eq!(
+        (op.items[0].state, op.items[0].outcome),
+        (ItemState::Cancelled, Some(DeployOutcome::RolledBack))
+    );
+    assert!(op.items[0].update.as_ref().is_some_and(|d| d.canary));
+    assert_eq!(store.list_commands(host, 10).await.unwrap().len(), 2);
+    // …unknown ones still refused.
+    for bad in [
+        "UPDATE operations SET state = 'exploded'",
+        "UPDATE operation_items SET state = 'skipped'",
+        "UPDATE operation_items SET outcome = 'reinstalled'",
+        "UPDATE commands SET kind = 'reboot'",
+    ] {
+        assert!(exec(&db, bad).await.is_err(), "{bad} must be refused");
+    }
+    if backend == Backend::Sqlite {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        let mut indexes: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
+             AND tbl_name IN ('operations', 'operation_items', 'commands') ORDER BY name",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        indexes.sort();
+        let names: Vec<_> = indexes.iter().map(|(n,)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "commands_claim",
+                "commands_correlation",
+                "commands_deadline",
+                "operation_items_guest",
+                "operation_items_host",
+                "operations_created",
+                "operations_state",
+            ],
+            "the rebuilt tables have their indexes again"
+        );
+    }
+}
+
+/// A `detail` column whose JSON is not the detail it should be is `Corrupt`, naming the
+/// table and the column, never silently dropped.
+pub async fn corrupt_detail_is_named(fresh: &Fresh) {
+    use canopy_api_types::deploy::{OperationItem, OperationState, Route};
+    use canopy_store::{NewOperation, StoreError};
+    let id = canopy_api_types::OperationId::new();
+    fresh
+        .store
+        .create_operation(
+            NewOperation {
+                id,
+                action: "update".into(),
+                state: OperationState::Planning,
+                update: Some(Default::default()),
+                selector: "cluster/home".into(),
+                items: vec![OperationItem::queued(
+                    "cluster/home/node/pve1/lxc/101",
+                    None,
+                    "pve1",
+                    101,
+                    Route::Pct,
+                )],
+                skipped: Vec::new(),
+                created_at: chrono::Utc::now(),
+            },
+            &Actor::System,
+        )
+        .await
+        .unwrap();
+    for (sql, table) in [
+        (
+            "UPDATE operation_items SET detail = '{\"canary\":\"yes\"}'",
+            "operation_items",
+        ),
+        (
+            "UPDATE operations SET detail = '{\"options\":7}'",
+            "operations",
+        ),
+    ] {
+        exec(&fresh.db, sql).await.unwrap();
+        match fresh.store.get_operation(id).await {
+            Err(StoreError::Corrupt { table: t, detail }) => {
+                assert_eq!(t, table);
+                assert!(detail.contains("column detail"), "{detail}");
+            }
+            other => panic!("{sql}: expected Corrupt, got {other:?}"),
+        }
+        assert!(fresh.store.list_operations(10).await.is_err());
+    }
+}
