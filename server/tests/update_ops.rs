@@ -28,7 +28,7 @@ const TOKEN: &str = "canopy@pve!lab=3e1f5a9c-7b2d-4c8e-9f0a-1b2c3d4e5f60";
 fn estate() -> String {
     let mut s = String::from(
         "[[clusters]]\nname = \"lab\"\n[[clusters.tokens]]\nid = \"canopy@pve!lab\"\n\
-         secret = \"3e1f5a9c-7b2d-4c8e-9f0a-1b2c3d4e5f60\"\nrole = \"PVEVMAdmin\"\n\
+         secret = \"3e1f5a9c-7b2d-4c8e-9f0a-1b2c3d4e5f60\"\nrole = \"Administrator\"\n\
          [[clusters.nodes]]\nname = \"pve1\"\n",
     );
     for (vmid, status, template) in [
@@ -392,11 +392,18 @@ impl Lab {
     }
 
     async fn until(&self, id: canopy_api_types::OperationId, f: impl Fn(&Operation) -> bool) -> Operation {
-        eventually(Duration::from_secs(120), || async {
+        let start = std::time::Instant::now();
+        loop {
             let op = self.app.admin.operation(id).await.unwrap();
-            f(&op).then_some(op)
-        })
-        .await
+            if f(&op) {
+                return op;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "the operation did not get there within 120 s: {op:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn installs(&self, vmid: u32) -> Vec<String> {

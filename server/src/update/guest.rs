@@ -600,9 +600,11 @@ impl Work<'_> {
         let op = self.up.get(self.id).await?;
         if let Some(now) = op.items.iter().find(|i| i.target == self.item.target) {
             if !now.state.is_terminal() {
+                // The new plan (and its dry-run) came with `now`; its install is yet to be
+                // sent, after a new approval. The snapshot taken stays and is reused.
                 let mut d = detail_of(now);
                 d.needs_approval = true;
-                d.steps.extend(self.detail.steps.iter().cloned());
+                d.install = None;
                 d.steps.push(ItemStep {
                     step: "replan".into(),
                     status: "done".into(),

@@ -169,11 +169,29 @@ impl Updater {
         actor: Actor,
     ) -> Result<Operation> {
         let op = self.get(id).await?;
+        let stored = op.update.as_ref().and_then(|u| u.fingerprint.as_deref());
+        if op.state == OperationState::AwaitingApproval && stored == Some(fingerprint) {
+            // Guests re-planned after an earlier approval are covered by this one. Cleared
+            // before the state moves, so an executor that sees `running` finds them runnable;
+            // the store checks the fingerprint again below.
+            for item in &op.items {
+                if let Some(d) = item.update.as_ref().filter(|d| d.needs_approval) {
+                    let mut d = d.clone();
+                    d.needs_approval = false;
+                    let mut up = ItemUpdate::running("approved", chrono::Utc::now());
+                    up.state = item.state;
+                    up.step = item.step.clone();
+                    up.update = Some(d);
+                    self.engine
+                        .publish(self.store.as_ref(), id, &item.target, up, &actor)
+                        .await?;
+                }
+            }
+        }
         let mut detail = op.update.clone().unwrap_or_default();
         detail.approved_by = Some(actor.to_string());
         detail.approved_at = Some(chrono::Utc::now());
-        let op = self
-            .store
+        self.store
             .transition_operation(
                 id,
                 OperationTransition {
@@ -191,20 +209,6 @@ impl Updater {
             )
             .await
             .map_err(conflict)?;
-        // Guests re-planned after an earlier approval are covered by this one.
-        for item in &op.items {
-            if let Some(d) = item.update.as_ref().filter(|d| d.needs_approval) {
-                let mut d = d.clone();
-                d.needs_approval = false;
-                let mut up = ItemUpdate::running("approved", chrono::Utc::now());
-                up.state = item.state;
-                up.step = item.step.clone();
-                up.update = Some(d);
-                self.engine
-                    .publish(self.store.as_ref(), id, &item.target, up, &actor)
-                    .await?;
-            }
-        }
         let me = self.clone();
         tokio::spawn(async move { me.executor(id, actor).await });
         self.get(id).await
