@@ -233,7 +233,9 @@ pub fn publish(args: &[&str]) -> Result<()> {
             repo_dir.display()
         );
     }
-    let deb = repo::publish(&repo_dir, suite, name, version)?;
+    let (pkgs, _) = packages::load(&state::repo_root()?)?;
+    let like = pkgs.iter().find(|p| p.name == *name);
+    let deb = repo::publish(&repo_dir, suite, name, version, like)?;
     eprintln!("xtask: lab publish: {} in suite {suite}", deb.display());
     Ok(())
 }
