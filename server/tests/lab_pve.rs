@@ -8,9 +8,8 @@
 
 mod common;
 
-use canopy_hypervisor::{
-    ApiToken, Connection, Hypervisor, PowerAction, PveClient, TaskStatus, Trust, Upid,
-};
+use canopy_hypervisor::types::{TaskStatus, Upid};
+use canopy_hypervisor::{ApiToken, Connection, Hypervisor, PowerAction, PveClient, Trust};
 use canopy_pve_sim::{RunningCluster, SimFile};
 use common::lab::*;
 use common::*;
@@ -24,8 +23,13 @@ async fn lab_sim(lab: &Lab) -> RunningCluster {
     let file = SimFile::load(lab.pve().sim_file).expect("the lab's simulator file loads");
     let cluster = file.clusters.into_iter().next().expect("one cluster");
     assert_eq!(cluster.name, "lab");
-    assert!(cluster.hook.is_some(), "the lab's cluster has an action hook");
-    canopy_pve_sim::start(cluster).await.expect("simulator starts")
+    assert!(
+        cluster.hook.is_some(),
+        "the lab's cluster has an action hook"
+    );
+    canopy_pve_sim::start(cluster)
+        .await
+        .expect("simulator starts")
 }
 
 fn client(sim: &RunningCluster) -> PveClient {
@@ -75,10 +79,12 @@ fn in_guest(container: &str, script: &str) -> String {
 struct Restore {
     container: String,
     old: String,
+    snapshot_image: String,
 }
 
 impl Drop for Restore {
     fn drop(&mut self) {
+        let _ = docker_output(&["image", "rm", "-f", &self.snapshot_image]);
         let _ = docker_output(&["start", &self.container]);
         let _ = docker_output(&[
             "exec",
@@ -104,16 +110,21 @@ async fn snapshot_rollback_and_reboot_through_the_api_act_on_the_lab_guest() {
         .as_str()
         .expect("lab.json packages")
         .to_string();
-    let new = lab.json["packages"][PKG]["new"].as_str().unwrap().to_string();
+    let new = lab.json["packages"][PKG]["new"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snap = format!("labtest_{}", std::process::id());
+    let snapshot_image = format!("canopy-lab/snap-{container}:{snap}");
     let _restore = Restore {
         container: container.clone(),
         old: old.clone(),
+        snapshot_image: snapshot_image.clone(),
     };
     assert_eq!(dpkg_version(&container, PKG), old);
     let machine_id = in_guest(&container, "cat /etc/machine-id");
     let sim = lab_sim(&lab).await;
     let pve = client(&sim);
-    let snap = format!("labtest_{}", std::process::id());
 
     // Snapshot, then the repository's new version installed behind PVE's back.
     let upid = pve
@@ -178,12 +189,7 @@ async fn snapshot_rollback_and_reboot_through_the_api_act_on_the_lab_guest() {
     );
 
     // A hook failure is the task's error: the snapshot's image is gone, nothing changes.
-    docker(&[
-        "image",
-        "rm",
-        "-f",
-        &format!("canopy-lab/snap-{container}:{snap}"),
-    ]);
+    docker(&["image", "rm", "-f", &snapshot_image]);
     let upid = pve
         .snapshot_rollback("pve1", VMID, &snap)
         .await

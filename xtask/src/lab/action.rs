@@ -39,7 +39,11 @@ struct Target {
 pub fn run(args: &[&str]) -> Result<()> {
     let (act, vmid) = parse(args)?;
     let target = target(vmid)?;
-    let what = format!("pve-action {} (container {})", args.join(" "), target.container);
+    let what = format!(
+        "pve-action {} (container {})",
+        args.join(" "),
+        target.container
+    );
     act_on(&act, vmid, &target).with_context(|| what)
 }
 
@@ -180,20 +184,35 @@ fn wait_up(t: &Target) -> Result<()> {
     }
 }
 
-/// Removes this lab's snapshot images (their containers are gone: `remove_guests`).
+/// Removes this lab's snapshot images (their containers are gone: `remove_guests`). A snapshot
+/// of a rolled-back guest is a child of the image it was rolled back to, and Docker removes a
+/// parent only after its children: one pass per generation.
 pub(super) fn remove_snapshot_images() -> Result<()> {
     let filter = format!("label={SNAPSHOT_LABEL}={}", lab_prefix()?);
-    let ids = docker(&["images", "-q", "--filter", &filter], 60)?;
-    let mut ids: Vec<&str> = ids.split_whitespace().collect();
-    ids.sort_unstable();
-    ids.dedup();
-    if !ids.is_empty() {
-        cmd("docker", ["image", "rm", "-f"])
-            .args_from(&ids)
-            .timeout(Duration::from_secs(120))
-            .output()?;
+    let mut left = usize::MAX;
+    loop {
+        let ids = docker(&["images", "-q", "--filter", &filter], 60)?;
+        let mut ids: Vec<&str> = ids.split_whitespace().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if ids.len() >= left {
+            bail!(
+                "cannot remove the lab's snapshot images {} (see `docker image rm {}`)",
+                ids.join(" "),
+                ids[0]
+            );
+        }
+        left = ids.len();
+        for id in ids {
+            // A parent fails while its children exist; the next pass takes it.
+            let _ = cmd("docker", ["image", "rm", "-f", id])
+                .timeout(Duration::from_secs(120))
+                .ok();
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -44,7 +44,10 @@ impl DemoPackage {
 
 /// The postinst a version tree brings (`DEBIAN/postinst`), if any.
 pub fn tree_postinst(tree: Option<&Path>) -> Result<Option<String>> {
-    let Some(path) = tree.map(|t| t.join("DEBIAN/postinst")).filter(|p| p.is_file()) else {
+    let Some(path) = tree
+        .map(|t| t.join("DEBIAN/postinst"))
+        .filter(|p| p.is_file())
+    else {
         return Ok(None);
     };
     Ok(Some(fs::read_to_string(path)?))
@@ -207,7 +210,10 @@ pub fn build_deb(
             fs::create_dir_all(to.parent().unwrap_or(&root))?;
             fs::copy(&from, &to)?;
             let exec = fs::metadata(&from)?.permissions().mode() & 0o111 != 0;
-            fs::set_permissions(&to, fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }))?;
+            fs::set_permissions(
+                &to,
+                fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }),
+            )?;
         }
     }
     let mut control = format!(
