@@ -73,6 +73,8 @@ fn run() -> Result<()> {
         ["lab", "down"] => lab::down(),
         ["lab", "status"] => lab::status(),
         ["lab", "publish", rest @ ..] => lab::publish(rest),
+        // The PVE simulator's action hook for the lab's node pve1 (not for people).
+        ["lab", "pve-action", rest @ ..] => lab::pve_action(rest),
         ["test", rest @ ..] => test::run(rest),
         ["demo", rest @ ..] => demo::run(rest),
         ["bench", rest @ ..] => bench::run(rest),

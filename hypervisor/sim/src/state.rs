@@ -239,6 +239,8 @@ pub(crate) struct State {
     pub config_version: u64,
     pub quirks: Quirks,
     pub task_duration: Duration,
+    /// The cluster's action hook argv (`hook` in the cluster file).
+    pub hook: Option<Vec<String>>,
     pub nodes: Vec<Node>,
     pub guests: BTreeMap<u32, Guest>,
     pub tokens: Vec<Token>,
@@ -278,6 +280,7 @@ impl State {
             config_version: spec.config_version.unwrap_or(spec.nodes.len() as u64),
             quirks: spec.quirks.clone(),
             task_duration: Duration::from_millis(spec.task_duration_ms),
+            hook: spec.hook.clone(),
             nodes,
             guests,
             tokens: spec.tokens.iter().map(Token::from_spec).collect(),

@@ -71,6 +71,9 @@ pub struct PveLab {
     /// The vmid of the OpenRC guest (container `<node container>-ct108`, no systemd, no
     /// sudo); not in `guests`.
     pub openrc_vmid: u32,
+    /// The PVE simulator cluster file for this node (`cluster lab`, guests 101–106), whose
+    /// guest tasks act on the guest containers through `cargo xtask lab pve-action`.
+    pub sim_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +157,7 @@ impl Lab {
                 .as_u64()
                 .expect("lab.json pve.openrc_vmid: rebuild the lab with `cargo xtask lab up`")
                 as u32,
+            sim_file: PathBuf::from(text(&pve["sim_file"], "sim_file")),
             guests,
         }
     }

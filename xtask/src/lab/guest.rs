@@ -6,7 +6,8 @@ use crate::proc::cmd;
 use anyhow::{bail, Context, Result};
 use std::time::Duration;
 
-/// Removes every container that carries this lab's label (guests, dnf guests, PVE node and guests).
+/// Removes every container that carries this lab's label (guests, dnf guests, PVE node and
+/// guests), then the PVE guests' snapshot images.
 pub(super) fn remove_guests() -> Result<()> {
     let ids = cmd(
         "docker",
@@ -25,7 +26,7 @@ pub(super) fn remove_guests() -> Result<()> {
             .timeout(Duration::from_secs(60))
             .output()?;
     }
-    Ok(())
+    super::action::remove_snapshot_images()
 }
 
 pub(super) fn start_guest(name: &str, sources: &str) -> Result<()> {
@@ -69,12 +70,24 @@ pub(super) fn run_container_with(
     hostname: &str,
     extra: &[&str],
 ) -> Result<()> {
+    create_container(name, image, hostname, extra)?;
+    start_container(name)
+}
+
+/// Creates (does not start) guest container `name` from `image`: host network, this lab's
+/// label, hostname `hostname`, `extra` flags. `lab up` and a PVE rollback (`action.rs`) both
+/// come here, so a rolled-back guest runs exactly as `lab up` started it.
+pub(super) fn create_container(
+    name: &str,
+    image: &str,
+    hostname: &str,
+    extra: &[&str],
+) -> Result<()> {
     let label = guest_label()?;
     cmd(
         "docker",
         [
-            "run",
-            "-d",
+            "create",
             // Never ask a registry: the image is built here or the lab fails.
             "--pull=never",
             "--name",
@@ -91,7 +104,21 @@ pub(super) fn run_container_with(
     .arg(image)
     .timeout(Duration::from_secs(60))
     .output()
-    .with_context(|| format!("start guest {name}"))?;
+    .with_context(|| format!("create guest {name}"))?;
+    Ok(())
+}
+
+/// Starts the existing container `name` and waits for its init to write a machine-id.
+pub(super) fn start_container(name: &str) -> Result<()> {
+    cmd("docker", ["start", name])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .with_context(|| format!("start guest {name}"))?;
+    wait_machine_id(name)
+}
+
+/// Waits until `name` has a machine-id (its init wrote one, or it kept its own).
+pub(super) fn wait_machine_id(name: &str) -> Result<()> {
     let identity = || {
         cmd("docker", ["exec", name, "test", "-s", "/etc/machine-id"])
             .timeout(Duration::from_secs(10))

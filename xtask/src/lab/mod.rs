@@ -37,6 +37,7 @@
 //!     "ssh_key": "/tmp/canopy-xtask/lab/ssh/id_ed25519",
 //!     "dnf_vmid": 120,
 //!     "openrc_vmid": 108,
+//!     "sim_file": "/…/.lab/sim-pve1.toml",
 //!     "guests": [
 //!       { "vmid": 101, "container": "canopy-lab-pve1-ct101", "hostname": "ct101",
 //!         "sudo": true, "ssh": null },
@@ -56,7 +57,10 @@
 //! the vmid under which the node's `pct` reaches the dnf guest; `openrc_vmid` the OpenRC guest
 //! (`openrc.rs`: container `canopy-lab-pve1-ct108`, hostname `ct108`, image
 //! `canopy-lab/debian-openrc:bookworm`, no systemd, no sudo), which is not in `guests`.
+//! `sim_file` is the PVE simulator cluster file for node pve1 (`sim.rs`): guests 101–106 behind
+//! the simulator, whose tasks act on their containers (`action.rs`).
 
+mod action;
 mod base;
 mod dnf;
 mod guest;
@@ -68,6 +72,7 @@ mod packages;
 mod pve;
 mod repo;
 mod rpms;
+mod sim;
 mod systemd;
 
 use crate::proc::cmd;
@@ -189,7 +194,8 @@ pub fn up(guests: usize) -> Result<PathBuf> {
         dnf_names.push(name);
     }
     let pve_started = Instant::now();
-    let pve = pve::up(&sources, &pkgs)?;
+    let mut pve = pve::up(&sources, &pkgs)?;
+    pve.sim_file = Some(sim::write()?);
     let pve_secs = pve_started.elapsed().as_secs_f64();
     let path = lab_json_path()?;
     fs::create_dir_all(path.parent().unwrap_or(&root))?;
@@ -227,9 +233,16 @@ pub fn publish(args: &[&str]) -> Result<()> {
             repo_dir.display()
         );
     }
-    let deb = repo::publish(&repo_dir, suite, name, version)?;
+    let (pkgs, _) = packages::load(&state::repo_root()?)?;
+    let like = pkgs.iter().find(|p| p.name == *name);
+    let deb = repo::publish(&repo_dir, suite, name, version, like)?;
     eprintln!("xtask: lab publish: {} in suite {suite}", deb.display());
     Ok(())
+}
+
+/// `lab pve-action ACTION VMID [SNAPNAME] [--start]`: the simulator's action hook (`action.rs`).
+pub fn pve_action(args: &[&str]) -> Result<()> {
+    action::run(args)
 }
 
 /// Removes the guests, stops the repo server and deletes lab.json. Safe to repeat.
@@ -239,8 +252,10 @@ pub fn down() -> Result<()> {
     }
     repo::stop()?;
     let path = lab_json_path()?;
-    if path.exists() {
-        fs::remove_file(&path)?;
+    for file in [path, sim::path()?] {
+        if file.exists() {
+            fs::remove_file(&file)?;
+        }
     }
     eprintln!("xtask: lab down");
     Ok(())

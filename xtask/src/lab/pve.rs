@@ -13,7 +13,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const VMIDS: std::ops::RangeInclusive<u32> = 101..=106;
+/// The systemd guests.
+pub const VMIDS: std::ops::RangeInclusive<u32> = 101..=106;
 /// Guests whose sudo is purged after start.
 const NO_SUDO: &[u32] = &[105, 106];
 /// The guest that runs its own sshd.
@@ -35,6 +36,8 @@ pub struct Pve {
     guests: Vec<Guest>,
     /// The OpenRC guest (vmid [`OPENRC_VMID`]).
     openrc: Guest,
+    /// The simulator cluster file (`sim.rs`), once written.
+    pub sim_file: Option<PathBuf>,
 }
 
 /// Node container: `canopy-lab-pve1` (`canopy-lab-NAME-pve1` for an instance).
@@ -42,13 +45,18 @@ fn node_container() -> Result<String> {
     Ok(format!("{}{}", super::lab_prefix()?, node::NODE))
 }
 
-/// Starts the guests and the node (the images exist), then checks them through ssh.
+/// The container of guest `vmid`: `canopy-lab-pve1-ct{VMID}` (`canopy-lab-NAME-pve1-ct…`).
+pub fn guest_container(vmid: u32) -> Result<String> {
+    Ok(format!("{}-ct{vmid}", node_container()?))
+}
+
 /// The vmid under which the node's `pct` reaches the lab's dnf guest.
 pub const DNF_VMID: u32 = 120;
 
 /// The vmid of the OpenRC guest (no systemd, no sudo).
 pub const OPENRC_VMID: u32 = 108;
 
+/// Starts the guests and the node (the images exist), then checks them through ssh.
 /// The old containers are gone (`remove_guests`).
 pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
     let node_container = node_container()?;
@@ -56,7 +64,7 @@ pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
     for vmid in VMIDS {
         let guest = Guest {
             vmid,
-            container: format!("{node_container}-ct{vmid}"),
+            container: guest_container(vmid)?,
             hostname: format!("ct{vmid}"),
             sudo: !NO_SUDO.contains(&vmid),
             ssh_port: (vmid == SSH_GUEST).then(state::free_port).transpose()?,
@@ -72,7 +80,7 @@ pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
     }
     let openrc = Guest {
         vmid: OPENRC_VMID,
-        container: format!("{node_container}-ct{OPENRC_VMID}"),
+        container: guest_container(OPENRC_VMID)?,
         hostname: format!("ct{OPENRC_VMID}"),
         sudo: false,
         ssh_port: None,
@@ -143,6 +151,7 @@ pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
         key,
         guests,
         openrc,
+        sim_file: None,
     };
     self_check(&pve)?;
     Ok(pve)
@@ -263,13 +272,17 @@ pub fn json_section(pve: &Pve) -> String {
         .collect();
     format!(
         "{{\n    \"image\": {},\n    \"node_image\": {},\n    \"node\": {{ \"name\": {}, \"container\": {}, \
-         \"ssh\": {}, \"user\": \"root\" }},\n    \"ssh_key\": {},\n    \"dnf_vmid\": {DNF_VMID},\n    \"openrc_vmid\": {OPENRC_VMID},\n    \"guests\": [\n{}\n    ]\n  }}",
+         \"ssh\": {}, \"user\": \"root\" }},\n    \"ssh_key\": {},\n    \"dnf_vmid\": {DNF_VMID},\n    \"openrc_vmid\": {OPENRC_VMID},\n    \"sim_file\": {},\n    \"guests\": [\n{}\n    ]\n  }}",
         json_str(systemd::IMAGE),
         json_str(node::IMAGE),
         json_str(node::NODE),
         json_str(&pve.node_container),
         json_str(&format!("127.0.0.1:{}", pve.node_port)),
         json_str(&pve.key.to_string_lossy()),
+        pve.sim_file
+            .as_ref()
+            .map(|p| json_str(&p.to_string_lossy()))
+            .unwrap_or_else(|| "null".into()),
         guests.join(",\n"),
     )
 }

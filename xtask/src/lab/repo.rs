@@ -2,7 +2,7 @@
 //! `main`) with Release files from `apt-ftparchive`, served over HTTP on 127.0.0.1 by a
 //! detached `python3 -m http.server` with a pid file.
 
-use super::packages::{build_deb, DemoPackage};
+use super::packages::{build_deb, new_postinst, tree_postinst, DemoPackage};
 use crate::proc::{cmd, poll};
 use crate::state;
 use anyhow::{bail, Context, Result};
@@ -45,17 +45,21 @@ pub fn build(pkgs: &[DemoPackage], repo: &Path) -> Result<Vec<PathBuf>> {
                 &p.name,
                 old,
                 &[],
-                None,
+                tree_postinst(p.tree(old))?.as_deref(),
+                p.tree(old),
                 &work,
                 &repo.join("pool").join(MAIN_SUITE),
             )?;
             old_debs.push(deb);
         }
+        let tree = p.tree(&p.new);
+        let body = tree_postinst(tree)?.or_else(|| p.postinst.clone());
         build_deb(
             &p.name,
             &p.new,
             &p.depends,
-            p.postinst.as_deref(),
+            Some(&new_postinst(&p.name, &p.new, body.as_deref())),
+            tree,
             &work,
             &repo.join("pool").join(&p.suite),
         )?;
@@ -75,8 +79,15 @@ pub fn build(pkgs: &[DemoPackage], repo: &Path) -> Result<Vec<PathBuf>> {
 
 /// Builds `name` `version` into the pool of `suite` and (re)indexes that suite: a version
 /// published while the lab runs (a repository that moved on). A suite of its own per test
-/// keeps the other guests' repository unchanged. Returns the deb.
-pub fn publish(repo: &Path, suite: &str, name: &str, version: &str) -> Result<PathBuf> {
+/// keeps the other guests' repository unchanged. A demo package's version is built like its
+/// new version (`like`: same files and postinst). Returns the deb.
+pub fn publish(
+    repo: &Path,
+    suite: &str,
+    name: &str,
+    version: &str,
+    like: Option<&DemoPackage>,
+) -> Result<PathBuf> {
     let plain = |s: &str| {
         !s.is_empty()
             && s.bytes()
@@ -87,11 +98,14 @@ pub fn publish(repo: &Path, suite: &str, name: &str, version: &str) -> Result<Pa
     }
     let work = repo.with_extension(format!("publish-{suite}"));
     fs::create_dir_all(&work)?;
+    let tree = like.and_then(|p| p.tree(&p.new));
+    let body = tree_postinst(tree)?.or_else(|| like.and_then(|p| p.postinst.clone()));
     let deb = build_deb(
         name,
         version,
         &[],
-        None,
+        Some(&new_postinst(name, version, body.as_deref())),
+        tree,
         &work,
         &repo.join("pool").join(suite),
     )?;

@@ -119,6 +119,19 @@ fn container_units(root: &Path) -> Result<()> {
 /// Waits until systemd in `name` has finished booting. Returns its state (`running` or
 /// `degraded`) and the failed units; any other state is an error.
 pub fn wait_booted(name: &str) -> Result<(String, Vec<String>)> {
+    // `is-system-running --wait` fails at once while systemd's socket is not there yet (just
+    // after a (re)start: the machine-id the wrapper checks survives restarts, /run does not).
+    let socket = || {
+        cmd(
+            "docker",
+            ["exec", name, "test", "-S", "/run/systemd/private"],
+        )
+        .timeout(Duration::from_secs(10))
+        .ok()
+    };
+    if !crate::proc::poll(Duration::from_secs(60), Duration::from_millis(100), socket) {
+        bail!("systemd in {name} did not start (no /run/systemd/private after 60s)");
+    }
     let out = cmd(
         "docker",
         ["exec", name, "systemctl", "is-system-running", "--wait"],

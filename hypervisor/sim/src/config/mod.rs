@@ -60,6 +60,12 @@ pub struct ClusterSpec {
     /// How long a task (UPID) runs before it stops; its effect applies when it stops.
     #[serde(default = "default_task_ms")]
     pub task_duration_ms: u64,
+    /// Action hook: every guest task (start, shutdown, stop, reboot, snapshot, rollback,
+    /// snapshot delete) runs `HOOK… ACTION VMID [SNAPNAME] [--start]` and stays running until
+    /// it exits; exit 0 applies the effect, anything else fails the task with the hook's last
+    /// stderr line. The lab points it at `cargo xtask lab pve-action`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<Vec<String>>,
     #[serde(default)]
     pub quirks: Quirks,
     #[serde(default)]
@@ -123,6 +129,7 @@ impl ClusterSpec {
             repoid: default_repoid(),
             config_version: None,
             task_duration_ms: default_task_ms(),
+            hook: None,
             quirks: Quirks::default(),
             nodes: nodes.iter().map(|n| NodeSpec::new(*n)).collect(),
             guests: Vec::new(),
@@ -158,6 +165,9 @@ impl ClusterSpec {
                     node.name
                 );
             }
+        }
+        if self.hook.as_ref().is_some_and(|h| h.is_empty()) {
+            bail!("cluster {name}: hook must name a program (hook = [\"/path/prog\", …])");
         }
         let mut vmids = BTreeSet::new();
         for guest in &self.guests {

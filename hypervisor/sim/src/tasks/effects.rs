@@ -64,7 +64,11 @@ impl State {
         let due: Vec<String> = self
             .pending
             .iter()
-            .filter(|u| self.tasks.get(*u).is_none_or(|t| t.done_at <= now))
+            .filter(|u| {
+                self.tasks.get(*u).is_none_or(|t| {
+                    t.done_at <= now && t.hook.as_ref().is_none_or(|h| h.outcome().is_some())
+                })
+            })
             .cloned()
             .collect();
         if due.is_empty() {
@@ -80,10 +84,21 @@ impl State {
         let Some(task) = self.tasks.get(upid).cloned() else {
             return;
         };
-        let result = match task.precheck.clone() {
-            Some(err) => Err(err),
-            None => self.apply(&task),
+        let hook = task.hook.as_ref().and_then(|h| h.outcome());
+        let result = match (task.precheck.clone(), hook) {
+            (Some(err), _) => Err(err),
+            (None, Some(Err(err))) => {
+                self.release_lock(&task);
+                Err(err)
+            }
+            (None, _) => self.apply(&task),
         };
+        if let Some(h) = &task.hook {
+            let lines = h.stderr_lines();
+            if let Some(t) = self.tasks.get_mut(upid) {
+                t.log.extend(lines);
+            }
+        }
         if let Action::Vzdump { vmids, .. } = &task.action {
             for vmid in vmids {
                 if let Some(g) = self
@@ -97,6 +112,24 @@ impl State {
         }
         if let Some(t) = self.tasks.get_mut(upid) {
             t.result = Some(result);
+        }
+    }
+
+    /// A task that failed in its hook has no effect; the lock it took goes away.
+    fn release_lock(&mut self, task: &Task) {
+        let lock = match task.action {
+            Action::Snapshot { .. } => "snapshot",
+            Action::Rollback { .. } => "rollback",
+            Action::DelSnapshot { .. } => "snapshot-delete",
+            _ => return,
+        };
+        if let Some(g) = task
+            .vmid
+            .and_then(|v| self.guests.get_mut(&v))
+            .filter(|g| g.lock.as_deref() == Some(lock))
+        {
+            g.lock = None;
+            g.touch();
         }
     }
 

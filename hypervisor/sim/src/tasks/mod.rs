@@ -1,9 +1,11 @@
 //! Worker tasks, as `fork_worker` makes them: a UPID returned at once, `running` for a while,
 //! then `stopped` with `OK` or the error text, and the effect (started, snapshot taken, …)
 //! applied only when the task stops. Tasks complete lazily: `settle` runs before every
-//! request and control call, so no timers are needed.
+//! request and control call, so no timers are needed. With a cluster action hook (`hook.rs`)
+//! a guest task also waits for its hook process, and fails with the hook's reason.
 
 mod effects;
+mod hook;
 
 use std::time::Instant;
 
@@ -52,6 +54,9 @@ pub(crate) struct Task {
     pub done_at: Instant,
     /// Set when the worker would die before doing anything (locked, missing snapshot, …).
     pub precheck: Option<String>,
+    /// The cluster's action hook for this task, when it has one and the worker got past
+    /// its first checks: the task runs until the hook exits.
+    pub hook: Option<hook::HookRun>,
     /// `None` while running; `Some(Ok)` = "OK", `Some(Err(text))` = exit status text.
     pub result: Option<Result<(), String>>,
     pub log: Vec<String>,
@@ -191,6 +196,14 @@ impl State {
             precheck = self.lock_for(&action, guest.map(|g| g.0));
         }
         let log = self.initial_log(&action, guest, node);
+        let hook = match (&self.hook, guest, &precheck) {
+            (Some(argv), Some((vmid, _)), None)
+                if self.guests.get(&vmid).is_some_and(|g| g.node == node) =>
+            {
+                hook::hook_args(&action, vmid).map(|args| hook::HookRun::spawn(argv, args))
+            }
+            _ => None,
+        };
         let task = Task {
             upid: upid.clone(),
             node: node.into(),
@@ -204,6 +217,7 @@ impl State {
             action,
             done_at: Instant::now() + self.task_duration,
             precheck,
+            hook,
             result: None,
             log,
         };

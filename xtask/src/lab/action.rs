@@ -1,0 +1,250 @@
+//! `cargo xtask lab pve-action ACTION VMID [SNAPNAME] [--start]`: what the simulator's action
+//! hook runs (`sim.rs` writes the cluster file), so a PVE task on node pve1 acts on the lab
+//! guest container behind it. A snapshot is a `docker commit` into an image per guest and
+//! snapshot (labelled, so `lab up` and `lab down` remove them); a rollback replaces the
+//! container by one created from that image with the flags `lab up` uses, stopped unless
+//! `--start`; start, shutdown, stop and reboot are `docker start|stop|stop|restart`, waiting
+//! for the guest's init to be up again. The guest keeps its `/etc/machine-id` throughout (the
+//! init wrappers write one only when there is none), so an enrolled agent stays the same host.
+//! On failure the last line on stderr is the reason the PVE task shows.
+
+use super::guest::{create_container, start_container};
+use super::{lab_prefix, openrc, pve, systemd};
+use crate::proc::cmd;
+use anyhow::{bail, Context, Result};
+use std::time::Duration;
+
+/// The label every snapshot image carries (value: this lab's container prefix).
+const SNAPSHOT_LABEL: &str = "canopy.lab.snapshot";
+
+#[derive(Debug, PartialEq)]
+enum Act {
+    Start,
+    Shutdown,
+    Stop,
+    Reboot,
+    Snapshot(String),
+    Rollback { snap: String, start: bool },
+    DelSnapshot(String),
+}
+
+/// The container behind a vmid, with the flags `lab up` started it with.
+struct Target {
+    container: String,
+    hostname: String,
+    flags: &'static [&'static str],
+    systemd: bool,
+}
+
+pub fn run(args: &[&str]) -> Result<()> {
+    let (act, vmid) = parse(args)?;
+    let target = target(vmid)?;
+    let what = format!(
+        "pve-action {} (container {})",
+        args.join(" "),
+        target.container
+    );
+    act_on(&act, vmid, &target).with_context(|| what)
+}
+
+fn parse(args: &[&str]) -> Result<(Act, u32)> {
+    const USAGE: &str = "usage: cargo xtask lab pve-action \
+        start|shutdown|stop|reboot|snapshot|rollback|delsnapshot VMID [SNAPNAME] [--start]";
+    let start = args.contains(&"--start");
+    let rest: Vec<&str> = args.iter().copied().filter(|a| *a != "--start").collect();
+    let (action, vmid, snap) = match rest[..] {
+        [action, vmid] => (action, vmid, None),
+        [action, vmid, snap] => (action, vmid, Some(snap)),
+        _ => bail!("{USAGE}"),
+    };
+    let vmid: u32 = vmid
+        .parse()
+        .with_context(|| format!("VMID {vmid:?} is not a number ({USAGE})"))?;
+    let snap_name = || -> Result<String> {
+        let name = snap.with_context(|| format!("{action} needs a SNAPNAME ({USAGE})"))?;
+        let ok = name.len() <= 40
+            && name.starts_with(|c: char| c.is_ascii_alphabetic())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            bail!("invalid snapshot name {name:?} (letters, digits, _ and -; at most 40)");
+        }
+        Ok(name.to_string())
+    };
+    let act = match action {
+        "start" => Act::Start,
+        "shutdown" => Act::Shutdown,
+        "stop" => Act::Stop,
+        "reboot" => Act::Reboot,
+        "snapshot" => Act::Snapshot(snap_name()?),
+        "rollback" => Act::Rollback {
+            snap: snap_name()?,
+            start,
+        },
+        "delsnapshot" => Act::DelSnapshot(snap_name()?),
+        other => bail!("unknown action {other:?} ({USAGE})"),
+    };
+    let takes_snap = matches!(
+        act,
+        Act::Snapshot(_) | Act::Rollback { .. } | Act::DelSnapshot(_)
+    );
+    if (snap.is_some() && !takes_snap) || (start && !matches!(act, Act::Rollback { .. })) {
+        bail!("{action} takes only a VMID ({USAGE})");
+    }
+    Ok((act, vmid))
+}
+
+fn target(vmid: u32) -> Result<Target> {
+    let (flags, systemd) = if pve::VMIDS.contains(&vmid) {
+        (systemd::RUN_FLAGS, true)
+    } else if vmid == pve::OPENRC_VMID {
+        (openrc::RUN_FLAGS, false)
+    } else {
+        bail!(
+            "CT {vmid} is not a lab guest of node {} (101–106, {})",
+            super::node::NODE,
+            pve::OPENRC_VMID
+        );
+    };
+    Ok(Target {
+        container: pve::guest_container(vmid)?,
+        hostname: format!("ct{vmid}"),
+        flags,
+        systemd,
+    })
+}
+
+/// `canopy-lab/snap-CONTAINER:SNAPNAME`: one image per guest and snapshot.
+fn snapshot_image(container: &str, snap: &str) -> String {
+    format!("canopy-lab/snap-{container}:{snap}")
+}
+
+fn docker(args: &[&str], secs: u64) -> Result<String> {
+    cmd("docker", args)
+        .timeout(Duration::from_secs(secs))
+        .output()
+}
+
+fn act_on(act: &Act, vmid: u32, t: &Target) -> Result<()> {
+    let name = t.container.as_str();
+    match act {
+        Act::Start => {
+            start_container(name)?;
+            wait_up(t)
+        }
+        Act::Shutdown => docker(&["stop", "-t", "60", name], 90).map(drop),
+        Act::Stop => docker(&["stop", "-t", "5", name], 30).map(drop),
+        Act::Reboot => {
+            docker(&["restart", "-t", "60", name], 120)?;
+            super::guest::wait_machine_id(name)?;
+            wait_up(t)
+        }
+        Act::Snapshot(snap) => {
+            let image = snapshot_image(name, snap);
+            let label = format!("LABEL {SNAPSHOT_LABEL}={}", lab_prefix()?);
+            docker(&["commit", "--change", &label, name, &image], 300).map(drop)
+        }
+        Act::Rollback { snap, start } => {
+            let image = snapshot_image(name, snap);
+            if !image_exists(&image) {
+                bail!("no snapshot image {image} for CT {vmid} (snapshot '{snap}' is gone)");
+            }
+            docker(&["rm", "-f", name], 60)?;
+            create_container(name, &image, &t.hostname, t.flags)?;
+            if *start {
+                start_container(name)?;
+                wait_up(t)?;
+            }
+            Ok(())
+        }
+        Act::DelSnapshot(snap) => {
+            let image = snapshot_image(name, snap);
+            if !image_exists(&image) {
+                bail!("no snapshot image {image} for CT {vmid} (snapshot '{snap}')");
+            }
+            // -f untags an image a rolled-back container still runs from.
+            docker(&["image", "rm", "-f", &image], 60).map(drop)
+        }
+    }
+}
+
+fn image_exists(image: &str) -> bool {
+    cmd("docker", ["image", "inspect", "--format", "{{.Id}}", image])
+        .timeout(Duration::from_secs(30))
+        .ok()
+}
+
+/// Waits for the guest's init as `lab up` does (systemd booted, or OpenRC's runlevel).
+fn wait_up(t: &Target) -> Result<()> {
+    if t.systemd {
+        systemd::wait_booted(&t.container).map(drop)
+    } else {
+        openrc::wait_started(&t.container)
+    }
+}
+
+/// Removes this lab's snapshot images (their containers are gone: `remove_guests`). A snapshot
+/// of a rolled-back guest is a child of the image it was rolled back to, and Docker removes a
+/// parent only after its children: one pass per generation.
+pub(super) fn remove_snapshot_images() -> Result<()> {
+    let filter = format!("label={SNAPSHOT_LABEL}={}", lab_prefix()?);
+    let mut left = usize::MAX;
+    loop {
+        let ids = docker(&["images", "-q", "--filter", &filter], 60)?;
+        let mut ids: Vec<&str> = ids.split_whitespace().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if ids.len() >= left {
+            bail!(
+                "cannot remove the lab's snapshot images {} (see `docker image rm {}`)",
+                ids.join(" "),
+                ids[0]
+            );
+        }
+        left = ids.len();
+        for id in ids {
+            // A parent fails while its children exist; the next pass takes it.
+            let _ = cmd("docker", ["image", "rm", "-f", id])
+                .timeout(Duration::from_secs(120))
+                .ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_actions_and_refuses_bad_ones() {
+        assert_eq!(parse(&["start", "101"]).unwrap(), (Act::Start, 101));
+        assert_eq!(
+            parse(&["rollback", "102", "canopy_op1", "--start"]).unwrap(),
+            (
+                Act::Rollback {
+                    snap: "canopy_op1".into(),
+                    start: true
+                },
+                102
+            )
+        );
+        assert_eq!(
+            parse(&["delsnapshot", "103", "s1"]).unwrap(),
+            (Act::DelSnapshot("s1".into()), 103)
+        );
+        for bad in [
+            &["snapshot", "101"][..],
+            &["start", "101", "x1"],
+            &["start", "101", "--start"],
+            &["rollback", "101", "1bad"],
+            &["launch", "101"],
+            &["start", "ct101"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
