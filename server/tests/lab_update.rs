@@ -1,0 +1,418 @@
+//! "Update all LXCs on node pve1" end to end in the lab: the lab's six systemd Debian guests
+//! behind the PVE simulator (whose snapshot, rollback, start, shutdown and reboot act on the
+//! guest containers through the lab's action hook), real agents deployed over SSH, real apt
+//! against the lab repository.
+//!
+//! One test, scenarios in order (they share the guests): a canary, then the others, with one
+//! guest whose new package breaks a systemd service — rolled back, its old versions back and
+//! the service running; a stopped guest skipped and left stopped; a repository that moves on
+//! after approval — re-planned, nothing newer than approved installed; a failing canary that
+//! pauses the operation before any other guest is touched.
+//!
+//! Needs a fresh lab (`cargo xtask test` brings one up: CANOPY_LAB, CANOPY_AGENT_MUSL_BIN,
+//! CANOPY_XTASK_BIN); fails without it unless CANOPY_SKIP_LAB=1.
+
+mod common;
+
+use canopy_api_types::bulk::{Canary, RebootPolicy, SnapshotPolicy, UpdateOptions, UpdateRequest};
+use canopy_api_types::deploy::{
+    DeployAction, DeployRequest, ItemState, Operation, OperationItem, OperationState,
+};
+use canopy_api_types::OperationId;
+use common::lab::*;
+use common::*;
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+const ALL: &str = "cluster/lab/node/pve1/lxc/*";
+const BREAK_MARKER: &str = "/etc/canopy-demo/break-web";
+const INSTALL_LOG: &str = "/var/log/canopy-demo-installs.log";
+
+struct Env {
+    app: TestApp,
+    sim: canopy_pve_sim::RunningCluster,
+    pve: PveLab,
+}
+
+async fn setup(lab: &Lab) -> Env {
+    let pve = lab.pve();
+    let file = canopy_pve_sim::SimFile::load(&pve.sim_file).expect("the lab's simulator file");
+    let sim = canopy_pve_sim::start(file.clusters.into_iter().next().expect("one cluster"))
+        .await
+        .expect("simulator starts");
+    let direct = pve.guest(106).ssh.expect("guest 106 has its own sshd");
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.deploy.agent_binary = Some(lab.agent_bin.clone().into());
+        s.deploy.ssh_key_file = Some(pve.ssh_key.clone());
+        s.deploy.nodes =
+            BTreeMap::from([("lab/pve1".into(), pve.node.ssh.to_string().parse().unwrap())]);
+        s.deploy.direct = BTreeMap::from([(
+            "lab/106".into(),
+            canopy_server::settings::DirectSsh {
+                address: direct.to_string().parse().unwrap(),
+                user: "root".into(),
+                key_file: None,
+            },
+        )]);
+        s.deploy.checkin_timeout_secs = 90;
+        s.update.agent_back_timeout_secs = 180;
+    })
+    .await
+    .unwrap();
+    app.admin
+        .create_cluster(&canopy_api_types::clusters::CreateCluster {
+            name: "lab".into(),
+            endpoints: vec![sim.url()],
+            token: sim.token(),
+            fingerprints: vec![sim.fingerprint()],
+            ca_pem: None,
+            interval_secs: Some(3600),
+        })
+        .await
+        .unwrap();
+    Env { app, sim, pve }
+}
+
+fn container(env: &Env, vmid: u32) -> String {
+    env.pve.guest(vmid).container.clone()
+}
+
+fn in_guest(container: &str, script: &str) -> String {
+    docker(&["exec", container, "sh", "-c", script])
+        .trim()
+        .to_string()
+}
+
+/// Lines of the lab packages' install log: one per postinst run.
+fn installs(container: &str, what: &str) -> usize {
+    in_guest(container, &format!("cat {INSTALL_LOG} 2>/dev/null || true"))
+        .lines()
+        .filter(|l| l.trim() == what)
+        .count()
+}
+
+/// Publish `package` `version` in `suite` and point these guests at it (their lists refreshed).
+fn publish(lab: &Lab, env: &Env, suite: &str, package: &str, version: &str, vmids: &[u32]) {
+    let xtask = std::env::var("CANOPY_XTASK_BIN").expect("CANOPY_XTASK_BIN (cargo xtask test)");
+    let out = Command::new(&xtask)
+        .args(["lab", "publish", suite, package, version])
+        .output()
+        .expect("xtask runs");
+    assert!(
+        out.status.success(),
+        "lab publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = lab.json["repo_url"].as_str().expect("lab.json repo_url");
+    for &vmid in vmids {
+        in_guest(
+            &container(env, vmid),
+            &format!(
+                "echo 'deb [trusted=yes] {url} {suite} main' > /etc/apt/sources.list.d/{suite}.list && apt-get -q update"
+            ),
+        );
+    }
+}
+
+async fn wait(env: &Env, id: OperationId, f: impl Fn(&Operation) -> bool) -> Operation {
+    let start = std::time::Instant::now();
+    loop {
+        let op = env.app.admin.operation(id).await.unwrap();
+        if f(&op) {
+            return op;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "the operation did not get there within 10 minutes: {op:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn plan(env: &Env, selector: &str, options: UpdateOptions) -> Operation {
+    let op = env
+        .app
+        .admin
+        .start_update(&UpdateRequest {
+            selector: selector.into(),
+            options,
+        })
+        .await
+        .unwrap();
+    let planned = wait(env, op.id, |o| o.state != OperationState::Planning).await;
+    assert_eq!(
+        planned.state,
+        OperationState::AwaitingApproval,
+        "{planned:#?}"
+    );
+    planned
+}
+
+async fn approve(env: &Env, op: &Operation) {
+    let fp = op.update.as_ref().unwrap().fingerprint.clone().unwrap();
+    env.app.admin.approve_operation(op.id, &fp).await.unwrap();
+}
+
+fn item(op: &Operation, vmid: u32) -> &OperationItem {
+    op.items
+        .iter()
+        .find(|i| i.vmid == vmid)
+        .unwrap_or_else(|| panic!("no item for {vmid}: {op:#?}"))
+}
+
+fn planned_packages(op: &Operation, vmid: u32) -> BTreeMap<String, String> {
+    item(op, vmid)
+        .update
+        .as_ref()
+        .and_then(|d| d.plan.as_ref())
+        .map(|p| {
+            p.packages
+                .iter()
+                .map(|p| (p.package.clone(), p.to_version.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn snapshots(env: &Env, vmid: u32) -> Vec<String> {
+    env.sim
+        .guest(vmid)
+        .map(|g| g.snapshots.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn tasks(env: &Env, vmid: u32, kind: &str) -> usize {
+    env.sim
+        .tasks()
+        .iter()
+        .filter(|t| t.id == vmid.to_string() && t.kind == kind)
+        .count()
+}
+
+fn running(container: &str) -> bool {
+    docker(&["inspect", "-f", "{{.State.Running}}", container]).trim() == "true"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_all_lxcs_on_node_pve1() {
+    let Some(lab) = Lab::from_env("bulk update end-to-end test") else {
+        return;
+    };
+    let env = setup(&lab).await;
+    let vmids: Vec<u32> = env.pve.guests.iter().map(|g| g.vmid).collect();
+    assert_eq!(vmids, [101, 102, 103, 104, 105, 106]);
+
+    // Agents in every guest.
+    let deploy = env
+        .app
+        .admin
+        .deploy(&DeployRequest {
+            selector: ALL.into(),
+            action: DeployAction::Deploy,
+        })
+        .await
+        .unwrap();
+    let deployed = env
+        .app
+        .admin
+        .follow_operation(deploy.id, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(deployed.state, OperationState::Succeeded, "{deployed:#?}");
+    // 104's new canopy-demo-web will fail to start.
+    in_guest(&container(&env, 104), &format!("mkdir -p /etc/canopy-demo && touch {BREAK_MARKER}"));
+
+    // 1. The whole node, canary 101 first; the slow package excluded.
+    let options = UpdateOptions {
+        exclude: vec!["canopy-demo-slow".into()],
+        snapshot: SnapshotPolicy::Required,
+        reboot: RebootPolicy::IfRequired,
+        canary: Canary {
+            count: 0,
+            targets: vec!["101".into()],
+        },
+        ..Default::default()
+    };
+    let op = plan(&env, ALL, options).await;
+    for &vmid in &vmids {
+        let pkgs = planned_packages(&op, vmid);
+        for (p, v) in [
+            ("canopy-demo-hello", "1.1"),
+            ("canopy-demo-web", "1.1"),
+            ("canopy-demo-reboot", "1.1"),
+            ("canopy-demo-ssl", "1.0+deb12u1"),
+            ("canopy-demo-tools", "2.0"),
+            ("canopy-demo-libextra", "1.0"),
+        ] {
+            assert_eq!(pkgs.get(p).map(String::as_str), Some(v), "{vmid}: {pkgs:?}");
+        }
+        assert!(!pkgs.contains_key("canopy-demo-slow"), "excluded: {pkgs:?}");
+        let left: Vec<(String, String)> = item(&op, vmid)
+            .update
+            .as_ref()
+            .unwrap()
+            .plan
+            .as_ref()
+            .unwrap()
+            .left_out
+            .iter()
+            .map(|l| (l.package.clone(), l.reason.clone()))
+            .collect();
+        assert!(left.contains(&("canopy-demo-slow".into(), "excluded".into())), "{left:?}");
+        assert!(left.contains(&("canopy-demo-pinned".into(), "held".into())), "{left:?}");
+        assert!(snapshots(&env, vmid).is_empty(), "nothing snapshot while planning");
+    }
+    approve(&env, &op).await;
+    let done = wait(&env, op.id, |o| o.state.is_terminal()).await;
+    assert_eq!(done.state, OperationState::Partial, "{done:#?}");
+    for &vmid in &vmids {
+        let c = container(&env, vmid);
+        let i = item(&done, vmid);
+        assert_eq!(snapshots(&env, vmid).len(), 1, "{vmid}: one Canopy snapshot");
+        assert_eq!(dpkg_version(&c, "canopy-demo-slow"), "1.0", "excluded, not installed");
+        assert_eq!(dpkg_version(&c, "canopy-demo-pinned"), "1.0", "held");
+        if vmid == 104 {
+            assert_eq!(i.state, ItemState::Failed, "{i:#?}");
+            assert_eq!(
+                i.outcome,
+                Some(canopy_api_types::deploy::DeployOutcome::RolledBack),
+                "{i:#?}"
+            );
+            let msg = i.message.clone().unwrap_or_default();
+            assert!(msg.contains("canopy-demo-web.service"), "{msg}");
+            assert_eq!(dpkg_version(&c, "canopy-demo-web"), "1.0");
+            assert_eq!(dpkg_version(&c, "canopy-demo-hello"), "1.0");
+            assert_eq!(in_guest(&c, "systemctl is-active canopy-demo-web || true"), "active");
+            assert_eq!(tasks(&env, vmid, "vzrollback"), 1);
+        } else {
+            assert_eq!(i.state, ItemState::Succeeded, "{i:#?}");
+            for (p, v) in [
+                ("canopy-demo-hello", "1.1"),
+                ("canopy-demo-web", "1.1"),
+                ("canopy-demo-reboot", "1.1"),
+                ("canopy-demo-ssl", "1.0+deb12u1"),
+                ("canopy-demo-tools", "2.0"),
+            ] {
+                assert_eq!(dpkg_version(&c, p), v, "{vmid} {p}");
+            }
+            assert_eq!(installs(&c, "canopy-demo-web 1.1"), 1, "{vmid}: installed once");
+            // canopy-demo-reboot asked for a reboot: one, through the API, healthy after.
+            assert_eq!(tasks(&env, vmid, "vzreboot"), 1, "{vmid}");
+            assert!(i.update.as_ref().unwrap().rebooted);
+            assert_eq!(in_guest(&c, "systemctl is-active canopy-demo-web || true"), "active");
+        }
+    }
+    in_guest(&container(&env, 104), &format!("rm -f {BREAK_MARKER}"));
+
+    // 2. A stopped guest is skipped and stays stopped; the repository moves on after the
+    //    approval: re-planned, nothing newer than approved installed anywhere.
+    let pve = canopy_hypervisor::PveClient::new(canopy_hypervisor::Connection::new(
+        vec![env.sim.url()],
+        env.sim.token().parse().unwrap(),
+        canopy_hypervisor::Trust::Fingerprints(vec![env.sim.fingerprint().parse().unwrap()]),
+    ))
+    .unwrap();
+    use canopy_hypervisor::Hypervisor;
+    let upid = pve
+        .lxc_power("pve1", 105, canopy_hypervisor::PowerAction::Shutdown)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(120), || async {
+        let st = pve.task_status(&upid).await.unwrap();
+        (st.status == "stopped").then_some(())
+    })
+    .await;
+    env.app.admin.discover_cluster("lab").await.unwrap();
+    publish(&lab, &env, "moved-a", "canopy-demo-web", "1.2", &[101, 102]);
+    let selector = "cluster/lab/node/pve1/lxc/101, cluster/lab/node/pve1/lxc/102, cluster/lab/node/pve1/lxc/105";
+    let options = UpdateOptions {
+        exclude: vec!["canopy-demo-slow".into()],
+        reboot: RebootPolicy::Never,
+        ..Default::default()
+    };
+    let op = plan(&env, selector, options).await;
+    assert!(
+        op.skipped.iter().any(|s| s.id.ends_with("/lxc/105") && s.reason.starts_with("stopped")),
+        "{:?}",
+        op.skipped
+    );
+    assert_eq!(planned_packages(&op, 101)["canopy-demo-web"], "1.2");
+    publish(&lab, &env, "moved-b", "canopy-demo-web", "1.3", &[101, 102]);
+    approve(&env, &op).await;
+    let replanned = wait(&env, op.id, |o| {
+        o.state == OperationState::AwaitingApproval || o.state.is_terminal()
+    })
+    .await;
+    assert_eq!(replanned.state, OperationState::AwaitingApproval, "{replanned:#?}");
+    for vmid in [101, 102] {
+        let c = container(&env, vmid);
+        assert_eq!(dpkg_version(&c, "canopy-demo-web"), "1.1", "nothing newer than approved");
+        assert_eq!(installs(&c, "canopy-demo-web 1.2"), 0);
+        assert_eq!(installs(&c, "canopy-demo-web 1.3"), 0);
+        let d = item(&replanned, vmid).update.clone().unwrap();
+        assert!(d.needs_approval, "{d:#?}");
+        assert_eq!(planned_packages(&replanned, vmid)["canopy-demo-web"], "1.3");
+    }
+    approve(&env, &replanned).await;
+    let done = wait(&env, op.id, |o| o.state.is_terminal()).await;
+    assert_eq!(done.state, OperationState::Succeeded, "{done:#?}");
+    for vmid in [101, 102] {
+        let c = container(&env, vmid);
+        assert_eq!(dpkg_version(&c, "canopy-demo-web"), "1.3");
+        assert_eq!(installs(&c, "canopy-demo-web 1.3"), 1);
+    }
+    assert!(!running(&container(&env, 105)), "the stopped guest was never started");
+    let upid = pve
+        .lxc_power("pve1", 105, canopy_hypervisor::PowerAction::Start)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(120), || async {
+        let st = pve.task_status(&upid).await.unwrap();
+        (st.status == "stopped").then_some(())
+    })
+    .await;
+
+    // 3. A canary that fails its health check pauses the operation: no other guest touched.
+    publish(&lab, &env, "moved-c", "canopy-demo-web", "1.4", &[102, 103]);
+    in_guest(&container(&env, 102), &format!("touch {BREAK_MARKER}"));
+    let before_103 = snapshots(&env, 103);
+    let options = UpdateOptions {
+        exclude: vec!["canopy-demo-slow".into()],
+        reboot: RebootPolicy::Never,
+        canary: Canary {
+            count: 0,
+            targets: vec!["102".into()],
+        },
+        ..Default::default()
+    };
+    let op = plan(
+        &env,
+        "cluster/lab/node/pve1/lxc/102, cluster/lab/node/pve1/lxc/103",
+        options,
+    )
+    .await;
+    approve(&env, &op).await;
+    let paused = wait(&env, op.id, |o| {
+        o.state == OperationState::Paused || o.state.is_terminal()
+    })
+    .await;
+    assert_eq!(paused.state, OperationState::Paused, "{paused:#?}");
+    let c102 = container(&env, 102);
+    assert_eq!(dpkg_version(&c102, "canopy-demo-web"), "1.3", "rolled back");
+    assert_eq!(in_guest(&c102, "systemctl is-active canopy-demo-web || true"), "active");
+    let c103 = container(&env, 103);
+    assert_eq!(dpkg_version(&c103, "canopy-demo-web"), "1.1");
+    assert_eq!(installs(&c103, "canopy-demo-web 1.4"), 0);
+    assert_eq!(snapshots(&env, 103), before_103, "103 was not touched");
+    assert_eq!(item(&paused, 103).state, ItemState::Queued);
+    env.app
+        .admin
+        .control_operation(op.id, "cancel")
+        .await
+        .unwrap();
+    let done = wait(&env, op.id, |o| o.state.is_terminal()).await;
+    assert_eq!(done.state, OperationState::Cancelled);
+    assert_eq!(item(&done, 103).state, ItemState::Cancelled);
+    in_guest(&c102, &format!("rm -f {BREAK_MARKER}"));
+}
