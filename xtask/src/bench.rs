@@ -24,6 +24,8 @@ const GOALS: &[(&str, &str, Cmp, f64)] = &[
     ("discovery", "discovery_5000_api_calls", Cmp::AtMost, 3.0),
     // Six fresh installs on one node in parallel vs one, the agent already on the node.
     ("deploy", "deploy_speedup", Cmp::AtLeast, 3.0),
+    // Six guests updated, two per node at once, vs three rounds of the slowest guest alone.
+    ("update", "update_wall_ratio", Cmp::AtMost, 1.3),
 ];
 
 /// Ratios against a baseline that must be a floor: below this the baseline was slower than
@@ -37,10 +39,11 @@ const BENCHES: &[(&str, &str)] = &[
     ("canopy-server", "discovery"),
     ("canopy-inventory", "selector"),
     ("canopy-server", "deploy"),
+    ("canopy-server", "update"),
 ];
 
 /// Benches that need the lab (its PVE node stand-in and guests) and the static agent.
-const NEEDS_LAB: &[&str] = &["deploy"];
+const NEEDS_LAB: &[&str] = &["deploy", "update"];
 
 #[derive(Clone, Copy)]
 enum Cmp {
