@@ -364,7 +364,8 @@ impl Agent {
         tracing::info!(success = result.success, exit_code = result.exit_code, summary = %result.summary, "command finished");
         // A scan's report goes up before its result: once the server has the result of a
         // scan, it has the report too (a bulk update plans from it, docs/design.md §2.6).
-        if matches!(cmd.spec, CommandSpec::Scan) && self.cache.report_hash != self.cache.uploaded_hash
+        if matches!(cmd.spec, CommandSpec::Scan)
+            && self.cache.report_hash != self.cache.uploaded_hash
         {
             self.upload().await;
         }

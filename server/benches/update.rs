@@ -38,7 +38,10 @@ fn lab() -> Lab {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("lab.json")).unwrap();
     let pve = &json["pve"];
-    assert!(pve.is_object(), "lab.json has no pve section: `cargo xtask lab up`");
+    assert!(
+        pve.is_object(),
+        "lab.json has no pve section: `cargo xtask lab up`"
+    );
     Lab {
         node_ssh: pve["node"]["ssh"].as_str().unwrap().into(),
         key: pve["ssh_key"].as_str().unwrap().into(),
@@ -52,7 +55,11 @@ fn lab() -> Lab {
     }
 }
 
-async fn server(lab: &Lab, sim: &canopy_pve_sim::RunningCluster, dir: &std::path::Path) -> AppState {
+async fn server(
+    lab: &Lab,
+    sim: &canopy_pve_sim::RunningCluster,
+    dir: &std::path::Path,
+) -> AppState {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut s = Settings {
@@ -94,14 +101,21 @@ async fn server(lab: &Lab, sim: &canopy_pve_sim::RunningCluster, dir: &std::path
     state
 }
 
-async fn until(state: &AppState, id: canopy_api_types::OperationId, f: impl Fn(&Operation) -> bool) -> Operation {
+async fn until(
+    state: &AppState,
+    id: canopy_api_types::OperationId,
+    f: impl Fn(&Operation) -> bool,
+) -> Operation {
     let start = Instant::now();
     loop {
         let op = state.store.get_operation(id).await.unwrap().unwrap();
         if f(&op) {
             return op;
         }
-        assert!(start.elapsed() < Duration::from_secs(1200), "stuck: {op:#?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(1200),
+            "stuck: {op:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -130,11 +144,25 @@ async fn update(state: &AppState, selector: &str) -> (Operation, Duration, Durat
         .unwrap();
     let planned = until(state, op.id, |o| o.state != OperationState::Planning).await;
     let plan = t.elapsed();
-    assert_eq!(planned.state, OperationState::AwaitingApproval, "{planned:#?}");
-    let fp = planned.update.as_ref().unwrap().fingerprint.clone().unwrap();
+    assert_eq!(
+        planned.state,
+        OperationState::AwaitingApproval,
+        "{planned:#?}"
+    );
+    let fp = planned
+        .update
+        .as_ref()
+        .unwrap()
+        .fingerprint
+        .clone()
+        .unwrap();
     let approved_at = chrono::Utc::now();
     let t = Instant::now();
-    state.updater.approve(op.id, &fp, Actor::System).await.unwrap();
+    state
+        .updater
+        .approve(op.id, &fp, Actor::System)
+        .await
+        .unwrap();
     let done = until(state, op.id, |o| o.state.is_terminal()).await;
     let took = t.elapsed();
     for i in &done.items {
@@ -171,7 +199,12 @@ async fn roll_back(state: &AppState, op: &Operation, vmid: u32) {
         }
     };
     wait(pve.snapshot_rollback("pve1", vmid, &snap).await.unwrap()).await;
-    wait(pve.lxc_power("pve1", vmid, PowerAction::Start).await.unwrap()).await;
+    wait(
+        pve.lxc_power("pve1", vmid, PowerAction::Start)
+            .await
+            .unwrap(),
+    )
+    .await;
     let host = item.host_id.unwrap();
     let since = chrono::Utc::now();
     loop {
@@ -233,5 +266,8 @@ async fn main() {
         "BENCH update_wall_ratio={:.2}",
         s(wall) / (f64::from(rounds) * s(slowest))
     );
-    println!("BENCH update_approve_to_first_install_s={:.2}", s(to_install));
+    println!(
+        "BENCH update_approve_to_first_install_s={:.2}",
+        s(to_install)
+    );
 }

@@ -221,7 +221,10 @@ async fn update_all_lxcs_on_node_pve1() {
         .unwrap();
     assert_eq!(deployed.state, OperationState::Succeeded, "{deployed:#?}");
     // 104's new canopy-demo-web will fail to start.
-    in_guest(&container(&env, 104), &format!("mkdir -p /etc/canopy-demo && touch {BREAK_MARKER}"));
+    in_guest(
+        &container(&env, 104),
+        &format!("mkdir -p /etc/canopy-demo && touch {BREAK_MARKER}"),
+    );
 
     // 1. The whole node, canary 101 first; the slow package excluded.
     let options = UpdateOptions {
@@ -259,9 +262,18 @@ async fn update_all_lxcs_on_node_pve1() {
             .iter()
             .map(|l| (l.package.clone(), l.reason.clone()))
             .collect();
-        assert!(left.contains(&("canopy-demo-slow".into(), "excluded".into())), "{left:?}");
-        assert!(left.contains(&("canopy-demo-pinned".into(), "held".into())), "{left:?}");
-        assert!(snapshots(&env, vmid).is_empty(), "nothing snapshot while planning");
+        assert!(
+            left.contains(&("canopy-demo-slow".into(), "excluded".into())),
+            "{left:?}"
+        );
+        assert!(
+            left.contains(&("canopy-demo-pinned".into(), "held".into())),
+            "{left:?}"
+        );
+        assert!(
+            snapshots(&env, vmid).is_empty(),
+            "nothing snapshot while planning"
+        );
     }
     approve(&env, &op).await;
     let done = wait(&env, op.id, |o| o.state.is_terminal()).await;
@@ -269,8 +281,16 @@ async fn update_all_lxcs_on_node_pve1() {
     for &vmid in &vmids {
         let c = container(&env, vmid);
         let i = item(&done, vmid);
-        assert_eq!(snapshots(&env, vmid).len(), 1, "{vmid}: one Canopy snapshot");
-        assert_eq!(dpkg_version(&c, "canopy-demo-slow"), "1.0", "excluded, not installed");
+        assert_eq!(
+            snapshots(&env, vmid).len(),
+            1,
+            "{vmid}: one Canopy snapshot"
+        );
+        assert_eq!(
+            dpkg_version(&c, "canopy-demo-slow"),
+            "1.0",
+            "excluded, not installed"
+        );
         assert_eq!(dpkg_version(&c, "canopy-demo-pinned"), "1.0", "held");
         if vmid == 104 {
             assert_eq!(i.state, ItemState::Failed, "{i:#?}");
@@ -283,7 +303,10 @@ async fn update_all_lxcs_on_node_pve1() {
             assert!(msg.contains("canopy-demo-web.service"), "{msg}");
             assert_eq!(dpkg_version(&c, "canopy-demo-web"), "1.0");
             assert_eq!(dpkg_version(&c, "canopy-demo-hello"), "1.0");
-            assert_eq!(in_guest(&c, "systemctl is-active canopy-demo-web || true"), "active");
+            assert_eq!(
+                in_guest(&c, "systemctl is-active canopy-demo-web || true"),
+                "active"
+            );
             assert_eq!(tasks(&env, vmid, "vzrollback"), 1);
         } else {
             assert_eq!(i.state, ItemState::Succeeded, "{i:#?}");
@@ -296,11 +319,18 @@ async fn update_all_lxcs_on_node_pve1() {
             ] {
                 assert_eq!(dpkg_version(&c, p), v, "{vmid} {p}");
             }
-            assert_eq!(installs(&c, "canopy-demo-web 1.1"), 1, "{vmid}: installed once");
+            assert_eq!(
+                installs(&c, "canopy-demo-web 1.1"),
+                1,
+                "{vmid}: installed once"
+            );
             // canopy-demo-reboot asked for a reboot: one, through the API, healthy after.
             assert_eq!(tasks(&env, vmid, "vzreboot"), 1, "{vmid}");
             assert!(i.update.as_ref().unwrap().rebooted);
-            assert_eq!(in_guest(&c, "systemctl is-active canopy-demo-web || true"), "active");
+            assert_eq!(
+                in_guest(&c, "systemctl is-active canopy-demo-web || true"),
+                "active"
+            );
         }
     }
     in_guest(&container(&env, 104), &format!("rm -f {BREAK_MARKER}"));
@@ -333,7 +363,9 @@ async fn update_all_lxcs_on_node_pve1() {
     };
     let op = plan(&env, selector, options).await;
     assert!(
-        op.skipped.iter().any(|s| s.id.ends_with("/lxc/105") && s.reason.starts_with("stopped")),
+        op.skipped
+            .iter()
+            .any(|s| s.id.ends_with("/lxc/105") && s.reason.starts_with("stopped")),
         "{:?}",
         op.skipped
     );
@@ -344,10 +376,18 @@ async fn update_all_lxcs_on_node_pve1() {
         o.state == OperationState::AwaitingApproval || o.state.is_terminal()
     })
     .await;
-    assert_eq!(replanned.state, OperationState::AwaitingApproval, "{replanned:#?}");
+    assert_eq!(
+        replanned.state,
+        OperationState::AwaitingApproval,
+        "{replanned:#?}"
+    );
     for vmid in [101, 102] {
         let c = container(&env, vmid);
-        assert_eq!(dpkg_version(&c, "canopy-demo-web"), "1.1", "nothing newer than approved");
+        assert_eq!(
+            dpkg_version(&c, "canopy-demo-web"),
+            "1.1",
+            "nothing newer than approved"
+        );
         assert_eq!(installs(&c, "canopy-demo-web 1.2"), 0);
         assert_eq!(installs(&c, "canopy-demo-web 1.3"), 0);
         let d = item(&replanned, vmid).update.clone().unwrap();
@@ -362,7 +402,10 @@ async fn update_all_lxcs_on_node_pve1() {
         assert_eq!(dpkg_version(&c, "canopy-demo-web"), "1.3");
         assert_eq!(installs(&c, "canopy-demo-web 1.3"), 1);
     }
-    assert!(!running(&container(&env, 105)), "the stopped guest was never started");
+    assert!(
+        !running(&container(&env, 105)),
+        "the stopped guest was never started"
+    );
     let upid = pve
         .lxc_power("pve1", 105, canopy_hypervisor::PowerAction::Start)
         .await
@@ -375,7 +418,10 @@ async fn update_all_lxcs_on_node_pve1() {
 
     // 3. A canary that fails its health check pauses the operation: no other guest touched.
     publish(&lab, &env, "moved-c", "canopy-demo-web", "1.4", &[102, 103]);
-    in_guest(&container(&env, 102), &format!("touch {BREAK_MARKER}"));
+    in_guest(
+        &container(&env, 102),
+        &format!("mkdir -p /etc/canopy-demo && touch {BREAK_MARKER}"),
+    );
     let before_103 = snapshots(&env, 103);
     let options = UpdateOptions {
         exclude: vec!["canopy-demo-slow".into()],
@@ -400,7 +446,27 @@ async fn update_all_lxcs_on_node_pve1() {
     assert_eq!(paused.state, OperationState::Paused, "{paused:#?}");
     let c102 = container(&env, 102);
     assert_eq!(dpkg_version(&c102, "canopy-demo-web"), "1.3", "rolled back");
-    assert_eq!(in_guest(&c102, "systemctl is-active canopy-demo-web || true"), "active");
+    let reason = paused
+        .update
+        .as_ref()
+        .unwrap()
+        .paused_reason
+        .clone()
+        .unwrap();
+    assert!(
+        reason.contains("lxc/102") && reason.contains("canopy-demo-web.service"),
+        "{reason}"
+    );
+    // 1.3 too refuses to start while the marker is there (the rolled-back guest booted
+    // with it); without it, the restored version runs.
+    in_guest(
+        &c102,
+        &format!("rm -f {BREAK_MARKER} && systemctl restart canopy-demo-web"),
+    );
+    assert_eq!(
+        in_guest(&c102, "systemctl is-active canopy-demo-web || true"),
+        "active"
+    );
     let c103 = container(&env, 103);
     assert_eq!(dpkg_version(&c103, "canopy-demo-web"), "1.1");
     assert_eq!(installs(&c103, "canopy-demo-web 1.4"), 0);
@@ -414,5 +480,4 @@ async fn update_all_lxcs_on_node_pve1() {
     let done = wait(&env, op.id, |o| o.state.is_terminal()).await;
     assert_eq!(done.state, OperationState::Cancelled);
     assert_eq!(item(&done, 103).state, ItemState::Cancelled);
-    in_guest(&c102, &format!("rm -f {BREAK_MARKER}"));
 }

@@ -142,7 +142,9 @@ fn observe_pve(
     st: &mut GuestState,
 ) {
     for t in sim.tasks() {
-        if t.id != vmid.to_string() || t.status != "stopped" || t.exitstatus.as_deref() != Some("OK")
+        if t.id != vmid.to_string()
+            || t.status != "stopped"
+            || t.exitstatus.as_deref() != Some("OK")
         {
             continue;
         }
@@ -164,7 +166,11 @@ fn observe_pve(
                 if let Some((_, pkgs)) = st.snapshots.iter().next_back() {
                     let mut restored = pkgs.clone();
                     for (name, p) in restored.iter_mut() {
-                        p.repo = st.packages.get(name).map(|q| q.repo.clone()).unwrap_or(p.repo.clone());
+                        p.repo = st
+                            .packages
+                            .get(name)
+                            .map(|q| q.repo.clone())
+                            .unwrap_or(p.repo.clone());
                     }
                     st.packages = restored;
                 }
@@ -388,10 +394,15 @@ impl Lab {
             .await
             .unwrap();
         assert_eq!(op.state, OperationState::Planning);
-        self.until(op.id, |o| o.state != OperationState::Planning).await
+        self.until(op.id, |o| o.state != OperationState::Planning)
+            .await
     }
 
-    async fn until(&self, id: canopy_api_types::OperationId, f: impl Fn(&Operation) -> bool) -> Operation {
+    async fn until(
+        &self,
+        id: canopy_api_types::OperationId,
+        f: impl Fn(&Operation) -> bool,
+    ) -> Operation {
         let start = std::time::Instant::now();
         loop {
             let op = self.app.admin.operation(id).await.unwrap();
@@ -468,7 +479,11 @@ async fn plan_approve_and_update_a_node(backend: Backend) {
     // The blast radius: every package per guest, the held one left out, the skipped guests.
     let plan = |vmid| item(&op, vmid).update.clone().unwrap().plan.unwrap();
     let names = |vmid| -> Vec<String> {
-        plan(vmid).packages.iter().map(|p| p.package.clone()).collect()
+        plan(vmid)
+            .packages
+            .iter()
+            .map(|p| p.package.clone())
+            .collect()
     };
     assert_eq!(names(101), ["ssl", "web"]);
     assert_eq!(names(102), ["ssl", "tools", "web", "libextra"]);
@@ -478,7 +493,12 @@ async fn plan_approve_and_update_a_node(backend: Backend) {
     let skipped: BTreeMap<_, _> = op
         .skipped
         .iter()
-        .map(|s| (s.id.rsplit('/').next().unwrap().to_string(), s.reason.clone()))
+        .map(|s| {
+            (
+                s.id.rsplit('/').next().unwrap().to_string(),
+                s.reason.clone(),
+            )
+        })
         .collect();
     assert!(skipped["104"].starts_with("stopped"), "{skipped:?}");
     assert_eq!(skipped["105"], "template");
@@ -506,7 +526,11 @@ async fn plan_approve_and_update_a_node(backend: Backend) {
     for vmid in [101, 102, 103] {
         let i = item(&done, vmid);
         assert_eq!(i.outcome, Some(DeployOutcome::Updated), "{i:#?}");
-        assert_eq!(lab.snapshots(vmid).len(), 1, "one Canopy snapshot on {vmid}");
+        assert_eq!(
+            lab.snapshots(vmid).len(),
+            1,
+            "one Canopy snapshot on {vmid}"
+        );
         // Each package installed exactly once, at the planned version.
         let installs = lab.installs(vmid);
         let unique: HashSet<_> = installs.iter().collect();
@@ -528,9 +552,20 @@ async fn plan_approve_and_update_a_node(backend: Backend) {
     let steps: Vec<String> = history
         .iter()
         .filter(|e| e.event_type == "operation.item_step")
-        .map(|e| format!("{} {}", e.payload["step"].as_str().unwrap(), e.payload["status"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e.payload["step"].as_str().unwrap(),
+                e.payload["status"].as_str().unwrap()
+            )
+        })
         .collect();
-    for s in ["health-before done", "snapshot done", "install done", "health-after done"] {
+    for s in [
+        "health-before done",
+        "snapshot done",
+        "install done",
+        "health-after done",
+    ] {
         assert!(steps.contains(&s.to_string()), "{s} missing from {steps:?}");
     }
 }
@@ -562,21 +597,39 @@ async fn a_failing_canary_is_rolled_back_and_pauses_the_rest(backend: Backend) {
         .await
         .unwrap();
     let paused = lab
-        .until(op.id, |o| o.state == OperationState::Paused || o.state.is_terminal())
+        .until(op.id, |o| {
+            o.state == OperationState::Paused || o.state.is_terminal()
+        })
         .await;
     assert_eq!(paused.state, OperationState::Paused, "{paused:#?}");
-    let reason = paused.update.as_ref().unwrap().paused_reason.clone().unwrap();
-    assert!(reason.contains("lxc/101") && reason.contains("web.service"), "{reason}");
+    let reason = paused
+        .update
+        .as_ref()
+        .unwrap()
+        .paused_reason
+        .clone()
+        .unwrap();
+    assert!(
+        reason.contains("lxc/101") && reason.contains("web.service"),
+        "{reason}"
+    );
     let canary = item(&paused, 101);
     assert_eq!(canary.state, ItemState::Failed);
-    assert_eq!(canary.outcome, Some(DeployOutcome::RolledBack), "{canary:#?}");
+    assert_eq!(
+        canary.outcome,
+        Some(DeployOutcome::RolledBack),
+        "{canary:#?}"
+    );
     assert_eq!(lab.tasks(101, "vzrollback"), 1);
     // The guest is back on its old versions, and the snapshot stays.
     let st = lab.guests[&101].state.lock().unwrap().clone();
     assert_eq!(st.packages["web"].installed, "1.0");
     // No other guest was touched.
     for vmid in [102, 103] {
-        assert!(lab.installs(vmid).is_empty(), "{vmid} installed while paused");
+        assert!(
+            lab.installs(vmid).is_empty(),
+            "{vmid} installed while paused"
+        );
         assert!(lab.snapshots(vmid).is_empty());
         assert_eq!(item(&paused, vmid).state, ItemState::Queued);
     }
@@ -609,15 +662,26 @@ async fn a_repository_that_moved_on_is_replanned_and_waits(backend: Backend) {
     let op = lab.plan(options).await;
     let plan = item(&op, 101).update.clone().unwrap().plan.unwrap();
     assert_eq!(plan.packages.len(), 1, "{plan:?}");
-    assert!(plan.left_out.iter().any(|l| l.package == "ssl" && l.reason == "excluded"));
+    assert!(plan
+        .left_out
+        .iter()
+        .any(|l| l.package == "ssl" && l.reason == "excluded"));
     let first = fingerprint(&op);
-    lab.app.admin.approve_operation(op.id, &first).await.unwrap();
+    lab.app
+        .admin
+        .approve_operation(op.id, &first)
+        .await
+        .unwrap();
     let waiting = lab
         .until(op.id, |o| {
             o.state == OperationState::AwaitingApproval || o.state.is_terminal()
         })
         .await;
-    assert_eq!(waiting.state, OperationState::AwaitingApproval, "{waiting:#?}");
+    assert_eq!(
+        waiting.state,
+        OperationState::AwaitingApproval,
+        "{waiting:#?}"
+    );
     assert_eq!(item(&waiting, 101).outcome, Some(DeployOutcome::Updated));
     let moved = item(&waiting, 102).update.clone().unwrap();
     assert!(moved.needs_approval, "{moved:#?}");
@@ -636,7 +700,11 @@ async fn a_repository_that_moved_on_is_replanned_and_waits(backend: Backend) {
             .status(),
         Some(409)
     );
-    lab.app.admin.approve_operation(op.id, &second).await.unwrap();
+    lab.app
+        .admin
+        .approve_operation(op.id, &second)
+        .await
+        .unwrap();
     let done = lab.until(op.id, |o| o.state.is_terminal()).await;
     assert_eq!(done.state, OperationState::Succeeded, "{done:#?}");
     assert_eq!(lab.installs(102), ["web 1.2"]);

@@ -86,9 +86,11 @@ impl UpdateArgs {
                 status: None,
             })
             .collect();
-        checks.extend(self.check_tcp.iter().map(|a| HealthCheck::Tcp {
-            address: a.clone(),
-        }));
+        checks.extend(
+            self.check_tcp
+                .iter()
+                .map(|a| HealthCheck::Tcp { address: a.clone() }),
+        );
         checks.extend(self.check_command.iter().map(|c| HealthCheck::Command {
             argv: c.split_whitespace().map(str::to_string).collect(),
         }));
@@ -183,7 +185,10 @@ pub async fn run(args: UpdateArgs) -> anyhow::Result<()> {
         std::io::stdin().lock().read_line(&mut line)?;
         if !matches!(line.trim(), "y" | "Y" | "yes") {
             client.control_operation(planned.id, "cancel").await?;
-            bail!("not approved: operation {} cancelled, nothing changed", planned.id);
+            bail!(
+                "not approved: operation {} cancelled, nothing changed",
+                planned.id
+            );
         }
     }
     let op = client.approve_operation(planned.id, &fingerprint).await?;
@@ -216,22 +221,13 @@ pub async fn run(args: UpdateArgs) -> anyhow::Result<()> {
              `canopy operation {}`",
             done.id
         ),
-        _ => bail!(
-            "{} of {} guests failed",
-            done.tally().3,
-            done.items.len()
-        ),
+        _ => bail!("{} of {} guests failed", done.tally().3, done.items.len()),
     }
 }
 
 /// The blast radius: per guest what changes, then skipped guests and totals per node.
 pub fn show_plan(op: &Operation) {
-    println!(
-        "update {} ({}): {}",
-        op.selector,
-        op.id,
-        op.state.as_str()
-    );
+    println!("update {} ({}): {}", op.selector, op.id, op.state.as_str());
     for i in &op.items {
         let d = i.update.clone().unwrap_or_default();
         let canary = if d.canary { " [canary]" } else { "" };
@@ -239,12 +235,17 @@ pub fn show_plan(op: &Operation) {
             (Some(p), s) if !s.is_terminal() => {
                 println!("  {}{canary}: {} packages", i.target, p.packages.len());
                 for pkg in &p.packages {
-                    let sec = if pkg.severity == Some(canopy_api_types::updates::Severity::Security) {
+                    let sec = if pkg.severity == Some(canopy_api_types::updates::Severity::Security)
+                    {
                         " (security)"
                     } else {
                         ""
                     };
-                    let dep = if pkg.requested { "" } else { " (new dependency)" };
+                    let dep = if pkg.requested {
+                        ""
+                    } else {
+                        " (new dependency)"
+                    };
                     println!(
                         "      {} {} → {}{sec}{dep}",
                         pkg.package,

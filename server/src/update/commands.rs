@@ -35,7 +35,11 @@ impl Updater {
 
     /// The command once it has ended; an error when it has not within `cap` (it is cancelled
     /// then, if it has not started, so it never runs late).
-    pub(super) async fn wait_command(&self, id: CommandId, cap: Duration) -> anyhow::Result<Command> {
+    pub(super) async fn wait_command(
+        &self,
+        id: CommandId,
+        cap: Duration,
+    ) -> anyhow::Result<Command> {
         let until = Instant::now() + cap;
         loop {
             let cmd = self
@@ -89,10 +93,7 @@ impl Updater {
             .filter(|_| done.status == CommandStatus::Completed);
         match result.and_then(|r| r.health.clone()) {
             Some(h) => Ok(h),
-            None => bail!(
-                "the health check did not run: {}",
-                failure_text(&done)
-            ),
+            None => bail!("the health check did not run: {}", failure_text(&done)),
         }
     }
 }
@@ -101,7 +102,11 @@ impl Updater {
 pub(super) fn failure_text(cmd: &Command) -> String {
     let from_result = cmd.result.as_ref().map(|r| {
         let stderr = r.stderr.trim();
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         match (r.summary.trim(), last) {
             ("", l) => l.to_string(),
             (s, "") => s.to_string(),

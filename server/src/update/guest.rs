@@ -14,7 +14,9 @@ use canopy_api_types::bulk::{
     HealthReport, ItemStep, RebootPolicy, SnapshotPolicy, UpdateItemDetail, UpdateOptions,
 };
 use canopy_api_types::commands::CommandStatus;
-use canopy_api_types::deploy::{DeployOutcome, ItemState, Operation, OperationItem, OperationState};
+use canopy_api_types::deploy::{
+    DeployOutcome, ItemState, Operation, OperationItem, OperationState,
+};
 use canopy_api_types::OperationId;
 use canopy_store::{Actor, ItemUpdate};
 use std::sync::Arc;
@@ -57,8 +59,7 @@ pub(super) fn final_state(op: &Operation) -> OperationState {
 
 fn runnable(i: &OperationItem) -> bool {
     !i.state.is_terminal()
-        && i
-            .update
+        && i.update
             .as_ref()
             .is_some_and(|d| d.plan.is_some() && !d.needs_approval)
 }
@@ -290,10 +291,7 @@ impl Work<'_> {
         up.host_id = self.item.host_id;
         up.update = Some(self.detail.clone());
         up.event = Some(step_event(self.id, step, status, note));
-        self.item = self
-            .up
-            .item(self.id, &self.item, up, &self.actor)
-            .await?;
+        self.item = self.up.item(self.id, &self.item, up, &self.actor).await?;
         Ok(())
     }
 
@@ -316,9 +314,7 @@ impl Work<'_> {
             .discovery
             .tree()
             .iter()
-            .find(|v| {
-                v.vmid == Some(self.item.vmid) && v.id.cluster_name() == cluster
-            })
+            .find(|v| v.vmid == Some(self.item.vmid) && v.id.cluster_name() == cluster)
             .and_then(|v| v.id.node_name().map(str::to_string))
             .unwrap_or_else(|| self.item.node.clone());
         Ok(Guest {
@@ -361,9 +357,10 @@ impl Work<'_> {
             } else {
                 self.note("snapshot", "started", &snap).await?;
                 let taken = match self.pve().await {
-                    Ok(g) => g
-                        .snapshot(&snap, &format!("Canopy update operation {}", self.id))
-                        .await,
+                    Ok(g) => {
+                        g.snapshot(&snap, &format!("Canopy update operation {}", self.id))
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 match taken {
@@ -378,8 +375,12 @@ impl Work<'_> {
                     }
                     Err(e) => {
                         let why = format!("{e:#}");
-                        self.note("snapshot", "skipped", &format!("updating without a snapshot: {why}"))
-                            .await?;
+                        self.note(
+                            "snapshot",
+                            "skipped",
+                            &format!("updating without a snapshot: {why}"),
+                        )
+                        .await?;
                     }
                 }
             }
@@ -394,14 +395,28 @@ impl Work<'_> {
                         .detail
                         .dry_run
                         .ok_or_else(|| anyhow::anyhow!("the guest's plan has no dry-run"))?;
-                    let cmd = self
+                    let confirmed = self
                         .up
                         .store
                         .confirm_dry_run(dry_run, self.up.timeouts.install, &self.actor)
-                        .await?;
+                        .await;
+                    let cmd = match confirmed {
+                        Ok(cmd) => cmd,
+                        // The rows changed since the dry-run (a newer report: the repository
+                        // moved on). Nothing was touched: plan again, never widen.
+                        Err(canopy_store::StoreError::Conflict(why)) => {
+                            self.note("install", "failed", &why).await?;
+                            return self.replan(&why).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     self.detail.install = Some(cmd.id);
-                    self.note("install", "started", &format!("{} packages", plan.packages.len()))
-                        .await?;
+                    self.note(
+                        "install",
+                        "started",
+                        &format!("{} packages", plan.packages.len()),
+                    )
+                    .await?;
                     self.up.wakeups.wake(host);
                     cmd.id
                 }
@@ -417,8 +432,12 @@ impl Work<'_> {
                 self.note("install", "failed", &why).await?;
                 return self.roll_back(&format!("the install failed: {why}")).await;
             }
-            self.note("install", "done", &done.result.map(|r| r.summary).unwrap_or_default())
-                .await?;
+            self.note(
+                "install",
+                "done",
+                &done.result.map(|r| r.summary).unwrap_or_default(),
+            )
+            .await?;
         }
 
         // Reboot, per the option, once.
@@ -453,7 +472,13 @@ impl Work<'_> {
         self.note("health-after", "started", "").await?;
         let h = self
             .up
-            .health(self.id, host, &self.options.checks, self.back_cap(), &self.actor)
+            .health(
+                self.id,
+                host,
+                &self.options.checks,
+                self.back_cap(),
+                &self.actor,
+            )
             .await?;
         let before = self.detail.health_before.clone().unwrap_or_default();
         let problems = verdict(&before, &h);
@@ -461,7 +486,9 @@ impl Work<'_> {
         if !problems.is_empty() {
             let why = problems.join("; ");
             self.note("health-after", "failed", &why).await?;
-            return self.roll_back(&format!("the health check failed: {why}")).await;
+            return self
+                .roll_back(&format!("the health check failed: {why}"))
+                .await;
         }
         self.note("health-after", "done", "healthy").await?;
 
@@ -470,14 +497,19 @@ impl Work<'_> {
             match self.pve().await {
                 Ok(g) => match g.prune(self.up.settings.snapshots_kept.max(1)).await {
                     Ok(gone) if !gone.is_empty() => {
-                        self.note("prune-snapshots", "done", &gone.join(" ")).await?
+                        self.note("prune-snapshots", "done", &gone.join(" "))
+                            .await?
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        self.note("prune-snapshots", "failed", &format!("{e:#}")).await?
+                        self.note("prune-snapshots", "failed", &format!("{e:#}"))
+                            .await?
                     }
                 },
-                Err(e) => self.note("prune-snapshots", "failed", &format!("{e:#}")).await?,
+                Err(e) => {
+                    self.note("prune-snapshots", "failed", &format!("{e:#}"))
+                        .await?
+                }
             }
         }
         let mut msg = format!("{} packages installed", plan.packages.len());
@@ -542,7 +574,8 @@ impl Work<'_> {
         self.note("verify-rollback", "started", "").await?;
         match self.verify_old_versions().await {
             Ok(()) => {
-                self.note("verify-rollback", "done", "old versions back").await?;
+                self.note("verify-rollback", "done", "old versions back")
+                    .await?;
                 Ok(End::RolledBack(format!("{why}; rolled back to {snap}")))
             }
             Err(e) => {
@@ -568,12 +601,17 @@ impl Work<'_> {
         let cap = Duration::from_secs(u64::from(self.up.timeouts.scan) + 120);
         let done = self.up.wait_command(scan.id, cap).await?;
         if done.status != CommandStatus::Completed {
-            anyhow::bail!("the scan after the rollback failed: {}", failure_text(&done));
+            anyhow::bail!(
+                "the scan after the rollback failed: {}",
+                failure_text(&done)
+            );
         }
         let rows = self.up.open_updates(host).await?;
         let plan = self.detail.plan.clone().unwrap_or_default();
         for p in plan.packages.iter().filter(|p| p.requested) {
-            let Some(from) = &p.from_version else { continue };
+            let Some(from) = &p.from_version else {
+                continue;
+            };
             let row = rows.iter().find(|u| u.package == p.package);
             match row {
                 Some(u) if &u.current_version == from => {}

@@ -352,7 +352,8 @@ impl Updater {
     async fn finish_cancelled(&self, id: OperationId, actor: &Actor) -> Result<()> {
         let op = self.get(id).await?;
         for item in op.items.iter().filter(|i| i.state == ItemState::Queued) {
-            let mut up = ItemUpdate::failed("the operation was cancelled".into(), chrono::Utc::now());
+            let mut up =
+                ItemUpdate::failed("the operation was cancelled".into(), chrono::Utc::now());
             up.state = ItemState::Cancelled;
             self.engine
                 .publish(self.store.as_ref(), id, &item.target, up, actor)
@@ -415,7 +416,10 @@ impl Slots {
     async fn acquire(
         &self,
         node: &str,
-    ) -> (tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit) {
+    ) -> (
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    ) {
         let slot = self
             .nodes
             .lock()

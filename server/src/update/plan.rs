@@ -13,9 +13,7 @@ use canopy_api_types::bulk::{
 };
 use canopy_api_types::clusters::SkippedTarget;
 use canopy_api_types::commands::{CommandSpec, CommandStatus};
-use canopy_api_types::deploy::{
-    DeployOutcome, ItemState, OperationItem, OperationState, Route,
-};
+use canopy_api_types::deploy::{DeployOutcome, ItemState, OperationItem, OperationState, Route};
 use canopy_api_types::updates::{Severity, Update, UpdateFilter, UpdateStatus};
 use canopy_api_types::{CorrelationId, HostId, OperationId};
 use canopy_inventory::{Kind, Selector};
@@ -57,7 +55,9 @@ pub(super) fn check_options(o: &UpdateOptions) -> Result<()> {
                 )))
             }
             HealthCheck::Command { argv } if argv.is_empty() => {
-                return Err(Error::Validation("check: a command check needs a program".into()))
+                return Err(Error::Validation(
+                    "check: a command check needs a program".into(),
+                ))
             }
             _ => {}
         }
@@ -324,7 +324,12 @@ impl Updater {
                 let mut up = ItemUpdate::running("planned", chrono::Utc::now());
                 up.state = ItemState::Queued;
                 up.update = Some(detail);
-                up.event = Some(step_event(id, "plan", "done", &format!("{packages} packages")));
+                up.event = Some(step_event(
+                    id,
+                    "plan",
+                    "done",
+                    &format!("{packages} packages"),
+                ));
                 self.item(id, item, up, actor).await?;
             }
             Ok(None) => {
@@ -333,17 +338,17 @@ impl Updater {
                 up.step = None;
                 up.outcome = Some(DeployOutcome::Unchanged);
                 up.message = Some(match detail.plan.as_ref() {
-                    Some(p) if !p.left_out.is_empty() => format!(
-                        "nothing to install ({} left out)",
-                        p.left_out.len()
-                    ),
+                    Some(p) if !p.left_out.is_empty() => {
+                        format!("nothing to install ({} left out)", p.left_out.len())
+                    }
                     _ => "up to date: nothing to install".into(),
                 });
                 up.update = Some(detail);
                 self.item(id, item, up, actor).await?;
             }
             Err(why) => {
-                let mut up = ItemUpdate::failed(format!("planning failed: {why:#}"), chrono::Utc::now());
+                let mut up =
+                    ItemUpdate::failed(format!("planning failed: {why:#}"), chrono::Utc::now());
                 up.update = Some(detail);
                 self.item(id, item, up, actor).await?;
             }
@@ -390,8 +395,13 @@ impl Updater {
             });
             return Ok(None);
         }
-        self.item(id, item, ItemUpdate::running("plan: dry-run", chrono::Utc::now()), actor)
-            .await?;
+        self.item(
+            id,
+            item,
+            ItemUpdate::running("plan: dry-run", chrono::Utc::now()),
+            actor,
+        )
+        .await?;
         let ids: Vec<_> = chosen.iter().map(|u| u.id).collect();
         let outcome = self
             .store
@@ -410,8 +420,10 @@ impl Updater {
             .as_ref()
             .filter(|_| done.status == CommandStatus::Completed)
             .ok_or_else(|| anyhow::anyhow!("the dry-run failed: {}", failure_text(&done)))?;
-        let severity: HashMap<&str, Severity> =
-            rows.iter().map(|u| (u.package.as_str(), u.severity)).collect();
+        let severity: HashMap<&str, Severity> = rows
+            .iter()
+            .map(|u| (u.package.as_str(), u.severity))
+            .collect();
         let packages: Vec<PlanPackage> = result
             .planned
             .iter()
@@ -460,7 +472,9 @@ impl Updater {
             out.extend(got.items.into_iter().filter(|u| {
                 matches!(
                     u.status,
-                    UpdateStatus::Pending | UpdateStatus::Failed | UpdateStatus::AwaitingConfirmation
+                    UpdateStatus::Pending
+                        | UpdateStatus::Failed
+                        | UpdateStatus::AwaitingConfirmation
                 )
             }));
             if n < UpdateFilter::MAX_PER_PAGE as usize {

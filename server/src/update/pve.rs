@@ -33,7 +33,9 @@ impl Guest {
     {
         let until = Instant::now() + LOCK_WAIT;
         loop {
-            let upid = start().await.with_context(|| format!("{what} of CT {}", self.vmid))?;
+            let upid = start()
+                .await
+                .with_context(|| format!("{what} of CT {}", self.vmid))?;
             match self.wait(&upid).await {
                 Ok(()) => return Ok(()),
                 Err(e) if is_locked(&e.to_string()) && Instant::now() < until => {
