@@ -199,7 +199,8 @@ async fn scripted(
         started_at: Some(chrono::Utc::now()),
         ..initial
     }));
-    agent.report(rows(&state.lock().unwrap())).await;
+    let initial_rows = rows(&state.lock().unwrap());
+    agent.report(initial_rows).await;
     let st = state.clone();
     let task = tokio::spawn(async move {
         let mut seen = HashSet::new();

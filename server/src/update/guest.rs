@@ -98,23 +98,18 @@ impl Updater {
             .cloned()
             .collect();
         self.run_batch(id, canaries, &slots, actor).await;
-        loop {
-            let op = self.get(id).await?;
-            let failed: Vec<&OperationItem> = op
-                .items
-                .iter()
-                .filter(|i| {
-                    i.update.as_ref().is_some_and(|d| d.canary) && i.state == ItemState::Failed
-                })
-                .collect();
-            if failed.is_empty() || op.state != OperationState::Running {
-                break;
-            }
-            // A failed canary pauses the operation; an operator resumes or cancels it.
+        let op = self.get(id).await?;
+        let failed = op
+            .items
+            .iter()
+            .find(|i| i.update.as_ref().is_some_and(|d| d.canary) && i.state == ItemState::Failed);
+        if let (Some(failed), OperationState::Running) = (failed, op.state) {
+            // A failed canary pauses the operation; an operator resumes (the failed canaries
+            // stay failed, the others go on) or cancels it.
             let reason = format!(
                 "canary {} failed: {}",
-                failed[0].target,
-                failed[0].message.as_deref().unwrap_or("see its steps")
+                failed.target,
+                failed.message.as_deref().unwrap_or("see its steps")
             );
             let mut detail = op.update.clone().unwrap_or_default();
             detail.paused_reason = Some(reason.clone());
@@ -128,11 +123,7 @@ impl Updater {
                 actor,
             )
             .await?;
-            if self.wait_while_paused(id).await? != OperationState::Running {
-                break;
-            }
-            // Resumed: the failed canaries stay failed; the others go on.
-            break;
+            self.wait_while_paused(id).await?;
         }
         let op = self.get(id).await?;
         let rest: Vec<_> = op.items.iter().filter(|i| runnable(i)).cloned().collect();
