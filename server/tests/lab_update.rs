@@ -480,4 +480,166 @@ async fn update_all_lxcs_on_node_pve1() {
     let done = wait(&env, op.id, |o| o.state.is_terminal()).await;
     assert_eq!(done.state, OperationState::Cancelled);
     assert_eq!(item(&done, 103).state, ItemState::Cancelled);
+
+    killed_mid_flight(&lab, &env).await;
+}
+
+/// The real `canopy serve`, its config in `dir`, on `port`.
+fn serve(dir: &std::path::Path, port: u16, env: &Env, lab: &Lab) -> std::process::Child {
+    let config = dir.join("canopy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://{db}\"\ndata_dir = \"{data}\"\n\
+             sweep_interval_secs = 1\n[deploy]\nserver_url = \"http://127.0.0.1:{port}\"\n\
+             agent_binary = \"{agent}\"\nssh_key_file = \"{key}\"\ncheckin_timeout_secs = 90\n\
+             [deploy.nodes]\n\"lab/pve1\" = \"{node}\"\n[update]\nagent_back_timeout_secs = 180\n",
+            db = dir.join("canopy.db").display(),
+            data = dir.join("data").display(),
+            agent = lab.agent_bin,
+            key = env.pve.ssh_key.display(),
+            node = env.pve.node.ssh,
+        ),
+    )
+    .unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("CANOPY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env_remove("CANOPY_DATABASE_URL")
+        .env_remove("CANOPY_LISTEN")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("canopy serve starts")
+}
+
+/// kill -9 of the real server while guests are in flight: after a restart the operation
+/// finishes, and no guest installed twice.
+async fn killed_mid_flight(lab: &Lab, env: &Env) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = serve(dir.path(), port, env, lab);
+    let anon = canopy_api_types::client::Client::new(http(), base.clone());
+    let admin = eventually(Duration::from_secs(30), || async {
+        anon.login("admin", ADMIN_PASSWORD).await.ok()
+    })
+    .await;
+    let admin = anon.clone().with_token(admin.access_token);
+    admin
+        .create_cluster(&canopy_api_types::clusters::CreateCluster {
+            name: "lab".into(),
+            endpoints: vec![env.sim.url()],
+            token: env.sim.token(),
+            fingerprints: vec![env.sim.fingerprint()],
+            ca_pem: None,
+            interval_secs: Some(3600),
+        })
+        .await
+        .unwrap();
+    let selector = "cluster/lab/node/pve1/lxc/103, cluster/lab/node/pve1/lxc/104";
+    let deploy = admin
+        .deploy(&DeployRequest {
+            selector: selector.into(),
+            action: DeployAction::Deploy,
+        })
+        .await
+        .unwrap();
+    let deployed = admin.follow_operation(deploy.id, |_| {}).await.unwrap();
+    assert_eq!(deployed.state, OperationState::Succeeded, "{deployed:#?}");
+    publish(lab, env, "moved-d", "canopy-demo-web", "1.5", &[103, 104]);
+    let op = admin
+        .start_update(&UpdateRequest {
+            selector: selector.into(),
+            options: UpdateOptions {
+                exclude: vec!["canopy-demo-slow".into()],
+                reboot: RebootPolicy::Never,
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap();
+    let planned = eventually(Duration::from_secs(300), || async {
+        let o = admin.operation(op.id).await.unwrap();
+        (o.state != OperationState::Planning).then_some(o)
+    })
+    .await;
+    assert_eq!(
+        planned.state,
+        OperationState::AwaitingApproval,
+        "{planned:#?}"
+    );
+    let fp = planned
+        .update
+        .as_ref()
+        .unwrap()
+        .fingerprint
+        .clone()
+        .unwrap();
+    admin.approve_operation(op.id, &fp).await.unwrap();
+    // Kill it as soon as an install was sent.
+    let at_kill = eventually(Duration::from_secs(300), || async {
+        let o = admin.operation(op.id).await.unwrap();
+        o.items
+            .iter()
+            .any(|i| i.update.as_ref().is_some_and(|d| d.install.is_some()))
+            .then_some(o)
+    })
+    .await;
+    server.kill().unwrap();
+    for i in &at_kill.items {
+        let last = i.update.as_ref().and_then(|d| d.steps.last());
+        eprintln!(
+            "killed with {} at {:?}",
+            i.target,
+            last.map(|s| format!("{} {}", s.step, s.status))
+        );
+    }
+    server.wait().unwrap();
+    let mut server = serve(dir.path(), port, env, lab);
+    let admin = eventually(Duration::from_secs(30), || async {
+        anon.login("admin", ADMIN_PASSWORD).await.ok()
+    })
+    .await;
+    let admin = anon.clone().with_token(admin.access_token);
+    let done = eventually(Duration::from_secs(600), || async {
+        let o = admin.operation(op.id).await.ok()?;
+        o.state.is_terminal().then_some(o)
+    })
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(done.state, OperationState::Succeeded, "{done:#?}");
+    for vmid in [103, 104] {
+        let c = container(env, vmid);
+        assert_eq!(dpkg_version(&c, "canopy-demo-web"), "1.5");
+        assert_eq!(
+            installs(&c, "canopy-demo-web 1.5"),
+            1,
+            "{vmid} installed once"
+        );
+        let d = item(&done, vmid).update.clone().unwrap();
+        let installs_sent = d
+            .steps
+            .iter()
+            .filter(|s| s.step == "install" && s.status == "started")
+            .count();
+        assert_eq!(installs_sent, 1, "{vmid}: one install sent: {:#?}", d.steps);
+        let snap = d.snapshot.clone().unwrap();
+        assert_eq!(
+            snapshots(env, vmid).iter().filter(|s| **s == snap).count(),
+            1,
+            "the snapshot is reused, not taken twice"
+        );
+    }
 }
