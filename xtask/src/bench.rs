@@ -73,21 +73,36 @@ struct Outcome {
     figures: Vec<(String, String)>,
     /// `(bench, why)`: it failed or printed no figure; its goals count as missed.
     failed: Vec<(String, String)>,
-    /// Benches left out on purpose (`--no-lab`): their goals are neither met nor missed.
-    not_run: Vec<String>,
+    /// Benches left out on purpose, with the flag that left them out (`--no-lab`,
+    /// `--only`): their goals are neither met nor missed.
+    not_run: Vec<(String, &'static str)>,
 }
 
 pub fn run(args: &[&str]) -> Result<()> {
-    let with_lab = match args {
-        [] => true,
-        ["--no-lab"] => false,
-        other => bail!("usage: cargo xtask bench [--no-lab] (got {other:?})"),
-    };
+    let usage = || format!("usage: cargo xtask bench [--no-lab] [--only BENCH] (got {args:?})");
+    let (mut with_lab, mut only) = (true, None);
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        match *a {
+            "--no-lab" => with_lab = false,
+            "--only" => {
+                let name = rest.next().ok_or_else(|| anyhow::anyhow!(usage()))?;
+                if !BENCHES.iter().any(|(_, b)| b == name) {
+                    bail!(
+                        "--only {name}: no such bench (one of {:?})",
+                        BENCHES.iter().map(|(_, b)| *b).collect::<Vec<_>>()
+                    );
+                }
+                only = Some(name.to_string());
+            }
+            _ => bail!(usage()),
+        }
+    }
     let root = state::repo_root()?;
     // Taken before our own builds start: how busy the others left the machine.
     let machine = machine();
     let mut lab = None;
-    let outcome = run_benches(&root, with_lab, &mut lab);
+    let outcome = run_benches(&root, with_lab, only.as_deref(), &mut lab);
     // Whatever happened above, the lab (and an engine this run started) goes.
     let torn_down = lab.map_or(Ok(()), BenchLab::down);
     let section = section(&outcome, &date()?, &machine);
@@ -114,15 +129,24 @@ pub fn run(args: &[&str]) -> Result<()> {
 
 /// Runs [`BENCHES`]; the lab, once a bench needs it, is left in `lab` for the caller to tear
 /// down.
-fn run_benches(root: &Path, with_lab: bool, lab: &mut Option<BenchLab>) -> Outcome {
+fn run_benches(
+    root: &Path,
+    with_lab: bool,
+    only: Option<&str>,
+    lab: &mut Option<BenchLab>,
+) -> Outcome {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut outcome = Outcome::default();
     let mut lab_failed = None;
     for (package, bench) in BENCHES {
         let mut env = Vec::new();
+        if only.is_some_and(|o| o != *bench) {
+            outcome.not_run.push((bench.to_string(), "--only"));
+            continue;
+        }
         if NEEDS_LAB.contains(bench) {
             if !with_lab {
-                outcome.not_run.push(bench.to_string());
+                outcome.not_run.push((bench.to_string(), "--no-lab"));
                 continue;
             }
             if lab.is_none() && lab_failed.is_none() {
@@ -291,10 +315,9 @@ fn section(outcome: &Outcome, date: &str, machine: &str) -> String {
         if outcome.figures.iter().any(|(n, _)| n == name) {
             continue;
         }
-        let (value, verdict) = if outcome.not_run.iter().any(|b| b == bench) {
-            ("(not run: --no-lab)", "not run")
-        } else {
-            ("(not reported)", "**missed**")
+        let (value, verdict) = match outcome.not_run.iter().find(|(b, _)| b == bench) {
+            Some((_, flag)) => (format!("(not run: {flag})"), "not run"),
+            None => ("(not reported)".to_string(), "**missed**"),
         };
         let _ = writeln!(s, "| {name} | {value} | {} | {verdict} |", cmp.show(*bound));
     }
@@ -377,7 +400,7 @@ mod tests {
         let mut o = outcome("BENCH discovery_5000_api_calls=4\n");
         o.failed
             .push(("discovery".into(), "exited with 101: boom".into()));
-        o.not_run.push("deploy".into());
+        o.not_run.push(("deploy".into(), "--no-lab"));
         let s = section(&o, "2026-01-01", "cpu");
         // A goal missed is a figure in the table, never an abort without one.
         assert!(s.contains("| discovery_5000_api_calls | 4 | ≤ 3 | **missed** |"));

@@ -34,7 +34,7 @@ commands:
   test [--no-STEP ...]    the whole suite, exactly what CI runs (steps: prereqs check fmt
                           clippy musl pg docker lab; skipping is refused when CI=true)
   demo [--no-docker]      start a local Canopy with an enrolled agent
-  bench [--no-lab]        benchmarks (see docs/benchmarks.md); the lab it starts goes after
+  bench [--no-lab] [--only BENCH]  benchmarks (see docs/benchmarks.md); the lab it starts goes after
 
 environment:
   CI=true                 missing prerequisites are hard failures
