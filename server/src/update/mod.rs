@@ -12,6 +12,7 @@
 //! step twice.
 
 mod commands;
+mod execute;
 mod guest;
 mod plan;
 mod pve;

@@ -282,7 +282,7 @@ impl Updater {
                 actor,
             )
             .await?;
-            let state = super::guest::final_state(&self.get(id).await?);
+            let state = super::execute::final_state(&self.get(id).await?);
             let mut pause = crate::operations::record::backoff("the end of the operation");
             crate::operations::record::operation_end(self.store.as_ref(), id, state, &mut pause)
                 .await;

@@ -7,7 +7,9 @@ pub mod cli;
 pub mod deploy;
 pub mod lab;
 pub mod privilege;
+pub mod scripted;
 pub mod tls;
+pub mod update_lab;
 
 use canopy_api_types::agent::*;
 use canopy_api_types::auth::CreateRegistrationToken;

@@ -1,0 +1,215 @@
+//! The lab bulk-update test's helpers: the server with the lab's node pve1 behind the PVE
+//! simulator (its action hook acting on the guest containers), the guests' install log, the
+//! repository moving on, the real `canopy serve` for the restart scenario.
+
+use super::lab::*;
+use super::*;
+use canopy_api_types::bulk::{UpdateOptions, UpdateRequest};
+use canopy_api_types::deploy::{Operation, OperationItem, OperationState};
+use canopy_api_types::OperationId;
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+pub const BREAK_MARKER: &str = "/etc/canopy-demo/break-web";
+pub const INSTALL_LOG: &str = "/var/log/canopy-demo-installs.log";
+
+pub struct Env {
+    pub app: TestApp,
+    pub sim: canopy_pve_sim::RunningCluster,
+    pub pve: PveLab,
+}
+
+pub async fn setup(lab: &Lab) -> Env {
+    let pve = lab.pve();
+    let file = canopy_pve_sim::SimFile::load(&pve.sim_file).expect("the lab's simulator file");
+    let sim = canopy_pve_sim::start(file.clusters.into_iter().next().expect("one cluster"))
+        .await
+        .expect("simulator starts");
+    let direct = pve.guest(106).ssh.expect("guest 106 has its own sshd");
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.deploy.agent_binary = Some(lab.agent_bin.clone().into());
+        s.deploy.ssh_key_file = Some(pve.ssh_key.clone());
+        s.deploy.nodes =
+            BTreeMap::from([("lab/pve1".into(), pve.node.ssh.to_string().parse().unwrap())]);
+        s.deploy.direct = BTreeMap::from([(
+            "lab/106".into(),
+            canopy_server::settings::DirectSsh {
+                address: direct.to_string().parse().unwrap(),
+                user: "root".into(),
+                key_file: None,
+            },
+        )]);
+        s.deploy.checkin_timeout_secs = 90;
+        s.update.agent_back_timeout_secs = 180;
+    })
+    .await
+    .unwrap();
+    app.admin
+        .create_cluster(&canopy_api_types::clusters::CreateCluster {
+            name: "lab".into(),
+            endpoints: vec![sim.url()],
+            token: sim.token(),
+            fingerprints: vec![sim.fingerprint()],
+            ca_pem: None,
+            interval_secs: Some(3600),
+        })
+        .await
+        .unwrap();
+    Env { app, sim, pve }
+}
+
+pub fn container(env: &Env, vmid: u32) -> String {
+    env.pve.guest(vmid).container.clone()
+}
+
+pub fn in_guest(container: &str, script: &str) -> String {
+    docker(&["exec", container, "sh", "-c", script])
+        .trim()
+        .to_string()
+}
+
+/// Lines of the lab packages' install log: one per postinst run.
+pub fn installs(container: &str, what: &str) -> usize {
+    in_guest(container, &format!("cat {INSTALL_LOG} 2>/dev/null || true"))
+        .lines()
+        .filter(|l| l.trim() == what)
+        .count()
+}
+
+/// Publish `package` `version` in `suite` and point these guests at it (their lists refreshed).
+pub fn publish(lab: &Lab, env: &Env, suite: &str, package: &str, version: &str, vmids: &[u32]) {
+    let xtask = std::env::var("CANOPY_XTASK_BIN").expect("CANOPY_XTASK_BIN (cargo xtask test)");
+    let out = Command::new(&xtask)
+        .args(["lab", "publish", suite, package, version])
+        .output()
+        .expect("xtask runs");
+    assert!(
+        out.status.success(),
+        "lab publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = lab.json["repo_url"].as_str().expect("lab.json repo_url");
+    for &vmid in vmids {
+        in_guest(
+            &container(env, vmid),
+            &format!(
+                "echo 'deb [trusted=yes] {url} {suite} main' > /etc/apt/sources.list.d/{suite}.list && apt-get -q update"
+            ),
+        );
+    }
+}
+
+pub async fn wait(env: &Env, id: OperationId, f: impl Fn(&Operation) -> bool) -> Operation {
+    let start = std::time::Instant::now();
+    loop {
+        let op = env.app.admin.operation(id).await.unwrap();
+        if f(&op) {
+            return op;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "the operation did not get there within 10 minutes: {op:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn plan(env: &Env, selector: &str, options: UpdateOptions) -> Operation {
+    let op = env
+        .app
+        .admin
+        .start_update(&UpdateRequest {
+            selector: selector.into(),
+            options,
+        })
+        .await
+        .unwrap();
+    let planned = wait(env, op.id, |o| o.state != OperationState::Planning).await;
+    assert_eq!(
+        planned.state,
+        OperationState::AwaitingApproval,
+        "{planned:#?}"
+    );
+    planned
+}
+
+pub async fn approve(env: &Env, op: &Operation) {
+    let fp = op.update.as_ref().unwrap().fingerprint.clone().unwrap();
+    env.app.admin.approve_operation(op.id, &fp).await.unwrap();
+}
+
+pub fn item(op: &Operation, vmid: u32) -> &OperationItem {
+    op.items
+        .iter()
+        .find(|i| i.vmid == vmid)
+        .unwrap_or_else(|| panic!("no item for {vmid}: {op:#?}"))
+}
+
+pub fn planned_packages(op: &Operation, vmid: u32) -> BTreeMap<String, String> {
+    item(op, vmid)
+        .update
+        .as_ref()
+        .and_then(|d| d.plan.as_ref())
+        .map(|p| {
+            p.packages
+                .iter()
+                .map(|p| (p.package.clone(), p.to_version.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn snapshots(env: &Env, vmid: u32) -> Vec<String> {
+    env.sim
+        .guest(vmid)
+        .map(|g| g.snapshots.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+pub fn tasks(env: &Env, vmid: u32, kind: &str) -> usize {
+    env.sim
+        .tasks()
+        .iter()
+        .filter(|t| t.id == vmid.to_string() && t.kind == kind)
+        .count()
+}
+
+pub fn running(container: &str) -> bool {
+    docker(&["inspect", "-f", "{{.State.Running}}", container]).trim() == "true"
+}
+
+/// The real `canopy serve`, its config in `dir`, on `port`.
+pub fn serve(dir: &std::path::Path, port: u16, env: &Env, lab: &Lab) -> std::process::Child {
+    let config = dir.join("canopy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://{db}\"\ndata_dir = \"{data}\"\n\
+             sweep_interval_secs = 1\n[deploy]\nserver_url = \"http://127.0.0.1:{port}\"\n\
+             agent_binary = \"{agent}\"\nssh_key_file = \"{key}\"\ncheckin_timeout_secs = 90\n\
+             [deploy.nodes]\n\"lab/pve1\" = \"{node}\"\n[update]\nagent_back_timeout_secs = 180\n",
+            db = dir.join("canopy.db").display(),
+            data = dir.join("data").display(),
+            agent = lab.agent_bin,
+            key = env.pve.ssh_key.display(),
+            node = env.pve.node.ssh,
+        ),
+    )
+    .unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("CANOPY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env_remove("CANOPY_DATABASE_URL")
+        .env_remove("CANOPY_LISTEN")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("canopy serve starts")
+}
