@@ -61,24 +61,9 @@ async fn lab_app(lab: &Lab, pve: &PveLab) -> (TestApp, canopy_pve_sim::RunningCl
     )
     .await
     .unwrap();
-    let direct = pve.guest(106).ssh.expect("guest 106 has its own sshd");
-    let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.deploy.agent_binary = Some(lab.agent_bin.clone().into());
-        s.deploy.ssh_key_file = Some(pve.ssh_key.clone());
-        s.deploy.nodes =
-            BTreeMap::from([("lab/pve1".into(), pve.node.ssh.to_string().parse().unwrap())]);
-        s.deploy.direct = BTreeMap::from([(
-            "lab/106".into(),
-            canopy_server::settings::DirectSsh {
-                address: direct.to_string().parse().unwrap(),
-                user: "root".into(),
-                key_file: None,
-            },
-        )]);
-        s.deploy.checkin_timeout_secs = 90;
-    })
-    .await
-    .unwrap();
+    let app = spawn_app_with(Backend::Sqlite, |s| deploy_settings(s, lab, pve))
+        .await
+        .unwrap();
     app.admin
         .create_cluster(&canopy_api_types::clusters::CreateCluster {
             name: "lab".into(),

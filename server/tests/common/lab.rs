@@ -332,3 +332,24 @@ pub fn unpublish_from_guest(guest: &str, suite: &str) {
         &format!("rm -f /etc/apt/sources.list.d/{suite}.list && apt-get -q update"),
     ]);
 }
+
+/// Deploys through the lab's node stand-in to its six systemd guests, 106 straight over SSH:
+/// the `[deploy]` settings a server needs for that.
+pub fn deploy_settings(s: &mut canopy_server::settings::Settings, lab: &Lab, pve: &PveLab) {
+    let direct = pve.guest(106).ssh.expect("guest 106 has its own sshd");
+    s.deploy.agent_binary = Some(lab.agent_bin.clone().into());
+    s.deploy.ssh_key_file = Some(pve.ssh_key.clone());
+    s.deploy.nodes = std::collections::BTreeMap::from([(
+        "lab/pve1".into(),
+        pve.node.ssh.to_string().parse().unwrap(),
+    )]);
+    s.deploy.direct = std::collections::BTreeMap::from([(
+        "lab/106".into(),
+        canopy_server::settings::DirectSsh {
+            address: direct.to_string().parse().unwrap(),
+            user: "root".into(),
+            key_file: None,
+        },
+    )]);
+    s.deploy.checkin_timeout_secs = 90;
+}

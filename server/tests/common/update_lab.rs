@@ -26,21 +26,8 @@ pub async fn setup(lab: &Lab) -> Env {
     let sim = canopy_pve_sim::start(file.clusters.into_iter().next().expect("one cluster"))
         .await
         .expect("simulator starts");
-    let direct = pve.guest(106).ssh.expect("guest 106 has its own sshd");
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.deploy.agent_binary = Some(lab.agent_bin.clone().into());
-        s.deploy.ssh_key_file = Some(pve.ssh_key.clone());
-        s.deploy.nodes =
-            BTreeMap::from([("lab/pve1".into(), pve.node.ssh.to_string().parse().unwrap())]);
-        s.deploy.direct = BTreeMap::from([(
-            "lab/106".into(),
-            canopy_server::settings::DirectSsh {
-                address: direct.to_string().parse().unwrap(),
-                user: "root".into(),
-                key_file: None,
-            },
-        )]);
-        s.deploy.checkin_timeout_secs = 90;
+        deploy_settings(s, lab, &pve);
         s.update.agent_back_timeout_secs = 180;
     })
     .await
