@@ -25,9 +25,7 @@ use crate::state::Wakeups;
 use canopy_api_types::bulk::{UpdateItemDetail, UpdateOperationDetail, UpdateRequest};
 use canopy_api_types::deploy::{ItemState, Operation, OperationItem, OperationState};
 use canopy_api_types::OperationId;
-use canopy_store::{
-    Actor, ItemUpdate, NewOperation, OperationEvent, OperationTransition, Store, StoreError,
-};
+use canopy_store::{Actor, ItemUpdate, NewOperation, OperationEvent, OperationTransition, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,10 +63,6 @@ impl std::fmt::Debug for Updater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Updater").finish_non_exhaustive()
     }
-}
-
-fn conflict(e: StoreError) -> Error {
-    Error::from(e)
 }
 
 impl Updater {
@@ -208,8 +202,7 @@ impl Updater {
                 },
                 &actor,
             )
-            .await
-            .map_err(conflict)?;
+            .await?;
         let me = self.clone();
         tokio::spawn(async move { me.executor(id, actor).await });
         self.get(id).await
@@ -331,7 +324,7 @@ impl Updater {
                 actor,
             )
             .await
-            .map_err(conflict)
+            .map_err(Error::from)
     }
 
     async fn get(&self, id: OperationId) -> Result<Operation> {
