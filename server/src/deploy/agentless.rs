@@ -228,7 +228,7 @@ impl Deployer {
             let (me, actor) = (self.clone(), actor.clone());
             tasks.spawn(async move {
                 let _guest = me.guest(None, &p, &actor).await;
-                let _slots = me.slots(&p.node_key()).await;
+                let _slots = me.slots.acquire(&p.node_key()).await;
                 let r = async {
                     let shell = me.shell(&p).await?;
                     scan(&shell, me.store.as_ref(), guest, &actor).await

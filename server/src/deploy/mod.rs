@@ -20,7 +20,7 @@ pub mod steps;
 
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
-use crate::operations::{guest_lock, record, Engine};
+use crate::operations::{guest_lock, record, Engine, Slots};
 use crate::settings::{DeploySettings, Settings};
 use canopy_api_types::deploy::{
     DeployAction, DeployPreview, DeployRequest, ItemState, Operation, OperationItem, OperationState,
@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use steps::{AgentBinary, Done, Job};
-use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::broadcast;
 
 pub use keys::public_key;
 
@@ -50,8 +50,7 @@ pub struct Deployer {
     agent: Mutex<Option<Arc<AgentBinary>>>,
     engine: Arc<Engine>,
     staging: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    node_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
-    global: Arc<Semaphore>,
+    slots: Slots,
 }
 
 impl std::fmt::Debug for Deployer {
@@ -71,14 +70,16 @@ impl Deployer {
         Self {
             store,
             discovery,
-            global: Arc::new(Semaphore::new(settings.deploy.concurrency.max(1))),
+            slots: Slots::new(
+                settings.deploy.concurrency,
+                settings.deploy.per_node_concurrency,
+            ),
             settings: settings.deploy.clone(),
             server_fingerprint,
             data_dir: settings.data_dir.clone(),
             agent: Mutex::new(None),
             engine,
             staging: Mutex::new(HashMap::new()),
-            node_slots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -236,7 +237,7 @@ impl Deployer {
         let target = p.item.target.clone();
         // The guest before any slot: an item waiting for its guest holds none.
         let _guest = self.guest(Some(id), &p, actor).await;
-        let _slots = self.slots(&p.node_key()).await;
+        let _slots = self.slots.acquire(&p.node_key()).await;
         let (step_tx, writer) = {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
             let store = self.store.clone();
@@ -431,30 +432,6 @@ impl Deployer {
                 wait.wait().await
             }
         }
-    }
-
-    /// A slot of `node` and a global one, held while working on one guest. The node's comes
-    /// first: an item waiting for its busy node holds no global slot another node could use.
-    async fn slots(&self, node: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
-        let per_node = self.settings.per_node_concurrency.max(1);
-        let slot = self
-            .node_slots
-            .lock()
-            .expect("slots lock")
-            .entry(node.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(per_node)))
-            .clone();
-        let node = slot
-            .acquire_owned()
-            .await
-            .expect("node slots are never closed");
-        let global = self
-            .global
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the global slots are never closed");
-        (node, global)
     }
 
     fn stream(&self, id: OperationId) -> Option<broadcast::Sender<OperationItem>> {

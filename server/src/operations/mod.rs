@@ -10,8 +10,8 @@ use canopy_api_types::deploy::OperationItem;
 use canopy_api_types::OperationId;
 use canopy_store::{Actor, ItemUpdate, Store};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use tokio::sync::broadcast;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 
 /// What the deploy and update engines share: item streams and guest locks.
 #[derive(Debug, Default)]
@@ -55,6 +55,48 @@ impl Engine {
         actor: &Actor,
     ) -> Result<OperationItem, canopy_store::StoreError> {
         publish(store, &self.stream(id), id, target, up, actor).await
+    }
+}
+
+/// The concurrency limits of operations: `global` guests at once in all, `per_node` of one
+/// node (deploys share one server-wide set; each update operation has its own).
+#[derive(Debug)]
+pub struct Slots {
+    global: Arc<Semaphore>,
+    per_node: usize,
+    nodes: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Slots {
+    pub fn new(global: usize, per_node: usize) -> Self {
+        Self {
+            global: Arc::new(Semaphore::new(global.max(1))),
+            per_node: per_node.max(1),
+            nodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot of `node` and a global one, held while working on one guest. The node's comes
+    /// first: a guest waiting for its busy node holds no global slot another node could use.
+    pub async fn acquire(&self, node: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        let slot = self
+            .nodes
+            .lock()
+            .expect("slots lock")
+            .entry(node.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_node)))
+            .clone();
+        let node = slot
+            .acquire_owned()
+            .await
+            .expect("node slots are never closed");
+        let global = self
+            .global
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the global slots are never closed");
+        (node, global)
     }
 }
 

@@ -3,9 +3,10 @@
 //! pause, resume, cancel, and the operation's end. Each guest's own steps are in [`super::guest`].
 
 use super::guest::{End, Work};
-use super::{detail_of, Slots, Updater};
+use super::{detail_of, Updater};
 use crate::error::Result;
 use crate::operations::record;
+use crate::operations::Slots;
 use canopy_api_types::deploy::{
     DeployOutcome, ItemState, Operation, OperationItem, OperationState,
 };

@@ -214,8 +214,13 @@ impl Work<'_> {
                 RebootPolicy::IfRequired => after.reboot_required,
             };
             if wanted && !self.detail.rebooted {
+                let g = self.pve().await?;
+                let cluster = self.item.target.split('/').nth(1).unwrap_or_default();
+                // One reboot at a time per node, until its agent is back.
+                let lock = self.up.reboot_lock(&format!("{cluster}/{}", g.node));
+                let _one = lock.lock().await;
                 self.note("reboot", "started", "").await?;
-                self.pve().await?.reboot().await?;
+                g.reboot().await?;
                 self.detail.rebooted = true;
                 // The agent is back when it answers a health check with a new start time.
                 let back = self.agent_back(after.agent_started_at).await?;

@@ -19,7 +19,7 @@ mod pve;
 
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
-use crate::operations::{record, Engine};
+use crate::operations::{record, Engine, Slots};
 use crate::settings::{Settings, UpdateSettings};
 use crate::state::Wakeups;
 use canopy_api_types::bulk::{UpdateItemDetail, UpdateOperationDetail, UpdateRequest};
@@ -29,7 +29,7 @@ use canopy_store::{Actor, ItemUpdate, NewOperation, OperationEvent, OperationTra
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 /// How often a waiting engine looks at the store again (commands, a paused operation).
 const POLL: Duration = Duration::from_millis(300);
@@ -57,6 +57,8 @@ pub struct Updater {
     active: Mutex<std::collections::HashSet<OperationId>>,
     /// Operations whose planner runs in this process.
     planning: Mutex<std::collections::HashSet<OperationId>>,
+    /// One reboot at a time per node (`CLUSTER/NODE`), whatever the operation.
+    reboots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Updater {
@@ -88,6 +90,7 @@ impl Updater {
             pokes: Mutex::new(HashMap::new()),
             active: Mutex::new(Default::default()),
             planning: Mutex::new(Default::default()),
+            reboots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -96,6 +99,16 @@ impl Updater {
             .lock()
             .expect("pokes lock")
             .entry(id)
+            .or_default()
+            .clone()
+    }
+
+    /// The lock a reboot on `node` (`CLUSTER/NODE`) holds until its agent is back.
+    fn reboot_lock(&self, node: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.reboots
+            .lock()
+            .expect("reboots lock")
+            .entry(node.to_string())
             .or_default()
             .clone()
     }
@@ -389,46 +402,7 @@ impl Updater {
             0 => self.settings.per_node_concurrency,
             n => n as usize,
         };
-        Slots {
-            global: Arc::new(Semaphore::new(global.max(1))),
-            per_node: per_node.max(1),
-            nodes: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-/// The concurrency limits of one running operation.
-struct Slots {
-    global: Arc<Semaphore>,
-    per_node: usize,
-    nodes: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-impl Slots {
-    /// The node's slot first, then a global one (a guest waiting for its busy node holds no
-    /// slot another node could use).
-    async fn acquire(
-        &self,
-        node: &str,
-    ) -> (
-        tokio::sync::OwnedSemaphorePermit,
-        tokio::sync::OwnedSemaphorePermit,
-    ) {
-        let slot = self
-            .nodes
-            .lock()
-            .expect("slots lock")
-            .entry(node.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_node)))
-            .clone();
-        let node = slot.acquire_owned().await.expect("never closed");
-        let global = self
-            .global
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        (node, global)
+        Slots::new(global, per_node)
     }
 }
 
