@@ -162,7 +162,7 @@ pub(super) fn banner(canopy: &str, node: &LabNode) -> String {
          cluster {LAB_CLUSTER}),\nwith updates pending. Update the whole node, a canary first, \
          a snapshot before each guest:\n  \
            {canopy} update '{selector}' --canary 1 --preview   # the plan; nothing changes\n  \
-           {canopy} update '{selector}' --canary 1 --yes       # approve it and follow it\n  \
+           {canopy} update '{selector}' --canary 1             # the plan, asks, then follows it\n  \
            {canopy} operation ID                 # per guest: updated / rolled_back / failed\n  \
            {canopy} operation pause|resume|cancel ID\n\
          To see a rollback, break the web service's new version in one guest first:\n  \
