@@ -166,7 +166,7 @@ pub(super) fn banner(canopy: &str, node: &LabNode) -> String {
            {canopy} operation ID                 # per guest: updated / rolled_back / failed\n  \
            {canopy} operation pause|resume|cancel ID\n\
          To see a rollback, break the web service's new version in one guest first:\n  \
-           docker exec {breakable} touch /etc/canopy-demo/break-web\n  \
+           docker exec {breakable} sh -c 'mkdir -p /etc/canopy-demo && touch /etc/canopy-demo/break-web'\n  \
          (canopy-demo-web 1.1 then fails to start there: the guest goes back to its snapshot)\n\
          Check a guest: docker exec {breakable} dpkg-query -W 'canopy-demo-*'",
         vmids.join(", "),
