@@ -1,43 +1,77 @@
-//! `cargo xtask demo`: a running Canopy with one enrolled agent, in the foreground.
+//! `cargo xtask demo`: a running Canopy with agents to try it on, in the foreground.
 //!
-//! Builds `canopy` and `canopy-agent` (release), starts `canopy serve` over HTTPS (its
-//! self-signed certificate, generated in the data dir) on SQLite in a fresh /tmp/canopy-demo
-//! with a random admin password, logs in with the CLI pinning the fingerprint the server
-//! printed, creates a registration token and enrols an agent pinned the same way: inside a lab
-//! guest (static musl agent) when a Docker engine answers (unless `--no-docker`), else on this
-//! machine in read-only mode. Prints the URL, the fingerprint, the login and a few commands to
-//! try, then waits for Ctrl-C. A detached watchdog stops the server, the agent and the lab once
-//! xtask is gone, however it ended.
+//! By default the demo runs on the lab: it installs what it needs (`prereqs`, like `cargo
+//! xtask test`), starts a Docker engine when none answers (and stops it on exit only if it
+//! started it), builds `canopy`, `canopy-agent`, `canopy-pve-sim` (release) and the static musl
+//! agent, and brings up its own lab instance (`CANOPY_LAB_INSTANCE=demo`, so the default lab
+//! tests use is never touched). It starts `canopy serve` over HTTPS (its self-signed
+//! certificate) on SQLite in a fresh /tmp/canopy-demo with a random admin password, logs in
+//! with the CLI pinning the fingerprint the server printed, and adds two simulators: the
+//! estate of examples/sim/home.toml (a picture: its nodes' deploys go nowhere) and the lab's
+//! node pve1 (`pve.sim_file` of lab.json: cluster `lab`, guests 101–106 whose snapshots,
+//! rollbacks and reboots act on the guest containers). Then `canopy agent deploy
+//! 'cluster/lab/node/pve1/lxc/*' --yes` puts agents into the six LXCs, which start with old
+//! package versions, and the banner shows the bulk update to try (`demo/lab.rs`).
+//!
+//! `--no-lab` (alias `--no-docker`) is the quick version without Docker: a read-only agent on
+//! this machine, only the home estate.
+//!
+//! Prints the URL, the fingerprint, the login and commands to try, then waits for Ctrl-C. A
+//! detached watchdog stops the server, the agent and the simulators (the pids in
+//! /tmp/canopy-demo/pids), takes the demo's lab down and stops a Docker engine the demo
+//! started, once xtask is gone, however it ended.
 //!
 //! The server starts with a config file that keeps `canopy agent deploy` on 127.0.0.1
 //! (`demo/deploy.rs`).
 
 mod deploy;
+mod lab;
+mod sim;
 
 use crate::proc::{cmd, poll};
-use crate::{dockerd, lab, state, test};
+use crate::{dockerd, prereqs, state, test};
 use anyhow::{bail, Context, Result};
-use deploy::{deploy_config, lab_pve_node, sim_nodes, LabRoute, NOWHERE};
+use deploy::{deploy_config, lab_pve_node, sim_nodes, LabRoute, LAB_CLUSTER, NOWHERE};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const STATE: &str = "/tmp/canopy-demo";
+/// The lab instance the demo uses unless `CANOPY_LAB_INSTANCE` names another one.
+const LAB_INSTANCE: &str = "demo";
 
 pub fn run(args: &[&str]) -> Result<()> {
-    let docker = match args {
-        [] => dockerd::engine_up(),
-        ["--no-docker"] => false,
-        other => bail!("usage: cargo xtask demo [--no-docker] (got {other:?})"),
+    let with_lab = match args {
+        [] => true,
+        ["--no-lab"] | ["--no-docker"] => false,
+        other => {
+            bail!("usage: cargo xtask demo [--no-lab] (--no-docker is the same) (got {other:?})")
+        }
     };
-    if docker && std::env::var_os("CANOPY_LAB_INSTANCE").is_none() {
-        // A lab of its own, so the demo never replaces the guests tests may be using; the
-        // watchdog inherits this and tears down only the demo's lab.
-        std::env::set_var("CANOPY_LAB_INSTANCE", "demo");
+    let started = Instant::now();
+    if with_lab && std::env::var("CANOPY_LAB_INSTANCE").map_or(true, |i| i.is_empty()) {
+        // A lab of its own, so the demo never replaces the guests tests may be using (an empty
+        // value would mean the default lab); the watchdog and the simulator's action hook
+        // inherit it.
+        std::env::set_var("CANOPY_LAB_INSTANCE", LAB_INSTANCE);
     }
     let root = state::repo_root()?;
+    if with_lab {
+        prereqs::run(state::is_ci())?;
+    }
+    let dir = PathBuf::from(STATE);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data"))?;
+    let pids = dir.join("pids");
+    std::fs::write(&pids, "")?;
+    let docker_marker = dir.join("dockerd-started-by-demo");
+    watchdog(&pids, with_lab, &docker_marker)?;
+    if with_lab && dockerd::ensure()? {
+        std::fs::write(&docker_marker, "")?;
+    }
+
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     cmd(
         &cargo,
@@ -57,15 +91,12 @@ pub fn run(args: &[&str]) -> Result<()> {
     .stream()?;
     let release = test::target_dir(&root)?.join("release");
     let canopy = release.join("canopy");
-    let agent = if docker {
+    let agent = if with_lab {
         test::build_musl_agent(&root)?
     } else {
         release.join("canopy-agent")
     };
 
-    let dir = PathBuf::from(STATE);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("data"))?;
     let password = random_hex(12)?;
     let pw_file = dir.join("admin-password");
     std::fs::write(&pw_file, format!("{password}\n"))?;
@@ -78,24 +109,25 @@ pub fn run(args: &[&str]) -> Result<()> {
             .with_context(|| format!("read {}", sim_file.display()))?,
     )
     .with_context(|| format!("the node names in {}", sim_file.display()))?;
+    if sim_nodes.iter().any(|(c, _)| c == LAB_CLUSTER) {
+        bail!(
+            "{} has a cluster {LAB_CLUSTER:?}, the name of the lab's",
+            sim_file.display()
+        );
+    }
     // The lab comes first: the server's config routes deploys to its PVE node stand-in.
-    let lab_json = if docker {
-        watchdog(&[], docker)?; // takes the lab down should xtask end before the server starts
-        Some(std::fs::read_to_string(lab::up(1)?)?)
+    let lab_node = if with_lab {
+        let json = std::fs::read_to_string(crate::lab::up(0)?)?;
+        Some(lab_pve_node(&json)?)
     } else {
         None
-    };
-    let lab_node = match &lab_json {
-        Some(json) => Some(lab_pve_node(json)?),
-        None => None,
     };
 
     let port = first_free_port(8080)?;
     let url = format!("https://127.0.0.1:{port}");
     let config = dir.join("canopy.toml");
-    let route = lab_node.as_ref().map(|n| LabRoute {
-        node_ssh: &n.ssh,
-        ssh_key: &n.ssh_key,
+    let route = lab_node.as_ref().map(|node| LabRoute {
+        node,
         agent: &agent,
     });
     std::fs::OpenOptions::new()
@@ -130,8 +162,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         .stderr(log)
         .spawn()
         .with_context(|| format!("start {}", canopy.display()))?;
-    let mut children: Vec<u32> = vec![server.id()];
-    watchdog(&children, docker)?;
+    track(&pids, server.id())?;
     // Listening once it prints the fingerprint of the certificate it serves.
     let mut fingerprint = None;
     if !poll(Duration::from_secs(30), Duration::from_millis(200), || {
@@ -166,17 +197,15 @@ pub fn run(args: &[&str]) -> Result<()> {
     )
     .env("CANOPY_SESSION", &session)
     .output()?;
-    let token_json = cmd(&canopy_s, ["token", "create", "--seats", "5", "--json"])
-        .env("CANOPY_SESSION", &session)
-        .output()?;
-    let token = json_string_field(&token_json, "token").with_context(|| {
-        format!("no \"token\" in `canopy token create --json` output: {token_json}")
-    })?;
 
     // The simulated Proxmox estate (examples/sim/home.toml), added as clusters.
-    let (sim, clusters) = start_sim(&release, &root, &dir)?;
-    children.push(sim.id());
-    watchdog(&children, docker)?;
+    let (home_sim, clusters) = sim::start(
+        &release.join("canopy-pve-sim"),
+        &sim_file,
+        &dir.join("sim-tls"),
+        &dir.join("sim.log"),
+    )?;
+    track(&pids, home_sim.id())?;
     if let Some(c) = clusters
         .iter()
         .find(|c| !sim_nodes.iter().any(|(name, _)| *name == c.name))
@@ -188,131 +217,57 @@ pub fn run(args: &[&str]) -> Result<()> {
             sim_file.display()
         );
     }
-    for c in &clusters {
-        cmd(
-            &canopy_s,
-            [
-                "cluster",
-                "add",
-                &c.name,
-                "--url",
-                &c.url,
-                "--fingerprint",
-                &c.fingerprint,
-            ],
-        )
-        .env("CANOPY_SESSION", &session)
-        .env("CANOPY_PVE_TOKEN", &c.token)
-        .output()?;
-    }
+    sim::add_clusters(&canopy_s, &session, &clusters)?;
 
     let mut agent_child: Option<Child> = None;
-    let where_agent = if let Some(lab_json) = &lab_json {
-        let guests = lab_json
-            .find("\"guests\"")
-            .map(|i| &lab_json[i + 8..])
-            .unwrap_or("");
-        let guest = json_array_first(guests).context("lab.json lists no guest")?;
-        let guest = guest.as_str();
-        let dest = format!("{guest}:/usr/local/bin/canopy-agent");
-        cmd("docker", ["cp", &agent.to_string_lossy(), &dest]).output()?;
-        cmd(
-            "docker",
-            [
-                "exec",
-                guest,
-                "canopy-agent",
-                "register",
-                "--server",
-                &url,
-                "--token",
-                &token,
-                "--fingerprint",
-                &fingerprint,
-            ],
-        )
-        .output()?;
-        cmd("docker", ["exec", "-d", guest, "canopy-agent", "run"]).output()?;
-        format!("in the lab guest {guest} (docker exec {guest} canopy-agent status)")
+    let mut setup_secs = None;
+    let where_agents = if let Some(node) = &lab_node {
+        let lab_sim = lab::start_sim(&release, node, &dir, &canopy_s, &session)?;
+        track(&pids, lab_sim.id())?;
+        let secs = lab::deploy_agents(&canopy_s, &session, node)?;
+        setup_secs = Some(secs);
+        lab::banner(&canopy.display().to_string(), node)
     } else {
-        let config = dir.join("agent/agent.toml");
-        let config_s = config.to_string_lossy().into_owned();
-        let state_s = dir.join("agent-state").to_string_lossy().into_owned();
-        let agent_s = agent.to_string_lossy().into_owned();
-        cmd(
-            &agent_s,
-            [
-                "--config",
-                &config_s,
-                "register",
-                "--server",
-                &url,
-                "--token",
-                &token,
-                "--fingerprint",
-                &fingerprint,
-                "--state-dir",
-                &state_s,
-                "--read-only",
-            ],
-        )
-        .output()?;
-        let log = std::fs::File::create(dir.join("agent.log"))?;
-        let child = Command::new(&agent)
-            .args(["--config", &config_s, "run", "--read-only"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("start canopy-agent run")?;
-        children.push(child.id());
-        watchdog(&children, docker)?;
+        let child = local_agent(&canopy_s, &session, &agent, &dir, &url, &fingerprint)?;
+        track(&pids, child.id())?;
         agent_child = Some(child);
         format!(
-            "on this machine, read-only (log {}/agent.log)",
-            dir.display()
+            "Agent enrolled on this machine, read-only (log {}/agent.log), pinned to that \
+             fingerprint.\n\
+             Try a deploy: {} agent deploy 'cluster/{}/**' --preview   \
+             # without the lab every node is {NOWHERE}: a deploy fails at once",
+            dir.display(),
+            canopy.display(),
+            sim_nodes[0].0
         )
     };
 
     let session_s = session.display();
     let canopy_d = canopy.display();
-    let deploy_line = match &lab_node {
-        Some(node) => {
-            // The simulated node named like the lab's: its LXCs 101 and 102 exist there.
-            let (cluster, name) = sim_nodes
-                .iter()
-                .find_map(|(c, nodes)| nodes.iter().find(|n| **n == node.name).map(|n| (c, n)))
-                .or_else(|| sim_nodes.first().and_then(|(c, n)| Some((c, n.first()?))))
-                .context("examples/sim/home.toml has no node")?;
-            format!(
-                "{canopy_d} agent deploy 'cluster/{cluster}/node/{name}/**' --preview   \
-                 # deploys go to the lab's PVE node {}",
-                node.ssh
-            )
-        }
-        None => format!(
-            "{canopy_d} agent deploy 'cluster/{}/**' --preview   \
-             # without Docker every node is {NOWHERE}: a deploy fails at once",
-            sim_nodes[0].0
-        ),
-    };
+    if let Some(secs) = setup_secs {
+        eprintln!("xtask: demo: agents deployed and reporting in {secs:.0}s");
+    }
+    eprintln!(
+        "xtask: demo: ready {:.0}s after it started",
+        started.elapsed().as_secs_f64()
+    );
     println!(
         "\nCanopy is running at {url}\n\
          TLS certificate SHA-256 fingerprint: {fingerprint}\n  \
-           (self-signed, {state}/data/tls-cert.pem; the CLI and the agent pin it)\n\n\
+           (self-signed, {state}/data/tls-cert.pem; the CLI and the agents pin it)\n\n\
          Log in as admin with the password in {pw} ({password}):\n  \
            {canopy_d} login --server {url} --username admin --fingerprint {fingerprint}\n\
-         Agent enrolled {where_agent}, pinned to that fingerprint; server log {state}/server.log\n\n\
+         Or use the demo's session; server log {state}/server.log\n  \
+           export CANOPY_SESSION={session_s}\n\n\
          Try:\n  \
-           export CANOPY_SESSION={session_s}\n  \
            {canopy_d} tree              # the simulated Proxmox estate\n  \
            {canopy_d} tree '**[tag=prod]' --preview\n  \
            {canopy_d} hosts\n  \
            {canopy_d} updates\n  \
            {canopy_d} approve ID        # queues a dry-run\n  \
            {canopy_d} command ID        # the dry-run plan\n  \
-           {canopy_d} confirm ID        # installs\n  \
-           {deploy_line}\n\n\
+           {canopy_d} confirm ID        # installs\n\n\
+         {where_agents}\n\n\
          Ctrl-C stops everything.",
         pw = pw_file.display(),
         state = dir.display(),
@@ -342,101 +297,92 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
 }
 
-/// One cluster the simulator serves, as its `SIM …` line reports it.
-struct SimCluster {
-    name: String,
-    url: String,
-    fingerprint: String,
-    token: String,
-}
-
-/// Start `canopy-pve-sim` on examples/sim/home.toml and read one `SIM` line per cluster.
-fn start_sim(release: &Path, root: &Path, dir: &Path) -> Result<(Child, Vec<SimCluster>)> {
-    use std::io::BufRead;
-    let bin = release.join("canopy-pve-sim");
-    let file = root.join("examples/sim/home.toml");
-    let expected = std::fs::read_to_string(&file)
-        .with_context(|| format!("read {}", file.display()))?
-        .lines()
-        .filter(|l| l.trim() == "[[clusters]]")
-        .count();
-    let mut child = Command::new(&bin)
-        .arg("--file")
-        .arg(&file)
-        .arg("--tls-dir")
-        .arg(dir.join("sim-tls"))
+/// `--no-lab`: a registration token, and a read-only agent on this machine enrolled with it.
+fn local_agent(
+    canopy: &str,
+    session: &Path,
+    agent: &Path,
+    dir: &Path,
+    url: &str,
+    fingerprint: &str,
+) -> Result<Child> {
+    let token_json = cmd(canopy, ["token", "create", "--seats", "5", "--json"])
+        .env("CANOPY_SESSION", session)
+        .output()?;
+    let token = json_string_field(&token_json, "token").with_context(|| {
+        format!("no \"token\" in `canopy token create --json` output: {token_json}")
+    })?;
+    let config = dir.join("agent/agent.toml");
+    let config_s = config.to_string_lossy().into_owned();
+    let state_s = dir.join("agent-state").to_string_lossy().into_owned();
+    let agent_s = agent.to_string_lossy().into_owned();
+    cmd(
+        &agent_s,
+        [
+            "--config",
+            &config_s,
+            "register",
+            "--server",
+            url,
+            "--token",
+            &token,
+            "--fingerprint",
+            fingerprint,
+            "--state-dir",
+            &state_s,
+            "--read-only",
+        ],
+    )
+    .output()?;
+    let log = std::fs::File::create(dir.join("agent.log"))?;
+    Command::new(agent)
+        .args(["--config", &config_s, "run", "--read-only"])
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("sim.log"))?)
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .spawn()
-        .with_context(|| format!("start {}", bin.display()))?;
-    let stdout = child.stdout.take().context("simulator stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(|l| l.ok())
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let field = |line: &str, key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
-    };
-    let mut clusters = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while clusters.len() < expected {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
-            bail!(
-                "the PVE simulator printed no cluster within 30 s; see {}/sim.log",
-                dir.display()
-            );
-        };
-        if let (Some(name), Some(url), Some(fingerprint), Some(token)) = (
-            field(&line, "cluster"),
-            field(&line, "url"),
-            field(&line, "fingerprint"),
-            field(&line, "token"),
-        ) {
-            clusters.push(SimCluster {
-                name,
-                url,
-                fingerprint,
-                token,
-            });
-        }
-    }
-    Ok((child, clusters))
+        .context("start canopy-agent run")
 }
 
-/// A detached shell that waits for xtask to exit, then stops `pids` (and the lab).
-/// Ctrl-C also reaches the children directly (same process group); this covers the rest.
-fn watchdog(pids: &[u32], docker: bool) -> Result<()> {
-    let dir = Path::new(STATE);
-    let me = std::process::id();
-    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-    let exe = std::env::current_exe()?;
-    let lab_down = if docker {
-        format!("'{}' lab down", exe.display())
-    } else {
-        String::new()
-    };
-    let script = format!(
-        "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -TERM {} 2>/dev/null; {lab_down}",
-        pids.join(" ")
-    );
-    let pidfile = dir.join(format!("watchdog-{}.pid", pids.len()));
-    state::spawn_detached(
-        cmd("sh", ["-c", &script]),
-        &dir.join("watchdog.log"),
-        &pidfile,
-    )?;
+/// Adds `pid` to the file the watchdog reads when xtask is gone.
+fn track(pids: &Path, pid: u32) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(pids)
+        .with_context(|| format!("open {}", pids.display()))?;
+    writeln!(f, "{pid}")?;
     Ok(())
+}
+
+/// A detached shell that waits for xtask to exit, then stops the processes listed in `pids`,
+/// takes the demo's lab down (`with_lab`) and stops the Docker engine if `docker_marker`
+/// exists (the demo started it). Ctrl-C also reaches the children directly (same process
+/// group); this covers the rest.
+fn watchdog(pids: &Path, with_lab: bool, docker_marker: &Path) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let exe = shell_quote(&exe.to_string_lossy());
+    let mut teardown = format!(
+        "kill -TERM $(cat {}) 2>/dev/null;",
+        shell_quote(&pids.to_string_lossy())
+    );
+    if with_lab {
+        let instance = std::env::var("CANOPY_LAB_INSTANCE").unwrap_or_default();
+        if instance.is_empty() {
+            bail!("the demo's lab needs CANOPY_LAB_INSTANCE (never the default lab)");
+        }
+        teardown += &format!(
+            " CANOPY_LAB_INSTANCE={} {exe} lab down; if [ -e {} ]; then {exe} dockerd stop; fi",
+            shell_quote(&instance),
+            shell_quote(&docker_marker.to_string_lossy())
+        );
+    }
+    state::Watchdog::spawn("demo", std::process::id(), &teardown)?;
+    Ok(())
+}
+
+/// `s` as one single-quoted shell word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// The fingerprint `canopy serve` printed once it listens (`TLS certificate SHA-256
@@ -462,17 +408,6 @@ fn random_hex(bytes: usize) -> Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The first string in the JSON array that starts `text` (after optional `:` and spaces).
-fn json_array_first(text: &str) -> Option<String> {
-    let rest = text
-        .trim_start()
-        .trim_start_matches(':')
-        .trim_start()
-        .strip_prefix('[')?;
-    let rest = rest.trim_start().strip_prefix('"')?;
-    Some(rest[..rest.find('"')?].to_string())
-}
-
 /// The string value of `"key": "..."` in a JSON document (top-level or first occurrence).
 fn json_string_field(json: &str, key: &str) -> Option<String> {
     let pat = format!("\"{key}\"");
@@ -496,7 +431,7 @@ fn json_string_field(json: &str, key: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{json_array_first, json_string_field, printed_fingerprint};
+    use super::{json_string_field, printed_fingerprint, shell_quote};
 
     #[test]
     fn fingerprint_from_the_server_log() {
@@ -524,11 +459,6 @@ mod tests {
         let j = r#"{"token": "cnp_abc\"d", "info": {"token": "no"}}"#;
         assert_eq!(json_string_field(j, "token").as_deref(), Some("cnp_abc\"d"));
         assert_eq!(json_string_field(j, "missing"), None);
-        let lab = r#"{"guests": ["canopy-lab-demo-guest-1", "x"]}"#;
-        let at = &lab[lab.find("\"guests\"").unwrap() + 8..];
-        assert_eq!(
-            json_array_first(at).as_deref(),
-            Some("canopy-lab-demo-guest-1")
-        );
+        assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
     }
 }

@@ -33,7 +33,8 @@ commands:
                           publish a package version into the running lab's apt repository
   test [--no-STEP ...]    the whole suite, exactly what CI runs (steps: prereqs check fmt
                           clippy musl pg docker lab; skipping is refused when CI=true)
-  demo [--no-docker]      start a local Canopy with an enrolled agent
+  demo [--no-lab]         start a local Canopy on its own lab with agents in six LXCs
+                          (--no-lab, alias --no-docker: no Docker, a read-only local agent)
   bench [--no-lab] [--only BENCH]  benchmarks (see docs/benchmarks.md); the lab it starts goes after
 
 environment:
