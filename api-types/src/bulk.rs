@@ -204,7 +204,8 @@ pub struct GuestPlan {
     pub removals: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_out: Vec<LeftOut>,
-    /// The host already says a reboot is required (before this install).
+    /// The host already says a reboot is required (before this install); whether the install
+    /// asks for one is known only after it.
     #[serde(default)]
     pub reboot_required: bool,
     /// The PVE snapshot the guest will get (`none`: policy `off`, or its storage cannot).
@@ -348,6 +349,7 @@ pub struct NodeTotals {
     pub guests: u32,
     pub packages: u32,
     pub security: u32,
+    /// Guests that already need a reboot before their install.
     pub reboots: u32,
 }
 

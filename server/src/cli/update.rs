@@ -260,7 +260,7 @@ pub fn show_plan(op: &Operation) {
                     println!("      {} left out: {}", l.package, l.reason);
                 }
                 if p.reboot_required {
-                    println!("      reboot required");
+                    println!("      a reboot is already required");
                 }
             }
             _ => println!(
@@ -276,7 +276,8 @@ pub fn show_plan(op: &Operation) {
     if let Some(u) = &op.update {
         for n in &u.per_node {
             println!(
-                "node {}: {} guests, {} packages ({} security), {} reboots expected",
+                "node {}: {} guests, {} packages ({} security), {} already need a reboot \
+                 (the installs may ask for more; --reboot decides)",
                 n.node, n.guests, n.packages, n.security, n.reboots
             );
         }
