@@ -50,6 +50,7 @@ fn run_codegen(root: &Path, extra: &[&str]) -> Result<std::process::Output> {
         .args(extra)
         .current_dir(root)
         .env("RUST_BACKTRACE", "0")
+        .env("CANOPY_HYPERVISOR_DIR", root.join("hypervisor"))
         .stdin(std::process::Stdio::null())
         .output()
         .context("run canopy-pve-codegen")
@@ -98,6 +99,7 @@ fn build_openapi(root: &Path) -> Result<String> {
         ])
         .current_dir(root)
         .env("RUST_BACKTRACE", "0")
+        .env("CANOPY_HYPERVISOR_DIR", root.join("hypervisor"))
         .stdin(std::process::Stdio::null())
         .output()
         .context("run canopy openapi")?;

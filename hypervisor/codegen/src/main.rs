@@ -36,10 +36,15 @@ fn main() -> Result<()> {
         Some("--check") => true,
         Some(other) => bail!("usage: canopy-pve-codegen [--check] (got {other:?})"),
     };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("codegen sits inside hypervisor/")
-        .to_path_buf();
+    // The checkout to work on: xtask names it (a target dir shared by two checkouts can hand
+    // this binary, built in the other one, a CARGO_MANIFEST_DIR that is not ours).
+    let root = match std::env::var_os("CANOPY_HYPERVISOR_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("codegen sits inside hypervisor/")
+            .to_path_buf(),
+    };
     let spec_path = root.join("openapi/pve.yaml");
     let out_path = root.join("src/generated.rs");
     let text = std::fs::read_to_string(&spec_path)
