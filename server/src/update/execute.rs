@@ -173,27 +173,47 @@ impl Updater {
             let (me, slots, actor) = (self.clone(), slots.clone(), actor.clone());
             tasks.spawn(async move {
                 let key = format!("{}/{}", item.target.split('/').nth(1).unwrap_or(""), item.vmid);
-                let _guest = match me.engine.guests.try_lock(&key) {
-                    Ok(g) => g,
-                    Err(wait) => wait.wait().await,
-                };
-                let _slots = slots.acquire(&item.node).await;
-                match me.wait_while_paused(id).await {
-                    Ok(OperationState::Running) => {}
-                    Ok(OperationState::Cancelling) if item.state == ItemState::Queued => return,
-                    Ok(_) if item.state == ItemState::Queued => return,
-                    Ok(_) => {} // in flight before a restart: it finishes
-                    Err(e) => {
-                        tracing::error!(operation = %id, error = %e, "cannot read the operation");
+                // A paused operation holds neither the guest nor a slot: its guests wait here,
+                // and look again once they hold both.
+                let (_guest, _slots) = loop {
+                    if !me.may_start(id, &item).await {
                         return;
                     }
-                }
+                    let guest = match me.engine.guests.try_lock(&key) {
+                        Ok(g) => g,
+                        Err(wait) => wait.wait().await,
+                    };
+                    let slots = slots.acquire(&item.node).await;
+                    if me.state_is(id, OperationState::Running).await
+                        || item.state != ItemState::Queued
+                    {
+                        break (guest, slots);
+                    }
+                };
                 if let Err(e) = me.run_guest(id, &item, &actor).await {
                     tracing::error!(operation = %id, target = %item.target, error = %e, "cannot record the guest's end");
                 }
             });
         }
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Whether `item` may start now: waits while the operation is paused; a queued guest of
+    /// an operation being cancelled (or no longer running) never starts. A guest that was in
+    /// flight before a restart always finishes.
+    async fn may_start(&self, id: OperationId, item: &OperationItem) -> bool {
+        match self.wait_while_paused(id).await {
+            Ok(OperationState::Running) => true,
+            Ok(_) => item.state != ItemState::Queued,
+            Err(e) => {
+                tracing::error!(operation = %id, error = %e, "cannot read the operation");
+                false
+            }
+        }
+    }
+
+    async fn state_is(&self, id: OperationId, state: OperationState) -> bool {
+        matches!(self.get(id).await, Ok(op) if op.state == state)
     }
 
     /// One guest, from where it stands to its end.
