@@ -139,6 +139,36 @@ pub mod types {
             Self { data: Default::default() }
         }
     }
+    ///`FeatureResponse`
+    ///
+    /// <details><summary>JSON schema</summary>
+    ///
+    /// ```json
+    ///{
+    ///  "type": "object",
+    ///  "properties": {
+    ///    "data": {
+    ///      "$ref": "#/components/schemas/Feature"
+    ///    }
+    ///  }
+    ///}
+    /// ```
+    /// </details>
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct FeatureResponse {
+        #[serde(default, skip_serializing_if = "::std::option::Option::is_none")]
+        pub data: ::std::option::Option<crate::types::Feature>,
+    }
+    impl ::std::convert::From<&FeatureResponse> for FeatureResponse {
+        fn from(value: &FeatureResponse) -> Self {
+            value.clone()
+        }
+    }
+    impl ::std::default::Default for FeatureResponse {
+        fn default() -> Self {
+            Self { data: Default::default() }
+        }
+    }
     ///`GuestListResponse`
     ///
     /// <details><summary>JSON schema</summary>
@@ -230,6 +260,92 @@ pub mod types {
     impl ::std::default::Default for LxcConfigResponse {
         fn default() -> Self {
             Self { data: Default::default() }
+        }
+    }
+    ///`LxcFeatureFeature`
+    ///
+    /// <details><summary>JSON schema</summary>
+    ///
+    /// ```json
+    ///{
+    ///  "type": "string",
+    ///  "enum": [
+    ///    "snapshot",
+    ///    "clone",
+    ///    "copy"
+    ///  ]
+    ///}
+    /// ```
+    /// </details>
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum LxcFeatureFeature {
+        #[serde(rename = "snapshot")]
+        Snapshot,
+        #[serde(rename = "clone")]
+        Clone,
+        #[serde(rename = "copy")]
+        Copy,
+    }
+    impl ::std::convert::From<&Self> for LxcFeatureFeature {
+        fn from(value: &LxcFeatureFeature) -> Self {
+            value.clone()
+        }
+    }
+    impl ::std::fmt::Display for LxcFeatureFeature {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Snapshot => f.write_str("snapshot"),
+                Self::Clone => f.write_str("clone"),
+                Self::Copy => f.write_str("copy"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for LxcFeatureFeature {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "snapshot" => Ok(Self::Snapshot),
+                "clone" => Ok(Self::Clone),
+                "copy" => Ok(Self::Copy),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for LxcFeatureFeature {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<&::std::string::String> for LxcFeatureFeature {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for LxcFeatureFeature {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
         }
     }
     ///`NodeStatusResponse`
@@ -1353,6 +1469,50 @@ Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/status/reboot`
             .build()?;
         let info = OperationInfo {
             operation_id: "lxc_reboot",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Whether the container's storage allows a feature now (`snapshot`, `clone`, `copy`); a directory-backed rootfs cannot snapshot. Privileges - VM.Audit on /vms/{vmid}.
+
+Sends a `GET` request to `/nodes/{node}/lxc/{vmid}/feature`
+
+*/
+    pub async fn lxc_feature<'a>(
+        &'a self,
+        node: &'a str,
+        vmid: u32,
+        feature: types::LxcFeatureFeature,
+    ) -> Result<ResponseValue<types::FeatureResponse>, Error<()>> {
+        let url = format!(
+            "{}/nodes/{}/lxc/{}/feature", self.baseurl, encode_path(& node.to_string()),
+            encode_path(& vmid.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("feature", &feature))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "lxc_feature",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;

@@ -82,6 +82,8 @@ pub trait Hypervisor: Send + Sync {
     async fn lxc_config(&self, node: &str, vmid: u32) -> Result<LxcConfig, Error>;
     async fn lxc_power(&self, node: &str, vmid: u32, action: PowerAction) -> Result<Upid, Error>;
     async fn snapshots(&self, node: &str, vmid: u32) -> Result<Vec<Snapshot>, Error>;
+    /// Whether the container's storage allows a snapshot now (`…/feature?feature=snapshot`).
+    async fn can_snapshot(&self, node: &str, vmid: u32) -> Result<bool, Error>;
     async fn snapshot_create(
         &self,
         node: &str,

@@ -34,11 +34,16 @@ fn estate() -> String {
         (104, "stopped", false),
         (105, "stopped", true),
         (106, "running", false),
+        (107, "running", false),
     ] {
         s.push_str(&format!(
             "[[clusters.guests]]\nvmid = {vmid}\ntype = \"lxc\"\nnode = \"pve1\"\nname = \"ct{vmid}\"\n\
              status = \"{status}\"\ntemplate = {template}\n"
         ));
+        // 107's root disk is a directory: it cannot snapshot.
+        if vmid == 107 {
+            s.push_str("storage = \"local\"\n");
+        }
     }
     s
 }
@@ -276,7 +281,12 @@ async fn a_failing_canary_is_rolled_back_and_pauses_the_rest(backend: Backend) {
     breaks.packages.get_mut("web").unwrap().breaks_unit = Some("web.service".into());
     let Some(lab) = lab(
         backend,
-        vec![(101, breaks), (102, standard()), (103, standard())],
+        vec![
+            (101, breaks),
+            (102, standard()),
+            (103, standard()),
+            (107, standard()),
+        ],
     )
     .await
     else {
@@ -292,6 +302,14 @@ async fn a_failing_canary_is_rolled_back_and_pauses_the_rest(backend: Backend) {
         ..Default::default()
     };
     let op = lab.plan(options).await;
+    // Under `snapshot: required` a guest whose storage cannot snapshot is skipped at once.
+    let dir = op.skipped.iter().find(|s| s.id.ends_with("/lxc/107"));
+    assert!(
+        dir.is_some_and(|s| s.reason.contains("no snapshot possible")),
+        "{:?}",
+        op.skipped
+    );
+    assert!(op.items.iter().all(|i| i.vmid != 107));
     lab.app
         .admin
         .approve_operation(op.id, &fingerprint(&op))

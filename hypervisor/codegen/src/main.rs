@@ -24,6 +24,7 @@ const HAND_WRITTEN: &[&str] = &[
     "GuestStatus",
     "LxcConfig",
     "Snapshot",
+    "Feature",
     "TaskStatus",
     "TaskLogLine",
     "AptUpdate",

@@ -224,6 +224,7 @@ impl RunningCluster {
                     snaptime: Some(s.snaptime),
                 })
                 .collect(),
+            storage: Some(g.storage.clone()),
         })
     }
 

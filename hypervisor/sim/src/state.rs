@@ -64,6 +64,8 @@ pub(crate) struct Guest {
     pub ip: Option<String>,
     pub lock: Option<String>,
     pub snapshots: Vec<Snapshot>,
+    /// The root disk's storage (`local-lvm`, or `local`: a directory that cannot snapshot).
+    pub storage: String,
     /// The snapshot the current state descends from.
     pub parent: Option<String>,
     pub started_unix: u64,
@@ -72,6 +74,11 @@ pub(crate) struct Guest {
 }
 
 impl Guest {
+    /// Whether its root disk's storage can snapshot (a directory cannot).
+    pub fn can_snapshot(&self) -> bool {
+        self.storage != "local"
+    }
+
     pub fn from_spec(spec: &GuestSpec, now: u64) -> Self {
         let lxc = spec.kind == GuestKind::Lxc;
         let mut guest = Self {
@@ -92,6 +99,7 @@ impl Guest {
             ip: spec.ip.clone(),
             lock: spec.lock.clone(),
             snapshots: Vec::new(),
+            storage: spec.storage.clone().unwrap_or_else(|| "local-lvm".into()),
             parent: None,
             started_unix: now.saturating_sub(3600 + u64::from(spec.vmid % 1000) * 37),
             config_generation: 0,

@@ -86,6 +86,16 @@ impl Hypervisor for PveClient {
             .map(|r| r.data)
     }
 
+    async fn can_snapshot(&self, node: &str, vmid: u32) -> Result<bool, Error> {
+        let what = format!("GET /nodes/{node}/lxc/{vmid}/feature?feature=snapshot");
+        self.call(&what, |c| async move {
+            c.lxc_feature(node, vmid, generated::types::LxcFeatureFeature::Snapshot)
+                .await
+        })
+        .await
+        .map(|r| r.data.unwrap_or_default().has_feature)
+    }
+
     async fn snapshot_create(
         &self,
         node: &str,

@@ -216,6 +216,15 @@ impl Snapshot {
     }
 }
 
+/// `GET …/lxc/{vmid}/feature?feature=snapshot`: whether the guest's storage allows it now.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Feature {
+    #[serde(rename = "hasFeature", default, deserialize_with = "de::bool01")]
+    pub has_feature: bool,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
 /// A task identifier: `UPID:node:pid:pstart:starttime:type:id:user:`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(transparent)]

@@ -120,7 +120,11 @@ impl Updater {
     /// Records the operation (`planning`) and plans every target in the background.
     pub async fn start(self: &Arc<Self>, req: UpdateRequest, actor: Actor) -> Result<Operation> {
         plan::check_options(&req.options)?;
-        let targets = plan::targets(&self.discovery, &req)?;
+        let mut targets = plan::targets(&self.discovery, &req)?;
+        if req.options.snapshot == canopy_api_types::bulk::SnapshotPolicy::Required {
+            self.keep_snapshot_capable(&mut targets).await;
+        }
+        plan::mark_canaries(&mut targets.items, &req.options.canary)?;
         let detail = UpdateOperationDetail {
             options: req.options.clone(),
             ..Default::default()

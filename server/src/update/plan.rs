@@ -9,7 +9,8 @@ use super::{detail_of, Updater};
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use canopy_api_types::bulk::{
-    GuestPlan, LeftOut, NodeTotals, PlanPackage, UpdateItemDetail, UpdateOptions, UpdateRequest,
+    Canary, GuestPlan, LeftOut, NodeTotals, PlanPackage, UpdateItemDetail, UpdateOptions,
+    UpdateRequest,
 };
 use canopy_api_types::clusters::SkippedTarget;
 use canopy_api_types::commands::{CommandSpec, CommandStatus};
@@ -137,8 +138,11 @@ pub(super) fn targets(discovery: &Discovery, req: &UpdateRequest) -> Result<Targ
             req.selector
         )));
     }
-    // Canaries: named ones, else the first `count`.
-    let canary = &req.options.canary;
+    Ok(Targets { items, skipped })
+}
+
+/// Marks the canaries: the named ones, else the first `count` guests.
+pub(super) fn mark_canaries(items: &mut [OperationItem], canary: &Canary) -> Result<()> {
     if canary.targets.is_empty() {
         for item in items.iter_mut().take(canary.count as usize) {
             if let Some(d) = item.update.as_mut() {
@@ -164,7 +168,7 @@ pub(super) fn targets(discovery: &Discovery, req: &UpdateRequest) -> Result<Targ
             }
         }
     }
-    Ok(Targets { items, skipped })
+    Ok(())
 }
 
 /// The snapshot name of an operation: PVE's `pve-configid` rules (a letter first, at most 40).
@@ -229,6 +233,33 @@ pub(super) fn per_node(items: &[OperationItem]) -> Vec<NodeTotals> {
 }
 
 impl Updater {
+    /// Under `--snapshot required`, guests whose storage cannot snapshot (PVE's
+    /// `…/feature?feature=snapshot`) are skipped with that reason before anything else. A
+    /// guest PVE cannot answer for stays: its snapshot step fails before anything changes.
+    pub(super) async fn keep_snapshot_capable(&self, targets: &mut Targets) {
+        let checks = targets.items.iter().map(|i| async move {
+            let cluster = i.target.split('/').nth(1).unwrap_or_default();
+            let pve = self.discovery.cluster_client(cluster).await.ok()?;
+            use canopy_hypervisor::Hypervisor;
+            pve.can_snapshot(&i.node, i.vmid).await.ok()
+        });
+        let answers = futures::future::join_all(checks).await;
+        let mut kept = Vec::new();
+        for (item, can) in std::mem::take(&mut targets.items).into_iter().zip(answers) {
+            if can == Some(false) {
+                targets.skipped.push(SkippedTarget {
+                    id: item.target.clone(),
+                    reason: "no snapshot possible (its storage cannot snapshot) and the snapshot \
+                             is required"
+                        .into(),
+                });
+            } else {
+                kept.push(item);
+            }
+        }
+        targets.items = kept;
+    }
+
     /// Plans every item without a plan (all at once: scans and dry-runs change nothing), then
     /// waits for an approval.
     pub(super) async fn planner(self: std::sync::Arc<Self>, id: OperationId, actor: Actor) {

@@ -130,6 +130,10 @@ pub struct GuestSpec {
     pub lock: Option<String>,
     #[serde(default)]
     pub snapshots: Vec<SnapshotSpec>,
+    /// The storage of the root disk: `local-lvm` (thin LVM, can snapshot; the default) or
+    /// `local` (a directory: no snapshots, as on real PVE).
+    #[serde(default)]
+    pub storage: Option<String>,
 }
 
 impl GuestSpec {
@@ -154,6 +158,7 @@ impl GuestSpec {
             ip: None,
             lock: None,
             snapshots: Vec::new(),
+            storage: None,
         }
     }
 }

@@ -83,7 +83,13 @@ pub(super) fn config(
     id: &str,
 ) -> Result<Reply, ApiError> {
     let g = load(state, node, kind, id)?;
-    let disk = format!("local-lvm:vm-{}-disk-0,size={}G", g.vmid, g.disk_gb);
+    let disk = match g.storage.as_str() {
+        "local" => format!(
+            "local:{}/vm-{}-disk-0.raw,size={}G",
+            g.vmid, g.vmid, g.disk_gb
+        ),
+        s => format!("{s}:vm-{}-disk-0,size={}G", g.vmid, g.disk_gb),
+    };
     let ip = g.ip.clone().unwrap_or_else(|| "dhcp".into());
     let mut v = if kind == GuestKind::Lxc {
         json!({
@@ -205,6 +211,32 @@ pub(super) fn snapshots(
     Ok(Reply::value(
         Value::Array(out),
         state.quirks.numbers_as_strings,
+    ))
+}
+
+/// `GET …/feature?feature=snapshot|clone|copy`: `{"hasFeature": 0|1, "nodes": […]}`.
+pub(super) fn feature(
+    state: &State,
+    ctx: &Ctx<'_>,
+    node: &str,
+    kind: GuestKind,
+    id: &str,
+) -> Result<Reply, ApiError> {
+    let g = load(state, node, kind, id)?;
+    let feature = ctx.params.required("feature")?;
+    let has = match feature {
+        "snapshot" => g.can_snapshot(),
+        "clone" | "copy" => true,
+        other => return Err(ApiError::param(&[(
+            "feature",
+            format!(
+                "value '{other}' does not have a value in the enumeration 'snapshot, clone, copy'"
+            ),
+        )])),
+    };
+    Ok(Reply::value(
+        json!({"hasFeature": u8::from(has), "nodes": [node]}),
+        false,
     ))
 }
 

@@ -48,6 +48,7 @@ pub(crate) enum Endpoint {
     GuestConfig(GuestKind, String),
     GuestStatus(GuestKind, String),
     GuestAction(GuestKind, String, &'static str),
+    Feature(GuestKind, String),
     SnapshotList(GuestKind, String),
     SnapshotCreate(GuestKind, String),
     SnapshotRollback(GuestKind, String, String),
@@ -149,6 +150,10 @@ fn guest_route(
                 Endpoint::GuestAction(kind, id.to_string(), action),
             )
         }
+        ("GET", [id, "feature"]) => (
+            Perm::Check(vms(id), VM_AUDIT),
+            Endpoint::Feature(kind, id.to_string()),
+        ),
         ("GET", [id, "snapshot"]) => (
             Perm::Check(vms(id), VM_AUDIT),
             Endpoint::SnapshotList(kind, id.to_string()),
@@ -227,6 +232,7 @@ pub(crate) fn execute(
         Endpoint::GuestAction(kind, id, action) => {
             guests::action(state, ctx, node, *kind, id, action)
         }
+        Endpoint::Feature(kind, id) => guests::feature(state, ctx, node, *kind, id),
         Endpoint::SnapshotList(kind, id) => guests::snapshots(state, node, *kind, id),
         Endpoint::SnapshotCreate(kind, id) => guests::snapshot_create(state, ctx, node, *kind, id),
         Endpoint::SnapshotRollback(kind, id, snap) => {

@@ -31,6 +31,9 @@ impl State {
                 )),
                 None,
             ),
+            Action::Snapshot { .. } if !g.can_snapshot() => {
+                (Some("snapshot feature is not available".to_string()), None)
+            }
             Action::Snapshot { name, .. } if has_snap(name) => {
                 (Some(format!("snapshot name '{name}' already used")), None)
             }
