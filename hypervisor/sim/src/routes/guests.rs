@@ -224,16 +224,14 @@ pub(super) fn feature(
 ) -> Result<Reply, ApiError> {
     let g = load(state, node, kind, id)?;
     let feature = ctx.params.required("feature")?;
-    let has = match feature {
-        "snapshot" => g.can_snapshot(),
-        "clone" | "copy" => true,
-        other => return Err(ApiError::param(&[(
-            "feature",
-            format!(
-                "value '{other}' does not have a value in the enumeration 'snapshot, clone, copy'"
-            ),
-        )])),
-    };
+    if !matches!(feature, "snapshot" | "clone" | "copy") {
+        let why = format!(
+            "value '{feature}' does not have a value in the enumeration 'snapshot, clone, copy'"
+        );
+        return Err(ApiError::param(&[("feature", why)]));
+    }
+    // Clones and copies work on any storage here; a directory cannot snapshot.
+    let has = feature != "snapshot" || g.can_snapshot();
     Ok(Reply::value(
         json!({"hasFeature": u8::from(has), "nodes": [node]}),
         false,
