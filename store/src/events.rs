@@ -49,6 +49,14 @@ pub const OPERATION_ITEM_SUCCEEDED: &str = "operation.item_succeeded";
 pub const OPERATION_ITEM_FAILED: &str = "operation.item_failed";
 pub const OPERATION_ITEM_CANCELLED: &str = "operation.item_cancelled";
 pub const OPERATION_FINISHED: &str = "operation.finished";
+// Update operations (written by the engine through `transition_operation` / `ItemUpdate.event`).
+pub const OPERATION_PLANNED: &str = "operation.planned";
+pub const OPERATION_APPROVED: &str = "operation.approved";
+pub const OPERATION_PAUSED: &str = "operation.paused";
+pub const OPERATION_RESUMED: &str = "operation.resumed";
+pub const OPERATION_CANCEL_REQUESTED: &str = "operation.cancel_requested";
+pub const OPERATION_REPLANNED: &str = "operation.replanned";
+pub const OPERATION_ITEM_STEP: &str = "operation.item_step";
 // The inventory's events are named like `canopy_inventory::reconcile` names its changes.
 pub const CLUSTER_ADDED: &str = "cluster_added";
 pub const CLUSTER_REMOVED: &str = "cluster_removed";

@@ -11,6 +11,7 @@ use canopy_api_types::deploy::{
     DeployOutcome, ItemState, Operation, OperationItem, OperationState,
 };
 use canopy_api_types::OperationId;
+use canopy_store::events;
 use canopy_store::{Actor, ItemUpdate};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +99,7 @@ impl Updater {
                 &[OperationState::Running],
                 OperationState::Paused,
                 Some(detail),
-                "operation.paused",
+                events::OPERATION_PAUSED,
                 serde_json::json!({"operation": id, "reason": reason}),
                 actor,
             )
@@ -144,7 +145,7 @@ impl Updater {
                 &[OperationState::Running, OperationState::Paused],
                 OperationState::AwaitingApproval,
                 Some(detail),
-                "operation.replanned",
+                events::OPERATION_REPLANNED,
                 serde_json::json!({"operation": id}),
                 actor,
             )
@@ -154,7 +155,7 @@ impl Updater {
         let state = final_state(&op);
         let mut pause = record::backoff("the end of the operation");
         record::operation_end(self.store.as_ref(), id, state, &mut pause).await;
-        self.engine.close(id);
+        self.ended(id);
         tracing::info!(operation = %id, state = state.as_str(), "update operation finished");
         Ok(())
     }

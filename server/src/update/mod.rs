@@ -25,6 +25,7 @@ use crate::state::Wakeups;
 use canopy_api_types::bulk::{UpdateItemDetail, UpdateOperationDetail, UpdateRequest};
 use canopy_api_types::deploy::{ItemState, Operation, OperationItem, OperationState};
 use canopy_api_types::OperationId;
+use canopy_store::events;
 use canopy_store::{Actor, ItemUpdate, NewOperation, OperationEvent, OperationTransition, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -111,6 +112,12 @@ impl Updater {
             .entry(node.to_string())
             .or_default()
             .clone()
+    }
+
+    /// The operation ended: its stream closes and its wake-up goes.
+    fn ended(&self, id: OperationId) {
+        self.engine.close(id);
+        self.pokes.lock().expect("pokes lock").remove(&id);
     }
 
     fn poke(&self, id: OperationId) {
@@ -212,7 +219,7 @@ impl Updater {
                     expect_fingerprint: Some(fingerprint.to_string()),
                     update: Some(detail),
                     event: OperationEvent {
-                        event_type: "operation.approved".into(),
+                        event_type: events::OPERATION_APPROVED.into(),
                         payload: serde_json::json!({"operation": id, "fingerprint": fingerprint}),
                     },
                     at: chrono::Utc::now(),
@@ -236,7 +243,7 @@ impl Updater {
                 &[OperationState::Running],
                 OperationState::Paused,
                 Some(detail),
-                "operation.paused",
+                events::OPERATION_PAUSED,
                 serde_json::json!({"operation": id, "reason": "paused by an operator"}),
                 &actor,
             )
@@ -255,7 +262,7 @@ impl Updater {
                 &[OperationState::Paused],
                 OperationState::Running,
                 Some(detail),
-                "operation.resumed",
+                events::OPERATION_RESUMED,
                 serde_json::json!({"operation": id}),
                 &actor,
             )
@@ -276,7 +283,7 @@ impl Updater {
                         &[op.state],
                         OperationState::Cancelling,
                         None,
-                        "operation.cancel_requested",
+                        events::OPERATION_CANCEL_REQUESTED,
                         serde_json::json!({"operation": id}),
                         &actor,
                     )
@@ -294,7 +301,7 @@ impl Updater {
                         &[OperationState::Running, OperationState::Paused],
                         OperationState::Cancelling,
                         None,
-                        "operation.cancel_requested",
+                        events::OPERATION_CANCEL_REQUESTED,
                         serde_json::json!({"operation": id}),
                         &actor,
                     )
@@ -378,7 +385,7 @@ impl Updater {
             &mut pause,
         )
         .await;
-        self.engine.close(id);
+        self.ended(id);
         Ok(())
     }
 

@@ -18,6 +18,7 @@ use canopy_api_types::deploy::{DeployOutcome, ItemState, OperationItem, Operatio
 use canopy_api_types::updates::{Severity, Update, UpdateFilter, UpdateStatus};
 use canopy_api_types::{CorrelationId, HostId, OperationId};
 use canopy_inventory::{Kind, Selector};
+use canopy_store::events;
 use canopy_store::{Actor, ItemUpdate};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -308,7 +309,7 @@ impl Updater {
                 &[op.state],
                 OperationState::AwaitingApproval,
                 Some(detail),
-                "operation.planned",
+                events::OPERATION_PLANNED,
                 serde_json::json!({"operation": id, "guests": 0}),
                 actor,
             )
@@ -317,7 +318,7 @@ impl Updater {
             let mut pause = crate::operations::record::backoff("the end of the operation");
             crate::operations::record::operation_end(self.store.as_ref(), id, state, &mut pause)
                 .await;
-            self.engine.close(id);
+            self.ended(id);
             return Ok(());
         }
         let guests = op
@@ -331,7 +332,7 @@ impl Updater {
             &[op.state],
             OperationState::AwaitingApproval,
             Some(detail),
-            "operation.planned",
+            events::OPERATION_PLANNED,
             serde_json::json!({"operation": id, "guests": guests, "fingerprint": fp}),
             actor,
         )
@@ -549,7 +550,7 @@ pub(super) fn step_event(
     note: &str,
 ) -> canopy_store::OperationEvent {
     canopy_store::OperationEvent {
-        event_type: "operation.item_step".into(),
+        event_type: events::OPERATION_ITEM_STEP.into(),
         payload: serde_json::json!({
             "operation": id, "step": step, "status": status, "note": note,
         }),
