@@ -18,15 +18,12 @@
 //!
 //! Prints one `BENCH name=value` line per figure for xtask to record.
 
-use canopy_api_types::clusters::CreateCluster;
+mod common;
+
 use canopy_api_types::deploy::{DeployAction, DeployRequest, ItemState, Operation};
-use canopy_server::settings::{Secret, Settings};
 use canopy_server::state::AppState;
 use canopy_store::Actor;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-const PASSWORD: &str = "bench password 1";
 
 struct Lab {
     node_ssh: String,
@@ -54,54 +51,6 @@ fn lab() -> Lab {
             .map(|g| g["hostname"].as_str().unwrap().to_string())
             .collect(),
     }
-}
-
-/// A server (in this process) with the lab cluster added, deploying with `per_node` slots.
-async fn server(
-    lab: &Lab,
-    sim: &canopy_pve_sim::RunningCluster,
-    per_node: usize,
-    dir: &std::path::Path,
-) -> AppState {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let mut s = Settings {
-        database_url: format!("sqlite://{}", dir.join("canopy.db").display()),
-        data_dir: dir.join("data"),
-        admin_password: Some(Secret::new(PASSWORD)),
-        auth_attempts_per_minute: 1000,
-        ..Settings::default()
-    };
-    s.deploy.server_url = base.clone();
-    s.deploy.agent_binary = Some(
-        std::env::var("CANOPY_AGENT_MUSL_BIN")
-            .expect("CANOPY_AGENT_MUSL_BIN")
-            .into(),
-    );
-    s.deploy.ssh_key_file = Some(lab.key.clone().into());
-    s.deploy.nodes = BTreeMap::from([("lab/pve1".to_string(), lab.node_ssh.parse().unwrap())]);
-    s.deploy.per_node_concurrency = per_node;
-    let state = canopy_server::prepare(s).await.unwrap();
-    tokio::spawn(canopy_server::serve(
-        state.clone(),
-        listener,
-        std::future::pending(),
-    ));
-    let http = reqwest::Client::new();
-    let anon = canopy_api_types::client::Client::new(http, base);
-    let pair = anon.login("admin", PASSWORD).await.unwrap();
-    anon.with_token(pair.access_token)
-        .create_cluster(&CreateCluster {
-            name: "lab".into(),
-            endpoints: vec![sim.url()],
-            token: "canopy@pve!lab=3e1f5a9c-7b2d-4c8e-9f0a-1b2c3d4e5f60".into(),
-            fingerprints: vec![sim.fingerprint()],
-            ca_pem: None,
-            interval_secs: Some(3600),
-        })
-        .await
-        .unwrap();
-    state
 }
 
 /// Runs an operation to its end; its wall time. Panics unless every item succeeded.
@@ -191,8 +140,15 @@ async fn main() {
     .unwrap();
     let n = lab.vmids.len();
     let (dir_par, dir_ser) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let parallel = server(&lab, &sim, n, dir_par.path()).await;
-    let serial = server(&lab, &sim, 1, dir_ser.path()).await;
+    // Deploys with `n` slots per node, and with one.
+    let parallel = common::lab_server(&lab.node_ssh, &lab.key, &sim, dir_par.path(), |s| {
+        s.deploy.per_node_concurrency = n
+    })
+    .await;
+    let serial = common::lab_server(&lab.node_ssh, &lab.key, &sim, dir_ser.path(), |s| {
+        s.deploy.per_node_concurrency = 1
+    })
+    .await;
     let all = "cluster/lab/node/pve1/lxc/*";
     let one = format!("cluster/lab/node/pve1/lxc/{}", lab.vmids[0]);
 

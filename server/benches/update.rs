@@ -13,17 +13,14 @@
 //! plan of the six (scan + dry-run, all at once) and the time from approval to the first
 //! install starting. Prints one `BENCH name=value` line per figure.
 
+mod common;
+
 use canopy_api_types::bulk::{RebootPolicy, SnapshotPolicy, UpdateOptions, UpdateRequest};
-use canopy_api_types::clusters::CreateCluster;
 use canopy_api_types::deploy::{DeployAction, DeployRequest, ItemState, Operation, OperationState};
 use canopy_hypervisor::{Hypervisor, PowerAction};
-use canopy_server::settings::{Secret, Settings};
 use canopy_server::state::AppState;
 use canopy_store::Actor;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-const PASSWORD: &str = "bench password 1";
 const PER_NODE: u32 = 2;
 
 struct Lab {
@@ -53,52 +50,6 @@ fn lab() -> Lab {
             .map(|g| g["vmid"].as_u64().unwrap() as u32)
             .collect(),
     }
-}
-
-async fn server(
-    lab: &Lab,
-    sim: &canopy_pve_sim::RunningCluster,
-    dir: &std::path::Path,
-) -> AppState {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let mut s = Settings {
-        database_url: format!("sqlite://{}", dir.join("canopy.db").display()),
-        data_dir: dir.join("data"),
-        admin_password: Some(Secret::new(PASSWORD)),
-        auth_attempts_per_minute: 1000,
-        sweep_interval_secs: 1,
-        ..Settings::default()
-    };
-    s.deploy.server_url = base.clone();
-    s.deploy.agent_binary = Some(
-        std::env::var("CANOPY_AGENT_MUSL_BIN")
-            .expect("CANOPY_AGENT_MUSL_BIN")
-            .into(),
-    );
-    s.deploy.ssh_key_file = Some(lab.key.clone().into());
-    s.deploy.nodes = BTreeMap::from([("lab/pve1".to_string(), lab.node_ssh.parse().unwrap())]);
-    s.deploy.per_node_concurrency = 6;
-    let state = canopy_server::prepare(s).await.unwrap();
-    tokio::spawn(canopy_server::serve(
-        state.clone(),
-        listener,
-        std::future::pending(),
-    ));
-    let anon = canopy_api_types::client::Client::new(reqwest::Client::new(), base);
-    let pair = anon.login("admin", PASSWORD).await.unwrap();
-    anon.with_token(pair.access_token)
-        .create_cluster(&CreateCluster {
-            name: "lab".into(),
-            endpoints: vec![sim.url()],
-            token: sim.token(),
-            fingerprints: vec![sim.fingerprint()],
-            ca_pem: None,
-            interval_secs: Some(3600),
-        })
-        .await
-        .unwrap();
-    state
 }
 
 async fn until(
@@ -224,7 +175,11 @@ async fn main() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let state = server(&lab, &sim, dir.path()).await;
+    let state = common::lab_server(&lab.node_ssh, &lab.key, &sim, dir.path(), |s| {
+        s.sweep_interval_secs = 1;
+        s.deploy.per_node_concurrency = 6;
+    })
+    .await;
     let all = "cluster/lab/node/pve1/lxc/*";
     let deploy = state
         .deployer
