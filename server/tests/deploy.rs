@@ -132,12 +132,6 @@ fn outcomes(op: &Operation) -> BTreeMap<u32, String> {
         .collect()
 }
 
-fn in_guest(container: &str, script: &str) -> String {
-    docker(&["exec", container, "sh", "-c", script])
-        .trim()
-        .to_string()
-}
-
 fn main_pid(container: &str) -> String {
     in_guest(container, "systemctl show -p MainPID --value canopy-agent")
 }

@@ -69,12 +69,6 @@ fn inspect(container: &str, format: &str) -> String {
         .to_string()
 }
 
-fn in_guest(container: &str, script: &str) -> String {
-    docker(&["exec", container, "sh", "-c", script])
-        .trim()
-        .to_string()
-}
-
 /// Puts the guest back (running, the old package) even when an assertion failed midway.
 struct Restore {
     container: String,

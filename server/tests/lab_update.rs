@@ -183,7 +183,7 @@ async fn update_all_lxcs_on_node_pve1() {
     })
     .await;
     env.app.admin.discover_cluster("lab").await.unwrap();
-    publish(&lab, &env, "moved-a", "canopy-demo-web", "1.2", &[101, 102]);
+    publish_for(&lab, &env, "moved-a", "canopy-demo-web", "1.2", &[101, 102]);
     let selector = "cluster/lab/node/pve1/lxc/101, cluster/lab/node/pve1/lxc/102, cluster/lab/node/pve1/lxc/105";
     let options = UpdateOptions {
         exclude: vec!["canopy-demo-slow".into()],
@@ -199,7 +199,7 @@ async fn update_all_lxcs_on_node_pve1() {
         op.skipped
     );
     assert_eq!(planned_packages(&op, 101)["canopy-demo-web"], "1.2");
-    publish(&lab, &env, "moved-b", "canopy-demo-web", "1.3", &[101, 102]);
+    publish_for(&lab, &env, "moved-b", "canopy-demo-web", "1.3", &[101, 102]);
     approve(&env, &op).await;
     let replanned = wait(&env, op.id, |o| {
         o.state == OperationState::AwaitingApproval || o.state.is_terminal()
@@ -246,7 +246,7 @@ async fn update_all_lxcs_on_node_pve1() {
     .await;
 
     // 3. A canary that fails its health check pauses the operation: no other guest touched.
-    publish(&lab, &env, "moved-c", "canopy-demo-web", "1.4", &[102, 103]);
+    publish_for(&lab, &env, "moved-c", "canopy-demo-web", "1.4", &[102, 103]);
     in_guest(
         &container(&env, 102),
         &format!("mkdir -p /etc/canopy-demo && touch {BREAK_MARKER}"),
@@ -351,7 +351,7 @@ async fn killed_mid_flight(lab: &Lab, env: &Env) {
         .unwrap();
     let deployed = admin.follow_operation(deploy.id, |_| {}).await.unwrap();
     assert_eq!(deployed.state, OperationState::Succeeded, "{deployed:#?}");
-    publish(lab, env, "moved-d", "canopy-demo-web", "1.5", &[103, 104]);
+    publish_for(lab, env, "moved-d", "canopy-demo-web", "1.5", &[103, 104]);
     let op = admin
         .start_update(&UpdateRequest {
             selector: selector.into(),

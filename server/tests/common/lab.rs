@@ -258,6 +258,13 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// `script` run by `sh -c` in `container`: its stdout, trimmed (a failure panics, naming it).
+pub fn in_guest(container: &str, script: &str) -> String {
+    docker(&["exec", container, "sh", "-c", script])
+        .trim()
+        .to_string()
+}
+
 /// `dpkg-query`'s version of `package` in `guest` ("" when it is not installed).
 pub fn dpkg_version(guest: &str, package: &str) -> String {
     let out = docker_output(&[
@@ -294,10 +301,8 @@ pub async fn enrol_guest(app: &super::TestApp, lab: &Lab, guest: &str) {
 }
 
 /// Publish `package` `version` into suite `suite` of the lab's apt repository (through
-/// `cargo xtask lab publish`, whose binary `cargo xtask test` exports as CANOPY_XTASK_BIN)
-/// and point `guest` at that suite, refreshing its lists: the repository moved on, for
-/// this guest only.
-pub fn publish_to_guest(lab: &Lab, guest: &str, suite: &str, package: &str, version: &str) {
+/// `cargo xtask lab publish`, whose binary `cargo xtask test` exports as CANOPY_XTASK_BIN).
+pub fn publish(suite: &str, package: &str, version: &str) {
     let xtask = std::env::var("CANOPY_XTASK_BIN").expect(
         "CANOPY_XTASK_BIN (cargo xtask test exports it) to publish into the lab repository",
     );
@@ -310,6 +315,10 @@ pub fn publish_to_guest(lab: &Lab, guest: &str, suite: &str, package: &str, vers
         "lab publish failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Point `guest` at suite `suite` of the lab repository and refresh its lists.
+pub fn use_suite(lab: &Lab, guest: &str, suite: &str) {
     let url = lab.json["repo_url"].as_str().expect("lab.json repo_url");
     docker(&[
         "exec",
@@ -320,6 +329,13 @@ pub fn publish_to_guest(lab: &Lab, guest: &str, suite: &str, package: &str, vers
             "echo 'deb [trusted=yes] {url} {suite} main' > /etc/apt/sources.list.d/{suite}.list && apt-get -q update"
         ),
     ]);
+}
+
+/// [`publish`], and point `guest` at that suite: the repository moved on, for this guest
+/// only.
+pub fn publish_to_guest(lab: &Lab, guest: &str, suite: &str, package: &str, version: &str) {
+    publish(suite, package, version);
+    use_suite(lab, guest, suite);
 }
 
 /// Undo [`publish_to_guest`] in the guest (its lists forget the suite again).

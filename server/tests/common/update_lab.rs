@@ -50,12 +50,6 @@ pub fn container(env: &Env, vmid: u32) -> String {
     env.pve.guest(vmid).container.clone()
 }
 
-pub fn in_guest(container: &str, script: &str) -> String {
-    docker(&["exec", container, "sh", "-c", script])
-        .trim()
-        .to_string()
-}
-
 /// Lines of the lab packages' install log: one per postinst run.
 pub fn installs(container: &str, what: &str) -> usize {
     in_guest(container, &format!("cat {INSTALL_LOG} 2>/dev/null || true"))
@@ -65,25 +59,10 @@ pub fn installs(container: &str, what: &str) -> usize {
 }
 
 /// Publish `package` `version` in `suite` and point these guests at it (their lists refreshed).
-pub fn publish(lab: &Lab, env: &Env, suite: &str, package: &str, version: &str, vmids: &[u32]) {
-    let xtask = std::env::var("CANOPY_XTASK_BIN").expect("CANOPY_XTASK_BIN (cargo xtask test)");
-    let out = Command::new(&xtask)
-        .args(["lab", "publish", suite, package, version])
-        .output()
-        .expect("xtask runs");
-    assert!(
-        out.status.success(),
-        "lab publish: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let url = lab.json["repo_url"].as_str().expect("lab.json repo_url");
+pub fn publish_for(lab: &Lab, env: &Env, suite: &str, package: &str, version: &str, vmids: &[u32]) {
+    publish(suite, package, version);
     for &vmid in vmids {
-        in_guest(
-            &container(env, vmid),
-            &format!(
-                "echo 'deb [trusted=yes] {url} {suite} main' > /etc/apt/sources.list.d/{suite}.list && apt-get -q update"
-            ),
-        );
+        use_suite(lab, &container(env, vmid), suite);
     }
 }
 
