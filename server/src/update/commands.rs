@@ -65,6 +65,25 @@ impl Updater {
         }
     }
 
+    /// A scan of `host`, to its end; its report is on the server once it completed (the
+    /// agent uploads it before the result). An error naming why when it did not complete.
+    pub(super) async fn scan(
+        &self,
+        op: OperationId,
+        host: HostId,
+        actor: &Actor,
+    ) -> anyhow::Result<()> {
+        let cmd = self
+            .queue(op, host, CommandSpec::Scan, self.timeouts.scan, actor)
+            .await?;
+        let cap = Duration::from_secs(u64::from(self.timeouts.scan) + 120);
+        let done = self.wait_command(cmd.id, cap).await?;
+        if done.status != CommandStatus::Completed {
+            bail!("the scan failed: {}", failure_text(&done));
+        }
+        Ok(())
+    }
+
     /// The longest an install may run before the sweep has ended it one way or another.
     pub(super) fn install_cap(&self) -> Duration {
         Duration::from_secs(u64::from(self.timeouts.install) * 2 + self.timeouts.vanished + 120)

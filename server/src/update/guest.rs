@@ -202,11 +202,19 @@ impl Work<'_> {
             .await?;
         }
 
-        // Reboot, per the option, once.
+        // Reboot, per the option, once. The check that decides it is the health gate too
+        // when no reboot follows.
+        let mut unrebooted = None;
         if !self.detail.done("reboot") {
             let after = self
                 .up
-                .health(self.id, host, &[], self.back_cap(), &self.actor)
+                .health(
+                    self.id,
+                    host,
+                    &self.options.checks,
+                    self.back_cap(),
+                    &self.actor,
+                )
                 .await?;
             let wanted = match self.options.reboot {
                 RebootPolicy::Never => false,
@@ -232,21 +240,26 @@ impl Work<'_> {
                     "not required"
                 };
                 self.note("reboot", "skipped", why).await?;
+                unrebooted = Some(after);
             }
         }
 
         // Health after: the agent answers, no unit failed that ran before, the checks pass.
         self.note("health-after", "started", "").await?;
-        let h = self
-            .up
-            .health(
-                self.id,
-                host,
-                &self.options.checks,
-                self.back_cap(),
-                &self.actor,
-            )
-            .await?;
+        let h = match unrebooted {
+            Some(h) => h,
+            None => {
+                self.up
+                    .health(
+                        self.id,
+                        host,
+                        &self.options.checks,
+                        self.back_cap(),
+                        &self.actor,
+                    )
+                    .await?
+            }
+        };
         let before = self.detail.health_before.clone().unwrap_or_default();
         let problems = verdict(&before, &h);
         self.detail.health_after = Some(h);
@@ -355,24 +368,10 @@ impl Work<'_> {
 
     async fn verify_old_versions(&self) -> anyhow::Result<()> {
         let host = self.host()?;
-        let scan = self
-            .up
-            .queue(
-                self.id,
-                host,
-                canopy_api_types::commands::CommandSpec::Scan,
-                self.up.timeouts.scan,
-                &self.actor,
-            )
-            .await?;
-        let cap = Duration::from_secs(u64::from(self.up.timeouts.scan) + 120);
-        let done = self.up.wait_command(scan.id, cap).await?;
-        if done.status != CommandStatus::Completed {
-            anyhow::bail!(
-                "the scan after the rollback failed: {}",
-                failure_text(&done)
-            );
-        }
+        self.up
+            .scan(self.id, host, &self.actor)
+            .await
+            .map_err(|e| e.context("after the rollback"))?;
         let rows = self.up.open_updates(host).await?;
         let plan = self.detail.plan.clone().unwrap_or_default();
         for p in plan.packages.iter().filter(|p| p.requested) {

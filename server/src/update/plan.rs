@@ -13,7 +13,7 @@ use canopy_api_types::bulk::{
     UpdateRequest,
 };
 use canopy_api_types::clusters::SkippedTarget;
-use canopy_api_types::commands::{CommandSpec, CommandStatus};
+use canopy_api_types::commands::CommandStatus;
 use canopy_api_types::deploy::{DeployOutcome, ItemState, OperationItem, OperationState, Route};
 use canopy_api_types::updates::{Severity, Update, UpdateFilter, UpdateStatus};
 use canopy_api_types::{CorrelationId, HostId, OperationId};
@@ -301,31 +301,8 @@ impl Updater {
         let mut detail = op.update.clone().unwrap_or_default();
         detail.fingerprint = Some(operation_fingerprint(&op.items));
         detail.per_node = per_node(&op.items);
-        let waiting = op.items.iter().any(|i| !i.state.is_terminal());
-        if !waiting {
-            // Nothing to install anywhere: every guest is up to date or failed to plan.
-            self.transition(
-                id,
-                &[op.state],
-                OperationState::AwaitingApproval,
-                Some(detail),
-                events::OPERATION_PLANNED,
-                serde_json::json!({"operation": id, "guests": 0}),
-                actor,
-            )
-            .await?;
-            let state = super::execute::final_state(&self.get(id).await?);
-            let mut pause = crate::operations::record::backoff("the end of the operation");
-            crate::operations::record::operation_end(self.store.as_ref(), id, state, &mut pause)
-                .await;
-            self.ended(id);
-            return Ok(());
-        }
-        let guests = op
-            .items
-            .iter()
-            .filter(|i| i.update.as_ref().is_some_and(|d| d.plan.is_some()))
-            .count();
+        // The guests waiting for the approval: planned, not ended (up to date or failed).
+        let guests = op.items.iter().filter(|i| !i.state.is_terminal()).count();
         let fp = detail.fingerprint.clone();
         self.transition(
             id,
@@ -337,6 +314,14 @@ impl Updater {
             actor,
         )
         .await?;
+        if guests == 0 {
+            // Nothing to install anywhere: every guest is up to date or failed to plan.
+            let state = super::execute::final_state(&self.get(id).await?);
+            let mut pause = crate::operations::record::backoff("the end of the operation");
+            crate::operations::record::operation_end(self.store.as_ref(), id, state, &mut pause)
+                .await;
+            self.ended(id);
+        }
         Ok(())
     }
 
@@ -404,14 +389,7 @@ impl Updater {
         let mut up = ItemUpdate::running("plan: scan", chrono::Utc::now());
         up.event = Some(step_event(id, "plan", "started", "scan and dry-run"));
         self.item(id, item, up, actor).await?;
-        let scan = self
-            .queue(id, host, CommandSpec::Scan, self.timeouts.scan, actor)
-            .await?;
-        let scan_cap = Duration::from_secs(u64::from(self.timeouts.scan) + 120);
-        let scan = self.wait_command(scan.id, scan_cap).await?;
-        if scan.status != CommandStatus::Completed {
-            anyhow::bail!("the scan failed: {}", failure_text(&scan));
-        }
+        self.scan(id, host, actor).await?;
         let rows = self.open_updates(host).await?;
         let (chosen, left_out) = choose(&rows, options);
         let reboot_required = self
