@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::operations::{guest_lock, record, Engine, Slots};
 use crate::settings::{DeploySettings, Settings};
 use canopy_api_types::deploy::{
-    DeployAction, DeployPreview, DeployRequest, ItemState, Operation, OperationItem, OperationState,
+    DeployAction, DeployPreview, DeployRequest, ItemState, Operation, OperationState,
 };
 use canopy_api_types::hosts::HostState;
 use canopy_api_types::OperationId;
@@ -36,7 +36,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use steps::{AgentBinary, Done, Job};
-use tokio::sync::broadcast;
 
 pub use keys::public_key;
 
@@ -189,7 +188,7 @@ impl Deployer {
                         chrono::Utc::now(),
                     );
                     let mut pause = record::backoff("an item's failure");
-                    let stream = self.stream(id);
+                    let stream = self.engine.stream(id);
                     match record::item_end(
                         self.store.as_ref(),
                         &stream,
@@ -241,12 +240,20 @@ impl Deployer {
         let (step_tx, writer) = {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
             let store = self.store.clone();
-            let streams = self.stream(id);
+            let streams = self.engine.stream(id);
             let (target, actor) = (target.clone(), actor.clone());
             let writer = tokio::spawn(async move {
                 while let Some(step) = rx.recv().await {
                     let up = ItemUpdate::running(step, chrono::Utc::now());
-                    let _ = publish(store.as_ref(), &streams, id, &target, up, &actor).await;
+                    let _ = crate::operations::publish(
+                        store.as_ref(),
+                        &streams,
+                        id,
+                        &target,
+                        up,
+                        &actor,
+                    )
+                    .await;
                 }
             });
             (tx, writer)
@@ -274,7 +281,7 @@ impl Deployer {
             },
             Err(e) => ItemUpdate::failed(format!("{e:#}"), chrono::Utc::now()),
         };
-        let stream = self.stream(id);
+        let stream = self.engine.stream(id);
         let mut pause = record::backoff("an item's result");
         let written = record::item_end(
             self.store.as_ref(),
@@ -425,29 +432,13 @@ impl Deployer {
                         event: None,
                         update: None,
                     };
-                    let stream = self.stream(id);
-                    let _ =
-                        publish(self.store.as_ref(), &stream, id, &p.item.target, up, actor).await;
+                    let _ = self
+                        .engine
+                        .publish(self.store.as_ref(), id, &p.item.target, up, actor)
+                        .await;
                 }
                 wait.wait().await
             }
         }
     }
-
-    fn stream(&self, id: OperationId) -> Option<broadcast::Sender<OperationItem>> {
-        self.engine.stream(id)
-    }
-}
-
-async fn publish(
-    store: &dyn Store,
-    stream: &Option<broadcast::Sender<OperationItem>>,
-    id: OperationId,
-    target: &str,
-    up: ItemUpdate,
-    actor: &Actor,
-) -> std::result::Result<(), canopy_store::StoreError> {
-    crate::operations::publish(store, stream, id, target, up, actor)
-        .await
-        .map(|_| ())
 }
