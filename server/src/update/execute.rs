@@ -92,18 +92,7 @@ impl Updater {
                 failed.target,
                 failed.message.as_deref().unwrap_or("see its steps")
             );
-            let mut detail = op.update.clone().unwrap_or_default();
-            detail.paused_reason = Some(reason.clone());
-            self.transition(
-                id,
-                &[OperationState::Running],
-                OperationState::Paused,
-                Some(detail),
-                events::OPERATION_PAUSED,
-                serde_json::json!({"operation": id, "reason": reason}),
-                actor,
-            )
-            .await?;
+            self.paused_because(id, reason, actor).await?;
             self.wait_while_paused(id).await?;
         }
         let op = self.get(id).await?;

@@ -234,22 +234,33 @@ impl Updater {
 
     /// `pause`: no new guest starts; guests in flight finish.
     pub async fn pause(&self, id: OperationId, actor: Actor) -> Result<Operation> {
-        let op = self.get(id).await?;
-        let mut detail = op.update.clone().unwrap_or_default();
-        detail.paused_reason = Some(format!("paused by {actor}"));
         let op = self
-            .transition(
-                id,
-                &[OperationState::Running],
-                OperationState::Paused,
-                Some(detail),
-                events::OPERATION_PAUSED,
-                serde_json::json!({"operation": id, "reason": "paused by an operator"}),
-                &actor,
-            )
+            .paused_because(id, format!("paused by {actor}"), &actor)
             .await?;
         self.poke(id);
         Ok(op)
+    }
+
+    /// Running → paused with `reason` (kept with the operation and in its event).
+    async fn paused_because(
+        &self,
+        id: OperationId,
+        reason: String,
+        actor: &Actor,
+    ) -> Result<Operation> {
+        let op = self.get(id).await?;
+        let mut detail = op.update.clone().unwrap_or_default();
+        detail.paused_reason = Some(reason.clone());
+        self.transition(
+            id,
+            &[OperationState::Running],
+            OperationState::Paused,
+            Some(detail),
+            events::OPERATION_PAUSED,
+            serde_json::json!({"operation": id, "reason": reason}),
+            actor,
+        )
+        .await
     }
 
     pub async fn resume(&self, id: OperationId, actor: Actor) -> Result<Operation> {
