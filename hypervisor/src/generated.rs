@@ -348,6 +348,70 @@ pub mod types {
             value.parse()
         }
     }
+    ///`LxcRestoreParams`
+    ///
+    /// <details><summary>JSON schema</summary>
+    ///
+    /// ```json
+    ///{
+    ///  "type": "object",
+    ///  "required": [
+    ///    "ostemplate",
+    ///    "vmid"
+    ///  ],
+    ///  "properties": {
+    ///    "force": {
+    ///      "description": "0/1",
+    ///      "type": "integer"
+    ///    },
+    ///    "ostemplate": {
+    ///      "description": "the backup volume id",
+    ///      "type": "string"
+    ///    },
+    ///    "restore": {
+    ///      "description": "0/1",
+    ///      "type": "integer"
+    ///    },
+    ///    "start": {
+    ///      "description": "0/1",
+    ///      "type": "integer"
+    ///    },
+    ///    "storage": {
+    ///      "description": "where the root disk goes",
+    ///      "type": "string"
+    ///    },
+    ///    "vmid": {
+    ///      "type": "integer",
+    ///      "format": "uint32",
+    ///      "minimum": 100.0
+    ///    }
+    ///  }
+    ///}
+    /// ```
+    /// </details>
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct LxcRestoreParams {
+        ///0/1
+        #[serde(default, skip_serializing_if = "::std::option::Option::is_none")]
+        pub force: ::std::option::Option<i64>,
+        ///the backup volume id
+        pub ostemplate: ::std::string::String,
+        ///0/1
+        #[serde(default, skip_serializing_if = "::std::option::Option::is_none")]
+        pub restore: ::std::option::Option<i64>,
+        ///0/1
+        #[serde(default, skip_serializing_if = "::std::option::Option::is_none")]
+        pub start: ::std::option::Option<i64>,
+        ///where the root disk goes
+        #[serde(default, skip_serializing_if = "::std::option::Option::is_none")]
+        pub storage: ::std::option::Option<::std::string::String>,
+        pub vmid: u32,
+    }
+    impl ::std::convert::From<&LxcRestoreParams> for LxcRestoreParams {
+        fn from(value: &LxcRestoreParams) -> Self {
+            value.clone()
+        }
+    }
     ///`NodeStatusResponse`
     ///
     /// <details><summary>JSON schema</summary>
@@ -671,6 +735,39 @@ pub mod types {
     impl ::std::convert::From<&SnapshotParams> for SnapshotParams {
         fn from(value: &SnapshotParams) -> Self {
             value.clone()
+        }
+    }
+    ///`StorageContentResponse`
+    ///
+    /// <details><summary>JSON schema</summary>
+    ///
+    /// ```json
+    ///{
+    ///  "type": "object",
+    ///  "properties": {
+    ///    "data": {
+    ///      "type": "array",
+    ///      "items": {
+    ///        "$ref": "#/components/schemas/StorageVolume"
+    ///      }
+    ///    }
+    ///  }
+    ///}
+    /// ```
+    /// </details>
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct StorageContentResponse {
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub data: ::std::vec::Vec<crate::types::StorageVolume>,
+    }
+    impl ::std::convert::From<&StorageContentResponse> for StorageContentResponse {
+        fn from(value: &StorageContentResponse) -> Self {
+            value.clone()
+        }
+    }
+    impl ::std::default::Default for StorageContentResponse {
+        fn default() -> Self {
+            Self { data: Default::default() }
         }
     }
     ///`TaskLogResponse`
@@ -1227,6 +1324,48 @@ Sends a `GET` request to `/nodes/{node}/lxc`
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
+    /**Create a container; with `restore=1` and `ostemplate` a backup volume, restore one (with `force=1` over an existing, stopped container of that vmid). Returns the task UPID. Privileges - VM.Allocate on /vms/{vmid} (VM.Backup too when it exists) and Datastore.AllocateSpace on the target storage.
+
+Sends a `POST` request to `/nodes/{node}/lxc`
+
+*/
+    pub async fn lxc_restore<'a>(
+        &'a self,
+        node: &'a str,
+        body: &'a types::LxcRestoreParams,
+    ) -> Result<ResponseValue<types::TaskResponse>, Error<()>> {
+        let url = format!(
+            "{}/nodes/{}/lxc", self.baseurl, encode_path(& node.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .form_urlencoded(&body)?
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "lxc_restore",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
     /**QEMU virtual machines of a node. Only guests with VM.Audit are listed.
 
 Sends a `GET` request to `/nodes/{node}/qemu`
@@ -1729,6 +1868,96 @@ Sends a `POST` request to `/nodes/{node}/vzdump`
             .build()?;
         let info = OperationInfo {
             operation_id: "vzdump",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Volumes on a storage; with `content=backup` and `vmid`, one guest's backups. Privileges - Datastore.Audit or Datastore.AllocateSpace on /storage/{storage}.
+
+Sends a `GET` request to `/nodes/{node}/storage/{storage}/content`
+
+*/
+    pub async fn storage_content<'a>(
+        &'a self,
+        node: &'a str,
+        storage: &'a str,
+        content: Option<&'a str>,
+        vmid: Option<u32>,
+    ) -> Result<ResponseValue<types::StorageContentResponse>, Error<()>> {
+        let url = format!(
+            "{}/nodes/{}/storage/{}/content", self.baseurl, encode_path(& node
+            .to_string()), encode_path(& storage.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("content", &content))
+            .query(&progenitor_client::QueryParam::new("vmid", &vmid))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "storage_content",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**Delete a volume (a backup archive); returns the task UPID. Privileges - Datastore.Allocate on the storage, or for a backup VM.Backup on its guest and Datastore.AllocateSpace.
+
+Sends a `DELETE` request to `/nodes/{node}/storage/{storage}/content/{volume}`
+
+*/
+    pub async fn storage_content_delete<'a>(
+        &'a self,
+        node: &'a str,
+        storage: &'a str,
+        volume: &'a str,
+    ) -> Result<ResponseValue<types::TaskResponse>, Error<()>> {
+        let url = format!(
+            "{}/nodes/{}/storage/{}/content/{}", self.baseurl, encode_path(& node
+            .to_string()), encode_path(& storage.to_string()), encode_path(& volume
+            .to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .delete(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "storage_content_delete",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;

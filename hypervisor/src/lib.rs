@@ -93,12 +93,31 @@ pub trait Hypervisor: Send + Sync {
     ) -> Result<Upid, Error>;
     async fn snapshot_rollback(&self, node: &str, vmid: u32, name: &str) -> Result<Upid, Error>;
     async fn snapshot_delete(&self, node: &str, vmid: u32, name: &str) -> Result<Upid, Error>;
+    /// Backs one guest up; `notes` is the backup's notes template (`{{guestname}}` expands).
     async fn vzdump(
         &self,
         node: &str,
         vmid: u32,
         mode: VzdumpMode,
         storage: Option<&str>,
+        notes: &str,
+    ) -> Result<Upid, Error>;
+    /// One guest's backup archives on a storage, as the storage lists them.
+    async fn backups(
+        &self,
+        node: &str,
+        storage: &str,
+        vmid: u32,
+    ) -> Result<Vec<StorageVolume>, Error>;
+    async fn volume_delete(&self, node: &str, storage: &str, volid: &str) -> Result<Upid, Error>;
+    /// Restores container `vmid` from backup `volid` over the existing (stopped) one, its root
+    /// disk on `storage`.
+    async fn lxc_restore(
+        &self,
+        node: &str,
+        vmid: u32,
+        volid: &str,
+        storage: &str,
     ) -> Result<Upid, Error>;
     async fn task_status(&self, upid: &Upid) -> Result<TaskStatus, Error>;
     async fn task_log(&self, upid: &Upid) -> Result<Vec<String>, Error>;

@@ -290,3 +290,90 @@ async fn unreachable_endpoint_is_named() {
         "{err}"
     );
 }
+
+async fn wait_task(pve: &PveClient, upid: &canopy_hypervisor::types::Upid) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = pve.task_status(upid).await.unwrap();
+        if !st.is_running() {
+            return if st.succeeded() {
+                Ok(())
+            } else {
+                Err(st.exitstatus.unwrap_or_default())
+            };
+        }
+        assert!(Instant::now() < deadline, "task {upid:?} never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The fallback where a guest's storage cannot snapshot: a vzdump archive with our notes,
+/// listed on the storage, restored over the stopped container, then deleted.
+#[tokio::test]
+async fn backup_is_listed_restored_over_the_container_and_deleted() {
+    use canopy_hypervisor::{PowerAction, VzdumpMode};
+    let sim = sim().await;
+    let pve = pinned(&sim);
+    let upid = pve
+        .vzdump(
+            "pve1",
+            101,
+            VzdumpMode::Suspend,
+            Some("local"),
+            "canopy-op7 {{guestname}}",
+        )
+        .await
+        .unwrap();
+    wait_task(&pve, &upid).await.unwrap();
+    let backups = pve.backups("pve1", "local", 101).await.unwrap();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let b = &backups[0];
+    assert!(
+        b.volid.starts_with("local:backup/vzdump-lxc-101-") && b.volid.ends_with(".tar.zst"),
+        "{b:?}"
+    );
+    assert_eq!(b.notes.as_deref(), Some("canopy-op7 web"));
+    assert_eq!(b.vmid, Some(101));
+    // Another guest's backups are not listed for 101, and a wrong storage is named.
+    assert!(pve.backups("pve1", "local", 102).await.unwrap().is_empty());
+    let err = pve.backups("pve1", "nosuch", 101).await.unwrap_err();
+    assert!(err.to_string().contains("nosuch"), "{err}");
+
+    // Restoring over a running container is refused by the task, as PVE does.
+    let upid = pve
+        .lxc_restore("pve1", 101, &b.volid, "local-lvm")
+        .await
+        .unwrap();
+    let err = wait_task(&pve, &upid).await.unwrap_err();
+    assert!(err.contains("running"), "{err}");
+    let upid = pve
+        .lxc_power("pve1", 101, PowerAction::Shutdown)
+        .await
+        .unwrap();
+    wait_task(&pve, &upid).await.unwrap();
+    let upid = pve
+        .lxc_restore("pve1", 101, &b.volid, "local-lvm")
+        .await
+        .unwrap();
+    wait_task(&pve, &upid).await.unwrap();
+    let upid = pve
+        .lxc_power("pve1", 101, PowerAction::Start)
+        .await
+        .unwrap();
+    wait_task(&pve, &upid).await.unwrap();
+
+    // A volume that is not there is named; ours goes away.
+    let err = pve
+        .volume_delete(
+            "pve1",
+            "local",
+            "local:backup/vzdump-lxc-101-nosuch.tar.zst",
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    let upid = pve.volume_delete("pve1", "local", &b.volid).await.unwrap();
+    wait_task(&pve, &upid).await.unwrap();
+    assert!(pve.backups("pve1", "local", 101).await.unwrap().is_empty());
+    sim.shutdown().await;
+}

@@ -25,6 +25,7 @@ const HAND_WRITTEN: &[&str] = &[
     "LxcConfig",
     "Snapshot",
     "Feature",
+    "StorageVolume",
     "TaskStatus",
     "TaskLogLine",
     "AptUpdate",

@@ -38,6 +38,20 @@ pub(crate) struct SavedConfig {
     pub cores: u32,
 }
 
+/// A vzdump archive on a storage (`local:backup/vzdump-lxc-101-….tar.zst`).
+#[derive(Debug, Clone)]
+pub(crate) struct Backup {
+    pub volid: String,
+    pub storage: String,
+    pub node: String,
+    pub vmid: u32,
+    pub kind: GuestKind,
+    pub ctime: u64,
+    pub size: u64,
+    pub notes: String,
+    pub saved: SavedConfig,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     pub name: String,
@@ -253,6 +267,8 @@ pub(crate) struct State {
     pub guests: BTreeMap<u32, Guest>,
     pub tokens: Vec<Token>,
     pub storages: Vec<StorageSpec>,
+    /// Backup archives vzdump made (none at start).
+    pub backups: Vec<Backup>,
     pub failures: Vec<Failure>,
     pub tasks: BTreeMap<String, Task>,
     /// UPIDs of tasks still running, checked by `settle`.
@@ -293,6 +309,7 @@ impl State {
             guests,
             tokens: spec.tokens.iter().map(Token::from_spec).collect(),
             storages,
+            backups: Vec::new(),
             failures: spec.failures.iter().map(Failure::from_spec).collect(),
             tasks: BTreeMap::new(),
             pending: Vec::new(),

@@ -140,6 +140,7 @@ impl Hypervisor for PveClient {
         vmid: u32,
         mode: VzdumpMode,
         storage: Option<&str>,
+        notes: &str,
     ) -> Result<Upid, Error> {
         use generated::types::VzdumpParamsMode as M;
         let what = format!("POST /nodes/{node}/vzdump");
@@ -152,10 +153,57 @@ impl Hypervisor for PveClient {
             }),
             storage: storage.map(str::to_string),
             compress: Some("zstd".into()),
-            notes_template: Some("canopy: before update of {{guestname}}".into()),
+            notes_template: Some(notes.into()),
         };
         let body = &body;
         self.call(&what, |c| async move { c.vzdump(node, body).await })
+            .await
+            .and_then(|r| task_upid(r.data, &what))
+    }
+
+    async fn backups(
+        &self,
+        node: &str,
+        storage: &str,
+        vmid: u32,
+    ) -> Result<Vec<StorageVolume>, Error> {
+        let what =
+            format!("GET /nodes/{node}/storage/{storage}/content?content=backup&vmid={vmid}");
+        self.call(&what, |c| async move {
+            c.storage_content(node, storage, Some("backup"), Some(vmid))
+                .await
+        })
+        .await
+        .map(|r| r.data)
+    }
+
+    async fn volume_delete(&self, node: &str, storage: &str, volid: &str) -> Result<Upid, Error> {
+        let what = format!("DELETE /nodes/{node}/storage/{storage}/content/{volid}");
+        self.call(&what, |c| async move {
+            c.storage_content_delete(node, storage, volid).await
+        })
+        .await
+        .and_then(|r| task_upid(r.data, &what))
+    }
+
+    async fn lxc_restore(
+        &self,
+        node: &str,
+        vmid: u32,
+        volid: &str,
+        storage: &str,
+    ) -> Result<Upid, Error> {
+        let what = format!("POST /nodes/{node}/lxc (restore {vmid} from {volid})");
+        let body = generated::types::LxcRestoreParams {
+            vmid,
+            ostemplate: volid.into(),
+            restore: Some(1),
+            force: Some(1),
+            storage: Some(storage.into()),
+            start: None,
+        };
+        let body = &body;
+        self.call(&what, |c| async move { c.lxc_restore(node, body).await })
             .await
             .and_then(|r| task_upid(r.data, &what))
     }

@@ -216,6 +216,24 @@ impl Snapshot {
     }
 }
 
+/// One volume of `GET /nodes/{node}/storage/{storage}/content` (a backup archive for us).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct StorageVolume {
+    /// `local:backup/vzdump-lxc-101-2026_12_06-10_30_00.tar.zst`.
+    pub volid: String,
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_num")]
+    pub ctime: Option<i64>,
+    #[serde(default, deserialize_with = "de::opt_num")]
+    pub size: Option<u64>,
+    #[serde(default, deserialize_with = "de::opt_num")]
+    pub vmid: Option<u32>,
+    /// The backup's notes (vzdump's `notes-template`, expanded).
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
 /// `GET …/lxc/{vmid}/feature?feature=snapshot`: whether the guest's storage allows it now.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct Feature {

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod guests;
+mod storage;
 mod tasks;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,9 @@ pub(crate) enum Endpoint {
     SnapshotRollback(GuestKind, String, String),
     SnapshotDelete(GuestKind, String, String),
     Vzdump,
+    StorageContent(String),
+    VolumeDelete(String, String),
+    Restore,
     TaskStatus(String),
     TaskLog(String),
 }
@@ -98,6 +102,26 @@ pub(crate) fn route(method: &str, rel_path: &str) -> Option<Route> {
             Endpoint::AptUpdates,
         ),
         ("POST", ["nodes", n, "vzdump"]) => (Some(n), Perm::All, Endpoint::Vzdump),
+        ("GET", ["nodes", n, "storage", st, "content"]) => (
+            Some(n),
+            Perm::Any(
+                format!("/storage/{st}"),
+                &["Datastore.Audit", "Datastore.AllocateSpace"],
+            ),
+            Endpoint::StorageContent(st.to_string()),
+        ),
+        // The volume id holds a `/` (`local:backup/vzdump-…`) when the client left it unescaped.
+        ("DELETE", ["nodes", n, "storage", st, "content", volume @ ..]) if !volume.is_empty() => (
+            Some(n),
+            Perm::Check(format!("/storage/{st}"), &["Datastore.AllocateSpace"]),
+            Endpoint::VolumeDelete(
+                st.to_string(),
+                percent_encoding::percent_decode_str(&volume.join("/"))
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            ),
+        ),
+        ("POST", ["nodes", n, "lxc"]) => (Some(n), Perm::All, Endpoint::Restore),
         ("GET", ["nodes", n, "tasks", upid, "status"]) => {
             (Some(n), Perm::All, Endpoint::TaskStatus(upid.to_string()))
         }
@@ -242,6 +266,9 @@ pub(crate) fn execute(
             guests::snapshot_delete(state, ctx, node, *kind, id, snap)
         }
         Endpoint::Vzdump => tasks::vzdump(state, ctx, node),
+        Endpoint::StorageContent(st) => storage::list(state, ctx, node, st),
+        Endpoint::VolumeDelete(st, volume) => storage::delete(state, ctx, node, st, volume),
+        Endpoint::Restore => storage::restore(state, ctx, node),
         Endpoint::TaskStatus(upid) => tasks::status(state, ctx, node, upid),
         Endpoint::TaskLog(upid) => tasks::log(state, ctx, node, upid),
     }

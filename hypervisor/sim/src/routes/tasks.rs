@@ -5,10 +5,11 @@
 
 use serde_json::{json, Value};
 
+use super::storage::archive_name;
 use super::Ctx;
 use crate::reply::{ApiError, Reply};
-use crate::state::State;
-use crate::tasks::Action;
+use crate::state::{unix_now, State};
+use crate::tasks::{Action, Archive};
 
 pub(super) fn vzdump(state: &mut State, ctx: &Ctx<'_>, node: &str) -> Result<Reply, ApiError> {
     let p = ctx.params;
@@ -110,13 +111,48 @@ pub(super) fn vzdump(state: &mut State, ctx: &Ctx<'_>, node: &str) -> Result<Rep
     if precheck.is_none() && job_errors {
         precheck = Some("job errors".into());
     }
+    let archives = archives(state, node, &local, &storage, p.get("notes-template"));
     let action = Action::Vzdump {
         vmids: local,
         storage,
         mode,
+        archives,
     };
     let upid = state.spawn_task(node, None, &ctx.token.id, action, precheck);
     Ok(Reply::value(json!(upid), false))
+}
+
+/// The archive each guest's backup becomes: a name vzdump would give it (a second later when
+/// one of that second exists) and the notes template expanded as vzdump expands it.
+fn archives(
+    state: &State,
+    node: &str,
+    vmids: &[u32],
+    storage: &str,
+    template: Option<&str>,
+) -> Vec<Archive> {
+    let now = unix_now();
+    vmids
+        .iter()
+        .filter_map(|vmid| state.guests.get(vmid))
+        .map(|g| {
+            let volid = (0..)
+                .map(|i| format!("{storage}:backup/{}", archive_name(g.kind, g.vmid, now + i)))
+                .find(|v| !state.backups.iter().any(|b| &b.volid == v))
+                .unwrap_or_default();
+            let notes = template.unwrap_or_default();
+            let notes = notes
+                .replace("{{guestname}}", &g.name)
+                .replace("{{vmid}}", &g.vmid.to_string())
+                .replace("{{node}}", node)
+                .replace("{{cluster}}", &state.name);
+            Archive {
+                vmid: g.vmid,
+                volid,
+                notes,
+            }
+        })
+        .collect()
 }
 
 fn upid_node(upid: &str) -> Option<&str> {

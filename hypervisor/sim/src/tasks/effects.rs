@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::{kind_word, Action, Task};
 use crate::config::GuestKind;
-use crate::state::{unix_now, Guest, Snapshot, State};
+use crate::state::{unix_now, Backup, Guest, Snapshot, State};
 
 impl State {
     /// Checks what the worker checks first and takes the config lock the action holds.
@@ -20,6 +20,7 @@ impl State {
             }
             return None;
         }
+        let backups: Vec<String> = self.backups.iter().map(|b| b.volid.clone()).collect();
         let g = self.guests.get_mut(&vmid?)?;
         let word = kind_word(g.kind);
         let has_snap = |name: &str| g.snapshots.iter().any(|s| s.name == name);
@@ -40,8 +41,12 @@ impl State {
             Action::Rollback { name, .. } | Action::DelSnapshot { name } if !has_snap(name) => {
                 (Some(format!("snapshot '{name}' does not exist")), None)
             }
+            Action::Restore { volid, .. } if !backups.contains(volid) => {
+                (Some(format!("volume '{volid}' does not exist")), None)
+            }
             Action::Snapshot { .. } => (None, Some("snapshot")),
             Action::Rollback { .. } => (None, Some("rollback")),
+            Action::Restore { .. } => (None, Some("create")),
             Action::DelSnapshot { .. } => (None, Some("snapshot-delete")),
             _ => (None, None),
         };
@@ -124,6 +129,7 @@ impl State {
             Action::Snapshot { .. } => "snapshot",
             Action::Rollback { .. } => "rollback",
             Action::DelSnapshot { .. } => "snapshot-delete",
+            Action::Restore { .. } => "create",
             _ => return,
         };
         if let Some(g) = task
@@ -137,8 +143,63 @@ impl State {
     }
 
     fn apply(&mut self, task: &Task) -> Result<(), String> {
-        if let Action::Vzdump { .. } = &task.action {
-            return Ok(());
+        match &task.action {
+            Action::Vzdump {
+                archives, storage, ..
+            } => {
+                for a in archives {
+                    let Some(g) = self.guests.get(&a.vmid) else {
+                        continue;
+                    };
+                    let backup = Backup {
+                        volid: a.volid.clone(),
+                        storage: storage.clone(),
+                        node: task.node.clone(),
+                        vmid: a.vmid,
+                        kind: g.kind,
+                        ctime: task.starttime,
+                        size: g.disk_gb * 1024 * 1024 * 64,
+                        notes: a.notes.clone(),
+                        saved: g.saved(),
+                    };
+                    self.backups.push(backup);
+                }
+                return Ok(());
+            }
+            Action::DelVolume { volid } => {
+                self.backups.retain(|b| &b.volid != volid);
+                return Ok(());
+            }
+            Action::Restore {
+                volid,
+                start,
+                storage,
+            } => {
+                let saved = self
+                    .backups
+                    .iter()
+                    .find(|b| &b.volid == volid)
+                    .map(|b| b.saved.clone());
+                let g = task
+                    .vmid
+                    .and_then(|v| self.guests.get_mut(&v))
+                    .ok_or("no guest")?;
+                if let Some(saved) = saved {
+                    g.restore(&saved);
+                }
+                // A restored container has the backup's state and no snapshots.
+                g.snapshots.clear();
+                g.parent = None;
+                g.storage = storage.clone();
+                g.running = *start;
+                if *start {
+                    g.started_unix = unix_now();
+                }
+                g.lock = None;
+                g.touch();
+                return Ok(());
+            }
+            _ => {}
         }
         let vmid = task.vmid.ok_or("no guest")?;
         let now = unix_now();
@@ -205,7 +266,7 @@ impl State {
                 }
                 g.lock = None;
             }
-            Action::Vzdump { .. } => {}
+            Action::Vzdump { .. } | Action::DelVolume { .. } | Action::Restore { .. } => {}
         }
         g.touch();
         Ok(())

@@ -1,5 +1,6 @@
 //! The cluster's action hook (`hook = ["/path/prog", "arg", …]` in the cluster file): every
-//! guest task runs `HOOK… ACTION VMID [SNAPNAME] [--start]` in the background, so something
+//! guest task runs `HOOK… ACTION VMID [SNAPNAME|ARCHIVE] [--start]` (`backup`, `restore` and
+//! `delbackup` name the archive file) in the background, so something
 //! real (the lab's Docker guests) follows the simulated estate. The task stays `running` until
 //! the hook exits; `settle` collects the outcome without waiting for it.
 
@@ -7,7 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::Action;
+use super::{Action, Archive};
 
 /// A hook that runs longer than this is killed and its task fails.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(600);
@@ -28,13 +29,20 @@ pub(crate) fn hook_args(action: &Action, vmid: u32) -> Option<Vec<String>> {
         Action::Shutdown => ("shutdown", None, false),
         Action::Stop => ("stop", None, false),
         Action::Reboot => ("reboot", None, false),
-        Action::Snapshot { name, .. } => ("snapshot", Some(name), false),
-        Action::Rollback { name, start } => ("rollback", Some(name), *start),
-        Action::DelSnapshot { name } => ("delsnapshot", Some(name), false),
-        Action::Vzdump { .. } => return None,
+        Action::Snapshot { name, .. } => ("snapshot", Some(name.as_str()), false),
+        Action::Rollback { name, start } => ("rollback", Some(name.as_str()), *start),
+        Action::DelSnapshot { name } => ("delsnapshot", Some(name.as_str()), false),
+        Action::Vzdump { archives, .. } => {
+            let archive = archives.iter().find(|a| a.vmid == vmid)?;
+            ("backup", Some(Archive::file_name(&archive.volid)), false)
+        }
+        Action::Restore { volid, start, .. } => {
+            ("restore", Some(Archive::file_name(volid)), *start)
+        }
+        Action::DelVolume { volid } => ("delbackup", Some(Archive::file_name(volid)), false),
     };
     let mut args = vec![word.to_string(), vmid.to_string()];
-    args.extend(snap.cloned());
+    args.extend(snap.map(str::to_string));
     if start {
         args.push("--start".into());
     }

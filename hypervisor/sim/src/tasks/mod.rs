@@ -35,7 +35,34 @@ pub(crate) enum Action {
         vmids: Vec<u32>,
         storage: String,
         mode: String,
+        /// The archive each guest's backup becomes, with its expanded notes.
+        archives: Vec<Archive>,
     },
+    /// `POST /nodes/{node}/lxc` with `restore=1` over the existing container.
+    Restore {
+        volid: String,
+        storage: String,
+        start: bool,
+    },
+    /// `DELETE …/storage/{storage}/content/{volume}`.
+    DelVolume {
+        volid: String,
+    },
+}
+
+/// One guest's archive of a vzdump task.
+#[derive(Debug, Clone)]
+pub(crate) struct Archive {
+    pub vmid: u32,
+    pub volid: String,
+    pub notes: String,
+}
+
+impl Archive {
+    /// The file name of the volume (`vzdump-lxc-101-….tar.zst`).
+    pub fn file_name(volid: &str) -> &str {
+        volid.rsplit('/').next().unwrap_or(volid)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +188,8 @@ fn task_type(kind: GuestKind, action: &Action) -> &'static str {
             }
         }
         Action::Vzdump { .. } => "vzdump",
+        Action::Restore { .. } => "vzrestore",
+        Action::DelVolume { .. } => "imgdel",
     }
 }
 
@@ -184,6 +213,8 @@ impl State {
             None => "vzdump",
         };
         let id = match (&action, guest) {
+            // PVE starts `imgdel` without an id (a volid holds `:`, which a UPID cannot).
+            (Action::DelVolume { .. }, _) => String::new(),
             (Action::Vzdump { vmids, .. }, _) if vmids.len() == 1 => vmids[0].to_string(),
             (Action::Vzdump { .. }, _) => String::new(),
             (_, Some((vmid, _))) => vmid.to_string(),
@@ -196,8 +227,13 @@ impl State {
             precheck = self.lock_for(&action, guest.map(|g| g.0));
         }
         let log = self.initial_log(&action, guest, node);
-        let hook = match (&self.hook, guest, &precheck) {
-            (Some(argv), Some((vmid, _)), None)
+        // A one-guest vzdump runs the hook too (the backup of that guest).
+        let hook_vmid = guest.map(|g| g.0).or(match &action {
+            Action::Vzdump { vmids, .. } if vmids.len() == 1 => Some(vmids[0]),
+            _ => None,
+        });
+        let hook = match (&self.hook, hook_vmid, &precheck) {
+            (Some(argv), Some(vmid), None)
                 if self.guests.get(&vmid).is_some_and(|g| g.node == node) =>
             {
                 hook::hook_args(&action, vmid).map(|args| hook::HookRun::spawn(argv, args))
@@ -253,6 +289,7 @@ impl State {
                 vmids,
                 storage,
                 mode,
+                ..
             } => {
                 let ids: Vec<String> = vmids.iter().map(u32::to_string).collect();
                 let mut log = vec![format!("INFO: starting new backup job: vzdump {} --mode {mode} --storage {storage} --node {node}", ids.join(" "))];
