@@ -130,6 +130,11 @@ pub struct UpdateOptions {
     pub reboot: RebootPolicy,
     #[serde(default)]
     pub snapshot: SnapshotPolicy,
+    /// Where a guest's storage cannot snapshot, a vzdump backup to this PVE storage takes the
+    /// snapshot's place (and a restore of it the rollback's). Unset: such a guest is updated
+    /// without one (`if-supported`) or skipped (`required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_storage: Option<String>,
     #[serde(default)]
     pub canary: Canary,
     /// Guests worked on at once (0 = the server's `update.concurrency`).
@@ -151,6 +156,7 @@ impl Default for UpdateOptions {
             exclude: Vec::new(),
             reboot: RebootPolicy::IfRequired,
             snapshot: SnapshotPolicy::IfSupported,
+            backup_storage: None,
             canary: Canary::default(),
             concurrency: 0,
             per_node_concurrency: 0,
@@ -291,6 +297,9 @@ pub struct UpdateItemDetail {
     /// The PVE snapshot taken for this operation, once it exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// The vzdump backup volume taken instead (the guest's storage cannot snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<CommandId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

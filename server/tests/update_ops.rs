@@ -429,7 +429,75 @@ async fn a_repository_that_moved_on_is_replanned_and_waits(backend: Backend) {
     assert_eq!(lab.installs(102), ["web 1.2"]);
 }
 
+/// 107's root disk cannot snapshot: with a backup storage it gets a vzdump backup instead
+/// (not skipped under `required`), and its broken install is undone by restoring it.
+async fn a_guest_that_cannot_snapshot_is_backed_up_and_restored(backend: Backend) {
+    let mut breaks = standard();
+    breaks.packages.get_mut("web").unwrap().breaks_unit = Some("web.service".into());
+    let Some(lab) = lab(backend, vec![(102, standard()), (107, breaks)]).await else {
+        return;
+    };
+    let options = UpdateOptions {
+        snapshot: SnapshotPolicy::Required,
+        backup_storage: Some("local".into()),
+        reboot: RebootPolicy::Never,
+        ..Default::default()
+    };
+    let op = lab.plan(options.clone()).await;
+    assert!(op.items.iter().any(|i| i.vmid == 107), "{:?}", op.skipped);
+    lab.app
+        .admin
+        .approve_operation(op.id, &fingerprint(&op))
+        .await
+        .unwrap();
+    let done = lab.until(op.id, |o| o.state.is_terminal()).await;
+    assert_eq!(done.state, OperationState::Partial, "{done:#?}");
+    // 102 could snapshot: a snapshot, no backup.
+    let ok = item(&done, 102);
+    assert_eq!(ok.outcome, Some(DeployOutcome::Updated), "{ok:#?}");
+    assert_eq!(lab.snapshots(102).len(), 1);
+    assert_eq!(lab.tasks(102, "vzdump"), 0);
+    // 107: backed up, installed, broken, restored, verified.
+    let rolled = item(&done, 107);
+    assert_eq!(rolled.outcome, Some(DeployOutcome::RolledBack), "{rolled:#?}");
+    let d = rolled.update.clone().unwrap();
+    let volid = d.backup.clone().expect("a backup volume");
+    assert!(volid.starts_with("local:backup/vzdump-lxc-107-"), "{volid}");
+    assert!(d.snapshot.is_none());
+    let steps: Vec<String> = d
+        .steps
+        .iter()
+        .map(|s| format!("{} {}", s.step, s.status))
+        .collect();
+    for s in ["backup done", "install done", "restore done", "verify-rollback done"] {
+        assert!(steps.contains(&s.to_string()), "{s} missing from {steps:?}");
+    }
+    assert_eq!(lab.tasks(107, "vzdump"), 1);
+    assert_eq!(lab.tasks(107, "vzrestore"), 1);
+    assert_eq!(lab.tasks(107, "vzrollback"), 0);
+    let st = lab.guests[&107].state.lock().unwrap().clone();
+    assert_eq!(st.packages["web"].installed, "1.0");
+    assert!(lab.sim.guest(107).is_some_and(|g| g.status == "running"));
+
+    // A storage id PVE would refuse is refused before anything is recorded.
+    let bad = UpdateOptions {
+        backup_storage: Some("../dump".into()),
+        ..options
+    };
+    let err = lab
+        .app
+        .admin
+        .start_update(&UpdateRequest {
+            selector: "cluster/lab/node/pve1/lxc/*".into(),
+            options: bad,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+}
+
 on_both_backends!(
+    a_guest_that_cannot_snapshot_is_backed_up_and_restored,
     plan_approve_and_update_a_node,
     a_failing_canary_is_rolled_back_and_pauses_the_rest,
     a_repository_that_moved_on_is_replanned_and_waits,

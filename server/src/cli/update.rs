@@ -36,6 +36,10 @@ pub struct UpdateArgs {
     /// required | if-supported | off: the PVE snapshot before each guest's install.
     #[arg(long, default_value = "if-supported", value_parser = parse_snapshot)]
     snapshot: SnapshotPolicy,
+    /// Where a guest's storage cannot snapshot, back it up with vzdump to this PVE storage
+    /// instead (the rollback restores it).
+    #[arg(long, value_name = "STORAGE")]
+    backup_storage: Option<String>,
     /// Update this many guests first; the others start only when all of them are healthy.
     #[arg(long, default_value_t = 0)]
     canary: u32,
@@ -101,6 +105,7 @@ impl UpdateArgs {
                 exclude: self.exclude.clone(),
                 reboot: self.reboot,
                 snapshot: self.snapshot,
+                backup_storage: self.backup_storage.clone(),
                 canary: Canary {
                     count: self.canary,
                     targets: self.canary_targets.clone(),

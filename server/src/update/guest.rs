@@ -1,15 +1,16 @@
-//! One guest of an update operation: health before → snapshot → pinned install → reboot →
-//! health after, rolled back when the install or the health gate fails. Each step is recorded
+//! One guest of an update operation: health before → snapshot (or backup) → pinned install →
+//! reboot → health after, rolled back when the install or the health gate fails
+//! (`restore_point.rs`). Each step is recorded
 //! (`UpdateItemDetail.steps`, event `operation.item_step`) before it starts and when it ends; a
 //! resumed operation skips the steps recorded done, reuses the snapshot it took and waits for
 //! the install it sent.
 
 use super::commands::failure_text;
-use super::plan::{snapshot_name, step_event};
+use super::plan::step_event;
 use super::pve::Guest;
 use super::{detail_of, Updater, POLL};
 use canopy_api_types::bulk::{
-    HealthReport, ItemStep, RebootPolicy, SnapshotPolicy, UpdateItemDetail, UpdateOptions,
+    HealthReport, ItemStep, RebootPolicy, UpdateItemDetail, UpdateOptions,
 };
 use canopy_api_types::commands::CommandStatus;
 use canopy_api_types::deploy::{ItemState, OperationItem};
@@ -17,12 +18,14 @@ use canopy_api_types::OperationId;
 use canopy_store::{Actor, ItemUpdate};
 use std::time::Duration;
 
+mod restore_point;
+
 /// How an item ended.
 pub(super) enum End {
     Updated(String),
     /// Failed before anything changed on the guest.
     Failed(String),
-    /// Rolled back to its snapshot after `why`.
+    /// Rolled back to its snapshot (or backup) after `why`.
     RolledBack(String),
     /// Changed and not rolled back (no snapshot, or the rollback failed): loud.
     Broken(String),
@@ -111,41 +114,9 @@ impl Work<'_> {
             self.note("health-before", "done", &note).await?;
         }
 
-        // Snapshot.
-        let snap = snapshot_name(self.id);
-        if !self.detail.done("snapshot") {
-            if self.options.snapshot == SnapshotPolicy::Off {
-                self.note("snapshot", "skipped", "snapshot off").await?;
-            } else {
-                self.note("snapshot", "started", &snap).await?;
-                let taken = match self.pve().await {
-                    Ok(g) => {
-                        g.snapshot(&snap, &format!("Canopy update operation {}", self.id))
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                match taken {
-                    Ok(()) => {
-                        self.detail.snapshot = Some(snap.clone());
-                        self.note("snapshot", "done", &snap).await?;
-                    }
-                    Err(e) if self.options.snapshot == SnapshotPolicy::Required => {
-                        let why = format!("no snapshot possible ({e:#}); snapshot is required: nothing was changed");
-                        self.note("snapshot", "failed", &why).await?;
-                        return Ok(End::Failed(why));
-                    }
-                    Err(e) => {
-                        let why = format!("{e:#}");
-                        self.note(
-                            "snapshot",
-                            "skipped",
-                            &format!("updating without a snapshot: {why}"),
-                        )
-                        .await?;
-                    }
-                }
-            }
+        // A restore point: the snapshot, or a backup where the storage cannot snapshot.
+        if let Some(end) = self.restore_point().await? {
+            return Ok(end);
         }
 
         // The pinned install: sent once; a resumed operation waits for the one it sent.
@@ -272,26 +243,7 @@ impl Work<'_> {
         }
         self.note("health-after", "done", "healthy").await?;
 
-        // Older snapshots of Canopy's go; this one stays.
-        if self.detail.snapshot.is_some() {
-            match self.pve().await {
-                Ok(g) => match g.prune(self.up.settings.snapshots_kept.max(1)).await {
-                    Ok(gone) if !gone.is_empty() => {
-                        self.note("prune-snapshots", "done", &gone.join(" "))
-                            .await?
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        self.note("prune-snapshots", "failed", &format!("{e:#}"))
-                            .await?
-                    }
-                },
-                Err(e) => {
-                    self.note("prune-snapshots", "failed", &format!("{e:#}"))
-                        .await?
-                }
-            }
-        }
+        self.prune().await?;
         let mut msg = format!("{} packages installed", plan.packages.len());
         if self.detail.rebooted {
             msg.push_str("; rebooted");
@@ -322,77 +274,6 @@ impl Work<'_> {
             }
             tokio::time::sleep(POLL).await;
         }
-    }
-
-    /// Back to the snapshot: shutdown, rollback, start, wait for the agent, verify the old
-    /// versions. Loud when it fails; the snapshot stays.
-    async fn roll_back(&mut self, why: &str) -> anyhow::Result<End> {
-        let Some(snap) = self.detail.snapshot.clone() else {
-            return Ok(End::Broken(format!(
-                "{why}; no snapshot to roll back to: the guest keeps what was installed"
-            )));
-        };
-        self.note("rollback", "started", &snap).await?;
-        let g = self.pve().await?;
-        if let Err(e) = g.rollback(&snap).await {
-            let msg = format!("{why}; ROLLBACK FAILED: {e:#} (snapshot {snap} is kept)");
-            self.note("rollback", "failed", &msg).await?;
-            return Ok(End::Broken(msg));
-        }
-        let host = self.host()?;
-        let back = self
-            .up
-            .health(self.id, host, &[], self.back_cap(), &self.actor)
-            .await;
-        if let Err(e) = back {
-            let msg = format!("{why}; rolled back, but the agent did not come back: {e:#}");
-            self.note("rollback", "failed", &msg).await?;
-            return Ok(End::Broken(msg));
-        }
-        self.note("rollback", "done", &snap).await?;
-        // Verify: a fresh scan must show the planned packages at their old versions.
-        self.note("verify-rollback", "started", "").await?;
-        match self.verify_old_versions().await {
-            Ok(()) => {
-                self.note("verify-rollback", "done", "old versions back")
-                    .await?;
-                Ok(End::RolledBack(format!("{why}; rolled back to {snap}")))
-            }
-            Err(e) => {
-                let msg = format!("{why}; rolled back to {snap}, but {e:#}");
-                self.note("verify-rollback", "failed", &msg).await?;
-                Ok(End::Broken(msg))
-            }
-        }
-    }
-
-    async fn verify_old_versions(&self) -> anyhow::Result<()> {
-        let host = self.host()?;
-        self.up
-            .scan(self.id, host, &self.actor)
-            .await
-            .map_err(|e| e.context("after the rollback"))?;
-        let rows = self.up.open_updates(host).await?;
-        let plan = self.detail.plan.clone().unwrap_or_default();
-        for p in plan.packages.iter().filter(|p| p.requested) {
-            let Some(from) = &p.from_version else {
-                continue;
-            };
-            let row = rows.iter().find(|u| u.package == p.package);
-            match row {
-                Some(u) if &u.current_version == from => {}
-                Some(u) => anyhow::bail!(
-                    "{} is at {} after the rollback, not {from}",
-                    p.package,
-                    u.current_version
-                ),
-                None => anyhow::bail!(
-                    "{} no longer shows an update after the rollback (expected {from} installed)",
-                    p.package
-                ),
-            }
-        }
-        Ok(())
     }
 
     /// The repository moved on: plan this guest again and wait for a new approval.

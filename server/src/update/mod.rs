@@ -128,7 +128,9 @@ impl Updater {
     pub async fn start(self: &Arc<Self>, req: UpdateRequest, actor: Actor) -> Result<Operation> {
         plan::check_options(&req.options)?;
         let mut targets = plan::targets(&self.discovery, &req)?;
-        if req.options.snapshot == canopy_api_types::bulk::SnapshotPolicy::Required {
+        if req.options.snapshot == canopy_api_types::bulk::SnapshotPolicy::Required
+            && req.options.backup_storage.is_none()
+        {
             self.keep_snapshot_capable(&mut targets).await;
         }
         plan::mark_canaries(&mut targets.items, &req.options.canary)?;

@@ -41,6 +41,20 @@ pub(super) fn check_options(o: &UpdateOptions) -> Result<()> {
             )));
         }
     }
+    if let Some(st) = &o.backup_storage {
+        // PVE's `pve-storage-id`.
+        let b = st.as_bytes();
+        let ok = b.len() >= 2
+            && b[0].is_ascii_lowercase()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(c));
+        if !ok {
+            return Err(Error::Validation(format!(
+                "backup_storage: '{st}' is not a PVE storage id"
+            )));
+        }
+    }
     for c in &o.checks {
         use canopy_api_types::bulk::HealthCheck;
         match c {
@@ -234,8 +248,9 @@ pub(super) fn per_node(items: &[OperationItem]) -> Vec<NodeTotals> {
 }
 
 impl Updater {
-    /// Under `--snapshot required`, guests whose storage cannot snapshot (PVE's
-    /// `…/feature?feature=snapshot`) are skipped with that reason before anything else. A
+    /// Under `--snapshot required` without a backup storage, guests whose storage cannot
+    /// snapshot (PVE's `…/feature?feature=snapshot`) are skipped with that reason before
+    /// anything else. A
     /// guest PVE cannot answer for stays: its snapshot step fails before anything changes.
     pub(super) async fn keep_snapshot_capable(&self, targets: &mut Targets) {
         let checks = targets.items.iter().map(|i| async move {
@@ -250,8 +265,8 @@ impl Updater {
             if can == Some(false) {
                 targets.skipped.push(SkippedTarget {
                     id: item.target.clone(),
-                    reason: "no snapshot possible (its storage cannot snapshot) and the snapshot \
-                             is required"
+                    reason: "no snapshot possible (its storage cannot snapshot), the snapshot \
+                             is required and no --backup-storage was given"
                         .into(),
                 });
             } else {

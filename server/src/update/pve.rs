@@ -1,12 +1,13 @@
-//! What an update does to a guest through the PVE API: the snapshot before, the rollback
-//! (shutdown, rollback, start), the reboot, and pruning Canopy's older snapshots. Every call
+//! What an update does to a guest through the PVE API: the snapshot before (or a vzdump backup
+//! where the storage cannot snapshot), the rollback (shutdown, rollback or restore, start), the
+//! reboot, and pruning Canopy's older snapshots and backups. Every call
 //! starts a PVE task whose end is awaited; a failed task is an error carrying PVE's own words.
 //! A guest PVE has locked (backup, migration, another snapshot) is waited for a while, never
 //! forced.
 
 use anyhow::{bail, Context};
 use canopy_hypervisor::types::Upid;
-use canopy_hypervisor::{Hypervisor, PowerAction, PveClient};
+use canopy_hypervisor::{Hypervisor, PowerAction, PveClient, VzdumpMode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,13 +89,7 @@ impl Guest {
     /// Shutdown, rollback to `name`, start.
     pub async fn rollback(&self, name: &str) -> anyhow::Result<()> {
         // Rolling back a running CT: PVE stops it first; we shut it down cleanly ourselves.
-        let _ = self
-            .task("shutdown", || {
-                self.pve
-                    .lxc_power(&self.node, self.vmid, PowerAction::Shutdown)
-            })
-            .await
-            .map_err(|e| tracing::warn!(vmid = self.vmid, error = %format!("{e:#}"), "shutdown before rollback failed; rolling back anyway"));
+        self.shutdown_for("rollback").await;
         self.task("rollback", || {
             self.pve.snapshot_rollback(&self.node, self.vmid, name)
         })
@@ -104,6 +99,106 @@ impl Guest {
                 .lxc_power(&self.node, self.vmid, PowerAction::Start)
         })
         .await
+    }
+
+    /// Whether the guest's storage can snapshot; a guest PVE cannot answer for is tried.
+    pub async fn can_snapshot(&self) -> bool {
+        self.pve
+            .can_snapshot(&self.node, self.vmid)
+            .await
+            .unwrap_or(true)
+    }
+
+    /// Backs the guest up to `storage` with vzdump (mode `suspend`: a storage that cannot
+    /// snapshot cannot do `snapshot` mode either), the archive's notes being `tag`; an archive
+    /// with those notes already there (a resumed operation) is reused. Returns its volume id.
+    pub async fn backup(&self, tag: &str, storage: &str) -> anyhow::Result<String> {
+        if let Some(volid) = self.backup_tagged(tag, storage).await? {
+            return Ok(volid);
+        }
+        self.task("backup", || {
+            self.pve.vzdump(
+                &self.node,
+                self.vmid,
+                VzdumpMode::Suspend,
+                Some(storage),
+                tag,
+            )
+        })
+        .await?;
+        self.backup_tagged(tag, storage).await?.with_context(|| {
+            format!(
+                "vzdump of CT {} ended OK but no archive on {storage} has the notes {tag:?}",
+                self.vmid
+            )
+        })
+    }
+
+    async fn backup_tagged(&self, tag: &str, storage: &str) -> anyhow::Result<Option<String>> {
+        let mut ours: Vec<_> = self
+            .pve
+            .backups(&self.node, storage, self.vmid)
+            .await?
+            .into_iter()
+            .filter(|b| b.notes.as_deref() == Some(tag))
+            .collect();
+        ours.sort_by_key(|b| std::cmp::Reverse(b.ctime.unwrap_or(0)));
+        Ok(ours.into_iter().next().map(|b| b.volid))
+    }
+
+    /// Shutdown, restore `volid` over the container (its root disk where it was), start.
+    pub async fn restore(&self, volid: &str) -> anyhow::Result<()> {
+        let config = self.pve.lxc_config(&self.node, self.vmid).await?;
+        let rootfs = config
+            .other
+            .get("rootfs")
+            .and_then(|v| v.as_str())
+            .and_then(|r| r.split_once(':'))
+            .map(|(storage, _)| storage.to_string())
+            .with_context(|| format!("CT {} has no rootfs storage in its config", self.vmid))?;
+        self.shutdown_for("restore").await;
+        self.task("restore", || {
+            self.pve.lxc_restore(&self.node, self.vmid, volid, &rootfs)
+        })
+        .await?;
+        self.task("start", || {
+            self.pve
+                .lxc_power(&self.node, self.vmid, PowerAction::Start)
+        })
+        .await
+    }
+
+    /// Deletes Canopy's backups of this guest on `storage` beyond the newest `keep`.
+    pub async fn prune_backups(&self, storage: &str, keep: usize) -> anyhow::Result<Vec<String>> {
+        let mut ours: Vec<_> = self
+            .pve
+            .backups(&self.node, storage, self.vmid)
+            .await?
+            .into_iter()
+            .filter(|b| b.notes.as_deref().is_some_and(|n| n.starts_with(PREFIX)))
+            .collect();
+        ours.sort_by_key(|b| std::cmp::Reverse(b.ctime.unwrap_or(0)));
+        let mut deleted = Vec::new();
+        for b in ours.into_iter().skip(keep) {
+            self.task("backup delete", || {
+                self.pve.volume_delete(&self.node, storage, &b.volid)
+            })
+            .await?;
+            deleted.push(b.volid);
+        }
+        Ok(deleted)
+    }
+
+    /// A clean shutdown before a rollback or restore; when it fails PVE stops the guest itself
+    /// (rollback) or refuses (restore), which the next step reports.
+    async fn shutdown_for(&self, what: &str) {
+        let _ = self
+            .task("shutdown", || {
+                self.pve
+                    .lxc_power(&self.node, self.vmid, PowerAction::Shutdown)
+            })
+            .await
+            .map_err(|e| tracing::warn!(vmid = self.vmid, error = %format!("{e:#}"), "shutdown before {what} failed; going on"));
     }
 
     pub async fn reboot(&self) -> anyhow::Result<()> {

@@ -99,7 +99,8 @@ fn failed(stderr: &str) -> CommandResult {
     }
 }
 
-/// Applies what PVE did to `vmid` since last time: snapshots taken, rollbacks, reboots.
+/// Applies what PVE did to `vmid` since last time: snapshots and backups taken, rollbacks and
+/// restores, reboots.
 fn observe_pve(
     sim: &canopy_pve_sim::RunningCluster,
     vmid: u32,
@@ -126,8 +127,12 @@ fn observe_pve(
                     st.snapshots.entry(n).or_insert_with(|| st.packages.clone());
                 }
             }
-            "vzrollback" => {
-                // The newest snapshot of ours is the one rolled back to.
+            // A backup is a snapshot kept under a name after every snapshot's.
+            "vzdump" => {
+                st.snapshots.insert("~vzdump".into(), st.packages.clone());
+            }
+            "vzrollback" | "vzrestore" => {
+                // The newest snapshot of ours (or the backup) is the one gone back to.
                 if let Some((_, pkgs)) = st.snapshots.iter().next_back() {
                     let mut restored = pkgs.clone();
                     for (name, p) in restored.iter_mut() {

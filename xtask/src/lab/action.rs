@@ -1,9 +1,10 @@
-//! `cargo xtask lab pve-action ACTION VMID [SNAPNAME] [--start]`: what the simulator's action
-//! hook runs (`sim.rs` writes the cluster file), so a PVE task on node pve1 acts on the lab
-//! guest container behind it. A snapshot is a `docker commit` into an image per guest and
+//! `cargo xtask lab pve-action ACTION VMID [SNAPNAME|ARCHIVE] [--start]`: what the simulator's
+//! action hook runs (`sim.rs` writes the cluster file), so a PVE task on node pve1 acts on the
+//! lab guest container behind it. A snapshot is a `docker commit` into an image per guest and
 //! snapshot (labelled, so `lab up` and `lab down` remove them); a rollback replaces the
 //! container by one created from that image with the flags `lab up` uses, stopped unless
-//! `--start`; start, shutdown, stop and reboot are `docker start|stop|stop|restart`, waiting
+//! `--start`. A vzdump backup is the same commit into an image per guest and archive, a
+//! restore the same replacement from it, `delbackup` removes it; start, shutdown, stop and reboot are `docker start|stop|stop|restart`, waiting
 //! for the guest's init to be up again. The guest keeps its `/etc/machine-id` throughout (the
 //! init wrappers write one only when there is none), so an enrolled agent stays the same host.
 //! On failure the last line on stderr is the reason the PVE task shows.
@@ -26,6 +27,9 @@ enum Act {
     Snapshot(String),
     Rollback { snap: String, start: bool },
     DelSnapshot(String),
+    Backup(String),
+    Restore { archive: String, start: bool },
+    DelBackup(String),
 }
 
 /// The container behind a vmid, with the flags `lab up` started it with.
@@ -49,7 +53,8 @@ pub fn run(args: &[&str]) -> Result<()> {
 
 fn parse(args: &[&str]) -> Result<(Act, u32)> {
     const USAGE: &str = "usage: cargo xtask lab pve-action \
-        start|shutdown|stop|reboot|snapshot|rollback|delsnapshot VMID [SNAPNAME] [--start]";
+        start|shutdown|stop|reboot|snapshot|rollback|delsnapshot VMID SNAPNAME [--start] | \
+        backup|restore|delbackup VMID ARCHIVE [--start]";
     let start = args.contains(&"--start");
     let rest: Vec<&str> = args.iter().copied().filter(|a| *a != "--start").collect();
     let (action, vmid, snap) = match rest[..] {
@@ -72,6 +77,19 @@ fn parse(args: &[&str]) -> Result<(Act, u32)> {
         }
         Ok(name.to_string())
     };
+    // `vzdump-lxc-101-2026_12_06-10_30_00.tar.zst`: a Docker tag as it is.
+    let archive = || -> Result<String> {
+        let name = snap.with_context(|| format!("{action} needs an ARCHIVE ({USAGE})"))?;
+        let ok = name.len() <= 128
+            && name.starts_with("vzdump-")
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if !ok {
+            bail!("invalid archive name {name:?} (vzdump-…, letters, digits, _ - .)");
+        }
+        Ok(name.to_string())
+    };
     let act = match action {
         "start" => Act::Start,
         "shutdown" => Act::Shutdown,
@@ -83,13 +101,17 @@ fn parse(args: &[&str]) -> Result<(Act, u32)> {
             start,
         },
         "delsnapshot" => Act::DelSnapshot(snap_name()?),
+        "backup" => Act::Backup(archive()?),
+        "restore" => Act::Restore {
+            archive: archive()?,
+            start,
+        },
+        "delbackup" => Act::DelBackup(archive()?),
         other => bail!("unknown action {other:?} ({USAGE})"),
     };
-    let takes_snap = matches!(
-        act,
-        Act::Snapshot(_) | Act::Rollback { .. } | Act::DelSnapshot(_)
-    );
-    if (snap.is_some() && !takes_snap) || (start && !matches!(act, Act::Rollback { .. })) {
+    let takes_snap = !matches!(act, Act::Start | Act::Shutdown | Act::Stop | Act::Reboot);
+    let may_start = matches!(act, Act::Rollback { .. } | Act::Restore { .. });
+    if (snap.is_some() && !takes_snap) || (start && !may_start) {
         bail!("{action} takes only a VMID ({USAGE})");
     }
     Ok((act, vmid))
@@ -140,15 +162,15 @@ fn act_on(act: &Act, vmid: u32, t: &Target) -> Result<()> {
             super::guest::wait_machine_id(name)?;
             wait_up(t)
         }
-        Act::Snapshot(snap) => {
-            let image = snapshot_image(name, snap);
-            let label = format!("LABEL {SNAPSHOT_LABEL}={}", lab_prefix()?);
-            docker(&["commit", "--change", &label, name, &image], 300).map(drop)
-        }
-        Act::Rollback { snap, start } => {
-            let image = snapshot_image(name, snap);
+        Act::Snapshot(snap) | Act::Backup(snap) => commit(name, &image_of(name, act, snap)),
+        Act::Rollback { snap, start }
+        | Act::Restore {
+            archive: snap,
+            start,
+        } => {
+            let image = image_of(name, act, snap);
             if !image_exists(&image) {
-                bail!("no snapshot image {image} for CT {vmid} (snapshot '{snap}' is gone)");
+                bail!("no image {image} for CT {vmid} ('{snap}' is gone)");
             }
             docker(&["rm", "-f", name], 60)?;
             create_container(name, &image, &t.hostname, t.flags)?;
@@ -158,15 +180,31 @@ fn act_on(act: &Act, vmid: u32, t: &Target) -> Result<()> {
             }
             Ok(())
         }
-        Act::DelSnapshot(snap) => {
-            let image = snapshot_image(name, snap);
+        Act::DelSnapshot(snap) | Act::DelBackup(snap) => {
+            let image = image_of(name, act, snap);
             if !image_exists(&image) {
-                bail!("no snapshot image {image} for CT {vmid} (snapshot '{snap}')");
+                bail!("no image {image} for CT {vmid} ('{snap}')");
             }
             // -f untags an image a rolled-back container still runs from.
             docker(&["image", "rm", "-f", &image], 60).map(drop)
         }
     }
+}
+
+/// A snapshot's image, or a backup archive's (`canopy-lab/backup-CONTAINER:ARCHIVE`).
+fn image_of(container: &str, act: &Act, name: &str) -> String {
+    match act {
+        Act::Backup(_) | Act::Restore { .. } | Act::DelBackup(_) => {
+            format!("canopy-lab/backup-{container}:{name}")
+        }
+        _ => snapshot_image(container, name),
+    }
+}
+
+/// `docker commit` of the guest, labelled so `lab up` and `lab down` remove the image.
+fn commit(container: &str, image: &str) -> Result<()> {
+    let label = format!("LABEL {SNAPSHOT_LABEL}={}", lab_prefix()?);
+    docker(&["commit", "--change", &label, container, image], 300).map(drop)
 }
 
 fn image_exists(image: &str) -> bool {
@@ -236,8 +274,27 @@ mod tests {
             parse(&["delsnapshot", "103", "s1"]).unwrap(),
             (Act::DelSnapshot("s1".into()), 103)
         );
+        assert_eq!(
+            parse(&[
+                "restore",
+                "104",
+                "vzdump-lxc-104-2026_12_06-10_30_00.tar.zst",
+                "--start"
+            ])
+            .unwrap(),
+            (
+                Act::Restore {
+                    archive: "vzdump-lxc-104-2026_12_06-10_30_00.tar.zst".into(),
+                    start: true
+                },
+                104
+            )
+        );
         for bad in [
-            &["snapshot", "101"][..],
+            &["backup", "101"][..],
+            &["backup", "101", "../etc"],
+            &["delbackup", "101", "vzdump-x", "--start"],
+            &["snapshot", "101"],
             &["start", "101", "x1"],
             &["start", "101", "--start"],
             &["rollback", "101", "1bad"],
