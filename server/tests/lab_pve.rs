@@ -3,7 +3,8 @@
 //! action hook (`cargo xtask lab pve-action`). A snapshot, then a package installed in the
 //! guest, then a rollback through the API really restores the old package; a reboot through the
 //! API restarts the container, which keeps its machine-id and its services; a hook failure is
-//! the task's error. Needs `cargo xtask test` (CANOPY_LAB); fails without it unless
+//! the task's error. A vzdump backup, restored over the stopped guest, brings the old package
+//! back the same way, and deleting the archive removes its image. Needs `cargo xtask test` (CANOPY_LAB); fails without it unless
 //! CANOPY_SKIP_LAB=1.
 
 mod common;
@@ -207,5 +208,103 @@ async fn snapshot_rollback_and_reboot_through_the_api_act_on_the_lab_guest() {
         None,
         "a failed rollback leaves no lock"
     );
+    sim.shutdown().await;
+}
+
+/// The guest the backup test backs up, changes and restores.
+const BACKUP_VMID: u32 = 106;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_restore_through_the_api_act_on_the_lab_guest() {
+    let Some(lab) = Lab::from_env("lab PVE actions (vzdump backup, restore)") else {
+        return;
+    };
+    let container = lab.pve().guest(BACKUP_VMID).container.clone();
+    let old = lab.json["packages"][PKG]["old"]
+        .as_str()
+        .expect("lab.json packages")
+        .to_string();
+    let sim = lab_sim(&lab).await;
+    let pve = client(&sim);
+    let machine_id = in_guest(&container, "cat /etc/machine-id");
+    assert_eq!(dpkg_version(&container, PKG), old);
+
+    let notes = format!("labtest-{}", std::process::id());
+    let upid = pve
+        .vzdump(
+            "pve1",
+            BACKUP_VMID,
+            canopy_hypervisor::VzdumpMode::Suspend,
+            Some("local"),
+            &notes,
+        )
+        .await
+        .expect("vzdump");
+    let done = await_task(&pve, &upid).await;
+    assert_eq!(done.exitstatus.as_deref(), Some("OK"), "{done:?}");
+    let backups = pve
+        .backups("pve1", "local", BACKUP_VMID)
+        .await
+        .expect("list");
+    let volid = backups
+        .iter()
+        .find(|b| b.notes.as_deref() == Some(notes.as_str()))
+        .map(|b| b.volid.clone())
+        .unwrap_or_else(|| panic!("our backup is listed: {backups:?}"));
+    let archive = volid.rsplit('/').next().unwrap().to_string();
+    let image = format!("canopy-lab/backup-{container}:{archive}");
+    let _restore = Restore {
+        container: container.clone(),
+        old: old.clone(),
+        snapshot_image: image.clone(),
+    };
+    assert!(
+        docker_output(&["image", "inspect", &image])
+            .status
+            .success(),
+        "{image}"
+    );
+    in_guest(
+        &container,
+        &format!("DEBIAN_FRONTEND=noninteractive apt-get install -y -q {PKG} >/dev/null"),
+    );
+    assert_ne!(dpkg_version(&container, PKG), old);
+
+    // Restore over the stopped guest: recreated from the archive's image, then started.
+    let upid = pve
+        .lxc_power("pve1", BACKUP_VMID, PowerAction::Shutdown)
+        .await
+        .expect("shutdown");
+    let done = await_task(&pve, &upid).await;
+    assert_eq!(done.exitstatus.as_deref(), Some("OK"), "{done:?}");
+    let upid = pve
+        .lxc_restore("pve1", BACKUP_VMID, &volid, "local-lvm")
+        .await
+        .expect("restore");
+    let done = await_task(&pve, &upid).await;
+    assert_eq!(done.exitstatus.as_deref(), Some("OK"), "{done:?}");
+    let upid = pve
+        .lxc_power("pve1", BACKUP_VMID, PowerAction::Start)
+        .await
+        .expect("start");
+    let done = await_task(&pve, &upid).await;
+    assert_eq!(done.exitstatus.as_deref(), Some("OK"), "{done:?}");
+    assert_eq!(dpkg_version(&container, PKG), old);
+    assert_eq!(in_guest(&container, "cat /etc/machine-id"), machine_id);
+    assert_eq!(
+        in_guest(&container, "systemctl is-active canopy-demo-web.service"),
+        "active"
+    );
+
+    // Deleting the archive removes its image.
+    let upid = pve
+        .volume_delete("pve1", "local", &volid)
+        .await
+        .expect("delete");
+    let done = await_task(&pve, &upid).await;
+    assert_eq!(done.exitstatus.as_deref(), Some("OK"), "{done:?}");
+    assert!(!docker_output(&["image", "inspect", &image])
+        .status
+        .success());
     sim.shutdown().await;
 }

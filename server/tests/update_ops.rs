@@ -459,7 +459,11 @@ async fn a_guest_that_cannot_snapshot_is_backed_up_and_restored(backend: Backend
     assert_eq!(lab.tasks(102, "vzdump"), 0);
     // 107: backed up, installed, broken, restored, verified.
     let rolled = item(&done, 107);
-    assert_eq!(rolled.outcome, Some(DeployOutcome::RolledBack), "{rolled:#?}");
+    assert_eq!(
+        rolled.outcome,
+        Some(DeployOutcome::RolledBack),
+        "{rolled:#?}"
+    );
     let d = rolled.update.clone().unwrap();
     let volid = d.backup.clone().expect("a backup volume");
     assert!(volid.starts_with("local:backup/vzdump-lxc-107-"), "{volid}");
@@ -469,7 +473,12 @@ async fn a_guest_that_cannot_snapshot_is_backed_up_and_restored(backend: Backend
         .iter()
         .map(|s| format!("{} {}", s.step, s.status))
         .collect();
-    for s in ["backup done", "install done", "restore done", "verify-rollback done"] {
+    for s in [
+        "backup done",
+        "install done",
+        "restore done",
+        "verify-rollback done",
+    ] {
         assert!(steps.contains(&s.to_string()), "{s} missing from {steps:?}");
     }
     assert_eq!(lab.tasks(107, "vzdump"), 1);

@@ -170,7 +170,10 @@ fn act_on(act: &Act, vmid: u32, t: &Target) -> Result<()> {
         } => {
             let image = image_of(name, act, snap);
             if !image_exists(&image) {
-                bail!("no image {image} for CT {vmid} ('{snap}' is gone)");
+                bail!(
+                    "no {} image {image} for CT {vmid} ('{snap}' is gone)",
+                    kind_of(act)
+                );
             }
             docker(&["rm", "-f", name], 60)?;
             create_container(name, &image, &t.hostname, t.flags)?;
@@ -183,7 +186,7 @@ fn act_on(act: &Act, vmid: u32, t: &Target) -> Result<()> {
         Act::DelSnapshot(snap) | Act::DelBackup(snap) => {
             let image = image_of(name, act, snap);
             if !image_exists(&image) {
-                bail!("no image {image} for CT {vmid} ('{snap}')");
+                bail!("no {} image {image} for CT {vmid} ('{snap}')", kind_of(act));
             }
             // -f untags an image a rolled-back container still runs from.
             docker(&["image", "rm", "-f", &image], 60).map(drop)
@@ -191,12 +194,17 @@ fn act_on(act: &Act, vmid: u32, t: &Target) -> Result<()> {
     }
 }
 
+fn kind_of(act: &Act) -> &'static str {
+    match act {
+        Act::Backup(_) | Act::Restore { .. } | Act::DelBackup(_) => "backup",
+        _ => "snapshot",
+    }
+}
+
 /// A snapshot's image, or a backup archive's (`canopy-lab/backup-CONTAINER:ARCHIVE`).
 fn image_of(container: &str, act: &Act, name: &str) -> String {
-    match act {
-        Act::Backup(_) | Act::Restore { .. } | Act::DelBackup(_) => {
-            format!("canopy-lab/backup-{container}:{name}")
-        }
+    match kind_of(act) {
+        "backup" => format!("canopy-lab/backup-{container}:{name}"),
         _ => snapshot_image(container, name),
     }
 }
