@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum RebootPolicy {
     Never,
-    /// When the agent finds `/run/reboot-required` after the install.
+    /// When the agent finds `/run/reboot-required` after the install, or `needrestart`
+    /// (where installed) lists services still running outdated code.
     #[default]
     IfRequired,
     Always,

@@ -157,6 +157,8 @@ fn fingerprint(op: &Operation) -> String {
 async fn plan_approve_and_update_a_node(backend: Backend) {
     let mut with_dep = standard();
     with_dep.packages.insert("tools".into(), pkg("1.0", "2.0"));
+    // 102's new ssl leaves a service on the old library (needrestart's list): a reboot.
+    with_dep.packages.get_mut("ssl").unwrap().outdates_service = Some("nginx.service".into());
     let mut reboots = standard();
     reboots.packages.insert(
         "kernel".into(),
@@ -244,9 +246,19 @@ async fn plan_approve_and_update_a_node(backend: Backend) {
         assert!(installs.contains(&"web 1.1".to_string()), "{installs:?}");
         assert!(!installs.iter().any(|i| i.starts_with("pinned")));
     }
-    // The guest whose install needed a reboot was rebooted once, through the API.
+    // The guests whose install needed a reboot were rebooted once, through the API: 103 for
+    // its reboot-required flag, 102 for a service running outdated code.
     assert_eq!(lab.tasks(103, "vzreboot"), 1);
     assert!(item(&done, 103).update.as_ref().unwrap().rebooted);
+    assert_eq!(lab.tasks(102, "vzreboot"), 1);
+    let d102 = item(&done, 102).update.clone().unwrap();
+    assert!(
+        d102.steps
+            .iter()
+            .any(|s| s.step == "reboot" && s.note.contains("outdated code: nginx.service")),
+        "{:?}",
+        d102.steps
+    );
     assert_eq!(lab.tasks(101, "vzreboot"), 0);
     // Every step is in the guest's history.
     let history = lab

@@ -187,10 +187,22 @@ impl Work<'_> {
                     &self.actor,
                 )
                 .await?;
+            // Why a reboot is needed: the reboot-required flag, or services needrestart says
+            // still run outdated code (a reboot restarts them all, one guest per node at a time).
+            let needed = if after.reboot_required {
+                Some("reboot required".to_string())
+            } else if !after.services_to_restart.is_empty() {
+                Some(format!(
+                    "services run outdated code: {}",
+                    after.services_to_restart.join(" ")
+                ))
+            } else {
+                None
+            };
             let wanted = match self.options.reboot {
                 RebootPolicy::Never => false,
                 RebootPolicy::Always => true,
-                RebootPolicy::IfRequired => after.reboot_required,
+                RebootPolicy::IfRequired => needed.is_some(),
             };
             if wanted && !self.detail.rebooted {
                 let g = self.pve().await?;
@@ -198,19 +210,19 @@ impl Work<'_> {
                 // One reboot at a time per node, until its agent is back.
                 let lock = self.up.reboot_lock(&format!("{cluster}/{}", g.node));
                 let _one = lock.lock().await;
-                self.note("reboot", "started", "").await?;
+                let why = needed.unwrap_or_else(|| "policy always".into());
+                self.note("reboot", "started", &why).await?;
                 g.reboot().await?;
                 self.detail.rebooted = true;
                 // The agent is back when it answers a health check with a new start time.
                 let back = self.agent_back(after.agent_started_at).await?;
                 self.note("reboot", "done", &summary(&back)).await?;
             } else {
-                let why = if after.reboot_required {
-                    "reboot required, policy never"
-                } else {
-                    "not required"
+                let why = match needed {
+                    Some(why) => format!("{why}, policy never"),
+                    None => "not required".into(),
                 };
-                self.note("reboot", "skipped", why).await?;
+                self.note("reboot", "skipped", &why).await?;
                 unrebooted = Some(after);
             }
         }

@@ -23,6 +23,8 @@ pub struct Pkg {
     pub needs_reboot: bool,
     /// Installing it makes this unit fail.
     pub breaks_unit: Option<String>,
+    /// Installing it leaves this service running outdated code (what needrestart lists).
+    pub outdates_service: Option<String>,
 }
 
 pub fn pkg(installed: &str, repo: &str) -> Pkg {
@@ -33,6 +35,7 @@ pub fn pkg(installed: &str, repo: &str) -> Pkg {
         held: false,
         needs_reboot: false,
         breaks_unit: None,
+        outdates_service: None,
     }
 }
 
@@ -42,6 +45,7 @@ pub struct GuestState {
     pub packages: BTreeMap<String, Pkg>,
     pub failed_units: Vec<String>,
     pub reboot_required: bool,
+    pub services_to_restart: Vec<String>,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// "NAME VERSION" per package installed, in order (a postinst's log).
     pub installs: Vec<String>,
@@ -146,10 +150,12 @@ fn observe_pve(
                 }
                 st.failed_units.clear();
                 st.reboot_required = false;
+                st.services_to_restart.clear();
                 st.started_at = Some(chrono::Utc::now());
             }
             "vzreboot" => {
                 st.reboot_required = false;
+                st.services_to_restart.clear();
                 st.started_at = Some(chrono::Utc::now());
             }
             _ => {}
@@ -217,6 +223,7 @@ fn run_command(st: &Arc<Mutex<GuestState>>, spec: &CommandSpec) -> CommandResult
             health: Some(HealthReport {
                 failed_units: st.failed_units.clone(),
                 reboot_required: st.reboot_required,
+                services_to_restart: st.services_to_restart.clone(),
                 systemd: true,
                 agent_started_at: st.started_at,
                 ..Default::default()
@@ -272,7 +279,9 @@ fn run_command(st: &Arc<Mutex<GuestState>>, spec: &CommandSpec) -> CommandResult
                     .or_insert_with(|| pkg(&p.to_version, &p.to_version));
                 entry.installed = p.to_version.clone();
                 let (reboot, breaks) = (entry.needs_reboot, entry.breaks_unit.clone());
+                let outdated = entry.outdates_service.clone();
                 st.reboot_required |= reboot;
+                st.services_to_restart.extend(outdated);
                 if let Some(u) = breaks {
                     st.failed_units.push(u);
                 }
