@@ -45,6 +45,10 @@ fn estate() -> String {
             s.push_str("storage = \"local\"\n");
         }
     }
+    s.push_str(
+        "[[clusters.guests]]\nvmid = 200\ntype = \"qemu\"\nnode = \"pve1\"\nname = \"vm200\"\n\
+         status = \"running\"\n",
+    );
     s
 }
 
@@ -515,6 +519,23 @@ async fn a_guest_that_cannot_snapshot_is_backed_up_and_restored(backend: Backend
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(400), "{err}");
+
+    // A VM is skipped with the reason (its snapshot and reboot calls are not LXC's).
+    let vms = lab
+        .app
+        .admin
+        .start_update(&UpdateRequest {
+            selector: "cluster/lab/node/pve1/vm/*".into(),
+            options: UpdateOptions::default(),
+        })
+        .await
+        .unwrap();
+    assert!(vms.items.is_empty(), "{vms:#?}");
+    assert!(
+        vms.skipped[0].reason.contains("a VM") && vms.skipped[0].id.ends_with("/vm/200"),
+        "{:?}",
+        vms.skipped
+    );
 }
 
 on_both_backends!(
