@@ -169,6 +169,92 @@ pub mod types {
             Self { data: Default::default() }
         }
     }
+    ///`GuestFeatureFeature`
+    ///
+    /// <details><summary>JSON schema</summary>
+    ///
+    /// ```json
+    ///{
+    ///  "type": "string",
+    ///  "enum": [
+    ///    "snapshot",
+    ///    "clone",
+    ///    "copy"
+    ///  ]
+    ///}
+    /// ```
+    /// </details>
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum GuestFeatureFeature {
+        #[serde(rename = "snapshot")]
+        Snapshot,
+        #[serde(rename = "clone")]
+        Clone,
+        #[serde(rename = "copy")]
+        Copy,
+    }
+    impl ::std::convert::From<&Self> for GuestFeatureFeature {
+        fn from(value: &GuestFeatureFeature) -> Self {
+            value.clone()
+        }
+    }
+    impl ::std::fmt::Display for GuestFeatureFeature {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Snapshot => f.write_str("snapshot"),
+                Self::Clone => f.write_str("clone"),
+                Self::Copy => f.write_str("copy"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for GuestFeatureFeature {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "snapshot" => Ok(Self::Snapshot),
+                "clone" => Ok(Self::Clone),
+                "copy" => Ok(Self::Copy),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for GuestFeatureFeature {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<&::std::string::String> for GuestFeatureFeature {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for GuestFeatureFeature {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
     ///`GuestListResponse`
     ///
     /// <details><summary>JSON schema</summary>
@@ -232,6 +318,88 @@ pub mod types {
             Self { data: Default::default() }
         }
     }
+    ///the path segment of a guest family (containers, virtual machines)
+    ///
+    /// <details><summary>JSON schema</summary>
+    ///
+    /// ```json
+    ///{
+    ///  "description": "the path segment of a guest family (containers, virtual machines)",
+    ///  "type": "string",
+    ///  "enum": [
+    ///    "lxc",
+    ///    "qemu"
+    ///  ]
+    ///}
+    /// ```
+    /// </details>
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum GuestType {
+        #[serde(rename = "lxc")]
+        Lxc,
+        #[serde(rename = "qemu")]
+        Qemu,
+    }
+    impl ::std::convert::From<&Self> for GuestType {
+        fn from(value: &GuestType) -> Self {
+            value.clone()
+        }
+    }
+    impl ::std::fmt::Display for GuestType {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Lxc => f.write_str("lxc"),
+                Self::Qemu => f.write_str("qemu"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for GuestType {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "lxc" => Ok(Self::Lxc),
+                "qemu" => Ok(Self::Qemu),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for GuestType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<&::std::string::String> for GuestType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for GuestType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
     ///`LxcConfigResponse`
     ///
     /// <details><summary>JSON schema</summary>
@@ -260,92 +428,6 @@ pub mod types {
     impl ::std::default::Default for LxcConfigResponse {
         fn default() -> Self {
             Self { data: Default::default() }
-        }
-    }
-    ///`LxcFeatureFeature`
-    ///
-    /// <details><summary>JSON schema</summary>
-    ///
-    /// ```json
-    ///{
-    ///  "type": "string",
-    ///  "enum": [
-    ///    "snapshot",
-    ///    "clone",
-    ///    "copy"
-    ///  ]
-    ///}
-    /// ```
-    /// </details>
-    #[derive(
-        ::serde::Deserialize,
-        ::serde::Serialize,
-        Clone,
-        Copy,
-        Debug,
-        Eq,
-        Hash,
-        Ord,
-        PartialEq,
-        PartialOrd
-    )]
-    pub enum LxcFeatureFeature {
-        #[serde(rename = "snapshot")]
-        Snapshot,
-        #[serde(rename = "clone")]
-        Clone,
-        #[serde(rename = "copy")]
-        Copy,
-    }
-    impl ::std::convert::From<&Self> for LxcFeatureFeature {
-        fn from(value: &LxcFeatureFeature) -> Self {
-            value.clone()
-        }
-    }
-    impl ::std::fmt::Display for LxcFeatureFeature {
-        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-            match *self {
-                Self::Snapshot => f.write_str("snapshot"),
-                Self::Clone => f.write_str("clone"),
-                Self::Copy => f.write_str("copy"),
-            }
-        }
-    }
-    impl ::std::str::FromStr for LxcFeatureFeature {
-        type Err = self::error::ConversionError;
-        fn from_str(
-            value: &str,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            match value {
-                "snapshot" => Ok(Self::Snapshot),
-                "clone" => Ok(Self::Clone),
-                "copy" => Ok(Self::Copy),
-                _ => Err("invalid value".into()),
-            }
-        }
-    }
-    impl ::std::convert::TryFrom<&str> for LxcFeatureFeature {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: &str,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-    impl ::std::convert::TryFrom<&::std::string::String> for LxcFeatureFeature {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: &::std::string::String,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-    impl ::std::convert::TryFrom<::std::string::String> for LxcFeatureFeature {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: ::std::string::String,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
         }
     }
     ///`LxcRestoreParams`
@@ -473,6 +555,63 @@ pub mod types {
     impl ::std::default::Default for NodesResponse {
         fn default() -> Self {
             Self { data: Default::default() }
+        }
+    }
+    ///`QemuRestoreParams`
+    ///
+    /// <details><summary>JSON schema</summary>
+    ///
+    /// ```json
+    ///{
+    ///  "type": "object",
+    ///  "required": [
+    ///    "archive",
+    ///    "vmid"
+    ///  ],
+    ///  "properties": {
+    ///    "archive": {
+    ///      "description": "the backup volume id",
+    ///      "type": "string"
+    ///    },
+    ///    "force": {
+    ///      "description": "0/1",
+    ///      "type": "integer"
+    ///    },
+    ///    "start": {
+    ///      "description": "0/1",
+    ///      "type": "integer"
+    ///    },
+    ///    "storage": {
+    ///      "description": "where the disks go",
+    ///      "type": "string"
+    ///    },
+    ///    "vmid": {
+    ///      "type": "integer",
+    ///      "format": "uint32",
+    ///      "minimum": 100.0
+    ///    }
+    ///  }
+    ///}
+    /// ```
+    /// </details>
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct QemuRestoreParams {
+        ///the backup volume id
+        pub archive: ::std::string::String,
+        ///0/1
+        #[serde(default, skip_serializing_if = "::std::option::Option::is_none")]
+        pub force: ::std::option::Option<i64>,
+        ///0/1
+        #[serde(default, skip_serializing_if = "::std::option::Option::is_none")]
+        pub start: ::std::option::Option<i64>,
+        ///where the disks go
+        #[serde(default, skip_serializing_if = "::std::option::Option::is_none")]
+        pub storage: ::std::option::Option<::std::string::String>,
+        pub vmid: u32,
+    }
+    impl ::std::convert::From<&QemuRestoreParams> for QemuRestoreParams {
+        fn from(value: &QemuRestoreParams) -> Self {
+            value.clone()
         }
     }
     ///`ResourceTypeFilter`
@@ -1406,6 +1545,48 @@ Sends a `GET` request to `/nodes/{node}/qemu`
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
+    /**Create a virtual machine; with `archive` a backup volume, restore one (with `force=1` over an existing, stopped VM of that vmid). Returns the task UPID. Privileges - VM.Allocate on /vms/{vmid} (VM.Backup too when it exists) and Datastore.AllocateSpace on the target storage.
+
+Sends a `POST` request to `/nodes/{node}/qemu`
+
+*/
+    pub async fn qemu_restore<'a>(
+        &'a self,
+        node: &'a str,
+        body: &'a types::QemuRestoreParams,
+    ) -> Result<ResponseValue<types::TaskResponse>, Error<()>> {
+        let url = format!(
+            "{}/nodes/{}/qemu", self.baseurl, encode_path(& node.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .form_urlencoded(&body)?
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "qemu_restore",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
     /**Container configuration (hostname, ostype, netN, tags, template). Privileges - VM.Audit on /vms/{vmid}.
 
 Sends a `GET` request to `/nodes/{node}/lxc/{vmid}/config`
@@ -1490,19 +1671,21 @@ Sends a `GET` request to `/nodes/{node}/lxc/{vmid}/status/current`
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
-    /**Start the container; returns the task UPID. Privileges - VM.PowerMgmt on /vms/{vmid}.
+    /**Start the guest; returns the task UPID. Privileges - VM.PowerMgmt on /vms/{vmid}.
 
-Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/status/start`
+Sends a `POST` request to `/nodes/{node}/{kind}/{vmid}/status/start`
 
 */
-    pub async fn lxc_start<'a>(
+    pub async fn guest_start<'a>(
         &'a self,
         node: &'a str,
+        kind: types::GuestType,
         vmid: u32,
     ) -> Result<ResponseValue<types::TaskResponse>, Error<()>> {
         let url = format!(
-            "{}/nodes/{}/lxc/{}/status/start", self.baseurl, encode_path(& node
-            .to_string()), encode_path(& vmid.to_string()),
+            "{}/nodes/{}/{}/{}/status/start", self.baseurl, encode_path(& node
+            .to_string()), encode_path(& kind.to_string()), encode_path(& vmid
+            .to_string()),
         );
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
         header_map
@@ -1521,7 +1704,7 @@ Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/status/start`
             .headers(header_map)
             .build()?;
         let info = OperationInfo {
-            operation_id: "lxc_start",
+            operation_id: "guest_start",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;
@@ -1534,18 +1717,20 @@ Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/status/start`
     }
     /**Clean shutdown; returns the task UPID. Privileges - VM.PowerMgmt on /vms/{vmid}.
 
-Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/status/shutdown`
+Sends a `POST` request to `/nodes/{node}/{kind}/{vmid}/status/shutdown`
 
 */
-    pub async fn lxc_shutdown<'a>(
+    pub async fn guest_shutdown<'a>(
         &'a self,
         node: &'a str,
+        kind: types::GuestType,
         vmid: u32,
         body: &'a types::ShutdownParams,
     ) -> Result<ResponseValue<types::TaskResponse>, Error<()>> {
         let url = format!(
-            "{}/nodes/{}/lxc/{}/status/shutdown", self.baseurl, encode_path(& node
-            .to_string()), encode_path(& vmid.to_string()),
+            "{}/nodes/{}/{}/{}/status/shutdown", self.baseurl, encode_path(& node
+            .to_string()), encode_path(& kind.to_string()), encode_path(& vmid
+            .to_string()),
         );
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
         header_map
@@ -1565,7 +1750,7 @@ Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/status/shutdown`
             .headers(header_map)
             .build()?;
         let info = OperationInfo {
-            operation_id: "lxc_shutdown",
+            operation_id: "guest_shutdown",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;
@@ -1578,17 +1763,19 @@ Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/status/shutdown`
     }
     /**Reboot; returns the task UPID. Privileges - VM.PowerMgmt on /vms/{vmid}.
 
-Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/status/reboot`
+Sends a `POST` request to `/nodes/{node}/{kind}/{vmid}/status/reboot`
 
 */
-    pub async fn lxc_reboot<'a>(
+    pub async fn guest_reboot<'a>(
         &'a self,
         node: &'a str,
+        kind: types::GuestType,
         vmid: u32,
     ) -> Result<ResponseValue<types::TaskResponse>, Error<()>> {
         let url = format!(
-            "{}/nodes/{}/lxc/{}/status/reboot", self.baseurl, encode_path(& node
-            .to_string()), encode_path(& vmid.to_string()),
+            "{}/nodes/{}/{}/{}/status/reboot", self.baseurl, encode_path(& node
+            .to_string()), encode_path(& kind.to_string()), encode_path(& vmid
+            .to_string()),
         );
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
         header_map
@@ -1607,7 +1794,7 @@ Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/status/reboot`
             .headers(header_map)
             .build()?;
         let info = OperationInfo {
-            operation_id: "lxc_reboot",
+            operation_id: "guest_reboot",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;
@@ -1618,20 +1805,21 @@ Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/status/reboot`
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
-    /**Whether the container's storage allows a feature now (`snapshot`, `clone`, `copy`); a directory-backed rootfs cannot snapshot. Privileges - VM.Audit on /vms/{vmid}.
+    /**Whether the guest's storage allows a feature now (`snapshot`, `clone`, `copy`); a directory-backed rootfs cannot snapshot. Privileges - VM.Audit on /vms/{vmid}.
 
-Sends a `GET` request to `/nodes/{node}/lxc/{vmid}/feature`
+Sends a `GET` request to `/nodes/{node}/{kind}/{vmid}/feature`
 
 */
-    pub async fn lxc_feature<'a>(
+    pub async fn guest_feature<'a>(
         &'a self,
         node: &'a str,
+        kind: types::GuestType,
         vmid: u32,
-        feature: types::LxcFeatureFeature,
+        feature: types::GuestFeatureFeature,
     ) -> Result<ResponseValue<types::FeatureResponse>, Error<()>> {
         let url = format!(
-            "{}/nodes/{}/lxc/{}/feature", self.baseurl, encode_path(& node.to_string()),
-            encode_path(& vmid.to_string()),
+            "{}/nodes/{}/{}/{}/feature", self.baseurl, encode_path(& node.to_string()),
+            encode_path(& kind.to_string()), encode_path(& vmid.to_string()),
         );
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
         header_map
@@ -1651,7 +1839,7 @@ Sends a `GET` request to `/nodes/{node}/lxc/{vmid}/feature`
             .headers(header_map)
             .build()?;
         let info = OperationInfo {
-            operation_id: "lxc_feature",
+            operation_id: "guest_feature",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;
@@ -1664,17 +1852,18 @@ Sends a `GET` request to `/nodes/{node}/lxc/{vmid}/feature`
     }
     /**Snapshots, including the `current` pseudo-entry. Privileges - VM.Audit on /vms/{vmid}.
 
-Sends a `GET` request to `/nodes/{node}/lxc/{vmid}/snapshot`
+Sends a `GET` request to `/nodes/{node}/{kind}/{vmid}/snapshot`
 
 */
-    pub async fn lxc_snapshots<'a>(
+    pub async fn guest_snapshots<'a>(
         &'a self,
         node: &'a str,
+        kind: types::GuestType,
         vmid: u32,
     ) -> Result<ResponseValue<types::SnapshotListResponse>, Error<()>> {
         let url = format!(
-            "{}/nodes/{}/lxc/{}/snapshot", self.baseurl, encode_path(& node.to_string()),
-            encode_path(& vmid.to_string()),
+            "{}/nodes/{}/{}/{}/snapshot", self.baseurl, encode_path(& node.to_string()),
+            encode_path(& kind.to_string()), encode_path(& vmid.to_string()),
         );
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
         header_map
@@ -1693,7 +1882,7 @@ Sends a `GET` request to `/nodes/{node}/lxc/{vmid}/snapshot`
             .headers(header_map)
             .build()?;
         let info = OperationInfo {
-            operation_id: "lxc_snapshots",
+            operation_id: "guest_snapshots",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;
@@ -1706,18 +1895,19 @@ Sends a `GET` request to `/nodes/{node}/lxc/{vmid}/snapshot`
     }
     /**Take a snapshot; returns the task UPID. Privileges - VM.Snapshot on /vms/{vmid}.
 
-Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/snapshot`
+Sends a `POST` request to `/nodes/{node}/{kind}/{vmid}/snapshot`
 
 */
-    pub async fn lxc_snapshot_create<'a>(
+    pub async fn guest_snapshot_create<'a>(
         &'a self,
         node: &'a str,
+        kind: types::GuestType,
         vmid: u32,
         body: &'a types::SnapshotParams,
     ) -> Result<ResponseValue<types::TaskResponse>, Error<()>> {
         let url = format!(
-            "{}/nodes/{}/lxc/{}/snapshot", self.baseurl, encode_path(& node.to_string()),
-            encode_path(& vmid.to_string()),
+            "{}/nodes/{}/{}/{}/snapshot", self.baseurl, encode_path(& node.to_string()),
+            encode_path(& kind.to_string()), encode_path(& vmid.to_string()),
         );
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
         header_map
@@ -1737,7 +1927,7 @@ Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/snapshot`
             .headers(header_map)
             .build()?;
         let info = OperationInfo {
-            operation_id: "lxc_snapshot_create",
+            operation_id: "guest_snapshot_create",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;
@@ -1750,19 +1940,20 @@ Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/snapshot`
     }
     /**Delete a snapshot; returns the task UPID. Privileges - VM.Snapshot on /vms/{vmid}.
 
-Sends a `DELETE` request to `/nodes/{node}/lxc/{vmid}/snapshot/{snapname}`
+Sends a `DELETE` request to `/nodes/{node}/{kind}/{vmid}/snapshot/{snapname}`
 
 */
-    pub async fn lxc_snapshot_delete<'a>(
+    pub async fn guest_snapshot_delete<'a>(
         &'a self,
         node: &'a str,
+        kind: types::GuestType,
         vmid: u32,
         snapname: &'a str,
     ) -> Result<ResponseValue<types::TaskResponse>, Error<()>> {
         let url = format!(
-            "{}/nodes/{}/lxc/{}/snapshot/{}", self.baseurl, encode_path(& node
-            .to_string()), encode_path(& vmid.to_string()), encode_path(& snapname
-            .to_string()),
+            "{}/nodes/{}/{}/{}/snapshot/{}", self.baseurl, encode_path(& node
+            .to_string()), encode_path(& kind.to_string()), encode_path(& vmid
+            .to_string()), encode_path(& snapname.to_string()),
         );
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
         header_map
@@ -1781,7 +1972,7 @@ Sends a `DELETE` request to `/nodes/{node}/lxc/{vmid}/snapshot/{snapname}`
             .headers(header_map)
             .build()?;
         let info = OperationInfo {
-            operation_id: "lxc_snapshot_delete",
+            operation_id: "guest_snapshot_delete",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;
@@ -1794,19 +1985,20 @@ Sends a `DELETE` request to `/nodes/{node}/lxc/{vmid}/snapshot/{snapname}`
     }
     /**Roll back to a snapshot; returns the task UPID. Privileges - VM.Snapshot and VM.Snapshot.Rollback on /vms/{vmid}.
 
-Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback`
+Sends a `POST` request to `/nodes/{node}/{kind}/{vmid}/snapshot/{snapname}/rollback`
 
 */
-    pub async fn lxc_snapshot_rollback<'a>(
+    pub async fn guest_snapshot_rollback<'a>(
         &'a self,
         node: &'a str,
+        kind: types::GuestType,
         vmid: u32,
         snapname: &'a str,
     ) -> Result<ResponseValue<types::TaskResponse>, Error<()>> {
         let url = format!(
-            "{}/nodes/{}/lxc/{}/snapshot/{}/rollback", self.baseurl, encode_path(& node
-            .to_string()), encode_path(& vmid.to_string()), encode_path(& snapname
-            .to_string()),
+            "{}/nodes/{}/{}/{}/snapshot/{}/rollback", self.baseurl, encode_path(& node
+            .to_string()), encode_path(& kind.to_string()), encode_path(& vmid
+            .to_string()), encode_path(& snapname.to_string()),
         );
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
         header_map
@@ -1825,7 +2017,7 @@ Sends a `POST` request to `/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback
             .headers(header_map)
             .build()?;
         let info = OperationInfo {
-            operation_id: "lxc_snapshot_rollback",
+            operation_id: "guest_snapshot_rollback",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;

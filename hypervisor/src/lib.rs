@@ -80,19 +80,44 @@ pub trait Hypervisor: Send + Sync {
     async fn node_apt_updates(&self, node: &str) -> Result<Vec<AptUpdate>, Error>;
     async fn guests(&self, node: &str, kind: GuestKind) -> Result<Vec<GuestListEntry>, Error>;
     async fn lxc_config(&self, node: &str, vmid: u32) -> Result<LxcConfig, Error>;
-    async fn lxc_power(&self, node: &str, vmid: u32, action: PowerAction) -> Result<Upid, Error>;
-    async fn snapshots(&self, node: &str, vmid: u32) -> Result<Vec<Snapshot>, Error>;
-    /// Whether the container's storage allows a snapshot now (`…/feature?feature=snapshot`).
-    async fn can_snapshot(&self, node: &str, vmid: u32) -> Result<bool, Error>;
+    /// Start, shut down or reboot a container or VM.
+    async fn power(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        action: PowerAction,
+    ) -> Result<Upid, Error>;
+    async fn snapshots(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> Result<Vec<Snapshot>, Error>;
+    /// Whether the guest's storage allows a snapshot now (`…/feature?feature=snapshot`).
+    async fn can_snapshot(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<bool, Error>;
     async fn snapshot_create(
         &self,
         node: &str,
+        kind: GuestKind,
         vmid: u32,
         name: &str,
         description: &str,
     ) -> Result<Upid, Error>;
-    async fn snapshot_rollback(&self, node: &str, vmid: u32, name: &str) -> Result<Upid, Error>;
-    async fn snapshot_delete(&self, node: &str, vmid: u32, name: &str) -> Result<Upid, Error>;
+    async fn snapshot_rollback(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        name: &str,
+    ) -> Result<Upid, Error>;
+    async fn snapshot_delete(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        name: &str,
+    ) -> Result<Upid, Error>;
     /// Backs one guest up; `notes` is the backup's notes template (`{{guestname}}` expands).
     async fn vzdump(
         &self,
@@ -110,14 +135,16 @@ pub trait Hypervisor: Send + Sync {
         vmid: u32,
     ) -> Result<Vec<StorageVolume>, Error>;
     async fn volume_delete(&self, node: &str, storage: &str, volid: &str) -> Result<Upid, Error>;
-    /// Restores container `vmid` from backup `volid` over the existing (stopped) one, its root
-    /// disk on `storage`.
-    async fn lxc_restore(
+    /// Restores guest `vmid` from backup `volid` over the existing (stopped) one, its disks
+    /// on `storage` (`None`: where the backup says they were; VMs only, a container's root
+    /// disk would go to `local`).
+    async fn restore(
         &self,
         node: &str,
+        kind: GuestKind,
         vmid: u32,
         volid: &str,
-        storage: &str,
+        storage: Option<&str>,
     ) -> Result<Upid, Error>;
     async fn task_status(&self, upid: &Upid) -> Result<TaskStatus, Error>;
     async fn task_log(&self, upid: &Upid) -> Result<Vec<String>, Error>;

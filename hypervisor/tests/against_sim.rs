@@ -191,7 +191,7 @@ async fn missing_privilege_is_named_from_the_reason_phrase() {
     assert!(!pve.resources().await.unwrap().is_empty());
     // … taking a snapshot is not.
     let err = pve
-        .snapshot_create("pve1", 101, "canopy-test", "")
+        .snapshot_create("pve1", GuestKind::Lxc, 101, "canopy-test", "")
         .await
         .unwrap_err();
     match &err {
@@ -216,7 +216,7 @@ async fn snapshot_task_progresses_and_takes_effect() {
     let sim = sim().await;
     let pve = pinned(&sim);
     let upid = pve
-        .snapshot_create("pve1", 101, "before-update", "canopy")
+        .snapshot_create("pve1", GuestKind::Lxc, 101, "before-update", "canopy")
         .await
         .unwrap();
     assert_eq!(upid.node(), Some("pve1"));
@@ -230,7 +230,7 @@ async fn snapshot_task_progresses_and_takes_effect() {
         assert!(Instant::now() < deadline, "task never finished");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let snaps = pve.snapshots("pve1", 101).await.unwrap();
+    let snaps = pve.snapshots("pve1", GuestKind::Lxc, 101).await.unwrap();
     assert!(snaps.iter().any(|s| s.name == "before-update"), "{snaps:?}");
     assert!(snaps.iter().any(|s| s.is_current()));
     let log = pve.task_log(&upid).await;
@@ -341,23 +341,23 @@ async fn backup_is_listed_restored_over_the_container_and_deleted() {
 
     // Restoring over a running container is refused by the task, as PVE does.
     let upid = pve
-        .lxc_restore("pve1", 101, &b.volid, "local-lvm")
+        .restore("pve1", GuestKind::Lxc, 101, &b.volid, Some("local-lvm"))
         .await
         .unwrap();
     let err = wait_task(&pve, &upid).await.unwrap_err();
     assert!(err.contains("running"), "{err}");
     let upid = pve
-        .lxc_power("pve1", 101, PowerAction::Shutdown)
+        .power("pve1", GuestKind::Lxc, 101, PowerAction::Shutdown)
         .await
         .unwrap();
     wait_task(&pve, &upid).await.unwrap();
     let upid = pve
-        .lxc_restore("pve1", 101, &b.volid, "local-lvm")
+        .restore("pve1", GuestKind::Lxc, 101, &b.volid, Some("local-lvm"))
         .await
         .unwrap();
     wait_task(&pve, &upid).await.unwrap();
     let upid = pve
-        .lxc_power("pve1", 101, PowerAction::Start)
+        .power("pve1", GuestKind::Lxc, 101, PowerAction::Start)
         .await
         .unwrap();
     wait_task(&pve, &upid).await.unwrap();

@@ -17,6 +17,7 @@ mod common;
 
 use canopy_api_types::bulk::{RebootPolicy, SnapshotPolicy, UpdateOptions, UpdateRequest};
 use canopy_api_types::deploy::{DeployAction, DeployRequest, ItemState, Operation, OperationState};
+use canopy_hypervisor::GuestKind;
 use canopy_hypervisor::{Hypervisor, PowerAction};
 use canopy_server::state::AppState;
 use canopy_store::Actor;
@@ -149,9 +150,14 @@ async fn roll_back(state: &AppState, op: &Operation, vmid: u32) {
             }
         }
     };
-    wait(pve.snapshot_rollback("pve1", vmid, &snap).await.unwrap()).await;
     wait(
-        pve.lxc_power("pve1", vmid, PowerAction::Start)
+        pve.snapshot_rollback("pve1", GuestKind::Lxc, vmid, &snap)
+            .await
+            .unwrap(),
+    )
+    .await;
+    wait(
+        pve.power("pve1", GuestKind::Lxc, vmid, PowerAction::Start)
             .await
             .unwrap(),
     )

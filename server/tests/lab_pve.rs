@@ -10,7 +10,9 @@
 mod common;
 
 use canopy_hypervisor::types::{TaskStatus, Upid};
-use canopy_hypervisor::{ApiToken, Connection, Hypervisor, PowerAction, PveClient, Trust};
+use canopy_hypervisor::{
+    ApiToken, Connection, GuestKind, Hypervisor, PowerAction, PveClient, Trust,
+};
 use canopy_pve_sim::{RunningCluster, SimFile};
 use common::lab::*;
 use common::*;
@@ -54,7 +56,7 @@ async fn await_task(pve: &PveClient, upid: &Upid) -> TaskStatus {
 }
 
 async fn guest_status(pve: &PveClient) -> String {
-    pve.guests("pve1", canopy_hypervisor::GuestKind::Lxc)
+    pve.guests("pve1", GuestKind::Lxc)
         .await
         .expect("lxc list")
         .into_iter()
@@ -123,7 +125,7 @@ async fn snapshot_rollback_and_reboot_through_the_api_act_on_the_lab_guest() {
 
     // Snapshot, then the repository's new version installed behind PVE's back.
     let upid = pve
-        .snapshot_create("pve1", VMID, &snap, "lab test")
+        .snapshot_create("pve1", GuestKind::Lxc, VMID, &snap, "lab test")
         .await
         .expect("snapshot");
     let done = await_task(&pve, &upid).await;
@@ -136,7 +138,7 @@ async fn snapshot_rollback_and_reboot_through_the_api_act_on_the_lab_guest() {
 
     // Rollback: the container is recreated from the snapshot, stopped (as PVE leaves a CT).
     let upid = pve
-        .snapshot_rollback("pve1", VMID, &snap)
+        .snapshot_rollback("pve1", GuestKind::Lxc, VMID, &snap)
         .await
         .expect("rollback");
     let done = await_task(&pve, &upid).await;
@@ -146,7 +148,7 @@ async fn snapshot_rollback_and_reboot_through_the_api_act_on_the_lab_guest() {
 
     // Start: the old version is back, same host identity, the service runs again.
     let upid = pve
-        .lxc_power("pve1", VMID, PowerAction::Start)
+        .power("pve1", GuestKind::Lxc, VMID, PowerAction::Start)
         .await
         .expect("start");
     let done = await_task(&pve, &upid).await;
@@ -163,7 +165,7 @@ async fn snapshot_rollback_and_reboot_through_the_api_act_on_the_lab_guest() {
     let started = inspect(&container, "{{.State.StartedAt}}");
     in_guest(&container, "touch /run/canopy-lab-before-reboot");
     let upid = pve
-        .lxc_power("pve1", VMID, PowerAction::Reboot)
+        .power("pve1", GuestKind::Lxc, VMID, PowerAction::Reboot)
         .await
         .expect("reboot");
     let done = await_task(&pve, &upid).await;
@@ -186,7 +188,7 @@ async fn snapshot_rollback_and_reboot_through_the_api_act_on_the_lab_guest() {
     // A hook failure is the task's error: the snapshot's image is gone, nothing changes.
     docker(&["image", "rm", "-f", &snapshot_image]);
     let upid = pve
-        .snapshot_rollback("pve1", VMID, &snap)
+        .snapshot_rollback("pve1", GuestKind::Lxc, VMID, &snap)
         .await
         .expect("rollback");
     let done = await_task(&pve, &upid).await;
@@ -272,19 +274,25 @@ async fn backup_and_restore_through_the_api_act_on_the_lab_guest() {
 
     // Restore over the stopped guest: recreated from the archive's image, then started.
     let upid = pve
-        .lxc_power("pve1", BACKUP_VMID, PowerAction::Shutdown)
+        .power("pve1", GuestKind::Lxc, BACKUP_VMID, PowerAction::Shutdown)
         .await
         .expect("shutdown");
     let done = await_task(&pve, &upid).await;
     assert_eq!(done.exitstatus.as_deref(), Some("OK"), "{done:?}");
     let upid = pve
-        .lxc_restore("pve1", BACKUP_VMID, &volid, "local-lvm")
+        .restore(
+            "pve1",
+            GuestKind::Lxc,
+            BACKUP_VMID,
+            &volid,
+            Some("local-lvm"),
+        )
         .await
         .expect("restore");
     let done = await_task(&pve, &upid).await;
     assert_eq!(done.exitstatus.as_deref(), Some("OK"), "{done:?}");
     let upid = pve
-        .lxc_power("pve1", BACKUP_VMID, PowerAction::Start)
+        .power("pve1", GuestKind::Lxc, BACKUP_VMID, PowerAction::Start)
         .await
         .expect("start");
     let done = await_task(&pve, &upid).await;

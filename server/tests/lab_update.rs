@@ -16,6 +16,7 @@ mod common;
 
 use canopy_api_types::bulk::{Canary, RebootPolicy, SnapshotPolicy, UpdateOptions, UpdateRequest};
 use canopy_api_types::deploy::{DeployAction, DeployRequest, ItemState, OperationState};
+use canopy_hypervisor::GuestKind;
 use common::lab::*;
 use common::update_lab::*;
 use common::*;
@@ -174,7 +175,12 @@ async fn update_all_lxcs_on_node_pve1() {
     .unwrap();
     use canopy_hypervisor::Hypervisor;
     let upid = pve
-        .lxc_power("pve1", 105, canopy_hypervisor::PowerAction::Shutdown)
+        .power(
+            "pve1",
+            GuestKind::Lxc,
+            105,
+            canopy_hypervisor::PowerAction::Shutdown,
+        )
         .await
         .unwrap();
     eventually(Duration::from_secs(120), || async {
@@ -236,7 +242,12 @@ async fn update_all_lxcs_on_node_pve1() {
         "the stopped guest was never started"
     );
     let upid = pve
-        .lxc_power("pve1", 105, canopy_hypervisor::PowerAction::Start)
+        .power(
+            "pve1",
+            GuestKind::Lxc,
+            105,
+            canopy_hypervisor::PowerAction::Start,
+        )
         .await
         .unwrap();
     eventually(Duration::from_secs(120), || async {

@@ -11,7 +11,7 @@ mod common;
 
 use canopy_api_types::bulk::{Canary, RebootPolicy, SnapshotPolicy, UpdateOptions, UpdateRequest};
 use canopy_api_types::deploy::{
-    DeployOutcome, ItemState, Operation, OperationItem, OperationState,
+    DeployOutcome, ItemState, Operation, OperationItem, OperationState, Route,
 };
 use common::scripted::*;
 use common::*;
@@ -45,8 +45,9 @@ fn estate() -> String {
             s.push_str("storage = \"local\"\n");
         }
     }
+    // A VM (named like the others: the scripted agents enrol as `ct{vmid}`).
     s.push_str(
-        "[[clusters.guests]]\nvmid = 200\ntype = \"qemu\"\nnode = \"pve1\"\nname = \"vm200\"\n\
+        "[[clusters.guests]]\nvmid = 200\ntype = \"qemu\"\nnode = \"pve1\"\nname = \"ct200\"\n\
          status = \"running\"\n",
     );
     s
@@ -519,9 +520,24 @@ async fn a_guest_that_cannot_snapshot_is_backed_up_and_restored(backend: Backend
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(400), "{err}");
+}
 
-    // A VM is skipped with the reason (its snapshot and reboot calls are not LXC's).
-    let vms = lab
+/// A VM goes through the same steps on PVE's qemu calls: snapshot, reboot (its kernel), the
+/// health gate failing (a broken unit), rollback, verified.
+async fn a_vm_is_snapshot_rebooted_and_rolled_back_through_the_qemu_calls(backend: Backend) {
+    let mut vm = standard();
+    vm.packages.get_mut("web").unwrap().breaks_unit = Some("web.service".into());
+    vm.packages.insert(
+        "kernel".into(),
+        Pkg {
+            needs_reboot: true,
+            ..pkg("6.1", "6.2")
+        },
+    );
+    let Some(lab) = lab(backend, vec![(200, vm)]).await else {
+        return;
+    };
+    let op = lab
         .app
         .admin
         .start_update(&UpdateRequest {
@@ -530,16 +546,38 @@ async fn a_guest_that_cannot_snapshot_is_backed_up_and_restored(backend: Backend
         })
         .await
         .unwrap();
-    assert!(vms.items.is_empty(), "{vms:#?}");
-    assert!(
-        vms.skipped[0].reason.contains("a VM") && vms.skipped[0].id.ends_with("/vm/200"),
-        "{:?}",
-        vms.skipped
-    );
+    let op = lab
+        .until(op.id, |o| o.state != OperationState::Planning)
+        .await;
+    assert_eq!(op.state, OperationState::AwaitingApproval, "{op:#?}");
+    assert_eq!(item(&op, 200).route, Route::Ssh);
+    lab.app
+        .admin
+        .approve_operation(op.id, &fingerprint(&op))
+        .await
+        .unwrap();
+    let done = lab.until(op.id, |o| o.state.is_terminal()).await;
+    assert_eq!(done.state, OperationState::Failed, "{done:#?}");
+    let i = item(&done, 200);
+    assert_eq!(i.outcome, Some(DeployOutcome::RolledBack), "{i:#?}");
+    assert!(i.update.as_ref().unwrap().rebooted);
+    for (kind, n) in [
+        ("qmsnapshot", 1),
+        ("qmreboot", 1),
+        ("qmrollback", 1),
+        ("vzsnapshot", 0),
+    ] {
+        assert_eq!(lab.tasks(200, kind), n, "{kind}");
+    }
+    let st = lab.guests[&200].state.lock().unwrap().clone();
+    assert_eq!(st.packages["web"].installed, "1.0");
+    assert_eq!(st.packages["kernel"].installed, "6.1");
+    assert!(lab.sim.guest(200).is_some_and(|g| g.status == "running"));
 }
 
 on_both_backends!(
     a_guest_that_cannot_snapshot_is_backed_up_and_restored,
+    a_vm_is_snapshot_rebooted_and_rolled_back_through_the_qemu_calls,
     plan_approve_and_update_a_node,
     a_failing_canary_is_rolled_back_and_pauses_the_rest,
     a_repository_that_moved_on_is_replanned_and_waits,

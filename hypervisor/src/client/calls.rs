@@ -63,34 +63,63 @@ impl Hypervisor for PveClient {
             .map(|r| r.data.unwrap_or_default())
     }
 
-    async fn lxc_power(&self, node: &str, vmid: u32, action: PowerAction) -> Result<Upid, Error> {
-        let what = format!("POST /nodes/{node}/lxc/{vmid}/status/{}", action.as_str());
+    async fn power(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        action: PowerAction,
+    ) -> Result<Upid, Error> {
+        let what = format!(
+            "POST /nodes/{node}/{}/{vmid}/status/{}",
+            kind.path(),
+            action.as_str()
+        );
+        let k = guest_type(kind);
         self.call(&what, |c| async move {
             match action {
-                PowerAction::Start => c.lxc_start(node, vmid).await,
+                PowerAction::Start => c.guest_start(node, k, vmid).await,
                 PowerAction::Shutdown => {
-                    c.lxc_shutdown(node, vmid, &generated::types::ShutdownParams::default())
-                        .await
+                    let body = generated::types::ShutdownParams::default();
+                    c.guest_shutdown(node, k, vmid, &body).await
                 }
-                PowerAction::Reboot => c.lxc_reboot(node, vmid).await,
+                PowerAction::Reboot => c.guest_reboot(node, k, vmid).await,
             }
         })
         .await
         .and_then(|r| task_upid(r.data, &what))
     }
 
-    async fn snapshots(&self, node: &str, vmid: u32) -> Result<Vec<Snapshot>, Error> {
-        let what = format!("GET /nodes/{node}/lxc/{vmid}/snapshot");
-        self.call(&what, |c| async move { c.lxc_snapshots(node, vmid).await })
-            .await
-            .map(|r| r.data)
+    async fn snapshots(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> Result<Vec<Snapshot>, Error> {
+        let what = format!("GET /nodes/{node}/{}/{vmid}/snapshot", kind.path());
+        let k = guest_type(kind);
+        self.call(
+            &what,
+            |c| async move { c.guest_snapshots(node, k, vmid).await },
+        )
+        .await
+        .map(|r| r.data)
     }
 
-    async fn can_snapshot(&self, node: &str, vmid: u32) -> Result<bool, Error> {
-        let what = format!("GET /nodes/{node}/lxc/{vmid}/feature?feature=snapshot");
+    async fn can_snapshot(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<bool, Error> {
+        let what = format!(
+            "GET /nodes/{node}/{}/{vmid}/feature?feature=snapshot",
+            kind.path()
+        );
+        let k = guest_type(kind);
         self.call(&what, |c| async move {
-            c.lxc_feature(node, vmid, generated::types::LxcFeatureFeature::Snapshot)
-                .await
+            c.guest_feature(
+                node,
+                k,
+                vmid,
+                generated::types::GuestFeatureFeature::Snapshot,
+            )
+            .await
         })
         .await
         .map(|r| r.data.unwrap_or_default().has_feature)
@@ -99,36 +128,57 @@ impl Hypervisor for PveClient {
     async fn snapshot_create(
         &self,
         node: &str,
+        kind: GuestKind,
         vmid: u32,
         name: &str,
         description: &str,
     ) -> Result<Upid, Error> {
-        let what = format!("POST /nodes/{node}/lxc/{vmid}/snapshot");
+        let what = format!("POST /nodes/{node}/{}/{vmid}/snapshot", kind.path());
         let body = generated::types::SnapshotParams {
             snapname: name.to_string(),
             description: Some(description.to_string()).filter(|d| !d.is_empty()),
         };
-        let body = &body;
+        let (body, k) = (&body, guest_type(kind));
         self.call(&what, |c| async move {
-            c.lxc_snapshot_create(node, vmid, body).await
+            c.guest_snapshot_create(node, k, vmid, body).await
         })
         .await
         .and_then(|r| task_upid(r.data, &what))
     }
 
-    async fn snapshot_rollback(&self, node: &str, vmid: u32, name: &str) -> Result<Upid, Error> {
-        let what = format!("POST /nodes/{node}/lxc/{vmid}/snapshot/{name}/rollback");
+    async fn snapshot_rollback(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        name: &str,
+    ) -> Result<Upid, Error> {
+        let what = format!(
+            "POST /nodes/{node}/{}/{vmid}/snapshot/{name}/rollback",
+            kind.path()
+        );
+        let k = guest_type(kind);
         self.call(&what, |c| async move {
-            c.lxc_snapshot_rollback(node, vmid, name).await
+            c.guest_snapshot_rollback(node, k, vmid, name).await
         })
         .await
         .and_then(|r| task_upid(r.data, &what))
     }
 
-    async fn snapshot_delete(&self, node: &str, vmid: u32, name: &str) -> Result<Upid, Error> {
-        let what = format!("DELETE /nodes/{node}/lxc/{vmid}/snapshot/{name}");
+    async fn snapshot_delete(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        name: &str,
+    ) -> Result<Upid, Error> {
+        let what = format!(
+            "DELETE /nodes/{node}/{}/{vmid}/snapshot/{name}",
+            kind.path()
+        );
+        let k = guest_type(kind);
         self.call(&what, |c| async move {
-            c.lxc_snapshot_delete(node, vmid, name).await
+            c.guest_snapshot_delete(node, k, vmid, name).await
         })
         .await
         .and_then(|r| task_upid(r.data, &what))
@@ -186,26 +236,46 @@ impl Hypervisor for PveClient {
         .and_then(|r| task_upid(r.data, &what))
     }
 
-    async fn lxc_restore(
+    async fn restore(
         &self,
         node: &str,
+        kind: GuestKind,
         vmid: u32,
         volid: &str,
-        storage: &str,
+        storage: Option<&str>,
     ) -> Result<Upid, Error> {
-        let what = format!("POST /nodes/{node}/lxc (restore {vmid} from {volid})");
-        let body = generated::types::LxcRestoreParams {
-            vmid,
-            ostemplate: volid.into(),
-            restore: Some(1),
-            force: Some(1),
-            storage: Some(storage.into()),
-            start: None,
-        };
-        let body = &body;
-        self.call(&what, |c| async move { c.lxc_restore(node, body).await })
-            .await
-            .and_then(|r| task_upid(r.data, &what))
+        let what = format!(
+            "POST /nodes/{node}/{} (restore {vmid} from {volid})",
+            kind.path()
+        );
+        match kind {
+            GuestKind::Lxc => {
+                let body = generated::types::LxcRestoreParams {
+                    vmid,
+                    ostemplate: volid.into(),
+                    restore: Some(1),
+                    force: Some(1),
+                    storage: storage.map(str::to_string),
+                    start: None,
+                };
+                let body = &body;
+                self.call(&what, |c| async move { c.lxc_restore(node, body).await })
+                    .await
+            }
+            GuestKind::Qemu => {
+                let body = generated::types::QemuRestoreParams {
+                    vmid,
+                    archive: volid.into(),
+                    force: Some(1),
+                    storage: storage.map(str::to_string),
+                    start: None,
+                };
+                let body = &body;
+                self.call(&what, |c| async move { c.qemu_restore(node, body).await })
+                    .await
+            }
+        }
+        .and_then(|r| task_upid(r.data, &what))
     }
 
     async fn task_status(&self, upid: &Upid) -> Result<TaskStatus, Error> {
@@ -234,6 +304,13 @@ impl Hypervisor for PveClient {
             .data;
         lines.sort_by_key(|l| l.n);
         Ok(lines.into_iter().map(|l| l.t).collect())
+    }
+}
+
+fn guest_type(kind: GuestKind) -> generated::types::GuestType {
+    match kind {
+        GuestKind::Lxc => generated::types::GuestType::Lxc,
+        GuestKind::Qemu => generated::types::GuestType::Qemu,
     }
 }
 

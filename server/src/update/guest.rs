@@ -85,6 +85,7 @@ impl Work<'_> {
         Ok(Guest {
             pve: self.up.discovery.cluster_client(cluster).await?,
             node,
+            kind: super::pve::guest_kind(&self.item.target),
             vmid: self.item.vmid,
             task_timeout: Duration::from_secs(self.up.settings.pve_task_timeout_secs),
         })

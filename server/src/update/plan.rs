@@ -114,11 +114,6 @@ pub(super) fn targets(discovery: &Discovery, req: &UpdateRequest) -> Result<Targ
         };
         let Some(v) = inv.get(path) else { continue };
         let why = match (v.agent.as_deref(), v.host_id.as_deref()) {
-            // Snapshots, reboots and rollbacks go through PVE's LXC calls only so far.
-            _ if path.kind() != Kind::Lxc => Some(
-                "a VM: bulk updates work on LXCs only so far (update it with canopy approve)"
-                    .to_string(),
-            ),
             (Some("online"), Some(_)) => None,
             (Some("offline"), _) => Some("agent offline".to_string()),
             (Some("agentless"), _) => Some(
@@ -133,12 +128,17 @@ pub(super) fn targets(discovery: &Discovery, req: &UpdateRequest) -> Result<Targ
             });
             continue;
         }
+        let route = if path.kind() == Kind::Lxc {
+            Route::Pct
+        } else {
+            Route::Ssh
+        };
         let mut item = OperationItem::queued(
             path.to_string(),
             discovery.guest_id(path),
             node,
             vmid,
-            Route::Pct,
+            route,
         );
         item.host_id = v.host_id.as_deref().and_then(|h| h.parse().ok());
         item.update = Some(UpdateItemDetail {
@@ -257,7 +257,8 @@ impl Updater {
             let cluster = i.target.split('/').nth(1).unwrap_or_default();
             let pve = self.discovery.cluster_client(cluster).await.ok()?;
             use canopy_hypervisor::Hypervisor;
-            pve.can_snapshot(&i.node, i.vmid).await.ok()
+            let kind = super::pve::guest_kind(&i.target);
+            pve.can_snapshot(&i.node, kind, i.vmid).await.ok()
         });
         let answers = futures::future::join_all(checks).await;
         let mut kept = Vec::new();

@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context};
 use canopy_hypervisor::types::Upid;
-use canopy_hypervisor::{Hypervisor, PowerAction, PveClient, VzdumpMode};
+use canopy_hypervisor::{GuestKind, Hypervisor, PowerAction, PveClient, VzdumpMode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,11 +20,20 @@ const LOCK_WAIT: Duration = Duration::from_secs(120);
 pub(super) struct Guest {
     pub pve: Arc<PveClient>,
     pub node: String,
+    pub kind: GuestKind,
     pub vmid: u32,
     pub task_timeout: Duration,
 }
 
 impl Guest {
+    /// PVE's word for the guest: `CT` or `VM`.
+    fn word(&self) -> &'static str {
+        match self.kind {
+            GuestKind::Lxc => "CT",
+            GuestKind::Qemu => "VM",
+        }
+    }
+
     /// Runs a task-starting call until PVE accepts it (a lock is waited for) and the task
     /// ends; PVE's error text otherwise.
     async fn task<F, Fut>(&self, what: &str, start: F) -> anyhow::Result<()>
@@ -36,14 +45,16 @@ impl Guest {
         loop {
             let upid = start()
                 .await
-                .with_context(|| format!("{what} of CT {}", self.vmid))?;
+                .with_context(|| format!("{what} of {} {}", self.word(), self.vmid))?;
             match self.wait(&upid).await {
                 Ok(()) => return Ok(()),
                 Err(e) if is_locked(&e.to_string()) && Instant::now() < until => {
                     tracing::info!(vmid = self.vmid, error = %e, "the guest is locked by PVE; waiting");
                     tokio::time::sleep(Duration::from_secs(3)).await;
                 }
-                Err(e) => return Err(e.context(format!("{what} of CT {}", self.vmid))),
+                Err(e) => {
+                    return Err(e.context(format!("{what} of {} {}", self.word(), self.vmid)))
+                }
             }
         }
     }
@@ -70,7 +81,7 @@ impl Guest {
     }
 
     pub async fn snapshot_exists(&self, name: &str) -> anyhow::Result<bool> {
-        let snaps = self.pve.snapshots(&self.node, self.vmid).await?;
+        let snaps = self.pve.snapshots(&self.node, self.kind, self.vmid).await?;
         Ok(snaps.iter().any(|s| s.name == name))
     }
 
@@ -81,7 +92,7 @@ impl Guest {
         }
         self.task("snapshot", || {
             self.pve
-                .snapshot_create(&self.node, self.vmid, name, description)
+                .snapshot_create(&self.node, self.kind, self.vmid, name, description)
         })
         .await
     }
@@ -91,12 +102,13 @@ impl Guest {
         // Rolling back a running CT: PVE stops it first; we shut it down cleanly ourselves.
         self.shutdown_for("rollback").await;
         self.task("rollback", || {
-            self.pve.snapshot_rollback(&self.node, self.vmid, name)
+            self.pve
+                .snapshot_rollback(&self.node, self.kind, self.vmid, name)
         })
         .await?;
         self.task("start", || {
             self.pve
-                .lxc_power(&self.node, self.vmid, PowerAction::Start)
+                .power(&self.node, self.kind, self.vmid, PowerAction::Start)
         })
         .await
     }
@@ -104,31 +116,32 @@ impl Guest {
     /// Whether the guest's storage can snapshot; a guest PVE cannot answer for is tried.
     pub async fn can_snapshot(&self) -> bool {
         self.pve
-            .can_snapshot(&self.node, self.vmid)
+            .can_snapshot(&self.node, self.kind, self.vmid)
             .await
             .unwrap_or(true)
     }
 
-    /// Backs the guest up to `storage` with vzdump (mode `suspend`: a storage that cannot
-    /// snapshot cannot do `snapshot` mode either), the archive's notes being `tag`; an archive
-    /// with those notes already there (a resumed operation) is reused. Returns its volume id.
+    /// Backs the guest up to `storage` with vzdump, the archive's notes being `tag`; an
+    /// archive with those notes already there (a resumed operation) is reused. Returns its
+    /// volume id. A container is backed up in mode `suspend` (a storage that cannot snapshot
+    /// cannot do `snapshot` mode either), a VM in `snapshot` mode (QEMU's own live backup).
     pub async fn backup(&self, tag: &str, storage: &str) -> anyhow::Result<String> {
         if let Some(volid) = self.backup_tagged(tag, storage).await? {
             return Ok(volid);
         }
+        let mode = match self.kind {
+            GuestKind::Lxc => VzdumpMode::Suspend,
+            GuestKind::Qemu => VzdumpMode::Snapshot,
+        };
         self.task("backup", || {
-            self.pve.vzdump(
-                &self.node,
-                self.vmid,
-                VzdumpMode::Suspend,
-                Some(storage),
-                tag,
-            )
+            self.pve
+                .vzdump(&self.node, self.vmid, mode, Some(storage), tag)
         })
         .await?;
         self.backup_tagged(tag, storage).await?.with_context(|| {
             format!(
-                "vzdump of CT {} ended OK but no archive on {storage} has the notes {tag:?}",
+                "vzdump of {} {} ended OK but no archive on {storage} has the notes {tag:?}",
+                self.word(),
                 self.vmid
             )
         })
@@ -146,24 +159,34 @@ impl Guest {
         Ok(ours.into_iter().next().map(|b| b.volid))
     }
 
-    /// Shutdown, restore `volid` over the container (its root disk where it was), start.
+    /// Shutdown, restore `volid` over the guest (a container's root disk where its config
+    /// says, a VM's disks where the backup says), start.
     pub async fn restore(&self, volid: &str) -> anyhow::Result<()> {
-        let config = self.pve.lxc_config(&self.node, self.vmid).await?;
-        let rootfs = config
-            .other
-            .get("rootfs")
-            .and_then(|v| v.as_str())
-            .and_then(|r| r.split_once(':'))
-            .map(|(storage, _)| storage.to_string())
-            .with_context(|| format!("CT {} has no rootfs storage in its config", self.vmid))?;
+        let storage = match self.kind {
+            GuestKind::Qemu => None,
+            GuestKind::Lxc => {
+                let config = self.pve.lxc_config(&self.node, self.vmid).await?;
+                let rootfs = config
+                    .other
+                    .get("rootfs")
+                    .and_then(|v| v.as_str())
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(storage, _)| storage.to_string())
+                    .with_context(|| {
+                        format!("CT {} has no rootfs storage in its config", self.vmid)
+                    })?;
+                Some(rootfs)
+            }
+        };
         self.shutdown_for("restore").await;
         self.task("restore", || {
-            self.pve.lxc_restore(&self.node, self.vmid, volid, &rootfs)
+            self.pve
+                .restore(&self.node, self.kind, self.vmid, volid, storage.as_deref())
         })
         .await?;
         self.task("start", || {
             self.pve
-                .lxc_power(&self.node, self.vmid, PowerAction::Start)
+                .power(&self.node, self.kind, self.vmid, PowerAction::Start)
         })
         .await
     }
@@ -195,7 +218,7 @@ impl Guest {
         let _ = self
             .task("shutdown", || {
                 self.pve
-                    .lxc_power(&self.node, self.vmid, PowerAction::Shutdown)
+                    .power(&self.node, self.kind, self.vmid, PowerAction::Shutdown)
             })
             .await
             .map_err(|e| tracing::warn!(vmid = self.vmid, error = %format!("{e:#}"), "shutdown before {what} failed; going on"));
@@ -204,7 +227,7 @@ impl Guest {
     pub async fn reboot(&self) -> anyhow::Result<()> {
         self.task("reboot", || {
             self.pve
-                .lxc_power(&self.node, self.vmid, PowerAction::Reboot)
+                .power(&self.node, self.kind, self.vmid, PowerAction::Reboot)
         })
         .await
     }
@@ -213,7 +236,7 @@ impl Guest {
     pub async fn prune(&self, keep: usize) -> anyhow::Result<Vec<String>> {
         let mut ours: Vec<_> = self
             .pve
-            .snapshots(&self.node, self.vmid)
+            .snapshots(&self.node, self.kind, self.vmid)
             .await?
             .into_iter()
             .filter(|s| s.name.starts_with(PREFIX))
@@ -222,12 +245,21 @@ impl Guest {
         let mut deleted = Vec::new();
         for s in ours.into_iter().skip(keep) {
             self.task("snapshot delete", || {
-                self.pve.snapshot_delete(&self.node, self.vmid, &s.name)
+                self.pve
+                    .snapshot_delete(&self.node, self.kind, self.vmid, &s.name)
             })
             .await?;
             deleted.push(s.name);
         }
         Ok(deleted)
+    }
+}
+
+/// The PVE family of an item's guest, from its path (`…/lxc/101`, `…/vm/200`).
+pub(super) fn guest_kind(target: &str) -> GuestKind {
+    match target.parse::<canopy_inventory::PathId>() {
+        Ok(p) if p.kind() == canopy_inventory::Kind::Vm => GuestKind::Qemu,
+        _ => GuestKind::Lxc,
     }
 }
 

@@ -122,7 +122,7 @@ fn observe_pve(
             continue;
         }
         match t.kind.as_str() {
-            "vzsnapshot" => {
+            "vzsnapshot" | "qmsnapshot" => {
                 let names: Vec<String> = sim
                     .guest(vmid)
                     .map(|g| g.snapshots.iter().map(|s| s.name.clone()).collect())
@@ -135,7 +135,7 @@ fn observe_pve(
             "vzdump" => {
                 st.snapshots.insert("~vzdump".into(), st.packages.clone());
             }
-            "vzrollback" | "vzrestore" => {
+            "vzrollback" | "vzrestore" | "qmrollback" | "qmrestore" => {
                 // The newest snapshot of ours (or the backup) is the one gone back to.
                 if let Some((_, pkgs)) = st.snapshots.iter().next_back() {
                     let mut restored = pkgs.clone();
@@ -153,7 +153,7 @@ fn observe_pve(
                 st.services_to_restart.clear();
                 st.started_at = Some(chrono::Utc::now());
             }
-            "vzreboot" => {
+            "vzreboot" | "qmreboot" => {
                 st.reboot_required = false;
                 st.services_to_restart.clear();
                 st.started_at = Some(chrono::Utc::now());

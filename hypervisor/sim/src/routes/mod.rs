@@ -57,7 +57,7 @@ pub(crate) enum Endpoint {
     Vzdump,
     StorageContent(String),
     VolumeDelete(String, String),
-    Restore,
+    Restore(GuestKind),
     TaskStatus(String),
     TaskLog(String),
 }
@@ -121,7 +121,8 @@ pub(crate) fn route(method: &str, rel_path: &str) -> Option<Route> {
                     .into_owned(),
             ),
         ),
-        ("POST", ["nodes", n, "lxc"]) => (Some(n), Perm::All, Endpoint::Restore),
+        ("POST", ["nodes", n, "lxc"]) => (Some(n), Perm::All, Endpoint::Restore(GuestKind::Lxc)),
+        ("POST", ["nodes", n, "qemu"]) => (Some(n), Perm::All, Endpoint::Restore(GuestKind::Qemu)),
         ("GET", ["nodes", n, "tasks", upid, "status"]) => {
             (Some(n), Perm::All, Endpoint::TaskStatus(upid.to_string()))
         }
@@ -268,7 +269,7 @@ pub(crate) fn execute(
         Endpoint::Vzdump => tasks::vzdump(state, ctx, node),
         Endpoint::StorageContent(st) => storage::list(state, ctx, node, st),
         Endpoint::VolumeDelete(st, volume) => storage::delete(state, ctx, node, st, volume),
-        Endpoint::Restore => storage::restore(state, ctx, node),
+        Endpoint::Restore(kind) => storage::restore(state, ctx, node, *kind),
         Endpoint::TaskStatus(upid) => tasks::status(state, ctx, node, upid),
         Endpoint::TaskLog(upid) => tasks::log(state, ctx, node, upid),
     }

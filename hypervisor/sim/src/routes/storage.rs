@@ -1,7 +1,7 @@
 //! Backup archives: `GET /nodes/{node}/storage/{storage}/content` (a guest's backups),
-//! `DELETE …/content/{volume}` (a task, `imgdel`) and the restore form of
+//! `DELETE …/content/{volume}` (a task, `imgdel`) and the restore forms of
 //! `POST /nodes/{node}/lxc` (`ostemplate` = a backup volume, `restore=1`, `force=1` over an
-//! existing stopped container). vzdump (`tasks.rs`) names and records the archives.
+//! existing stopped container) and `POST /nodes/{node}/qemu` (`archive`, `force=1`). vzdump (`tasks.rs`) names and records the archives.
 
 use serde_json::{json, Value};
 
@@ -112,10 +112,20 @@ pub(super) fn delete(
     Ok(Reply::value(json!(upid), false))
 }
 
-/// `POST /nodes/{node}/lxc` with `restore=1`: only restores are simulated.
-pub(super) fn restore(state: &mut State, ctx: &Ctx<'_>, node: &str) -> Result<Reply, ApiError> {
+/// `POST /nodes/{node}/lxc` with `restore=1`, `POST /nodes/{node}/qemu` with `archive`: only
+/// restores are simulated.
+pub(super) fn restore(
+    state: &mut State,
+    ctx: &Ctx<'_>,
+    node: &str,
+    kind: GuestKind,
+) -> Result<Reply, ApiError> {
     let p = ctx.params;
-    if !p.flag("restore")? {
+    let (word, source) = match kind {
+        GuestKind::Lxc => ("CT", "ostemplate"),
+        GuestKind::Qemu => ("VM", "archive"),
+    };
+    if kind == GuestKind::Lxc && !p.flag("restore")? {
         return Err(ApiError::die(
             "the simulator creates containers only by restoring a backup (restore=1)",
         ));
@@ -127,8 +137,14 @@ pub(super) fn restore(state: &mut State, ctx: &Ctx<'_>, node: &str) -> Result<Re
             format!("value '{raw}' does not look like a valid VM ID"),
         )])
     })?;
-    let volid = p.required("ostemplate")?.to_string();
-    let storage = p.get("storage").unwrap_or("local").to_string();
+    let volid = p.required(source)?.to_string();
+    let guest_storage = state.guests.get(&vmid).map(|g| g.storage.clone());
+    // A VM's disks go back where the backup says; a container's root disk to `local`.
+    let storage = match (p.get("storage"), kind) {
+        (Some(s), _) => s.to_string(),
+        (None, GuestKind::Qemu) => guest_storage.unwrap_or_else(|| "local-lvm".into()),
+        (None, GuestKind::Lxc) => "local".into(),
+    };
     let force = p.flag("force")?;
     let start = p.flag("start")?;
     ctx.token
@@ -147,12 +163,12 @@ pub(super) fn restore(state: &mut State, ctx: &Ctx<'_>, node: &str) -> Result<Re
     let guest = match state.guests.get(&vmid) {
         None => {
             return Err(ApiError::die(
-                "the simulator restores only over an existing container (force=1)",
+                "the simulator restores only over an existing guest (force=1)",
             ))
         }
         Some(g) if g.node != node => {
             return Err(ApiError::die(format!(
-                "CT {vmid} already exists on node '{}'",
+                "{word} {vmid} already exists on node '{}'",
                 g.node
             )))
         }
@@ -160,32 +176,28 @@ pub(super) fn restore(state: &mut State, ctx: &Ctx<'_>, node: &str) -> Result<Re
     };
     if !force {
         return Err(ApiError::die(format!(
-            "CT {vmid} already exists on node '{node}'"
+            "{word} {vmid} already exists on node '{node}'"
         )));
     }
     ctx.token
         .check(&format!("/vms/{vmid}"), &["VM.Backup"])
         .map_err(|w| ApiError::perm(&w))?;
-    if guest.kind != GuestKind::Lxc {
+    if guest.kind != kind {
         return Err(ApiError::die(format!(
-            "unable to restore CT {vmid} - VM {vmid} is not a CT"
+            "unable to restore {word} {vmid} - it is a {}",
+            guest.kind.as_str()
         )));
     }
-    let precheck = guest
-        .running
-        .then(|| "can't overwrite running container".to_string());
+    let precheck = guest.running.then(|| match kind {
+        GuestKind::Lxc => "can't overwrite running container".to_string(),
+        GuestKind::Qemu => format!("unable to restore VM {vmid} - VM is running"),
+    });
     let action = Action::Restore {
         volid,
         storage,
         start,
     };
-    let upid = state.spawn_task(
-        node,
-        Some((vmid, GuestKind::Lxc)),
-        &ctx.token.id,
-        action,
-        precheck,
-    );
+    let upid = state.spawn_task(node, Some((vmid, kind)), &ctx.token.id, action, precheck);
     Ok(Reply::value(json!(upid), false))
 }
 

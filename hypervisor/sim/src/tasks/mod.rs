@@ -188,7 +188,13 @@ fn task_type(kind: GuestKind, action: &Action) -> &'static str {
             }
         }
         Action::Vzdump { .. } => "vzdump",
-        Action::Restore { .. } => "vzrestore",
+        Action::Restore { .. } => {
+            if lxc {
+                "vzrestore"
+            } else {
+                "qmrestore"
+            }
+        }
         Action::DelVolume { .. } => "imgdel",
     }
 }
