@@ -573,6 +573,28 @@ async fn a_vm_is_snapshot_rebooted_and_rolled_back_through_the_qemu_calls(backen
     assert_eq!(st.packages["web"].installed, "1.0");
     assert_eq!(st.packages["kernel"].installed, "6.1");
     assert!(lab.sim.guest(200).is_some_and(|g| g.status == "running"));
+
+    // The operation is listed under the VM, its node and its cluster, not under a container.
+    let admin = &lab.app.admin;
+    for under in [
+        "cluster/lab/node/pve1/vm/200",
+        "cluster/lab/node/pve1",
+        "cluster/lab",
+    ] {
+        let ops = admin.operations_under(under, 10).await.unwrap();
+        assert_eq!(
+            ops.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [op.id],
+            "{under}"
+        );
+    }
+    assert!(admin
+        .operations_under("cluster/lab/node/pve1/lxc/101", 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let err = admin.operations_under("pve1/200", 10).await.unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
 }
 
 on_both_backends!(

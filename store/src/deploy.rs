@@ -22,6 +22,16 @@ use chrono::{DateTime, Utc};
 /// The message of an item that was still queued or running when its server stopped.
 pub const INTERRUPTED_MESSAGE: &str = "the server stopped before this item finished";
 
+/// Which operations [`OperationStore::find_operations`] lists, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperationFilter {
+    /// At most this many (capped by the store).
+    pub limit: u32,
+    /// Only those with an item at this path id or below it (`cluster/home/node/pve1` keeps an
+    /// operation on `…/node/pve1/lxc/101`; `…/node/pve10` is not below `…/node/pve1`).
+    pub under: Option<String>,
+}
+
 #[async_trait]
 pub trait SshKeyStore {
     /// The key pinned for `address` (`host:port`), if any.
@@ -72,7 +82,12 @@ pub trait OperationStore {
     /// The operation with its items in their original order.
     async fn get_operation(&self, id: OperationId) -> Result<Option<Operation>>;
     /// The newest `limit` operations with their items (two queries, no N+1).
-    async fn list_operations(&self, limit: u32) -> Result<Vec<Operation>>;
+    async fn list_operations(&self, limit: u32) -> Result<Vec<Operation>> {
+        self.find_operations(&OperationFilter { limit, under: None })
+            .await
+    }
+    /// The newest operations `filter` keeps, with their items (two queries, no N+1).
+    async fn find_operations(&self, filter: &OperationFilter) -> Result<Vec<Operation>>;
     /// At start-up: every deploy or uninstall operation still `running` becomes `failed`,
     /// and its items that had not ended fail with [`INTERRUPTED_MESSAGE`] (events as for
     /// [`update_operation_item`](Self::update_operation_item) and `finish_operation`,

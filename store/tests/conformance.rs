@@ -147,6 +147,7 @@ macro_rules! every_store_case {
                 operations::create_and_get_keep_item_order,
                 operations::item_updates_record_progress_and_events,
                 operations::list_operations_newest_first_with_items,
+                operations::find_operations_under_a_path,
                 operations::fail_interrupted_fails_running_operations_and_their_open_items,
                 update_operations::update_operation_keeps_its_details_and_item_events,
                 update_operations::update_operation_moves_through_its_states,

@@ -80,6 +80,21 @@ impl Client {
         self.get_query("/operations", &[("limit", limit)]).await
     }
 
+    /// The newest operations that touched `under` (a guest's, node's or cluster's path id)
+    /// or anything below it.
+    pub async fn operations_under(
+        &self,
+        under: &str,
+        limit: u32,
+    ) -> Result<Vec<Operation>, ClientError> {
+        let limit = limit.to_string();
+        self.get_query(
+            "/operations",
+            &[("under", under), ("limit", limit.as_str())],
+        )
+        .await
+    }
+
     pub async fn operation(&self, id: OperationId) -> Result<Operation, ClientError> {
         self.get(&format!("/operations/{id}")).await
     }

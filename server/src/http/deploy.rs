@@ -124,8 +124,10 @@ async fn forget_host_key(
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(super) struct ListQuery {
-    /// At most this many operations, newest first.
+    /// At most this many operations, newest first (default 20, at most 200).
     limit: Option<u32>,
+    /// Only operations with a guest at or below this path id (`cluster/home/node/pve1`).
+    under: Option<String>,
 }
 
 async fn list(
@@ -133,12 +135,19 @@ async fn list(
     _u: UserAuth,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<Operation>>> {
-    Ok(Json(
-        state
-            .store
-            .list_operations(q.limit.unwrap_or(20).min(200))
-            .await?,
-    ))
+    let under = match q.under.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+        None => None,
+        Some(u) => Some(
+            u.parse::<canopy_inventory::PathId>()
+                .map_err(|e| Error::Validation(format!("under: {e}")))?
+                .to_string(),
+        ),
+    };
+    let filter = canopy_store::OperationFilter {
+        limit: q.limit.unwrap_or(20).min(200),
+        under,
+    };
+    Ok(Json(state.store.find_operations(&filter).await?))
 }
 
 pub(super) fn operation_id(id: &str) -> Result<OperationId> {

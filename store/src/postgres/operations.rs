@@ -8,8 +8,8 @@ use super::{finish, insert_events, rows, PgStore};
 use crate::common::micros;
 use crate::operation_plan::{self as plan, MAX_OPERATIONS};
 use crate::{
-    Actor, ItemUpdate, NewOperation, OperationStore, OperationTransition, Result, StoreError,
-    INTERRUPTED_MESSAGE,
+    Actor, ItemUpdate, NewOperation, OperationFilter, OperationStore, OperationTransition, Result,
+    StoreError, INTERRUPTED_MESSAGE,
 };
 use async_trait::async_trait;
 use canopy_api_types::deploy::{Operation, OperationItem, OperationState};
@@ -237,18 +237,18 @@ impl OperationStore for PgStore {
         finish(tx, r).await
     }
 
-    async fn list_operations(&self, limit: u32) -> Result<Vec<Operation>> {
+    async fn find_operations(&self, filter: &OperationFilter) -> Result<Vec<Operation>> {
         // One snapshot: the items belong to exactly the operations listed.
         let mut tx = self
             .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
         let r: Result<Vec<Operation>> = async {
-            let found =
-                sqlx::query("SELECT * FROM operations ORDER BY created_at DESC, id DESC LIMIT $1")
-                    .bind(i64::from(limit.min(MAX_OPERATIONS)))
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let found = sqlx::query(FIND_OPERATIONS)
+                .bind(filter.under.as_deref())
+                .bind(i64::from(filter.limit.min(MAX_OPERATIONS)))
+                .fetch_all(&mut *tx)
+                .await?;
             let mut ops = found
                 .iter()
                 .map(rows::operation)
@@ -356,3 +356,9 @@ impl OperationStore for PgStore {
         finish(tx, r).await
     }
 }
+
+/// The newest operations, only those with an item at or below `$1` when it is not NULL.
+const FIND_OPERATIONS: &str = "SELECT * FROM operations WHERE $1::text IS NULL OR id IN \
+     (SELECT operation_id FROM operation_items WHERE target = $1::text \
+      OR substr(target, 1, length($1::text) + 1) = $1::text || '/') \
+     ORDER BY created_at DESC, id DESC LIMIT $2";

@@ -8,7 +8,9 @@ use canopy_api_types::clusters::SkippedTarget;
 use canopy_api_types::deploy::{DeployOutcome, ItemState, OperationItem, OperationState, Route};
 use canopy_api_types::hosts::EventFilter;
 use canopy_api_types::{CorrelationId, GuestId, OperationId};
-use canopy_store::{events, ItemUpdate, NewOperation, StoreError, INTERRUPTED_MESSAGE};
+use canopy_store::{
+    events, ItemUpdate, NewOperation, OperationFilter, StoreError, INTERRUPTED_MESSAGE,
+};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 fn item(vmid: u32, guest_id: Option<GuestId>) -> OperationItem {
@@ -308,6 +310,60 @@ pub async fn list_operations_newest_first_with_items(store: S) {
     let two = store.list_operations(2).await.unwrap();
     assert_eq!(two, all[..2].to_vec());
     assert!(store.list_operations(0).await.unwrap().is_empty());
+}
+
+/// `under` keeps the operations with an item at or below a path, not a sibling's prefix.
+pub async fn find_operations_under_a_path(store: S) {
+    let t0 = now();
+    let on = |target: &str| {
+        let mut i = item(101, None);
+        i.target = target.into();
+        i
+    };
+    let pve1 = new_op(vec![on("cluster/home/node/pve1/lxc/101")], t0);
+    let pve10 = new_op(
+        vec![on("cluster/home/node/pve10/lxc/101")],
+        t0 + Duration::minutes(1),
+    );
+    let other = new_op(
+        vec![on("cluster/lab_1/node/pve1/lxc/101")],
+        t0 + Duration::minutes(2),
+    );
+    let (a, b, c) = (pve1.id, pve10.id, other.id);
+    for op in [pve1, pve10, other] {
+        store.create_operation(op, &admin()).await.unwrap();
+    }
+    let find = |under: &str| {
+        let filter = OperationFilter {
+            limit: 10,
+            under: Some(under.into()),
+        };
+        let store = &store;
+        async move {
+            store
+                .find_operations(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| o.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(find("cluster/home/node/pve1").await, [a]);
+    assert_eq!(find("cluster/home/node/pve1/lxc/101").await, [a]);
+    assert_eq!(find("cluster/home").await, [b, a]);
+    // `_` and `%` are not patterns.
+    assert_eq!(find("cluster/lab_1").await, [c]);
+    assert!(find("cluster/lab%").await.is_empty());
+    assert!(find("cluster/home/node/pve").await.is_empty());
+    let all = store
+        .find_operations(&OperationFilter {
+            limit: 10,
+            under: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
 }
 
 pub async fn fail_interrupted_fails_running_operations_and_their_open_items(store: S) {
