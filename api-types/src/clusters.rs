@@ -117,6 +117,21 @@ pub struct SkippedTarget {
     pub reason: String,
 }
 
+/// One PVE snapshot of a guest (`GET /tree/snapshots?id=GUEST`), newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct GuestSnapshot {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Taken by a Canopy update operation (`canopy-<operation>`).
+    pub canopy: bool,
+}
+
 /// A PVE node's own pending package updates (read-only, cached from the node's apt).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

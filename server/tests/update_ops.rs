@@ -469,10 +469,30 @@ async fn a_guest_that_cannot_snapshot_is_backed_up_and_restored(backend: Backend
         .unwrap();
     let done = lab.until(op.id, |o| o.state.is_terminal()).await;
     assert_eq!(done.state, OperationState::Partial, "{done:#?}");
-    // 102 could snapshot: a snapshot, no backup.
+    // 102 could snapshot: a snapshot, no backup; the API lists it as Canopy's.
     let ok = item(&done, 102);
     assert_eq!(ok.outcome, Some(DeployOutcome::Updated), "{ok:#?}");
     assert_eq!(lab.snapshots(102).len(), 1);
+    let admin = &lab.app.admin;
+    let snaps = admin
+        .guest_snapshots("cluster/lab/node/pve1/lxc/102")
+        .await
+        .unwrap();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert!(snaps[0].canopy && snaps[0].name == lab.snapshots(102)[0]);
+    assert!(snaps[0].taken_at.is_some());
+    assert!(admin
+        .guest_snapshots("cluster/lab/node/pve1/lxc/107")
+        .await
+        .unwrap()
+        .is_empty());
+    for (id, status) in [
+        ("cluster/lab/node/pve1", 400),
+        ("cluster/lab/node/pve1/lxc/999", 404),
+    ] {
+        let err = admin.guest_snapshots(id).await.unwrap_err();
+        assert_eq!(err.status(), Some(status), "{id}: {err}");
+    }
     assert_eq!(lab.tasks(102, "vzdump"), 0);
     // 107: backed up, installed, broken, restored, verified.
     let rolled = item(&done, 107);

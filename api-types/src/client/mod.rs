@@ -206,6 +206,14 @@ impl Client {
         self.get_query("/tree/history", &[("id", path)]).await
     }
 
+    /// The PVE snapshots of the guest at `path`, newest first.
+    pub async fn guest_snapshots(
+        &self,
+        path: &str,
+    ) -> Result<Vec<crate::clusters::GuestSnapshot>, ClientError> {
+        self.get_query("/tree/snapshots", &[("id", path)]).await
+    }
+
     // ---- users ----
 
     pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair, ClientError> {

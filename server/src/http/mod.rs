@@ -8,6 +8,7 @@ pub(crate) mod client_ip;
 pub(crate) mod clusters;
 mod deploy;
 pub mod extract;
+pub(crate) mod guests;
 mod idempotency;
 pub mod openapi;
 pub mod routes;
@@ -31,6 +32,7 @@ fn all_routes() -> Routes {
         .merge(users::routes())
         .merge(ui::routes())
         .merge(clusters::routes())
+        .merge(guests::routes())
         .merge(deploy::routes())
         .merge(bulk::routes())
         .merge(agent::routes())

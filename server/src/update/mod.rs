@@ -17,6 +17,9 @@ mod guest;
 mod plan;
 mod pve;
 
+/// Where the names of Canopy's own snapshots start (`canopy-<operation>`).
+pub use pve::PREFIX as SNAPSHOT_PREFIX;
+
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use crate::operations::{record, Engine, Slots};

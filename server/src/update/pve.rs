@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where snapshots of Canopy's own start (`canopy-<operation>`).
-pub(super) const PREFIX: &str = "canopy-";
+pub const PREFIX: &str = "canopy-";
 
 /// How long a guest locked by PVE is waited for before the step gives up.
 const LOCK_WAIT: Duration = Duration::from_secs(120);

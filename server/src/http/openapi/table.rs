@@ -11,6 +11,7 @@
 use super::{r, ApiRoute, Auth::*};
 use crate::http::clusters::{HistoryQuery, SelectorQuery};
 use crate::http::deploy::{ListQuery, PreviewQuery, SelectorBody};
+use crate::http::guests::GuestQuery;
 use crate::http::routes::Verb::*;
 use canopy_api_types::agent::*;
 use canopy_api_types::auth::*;
@@ -72,6 +73,7 @@ pub const ROUTES: &[ApiRoute] = &[
     r(Get, "/tree", Viewer, "The inventory tree, whole or the subtrees a selector matches").query::<SelectorQuery>().ok::<TreeResponse>(),
     r(Get, "/tree/preview", Viewer, "What an action on a selector would touch").query::<SelectorQuery>().ok::<SelectorPreview>(),
     r(Get, "/tree/history", Viewer, "Events of a guest across migrations and of its agent").query::<HistoryQuery>().ok::<Vec<Event>>(),
+    r(Get, "/tree/snapshots", Viewer, "A guest's PVE snapshots, read live (Canopy's marked), newest first").query::<GuestQuery>().ok::<Vec<GuestSnapshot>>(),
     r(Get, "/agents/deploy/preview", Viewer, "The guests an agent deploy would touch and how each is reached").query::<PreviewQuery>().ok::<DeployPreview>(),
     r(Post, "/agents/deploy", Deploy, "Deploy (or uninstall) agents below a selector; returns the operation at once. Admins only, unless deploy.operators_may_deploy lets operators too").body::<DeployRequest>().accepted::<Operation>(),
     r(Post, "/agents/agentless-scan", Operator, "Scan guests without an agent through pct exec; results per guest").body::<SelectorBody>().ok::<Vec<AgentlessResult>>(),
