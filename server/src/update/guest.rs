@@ -220,6 +220,7 @@ impl Work<'_> {
                 self.note("reboot", "done", &summary(&back)).await?;
             } else {
                 let why = match needed {
+                    _ if self.detail.rebooted => "rebooted already (before a restart)".into(),
                     Some(why) => format!("{why}, policy never"),
                     None => "not required".into(),
                 };
