@@ -34,7 +34,10 @@ pub fn facts(n: &TreeNode) -> Vec<(&'static str, String)> {
         out.push(("OS", os.clone()));
     }
     if n.kind.is_guest() {
-        out.push(("Agent", agent_text(n.agent.as_deref(), n.agent_user.as_deref())));
+        out.push((
+            "Agent",
+            agent_text(n.agent.as_deref(), n.agent_user.as_deref()),
+        ));
     }
     if let Some(tags) = n.tags.as_ref().filter(|t| !t.is_empty()) {
         out.push(("Tags", tags.join(", ")));
@@ -156,7 +159,10 @@ mod tests {
         assert_eq!(r.versions, "3.0.1 → 3.0.2");
         assert_eq!(r.severity, "security");
         assert_eq!(r.state, "pending");
-        assert_eq!(update_row(&update(true, UpdateStatus::Pending)).state, "held");
+        assert_eq!(
+            update_row(&update(true, UpdateStatus::Pending)).state,
+            "held"
+        );
         assert_eq!(
             update_row(&update(true, UpdateStatus::AwaitingConfirmation)).state,
             "awaiting confirmation"

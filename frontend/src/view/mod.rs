@@ -2,4 +2,5 @@
 //! module is tested natively with `cargo test -p canopy-frontend`.
 
 pub mod detail;
+pub mod operation;
 pub mod tree;

@@ -11,27 +11,72 @@ pub struct Badge {
     /// CSS class suffix (`badge-security`).
     pub class: &'static str,
     pub count: u32,
+    /// What the badge reads after its count: "sec", "upd", "no agent"…
+    pub short: &'static str,
     /// "3 security updates" (the badge's title and aria-label).
     pub label: String,
 }
 
 /// The rollup badges of a vertex, most urgent first; zero counts are left out.
 pub fn badges(rollup: &Counts) -> Vec<Badge> {
-    let items: [(&'static str, u32, &str, &str); 7] = [
-        ("failed", rollup.failed_ops, "failed operation", "failed operations"),
-        ("security", rollup.security, "security update", "security updates"),
-        ("pending", rollup.pending, "pending update", "pending updates"),
-        ("reboot", rollup.reboot_required, "reboot required", "reboots required"),
-        ("offline", rollup.agents_offline, "agent offline", "agents offline"),
-        ("missing", rollup.agents_missing, "agent missing", "agents missing"),
-        ("running", rollup.running_ops, "operation running", "operations running"),
+    let items: [(&'static str, u32, &'static str, &str, &str); 7] = [
+        (
+            "failed",
+            rollup.failed_ops,
+            "failed",
+            "failed operation",
+            "failed operations",
+        ),
+        (
+            "security",
+            rollup.security,
+            "sec",
+            "security update",
+            "security updates",
+        ),
+        (
+            "pending",
+            rollup.pending,
+            "upd",
+            "pending update",
+            "pending updates",
+        ),
+        (
+            "reboot",
+            rollup.reboot_required,
+            "reboot",
+            "reboot required",
+            "reboots required",
+        ),
+        (
+            "offline",
+            rollup.agents_offline,
+            "offline",
+            "agent offline",
+            "agents offline",
+        ),
+        (
+            "missing",
+            rollup.agents_missing,
+            "no agent",
+            "agent missing",
+            "agents missing",
+        ),
+        (
+            "running",
+            rollup.running_ops,
+            "running",
+            "operation running",
+            "operations running",
+        ),
     ];
     items
         .into_iter()
-        .filter(|(_, n, _, _)| *n > 0)
-        .map(|(class, count, one, many)| Badge {
+        .filter(|(_, n, _, _, _)| *n > 0)
+        .map(|(class, count, short, one, many)| Badge {
             class,
             count,
+            short,
             label: format!("{count} {}", if count == 1 { one } else { many }),
         })
         .collect()
@@ -81,7 +126,13 @@ fn label(n: &TreeNode) -> String {
 
 /// The rows the tree shows, in order: every root, and the children of expanded vertices.
 pub fn visible_rows(forest: &[TreeNode], expanded: &HashSet<String>) -> Vec<Row> {
-    fn walk(n: &TreeNode, parent: Option<&str>, level: usize, open: &HashSet<String>, out: &mut Vec<Row>) {
+    fn walk(
+        n: &TreeNode,
+        parent: Option<&str>,
+        level: usize,
+        open: &HashSet<String>,
+        out: &mut Vec<Row>,
+    ) {
         let id = n.id.as_str();
         let is_open = !n.children.is_empty() && open.contains(id);
         out.push(Row {
@@ -154,10 +205,15 @@ pub enum Nav {
 /// ← collapses or goes to the parent, Home/End the first/last row, Enter/Space selects.
 pub fn key(rows: &[Row], focused: &str, key: &str) -> Nav {
     let Some(i) = rows.iter().position(|r| r.id == focused) else {
-        return rows.first().map_or(Nav::Nothing, |r| Nav::Focus(r.id.clone()));
+        return rows
+            .first()
+            .map_or(Nav::Nothing, |r| Nav::Focus(r.id.clone()));
     };
     let row = &rows[i];
-    let focus = |j: usize| rows.get(j).map_or(Nav::Nothing, |r| Nav::Focus(r.id.clone()));
+    let focus = |j: usize| {
+        rows.get(j)
+            .map_or(Nav::Nothing, |r| Nav::Focus(r.id.clone()))
+    };
     match key {
         "ArrowDown" => focus(i + 1),
         "ArrowUp" if i > 0 => focus(i - 1),
@@ -213,7 +269,10 @@ mod tests {
         let rows = visible_rows(&forest(), &open(&[]));
         assert_eq!(rows.len(), 1);
         assert!(rows[0].has_children && !rows[0].expanded);
-        let rows = visible_rows(&forest(), &open(&["cluster/home", "cluster/home/node/pve1"]));
+        let rows = visible_rows(
+            &forest(),
+            &open(&["cluster/home", "cluster/home/node/pve1"]),
+        );
         let ids: Vec<_> = rows.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(
             ids,
@@ -238,8 +297,12 @@ mod tests {
     fn badges_say_what_they_count_most_urgent_first() {
         let rows = visible_rows(&forest(), &open(&[]));
         let b = &rows[0].badges;
-        assert_eq!(b.iter().map(|b| b.class).collect::<Vec<_>>(), ["security", "pending", "missing"]);
+        assert_eq!(
+            b.iter().map(|b| b.class).collect::<Vec<_>>(),
+            ["security", "pending", "missing"]
+        );
         assert_eq!(b[0].label, "2 security updates");
+        assert_eq!(b[0].short, "sec");
         assert_eq!(b[2].label, "1 agent missing");
         assert!(badges(&Counts::default()).is_empty());
     }
@@ -248,24 +311,57 @@ mod tests {
     fn arrow_keys_follow_the_tree_pattern() {
         let f = forest();
         let closed = visible_rows(&f, &open(&[]));
-        assert_eq!(key(&closed, "cluster/home", "ArrowRight"), Nav::Expand("cluster/home".into()));
+        assert_eq!(
+            key(&closed, "cluster/home", "ArrowRight"),
+            Nav::Expand("cluster/home".into())
+        );
         let rows = visible_rows(&f, &open(&["cluster/home"]));
-        assert_eq!(key(&rows, "cluster/home", "ArrowRight"), Nav::Focus("cluster/home/node/pve1".into()));
-        assert_eq!(key(&rows, "cluster/home", "ArrowLeft"), Nav::Collapse("cluster/home".into()));
-        assert_eq!(key(&rows, "cluster/home/node/pve1", "ArrowLeft"), Nav::Focus("cluster/home".into()));
-        assert_eq!(key(&rows, "cluster/home/node/pve1", "ArrowDown"), Nav::Focus("cluster/home/node/pve2".into()));
-        assert_eq!(key(&rows, "cluster/home/node/pve2", "ArrowDown"), Nav::Nothing);
+        assert_eq!(
+            key(&rows, "cluster/home", "ArrowRight"),
+            Nav::Focus("cluster/home/node/pve1".into())
+        );
+        assert_eq!(
+            key(&rows, "cluster/home", "ArrowLeft"),
+            Nav::Collapse("cluster/home".into())
+        );
+        assert_eq!(
+            key(&rows, "cluster/home/node/pve1", "ArrowLeft"),
+            Nav::Focus("cluster/home".into())
+        );
+        assert_eq!(
+            key(&rows, "cluster/home/node/pve1", "ArrowDown"),
+            Nav::Focus("cluster/home/node/pve2".into())
+        );
+        assert_eq!(
+            key(&rows, "cluster/home/node/pve2", "ArrowDown"),
+            Nav::Nothing
+        );
         assert_eq!(key(&rows, "cluster/home", "ArrowUp"), Nav::Nothing);
-        assert_eq!(key(&rows, "cluster/home/node/pve2", "Home"), Nav::Focus("cluster/home".into()));
-        assert_eq!(key(&rows, "cluster/home", "End"), Nav::Focus("cluster/home/node/pve2".into()));
-        assert_eq!(key(&rows, "cluster/home/node/pve2", "Enter"), Nav::Select("cluster/home/node/pve2".into()));
-        assert_eq!(key(&rows, "gone", "ArrowDown"), Nav::Focus("cluster/home".into()));
+        assert_eq!(
+            key(&rows, "cluster/home/node/pve2", "Home"),
+            Nav::Focus("cluster/home".into())
+        );
+        assert_eq!(
+            key(&rows, "cluster/home", "End"),
+            Nav::Focus("cluster/home/node/pve2".into())
+        );
+        assert_eq!(
+            key(&rows, "cluster/home/node/pve2", "Enter"),
+            Nav::Select("cluster/home/node/pve2".into())
+        );
+        assert_eq!(
+            key(&rows, "gone", "ArrowDown"),
+            Nav::Focus("cluster/home".into())
+        );
     }
 
     #[test]
     fn a_guest_is_found_and_its_ancestors_named() {
         let f = forest();
-        assert_eq!(find(&f, "cluster/home/node/pve2/lxc/102").unwrap().name, "db");
+        assert_eq!(
+            find(&f, "cluster/home/node/pve2/lxc/102").unwrap().name,
+            "db"
+        );
         assert!(find(&f, "cluster/home/node/pve9").is_none());
         assert_eq!(
             ancestors("cluster/home/node/pve1/lxc/101"),
