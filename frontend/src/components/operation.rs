@@ -73,7 +73,7 @@ pub fn update_action(props: &UpdateActionProps) -> Html {
 }
 
 enum Change {
-    Replace(Operation),
+    Replace(Box<Operation>),
     Event(String, String),
 }
 
@@ -89,7 +89,7 @@ impl Reducible for Followed {
         let mut op = self.op.clone();
         let error = match change {
             Change::Replace(o) => {
-                op = Some(o);
+                op = Some(*o);
                 None
             }
             Change::Event(name, data) => apply_event(&mut op, &name, &data).err(),
@@ -119,7 +119,7 @@ pub fn operation_view(props: &OperationProps) -> Html {
                 let followed = followed.clone();
                 wasm_bindgen_futures::spawn_local(async move {
                     if let Ok(op) = api::call(move |c| async move { c.operation(id).await }).await {
-                        followed.dispatch(Change::Replace(op));
+                        followed.dispatch(Change::Replace(Box::new(op)));
                     }
                 });
             };
