@@ -57,6 +57,11 @@ const APT_NEEDS: &[AptNeed] = &[
         package: "openssh-client",
         present: || have("ssh") && have("ssh-keygen"),
     },
+    // The web dashboard's browser test (server/tests/web_browser.rs).
+    AptNeed {
+        package: "chromium",
+        present: || have("chromium"),
+    },
     AptNeed {
         package: "procps",
         present: || have("ps"),
