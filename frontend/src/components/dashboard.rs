@@ -33,7 +33,11 @@ pub fn dashboard(props: &DashboardProps) -> Html {
         |sel: String| async move {
             api::call(move |c| {
                 let sel = sel.clone();
-                async move { c.tree(Some(sel.as_str()).filter(|s| !s.is_empty())).await }
+                async move {
+                    c.tree(Some(sel.as_str()).filter(|s| !s.is_empty()))
+                        .await
+                        .map(|t| t.trees)
+                }
             })
             .await
         },
@@ -63,18 +67,18 @@ pub fn dashboard(props: &DashboardProps) -> Html {
                 { match &tree.state {
                     Loadable::Loading => html! { <p role="status">{"Loading the tree…"}</p> },
                     Loadable::Failed(e) => html! { <p class="error" role="alert">{format!("Cannot load the tree: {e}")}</p> },
-                    Loadable::Ready(t) if t.trees.is_empty() => html! {
+                    Loadable::Ready(t) if t.is_empty() => html! {
                         <p>{ if selector.is_empty() { "No clusters yet: add one with canopy cluster add." } else { "Nothing matches this selector." } }</p>
                     },
                     Loadable::Ready(t) => html! {
-                        <Tree forest={std::rc::Rc::new(t.trees.clone())} selected={(*selected).clone()} on_select={on_select.clone()} />
+                        <Tree forest={t.clone()} selected={(*selected).clone()} on_select={on_select.clone()} />
                     },
                 } }
             </nav>
             <main class="main">
                 { match (&tree.state, &*selected) {
                     (Loadable::Ready(t), Some(id)) => html! {
-                        <Detail forest={std::rc::Rc::new(t.trees.clone())} id={id.clone()} />
+                        <Detail forest={t.clone()} id={id.clone()} />
                     },
                     _ => html! { <p class="hint">{"Select a cluster, node or guest to see its details."}</p> },
                 } }

@@ -3,7 +3,7 @@
 //! node's own pending updates, and the recent operations.
 
 use super::badges::Badges;
-use super::operation::UpdateAction;
+use super::operation::{OperationView, UpdateAction};
 use crate::api;
 use crate::loadable::{use_loadable, Loadable};
 use crate::view::detail::{event_line, facts, kind_name, page_line, update_row};
@@ -197,6 +197,7 @@ fn operations() -> Html {
     let loaded = use_loadable((), Some(10_000), |()| async move {
         api::call(|c| async move { c.operations(10).await }).await
     });
+    let open = use_state(|| None::<canopy_api_types::OperationId>);
     html! {
         <section aria-labelledby="ops-title">
             <h3 id="ops-title">{"Recent operations"}</h3>
@@ -206,14 +207,23 @@ fn operations() -> Html {
                         <thead><tr><th scope="col">{"Action"}</th><th scope="col">{"Selector"}</th>
                             <th scope="col">{"State"}</th><th scope="col">{"By"}</th></tr></thead>
                         <tbody>
-                        { for ops.iter().map(|o| html! {
-                            <tr><td>{&o.action}</td><td><code>{&o.selector}</code></td>
-                                <td>{o.state.as_str()}</td><td>{&o.created_by}</td></tr>
+                        { for ops.iter().map(|o| {
+                            let (open, id) = (open.clone(), o.id);
+                            let onclick = Callback::from(move |_: MouseEvent| open.set(Some(id)));
+                            html! {
+                                <tr><td><button class="link" {onclick}>{&o.action}</button></td>
+                                    <td><code>{&o.selector}</code></td>
+                                    <td>{o.state.as_str()}</td><td>{&o.created_by}</td></tr>
+                            }
                         }) }
                         </tbody>
                     </table>
                 }
             }) }
+            if let Some(id) = *open {
+                <h4>{format!("Operation {id}")}</h4>
+                <OperationView {id} />
+            }
         </section>
     }
 }

@@ -109,6 +109,7 @@ pub struct OperationProps {
 /// One operation, live: polled while it plans and waits, streamed while it runs.
 #[function_component(OperationView)]
 pub fn operation_view(props: &OperationProps) -> Html {
+    let may_act = use_context::<SessionContext>().is_some_and(|s| s.may_act());
     let followed = use_reducer(Followed::default);
     let id = props.id;
     // The stored state every 2 s until it ends (planning and approval are not streamed).
@@ -210,6 +211,7 @@ pub fn operation_view(props: &OperationProps) -> Html {
             if !op.skipped.is_empty() {
                 <p class="muted">{ format!("Skipped: {}", op.skipped.iter().map(|s| format!("{} ({})", s.id, s.reason)).collect::<Vec<_>>().join(", ")) }</p>
             }
+            if may_act {
             <div class="buttons">
                 if waiting {
                     if let Some(onclick) = approve {
@@ -222,6 +224,7 @@ pub fn operation_view(props: &OperationProps) -> Html {
                     <button onclick={control("cancel")}>{"Cancel"}</button>
                 }
             </div>
+            }
         </div>
     }
 }
