@@ -177,10 +177,8 @@ async fn log_in_browse_filter_and_stay_read_only_as_a_viewer() {
     // Log out, then in as a viewer: no action, and the API refuses it anyway.
     b.click("header .link:last-child").await;
     b.wait_text(".login .note", "Logged out").await;
-    b.type_into("#username", &format!("{}vera", keys::HOME))
-        .await;
-    b.run_async("document.getElementById('username').value = 'vera'; arguments[0]()")
-        .await;
+    b.clear("#username").await;
+    b.type_into("#username", "vera").await;
     b.type_into("#password", VIEWER_PASSWORD).await;
     b.click("button[type=submit]").await;
     b.wait_text("header .who", "vera (viewer)").await;

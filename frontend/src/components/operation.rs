@@ -208,6 +208,9 @@ pub fn operation_view(props: &OperationProps) -> Html {
                 }) }
                 </tbody>
             </table>
+            if let Some(fp) = op.update.as_ref().and_then(|u| u.fingerprint.as_deref()) {
+                <p class="muted">{"Plan fingerprint (what the approval names): "}<code>{fp}</code></p>
+            }
             if !op.skipped.is_empty() {
                 <p class="muted">{ format!("Skipped: {}", op.skipped.iter().map(|s| format!("{} ({})", s.id, s.reason)).collect::<Vec<_>>().join(", ")) }</p>
             }

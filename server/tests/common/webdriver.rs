@@ -186,6 +186,17 @@ impl Browser {
         .await;
     }
 
+    /// Empties an input.
+    pub async fn clear(&self, css: &str) {
+        let el = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/clear"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
     pub async fn text(&self, css: &str) -> String {
         let el = self.find(css).await;
         self.call(reqwest::Method::GET, &format!("/element/{el}/text"), None)
