@@ -1,5 +1,5 @@
 //! Embeds the web dashboard that `cargo xtask ui` wrote to `frontend/dist/` (docs/design.md
-//! §1): one `Asset` per file, with its gzip twin when there is one. Without a built
+//! §1): one `Asset` per file, with its gzip and brotli twins when there are. Without a built
 //! dashboard the server still compiles (for work on the rest of it) and says so: a cargo
 //! warning here, and a page at `/` naming the command that builds it. CI builds it first
 //! (`cargo xtask test`), and `server/tests/web.rs` fails when it is missing.
@@ -10,17 +10,18 @@ use std::path::Path;
 fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let frontend = Path::new(&manifest).join("../frontend");
-    // The whole frontend directory: its dist/ may not exist yet, and creating it must
-    // rerun this script.
-    println!("cargo:rerun-if-changed={}", frontend.display());
     let dist = frontend.join("dist");
+    // The bundle when there is one; else the frontend directory, where creating dist/ must
+    // rerun this script (a missing path would rerun it on every build).
+    let watched = if dist.is_dir() { &dist } else { &frontend };
+    println!("cargo:rerun-if-changed={}", watched.display());
     let mut names: Vec<String> = std::fs::read_dir(&dist)
         .map(|entries| {
             entries
                 .flatten()
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.ends_with(".gz") && n != "README.md")
+                .filter(|n| !n.ends_with(".gz") && !n.ends_with(".br") && n != "README.md")
                 .collect()
         })
         .unwrap_or_default();
@@ -36,15 +37,16 @@ fn main() {
     let mut out = String::from("pub static ASSETS: &[Asset] = &[\n");
     for name in &names {
         let path = dist.join(name).canonicalize().expect("asset path");
-        let gz = dist.join(format!("{name}.gz"));
-        let gzip = match gz.canonicalize() {
+        let twin = |ext: &str| match dist.join(format!("{name}.{ext}")).canonicalize() {
             Ok(p) => format!("Some(include_bytes!({:?}))", p.display().to_string()),
             Err(_) => "None".into(),
         };
         writeln!(
             out,
-            "    Asset {{ name: {name:?}, body: include_bytes!({:?}), gzip: {gzip} }},",
-            path.display().to_string()
+            "    Asset {{ name: {name:?}, body: include_bytes!({:?}), gzip: {}, brotli: {} }},",
+            path.display().to_string(),
+            twin("gz"),
+            twin("br")
         )
         .unwrap();
     }

@@ -1,7 +1,7 @@
 //! The web dashboard as the real server serves it over HTTPS (docs/design.md §5, §7.2): the
 //! embedded bundle that `cargo xtask ui` built, `index.html` for client-side routes with a
 //! `<base href>` for a trusted proxy's sub-path, hashed assets cached for a year and sent
-//! gzipped when accepted, JSON 404s under `/api/`, and the security headers on everything.
+//! brotli or gzip when accepted, JSON 404s under `/api/`, and the security headers on everything.
 
 mod common;
 
@@ -119,7 +119,7 @@ async fn the_embedded_dashboard_is_served_with_its_headers() {
         let body = plain.bytes().await.unwrap();
         let gz = http
             .get(&url)
-            .header(header::ACCEPT_ENCODING, "br, gzip")
+            .header(header::ACCEPT_ENCODING, "deflate, gzip")
             .send()
             .await
             .unwrap();
@@ -131,6 +131,16 @@ async fn the_embedded_dashboard_is_served_with_its_headers() {
             "{name} compresses"
         );
     }
+    // Brotli first where the browser takes it (the wasm: the largest file).
+    let br = http
+        .get(format!("{}/{wasm}", app.base))
+        .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(br.headers()[header::CONTENT_ENCODING], "br");
+    assert_eq!(br.headers()[header::VARY], "Accept-Encoding");
+    let br_len = br.bytes().await.unwrap().len();
     let wasm_body = http
         .get(format!("{}/{wasm}", app.base))
         .send()
@@ -140,6 +150,11 @@ async fn the_embedded_dashboard_is_served_with_its_headers() {
         .await
         .unwrap();
     assert_eq!(&wasm_body[..4], b"\0asm");
+    assert!(
+        br_len * 2 < wasm_body.len(),
+        "brotli: {br_len} of {}",
+        wasm_body.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

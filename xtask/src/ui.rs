@@ -6,8 +6,8 @@
 //! `wasm-bindgen` CLI at exactly the version of the `wasm-bindgen` crate in Cargo.lock,
 //! installed once with `cargo install` into `$HOME/.cache/canopy-tools/wasm-bindgen-VERSION`.
 //! Every asset but `index.html` carries a content hash in its name (cached for a year by
-//! browsers), and each gets a `.gz` twin (gzip -9) that the server sends when the browser
-//! accepts it. `--watch` rebuilds whenever a source of the bundle changes; run the server
+//! browsers), and each gets a `.gz` (gzip -9) and a `.br` (brotli 11) twin that the server
+//! sends when the browser accepts it. `--watch` rebuilds whenever a source of the bundle changes; run the server
 //! with `CANOPY_UI_DIR=frontend/dist` to serve the fresh files without rebuilding it.
 
 use crate::proc::{cmd, have};
@@ -127,6 +127,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     ] {
         fs::write(staging.join(name), bytes)?;
         fs::write(staging.join(format!("{name}.gz")), gzip(bytes)?)?;
+        fs::write(staging.join(format!("{name}.br")), brotli(bytes)?)?;
     }
     fs::write(
         staging.join("README.md"),
@@ -143,12 +144,14 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         .map(|m| m.len())
         .sum();
     let wasm_gz = fs::metadata(dist.join(format!("{}.gz", names.wasm)))?.len();
+    let wasm_br = fs::metadata(dist.join(format!("{}.br", names.wasm)))?.len();
     println!(
-        "xtask ui: {} in {:.0}s: wasm {} KiB ({} KiB gzip), whole bundle {} KiB gzip",
+        "xtask ui: {} in {:.0}s: wasm {} KiB ({} KiB gzip, {} KiB brotli), whole bundle {} KiB gzip",
         dist.display(),
         started.elapsed().as_secs_f64(),
         wasm.len() / 1024,
         wasm_gz / 1024,
+        wasm_br / 1024,
         total / 1024
     );
     Ok(dist)
@@ -165,6 +168,17 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(bytes)?;
     Ok(enc.finish()?)
+}
+
+fn brotli(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 11,
+        lgwin: 22,
+        ..Default::default()
+    };
+    brotli::BrotliCompress(&mut &bytes[..], &mut out, &params)?;
+    Ok(out)
 }
 
 fn ensure_target(root: &Path) -> Result<()> {

@@ -2,8 +2,8 @@
 //! `cargo xtask ui` built, embedded at compile time (`build.rs`), or read from `ui_dir` for
 //! development. Hashed assets are cached for a year; `index.html` is never cached and is the
 //! answer to every other GET outside `/api/` (client-side routes), with a `<base href>` for
-//! the sub-path a trusted reverse proxy names. A gzip twin is sent to browsers that accept
-//! it. [`headers`] adds the security headers to every response.
+//! the sub-path a trusted reverse proxy names. A brotli or gzip twin is sent to browsers
+//! that accept it. [`headers`] adds the security headers to every response.
 
 pub mod headers;
 
@@ -19,6 +19,7 @@ pub struct Asset {
     pub name: &'static str,
     pub body: &'static [u8],
     pub gzip: Option<&'static [u8]>,
+    pub brotli: Option<&'static [u8]>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/ui_assets.rs"));
@@ -32,24 +33,32 @@ pub fn embedded() -> bool {
 struct File {
     body: Cow<'static, [u8]>,
     gzip: Option<Cow<'static, [u8]>>,
+    brotli: Option<Cow<'static, [u8]>>,
 }
 
 fn find(state: &AppState, name: &str) -> Option<File> {
-    if name.is_empty() || name.contains('/') || name.starts_with('.') || name.ends_with(".gz") {
+    if name.is_empty()
+        || name.contains('/')
+        || name.starts_with('.')
+        || name.ends_with(".gz")
+        || name.ends_with(".br")
+    {
         return None;
     }
     match &state.settings.ui_dir {
         Some(dir) => {
             let body = std::fs::read(dir.join(name)).ok()?;
-            let gzip = std::fs::read(dir.join(format!("{name}.gz"))).ok();
+            let twin = |ext: &str| std::fs::read(dir.join(format!("{name}.{ext}"))).ok();
             Some(File {
                 body: Cow::Owned(body),
-                gzip: gzip.map(Cow::Owned),
+                gzip: twin("gz").map(Cow::Owned),
+                brotli: twin("br").map(Cow::Owned),
             })
         }
         None => ASSETS.iter().find(|a| a.name == name).map(|a| File {
             body: Cow::Borrowed(a.body),
             gzip: a.gzip.map(Cow::Borrowed),
+            brotli: a.brotli.map(Cow::Borrowed),
         }),
     }
 }
@@ -67,8 +76,8 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// Does `Accept-Encoding` allow gzip (`gzip` or `*`, without `q=0`)?
-pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+/// Does `Accept-Encoding` allow `coding` (by name or `*`, without `q=0`)?
+pub fn accepts(headers: &HeaderMap, coding_wanted: &str) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
@@ -82,7 +91,7 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
                     .and_then(|q| q.parse::<f32>().ok())
                     .is_some_and(|q| q <= 0.0)
             });
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+            (coding.eq_ignore_ascii_case(coding_wanted) || coding == "*") && !refused
         })
 }
 
@@ -112,16 +121,22 @@ pub async fn fallback(State(state): State<AppState>, req: axum::extract::Request
     index_page(&state, req.extensions(), headers)
 }
 
-/// A hashed bundle file: immutable, gzip when accepted.
+/// A hashed bundle file: immutable; brotli, else gzip, when the browser accepts it.
 fn asset(name: &str, file: File, headers: &HeaderMap) -> Response {
-    let mut resp = match (file.gzip, accepts_gzip(headers)) {
-        (Some(gz), true) => {
-            let mut r = gz.into_owned().into_response();
+    let packed = [("br", file.brotli), ("gzip", file.gzip)]
+        .into_iter()
+        .find_map(|(coding, twin)| {
+            twin.filter(|_| accepts(headers, coding))
+                .map(|t| (coding, t))
+        });
+    let mut resp = match packed {
+        Some((coding, bytes)) => {
+            let mut r = bytes.into_owned().into_response();
             r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
             r
         }
-        _ => file.body.into_owned().into_response(),
+        None => file.body.into_owned().into_response(),
     };
     let h = resp.headers_mut();
     h.insert(
@@ -194,13 +209,15 @@ mod tests {
     }
 
     #[test]
-    fn gzip_is_sent_only_when_accepted() {
-        assert!(accepts_gzip(&with("gzip, deflate, br")));
-        assert!(accepts_gzip(&with("br;q=1.0, GZIP;q=0.5")));
-        assert!(accepts_gzip(&with("*")));
-        assert!(!accepts_gzip(&with("gzip;q=0")));
-        assert!(!accepts_gzip(&with("br, deflate")));
-        assert!(!accepts_gzip(&HeaderMap::new()));
+    fn a_coding_is_sent_only_when_accepted() {
+        assert!(accepts(&with("gzip, deflate, br"), "gzip"));
+        assert!(accepts(&with("gzip, deflate, br"), "br"));
+        assert!(accepts(&with("br;q=1.0, GZIP;q=0.5"), "gzip"));
+        assert!(accepts(&with("*"), "gzip"));
+        assert!(!accepts(&with("gzip;q=0"), "gzip"));
+        assert!(!accepts(&with("br, deflate"), "gzip"));
+        assert!(!accepts(&with("gzip"), "br"));
+        assert!(!accepts(&HeaderMap::new(), "gzip"));
     }
 
     #[test]
