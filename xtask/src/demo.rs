@@ -257,6 +257,8 @@ pub fn run(args: &[&str]) -> Result<()> {
         "\nCanopy is running at {url}\n\
          TLS certificate SHA-256 fingerprint: {fingerprint}\n  \
            (self-signed, {state}/data/tls-cert.pem; the CLI and the agents pin it)\n\n\
+         Open {url} in a browser for the dashboard (admin and the password below; the \
+         browser asks about the self-signed certificate).\n\n\
          Log in as admin with the password in {pw} ({password}):\n  \
            {canopy_d} login --server {url} --username admin --fingerprint {fingerprint}\n\
          Or use the demo's session; server log {state}/server.log\n  \

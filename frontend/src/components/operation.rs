@@ -113,9 +113,10 @@ pub fn operation_view(props: &OperationProps) -> Html {
     let followed = use_reducer(Followed::default);
     let id = props.id;
     // The stored state every 2 s until it ends (planning and approval are not streamed).
+    let ended = followed.op.as_ref().is_some_and(|o| o.state.is_terminal());
     {
         let followed = followed.dispatcher();
-        use_effect_with(id, move |&id| {
+        use_effect_with((id, ended), move |&(id, ended)| {
             let fetch = move || {
                 let followed = followed.clone();
                 wasm_bindgen_futures::spawn_local(async move {
@@ -124,8 +125,10 @@ pub fn operation_view(props: &OperationProps) -> Html {
                     }
                 });
             };
-            fetch();
-            let poll = Interval::new(2_000, fetch);
+            let poll = (!ended).then(|| {
+                fetch();
+                Interval::new(2_000, fetch)
+            });
             move || drop(poll)
         });
     }
