@@ -245,3 +245,35 @@ async fn the_base_href_follows_a_trusted_proxys_prefix_only() {
         .unwrap();
     assert!(html.contains("<base href=\"/\">"), "{html}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_dir_serves_the_files_on_disk_instead() {
+    // What `cargo xtask ui --watch` rewrites while the server runs.
+    let ui = tempfile::tempdir().unwrap();
+    let page = |n: u32| {
+        format!(
+            "<!doctype html><base href=\"/\"><script type=\"module\" src=\"boot-{n}.js\"></script>"
+        )
+    };
+    std::fs::write(ui.path().join("index.html"), page(1)).unwrap();
+    std::fs::write(ui.path().join("boot-1.js"), "// one").unwrap();
+    let dir = ui.path().to_path_buf();
+    let (app, http, _dir) = start(move |s| s.ui_dir = Some(dir)).await;
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), format!("{}{path}", app.base));
+        async move { http.get(url).send().await.unwrap() }
+    };
+    assert!(get("/").await.text().await.unwrap().contains("boot-1.js"));
+    assert_eq!(get("/boot-1.js").await.text().await.unwrap(), "// one");
+    // A rebuild is served at once, without restarting the server.
+    std::fs::write(ui.path().join("index.html"), page(2)).unwrap();
+    std::fs::write(ui.path().join("boot-2.js"), "// two").unwrap();
+    assert!(get("/tree")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains("boot-2.js"));
+    assert_eq!(get("/boot-2.js").await.text().await.unwrap(), "// two");
+    assert_eq!(get("/../Cargo.toml").await.status(), 404);
+}
