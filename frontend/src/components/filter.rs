@@ -1,10 +1,11 @@
 //! The filter box: a selector (`cluster/home/**[tag=prod]`), previewed live as the user
-//! types ("resolves to 14 hosts (1 template skipped)", from `GET /tree/preview`), applied to
+//! types (a quarter second after the last key) ("resolves to 14 hosts (1 template skipped)", from `GET /tree/preview`), applied to
 //! the tree with Enter.
 
 use crate::api;
 use crate::loadable::{use_loadable, Loadable};
 use crate::view::detail::{preview_line, PreviewLine};
+use gloo_timers::callback::Timeout;
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
@@ -17,7 +18,10 @@ pub struct FilterProps {
 #[function_component(Filter)]
 pub fn filter(props: &FilterProps) -> Html {
     let text = use_state(|| props.applied.clone());
-    let preview = use_loadable((*text).clone(), None, |sel: String| async move {
+    // Asked 250 ms after the last keystroke, not once per key.
+    let settled = use_state(|| props.applied.clone());
+    let pending = use_mut_ref(|| None::<Timeout>);
+    let preview = use_loadable((*settled).clone(), None, |sel: String| async move {
         if sel.trim().is_empty() {
             return Ok(Err(String::new()));
         }
@@ -34,6 +38,7 @@ pub fn filter(props: &FilterProps) -> Html {
         }
     });
     let line = match &preview.state {
+        _ if *text != *settled => preview_line(&text, None),
         Loadable::Ready(answer) => preview_line(
             &text,
             Some(answer.as_ref().as_ref().map_err(String::as_str)),
@@ -41,10 +46,14 @@ pub fn filter(props: &FilterProps) -> Html {
         _ => preview_line(&text, None),
     };
     let oninput = {
-        let text = text.clone();
+        let (text, settled) = (text.clone(), settled.clone());
         Callback::from(move |e: InputEvent| {
             let input: HtmlInputElement = e.target_unchecked_into();
-            text.set(input.value());
+            let value = input.value();
+            text.set(value.clone());
+            let settled = settled.clone();
+            // Replacing the timeout cancels the previous one.
+            *pending.borrow_mut() = Some(Timeout::new(250, move || settled.set(value)));
         })
     };
     let onsubmit = {
@@ -55,9 +64,10 @@ pub fn filter(props: &FilterProps) -> Html {
         })
     };
     let clear = {
-        let (text, on_apply) = (text.clone(), props.on_apply.clone());
+        let (text, settled, on_apply) = (text.clone(), settled.clone(), props.on_apply.clone());
         Callback::from(move |_: MouseEvent| {
             text.set(String::new());
+            settled.set(String::new());
             on_apply.emit(String::new());
         })
     };
