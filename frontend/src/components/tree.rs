@@ -1,10 +1,12 @@
 //! The inventory tree (clusters → nodes → guests) as the WAI-ARIA tree pattern: one
 //! `treeitem` per visible row with its level and expanded state, one tab stop, the arrow
 //! keys to move, expand and collapse, Enter to open the detail. Only the rows of expanded
-//! vertices are built (`view::tree::visible_rows`).
+//! vertices are built (`view::tree::visible_rows`), and of a long list only the window the
+//! viewport shows is in the page (`view::tree::window`), between two spacers whose heights
+//! are set through the CSSOM (the CSP allows no `style` attribute).
 
 use super::badges::Badges;
-use crate::view::tree::{ancestors, key, visible_rows, Nav, Row};
+use crate::view::tree::{ancestors, key, scroll_to, visible_rows, window, Nav, Row, ROW_PX};
 use canopy_inventory::{Kind, TreeNode};
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -63,22 +65,69 @@ pub fn tree(props: &TreeProps) -> Html {
             }
         });
     }
-    // Keyboard moves take the browser's focus along.
+    let rows: Rc<Vec<Row>> = Rc::new(visible_rows(&props.forest, &expanded));
+    let viewport = use_node_ref();
+    let (top_spacer, bottom_spacer) = (use_node_ref(), use_node_ref());
+    // (scroll_top, height) of the viewport, updated every few rows of scrolling.
+    let scroll = use_state(|| (0u32, 900u32));
+    let (start, end) = window(rows.len(), scroll.0, scroll.1);
     {
-        let by_keyboard = by_keyboard.clone();
-        use_effect_with((*focused).clone(), move |id| {
-            if std::mem::take(&mut *by_keyboard.borrow_mut()) {
-                if let Some(el) = web_sys::window()
-                    .and_then(|w| w.document())
-                    .and_then(|d| d.get_element_by_id(&dom_id(id)))
-                    .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
-                {
-                    let _ = el.focus();
+        let (top, bottom, len) = (top_spacer.clone(), bottom_spacer.clone(), rows.len());
+        use_effect_with((start, end, len), move |&(start, end, len)| {
+            for (r, n) in [(&top, start), (&bottom, len - end)] {
+                if let Some(el) = r.cast::<web_sys::HtmlElement>() {
+                    let _ = el
+                        .style()
+                        .set_property("height", &format!("{}px", n as u32 * ROW_PX));
                 }
             }
         });
     }
-    let rows: Rc<Vec<Row>> = Rc::new(visible_rows(&props.forest, &expanded));
+    let onscroll = {
+        let (scroll, viewport) = (scroll.clone(), viewport.clone());
+        Callback::from(move |_: Event| {
+            if let Some(el) = viewport.cast::<web_sys::HtmlElement>() {
+                let (top, height) = (
+                    el.scroll_top().max(0) as u32,
+                    el.client_height().max(0) as u32,
+                );
+                if top.abs_diff(scroll.0) >= 5 * ROW_PX || height != scroll.1 {
+                    scroll.set((top, height));
+                }
+            }
+        })
+    };
+    // Keyboard moves take the browser's focus along; a row outside the window is scrolled
+    // to first, and focused once it is in the page.
+    {
+        let (by_keyboard, rows, viewport, scroll) = (
+            by_keyboard.clone(),
+            rows.clone(),
+            viewport.clone(),
+            scroll.clone(),
+        );
+        use_effect_with(((*focused).clone(), start), move |(id, _)| {
+            if *by_keyboard.borrow() {
+                let el = web_sys::window()
+                    .and_then(|w| w.document())
+                    .and_then(|d| d.get_element_by_id(&dom_id(id)))
+                    .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
+                let i = rows.iter().position(|r| &r.id == id);
+                let view = viewport.cast::<web_sys::HtmlElement>();
+                if let (Some(i), Some(view)) = (i, &view) {
+                    let height = view.client_height().max(0) as u32;
+                    if let Some(top) = scroll_to(i, view.scroll_top().max(0) as u32, height) {
+                        view.set_scroll_top(top as i32);
+                        scroll.set((top, height));
+                    }
+                }
+                if let Some(el) = el {
+                    let _ = el.focus();
+                    *by_keyboard.borrow_mut() = false;
+                }
+            }
+        });
+    }
     let toggle = {
         let expanded = expanded.clone();
         Callback::from(move |id: String| {
@@ -111,8 +160,10 @@ pub fn tree(props: &TreeProps) -> Html {
         rows.first().map(|r| r.id.clone()).unwrap_or_default()
     };
     html! {
+        <div class="tree-view" ref={viewport} {onscroll}>
         <ul class="tree" role="tree" aria-label="Clusters, nodes and guests" {onkeydown}>
-            { for rows.iter().map(|row| {
+            <li class="spacer" role="none" aria-hidden="true" ref={top_spacer}></li>
+            { for rows[start..end].iter().map(|row| {
                 let id = row.id.clone();
                 let onclick = {
                     let (focused, on_select, id) = (focused.clone(), props.on_select.clone(), id.clone());
@@ -130,7 +181,7 @@ pub fn tree(props: &TreeProps) -> Html {
                 };
                 let selected = props.selected.as_deref() == Some(row.id.as_str());
                 html! {
-                    <li id={dom_id(&row.id)} role="treeitem"
+                    <li key={row.id.clone()} id={dom_id(&row.id)} role="treeitem"
                         class={classes!("row", format!("lvl-{}", row.level.min(6)), selected.then_some("selected"))}
                         aria-level={row.level.to_string()}
                         aria-expanded={row.has_children.then(|| row.expanded.to_string())}
@@ -153,6 +204,8 @@ pub fn tree(props: &TreeProps) -> Html {
                     </li>
                 }
             }) }
+            <li class="spacer" role="none" aria-hidden="true" ref={bottom_spacer}></li>
         </ul>
+        </div>
     }
 }

@@ -189,6 +189,36 @@ pub fn ancestors(id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The height of one row in pixels (`.row` in style.css).
+pub const ROW_PX: u32 = 26;
+/// Below this many visible rows every row is in the page; above, only a window of them.
+pub const VIRTUAL_FROM: usize = 300;
+/// Rows kept in the page above and below what the viewport shows.
+const OVERSCAN: u32 = 20;
+
+/// The rows `[start, end)` to put in the page for a viewport `height` pixels high scrolled to
+/// `scroll_top`, out of `len`; everything when `len` is small.
+pub fn window(len: usize, scroll_top: u32, height: u32) -> (usize, usize) {
+    if len < VIRTUAL_FROM {
+        return (0, len);
+    }
+    let first = (scroll_top / ROW_PX).saturating_sub(OVERSCAN) as usize;
+    let last = ((scroll_top + height.max(ROW_PX)) / ROW_PX + 1 + OVERSCAN) as usize;
+    (first.min(len), last.min(len))
+}
+
+/// The `scroll_top` that shows row `i` when it is outside `[scroll_top, scroll_top + height)`.
+pub fn scroll_to(i: usize, scroll_top: u32, height: u32) -> Option<u32> {
+    let top = i as u32 * ROW_PX;
+    if top < scroll_top {
+        Some(top)
+    } else if top + ROW_PX > scroll_top + height {
+        Some((top + ROW_PX).saturating_sub(height))
+    } else {
+        None
+    }
+}
+
 /// What a key does on the focused row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Nav {
@@ -353,6 +383,20 @@ mod tests {
             key(&rows, "gone", "ArrowDown"),
             Nav::Focus("cluster/home".into())
         );
+    }
+
+    #[test]
+    fn only_a_window_of_a_long_tree_is_in_the_page() {
+        assert_eq!(window(100, 5000, 800), (0, 100), "short trees whole");
+        let (a, b) = window(5000, 0, 780);
+        assert_eq!(a, 0);
+        assert!(b > 780 / ROW_PX as usize && b < 100, "{b}");
+        let (a, b) = window(5000, 26 * 1000, 780);
+        assert!(a < 1000 && a > 900 && b > 1030 && b < 1100, "{a} {b}");
+        assert_eq!(window(5000, 26 * 6000, 780).1, 5000);
+        assert_eq!(scroll_to(10, 0, 780), None);
+        assert_eq!(scroll_to(100, 0, 780), Some(101 * 26 - 780));
+        assert_eq!(scroll_to(5, 26 * 50, 780), Some(26 * 5));
     }
 
     #[test]
