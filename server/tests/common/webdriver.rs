@@ -30,8 +30,45 @@ pub struct Browser {
     step: u32,
 }
 
+/// Ends the session first (chromedriver then closes Chromium; killed alone, it would leave
+/// the browser running), also when a test panicked: a plain blocking HTTP request, as drop
+/// cannot wait on async work.
 impl Drop for Browser {
     fn drop(&mut self) {
+        use std::io::{Read, Write};
+        if let Some((addr, path)) = self
+            .url
+            .strip_prefix("http://")
+            .and_then(|u| u.split_once('/'))
+        {
+            if let Ok(mut conn) = std::net::TcpStream::connect(addr) {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(20)));
+                let _ = write!(
+                    conn,
+                    "DELETE /{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                // Until the whole answer is in (chromedriver may keep the connection open).
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = conn.read(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
