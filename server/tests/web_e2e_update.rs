@@ -146,6 +146,10 @@ async fn plan_approve_and_watch_an_update_reach_its_end() {
         .await;
     b.wait_text(".detail h2", "101 ct101").await;
     b.wait_text(".detail .timeline", "operation").await;
+    // Open updates by default: only the held one is left; every row on request.
+    let open = b.wait_text(".detail .updates", "held").await;
+    assert!(!open.contains("installed"), "{open}");
+    b.click("#open-only").await;
     b.wait_text(".detail .updates", "installed").await;
     b.shot("guest-history").await;
 }

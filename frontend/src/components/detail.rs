@@ -9,7 +9,7 @@ use crate::loadable::{use_loadable, Loadable};
 use crate::view::detail::{event_line, facts, kind_name, page_line, update_row};
 use crate::view::operation::update_selector;
 use crate::view::tree::{badges, find};
-use canopy_api_types::updates::UpdateFilter;
+use canopy_api_types::updates::{Severity, UpdateFilter, UpdateStatus};
 use canopy_api_types::HostId;
 use canopy_inventory::{Kind, TreeNode};
 use std::rc::Rc;
@@ -75,15 +75,21 @@ struct GuestUpdatesProps {
 #[function_component(GuestUpdates)]
 fn guest_updates(props: &GuestUpdatesProps) -> Html {
     let page = use_state(|| 1u32);
+    // Open rows (pending, held among them) unless asked for every row; all severities
+    // unless asked for security ones. Filtered and paged by the server.
+    let open_only = use_state(|| true);
+    let security_only = use_state(|| false);
     let loaded = use_loadable(
-        (props.host, *page),
+        (props.host, *page, *open_only, *security_only),
         Some(15_000),
-        |(host, page): (HostId, u32)| async move {
+        |(host, page, open, security): (HostId, u32, bool, bool)| async move {
             api::call(move |c| async move {
                 c.updates(&UpdateFilter {
                     host_id: Some(host),
                     page: Some(page),
                     per_page: Some(50),
+                    status: open.then_some(UpdateStatus::Pending),
+                    severity: security.then_some(Severity::Security),
                     ..Default::default()
                 })
                 .await
@@ -91,6 +97,13 @@ fn guest_updates(props: &GuestUpdatesProps) -> Html {
             .await
         },
     );
+    let toggle = |flag: &UseStateHandle<bool>| {
+        let (flag, page) = (flag.clone(), page.clone());
+        Callback::from(move |_: Event| {
+            flag.set(!*flag);
+            page.set(1);
+        })
+    };
     let go = |delta: i64| {
         let page = page.clone();
         Callback::from(move |_: MouseEvent| page.set((i64::from(*page) + delta).max(1) as u32))
@@ -98,6 +111,10 @@ fn guest_updates(props: &GuestUpdatesProps) -> Html {
     html! {
         <section aria-labelledby="updates-title">
             <h3 id="updates-title">{"Updates"}</h3>
+            <div class="update-filters">
+                <label><input type="checkbox" id="open-only" checked={*open_only} onchange={toggle(&open_only)} />{" Open only"}</label>
+                <label><input type="checkbox" id="security-only" checked={*security_only} onchange={toggle(&security_only)} />{" Security only"}</label>
+            </div>
             { show(&loaded.state, "the updates", |p| html! {
                 <>
                 <table class="updates">
