@@ -7,7 +7,7 @@ use super::operation::{OperationView, UpdateAction};
 use crate::api;
 use crate::loadable::{use_loadable, Loadable};
 use crate::view::detail::{event_line, facts, kind_name, page_line, update_row};
-use crate::view::operation::update_selector;
+use crate::view::operation::{concerns, update_selector};
 use crate::view::tree::{badges, find};
 use canopy_api_types::updates::{Severity, UpdateFilter, UpdateStatus};
 use canopy_api_types::HostId;
@@ -61,7 +61,7 @@ pub fn detail(props: &DetailProps) -> Html {
                 if node.kind == Kind::Node {
                     <NodeUpdates cluster={node.id.cluster_name().to_string()} node={node.name.clone()} />
                 }
-                <Operations />
+                <Operations id={props.id.clone()} />
             }
         </section>
     }
@@ -209,10 +209,22 @@ fn node_updates(props: &NodeUpdatesProps) -> Html {
     }
 }
 
+#[derive(Properties, PartialEq)]
+struct OperationsProps {
+    /// The node or cluster whose operations are listed.
+    id: String,
+}
+
+/// The recent operations that touched this node or cluster.
 #[function_component(Operations)]
-fn operations() -> Html {
-    let loaded = use_loadable((), Some(10_000), |()| async move {
-        api::call(|c| async move { c.operations(10).await }).await
+fn operations(props: &OperationsProps) -> Html {
+    let loaded = use_loadable(props.id.clone(), Some(10_000), |id: String| async move {
+        let ops = api::call(|c| async move { c.operations(50).await }).await?;
+        Ok(ops
+            .into_iter()
+            .filter(|o| concerns(o, &id))
+            .take(10)
+            .collect::<Vec<_>>())
     });
     let open = use_state(|| None::<canopy_api_types::OperationId>);
     html! {

@@ -15,6 +15,16 @@ pub fn update_selector(kind: Kind, id: &str) -> String {
     }
 }
 
+/// Does `op` concern the vertex `id` (one of its guests is below it, or it was addressed at
+/// or below it)? A node's and a cluster's detail list only these.
+pub fn concerns(op: &Operation, id: &str) -> bool {
+    let below =
+        |path: &str| path == id || path.strip_prefix(id).is_some_and(|r| r.starts_with('/'));
+    below(&op.selector)
+        || op.items.iter().any(|i| below(&i.target))
+        || op.skipped.iter().any(|s| below(&s.id))
+}
+
 /// Folds one server-sent event into `op`; `Ok(true)` when it was the last (`done`).
 pub fn apply_event(op: &mut Option<Operation>, event: &str, data: &str) -> Result<bool, String> {
     let bad =
@@ -175,6 +185,20 @@ mod tests {
             .unwrap_err()
             .contains("item event"));
         assert_eq!(apply_event(&mut o, "ping", ""), Ok(false));
+    }
+
+    #[test]
+    fn operations_belong_to_the_vertices_they_touched() {
+        let a = "cluster/lab/node/pve1/lxc/101";
+        let o: Operation =
+            serde_json::from_str(&op("running", serde_json::json!([item(a, "queued", None)])))
+                .unwrap();
+        assert!(concerns(&o, "cluster/lab"));
+        assert!(concerns(&o, "cluster/lab/node/pve1"));
+        assert!(concerns(&o, a));
+        assert!(!concerns(&o, "cluster/lab/node/pve2"));
+        assert!(!concerns(&o, "cluster/la"));
+        assert!(!concerns(&o, "cluster/lab/node/pve1/lxc/10"));
     }
 
     #[test]
