@@ -1,6 +1,6 @@
-//! The detail pane of the selected vertex: for a guest its facts, agent, updates (paged on
+//! The detail pane of the selected vertex: for a guest its facts, agent, updates (filtered and paged on
 //! the server; held ones shown as such) and history; for a node or cluster its rollups, a
-//! node's own pending updates, and the recent operations.
+//! node's own pending updates, and the recent operations that touched it.
 
 use super::badges::Badges;
 use super::operation::{OperationView, UpdateAction};
