@@ -155,3 +155,13 @@ pub struct LogoutResponse {
     /// `false` when the refresh token was unknown or already revoked.
     pub revoked: bool,
 }
+
+/// `POST /auth/session` and `POST /auth/session/refresh`: the dashboard's session. The
+/// tokens themselves are in HttpOnly cookies, never in this body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct BrowserSession {
+    pub user: User,
+    /// Seconds until the access cookie expires (then the dashboard refreshes it).
+    pub expires_in: u64,
+}

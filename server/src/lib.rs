@@ -14,6 +14,7 @@ pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod update;
+pub mod webui;
 
 use anyhow::Context;
 use settings::Settings;

@@ -7,7 +7,9 @@
 //! - anonymous gets 401 on every route that needs a credential;
 //! - an agent's credential gets 401 on user routes, a user's token 401 on agent routes;
 //! - a user below the route's role gets 403; at or above it, anything but 401/403;
-//! - public routes answer nobody 401/403.
+//! - public routes answer nobody 401/403, except the dashboard's session routes, which
+//!   refuse every caller here: none sends the CSRF header and the session cookie
+//!   (`web_session.rs` tests them with both).
 //!
 //! A served route missing from the table fails the test by name, and so does a table entry that
 //! no route serves; a method a served path does not declare must answer 405. Path parameters
@@ -26,6 +28,9 @@ use common::*;
 use std::collections::BTreeSet;
 
 const PASSWORD: &str = "matrix password 1";
+
+/// Public routes of the dashboard's session, refused without `X-Canopy-CSRF: 1`.
+const DASHBOARD_SESSION: &[&str] = &["/api/v1/auth/session", "/api/v1/auth/session/refresh"];
 
 /// Who calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +204,14 @@ async fn every_route_answers_every_role_as_declared() {
             );
             if status == 405 || message == "no such route" {
                 problems.push(format!("{shown}: not routed"));
+                continue;
+            }
+            if DASHBOARD_SESSION.contains(&path.as_str()) {
+                if status != 401 && status != 403 {
+                    problems.push(format!(
+                        "{shown}: expected 401 or 403 without the CSRF header"
+                    ));
+                }
                 continue;
             }
             match expected(route.auth, *caller) {

@@ -2,7 +2,7 @@
 //!
 //! By default the demo runs on the lab: it installs what it needs (`prereqs`, like `cargo
 //! xtask test`), starts a Docker engine when none answers (and stops it on exit only if it
-//! started it), builds `canopy`, `canopy-agent`, `canopy-pve-sim` (release) and the static musl
+//! started it), builds the web dashboard (`cargo xtask ui`), `canopy`, `canopy-agent`, `canopy-pve-sim` (release) and the static musl
 //! agent, and brings up its own lab instance (`CANOPY_LAB_INSTANCE=demo`, so the default lab
 //! tests use is never touched). It starts `canopy serve` over HTTPS (its self-signed
 //! certificate) on SQLite in a fresh /tmp/canopy-demo with a random admin password, logs in
@@ -72,6 +72,8 @@ pub fn run(args: &[&str]) -> Result<()> {
         std::fs::write(&docker_marker, "")?;
     }
 
+    // The dashboard first: `canopy` embeds frontend/dist when it is compiled.
+    crate::ui::build(&root)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     cmd(
         &cargo,
@@ -255,6 +257,8 @@ pub fn run(args: &[&str]) -> Result<()> {
         "\nCanopy is running at {url}\n\
          TLS certificate SHA-256 fingerprint: {fingerprint}\n  \
            (self-signed, {state}/data/tls-cert.pem; the CLI and the agents pin it)\n\n\
+         Open {url} in a browser for the dashboard (admin and the password below; the \
+         browser asks about the self-signed certificate).\n\n\
          Log in as admin with the password in {pw} ({password}):\n  \
            {canopy_d} login --server {url} --username admin --fingerprint {fingerprint}\n\
          Or use the demo's session; server log {state}/server.log\n  \

@@ -13,6 +13,7 @@ mod prereqs;
 mod proc;
 mod state;
 mod test;
+mod ui;
 
 use anyhow::{bail, Result};
 
@@ -33,6 +34,8 @@ commands:
                           publish a package version into the running lab's apt repository
   test [--no-STEP ...]    the whole suite, exactly what CI runs (steps: prereqs check fmt
                           clippy musl pg docker lab; skipping is refused when CI=true)
+  ui [--watch]            build the web dashboard into frontend/dist (embedded by canopy);
+                          --watch rebuilds on change (serve it with CANOPY_UI_DIR=frontend/dist)
   demo [--no-lab]         start a local Canopy on its own lab with agents in six LXCs
                           (--no-lab, alias --no-docker: no Docker, a read-only local agent)
   bench [--no-lab] [--only BENCH]  benchmarks (see docs/benchmarks.md); the lab it starts goes after
@@ -77,6 +80,7 @@ fn run() -> Result<()> {
         // The PVE simulator's action hook for the lab's node pve1 (not for people).
         ["lab", "pve-action", rest @ ..] => lab::pve_action(rest),
         ["test", rest @ ..] => test::run(rest),
+        ["ui", rest @ ..] => ui::run(rest),
         ["demo", rest @ ..] => demo::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         [] | ["help"] | ["--help"] | ["-h"] => {

@@ -57,6 +57,15 @@ const APT_NEEDS: &[AptNeed] = &[
         package: "openssh-client",
         present: || have("ssh") && have("ssh-keygen"),
     },
+    // The web dashboard's browser tests (server/tests/web_browser.rs, web_e2e.rs).
+    AptNeed {
+        package: "chromium",
+        present: || have("chromium"),
+    },
+    AptNeed {
+        package: "chromium-driver",
+        present: || have("chromedriver"),
+    },
     AptNeed {
         package: "procps",
         present: || have("ps"),

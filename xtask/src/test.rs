@@ -1,12 +1,13 @@
 //! `cargo xtask test`: exactly what CI runs, in order, with a summary at the end.
 //!
-//! prereqs → check → fmt → clippy → musl agent (exports `CANOPY_AGENT_MUSL_BIN`) → PostgreSQL
+//! prereqs → check → fmt → ui (the web dashboard, which `canopy` embeds) → clippy (also the
+//! dashboard for wasm32) → musl agent (exports `CANOPY_AGENT_MUSL_BIN`) → PostgreSQL
 //! (exports `CANOPY_TEST_POSTGRES_URL`) → dockerd → lab up (Debian and dnf guests, a PVE node
 //! stand-in with its guests, apt and RPM repositories; exports `CANOPY_LAB` and
 //! `CANOPY_XTASK_BIN`, which lab tests call to publish package versions) → the tests
 //! (nextest when installed, else `cargo test`) → lab down and pg stop, also after a failure.
 //!
-//! Developers may skip steps with `--no-prereqs --no-check --no-fmt --no-clippy --no-musl
+//! Developers may skip steps with `--no-prereqs --no-check --no-fmt --no-ui --no-clippy --no-musl
 //! --no-pg --no-docker --no-lab` (`--no-docker` implies `--no-lab`); skipping PostgreSQL or the
 //! lab exports `CANOPY_SKIP_POSTGRES=1` / `CANOPY_SKIP_LAB=1` so the tests say they skipped.
 //! With `CI=true` no flag is accepted and every step is mandatory.
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const STEPS: &[&str] = &[
-    "prereqs", "check", "fmt", "clippy", "musl", "pg", "docker", "lab",
+    "prereqs", "check", "fmt", "ui", "clippy", "musl", "pg", "docker", "lab",
 ];
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// One Debian guest per lab test that enrols an agent (they run concurrently):
@@ -178,6 +179,13 @@ pub fn run(args: &[&str]) -> Result<()> {
                 .stream()
         });
     }
+    // Before clippy and the tests: `canopy` embeds the dashboard when it is compiled, and
+    // the server's tests check that it serves the real one.
+    if skipped("ui") {
+        run.record("ui", "skipped (flag)".into(), 0.0)
+    } else {
+        run.step("ui", |_| crate::ui::build(&root).map(|_| ()));
+    }
     if skipped("clippy") {
         run.record("clippy", "skipped (flag)".into(), 0.0)
     } else {
@@ -195,6 +203,23 @@ pub fn run(args: &[&str]) -> Result<()> {
             )
             .current_dir(&root)
             .timeout(Duration::from_secs(45 * 60))
+            .stream()?;
+            // The dashboard as the browser runs it (wasm32-only code paths included).
+            cmd(
+                &cargo(),
+                [
+                    "clippy",
+                    "-p",
+                    "canopy-frontend",
+                    "--target",
+                    crate::ui::WASM_TARGET,
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
+            .current_dir(&root)
+            .timeout(Duration::from_secs(20 * 60))
             .stream()
         });
     }

@@ -494,3 +494,32 @@ fn path_segment(s: &str) -> String {
         })
         .collect()
 }
+
+/// The dashboard's browser session (`/auth/session…`): the tokens travel in HttpOnly
+/// cookies the browser keeps, so these answer only the user. The caller's HTTP client sends
+/// `X-Canopy-CSRF: 1` (the frontend sets it as a default header).
+impl Client {
+    pub async fn browser_login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<BrowserSession, ClientError> {
+        self.post(
+            "/auth/session",
+            &LoginRequest {
+                username: username.into(),
+                password: password.into(),
+            },
+        )
+        .await
+    }
+
+    pub async fn browser_refresh(&self) -> Result<BrowserSession, ClientError> {
+        self.post("/auth/session/refresh", &serde_json::json!({}))
+            .await
+    }
+
+    pub async fn browser_logout(&self) -> Result<LogoutResponse, ClientError> {
+        self.delete("/auth/session").await
+    }
+}

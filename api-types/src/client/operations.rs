@@ -5,7 +5,7 @@
 use super::{path_segment, Client, ClientError};
 use crate::bulk::{ApproveOperation, UpdateRequest};
 use crate::deploy::*;
-use crate::{ApiError, OperationId};
+use crate::OperationId;
 
 impl Client {
     pub async fn deploy_preview(&self, req: &DeployRequest) -> Result<DeployPreview, ClientError> {
@@ -99,9 +99,12 @@ impl Client {
         self.get(&format!("/operations/{id}")).await
     }
 
+    /// Not on wasm32: a browser follows the stream with its own `EventSource` (the frontend).
+    ///
     /// Follows an operation's server-sent events: `on_item` for each item change, until the
     /// `done` event, whose operation is returned. A stream cut short (a client timeout, a
     /// proxy, a server restart) is picked up again: each connection starts with a snapshot.
+    #[cfg(not(target_arch = "wasm32"))]
     pub async fn follow_operation(
         &self,
         id: OperationId,
@@ -129,6 +132,7 @@ impl Client {
     }
 
     /// One connection to the event stream; `Some` when it delivered `done`.
+    #[cfg(not(target_arch = "wasm32"))]
     async fn follow_once(
         &self,
         id: OperationId,
@@ -147,7 +151,7 @@ impl Client {
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let bytes = resp.bytes().await.map_err(transport)?;
-            return Err(match serde_json::from_slice::<ApiError>(&bytes) {
+            return Err(match serde_json::from_slice::<crate::ApiError>(&bytes) {
                 Ok(error) => ClientError::Api { status, error },
                 Err(_) => ClientError::Garbage {
                     status,

@@ -1,7 +1,9 @@
-//! Authorization in types: `UserAuth` (a valid access JWT), `RequireRole<Operator>`
+//! Authorization in types: `UserAuth` (a valid access JWT, as a bearer token or the
+//! dashboard's session cookie, `cookie.rs`), `RequireRole<Operator>`
 //! (at least that role), `AgentAuth` (a valid agent credential). The agent and UI
 //! routers use different extractors, so an agent token never opens a UI route.
 
+use super::cookie;
 use super::secrets::{digest_eq, sha256_hex};
 use crate::error::Error;
 use crate::state::AppState;
@@ -56,7 +58,22 @@ impl FromRequestParts<AppState> for UserAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let token = bearer(parts)?;
+        // A bearer token when there is an Authorization header (the CLI, scripts); else the
+        // dashboard's session cookie, whose state-changing requests must pass the CSRF check.
+        let token = if parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            bearer(parts)?
+        } else if let Some(token) = cookie::cookie(&parts.headers, cookie::ACCESS_COOKIE) {
+            cookie::check_csrf(state, parts)?;
+            token
+        } else {
+            return Err(Error::Unauthenticated(
+                "missing Authorization: Bearer header (or the dashboard's session cookie);                  log in"
+                    .into(),
+            ));
+        };
         let mut claims = state.jwt.verify(token)?;
         let record = state.store.user_by_id(claims.sub).await?.ok_or_else(|| {
             Error::Unauthenticated(format!(

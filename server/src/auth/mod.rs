@@ -1,6 +1,7 @@
 //! Authentication and authorization: user passwords (argon2), access JWTs, refresh
 //! tokens, agent credentials, and the extractors that put authorization in types.
 
+pub mod cookie;
 pub mod extract;
 pub mod jwt;
 pub mod keyfile;

@@ -52,7 +52,7 @@ fn refresh_expiry(
 }
 
 /// A new access token and a new refresh token (stored hashed).
-async fn issue_pair(state: &AppState, user: UserRecord) -> Result<TokenPair> {
+pub(super) async fn issue_pair(state: &AppState, user: UserRecord) -> Result<TokenPair> {
     let now = chrono::Utc::now();
     let refresh_token = random_token();
     state
@@ -92,8 +92,19 @@ async fn login(
     ClientIp(client): ClientIp,
     Json(req): Json<LoginRequest>,
 ) -> Result<Json<TokenPair>> {
+    let record = authenticate(&state, client, req).await?;
+    Ok(Json(issue_pair(&state, record).await?))
+}
+
+/// The user whose name and password these are (limits, the refund, the login event); the
+/// dashboard's session login (`session.rs`) shares it.
+pub(super) async fn authenticate(
+    state: &AppState,
+    client: std::net::IpAddr,
+    req: LoginRequest,
+) -> Result<UserRecord> {
     client_ip::limit(&state.login_limiter, &client, &format!("from {client}"))?;
-    let key = limit_name(&state, &req.username)?;
+    let key = limit_name(state, &req.username)?;
     let found = state.store.user_by_name(&req.username).await?;
     let phc = found
         .as_ref()
@@ -124,21 +135,26 @@ async fn login(
             payload: serde_json::json!({ "ip": client.to_string() }),
         })
         .await?;
-    Ok(Json(issue_pair(&state, record).await?))
+    Ok(record)
 }
 
 async fn refresh(
     State(state): State<AppState>,
     Json(req): Json<RefreshRequest>,
 ) -> Result<Json<TokenPair>> {
+    Ok(Json(rotate(&state, &req.refresh_token).await?))
+}
+
+/// A new pair for a refresh token (which is revoked), or 401.
+pub(super) async fn rotate(state: &AppState, refresh_token: &str) -> Result<TokenPair> {
     let now = chrono::Utc::now();
     let new_token = random_token();
     let user = state
         .store
         .rotate_refresh_token(
-            &sha256_hex(&req.refresh_token),
+            &sha256_hex(refresh_token),
             &sha256_hex(&new_token),
-            refresh_expiry(&state, now),
+            refresh_expiry(state, now),
             now,
         )
         .await?
@@ -149,12 +165,12 @@ async fn refresh(
                     .into(),
             )
         })?;
-    Ok(Json(TokenPair {
-        access_token: access_token(&state, &user, now)?,
+    Ok(TokenPair {
+        access_token: access_token(state, &user, now)?,
         expires_in: state.settings.access_token_ttl_secs,
         refresh_token: new_token,
         user: user.user,
-    }))
+    })
 }
 
 async fn logout(

@@ -1,4 +1,4 @@
-//! The HTTP surface: `/healthz`, and under `/api/v1` the UI router (user JWTs) and
+//! The HTTP surface: `/` and the web dashboard's files (`crate::webui`), `/healthz`, and under `/api/v1` the UI router (user JWTs) and
 //! the agent router (agent credentials), plus the OpenAPI description.
 
 mod agent;
@@ -12,10 +12,10 @@ pub(crate) mod guests;
 mod idempotency;
 pub mod openapi;
 pub mod routes;
+mod session;
 mod ui;
 mod users;
 
-use crate::error::Error;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -29,6 +29,7 @@ use tower_http::trace::TraceLayer;
 fn all_routes() -> Routes {
     let api = Routes::new()
         .merge(auth_routes::routes())
+        .merge(session::routes())
         .merge(users::routes())
         .merge(ui::routes())
         .merge(clusters::routes())
@@ -38,7 +39,7 @@ fn all_routes() -> Routes {
         .merge(agent::routes())
         .get("/openapi.json", openapi::document);
     Routes::new()
-        .get("/", index)
+        .get("/", crate::webui::index)
         .get("/healthz", healthz)
         .nest(API_PREFIX, api)
 }
@@ -51,7 +52,11 @@ pub fn served_routes() -> Vec<ServedRoute> {
 pub fn router(state: AppState) -> Router {
     all_routes()
         .into_router()
-        .fallback(|| async { Error::NotFound("no such route".into()) })
+        // The dashboard's files and client-side routes; a JSON 404 under /api/.
+        .fallback(crate::webui::fallback)
+        .layer(axum::middleware::map_response(
+            crate::webui::headers::security_headers,
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span(&state)))
         .with_state(state)
 }
@@ -80,14 +85,4 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, &'static str) {
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
     }
-}
-
-/// Until the web dashboard lands, `/` says where things are.
-async fn index() -> axum::response::Html<&'static str> {
-    axum::response::Html(concat!(
-        "<!doctype html><title>Canopy</title><h1>Canopy</h1>",
-        "<p>The API is under <a href=\"/api/v1/openapi.json\">/api/v1</a>. ",
-        "Use the <code>canopy</code> CLI (<code>canopy login</code>, <code>canopy hosts</code>, ",
-        "<code>canopy updates</code>, <code>canopy approve</code>) until the web dashboard arrives.</p>"
-    ))
 }

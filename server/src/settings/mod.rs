@@ -91,6 +91,11 @@ pub struct Settings {
     pub deploy: DeploySettings,
     /// Bulk update operations (`canopy update SELECTOR`).
     pub update: UpdateSettings,
+    /// Serve the web dashboard from this directory (what `cargo xtask ui` writes,
+    /// `frontend/dist`) instead of the copy built into the binary: for work on the
+    /// dashboard with `cargo xtask ui --watch`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ui_dir: Option<PathBuf>,
     #[serde(skip_serializing)]
     pub admin_password: Option<Secret>,
 }
@@ -147,6 +152,7 @@ impl Default for Settings {
             node_updates_interval_secs: 3600,
             deploy: DeploySettings::default(),
             update: UpdateSettings::default(),
+            ui_dir: None,
             admin_password: None,
         }
     }
@@ -342,6 +348,9 @@ impl Settings {
                 .filter(|p| !p.is_empty())
                 .map(String::from)
                 .collect();
+        }
+        if let Some(v) = get("CANOPY_UI_DIR") {
+            self.ui_dir = Some(v.into());
         }
         if let Some(v) = get("CANOPY_DEPLOY_SERVER_URL") {
             self.deploy.server_url = v;

@@ -10,6 +10,7 @@ pub mod privilege;
 pub mod scripted;
 pub mod tls;
 pub mod update_lab;
+pub mod webdriver;
 
 use canopy_api_types::agent::*;
 use canopy_api_types::auth::CreateRegistrationToken;

@@ -28,12 +28,15 @@ use canopy_api_types::updates::*;
 /// marks a path outside `/api/v1`.
 #[rustfmt::skip]
 pub const ROUTES: &[ApiRoute] = &[
-    r(Get, "/", Public, "A page that says where the API and the CLI are").site().html(),
+    r(Get, "/", Public, "The web dashboard (its index.html; every other GET outside /api/ too)").site().html(),
     r(Get, "/healthz", Public, "200 when the database is usable, 503 otherwise").site().text(),
     r(Get, "/openapi.json", Public, "This document").ok::<serde_json::Value>(),
     r(Post, "/auth/login", Public, "Log in; returns an access JWT and a refresh token").body::<LoginRequest>().ok::<TokenPair>(),
     r(Post, "/auth/refresh", Public, "Rotate a refresh token; returns a new pair").body::<RefreshRequest>().ok::<TokenPair>(),
     r(Post, "/auth/logout", Public, "Revoke a refresh token").body::<RefreshRequest>().ok::<LogoutResponse>(),
+    r(Post, "/auth/session", Public, "The dashboard's login: the tokens go into HttpOnly cookies (needs X-Canopy-CSRF: 1)").body::<LoginRequest>().ok::<BrowserSession>(),
+    r(Post, "/auth/session/refresh", Public, "Rotate the dashboard's refresh cookie; new cookies (needs X-Canopy-CSRF: 1)").ok::<BrowserSession>(),
+    r(Delete, "/auth/session", Public, "End the dashboard's session: its refresh token revoked, its cookies cleared (needs X-Canopy-CSRF: 1)").ok::<LogoutResponse>(),
     r(Post, "/auth/logout-all", Viewer, "Log out everywhere: revoke every refresh token of the logged-in user and end their access tokens").ok::<AccountChange>(),
     r(Get, "/me", Viewer, "The logged-in user").ok::<User>(),
     r(Post, "/me/password", Viewer, "Change one's own password (the current one required); ends every other session, returns a new one").body::<ChangePasswordRequest>().ok::<TokenPair>(),

@@ -1,0 +1,9 @@
+//! The dashboard's components, each with typed props.
+
+pub mod badges;
+pub mod dashboard;
+pub mod detail;
+pub mod filter;
+pub mod login;
+pub mod operation;
+pub mod tree;
