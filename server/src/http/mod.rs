@@ -1,5 +1,5 @@
-//! The HTTP surface: `/healthz`, and under `/api/v1` the UI router (user JWTs) and
-//! the agent router (agent credentials), plus the OpenAPI description.
+//! The HTTP surface: `/healthz`, and under `/api/v1` the user routes (user JWTs) and
+//! the agent routes (agent credentials), plus the OpenAPI description.
 
 mod agent;
 mod auth_routes;
@@ -8,10 +8,10 @@ pub(crate) mod client_ip;
 pub(crate) mod clusters;
 mod deploy;
 pub mod extract;
+mod hosts;
 mod idempotency;
 pub mod openapi;
 pub mod routes;
-mod ui;
 mod users;
 
 use crate::error::Error;
@@ -29,7 +29,7 @@ fn all_routes() -> Routes {
     let api = Routes::new()
         .merge(auth_routes::routes())
         .merge(users::routes())
-        .merge(ui::routes())
+        .merge(hosts::routes())
         .merge(clusters::routes())
         .merge(deploy::routes())
         .merge(bulk::routes())
