@@ -16,8 +16,8 @@
 //! Every answer is checked once before the clock runs (a node's subtree holds its 100 or 30
 //! guests, the whole tree all 30,000). Prints one `BENCH name=value` line per figure.
 
-use canopy_api_types::clusters::{CreateCluster, TreeResponse};
 use canopy_api_types::client::Client;
+use canopy_api_types::clusters::{CreateCluster, TreeResponse};
 use canopy_inventory::TreeNode;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -90,7 +90,10 @@ impl Server {
             if let Some(status) = server.child.try_wait().unwrap() {
                 panic!("canopy serve exited with {status}:\n{text}");
             }
-            assert!(Instant::now() < deadline, "canopy serve did not start:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "canopy serve did not start:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         server

@@ -67,7 +67,11 @@ async fn delete_host(
         .store
         .retire_host(id, HostState::Deleted, &admin.actor(), chrono::Utc::now())
         .await?;
-    state.discovery.rebuild().await.map_err(Error::internal)?;
+    state
+        .discovery
+        .host_changed(id)
+        .await
+        .map_err(Error::internal)?;
     state.wakeups.wake(id);
     Ok(Json(host))
 }

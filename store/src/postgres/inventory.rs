@@ -212,6 +212,17 @@ impl InventoryStore for PgStore {
         finish(tx, r).await
     }
 
+    async fn guest_of_host(&self, host: HostId) -> Result<Option<GuestId>> {
+        let row = sqlx::query("SELECT id FROM guests WHERE host_id = $1 LIMIT 1")
+            .bind(host.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Uuid, _>("id"))
+            .transpose()?
+            .map(GuestId))
+    }
+
     async fn guest_history(&self, guest: GuestId, limit: u32) -> Result<Vec<Event>> {
         // Each branch walks its own index newest first; the union keeps an event that
         // names both the guest and its host once.

@@ -196,6 +196,16 @@ impl InventoryStore for SqliteStore {
         Ok(())
     }
 
+    async fn guest_of_host(&self, host: HostId) -> Result<Option<GuestId>> {
+        let row = sqlx::query("SELECT id FROM guests WHERE host_id = ? LIMIT 1")
+            .bind(host.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref()
+            .map(|r| rows::id(r, "guests", "id"))
+            .transpose()
+    }
+
     async fn guest_history(&self, guest: GuestId, limit: u32) -> Result<Vec<Event>> {
         // Each branch walks its own index newest first; the union keeps an event that
         // names both the guest and its host once.
