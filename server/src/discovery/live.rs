@@ -174,6 +174,8 @@ impl Live {
             live.keys.insert((c.name.clone(), g.row.vmid), g.id);
             live.guests.insert(g.id, guest);
         }
+        // Agents already offline are shown so: no deadline left to wait for.
+        live.deadlines.retain(|&(d, _)| d > now);
         live.tree = Arc::new(inv);
         Ok(live)
     }

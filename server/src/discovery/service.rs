@@ -27,6 +27,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// Nodes whose apt list is fetched at once, per cluster.
+const NODE_UPDATES_AT_ONCE: usize = 16;
+
 pub struct Discovery {
     pub(super) store: Arc<dyn Store>,
     sealer: Sealer,
@@ -330,8 +333,8 @@ impl Discovery {
         Ok(due)
     }
 
-    /// Fetch the apt lists of `due` nodes concurrently, each with the PVE timeout; returns
-    /// the error each refreshed node now shows.
+    /// Fetch the apt lists of `due` nodes, [`NODE_UPDATES_AT_ONCE`] at a time, each with the
+    /// PVE timeout; returns the error each refreshed node now shows.
     async fn refresh_node_updates(
         &self,
         record: &ClusterRecord,
@@ -340,10 +343,13 @@ impl Discovery {
     ) -> Result<Vec<(String, Option<String>)>> {
         let mut shown = Vec::new();
         let client = self.client(record)?;
+        // Hundreds of nodes at once would each hold a TLS connection (and its buffers).
+        let slots = Arc::new(tokio::sync::Semaphore::new(NODE_UPDATES_AT_ONCE));
         let mut set = tokio::task::JoinSet::new();
         for node in due {
-            let client = client.clone();
+            let (client, slots) = (client.clone(), slots.clone());
             set.spawn(async move {
+                let _slot = slots.acquire_owned().await;
                 let r = client.node_apt_updates(&node).await;
                 (node, r)
             });
