@@ -126,6 +126,34 @@ async fn discovery_adds_and_removes_guests(backend: Backend) {
     let Some((app, sim)) = setup(backend, |_| {}).await else {
         return;
     };
+    // A second cluster with an agent: a pass of `home` leaves it as it is.
+    let lab = canopy_pve_sim::start(
+        SimFile::from_toml_str(
+            &estate()
+                .replace("\"home\"", "\"lab\"")
+                .replace("\"ha\"", "\"edge\""),
+        )
+        .unwrap()
+        .clusters[0]
+            .clone(),
+    )
+    .await
+    .unwrap();
+    app.admin
+        .create_cluster(&CreateCluster {
+            name: "lab".into(),
+            endpoints: vec![lab.url()],
+            token: format!("canopy@pve!tree={SECRET}"),
+            fingerprints: vec![lab.fingerprint()],
+            ca_pem: None,
+            interval_secs: None,
+        })
+        .await
+        .unwrap();
+    const EDGE: &str = "cluster/lab/node/pve2/vm/201";
+    let edge = app.enrol("edge").await; // attached to lab's vm/201 by its hostname
+    let shown = vertex(&app, EDGE).await;
+    assert_eq!(shown.host_id, Some(edge.host_id.to_string()));
     let before = app.admin.tree(None).await.unwrap();
     assert!(find(&before.trees, "cluster/home/node/pve1/lxc/102").is_some());
     assert!(find(&before.trees, "cluster/home/node/pve2/lxc/103").is_none());
@@ -147,6 +175,11 @@ async fn discovery_adds_and_removes_guests(backend: Backend) {
     );
     assert!(find(&after.trees, "cluster/home/node/pve1/lxc/102").is_none());
     assert_eq!(find(&after.trees, WEB).unwrap().name, "www");
+    assert_eq!(
+        find(&after.trees, EDGE).unwrap(),
+        &shown,
+        "lab is left as it was"
+    );
     assert_eq!(find(&after.trees, PVE1).unwrap().rollup.agents_missing, 1);
     assert_eq!(
         find(&after.trees, "cluster/home/node/pve2")
@@ -171,6 +204,7 @@ async fn discovery_adds_and_removes_guests(backend: Backend) {
         serde_json::to_value(&after.trees).unwrap()
     );
     sim.shutdown().await;
+    lab.shutdown().await;
 }
 
 async fn agents_check_in_fall_silent_and_come_back(backend: Backend) {

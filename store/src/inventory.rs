@@ -157,6 +157,10 @@ pub trait InventoryStore {
         error: Option<&str>,
     ) -> Result<()>;
     async fn inventory(&self) -> Result<InventorySnapshot>;
+    /// One cluster's part of [`inventory`](InventoryStore::inventory) (its record, nodes and
+    /// guests; empty when it does not exist), one consistent read: a pass of one cluster
+    /// reads its own rows, not the whole estate's.
+    async fn cluster_inventory(&self, cluster: ClusterId) -> Result<InventorySnapshot>;
     /// Bind an enrolled host to a guest explicitly (replaces a name match).
     /// Errors: `NotFound`. Event `host_attached`.
     async fn attach_host(&self, guest: GuestId, host: HostId, actor: &Actor) -> Result<()>;

@@ -2,8 +2,9 @@
 //! estate as the store last gave it (clusters, nodes, guests), and what the tree shows of
 //! each active host (its agent's state, counts, who it runs as), attached to its guest.
 //!
-//! The shape changes only through a full build from the store ([`Live::build`], at start-up,
-//! when a cluster is added or removed and after a discovery pass that changed something).
+//! The shape changes only through a build from the store: of everything ([`Live::build`], at
+//! start-up and when a cluster is added or removed) or of one cluster after a discovery pass
+//! of it that changed something ([`Live::replace_cluster`]).
 //! Host facts change in place: a check-in ([`Live::seen`]) or a fresh read of one host
 //! ([`Live::refresh`]) records the host and marks its guest; an agent's five minutes running
 //! out are kept in a queue of deadlines. Marked guests are shown again at the next read
@@ -115,9 +116,51 @@ impl Live {
             live.hosts.insert(h.id, Agent::of(h));
             live.set_deadline(h.id, None);
         }
+        let mut inv = Inventory::new();
+        live.add(&mut inv, snap, now)?;
+        // Agents already offline are shown so: no deadline left to wait for.
+        live.deadlines.retain(|&(d, _)| d > now);
+        live.tree = Arc::new(inv);
+        Ok(live)
+    }
+
+    /// Replaces one cluster's subtree with `snap` (that cluster's rows alone, as the store
+    /// has them after a pass that changed something); the other clusters stay as they are.
+    pub(super) fn replace_cluster(
+        &mut self,
+        name: &str,
+        snap: &InventorySnapshot,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tree = std::mem::take(&mut self.tree);
+        let inv = Arc::make_mut(&mut tree);
+        for v in inv.remove(&PathId::cluster(name)?) {
+            let Some(vmid) = v.vmid.filter(|_| v.kind.is_guest()) else {
+                continue;
+            };
+            if let Some(g) = self.keys.remove(&(name.to_string(), vmid)) {
+                self.dirty.remove(&g);
+                if let Some(h) = self.guests.remove(&g).and_then(|guest| guest.host) {
+                    self.at.remove(&h);
+                }
+            }
+        }
+        let added = self.add(inv, snap, now);
+        self.tree = tree;
+        added
+    }
+
+    /// The vertices of `snap`'s clusters, nodes and guests into `inv`, the guests shown with
+    /// the hosts known here.
+    fn add(
+        &mut self,
+        inv: &mut Inventory,
+        snap: &InventorySnapshot,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let offline_after = self.offline_after;
         let names: HashMap<ClusterId, &ClusterRecord> =
             snap.clusters.iter().map(|c| (c.id, c)).collect();
-        let mut inv = Inventory::new();
         for c in &snap.clusters {
             let mut v = Vertex::new(PathId::cluster(&c.name)?);
             v.error = c.last_error.clone();
@@ -149,7 +192,7 @@ impl Live {
             else {
                 continue;
             };
-            let host = g.host_id.filter(|h| live.hosts.contains_key(h));
+            let host = g.host_id.filter(|h| self.hosts.contains_key(h));
             let guest = Guest {
                 path: id.clone(),
                 os: g.os.clone(),
@@ -163,21 +206,24 @@ impl Live {
             show(
                 &mut v,
                 &guest,
-                host.and_then(|h| live.hosts.get(&h)),
+                host.and_then(|h| self.hosts.get(&h)),
                 now,
                 offline_after,
             );
             inv.upsert(v)?;
             if let Some(h) = host {
-                live.at.insert(h, g.id);
+                if let Some(before) = self.at.insert(h, g.id).filter(|b| *b != g.id) {
+                    // Attached elsewhere before (a host is one machine).
+                    if let Some(other) = self.guests.get_mut(&before) {
+                        other.host = None;
+                    }
+                    self.dirty.insert(before);
+                }
             }
-            live.keys.insert((c.name.clone(), g.row.vmid), g.id);
-            live.guests.insert(g.id, guest);
+            self.keys.insert((c.name.clone(), g.row.vmid), g.id);
+            self.guests.insert(g.id, guest);
         }
-        // Agents already offline are shown so: no deadline left to wait for.
-        live.deadlines.retain(|&(d, _)| d > now);
-        live.tree = Arc::new(inv);
-        Ok(live)
+        Ok(())
     }
 
     /// Takes `built` (read from the store after `ticket` was drawn) as the new state, keeping
@@ -209,6 +255,11 @@ impl Live {
             .filter(|(h, _)| !self.at.contains_key(h))
             .map(|(h, a)| (*h, a.hostname.clone()))
             .collect()
+    }
+
+    /// The host is active and known here.
+    pub(super) fn knows(&self, host: HostId) -> bool {
+        self.hosts.contains_key(&host)
     }
 
     pub(super) fn attached(&self, host: HostId) -> bool {

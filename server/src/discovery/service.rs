@@ -4,7 +4,8 @@
 //! A pass asks PVE twice (`/cluster/status`, `/cluster/resources`), diffs the result against
 //! what the store holds with `canopy_inventory::reconcile`, and hands the new observation and
 //! the changes (as events) to the store in one transaction, so the database stays the one
-//! source of truth. A pass that changed something rebuilds the tree from the store; one that
+//! source of truth. A pass that changed something rebuilds its cluster's subtree from the
+//! store (only that cluster's rows are read, here as before the diff); one that
 //! changed nothing only updates the errors it shows and follows hosts it attached by name
 //! ([`super::live`] keeps the tree current between passes, [`super::hosts`] feeds it what
 //! agents do). A pass that fails as a whole keeps the last known tree and records the error
@@ -216,7 +217,7 @@ impl Discovery {
                         None => Ok(()),
                     }
                 } else {
-                    self.rebuild().await
+                    self.rebuild_cluster(record).await
                 }
             }
             Err(e) => {
@@ -271,7 +272,7 @@ impl Discovery {
         let result = build::observe(client.as_ref(), Some(&record.name)).await;
         report.api_calls = client.requests_sent() - before;
         let mut obs = result?;
-        let snapshot = self.store.inventory().await?;
+        let snapshot = self.store.cluster_inventory(record.id).await?;
         let old = stored_observation(record, &snapshot);
         // An offline node's guests lose their names in /cluster/resources; keep the last known.
         for g in obs
@@ -388,6 +389,31 @@ impl Discovery {
         Ok(())
     }
 
+    /// After a pass of `record` that changed something: that cluster's subtree again from its
+    /// rows in the store (the other clusters are not read).
+    async fn rebuild_cluster(&self, record: &ClusterRecord) -> Result<()> {
+        let _shape = self.structure.lock().await;
+        let ticket = self.ticket();
+        let snap = self.store.cluster_inventory(record.id).await?;
+        let unknown: Vec<(HostId, GuestId)> = {
+            let mut live = self.live();
+            live.replace_cluster(&record.name, &snap, Utc::now())?;
+            snap.guests
+                .iter()
+                .filter_map(|g| Some((g.host_id?, g.id)))
+                .filter(|(h, _)| !live.knows(*h))
+                .collect()
+        };
+        // Each host reaches the tree at its registration; one attached here that it does not
+        // know yet is read now.
+        for (host, guest) in unknown {
+            if let Some(h) = self.store.get_host(host).await? {
+                self.live().refresh(&h, Some(guest), ticket);
+            }
+        }
+        Ok(())
+    }
+
     /// Passes every due cluster, forever: the loop `serve` spawns.
     /// The tree was built by `prepare` before serving, so this only schedules passes.
     pub async fn run_forever(self: Arc<Self>, default_interval: u32) {
@@ -431,7 +457,8 @@ impl Discovery {
     }
 }
 
-/// The observation the store holds for one cluster (the "old" side of reconcile).
+/// The observation the store holds for one cluster (the "old" side of reconcile), from its
+/// [`Store::cluster_inventory`](canopy_store::InventoryStore::cluster_inventory).
 fn stored_observation(record: &ClusterRecord, snap: &InventorySnapshot) -> build::Observed {
     build::Observed {
         name: record.name.clone(),
