@@ -30,6 +30,7 @@ mod rollup;
 mod selector;
 mod text;
 mod tree;
+mod view;
 
 pub use graph::{Inventory, InventoryError};
 pub use model::Vertex;
@@ -41,3 +42,4 @@ pub use reconcile::{reconcile, Change};
 pub use rollup::Counts;
 pub use selector::{Selector, SelectorError, SkipReason, Skipped, TargetOptions, Targets};
 pub use tree::TreeNode;
+pub use view::TreeView;

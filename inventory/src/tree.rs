@@ -1,7 +1,8 @@
 //! The nested JSON view of the tree: the `canopy discover --json` contract (docs/design.md §7.3), also
 //! what `canopy tree --json` and the frontend's tree read. Field order and presence are part
 //! of the contract: `vmid`, `template` and `tags` appear on guests only (the last two even when
-//! false or empty), `status` where known, extra facts only when set.
+//! false or empty), `status` where known, extra facts only when set. [`crate::TreeView`]
+//! writes the same JSON straight from the inventory.
 
 use crate::graph::{Inventory, InventoryError};
 use crate::model::Vertex;
@@ -48,6 +49,10 @@ pub struct TreeNode {
     /// The subtree's sum (own counts included): what the tree's badges show.
     #[serde(default, skip_serializing_if = "Counts::is_zero")]
     pub rollup: Counts,
+    /// Set only when `children` was left out (`GET /tree?depth=N` below its last level):
+    /// how many children the vertex has. Absent: `children` lists them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_count: Option<u32>,
     #[serde(default)]
     pub children: Vec<TreeNode>,
 }
@@ -93,6 +98,7 @@ impl TreeNode {
             machine_id: v.machine_id.clone(),
             counts: v.counts,
             rollup: v.counts,
+            child_count: None,
             children: Vec::new(),
         }
     }

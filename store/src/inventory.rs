@@ -157,9 +157,16 @@ pub trait InventoryStore {
         error: Option<&str>,
     ) -> Result<()>;
     async fn inventory(&self) -> Result<InventorySnapshot>;
+    /// One cluster's part of [`inventory`](InventoryStore::inventory) (its record, nodes and
+    /// guests; empty when it does not exist), one consistent read: a pass of one cluster
+    /// reads its own rows, not the whole estate's.
+    async fn cluster_inventory(&self, cluster: ClusterId) -> Result<InventorySnapshot>;
     /// Bind an enrolled host to a guest explicitly (replaces a name match).
     /// Errors: `NotFound`. Event `host_attached`.
     async fn attach_host(&self, guest: GuestId, host: HostId, actor: &Actor) -> Result<()>;
+    /// The guest `host` is attached to, if any (one indexed read): the server's in-memory
+    /// tree follows a host that a registration, an agentless scan or a pass attached.
+    async fn guest_of_host(&self, host: HostId) -> Result<Option<GuestId>>;
     /// The guest's events and those of its attached host, newest first.
     async fn guest_history(&self, guest: GuestId, limit: u32) -> Result<Vec<Event>>;
 }

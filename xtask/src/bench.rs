@@ -26,6 +26,10 @@ const GOALS: &[(&str, &str, Cmp, f64)] = &[
     ("deploy", "deploy_speedup", Cmp::AtLeast, 3.0),
     // Six guests updated, two per node at once, vs three rounds of the slowest guest alone.
     ("update", "update_wall_ratio", Cmp::AtMost, 1.3),
+    // 30,000 guests on 650 nodes (two simulated estates), SQLite, the real server.
+    ("tree", "tree_node_p95_ms", Cmp::AtMost, 20.0),
+    ("tree", "tree_whole_p95_ms", Cmp::AtMost, 200.0),
+    ("tree", "tree_server_rss_mb", Cmp::AtMost, 200.0),
 ];
 
 /// Ratios against a baseline that must be a floor: below this the baseline was slower than
@@ -40,6 +44,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("canopy-inventory", "selector"),
     ("canopy-server", "deploy"),
     ("canopy-server", "update"),
+    ("canopy-server", "tree"),
 ];
 
 /// Benches that need the lab (its PVE node stand-in and guests) and the static agent.

@@ -196,6 +196,21 @@ impl Client {
         self.get_query("/tree", &[("selector", selector)]).await
     }
 
+    /// The tree listed `depth` levels below each answered vertex (`0`: the vertices alone),
+    /// rollups over whole subtrees; a vertex whose children were left out has `child_count`.
+    pub async fn tree_depth(
+        &self,
+        selector: Option<&str>,
+        depth: u32,
+    ) -> Result<TreeResponse, ClientError> {
+        let depth = depth.to_string();
+        self.get_query(
+            "/tree",
+            &[("selector", selector), ("depth", Some(depth.as_str()))],
+        )
+        .await
+    }
+
     pub async fn preview(&self, selector: &str) -> Result<SelectorPreview, ClientError> {
         self.get_query("/tree/preview", &[("selector", selector)])
             .await

@@ -231,7 +231,9 @@ impl Deployer {
                 let _slots = me.slots.acquire(&p.node_key()).await;
                 let r = async {
                     let shell = me.shell(&p).await?;
-                    scan(&shell, me.store.as_ref(), guest, &actor).await
+                    let scanned = scan(&shell, me.store.as_ref(), guest, &actor).await?;
+                    me.discovery.host_changed(scanned.host_id).await?;
+                    anyhow::Ok(scanned)
                 }
                 .await;
                 match r {
@@ -254,7 +256,6 @@ impl Deployer {
             results.push(r.map_err(Error::internal)?);
         }
         results.sort_by(|a, b| a.target.cmp(&b.target));
-        self.discovery.rebuild().await.map_err(Error::internal)?;
         Ok(results)
     }
 }

@@ -362,9 +362,9 @@ impl Deployer {
                 self.store
                     .retire_host(id, HostState::Archived, actor, chrono::Utc::now())
                     .await?;
+                self.discovery.host_changed(id).await?;
             }
         }
-        self.discovery.rebuild().await?;
         Ok(())
     }
 

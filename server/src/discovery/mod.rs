@@ -1,7 +1,10 @@
 //! Proxmox discovery: building the tree from PVE (`build`), connecting with the stored
-//! settings of a cluster (`connect`), and the periodic per-cluster service (`service`).
+//! settings of a cluster (`connect`), the periodic per-cluster service (`service`), the
+//! in-memory tree it serves (`live`) and what agents do to it (`hosts`).
 
 pub mod build;
+mod hosts;
+mod live;
 pub mod service;
 
 pub use service::Discovery;

@@ -3,37 +3,47 @@
 //!
 //! A pass asks PVE twice (`/cluster/status`, `/cluster/resources`), diffs the result against
 //! what the store holds with `canopy_inventory::reconcile`, and hands the new observation and
-//! the changes (as events) to the store in one transaction. The tree is then rebuilt from
-//! the store, so the database stays the one source of truth. A pass that fails as a whole
-//! keeps the last known tree and records the error on the cluster; a node that does not
-//! answer its own requests (apt updates) gets the error on its vertex while the rest refresh.
+//! the changes (as events) to the store in one transaction, so the database stays the one
+//! source of truth. A pass that changed something rebuilds its cluster's subtree from the
+//! store (only that cluster's rows are read, here as before the diff); one that
+//! changed nothing only updates the errors it shows and follows hosts it attached by name
+//! ([`super::live`] keeps the tree current between passes, [`super::hosts`] feeds it what
+//! agents do). A pass that fails as a whole keeps the last known tree and records the error
+//! on the cluster; a node that does not answer its own requests (apt updates) gets the error
+//! on its vertex while the rest refresh.
 
+use super::live::{node_error, Live};
 use super::{build, connect, Target};
 use crate::auth::sealed::Sealer;
 use anyhow::{Context, Result};
 use canopy_api_types::clusters::{DiscoveryReport, NodeError};
-use canopy_api_types::hosts::Host;
 use canopy_api_types::{ClusterId, GuestId, HostId};
 use canopy_hypervisor::{Hypervisor, PveClient};
-use canopy_inventory::{reconcile, Counts, Inventory, Kind, PathId, Vertex};
+use canopy_inventory::{reconcile, Inventory, PathId};
 use canopy_store::{ClusterRecord, DiscoveryWrite, InventoryEvent, InventorySnapshot, Store};
 use chrono::Utc;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// An agent that has not checked in for this long shows as offline in the tree.
-const AGENT_OFFLINE_AFTER: chrono::Duration = chrono::Duration::minutes(5);
+/// Nodes whose apt list is fetched at once, per cluster.
+const NODE_UPDATES_AT_ONCE: usize = 16;
 
 pub struct Discovery {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     sealer: Sealer,
     timeout: Duration,
     node_updates_every: chrono::Duration,
-    tree: RwLock<Arc<Inventory>>,
-    /// (cluster name, vmid) → guest id, for history lookups by path.
-    guest_ids: RwLock<HashMap<(String, u32), GuestId>>,
+    offline_after: chrono::Duration,
+    /// The tree and what it shows of each host (never held across an await).
+    live: Mutex<Live>,
+    /// Held by whatever reads the store to change the tree's shape or a host's place in it
+    /// (a rebuild, a host's refresh), so that two of them never interleave.
+    pub(super) structure: tokio::sync::Mutex<()>,
+    /// Orders check-ins against store reads (see [`Live::refresh`]).
+    tickets: AtomicU64,
     clients: Mutex<HashMap<ClusterId, Arc<PveClient>>>,
     pass_locks: Mutex<HashMap<ClusterId, Arc<tokio::sync::Mutex<()>>>>,
     wake: Notify,
@@ -51,6 +61,10 @@ impl Discovery {
         sealer: Sealer,
         settings: &crate::settings::Settings,
     ) -> Self {
+        // At least a second; at most about a century (what chrono holds with room to add).
+        let offline_after = chrono::Duration::seconds(
+            settings.agent_offline_after_secs.clamp(1, 3_000_000_000) as i64,
+        );
         Self {
             store,
             sealer,
@@ -58,8 +72,10 @@ impl Discovery {
             node_updates_every: chrono::Duration::seconds(
                 settings.node_updates_interval_secs as i64,
             ),
-            tree: RwLock::new(Arc::new(Inventory::new())),
-            guest_ids: RwLock::new(HashMap::new()),
+            offline_after,
+            live: Mutex::new(Live::empty(offline_after)),
+            structure: tokio::sync::Mutex::new(()),
+            tickets: AtomicU64::new(1),
             clients: Mutex::new(HashMap::new()),
             pass_locks: Mutex::new(HashMap::new()),
             wake: Notify::new(),
@@ -70,18 +86,25 @@ impl Discovery {
         &self.sealer
     }
 
-    /// The current tree (cheap to clone; replaced, never mutated, after each pass).
+    /// The current tree, with every change recorded since the last read shown (cheap when
+    /// nothing changed: one clone of an `Arc`). A tree handed out is never changed; the
+    /// next change copies it if a reader still holds it.
     pub fn tree(&self) -> Arc<Inventory> {
-        self.tree.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.live().settle(Utc::now())
     }
 
+    pub(super) fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The guest at `path` by its stable identity (cluster, vmid), on whatever node.
     pub fn guest_id(&self, path: &PathId) -> Option<GuestId> {
         let vmid = path.vmid()?;
-        self.guest_ids
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(path.cluster_name().to_string(), vmid))
-            .copied()
+        self.live().guest_id(path.cluster_name(), vmid)
     }
 
     /// Hosts attached to the vertices `selector` matches or to any vertex below them.
@@ -174,10 +197,27 @@ impl Discovery {
             at: Some(now),
             ..DiscoveryReport::default()
         };
-        match self.pass(record, force_node_updates, &mut report).await {
+        let cluster = PathId::cluster(&record.name).ok();
+        let shown = match self.pass(record, force_node_updates, &mut report).await {
             Ok(due) => {
-                if let Err(e) = self.refresh_node_updates(record, due, &mut report).await {
-                    tracing::warn!(cluster = %record.name, error = %format!("{e:#}"), "node updates refresh failed");
+                let node_errors = self
+                    .refresh_node_updates(record, due, &mut report)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(cluster = %record.name, error = %format!("{e:#}"), "node updates refresh failed");
+                        Vec::new()
+                    });
+                if report.changes.is_empty() {
+                    // Nothing moved: the errors shown, and hosts the pass attached by name.
+                    if let Some(c) = &cluster {
+                        self.show_errors(c, None, node_errors);
+                    }
+                    match &cluster {
+                        Some(c) => self.follow_name_matches(c).await,
+                        None => Ok(()),
+                    }
+                } else {
+                    self.rebuild_cluster(record).await
                 }
             }
             Err(e) => {
@@ -190,13 +230,33 @@ impl Discovery {
                 {
                     tracing::error!(cluster = %record.name, error = %e, "cannot record the discovery error");
                 }
+                if let Some(c) = &cluster {
+                    self.show_errors(c, Some(msg.clone()), Vec::new());
+                }
                 report.error = Some(msg);
+                Ok(())
             }
-        }
-        if let Err(e) = self.rebuild().await {
-            tracing::error!(error = %format!("{e:#}"), "cannot rebuild the tree");
+        };
+        if let Err(e) = shown {
+            tracing::error!(error = %format!("{e:#}"), "cannot update the tree after a pass");
         }
         report
+    }
+
+    /// The errors a pass leaves on the cluster's vertex and its nodes' (apt lists).
+    fn show_errors(
+        &self,
+        cluster: &PathId,
+        error: Option<String>,
+        nodes: Vec<(String, Option<String>)>,
+    ) {
+        let mut live = self.live();
+        live.set_error(cluster, error);
+        for (node, error) in nodes {
+            if let Ok(n) = cluster.node(&node) {
+                live.set_error(&n, error);
+            }
+        }
     }
 
     /// Observe, reconcile and write one pass; returns the online nodes whose apt list is
@@ -212,7 +272,7 @@ impl Discovery {
         let result = build::observe(client.as_ref(), Some(&record.name)).await;
         report.api_calls = client.requests_sent() - before;
         let mut obs = result?;
-        let snapshot = self.store.inventory().await?;
+        let snapshot = self.store.cluster_inventory(record.id).await?;
         let old = stored_observation(record, &snapshot);
         // An offline node's guests lose their names in /cluster/resources; keep the last known.
         for g in obs
@@ -274,18 +334,23 @@ impl Discovery {
         Ok(due)
     }
 
-    /// Fetch the apt lists of `due` nodes concurrently, each with the PVE timeout.
+    /// Fetch the apt lists of `due` nodes, [`NODE_UPDATES_AT_ONCE`] at a time, each with the
+    /// PVE timeout; returns the error each refreshed node now shows.
     async fn refresh_node_updates(
         &self,
         record: &ClusterRecord,
         due: Vec<String>,
         report: &mut DiscoveryReport,
-    ) -> Result<()> {
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let mut shown = Vec::new();
         let client = self.client(record)?;
+        // Hundreds of nodes at once would each hold a TLS connection (and its buffers).
+        let slots = Arc::new(tokio::sync::Semaphore::new(NODE_UPDATES_AT_ONCE));
         let mut set = tokio::task::JoinSet::new();
         for node in due {
-            let client = client.clone();
+            let (client, slots) = (client.clone(), slots.clone());
             set.spawn(async move {
+                let _slot = slots.acquire_owned().await;
                 let r = client.node_apt_updates(&node).await;
                 (node, r)
             });
@@ -305,42 +370,46 @@ impl Discovery {
             self.store
                 .set_node_updates(record.id, &node, Utc::now(), updates, error.as_deref())
                 .await?;
+            shown.push((node, node_error(None, error.as_deref())));
         }
         report.node_errors.sort_by(|a, b| a.node.cmp(&b.node));
-        Ok(())
+        Ok(shown)
     }
 
     /// Rebuild the in-memory tree from the store: clusters, nodes, guests, attached agents.
+    /// For changes of shape (a cluster added or removed, a pass that changed something);
+    /// what agents do reaches the tree through [`super::hosts`].
     pub async fn rebuild(&self) -> Result<()> {
+        let _shape = self.structure.lock().await;
+        let ticket = self.ticket();
         let snapshot = self.store.inventory().await?;
         let hosts = self.store.list_hosts().await?;
-        let (inv, ids) = assemble(&snapshot, &hosts)?;
-        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inv);
-        *self.guest_ids.write().unwrap_or_else(|e| e.into_inner()) = ids;
+        let built = Live::build(&snapshot, &hosts, Utc::now(), self.offline_after)?;
+        self.live().install(built, ticket);
         Ok(())
     }
 
-    /// Attach a newly enrolled host to the one unattached, non-template guest with its
-    /// hostname, if there is exactly one (the same rule discovery passes apply).
-    pub async fn attach_by_hostname(&self, host: &Host) -> Result<()> {
-        let tree = self.tree();
-        let candidates: Vec<PathId> = tree
-            .iter()
-            .filter(|v| v.kind.is_guest() && !v.template && v.name == host.hostname)
-            .map(|v| v.id.clone())
-            .collect();
-        let [only] = candidates.as_slice() else {
-            return Ok(());
+    /// After a pass of `record` that changed something: that cluster's subtree again from its
+    /// rows in the store (the other clusters are not read).
+    async fn rebuild_cluster(&self, record: &ClusterRecord) -> Result<()> {
+        let _shape = self.structure.lock().await;
+        let ticket = self.ticket();
+        let snap = self.store.cluster_inventory(record.id).await?;
+        let unknown: Vec<(HostId, GuestId)> = {
+            let mut live = self.live();
+            live.replace_cluster(&record.name, &snap, Utc::now())?;
+            snap.guests
+                .iter()
+                .filter_map(|g| Some((g.host_id?, g.id)))
+                .filter(|(h, _)| !live.knows(*h))
+                .collect()
         };
-        if tree.get(only).is_some_and(|v| v.host_id.is_some()) {
-            return Ok(());
-        }
-        if let Some(guest) = self.guest_id(only) {
-            self.store
-                .attach_host(guest, host.id, &canopy_store::Actor::System)
-                .await?;
-            tracing::info!(host = %host.id, guest = %only, "host attached to its guest by hostname");
-            self.rebuild().await?;
+        // Each host reaches the tree at its registration; one attached here that it does not
+        // know yet is read now.
+        for (host, guest) in unknown {
+            if let Some(h) = self.store.get_host(host).await? {
+                self.live().refresh(&h, Some(guest), ticket);
+            }
         }
         Ok(())
     }
@@ -388,7 +457,8 @@ impl Discovery {
     }
 }
 
-/// The observation the store holds for one cluster (the "old" side of reconcile).
+/// The observation the store holds for one cluster (the "old" side of reconcile), from its
+/// [`Store::cluster_inventory`](canopy_store::InventoryStore::cluster_inventory).
 fn stored_observation(record: &ClusterRecord, snap: &InventorySnapshot) -> build::Observed {
     build::Observed {
         name: record.name.clone(),
@@ -407,89 +477,4 @@ fn stored_observation(record: &ClusterRecord, snap: &InventorySnapshot) -> build
             .collect(),
         unnamed: Default::default(),
     }
-}
-
-type GuestIds = HashMap<(String, u32), GuestId>;
-
-/// The whole tree from stored rows and hosts: agents attached to their guests, counts.
-pub fn assemble(snap: &InventorySnapshot, hosts: &[Host]) -> Result<(Inventory, GuestIds)> {
-    let hosts: HashMap<HostId, &Host> = hosts.iter().map(|h| (h.id, h)).collect();
-    let names: HashMap<ClusterId, &ClusterRecord> =
-        snap.clusters.iter().map(|c| (c.id, c)).collect();
-    let mut inv = Inventory::new();
-    let mut ids = GuestIds::new();
-    for c in &snap.clusters {
-        let mut v = Vertex::new(PathId::cluster(&c.name)?);
-        v.error = c.last_error.clone();
-        inv.upsert(v)?;
-    }
-    for n in &snap.nodes {
-        let Some(c) = names.get(&n.cluster_id) else {
-            continue;
-        };
-        let Ok(id) = PathId::cluster(&c.name)?.node(&n.row.name) else {
-            continue;
-        };
-        let mut v = Vertex::new(id).with_status(n.row.status.clone());
-        v.error = n
-            .row
-            .error
-            .clone()
-            .or_else(|| n.apt_error.as_ref().map(|e| format!("node updates: {e}")));
-        inv.upsert(v)?;
-    }
-    let now = Utc::now();
-    for g in &snap.guests {
-        let Some(c) = names.get(&g.cluster_id) else {
-            continue;
-        };
-        let kind = if g.row.kind == "lxc" {
-            Kind::Lxc
-        } else {
-            Kind::Vm
-        };
-        let Ok(id) = PathId::cluster(&c.name)?
-            .node(&g.row.node)
-            .and_then(|n| n.guest(kind, g.row.vmid))
-        else {
-            continue;
-        };
-        ids.insert((c.name.clone(), g.row.vmid), g.id);
-        let mut v = Vertex::new(id)
-            .with_name(g.row.name.clone())
-            .with_status(g.row.status.clone())
-            .with_template(g.row.template)
-            .with_tags(g.row.tags.clone());
-        v.os = g.os.clone();
-        let mut counts = Counts::default();
-        match g.host_id.and_then(|h| hosts.get(&h)) {
-            Some(h) => {
-                v.host_id = Some(h.id.to_string());
-                v.machine_id = Some(h.machine_id.clone());
-                if v.os.is_none() && !h.os_id.is_empty() {
-                    v.os = Some(h.os_id.clone());
-                }
-                counts.pending = h.pending_updates as u32;
-                counts.security = h.security_updates as u32;
-                counts.reboot_required = u32::from(h.reboot_required);
-                if h.agentless {
-                    // Scanned through pct exec: counts, but no agent to be online.
-                    v.agent = Some("agentless".into());
-                } else {
-                    let online = h.last_seen.is_some_and(|t| now - t < AGENT_OFFLINE_AFTER);
-                    v.agent = Some(if online { "online" } else { "offline" }.into());
-                    v.agent_user = (!h.run_as.is_empty()).then(|| h.run_as.clone());
-                    counts.agents_offline = u32::from(!online);
-                }
-            }
-            None if !g.row.template && kind == Kind::Lxc => {
-                v.agent = Some("missing".into());
-                counts.agents_missing = 1;
-            }
-            None => {}
-        }
-        v.counts = counts;
-        inv.upsert(v)?;
-    }
-    Ok((inv, ids))
 }

@@ -81,7 +81,7 @@ async fn register(
         tracing::warn!(host = %host.id, machine_id = %host.machine_id, "another host reports the same machine-id (a cloned guest?)");
     }
     tracing::info!(host = %host.id, "agent registered");
-    if let Err(e) = state.discovery.attach_by_hostname(&host).await {
+    if let Err(e) = state.discovery.host_registered(&host).await {
         tracing::warn!(host = %host.id, error = %format!("{e:#}"), "cannot attach the host to its guest");
     }
     Ok(Json(RegisterResponse {
@@ -110,6 +110,7 @@ async fn upload_report(
         .store
         .ingest_report(agent.host_id(), ingest, &agent.actor())
         .await?;
+    tree_follows(&state, agent.host_id()).await;
     rejected.extend(outcome.rejected);
     rejected.sort_by_key(|r| r.index);
     if !rejected.is_empty() {
@@ -176,8 +177,20 @@ async fn result(
         CompleteOutcome::Duplicate(_) => Recorded::Duplicate,
         CompleteOutcome::Late(_) => Recorded::Late,
     };
+    if recorded != Recorded::Duplicate {
+        // An install's rows are closed: the host's counts changed.
+        tree_follows(&state, agent.host_id()).await;
+    }
     Ok(Json(ResultRecorded {
         recorded,
         status: outcome.command().status,
     }))
+}
+
+/// The tree shows the host's new counts; what is stored is the answer, so a failure to read
+/// it back is logged, not returned (the host's next change shows it).
+async fn tree_follows(state: &AppState, host: canopy_api_types::HostId) {
+    if let Err(e) = state.discovery.host_changed(host).await {
+        tracing::warn!(%host, error = %format!("{e:#}"), "the tree could not follow the host");
+    }
 }

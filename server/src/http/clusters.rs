@@ -1,6 +1,6 @@
 //! Routes for Proxmox clusters and the inventory tree: add / list / remove clusters,
-//! discover now, the tree (whole or by selector), selector previews, a PVE node's own
-//! updates and a guest's history. The cluster's token secret is sealed on the way in and
+//! discover now, the tree (whole, by selector, a few levels deep), selector previews, a PVE
+//! node's own updates and a guest's history. The cluster's token secret is sealed on the way in and
 //! never leaves the server again.
 
 use super::extract::{Json, Path, Query};
@@ -224,31 +224,68 @@ fn parse_selector(s: &str) -> Result<Selector> {
     Selector::parse(s).map_err(|e| Error::Validation(format!("selector: {e}")))
 }
 
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct TreeQuery {
+    /// A selector (`cluster/home/**[tag=prod]`); none = everything. Each matched vertex
+    /// comes with its subtree; one inside another matched vertex is not repeated.
+    selector: Option<String>,
+    /// List this many levels of children below each answered vertex (`0`: the vertices
+    /// alone, `1`: with their children); none = all. Rollups always cover the whole
+    /// subtree; a vertex whose children were left out says how many it has
+    /// (`child_count`).
+    depth: Option<u32>,
+}
+
+/// `TreeResponse`, written straight from the in-memory tree.
+#[derive(serde::Serialize)]
+struct TreeAnswer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selector: Option<&'a str>,
+    trees: Vec<canopy_inventory::TreeView<'a>>,
+}
+
+/// The tree from memory (discovery, check-ins and reports keep it current; docs/design.md
+/// §7.2): the cost is the subtrees asked for, not the estate.
 async fn tree(
     State(state): State<AppState>,
     _u: UserAuth,
-    Query(q): Query<SelectorQuery>,
-) -> Result<Json<TreeResponse>> {
-    // Agent status and update counts change between passes: read them fresh.
-    state.discovery.rebuild().await.map_err(Error::internal)?;
-    let inv = state.discovery.tree();
-    let trees = match q.selector.as_deref().filter(|s| !s.trim().is_empty()) {
-        None => inv.forest(),
-        Some(s) => {
-            let sel = parse_selector(s)?;
-            let matched = inv.select(&sel);
-            // Subtrees of matched vertices, without repeating one inside another.
-            matched
-                .iter()
-                .filter(|id| !matched.iter().any(|m| m.is_ancestor_of(id)))
-                .filter_map(|id| inv.tree(id))
-                .collect()
-        }
+    Query(q): Query<TreeQuery>,
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let selector = match q.selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(s) => Some(parse_selector(s)?),
+        None => None,
     };
-    Ok(Json(TreeResponse {
-        selector: q.selector,
-        trees,
-    }))
+    let inv = state.discovery.tree();
+    // A whole tree is megabytes of JSON: written off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let trees = match &selector {
+            None => inv.forest_view(q.depth),
+            Some(sel) => topmost(inv.select(sel))
+                .iter()
+                .filter_map(|id| inv.view(id, q.depth))
+                .collect(),
+        };
+        axum::Json(TreeAnswer {
+            selector: q.selector.as_deref(),
+            trees,
+        })
+        .into_response()
+    })
+    .await
+    .map_err(Error::internal)
+}
+
+/// The matched vertices no other matched vertex holds (`ids` in tree order, where a
+/// vertex's subtree follows it).
+fn topmost(ids: Vec<PathId>) -> Vec<PathId> {
+    let mut out: Vec<PathId> = Vec::new();
+    for id in ids {
+        if !out.last().is_some_and(|top| top.is_ancestor_of(&id)) {
+            out.push(id);
+        }
+    }
+    out
 }
 
 async fn preview(

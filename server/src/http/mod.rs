@@ -1,5 +1,6 @@
-//! The HTTP surface: `/` and the web dashboard's files (`crate::webui`), `/healthz`, and under `/api/v1` the UI router (user JWTs) and
-//! the agent router (agent credentials), plus the OpenAPI description.
+//! The HTTP surface: `/` and the web dashboard's files (`crate::webui`), `/healthz`, and
+//! under `/api/v1` the user routes (user JWTs) and the agent routes (agent credentials), plus
+//! the OpenAPI description.
 
 mod agent;
 mod auth_routes;
@@ -9,11 +10,11 @@ pub(crate) mod clusters;
 mod deploy;
 pub mod extract;
 pub(crate) mod guests;
+mod hosts;
 mod idempotency;
 pub mod openapi;
 pub mod routes;
 mod session;
-mod ui;
 mod users;
 
 use crate::state::AppState;
@@ -31,7 +32,7 @@ fn all_routes() -> Routes {
         .merge(auth_routes::routes())
         .merge(session::routes())
         .merge(users::routes())
-        .merge(ui::routes())
+        .merge(hosts::routes())
         .merge(clusters::routes())
         .merge(guests::routes())
         .merge(deploy::routes())

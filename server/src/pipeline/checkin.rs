@@ -43,6 +43,7 @@ pub async fn checkin(
     if req.connecting || needs_touch(host, &req.facts, now) {
         state.store.touch_host(host.id, &req.facts, now).await?;
     }
+    state.discovery.agent_seen(host.id, &req.facts, now);
     let report_wanted = match &req.report_hash {
         Some(hash) => state.store.report_hash(host.id).await?.as_deref() != Some(hash.as_str()),
         None => false,

@@ -61,6 +61,9 @@ pub struct Settings {
     pub refresh_token_ttl_secs: u64,
     /// Longest a check-in is held open, seconds.
     pub checkin_max_wait_secs: u32,
+    /// An agent that has not checked in for this many seconds shows as offline in the tree
+    /// (and a bulk update skips its guest).
+    pub agent_offline_after_secs: u64,
     pub dry_run_timeout_secs: u32,
     pub install_timeout_secs: u32,
     pub scan_timeout_secs: u32,
@@ -138,6 +141,7 @@ impl Default for Settings {
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 3600,
             checkin_max_wait_secs: 30,
+            agent_offline_after_secs: 300,
             dry_run_timeout_secs: 300,
             install_timeout_secs: 1800,
             scan_timeout_secs: 600,
@@ -324,6 +328,7 @@ impl Settings {
         env!(access_token_ttl_secs, "CANOPY_ACCESS_TOKEN_TTL_SECS");
         env!(refresh_token_ttl_secs, "CANOPY_REFRESH_TOKEN_TTL_SECS");
         env!(checkin_max_wait_secs, "CANOPY_CHECKIN_MAX_WAIT_SECS");
+        env!(agent_offline_after_secs, "CANOPY_AGENT_OFFLINE_AFTER_SECS");
         env!(dry_run_timeout_secs, "CANOPY_DRY_RUN_TIMEOUT_SECS");
         env!(install_timeout_secs, "CANOPY_INSTALL_TIMEOUT_SECS");
         env!(scan_timeout_secs, "CANOPY_SCAN_TIMEOUT_SECS");

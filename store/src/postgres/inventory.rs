@@ -206,10 +206,51 @@ impl InventoryStore for PgStore {
         finish(tx, r).await
     }
 
+    async fn cluster_inventory(&self, cluster: ClusterId) -> Result<InventorySnapshot> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let r: Result<InventorySnapshot> = async {
+            let clusters = sqlx::query("SELECT * FROM clusters WHERE id = $1")
+                .bind(cluster.0)
+                .fetch_all(&mut *tx)
+                .await?;
+            let nodes = sqlx::query(
+                "SELECT * FROM pve_nodes WHERE cluster_id = $1 ORDER BY name COLLATE \"C\"",
+            )
+            .bind(cluster.0)
+            .fetch_all(&mut *tx)
+            .await?;
+            let guests = sqlx::query("SELECT * FROM guests WHERE cluster_id = $1 ORDER BY vmid")
+                .bind(cluster.0)
+                .fetch_all(&mut *tx)
+                .await?;
+            Ok(InventorySnapshot {
+                clusters: clusters.iter().map(rows::cluster).collect::<Result<_>>()?,
+                nodes: nodes.iter().map(rows::node).collect::<Result<_>>()?,
+                guests: guests.iter().map(rows::guest).collect::<Result<_>>()?,
+            })
+        }
+        .await;
+        finish(tx, r).await
+    }
+
     async fn attach_host(&self, guest: GuestId, host: HostId, actor: &Actor) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let r = attach_in(&mut tx, guest, host, actor, now_micros(), "explicit").await;
         finish(tx, r).await
+    }
+
+    async fn guest_of_host(&self, host: HostId) -> Result<Option<GuestId>> {
+        let row = sqlx::query("SELECT id FROM guests WHERE host_id = $1 LIMIT 1")
+            .bind(host.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Uuid, _>("id"))
+            .transpose()?
+            .map(GuestId))
     }
 
     async fn guest_history(&self, guest: GuestId, limit: u32) -> Result<Vec<Event>> {

@@ -189,11 +189,44 @@ impl InventoryStore for SqliteStore {
         })
     }
 
+    async fn cluster_inventory(&self, cluster: ClusterId) -> Result<InventorySnapshot> {
+        let mut tx = self.pool.begin().await?;
+        let id = cluster.to_string();
+        let clusters = sqlx::query("SELECT * FROM clusters WHERE id = ?")
+            .bind(&id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let nodes = sqlx::query("SELECT * FROM pve_nodes WHERE cluster_id = ? ORDER BY name")
+            .bind(&id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let guests = sqlx::query("SELECT * FROM guests WHERE cluster_id = ? ORDER BY vmid")
+            .bind(&id)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(InventorySnapshot {
+            clusters: clusters.iter().map(rows::cluster).collect::<Result<_>>()?,
+            nodes: nodes.iter().map(rows::node).collect::<Result<_>>()?,
+            guests: guests.iter().map(rows::guest).collect::<Result<_>>()?,
+        })
+    }
+
     async fn attach_host(&self, guest: GuestId, host: HostId, actor: &Actor) -> Result<()> {
         let mut tx = self.begin_immediate().await?;
         attach_in(&mut tx, guest, host, actor, now_micros(), "explicit").await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn guest_of_host(&self, host: HostId) -> Result<Option<GuestId>> {
+        let row = sqlx::query("SELECT id FROM guests WHERE host_id = ? LIMIT 1")
+            .bind(host.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref()
+            .map(|r| rows::id(r, "guests", "id"))
+            .transpose()
     }
 
     async fn guest_history(&self, guest: GuestId, limit: u32) -> Result<Vec<Event>> {

@@ -71,6 +71,7 @@ pub async fn guest_bound_token_attaches_the_registered_host(store: S) {
 
     let h = register_for(&store, Some(g1.id), "agent-one", "machine-one").await;
     assert_eq!(attached_to(&store, g1.id).await, Some(h));
+    assert_eq!(store.guest_of_host(h).await.unwrap(), Some(g1.id));
     let got = store.get_host(h).await.unwrap().unwrap();
     assert_eq!(
         (got.agentless, got.run_as.as_str()),
@@ -336,6 +337,7 @@ pub async fn retired_hosts_keep_history_and_their_guest_goes_back_to_agentless(s
         "a retired credential never authenticates: {cred}"
     );
     assert_eq!(attached_to(&store, g1.id).await, None);
+    assert_eq!(store.guest_of_host(id).await.unwrap(), None);
     let evs = store
         .events(&EventFilter {
             host_id: Some(id),
@@ -365,6 +367,10 @@ pub async fn retired_hosts_keep_history_and_their_guest_goes_back_to_agentless(s
     assert_ne!(agentless.id, id);
     assert!(agentless.agentless);
     assert_eq!(attached_to(&store, g1.id).await, Some(agentless.id));
+    assert_eq!(
+        store.guest_of_host(agentless.id).await.unwrap(),
+        Some(g1.id)
+    );
 
     // An agent host registered through hostname matching later replaces the agentless one,
     // which is archived (one host per guest).

@@ -305,13 +305,44 @@ pub async fn discovery_inserts_nodes_and_guests(store: S) {
     assert_eq!(node_ev[0].guest_id, None);
     assert_eq!(node_ev[0].subject, "cluster/home/node/pve2");
 
+    // One cluster's rows alone: another cluster's are left out.
+    let lab = cluster(&store, "lab").await;
+    store
+        .apply_discovery(pass(
+            lab.id,
+            t,
+            &["lab1"],
+            vec![guest("lxc", 300, "lab1", "cache")],
+        ))
+        .await
+        .unwrap();
+    let whole = store.inventory().await.unwrap();
+    let own = store.cluster_inventory(home.id).await.unwrap();
+    assert_eq!(own.clusters, vec![c.clone()]);
+    let of_home = |n: &canopy_store::NodeRecord| n.cluster_id == home.id;
+    assert_eq!(
+        own.nodes,
+        whole
+            .nodes
+            .iter()
+            .filter(|n| of_home(n))
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(own.guests, stored);
+    let none = store.cluster_inventory(ClusterId::new()).await.unwrap();
+    assert!(none.clusters.is_empty() && none.nodes.is_empty() && none.guests.is_empty());
+
     // A node no longer listed goes; a pass of an unknown cluster is NotFound.
     store
         .apply_discovery(pass(home.id, at(1), &["pve1"], guests.clone()))
         .await
         .unwrap();
     let inv = store.inventory().await.unwrap();
-    assert_eq!(inv.nodes.len(), 1);
+    assert_eq!(
+        inv.nodes.iter().filter(|n| n.cluster_id == home.id).count(),
+        1
+    );
     assert!(matches!(
         store
             .apply_discovery(pass(ClusterId::new(), at(1), &["x"], vec![]))

@@ -1,5 +1,6 @@
 //! Guests and enrolled hosts: the hostname auto-attach (only when unambiguous), explicit
-//! attachment, and a guest's history including its host's events.
+//! attachment (and `guest_of_host` following it), and a guest's history including its
+//! host's events.
 
 use super::inventory::*;
 use super::support::*;
@@ -132,13 +133,23 @@ pub async fn attach_host_explicitly(store: S) {
         .unwrap();
     let gs = guests_of(&store, home.id).await;
     assert!(gs.iter().all(|g| g.host_id.is_none()));
+    assert_eq!(store.guest_of_host(h.id).await.unwrap(), None);
 
     store.attach_host(gs[0].id, h.id, &admin()).await.unwrap();
     assert_eq!(guests_of(&store, home.id).await[0].host_id, Some(h.id));
+    assert_eq!(store.guest_of_host(h.id).await.unwrap(), Some(gs[0].id));
     // Attaching it elsewhere moves it: a host is one machine.
     store.attach_host(gs[1].id, h.id, &admin()).await.unwrap();
     let now = guests_of(&store, home.id).await;
     assert_eq!((now[0].host_id, now[1].host_id), (None, Some(h.id)));
+    assert_eq!(store.guest_of_host(h.id).await.unwrap(), Some(gs[1].id));
+    assert_eq!(
+        store
+            .guest_of_host(canopy_api_types::HostId::new())
+            .await
+            .unwrap(),
+        None
+    );
     let attached = events_of_type(&store, "host_attached").await;
     assert_eq!(attached.len(), 2);
     assert_eq!(attached[1].actor, "user:admin");

@@ -9,7 +9,7 @@
 //! `cargo xtask openapi` rewrites `docs/openapi.json`.
 
 use super::{r, ApiRoute, Auth::*};
-use crate::http::clusters::{HistoryQuery, SelectorQuery};
+use crate::http::clusters::{HistoryQuery, SelectorQuery, TreeQuery};
 use crate::http::deploy::{ListQuery, PreviewQuery, SelectorBody};
 use crate::http::guests::GuestQuery;
 use crate::http::routes::Verb::*;
@@ -73,7 +73,7 @@ pub const ROUTES: &[ApiRoute] = &[
     r(Delete, "/clusters/{name}", Admin, "Remove a cluster and its tree").ok::<ClusterRemoved>(),
     r(Post, "/clusters/{name}/discover", Operator, "Run a discovery pass now").ok::<DiscoveryReport>(),
     r(Get, "/clusters/{name}/nodes/{node}/updates", Viewer, "A PVE node's own pending apt updates (read-only, cached)").ok::<NodeUpdates>(),
-    r(Get, "/tree", Viewer, "The inventory tree, whole or the subtrees a selector matches").query::<SelectorQuery>().ok::<TreeResponse>(),
+    r(Get, "/tree", Viewer, "The inventory tree with rollups, whole or the subtrees a selector matches, all levels or `depth` of them").query::<TreeQuery>().ok::<TreeResponse>(),
     r(Get, "/tree/preview", Viewer, "What an action on a selector would touch").query::<SelectorQuery>().ok::<SelectorPreview>(),
     r(Get, "/tree/history", Viewer, "Events of a guest across migrations and of its agent").query::<HistoryQuery>().ok::<Vec<Event>>(),
     r(Get, "/tree/snapshots", Viewer, "A guest's PVE snapshots, read live (Canopy's marked), newest first").query::<GuestQuery>().ok::<Vec<GuestSnapshot>>(),

@@ -1,5 +1,5 @@
-//! Routes for users (web UI and CLI): hosts (and their deletion and repair), updates, the
-//! approve → dry-run → confirm → install pipeline, commands, history, events, stats.
+//! Routes for hosts (their deletion, repair and scans), updates, the approve → dry-run →
+//! confirm → install pipeline, commands, history, events, stats (for the CLI and the web UI).
 
 use super::extract::{Json, Path, Query};
 use super::routes::Routes;
@@ -67,7 +67,11 @@ async fn delete_host(
         .store
         .retire_host(id, HostState::Deleted, &admin.actor(), chrono::Utc::now())
         .await?;
-    state.discovery.rebuild().await.map_err(Error::internal)?;
+    state
+        .discovery
+        .host_changed(id)
+        .await
+        .map_err(Error::internal)?;
     state.wakeups.wake(id);
     Ok(Json(host))
 }
