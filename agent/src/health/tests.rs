@@ -279,7 +279,7 @@ async fn command_checks_are_stopped_at_the_budget() {
 async fn a_report_without_systemd() {
     let root = tempfile::tempdir().expect("tempdir");
     let started = chrono::Utc::now();
-    let g = gather(
+    let mut g = gather(
         root.path(),
         &[argv(&["true"]), argv(&["false"])],
         T,
@@ -287,6 +287,10 @@ async fn a_report_without_systemd() {
     )
     .await;
     assert_eq!(g.error, None);
+    // needrestart, where this machine has it, reports this machine's own services (a
+    // dockerd on old libraries): not this test's subject (the summary's services part is
+    // tested below with a list of its own).
+    g.report.services_to_restart.clear();
     assert!(!g.report.systemd && g.report.failed_units.is_empty());
     assert!(!g.report.reboot_required);
     assert_eq!(g.report.agent_started_at, Some(started));
@@ -302,7 +306,8 @@ async fn a_report_without_systemd() {
 
     std::fs::create_dir_all(root.path().join("run")).expect("mkdir");
     std::fs::write(root.path().join("run/reboot-required"), "").expect("write");
-    let g = gather(root.path(), &[], T, None).await;
+    let mut g = gather(root.path(), &[], T, None).await;
+    g.report.services_to_restart.clear();
     assert!(g.report.reboot_required && g.healthy());
     assert_eq!(summary(&g), "no systemd; reboot required");
 }
