@@ -38,25 +38,8 @@ const SIGPIPE: i32 = 13;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_ends_quietly_when_its_reader_is_gone() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let sim = canopy_pve_sim::start(
-        canopy_pve_sim::SimFile::from_toml_str(ESTATE)
-            .unwrap()
-            .clusters[0]
-            .clone(),
-    )
-    .await
-    .unwrap();
-    app.admin
-        .create_cluster(&canopy_api_types::clusters::CreateCluster {
-            name: "home".into(),
-            endpoints: vec![sim.url()],
-            token: TOKEN.into(),
-            fingerprints: vec![sim.fingerprint()],
-            ca_pem: None,
-            interval_secs: Some(3600),
-        })
-        .await
-        .unwrap();
+    let sim = start_sim(ESTATE).await;
+    app.add_cluster("home", &sim, TOKEN).await;
     let agent = app.enrol("web").await;
     agent
         .report(vec![serde_json::to_value(package("openssl", true)).unwrap()])

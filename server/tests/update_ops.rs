@@ -64,32 +64,13 @@ async fn lab(backend: Backend, states: Vec<(u32, GuestState)>) -> Option<Lab> {
         s.update.agent_back_timeout_secs = 60;
     })
     .await?;
-    let sim = Arc::new(
-        canopy_pve_sim::start(
-            canopy_pve_sim::SimFile::from_toml_str(&estate())
-                .unwrap()
-                .clusters[0]
-                .clone(),
-        )
-        .await
-        .unwrap(),
-    );
+    let sim = Arc::new(start_sim(&estate()).await);
     sim.set_task_duration(Duration::from_millis(50));
     let mut guests = BTreeMap::new();
     for (vmid, st) in states {
         guests.insert(vmid, scripted(&app, sim.clone(), vmid, st).await);
     }
-    app.admin
-        .create_cluster(&canopy_api_types::clusters::CreateCluster {
-            name: "lab".into(),
-            endpoints: vec![sim.url()],
-            token: TOKEN.into(),
-            fingerprints: vec![sim.fingerprint()],
-            ca_pem: None,
-            interval_secs: Some(3600),
-        })
-        .await
-        .unwrap();
+    app.add_cluster("lab", &sim, TOKEN).await;
     Some(Lab { app, sim, guests })
 }
 

@@ -68,25 +68,8 @@ async fn log_in_browse_filter_and_stay_read_only_as_a_viewer() {
     let app = spawn_app(Backend::Sqlite)
         .await
         .expect("SQLite needs nothing");
-    let sim = canopy_pve_sim::start(
-        canopy_pve_sim::SimFile::from_toml_str(ESTATE)
-            .unwrap()
-            .clusters[0]
-            .clone(),
-    )
-    .await
-    .unwrap();
-    app.admin
-        .create_cluster(&canopy_api_types::clusters::CreateCluster {
-            name: "home".into(),
-            endpoints: vec![sim.url()],
-            token: TOKEN.into(),
-            fingerprints: vec![sim.fingerprint()],
-            ca_pem: None,
-            interval_secs: Some(3600),
-        })
-        .await
-        .unwrap();
+    let sim = start_sim(ESTATE).await;
+    app.add_cluster("home", &sim, TOKEN).await;
     app.admin
         .create_user(&CreateUserRequest {
             username: "vera".into(),

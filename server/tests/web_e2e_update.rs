@@ -52,32 +52,13 @@ async fn plan_approve_and_watch_an_update_reach_its_end() {
     let app = spawn_app_with(Backend::Sqlite, |s| s.update.agent_back_timeout_secs = 60)
         .await
         .expect("SQLite needs nothing");
-    let sim = Arc::new(
-        canopy_pve_sim::start(
-            canopy_pve_sim::SimFile::from_toml_str(ESTATE)
-                .unwrap()
-                .clusters[0]
-                .clone(),
-        )
-        .await
-        .unwrap(),
-    );
+    let sim = Arc::new(start_sim(ESTATE).await);
     sim.set_task_duration(Duration::from_millis(50));
     let _guests = [
         scripted(&app, sim.clone(), 101, standard()).await,
         scripted(&app, sim.clone(), 102, standard()).await,
     ];
-    app.admin
-        .create_cluster(&canopy_api_types::clusters::CreateCluster {
-            name: "lab".into(),
-            endpoints: vec![sim.url()],
-            token: TOKEN.into(),
-            fingerprints: vec![sim.fingerprint()],
-            ca_pem: None,
-            interval_secs: Some(3600),
-        })
-        .await
-        .unwrap();
+    app.add_cluster("lab", &sim, TOKEN).await;
 
     let mut b = Browser::start("update").await;
     b.goto(&format!("{}/tree/cluster/lab/node/pve1", app.base))

@@ -319,3 +319,31 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The PVE simulator serving the first cluster of `estate` (a cluster file's TOML).
+#[allow(dead_code)]
+pub async fn start_sim(estate: &str) -> canopy_pve_sim::RunningCluster {
+    let file = canopy_pve_sim::SimFile::from_toml_str(estate).expect("the estate parses");
+    canopy_pve_sim::start(file.clusters[0].clone())
+        .await
+        .expect("the simulator starts")
+}
+
+impl TestApp {
+    /// Adds `sim` as cluster `name` with `token`, pinned by its fingerprint; the first
+    /// discovery pass runs now, the next ones hourly.
+    #[allow(dead_code)]
+    pub async fn add_cluster(&self, name: &str, sim: &canopy_pve_sim::RunningCluster, token: &str) {
+        self.admin
+            .create_cluster(&canopy_api_types::clusters::CreateCluster {
+                name: name.into(),
+                endpoints: vec![sim.url()],
+                token: token.into(),
+                fingerprints: vec![sim.fingerprint()],
+                ca_pem: None,
+                interval_secs: Some(3600),
+            })
+            .await
+            .expect("the cluster is added");
+    }
+}
