@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod lab;
 pub mod privilege;
 pub mod scripted;
+pub mod scripted_lab;
 pub mod tls;
 pub mod update_lab;
 pub mod webdriver;
