@@ -56,11 +56,16 @@ pub fn route() -> String {
         .to_string()
 }
 
-/// Shows `path` (below the base) in the address bar without loading anything.
-pub fn set_route(path: &str) {
+/// Shows `path` (below the base) in the address bar without loading anything: `push` adds a
+/// history entry (Back returns), otherwise the current entry is replaced.
+pub fn set_route(path: &str, push: bool) {
     if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
         let url = format!("{}/{path}", base());
-        let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&url));
+        let _ = if push {
+            history.push_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&url))
+        } else {
+            history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&url))
+        };
     }
 }
 

@@ -3,8 +3,9 @@
 //! session, so a logged-out visitor of any address lands on the login page.
 
 use crate::api;
-use crate::components::dashboard::Dashboard;
 use crate::components::login::Login;
+use crate::components::shell::Shell;
+use crate::nav::{use_nav, NavContext};
 use crate::session::SessionContext;
 use canopy_api_types::auth::User;
 use yew::prelude::*;
@@ -19,6 +20,7 @@ enum Who {
 #[function_component(App)]
 pub fn app() -> Html {
     let who = use_state(|| Who::Checking);
+    let nav = use_nav();
     {
         let who = who.clone();
         use_effect_with((), move |_| {
@@ -63,7 +65,9 @@ pub fn app() -> Html {
             };
             html! {
                 <ContextProvider<SessionContext> context={ctx}>
-                    <Dashboard on_logout={logout} />
+                    <ContextProvider<NavContext> context={nav}>
+                        <Shell on_logout={logout} />
+                    </ContextProvider<NavContext>>
                 </ContextProvider<SessionContext>>
             }
         }

@@ -8,6 +8,7 @@ mod api;
 mod app;
 mod components;
 mod loadable;
+mod nav;
 mod session;
 
 /// Mounts the app on `<body>`; on the host (tests, clippy) there is no document, so it

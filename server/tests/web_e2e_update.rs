@@ -115,7 +115,7 @@ async fn plan_approve_and_watch_an_update_reach_its_end() {
     b.shot("done").await;
 
     // The node lists it among its operations; the guest's history has its steps.
-    b.click("header .link:first-of-type").await;
+    b.click(".side-tools .link").await;
     b.wait_text(".detail .ops", "succeeded").await;
     assert!(b
         .text(".detail .ops")

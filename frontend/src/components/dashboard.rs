@@ -1,32 +1,26 @@
-//! The dashboard's layout: a header (who is logged in, log out), the filter box and the
-//! tree on the left, the selected vertex's detail on the right. The selection is the
-//! address (`tree/<path id>` below the base), so it survives a reload and can be shared.
+//! The tree page: the filter box and the tree on the left, the selected vertex's detail on
+//! the right. The selection is the address (`tree/<path id>` below the base), so it
+//! survives a reload and can be shared.
 
 use super::detail::Detail;
 use super::filter::Filter;
 use super::tree::Tree;
 use crate::api;
 use crate::loadable::{use_loadable, Loadable};
-use crate::session::SessionContext;
+use crate::nav::NavContext;
+use crate::view::page::Page;
 use yew::prelude::*;
 
 #[derive(Properties, PartialEq)]
 pub struct DashboardProps {
-    pub on_logout: Callback<()>,
-}
-
-fn selected_from_route() -> Option<String> {
-    api::route()
-        .strip_prefix("tree/")
-        .filter(|id| id.starts_with("cluster/"))
-        .map(String::from)
+    /// The selected vertex's path id, from the address.
+    pub selected: Option<String>,
 }
 
 #[function_component(Dashboard)]
 pub fn dashboard(props: &DashboardProps) -> Html {
-    let session = use_context::<SessionContext>().expect("the app provides the session");
+    let nav = use_context::<NavContext>().expect("the app provides the navigation");
     let selector = use_state(String::new);
-    let selected = use_state(selected_from_route);
     let tree = use_loadable(
         (*selector).clone(),
         Some(15_000),
@@ -42,27 +36,18 @@ pub fn dashboard(props: &DashboardProps) -> Html {
             .await
         },
     );
-    let on_select = {
-        let selected = selected.clone();
-        Callback::from(move |id: String| {
-            api::set_route(&format!("tree/{id}"));
-            selected.set(Some(id));
-        })
-    };
+    let on_select = Callback::from(move |id: String| nav.go(Page::Tree(Some(id))));
     let on_apply = {
         let selector = selector.clone();
         Callback::from(move |s: String| selector.set(s))
     };
-    let logout = props.on_logout.reform(|_: MouseEvent| ());
+    let selected = &props.selected;
     html! {
-        <div class="shell">
-            <header class="top">
-                <span class="brand">{"Canopy"}</span>
-                <span class="who">{format!("{} ({})", session.user.username, session.user.role.as_str())}</span>
-                <button class="link" onclick={tree.reload.reform(|_: MouseEvent| ())}>{"Refresh"}</button>
-                <button class="link" onclick={logout}>{"Log out"}</button>
-            </header>
+        <div class="tree-page">
             <nav class="side" aria-label="Inventory">
+                <div class="side-tools">
+                    <button class="link" onclick={tree.reload.reform(|_: MouseEvent| ())}>{"Refresh"}</button>
+                </div>
                 <Filter applied={(*selector).clone()} {on_apply} />
                 { match &tree.state {
                     Loadable::Loading => html! { <p role="status">{"Loading the tree…"}</p> },
@@ -71,12 +56,12 @@ pub fn dashboard(props: &DashboardProps) -> Html {
                         <p>{ if selector.is_empty() { "No clusters yet: add one with canopy cluster add." } else { "Nothing matches this selector." } }</p>
                     },
                     Loadable::Ready(t) => html! {
-                        <Tree forest={t.clone()} selected={(*selected).clone()} on_select={on_select.clone()} />
+                        <Tree forest={t.clone()} selected={selected.clone()} on_select={on_select.clone()} />
                     },
                 } }
             </nav>
             <main class="main">
-                { match (&tree.state, &*selected) {
+                { match (&tree.state, selected) {
                     (Loadable::Ready(t), Some(id)) => html! {
                         <Detail forest={t.clone()} id={id.clone()} />
                     },

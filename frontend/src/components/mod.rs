@@ -6,4 +6,5 @@ pub mod detail;
 pub mod filter;
 pub mod login;
 pub mod operation;
+pub mod shell;
 pub mod tree;

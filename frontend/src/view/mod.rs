@@ -3,4 +3,5 @@
 
 pub mod detail;
 pub mod operation;
+pub mod page;
 pub mod tree;
