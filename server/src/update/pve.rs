@@ -193,16 +193,15 @@ impl Guest {
 
     /// Deletes Canopy's backups of this guest on `storage` beyond the newest `keep`.
     pub async fn prune_backups(&self, storage: &str, keep: usize) -> anyhow::Result<Vec<String>> {
-        let mut ours: Vec<_> = self
-            .pve
-            .backups(&self.node, storage, self.vmid)
-            .await?
-            .into_iter()
-            .filter(|b| b.notes.as_deref().is_some_and(|n| n.starts_with(PREFIX)))
-            .collect();
-        ours.sort_by_key(|b| std::cmp::Reverse(b.ctime.unwrap_or(0)));
+        let backups = self.pve.backups(&self.node, storage, self.vmid).await?;
+        let stale = beyond_newest(
+            backups,
+            keep,
+            |b| b.notes.as_deref().is_some_and(|n| n.starts_with(PREFIX)),
+            |b| b.ctime,
+        );
         let mut deleted = Vec::new();
-        for b in ours.into_iter().skip(keep) {
+        for b in stale {
             self.task("backup delete", || {
                 self.pve.volume_delete(&self.node, storage, &b.volid)
             })
@@ -234,16 +233,15 @@ impl Guest {
 
     /// Deletes Canopy's snapshots of this guest beyond the newest `keep`; returns their names.
     pub async fn prune(&self, keep: usize) -> anyhow::Result<Vec<String>> {
-        let mut ours: Vec<_> = self
-            .pve
-            .snapshots(&self.node, self.kind, self.vmid)
-            .await?
-            .into_iter()
-            .filter(|s| s.name.starts_with(PREFIX))
-            .collect();
-        ours.sort_by_key(|s| std::cmp::Reverse(s.snaptime.unwrap_or(0)));
+        let snapshots = self.pve.snapshots(&self.node, self.kind, self.vmid).await?;
+        let stale = beyond_newest(
+            snapshots,
+            keep,
+            |s| s.name.starts_with(PREFIX),
+            |s| s.snaptime,
+        );
         let mut deleted = Vec::new();
-        for s in ours.into_iter().skip(keep) {
+        for s in stale {
             self.task("snapshot delete", || {
                 self.pve
                     .snapshot_delete(&self.node, self.kind, self.vmid, &s.name)
@@ -253,6 +251,19 @@ impl Guest {
         }
         Ok(deleted)
     }
+}
+
+/// Canopy's own restore points (`ours`) beyond the newest `keep`, by their creation time: what
+/// pruning deletes. Someone else's snapshots and backups are never in it.
+fn beyond_newest<T>(
+    items: Vec<T>,
+    keep: usize,
+    ours: impl Fn(&T) -> bool,
+    created: impl Fn(&T) -> Option<i64>,
+) -> Vec<T> {
+    let mut ours: Vec<T> = items.into_iter().filter(|i| ours(i)).collect();
+    ours.sort_by_key(|i| std::cmp::Reverse(created(i).unwrap_or(0)));
+    ours.into_iter().skip(keep).collect()
 }
 
 /// The PVE family of an item's guest, from its path (`…/lxc/101`, `…/vm/200`).
@@ -266,4 +277,33 @@ pub(super) fn guest_kind(target: &str) -> GuestKind {
 /// PVE's words for a guest somebody else holds: `CT is locked (backup)`.
 fn is_locked(text: &str) -> bool {
     text.contains("is locked")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_the_newest_of_ours_and_never_touches_others() {
+        // (name, created): two of someone else's, four of ours out of order, one undated.
+        let items = vec![
+            ("manual-before-upgrade", Some(50)),
+            (&format!("{PREFIX}a")[..], Some(10)),
+            (&format!("{PREFIX}d")[..], Some(40)),
+            ("vzdump", Some(5)),
+            (&format!("{PREFIX}b")[..], Some(20)),
+            (&format!("{PREFIX}undated")[..], None),
+            (&format!("{PREFIX}c")[..], Some(30)),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect::<Vec<_>>();
+        let stale = beyond_newest(items.clone(), 2, |i| i.0.starts_with(PREFIX), |i| i.1);
+        let names: Vec<_> = stale
+            .iter()
+            .map(|i| i.0.trim_start_matches(PREFIX))
+            .collect();
+        assert_eq!(names, ["b", "a", "undated"]);
+        assert!(beyond_newest(items, 10, |i| i.0.starts_with(PREFIX), |i| i.1).is_empty());
+    }
 }
