@@ -53,28 +53,11 @@ fn estate(pve: &PveLab) -> String {
 }
 
 async fn lab_app(lab: &Lab, pve: &PveLab) -> (TestApp, canopy_pve_sim::RunningCluster) {
-    let sim = canopy_pve_sim::start(
-        canopy_pve_sim::SimFile::from_toml_str(&estate(pve))
-            .unwrap()
-            .clusters[0]
-            .clone(),
-    )
-    .await
-    .unwrap();
+    let sim = start_sim(&estate(pve)).await;
     let app = spawn_app_with(Backend::Sqlite, |s| deploy_settings(s, lab, pve))
         .await
         .unwrap();
-    app.admin
-        .create_cluster(&canopy_api_types::clusters::CreateCluster {
-            name: "lab".into(),
-            endpoints: vec![sim.url()],
-            token: TOKEN.into(),
-            fingerprints: vec![sim.fingerprint()],
-            ca_pem: None,
-            interval_secs: Some(3600),
-        })
-        .await
-        .unwrap();
+    app.add_cluster("lab", &sim, TOKEN).await;
     (app, sim)
 }
 
