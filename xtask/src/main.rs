@@ -26,7 +26,7 @@ commands:
                           docs/openapi.json)
   codegen                 regenerate hypervisor/src/generated.rs from hypervisor/openapi/pve.yaml
   openapi                 regenerate docs/openapi.json (the REST API document) from the server
-  pg start|stop|url       throwaway PostgreSQL 15 on 127.0.0.1 (prints its URL)
+  pg start|stop|url|reset throwaway PostgreSQL 15 on 127.0.0.1 (prints its URL; reset starts it empty)
   dockerd [start|stop]    ensure a Docker engine runs (bridge-less, host networking only)
   lab up [--lab-guests N] build the guest image and apt repo, start guests, write .lab/lab.json
   lab down|status         remove the guests and stop the repo server | print .lab/lab.json
@@ -67,6 +67,11 @@ fn run() -> Result<()> {
             Ok(())
         }
         ["pg", "stop"] => pg::stop(),
+        ["pg", "reset"] => {
+            pg::discard()?;
+            println!("{}", pg::start()?);
+            Ok(())
+        }
         ["pg", "url"] => {
             println!("{}", pg::url()?);
             Ok(())

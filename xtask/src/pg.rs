@@ -161,6 +161,20 @@ pub fn stop() -> Result<()> {
     Ok(())
 }
 
+/// Stops the server and removes its data directory: every test creates its own database
+/// and nothing drops it when the test ends, so a data directory kept run after run grows
+/// (882 databases, 7.3 GB once; dropping them one by one took PostgreSQL a second each).
+/// The next start runs initdb again (a few seconds).
+pub fn discard() -> Result<()> {
+    stop()?;
+    let p = paths()?;
+    if p.data.exists() {
+        fs::remove_dir_all(&p.data)
+            .with_context(|| format!("removing {}", p.data.display()))?;
+    }
+    Ok(())
+}
+
 /// The URL of the running server, or an error if none runs.
 pub fn url() -> Result<String> {
     let p = paths()?;

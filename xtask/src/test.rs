@@ -305,14 +305,15 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     if pg_started {
         let t = Instant::now();
-        let outcome = match pg::stop() {
+        // The run's throwaway databases go with the data directory.
+        let outcome = match pg::discard() {
             Ok(()) => "ok".to_string(),
             Err(e) => {
                 teardown_failed = true;
                 format!("FAILED: {}", first_line(&format!("{e:#}")))
             }
         };
-        run.record("pg stop", outcome, t.elapsed().as_secs_f64());
+        run.record("pg discard", outcome, t.elapsed().as_secs_f64());
     }
 
     if docker_started {
