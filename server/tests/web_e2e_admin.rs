@@ -211,19 +211,31 @@ async fn add_a_cluster_make_a_token_and_a_viewer_in_the_browser() {
     let row = b.wait_text("#cluster-lab", "ok").await;
     assert!(row.contains(&sim.url()), "{row}");
     assert_eq!(b.text("#cluster-lab td:nth-of-type(2)").await, "2", "nodes");
-    assert_eq!(b.text("#cluster-lab td:nth-of-type(3)").await, "3", "guests");
+    assert_eq!(
+        b.text("#cluster-lab td:nth-of-type(3)").await,
+        "3",
+        "guests"
+    );
     let stored = app.admin.clusters().await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].fingerprints, vec![real_fingerprint.clone()]);
-    assert_eq!(b.count("#probe-fingerprint").await, 0, "the wizard starts over");
+    assert_eq!(
+        b.count("#probe-fingerprint").await,
+        0,
+        "the wizard starts over"
+    );
     b.shot("cluster-added").await;
 
     // "Discover now" and the removal's confirmation step (kept).
     b.click("#cluster-lab button[aria-label='Discover lab now']")
         .await;
-    b.wait_text("[role=status]", "Discovered lab: 2 nodes, 3 guests")
+    b.wait_text(
+        "[role=status]",
+        "Discovered lab: 2 nodes, 3 guests, 0 changes",
+    )
+    .await;
+    b.click("#cluster-lab button[aria-label='Remove lab']")
         .await;
-    b.click("#cluster-lab button[aria-label='Remove lab']").await;
     b.wait_text("#cluster-lab .confirm", "Remove lab and its whole tree?")
         .await;
     b.shot("remove-confirm").await;
@@ -243,7 +255,8 @@ async fn add_a_cluster_make_a_token_and_a_viewer_in_the_browser() {
     // A registration token: its secret once, and it enrols an agent.
     b.click("header a[href='admin']").await;
     b.click(".admin-tabs a[href='admin/tokens']").await;
-    b.wait_text("#tokens-title + *", "canopy-agent register").await;
+    b.wait_text("#tokens-title + *", "canopy-agent register")
+        .await;
     b.type_into("#token-label", "new LXCs").await;
     b.click("#create-token").await;
     b.wait_text(".secret-box .warning", "only time it is shown")
@@ -263,9 +276,7 @@ async fn add_a_cluster_make_a_token_and_a_viewer_in_the_browser() {
     b.click("#hide-token").await;
     gone(&b, "#new-token").await;
     let page = b
-        .run_async(
-            "const done = arguments[arguments.length - 1]; done(document.body.innerHTML);",
-        )
+        .run_async("const done = arguments[arguments.length - 1]; done(document.body.innerHTML);")
         .await;
     assert!(
         !page.as_str().unwrap().contains(&secret),
@@ -287,6 +298,23 @@ async fn add_a_cluster_make_a_token_and_a_viewer_in_the_browser() {
     b.wait_text(".admin-table.tokens", "used up").await;
     b.shot("token-used").await;
 
+    // The deploy key to copy, the same the API gives, and no host pinned yet.
+    b.click(".admin-tabs a[href='admin/deploy-key']").await;
+    b.wait_text("#authorized-keys-line", "/root/.ssh/authorized_keys")
+        .await;
+    let shown = b
+        .run_async(
+            "const done = arguments[arguments.length - 1];
+             done(document.getElementById('deploy-public-key').value);",
+        )
+        .await;
+    let key = app.admin.deploy_key().await.unwrap().public_key;
+    assert!(key.starts_with("ssh-"), "{key}");
+    assert_eq!(shown.as_str().map(str::trim), Some(key.trim()));
+    b.wait_text("#pins-title ~ p:last-of-type", "None yet")
+        .await;
+    b.shot("deploy-key").await;
+
     // A viewer, made here.
     b.click(".admin-tabs a[href='admin/users']").await;
     b.wait_text(".admin-table.users", "admin (you)").await;
@@ -295,7 +323,14 @@ async fn add_a_cluster_make_a_token_and_a_viewer_in_the_browser() {
     b.click("#create-user").await;
     b.wait_text("[role=status]", "User vera created as viewer")
         .await;
-    b.wait_text("#user-vera", "viewer").await;
+    b.wait_text("#user-vera", "enabled").await;
+    let role = b
+        .run_async(
+            "const done = arguments[arguments.length - 1];
+             done(document.getElementById('role-vera').value);",
+        )
+        .await;
+    assert_eq!(role, "viewer");
     b.shot("user-created").await;
 
     // Their own session: no administration, no action, and the API says no.

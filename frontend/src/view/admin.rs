@@ -3,7 +3,7 @@
 //! registration tokens and users as rows. Pure functions, tested natively.
 
 use canopy_api_types::auth::{RegistrationToken, Role, User};
-use canopy_api_types::clusters::Cluster;
+use canopy_api_types::clusters::{Cluster, DiscoveryReport};
 use canopy_inventory::{Kind, PathId, TreeNode};
 use chrono::{DateTime, Utc};
 
@@ -162,15 +162,38 @@ pub fn cluster_rows(clusters: &[Cluster], tree: Option<&[TreeNode]>) -> Vec<Clus
             ClusterRow {
                 name: c.name.clone(),
                 endpoints: c.endpoints.join(", "),
-                last_discovery: c
-                    .last_discovery_at
-                    .map_or("never".into(), |t| when(&t)),
+                last_discovery: c.last_discovery_at.map_or("never".into(), |t| when(&t)),
                 error: c.last_error.clone(),
                 nodes,
                 guests,
             }
         })
         .collect()
+}
+
+/// What "Discover now" found, in one line (nodes that could not be read named with why).
+pub fn discovery_line(r: &DiscoveryReport) -> String {
+    if let Some(e) = &r.error {
+        return format!("Discovery of {} failed: {e}", r.cluster);
+    }
+    let changes = match r.changes.len() {
+        1 => "1 change".to_string(),
+        n => format!("{n} changes"),
+    };
+    let mut line = format!(
+        "Discovered {}: {} nodes, {} guests, {changes}",
+        r.cluster, r.nodes, r.guests
+    );
+    if !r.node_errors.is_empty() {
+        let errors: Vec<String> = r
+            .node_errors
+            .iter()
+            .map(|e| format!("{} ({})", e.node, e.error))
+            .collect();
+        line.push_str(&format!("; not read: {}", errors.join(", ")));
+    }
+    line.push('.');
+    line
 }
 
 fn when(t: &DateTime<Utc>) -> String {
@@ -296,7 +319,10 @@ mod tests {
         let e = api_token("canopy@pve!home=s3cret", "other").unwrap_err();
         assert!(e.contains("one field"), "{e}");
         let e = api_token("canopy@pve", "s").unwrap_err();
-        assert!(e.starts_with("token ID:") && e.contains("USER@REALM!TOKENID"), "{e}");
+        assert!(
+            e.starts_with("token ID:") && e.contains("USER@REALM!TOKENID"),
+            "{e}"
+        );
         let e = api_token("@pve!x", "s").unwrap_err();
         assert!(e.starts_with("token ID:"), "{e}");
         let e = api_token("canopy@pve!home", "").unwrap_err();
@@ -311,7 +337,10 @@ mod tests {
             cluster_name("", "https://192.168.1.10:8006/"),
             Ok("192.168.1.10".into())
         );
-        assert_eq!(cluster_name("", "https://[fd00::1]:8006"), Ok("fd00--1".into()));
+        assert_eq!(
+            cluster_name("", "https://[fd00::1]:8006"),
+            Ok("fd00--1".into())
+        );
         assert_eq!(cluster_name(" home ", "https://x"), Ok("home".into()));
         let e = cluster_name("my lab", "https://x").unwrap_err();
         assert!(e.starts_with("name:"), "{e}");
@@ -355,15 +384,49 @@ mod tests {
                 vertex("cluster/home/node/pve2", Kind::Node, Some(3), vec![]),
             ],
         )];
-        let clusters = [cluster("home", None), cluster("lab", Some("401 authentication failed"))];
+        let clusters = [
+            cluster("home", None),
+            cluster("lab", Some("401 authentication failed")),
+        ];
         let rows = cluster_rows(&clusters, Some(&tree));
         assert_eq!(rows[0].nodes, Some(2));
         assert_eq!(rows[0].guests, Some(5));
         assert_eq!(rows[0].last_discovery, "2027-01-15 08:00 UTC");
-        assert_eq!(rows[1].nodes, None, "a cluster the tree lacks has no counts");
+        assert_eq!(
+            rows[1].nodes, None,
+            "a cluster the tree lacks has no counts"
+        );
         assert_eq!(rows[1].error.as_deref(), Some("401 authentication failed"));
         let rows = cluster_rows(&clusters, None);
         assert_eq!((rows[0].nodes, rows[0].guests), (None, None));
+    }
+
+    #[test]
+    fn a_discovery_in_one_line() {
+        let mut r = DiscoveryReport {
+            cluster: "home".into(),
+            nodes: 2,
+            guests: 3,
+            changes: vec!["guest_added cluster/home/node/pve1/lxc/101".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            discovery_line(&r),
+            "Discovered home: 2 nodes, 3 guests, 1 change."
+        );
+        r.node_errors.push(canopy_api_types::clusters::NodeError {
+            node: "pve2".into(),
+            error: "HTTP 403".into(),
+        });
+        assert_eq!(
+            discovery_line(&r),
+            "Discovered home: 2 nodes, 3 guests, 1 change; not read: pve2 (HTTP 403)."
+        );
+        r.error = Some("authentication failed".into());
+        assert_eq!(
+            discovery_line(&r),
+            "Discovery of home failed: authentication failed"
+        );
     }
 
     fn token(seats: u32, used: u32, revoked: bool, expires_in: i64) -> RegistrationToken {
@@ -383,7 +446,10 @@ mod tests {
     fn tokens_say_whether_they_still_enrol() {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let row = token_row(&token(3, 1, false, 60), now);
-        assert_eq!((row.state, row.revocable, row.uses.as_str()), ("active", true, "1 of 3"));
+        assert_eq!(
+            (row.state, row.revocable, row.uses.as_str()),
+            ("active", true, "1 of 3")
+        );
         assert_eq!(row.label, "(no note)");
         assert_eq!(token_row(&token(1, 1, false, 60), now).state, "used up");
         assert_eq!(token_row(&token(1, 0, false, 0), now).state, "expired");
@@ -403,7 +469,10 @@ mod tests {
             disabled,
         };
         let rows = user_rows(
-            &[user("vera", Role::Viewer, true), user("admin", Role::Admin, false)],
+            &[
+                user("vera", Role::Viewer, true),
+                user("admin", Role::Admin, false),
+            ],
             "admin",
         );
         assert_eq!(rows[0].username, "admin");

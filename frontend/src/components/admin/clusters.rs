@@ -7,7 +7,7 @@ use super::{alert, run, show};
 use crate::api;
 use crate::loadable::use_loadable;
 use crate::nav::NavContext;
-use crate::view::admin::{cluster_rows, ClusterRow};
+use crate::view::admin::{cluster_rows, discovery_line, ClusterRow};
 use crate::view::page::Page;
 use canopy_api_types::clusters::Cluster;
 use yew::prelude::*;
@@ -42,7 +42,8 @@ pub fn clusters() -> Html {
         Callback::from(move |_: MouseEvent| {
             busy.set(Some(name.clone()));
             note.set(None);
-            let (note, busy, reload, n) = (note.clone(), busy.clone(), reload.clone(), name.clone());
+            let (note, busy, reload, n) =
+                (note.clone(), busy.clone(), reload.clone(), name.clone());
             run(
                 error.clone(),
                 move |c| {
@@ -50,21 +51,7 @@ pub fn clusters() -> Html {
                     async move { c.discover_cluster(&n).await }
                 },
                 move |r| {
-                    note.set(Some(match r.error {
-                        Some(e) => format!("Discovery of {} failed: {e}", r.cluster),
-                        None => format!(
-                            "Discovered {}: {} nodes, {} guests, {} changes{}.",
-                            r.cluster,
-                            r.nodes,
-                            r.guests,
-                            r.changes.len(),
-                            if r.node_errors.is_empty() {
-                                String::new()
-                            } else {
-                                format!("; {} nodes could not be read", r.node_errors.len())
-                            }
-                        ),
-                    }));
+                    note.set(Some(discovery_line(&r)));
                     busy.set(None);
                     reload.emit(());
                 },
@@ -83,8 +70,12 @@ pub fn clusters() -> Html {
             loaded.reload.clone(),
         );
         Callback::from(move |_: MouseEvent| {
-            let (note, confirming, reload, n) =
-                (note.clone(), confirming.clone(), reload.clone(), name.clone());
+            let (note, confirming, reload, n) = (
+                note.clone(),
+                confirming.clone(),
+                reload.clone(),
+                name.clone(),
+            );
             run(
                 error.clone(),
                 move |c| {
@@ -111,12 +102,10 @@ pub fn clusters() -> Html {
     };
     let row = |r: &ClusterRow| {
         let page = Page::Tree(Some(format!("cluster/{}", r.name)));
-        let open = nav
-            .to::<MouseEvent>(page.clone())
-            .reform(|e: MouseEvent| {
-                e.prevent_default();
-                e
-            });
+        let open = nav.to::<MouseEvent>(page.clone()).reform(|e: MouseEvent| {
+            e.prevent_default();
+            e
+        });
         let count = |n: Option<u32>| n.map_or("–".to_string(), |n| n.to_string());
         let working = busy.as_deref() == Some(r.name.as_str());
         html! {

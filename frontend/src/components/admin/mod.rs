@@ -66,11 +66,8 @@ fn show<T>(state: &Loadable<T>, what: &str, f: impl FnOnce(&T) -> Html) -> Html 
 
 /// Runs one change through [`api::call`]: on success `done` gets the answer and the error
 /// is cleared; on failure `error` holds the server's message.
-fn run<T, F, Fut>(
-    error: UseStateHandle<Option<String>>,
-    f: F,
-    done: impl FnOnce(T) + 'static,
-) where
+fn run<T, F, Fut>(error: UseStateHandle<Option<String>>, f: F, done: impl FnOnce(T) + 'static)
+where
     T: 'static,
     F: Fn(Client) -> Fut + 'static,
     Fut: Future<Output = Result<T, ClientError>> + 'static,

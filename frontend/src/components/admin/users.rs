@@ -111,7 +111,10 @@ pub fn users() -> Html {
                 return;
             };
             let (u, p) = (user.clone(), (*new_password).clone());
-            let (setting, done) = (setting.clone(), done(format!("{user} has a new password; their sessions ended.")));
+            let (setting, done) = (
+                setting.clone(),
+                done(format!("{user} has a new password; their sessions ended.")),
+            );
             run(
                 error.clone(),
                 move |c| {
@@ -141,7 +144,11 @@ pub fn users() -> Html {
                 role: *role,
             };
             let (username, password) = (username.clone(), password.clone());
-            let done = done(format!("User {} created as {}.", req.username, req.role.as_str()));
+            let done = done(format!(
+                "User {} created as {}.",
+                req.username,
+                req.role.as_str()
+            ));
             run(
                 error.clone(),
                 move |c| {

@@ -163,7 +163,7 @@ pub fn wizard(props: &WizardProps) -> Html {
                     value={(*secret).clone()} oninput={field(&secret, false)} autocomplete="off" />
                 <p id="token-help" class="muted form-help">
                     {"The token PVE showed when you made it (Datacenter → Permissions → API Tokens; "}
-                    {"the PVEAuditor role is enough to read). You may paste the whole "}
+                    {"PVEAuditor is enough for the tree; a node's own updates also need Sys.Modify). You may paste the whole "}
                     <code>{"USER@REALM!ID=SECRET"}</code>{" into the ID field and leave the secret empty."}
                 </p>
                 <label for="cluster-name">{"Name (optional)"}</label>
