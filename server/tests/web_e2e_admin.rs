@@ -2,13 +2,16 @@
 //! simulator: the add-cluster wizard (an unreachable address and a wrong token come back
 //! as the server's errors; the fingerprint shown is the simulator's real certificate,
 //! computed here from a TLS handshake; "Add cluster" waits for the confirmation), the
-//! cluster in the list and its nodes in the tree; a registration token whose secret is
-//! shown once and enrols an agent; a viewer created in the page sees no administration and
-//! no action, and the API refuses them. Screenshots under `target/e2e/admin/`.
+//! cluster in the list and its nodes in the tree, "Discover now", and its removal after the
+//! confirmation; a registration token whose secret is shown once and enrols an agent; the
+//! deploy key; a viewer created in the page (role changed and back, a new password) sees no
+//! administration and no action, and the API refuses them. Screenshots under
+//! `target/e2e/admin/`.
 
 mod common;
 
 use canopy_api_types::agent::RegisterRequest;
+use canopy_api_types::auth::Role;
 use common::webdriver::{keys, Browser};
 use common::*;
 use std::sync::{Arc, Mutex};
@@ -319,7 +322,8 @@ async fn add_a_cluster_make_a_token_and_a_viewer_in_the_browser() {
     b.click(".admin-tabs a[href='admin/users']").await;
     b.wait_text(".admin-table.users", "admin (you)").await;
     b.type_into("#new-username", "vera").await;
-    b.type_into("#new-user-password", VIEWER_PASSWORD).await;
+    b.type_into("#new-user-password", "a first password 1")
+        .await;
     b.click("#create-user").await;
     b.wait_text("[role=status]", "User vera created as viewer")
         .await;
@@ -331,6 +335,21 @@ async fn add_a_cluster_make_a_token_and_a_viewer_in_the_browser() {
         )
         .await;
     assert_eq!(role, "viewer");
+    // Another role and back, and a new password (the one vera logs in with below).
+    b.click("#role-vera option[value=operator]").await;
+    b.wait_text("[role=status]", "vera is now operator").await;
+    b.click("#role-vera option[value=viewer]").await;
+    b.wait_text("[role=status]", "vera is now viewer").await;
+    let vera = |users: Vec<canopy_api_types::auth::User>| {
+        users.into_iter().find(|u| u.username == "vera").unwrap()
+    };
+    assert_eq!(vera(app.admin.users().await.unwrap()).role, Role::Viewer);
+    b.click("button[aria-label='Set a new password for vera']")
+        .await;
+    b.type_into("#new-password", VIEWER_PASSWORD).await;
+    b.click(".password-form button[type=submit]").await;
+    b.wait_text("[role=status]", "vera has a new password")
+        .await;
     b.shot("user-created").await;
 
     // Their own session: no administration, no action, and the API says no.
@@ -368,4 +387,20 @@ async fn add_a_cluster_make_a_token_and_a_viewer_in_the_browser() {
     let status = fetch_status(&b, "DELETE", "api/v1/clusters/lab", "null").await;
     assert_eq!(status, 403, "the API refuses a viewer's removal");
     assert_eq!(app.admin.clusters().await.unwrap().len(), 1);
+
+    // Back as the admin: the cluster removed, after the confirmation.
+    b.click("header .link:last-child").await;
+    b.wait_text(".login .note", "Logged out").await;
+    b.clear("#username").await;
+    b.type_into("#username", "admin").await;
+    b.type_into("#password", ADMIN_PASSWORD).await;
+    b.click("button[type=submit]").await;
+    b.click("header a[href='admin']").await;
+    b.click("#cluster-lab button[aria-label='Remove lab']")
+        .await;
+    b.click("#cluster-lab .confirm button.danger").await;
+    b.wait_text("[role=status]", "Cluster lab removed").await;
+    gone(&b, "#cluster-lab").await;
+    assert!(app.admin.clusters().await.unwrap().is_empty());
+    b.shot("cluster-removed").await;
 }
