@@ -1,5 +1,6 @@
 //! The dashboard's components, each with typed props.
 
+pub mod admin;
 pub mod badges;
 pub mod dashboard;
 pub mod detail;

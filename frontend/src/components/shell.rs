@@ -1,6 +1,7 @@
 //! The frame around every page: the header with who is logged in, the navigation between
 //! the tree, the operations and (for admins) administration, and log out.
 
+use super::admin::Admin;
 use super::dashboard::Dashboard;
 use crate::nav::NavContext;
 use crate::session::SessionContext;
@@ -32,8 +33,11 @@ pub fn shell(props: &ShellProps) -> Html {
         Page::Operations | Page::Operation(_) => html! {
             <main class="page"><p class="hint">{"Operations are listed here."}</p></main>
         },
+        Page::Admin(section) if session.user.role == Role::Admin => {
+            html! { <Admin section={section.clone()} /> }
+        }
         Page::Admin(_) => html! {
-            <main class="page"><p class="hint">{"Administration."}</p></main>
+            <main class="page"><p class="error" role="alert">{"Administration is for admins."}</p></main>
         },
     };
     html! {

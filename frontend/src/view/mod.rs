@@ -1,6 +1,7 @@
 //! Pure functions from API answers to what the components show. No web-sys here: this
 //! module is tested natively with `cargo test -p canopy-frontend`.
 
+pub mod admin;
 pub mod detail;
 pub mod operation;
 pub mod page;
