@@ -1,10 +1,14 @@
 //! The dashboard's components, each with typed props.
 
+pub mod actions;
 pub mod badges;
 pub mod dashboard;
 pub mod detail;
 pub mod filter;
 pub mod login;
 pub mod operation;
+pub mod operations;
+pub mod pipeline;
 pub mod shell;
+pub mod snapshots;
 pub mod tree;
