@@ -8,6 +8,7 @@
 
 mod common;
 
+use canopy_api_types::auth::{CreateUserRequest, Role};
 use canopy_api_types::bulk::UpdateRequest;
 use canopy_api_types::deploy::OperationState;
 use common::scripted::{pkg, scripted, standard};
@@ -115,9 +116,19 @@ async fn scan_operations_single_host_and_snapshots_from_the_dashboard() {
         canopy_server::webui::embedded(),
         "this canopy was built without the web dashboard: run `cargo xtask ui`, then the tests"
     );
-    let app = spawn_app_with(Backend::Sqlite, |s| s.update.agent_back_timeout_secs = 60)
-        .await
-        .expect("SQLite needs nothing");
+    // The node's SSH address: a loopback port nothing listens on (the simulated PVE reports
+    // a LAN address for it, and tests send nothing off this machine).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let node_ssh = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.update.agent_back_timeout_secs = 60;
+        s.deploy
+            .nodes
+            .insert("lab/pve1".into(), node_ssh.parse().unwrap());
+    })
+    .await
+    .expect("SQLite needs nothing");
     let sim = Arc::new(start_sim(ESTATE).await);
     sim.set_task_duration(Duration::from_millis(50));
     let mut with_tools = standard();
@@ -199,14 +210,49 @@ async fn scan_operations_single_host_and_snapshots_from_the_dashboard() {
     }
     b.shot("scanned").await;
 
+    // Deploy agent: first what a deploy would do per guest, nothing started.
+    b.click(".selection-actions .deploy-agent").await;
+    let preview = b.wait_text(".deploy-preview", "Deploy preview:").await;
+    for want in [
+        "lxc/104 deploy ct104 (104) through pct exec on its node",
+        "lxc/103 skipped: stopped",
+    ] {
+        assert!(preview.contains(want), "{want} missing from:\n{preview}");
+    }
+    b.shot("deploy-preview").await;
+    b.click(".deploy-preview button:last-child").await;
+    // Agentless scan: the guests with an agent are left to it; 104's node does not answer
+    // SSH, and each line says why.
+    b.click(".selection-actions .agentless-scan").await;
+    let said = b.wait_text(".agentless-lines", "Agentless scan:").await;
+    for want in [
+        "lxc/101 not scanned: has an agent".to_string(),
+        format!("lxc/104 not scanned: cannot connect to {node_ssh}"),
+    ] {
+        assert!(said.contains(&want), "{want} missing from:\n{said}");
+    }
+    b.shot("agentless").await;
+
     // The guest pane: the new scan's update, the snapshots, then approve → dry-run → confirm.
     b.goto(&format!("{}/tree/{G101}", app.base)).await;
     b.wait_text(".detail h2", "101 ct101").await;
     b.wait_text(".detail .updates", "curl").await;
     let snaps = b.wait_text(".detail .snapshots", "before-upgrade").await;
     assert!(snaps.contains("Taken by hand"), "{snaps}");
+    assert!(
+        !snaps.contains("Canopy"),
+        "a snapshot by hand is not Canopy's: {snaps}"
+    );
     show(&b, ".detail .snapshots").await;
     b.shot("guest-snapshots").await;
+    // 102's update took a snapshot first (`canopy-…`): marked as Canopy's.
+    b.goto(&format!("{}/tree/{G102}", app.base)).await;
+    b.wait_text(".detail h2", "102 ct102").await;
+    let ours = b.wait_text(".detail .snapshots", "canopy-").await;
+    assert!(ours.contains("Canopy"), "{ours}");
+    b.goto(&format!("{}/tree/{G101}", app.base)).await;
+    b.wait_text(".detail h2", "101 ct101").await;
+    b.wait_text(".detail .updates", "tools").await;
 
     b.click(".detail input[aria-label='Select tools']").await;
     b.wait_text(".pipeline .approve-selected", "Approve 1 selected")
@@ -267,4 +313,43 @@ async fn scan_operations_single_host_and_snapshots_from_the_dashboard() {
         "the guest's result: {rows}"
     );
     b.shot("operation").await;
+
+    // A viewer sees the guest's updates and snapshots but no action, and the API refuses
+    // a scan anyway.
+    admin
+        .create_user(&CreateUserRequest {
+            username: "vera".into(),
+            password: "viewer password 1".into(),
+            role: Role::Viewer,
+        })
+        .await
+        .unwrap();
+    b.click("header .link:last-child").await;
+    b.wait_text(".login .note", "Logged out").await;
+    b.goto(&format!("{}/tree/{G101}", app.base)).await;
+    b.clear("#username").await;
+    b.type_into("#username", "vera").await;
+    b.type_into("#password", "viewer password 1").await;
+    b.click("button[type=submit]").await;
+    b.wait_text("header .who", "vera (viewer)").await;
+    b.wait_text(".detail .updates", "curl").await;
+    b.wait_text(".detail .snapshots", "before-upgrade").await;
+    for css in [
+        ".selection-actions",
+        ".pipeline",
+        "input.choose",
+        ".actions",
+    ] {
+        assert_eq!(b.count(css).await, 0, "a viewer sees no {css}");
+    }
+    let status = b
+        .run_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('api/v1/hosts/scan', {method: 'POST',
+               headers: {'x-canopy-csrf': '1', 'content-type': 'application/json'},
+               body: JSON.stringify({selector: 'cluster/lab/**'})}).then(r => done(r.status));",
+        )
+        .await;
+    assert_eq!(status, 403, "the API refuses a viewer's scan");
+    b.shot("viewer").await;
 }

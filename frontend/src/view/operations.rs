@@ -89,7 +89,7 @@ pub fn filtered<'a>(ops: &'a [Operation], f: &OpFilter) -> Vec<&'a Operation> {
         .filter(|o| f.state.is_none_or(|s| o.state == s))
         .filter(|o| f.kind.as_deref().is_none_or(|k| o.action == k))
         .collect();
-    out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    out.sort_by_key(|o| std::cmp::Reverse(o.created_at));
     out
 }
 
