@@ -6,8 +6,10 @@
 
 use super::operation::OperationView;
 use crate::api;
+use crate::nav::NavContext;
 use crate::session::SessionContext;
 use crate::view::actions::{agentless_lines, deploy_lines, scan_lines, scan_progress, tally, Line};
+use crate::view::page::Page;
 use canopy_api_types::commands::Command;
 use canopy_api_types::deploy::{DeployAction, DeployPreview, DeployRequest};
 use canopy_api_types::{CommandId, OperationId};
@@ -48,6 +50,7 @@ enum Shown {
 #[function_component(SelectionActions)]
 pub fn selection_actions(props: &SelectionActionsProps) -> Html {
     let may_act = use_context::<SessionContext>().is_some_and(|s| s.may_act());
+    let nav = use_context::<NavContext>().expect("the app provides the navigation");
     let shown = use_state(|| Shown::Nothing);
     let error = use_state(|| None::<String>);
     {
@@ -140,6 +143,15 @@ pub fn selection_actions(props: &SelectionActionsProps) -> Html {
         Callback::from(move |_: MouseEvent| shown.set(Shown::Nothing))
     };
     let busy = matches!(*shown, Shown::Busy(_));
+    // A deploy's own page (`operations/ID`), where it can be followed after leaving this one.
+    let page = match &*shown {
+        Shown::Deploying(id) => Page::Operation(id.to_string()),
+        _ => Page::Operations,
+    };
+    let open = nav.to::<MouseEvent>(page.clone()).reform(|e: MouseEvent| {
+        e.prevent_default();
+        e
+    });
     html! {
         <section class="selection-actions" aria-labelledby="scan-deploy-title">
             <h3 id="scan-deploy-title">{"Scan and deploy"}</h3>
@@ -173,7 +185,7 @@ pub fn selection_actions(props: &SelectionActionsProps) -> Html {
                 },
                 Shown::Deploying(id) => html! {
                     <div class="action-result">
-                        <p>{"Deploy operation "}<a href={format!("operations/{id}")}>{id.to_string()}</a></p>
+                        <p>{"Deploy operation "}<a href={page.path()} onclick={open}>{id.to_string()}</a></p>
                         <OperationView id={*id} />
                     </div>
                 },
