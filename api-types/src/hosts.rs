@@ -1,7 +1,7 @@
 //! Enrolled hosts and the event history.
 
 use crate::agent::PackageDbIssue;
-use crate::{CorrelationId, EventId, GuestId, HostId};
+use crate::{CommandId, CorrelationId, EventId, GuestId, HostId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -123,4 +123,30 @@ pub struct EventFilter {
     pub after: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+/// `POST /hosts/scan`: ask every agent in a subtree to scan now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ScanRequest {
+    /// The guests whose agents scan (`cluster/home/node/pve1/**`).
+    pub selector: String,
+}
+
+/// One guest of a bulk scan: its scan queued, or skipped and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct HostScan {
+    /// The guest's path id.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<HostId>,
+    /// The scan command queued (follow it at `GET /commands/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<CommandId>,
+    pub queued: bool,
+    /// Why it was skipped ("agent missing: …"), or a note on a queued one ("agent offline:
+    /// it scans when it checks in again").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -2,6 +2,7 @@
 //! Agent delivery and operations (deploys, bulk updates, their event stream) are in
 //! [`operations`].
 
+mod actions;
 mod admin;
 mod operations;
 

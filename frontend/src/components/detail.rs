@@ -2,11 +2,14 @@
 //! the server; held ones shown as such) and history; for a node or cluster its rollups, a
 //! node's own pending updates, and the recent operations that touched it.
 
+use super::actions::SelectionActions;
 use super::badges::Badges;
 use super::operation::{OperationView, UpdateAction};
+use super::pipeline::UpdatesTable;
+use super::snapshots::Snapshots;
 use crate::api;
 use crate::loadable::{use_loadable, Loadable};
-use crate::view::detail::{event_line, facts, kind_name, page_line, update_row};
+use crate::view::detail::{event_line, facts, kind_name, page_line};
 use crate::view::operation::{concerns, update_selector};
 use crate::view::tree::{badges, find};
 use canopy_api_types::updates::{Severity, UpdateFilter, UpdateStatus};
@@ -50,12 +53,14 @@ pub fn detail(props: &DetailProps) -> Html {
                 { for facts(node).into_iter().map(|(k, v)| html! { <><dt>{k}</dt><dd>{v}</dd></> }) }
             </dl>
             <UpdateAction selector={update_selector(node.kind, node.id.as_str())} />
+            <SelectionActions selector={update_selector(node.kind, node.id.as_str())} />
             if node.kind.is_guest() {
                 if let Some(host) = node.host_id.as_deref().and_then(|h| h.parse::<HostId>().ok()) {
                     <GuestUpdates {host} />
                 } else {
                     <p>{"No agent reports this guest's packages yet."}</p>
                 }
+                <Snapshots id={props.id.clone()} />
                 <History id={props.id.clone()} />
             } else {
                 if node.kind == Kind::Node {
@@ -117,17 +122,7 @@ fn guest_updates(props: &GuestUpdatesProps) -> Html {
             </div>
             { show(&loaded.state, "the updates", |p| html! {
                 <>
-                <table class="updates">
-                    <thead><tr><th scope="col">{"Package"}</th><th scope="col">{"Version"}</th>
-                        <th scope="col">{"Severity"}</th><th scope="col">{"State"}</th></tr></thead>
-                    <tbody>
-                    { for p.items.iter().map(update_row).map(|r| html! {
-                        <tr class={classes!(format!("sev-{}", r.severity), (r.state == "held").then_some("held"))}>
-                            <td>{r.package}</td><td>{r.versions}</td><td>{r.severity}</td><td>{r.state}</td>
-                        </tr>
-                    }) }
-                    </tbody>
-                </table>
+                <UpdatesTable items={p.items.clone()} on_change={loaded.reload.clone()} />
                 <nav class="pager" aria-label="Update pages">
                     <button onclick={go(-1)} disabled={p.page <= 1}>{"Previous"}</button>
                     <span>{page_line(p.page, p.per_page, p.total)}</span>

@@ -3,6 +3,7 @@
 
 use super::admin::Admin;
 use super::dashboard::Dashboard;
+use super::operations::{OperationPage, OperationsPage};
 use crate::nav::NavContext;
 use crate::session::SessionContext;
 use crate::view::page::{Page, Section};
@@ -30,9 +31,8 @@ pub fn shell(props: &ShellProps) -> Html {
     };
     let body = match &nav.page {
         Page::Tree(selected) => html! { <Dashboard selected={selected.clone()} /> },
-        Page::Operations | Page::Operation(_) => html! {
-            <main class="page"><p class="hint">{"Operations are listed here."}</p></main>
-        },
+        Page::Operations => html! { <OperationsPage /> },
+        Page::Operation(id) => html! { <OperationPage id={id.clone()} /> },
         Page::Admin(section) if session.user.role == Role::Admin => {
             html! { <Admin section={section.clone()} /> }
         }

@@ -90,6 +90,10 @@ pub fn plan_rows(op: &Operation) -> Vec<PlanRow> {
             if let Some(step) = i.step.as_deref().filter(|_| i.state == ItemState::Running) {
                 state = format!("{state}: {step}");
             }
+            // The final result of a finished guest: installed, updated, rolled back…
+            if let Some(o) = i.outcome.filter(|_| i.state.is_terminal()) {
+                state = format!("{state}: {}", o.as_str().replace('_', " "));
+            }
             if let Some(m) = &i.message {
                 state = format!("{state} ({m})");
             }
@@ -175,11 +179,17 @@ mod tests {
             progress_line(o.as_ref().unwrap()),
             "running: 0 of 1 guests done, 1 in progress (1 skipped)"
         );
-        let done = op("succeeded", serde_json::json!([item(a, "succeeded", None)]));
+        let mut finished = item(a, "succeeded", None);
+        finished["outcome"] = serde_json::json!("rolled_back");
+        let done = op("succeeded", serde_json::json!([finished]));
         assert_eq!(apply_event(&mut o, "done", &done), Ok(true));
         assert_eq!(
             progress_line(o.as_ref().unwrap()),
             "succeeded: 1 of 1 guests done (1 skipped)"
+        );
+        assert_eq!(
+            plan_rows(o.as_ref().unwrap())[0].state,
+            "succeeded: rolled back"
         );
         assert!(apply_event(&mut o, "item", "{")
             .unwrap_err()

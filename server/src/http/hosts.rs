@@ -139,7 +139,7 @@ async fn scan_now(
 }
 
 /// Queue `spec` for `host` (the store refuses a host that cannot run it) and wake its check-in.
-async fn queue_now(
+pub(super) async fn queue_now(
     state: &AppState,
     host: HostId,
     spec: CommandSpec,

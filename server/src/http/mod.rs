@@ -14,6 +14,7 @@ mod hosts;
 mod idempotency;
 pub mod openapi;
 pub mod routes;
+mod scans;
 mod session;
 mod users;
 
@@ -33,6 +34,7 @@ fn all_routes() -> Routes {
         .merge(session::routes())
         .merge(users::routes())
         .merge(hosts::routes())
+        .merge(scans::routes())
         .merge(clusters::routes())
         .merge(guests::routes())
         .merge(deploy::routes())

@@ -19,7 +19,7 @@ use canopy_api_types::bulk::{ApproveOperation, UpdateRequest};
 use canopy_api_types::clusters::*;
 use canopy_api_types::commands::{Command, HeartbeatAck, StartAccepted};
 use canopy_api_types::deploy::*;
-use canopy_api_types::hosts::{Event, EventFilter, Host, RepairRequest};
+use canopy_api_types::hosts::{Event, EventFilter, Host, HostScan, RepairRequest, ScanRequest};
 use canopy_api_types::updates::*;
 
 /// Every route: `r(method, path under /api/v1, who may call it, summary)`, then the JSON body
@@ -57,6 +57,7 @@ pub const ROUTES: &[ApiRoute] = &[
     r(Get, "/hosts/{id}/commands", Viewer, "Commands of a host, newest first").ok::<Vec<Command>>(),
     r(Get, "/hosts/{id}/history", Viewer, "What Canopy installed on a host").ok::<Vec<VersionChange>>(),
     r(Post, "/hosts/{id}/scan", Operator, "Queue a scan now").ok::<Command>(),
+    r(Post, "/hosts/scan", Operator, "Queue a scan on every agent a selector resolves to; one line per guest, queued or skipped and why").body::<ScanRequest>().ok::<Vec<HostScan>>(),
     r(Get, "/updates", Viewer, "Updates with filters and pagination").query::<UpdateFilter>().ok::<Page<Update>>(),
     r(Post, "/updates/approve", Operator, "Approve updates; queues one dry-run per host").idempotent().body::<UpdateIdsRequest>().ok::<ApproveResponse>(),
     r(Post, "/updates/reject", Operator, "Reject updates").body::<UpdateIdsRequest>().ok::<RejectResponse>(),
