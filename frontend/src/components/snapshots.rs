@@ -23,9 +23,10 @@ pub fn snapshots(props: &SnapshotsProps) -> Html {
     });
     html! {
         <section class="snapshots" aria-labelledby="snapshots-title">
-            <h3 id="snapshots-title">{"Snapshots"}
-                <button class="link" onclick={loaded.reload.reform(|_: MouseEvent| ())}>{"Reload"}</button>
-            </h3>
+            <div class="section-head">
+                <h3 id="snapshots-title">{"Snapshots"}</h3>
+                <button class="link" aria-label="Reload the snapshots" onclick={loaded.reload.reform(|_: MouseEvent| ())}>{"Reload"}</button>
+            </div>
             { match &loaded.state {
                 Loadable::Loading => html! { <p role="status">{"Asking PVE for the snapshots…"}</p> },
                 Loadable::Failed(e) => html! { <p class="error" role="alert">{format!("Cannot read the snapshots: {e}")}</p> },
