@@ -91,6 +91,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     let js = fs::read(out.join("canopy.js"))?;
     let wasm = fs::read(out.join("canopy_bg.wasm"))?;
     let css = fs::read(root.join("frontend/static/style.css"))?;
+    check_braces(&String::from_utf8_lossy(&css)).context("frontend/static/style.css")?;
     let template = fs::read_to_string(root.join("frontend/static/index.html"))?;
     let mut h = StableHash::new();
     h.update(&js);
@@ -293,5 +294,53 @@ fn watch(root: &Path) -> Result<()> {
             }
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A browser drops every rule after an unclosed block without a word; this says where.
+fn check_braces(css: &str) -> Result<()> {
+    let mut depth = 0usize;
+    let mut opened_at = Vec::new();
+    let mut rest = css;
+    let mut line = 1;
+    while let Some(c) = rest.chars().next() {
+        if rest.starts_with("/*") {
+            let end = rest.find("*/").map_or(rest.len(), |i| i + 2);
+            line += rest[..end].matches('\n').count();
+            rest = &rest[end..];
+            continue;
+        }
+        match c {
+            '{' => {
+                depth += 1;
+                opened_at.push(line);
+            }
+            '}' if depth == 0 => bail!("line {line}: a `}}` closes nothing"),
+            '}' => {
+                depth -= 1;
+                opened_at.pop();
+            }
+            '\n' => line += 1,
+            _ => {}
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    match opened_at.last() {
+        Some(at) => bail!("the block opened on line {at} is never closed"),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod brace_tests {
+    use super::check_braces;
+
+    #[test]
+    fn an_unclosed_media_query_is_named_by_its_line() {
+        assert!(check_braces("a { b: c; }\n/* { */\n@media x { d { e: f; } }\n").is_ok());
+        let e = check_braces("a { b: c; }\n@media x {\n d { e: f; }\n").unwrap_err();
+        assert_eq!(e.to_string(), "the block opened on line 2 is never closed");
+        let e = check_braces("a { }\n}\n").unwrap_err();
+        assert_eq!(e.to_string(), "line 2: a `}` closes nothing");
     }
 }
