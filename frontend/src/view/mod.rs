@@ -2,6 +2,7 @@
 //! module is tested natively with `cargo test -p canopy-frontend`.
 
 pub mod detail;
+pub mod loaded;
 pub mod operation;
 pub mod page;
 pub mod tree;

@@ -11,6 +11,10 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::Stream;
+use std::convert::Infallible;
+use tokio::sync::broadcast::error::RecvError;
 use canopy_api_types::clusters::*;
 use canopy_api_types::hosts::Event;
 use canopy_hypervisor::{normalize_endpoint, probe_fingerprint, ApiToken, Fingerprint};
@@ -28,6 +32,7 @@ pub fn routes() -> Routes {
         .post("/clusters/{name}/discover", discover_now)
         .get("/clusters/{name}/nodes/{node}/updates", node_updates)
         .get("/tree", tree)
+        .get("/tree/events", tree_events)
         .get("/tree/preview", preview)
         .get("/tree/history", history)
 }
@@ -274,6 +279,39 @@ async fn tree(
     })
     .await
     .map_err(Error::internal)
+}
+
+/// The tree's changes as server-sent events (docs/design.md §7.2): `ready` once
+/// subscribed (load or reload what you show now: nothing after it is missed), then
+/// `vertices` (the vertices shown differently and their ancestors, each as `GET
+/// /tree?depth=0` has it) and `reload` ([`TreeReload`]) as they happen; a follower that fell
+/// behind gets `reload` with `all`.
+async fn tree_events(
+    State(state): State<AppState>,
+    _u: UserAuth,
+) -> Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>> {
+    let rx = state.discovery.subscribe();
+    let ready = vec![discovery::TreeEvent {
+        name: "ready",
+        data: "{}".into(),
+    }];
+    let stream = futures::stream::unfold(
+        (std::collections::VecDeque::from(ready), rx),
+        |(mut queue, mut rx)| async move {
+            loop {
+                if let Some(e) = queue.pop_front() {
+                    let event = SseEvent::default().event(e.name).data(e.data);
+                    return Some((Ok(event), (queue, rx)));
+                }
+                match rx.recv().await {
+                    Ok(events) => queue.extend(events.iter().cloned()),
+                    Err(RecvError::Lagged(_)) => queue.push_back(discovery::TreeEvent::reload_all()),
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// The matched vertices no other matched vertex holds (`ids` in tree order, where a
