@@ -15,10 +15,10 @@
 //!
 //! Prints one `BENCH name=value` line per figure.
 
+mod serve;
 #[allow(dead_code)] // the tests use more of it
 #[path = "../tests/common/webdriver.rs"]
 mod webdriver;
-mod serve;
 
 use canopy_api_types::client::Client;
 use canopy_api_types::clusters::CreateCluster;
@@ -52,7 +52,10 @@ async fn until(b: &Browser, what: &str, expr: &str) -> serde_json::Value {
         if !v.is_null() {
             return v;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "{what} within 60 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -102,7 +105,11 @@ async fn bench(sim: &canopy_pve_sim::RunningCluster, dir: &std::path::Path) {
         let ms = until(&b, "the tree ready", ready).await;
         loads.push(ms.as_f64().unwrap());
     }
-    let rows = js(&b, "done(document.querySelectorAll('[role=treeitem]').length);").await;
+    let rows = js(
+        &b,
+        "done(document.querySelectorAll('[role=treeitem]').length);",
+    )
+    .await;
     println!("BENCH ui_ready_rows={rows}");
     b.shot("ready").await;
     println!("BENCH ui_ready_p50_ms={:.0}", quantile(&mut loads, 0.5));
@@ -155,7 +162,9 @@ async fn bench(sim: &canopy_pve_sim::RunningCluster, dir: &std::path::Path) {
         )
         .await;
         let ms = applied.as_f64().unwrap()
-            - event.as_f64().expect("the stream's message arrived before the row changed");
+            - event
+                .as_f64()
+                .expect("the stream's message arrived before the row changed");
         updates.push(ms);
     }
     b.shot("updated").await;

@@ -91,7 +91,12 @@ impl Follower {
                     }
                     continue;
                 }
-                let chunk = self.resp.chunk().await.unwrap().expect("the stream stays open");
+                let chunk = self
+                    .resp
+                    .chunk()
+                    .await
+                    .unwrap()
+                    .expect("the stream stays open");
                 self.buf.push_str(&String::from_utf8_lossy(&chunk));
             }
         })
@@ -119,8 +124,12 @@ async fn changes_reach_the_stream(backend: Backend) {
         return;
     };
     let sim = start_sim(ESTATE).await;
-    app.add_cluster("home", &sim, "canopy@pve!tree=6a1f0c2e-4b3d-4e9a-8c7b-2d1e0f9a8b7c")
-        .await;
+    app.add_cluster(
+        "home",
+        &sim,
+        "canopy@pve!tree=6a1f0c2e-4b3d-4e9a-8c7b-2d1e0f9a8b7c",
+    )
+    .await;
     let mut f = Follower::open(&app).await;
     assert_eq!(f.next().await.0, "ready");
 
@@ -139,7 +148,11 @@ async fn changes_reach_the_stream(backend: Backend) {
             break v;
         }
     };
-    assert_eq!(ids(&v), [HOME, PVE1, WEB], "the guest and its ancestors only");
+    assert_eq!(
+        ids(&v),
+        [HOME, PVE1, WEB],
+        "the guest and its ancestors only"
+    );
     assert_eq!(v[0].rollup.security, 1);
     assert_eq!(v[1].rollup.pending, 2);
     assert_eq!(v[1].child_count, Some(2), "listed as depth=0 lists it");

@@ -73,7 +73,10 @@ async fn until(b: &Browser, what: &str, script: &str) {
         if v == true {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "{what} within 20 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} within 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -100,10 +103,19 @@ async fn the_tree_loads_what_it_shows_and_follows_the_estate() {
     b.find(&pve1).await;
     assert_eq!(tree_requests(&b).await, ["?depth=1"]);
     assert_eq!(b.count("[role=treeitem]").await, 3);
-    assert_eq!(b.attribute(&pve1, "aria-expanded").await.as_deref(), Some("false"));
+    assert_eq!(
+        b.attribute(&pve1, "aria-expanded").await.as_deref(),
+        Some("false")
+    );
     assert_eq!(b.attribute(&pve1, "aria-level").await.as_deref(), Some("2"));
-    assert_eq!(b.attribute(&pve1, "aria-setsize").await.as_deref(), Some("2"));
-    assert_eq!(b.attribute(&pve1, "aria-posinset").await.as_deref(), Some("1"));
+    assert_eq!(
+        b.attribute(&pve1, "aria-setsize").await.as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        b.attribute(&pve1, "aria-posinset").await.as_deref(),
+        Some("1")
+    );
     b.shot("top").await;
 
     // Expanding pve1 asks for pve1's children alone.
@@ -114,9 +126,15 @@ async fn the_tree_loads_what_it_shows_and_follows_the_estate() {
         tree_requests(&b).await,
         ["?depth=1", "?selector=cluster/home/node/pve1&depth=1"]
     );
-    assert_eq!(b.attribute(&pve1, "aria-expanded").await.as_deref(), Some("true"));
+    assert_eq!(
+        b.attribute(&pve1, "aria-expanded").await.as_deref(),
+        Some("true")
+    );
     assert_eq!(b.attribute(&db, "aria-level").await.as_deref(), Some("3"));
-    assert_eq!(b.attribute(&db, "aria-posinset").await.as_deref(), Some("2"));
+    assert_eq!(
+        b.attribute(&db, "aria-posinset").await.as_deref(),
+        Some("2")
+    );
     assert_eq!(b.count(&row("cluster/home/node/pve2/lxc/201")).await, 0);
     assert_eq!(b.count(&format!("{db} .tone-ok")).await, 1);
     b.shot("expanded").await;
@@ -138,7 +156,8 @@ async fn the_tree_loads_what_it_shows_and_follows_the_estate() {
     web.report(vec![serde_json::to_value(package("nginx", false)).unwrap()])
         .await;
     let web_row = row("cluster/home/node/pve1/lxc/101");
-    b.wait_text(&format!("{web_row} .badge-pending"), "upd").await;
+    b.wait_text(&format!("{web_row} .badge-pending"), "upd")
+        .await;
     b.wait_text(&format!("{pve1} .badge-pending"), "upd").await;
     until(&b, "the same page", "window.__same_page === 1").await;
     assert_eq!(
@@ -150,7 +169,12 @@ async fn the_tree_loads_what_it_shows_and_follows_the_estate() {
 
     // Collapsing and expanding again loads that level again (it was forgotten).
     b.click(&format!("{pve1} .twisty")).await;
-    until(&b, "pve1 collapsed", &format!("!document.querySelector(\"{db}\")")).await;
+    until(
+        &b,
+        "pve1 collapsed",
+        &format!("!document.querySelector(\"{db}\")"),
+    )
+    .await;
     b.click(&format!("{pve1} .twisty")).await;
     b.find(&db).await;
     assert_eq!(tree_requests(&b).await.len(), 3);

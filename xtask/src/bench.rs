@@ -174,9 +174,10 @@ fn run_benches(
         if *bench == "ui" {
             // The server embeds the dashboard as built when it is compiled.
             if let Err(e) = crate::ui::build(root) {
-                outcome
-                    .failed
-                    .push((bench.to_string(), format!("the dashboard did not build: {e:#}")));
+                outcome.failed.push((
+                    bench.to_string(),
+                    format!("the dashboard did not build: {e:#}"),
+                ));
                 continue;
             }
         }

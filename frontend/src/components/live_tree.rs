@@ -115,9 +115,7 @@ pub fn use_live_tree(selector: String, selected: Option<String>) -> LiveTree {
         use_effect_with((), move |_| {
             let on_event = {
                 let ctx = ctx.clone();
-                Callback::from(move |(name, data): (&'static str, String)| {
-                    ctx.event(name, &data)
-                })
+                Callback::from(move |(name, data): (&'static str, String)| ctx.event(name, &data))
             };
             let stream = crate::sse::open(
                 "api/v1/tree/events",

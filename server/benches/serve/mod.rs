@@ -90,4 +90,3 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
-

@@ -167,7 +167,11 @@ impl Live {
     fn news_of_replace(&mut self, inv: &Inventory, cluster: &PathId, old: Vec<Vertex>) {
         let mut before: HashMap<PathId, Vertex> =
             old.into_iter().map(|v| (v.id.clone(), v)).collect();
-        let now: Vec<&Vertex> = inv.get(cluster).into_iter().chain(inv.descendants(cluster)).collect();
+        let now: Vec<&Vertex> = inv
+            .get(cluster)
+            .into_iter()
+            .chain(inv.descendants(cluster))
+            .collect();
         for v in now {
             match before.remove(&v.id) {
                 Some(b) if b != *v => {

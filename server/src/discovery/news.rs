@@ -80,7 +80,10 @@ pub(super) fn events(inv: &Inventory, news: &News) -> Vec<TreeEvent> {
             at = p.parent();
         }
     }
-    let views: Vec<_> = shown.iter().filter_map(|id| inv.view(id, Some(0))).collect();
+    let views: Vec<_> = shown
+        .iter()
+        .filter_map(|id| inv.view(id, Some(0)))
+        .collect();
     let mut out = Vec::new();
     if !views.is_empty() {
         out.push(TreeEvent {

@@ -12,16 +12,16 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures::Stream;
-use std::convert::Infallible;
-use tokio::sync::broadcast::error::RecvError;
 use canopy_api_types::clusters::*;
 use canopy_api_types::hosts::Event;
 use canopy_hypervisor::{normalize_endpoint, probe_fingerprint, ApiToken, Fingerprint};
 use canopy_inventory::{PathId, Selector, SkipReason};
 use canopy_store::{ClusterRecord, NewCluster};
+use futures::Stream;
 use serde::Deserialize;
+use std::convert::Infallible;
 use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -295,18 +295,29 @@ async fn tree_events(
         name: "ready",
         data: "{}".into(),
     }];
+    // Ends when the server shuts down, so a graceful shutdown does not wait for the tab.
+    let shutdown = state.shutdown.clone();
     let stream = futures::stream::unfold(
         (std::collections::VecDeque::from(ready), rx),
-        |(mut queue, mut rx)| async move {
-            loop {
-                if let Some(e) = queue.pop_front() {
-                    let event = SseEvent::default().event(e.name).data(e.data);
-                    return Some((Ok(event), (queue, rx)));
-                }
-                match rx.recv().await {
-                    Ok(events) => queue.extend(events.iter().cloned()),
-                    Err(RecvError::Lagged(_)) => queue.push_back(discovery::TreeEvent::reload_all()),
-                    Err(RecvError::Closed) => return None,
+        move |(mut queue, mut rx)| {
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    if let Some(e) = queue.pop_front() {
+                        let event = SseEvent::default().event(e.name).data(e.data);
+                        return Some((Ok(event), (queue, rx)));
+                    }
+                    let next = tokio::select! {
+                        next = rx.recv() => next,
+                        () = shutdown.wait() => return None,
+                    };
+                    match next {
+                        Ok(events) => queue.extend(events.iter().cloned()),
+                        Err(RecvError::Lagged(_)) => {
+                            queue.push_back(discovery::TreeEvent::reload_all())
+                        }
+                        Err(RecvError::Closed) => return None,
+                    }
                 }
             }
         },
