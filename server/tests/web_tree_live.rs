@@ -4,7 +4,8 @@
 //! else; a guest stopped in PVE (then a discovery pass) and an agent's report show in their
 //! rows without a reload and without another tree request, through the tree stream; the
 //! rows carry their level, place among siblings and expanded state for screen readers.
-//! Screenshots under `target/e2e/tree-live/`.
+//! When the access cookie expires the stream ends; the page refreshes the session and
+//! opens it again, and changes keep arriving. Screenshots under `target/e2e/tree-live/`.
 
 mod common;
 
@@ -178,5 +179,56 @@ async fn the_tree_loads_what_it_shows_and_follows_the_estate() {
     b.click(&format!("{pve1} .twisty")).await;
     b.find(&db).await;
     assert_eq!(tree_requests(&b).await.len(), 3);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_opened_again_after_the_session_is_refreshed() {
+    assert!(
+        canopy_server::webui::embedded(),
+        "this canopy was built without the web dashboard: run `cargo xtask ui`, then the tests"
+    );
+    // Access cookies last 2 s: the stream ends with them.
+    let app = spawn_app_with(Backend::Sqlite, |s| s.access_token_ttl_secs = 2)
+        .await
+        .expect("SQLite needs nothing");
+    let sim = start_sim(ESTATE).await;
+    app.add_cluster("home", &sim, TOKEN).await;
+
+    let mut b = Browser::start("tree-live-session").await;
+    b.goto(&format!("{}/tree", app.base)).await;
+    b.type_into("#password", ADMIN_PASSWORD).await;
+    b.click("button[type=submit]").await;
+    let pve2 = row("cluster/home/node/pve2");
+    b.find(&pve2).await;
+    // The stream ended with the cookie, was refused, the session refreshed, and it was
+    // opened again: a second top load follows its second `ready`.
+    until(
+        &b,
+        "a session refresh",
+        "performance.getEntriesByType('resource').some(e => e.name.includes('/auth/session/refresh'))",
+    )
+    .await;
+    until(
+        &b,
+        "the tree loaded again after the stream reopened",
+        "performance.getEntriesByType('resource').filter(e => e.name.endsWith('/api/v1/tree?depth=1')).length >= 2",
+    )
+    .await;
+    // Changes still arrive: pve2's guest stopped shows on pve2 once expanded, and a new
+    // guest appears in the expanded node without a reload.
+    b.click(&format!("{pve2} .twisty")).await;
+    let proxy = row("cluster/home/node/pve2/lxc/201");
+    b.find(&proxy).await;
+    sim.set_guest_status(201, "stopped").unwrap();
+    app.admin.discover_cluster("home").await.unwrap();
+    until(
+        &b,
+        "proxy shown stopped",
+        &format!("document.querySelector(\"{proxy} .tone-off\")"),
+    )
+    .await;
+    b.shot("after-refresh").await;
+    assert_eq!(b.count(".login").await, 0, "still logged in");
     sim.shutdown().await;
 }

@@ -285,12 +285,16 @@ async fn tree(
 /// subscribed (load or reload what you show now: nothing after it is missed), then
 /// `vertices` (the vertices shown differently and their ancestors, each as `GET
 /// /tree?depth=0` has it) and `reload` ([`TreeReload`]) as they happen; a follower that fell
-/// behind gets `reload` with `all`.
+/// behind gets `reload` with `all`. The stream ends when the access token it was opened
+/// with expires (a stream outlives no session; the browser opens it again with its
+/// refreshed cookie, `frontend/src/sse.rs`) and when the server shuts down.
 async fn tree_events(
     State(state): State<AppState>,
-    _u: UserAuth,
+    user: UserAuth,
 ) -> Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>> {
     let rx = state.discovery.subscribe();
+    let left = (user.0.exp - chrono::Utc::now().timestamp()).max(0) as u64;
+    let expires = tokio::time::Instant::now() + Duration::from_secs(left);
     let ready = vec![discovery::TreeEvent {
         name: "ready",
         data: "{}".into(),
@@ -304,12 +308,17 @@ async fn tree_events(
             async move {
                 loop {
                     if let Some(e) = queue.pop_front() {
-                        let event = SseEvent::default().event(e.name).data(e.data);
+                        // `retry`: the browser opens it again a second after it ends.
+                        let event = SseEvent::default()
+                            .event(e.name)
+                            .data(e.data)
+                            .retry(Duration::from_secs(1));
                         return Some((Ok(event), (queue, rx)));
                     }
                     let next = tokio::select! {
                         next = rx.recv() => next,
                         () = shutdown.wait() => return None,
+                        () = tokio::time::sleep_until(expires) => return None,
                     };
                     match next {
                         Ok(events) => queue.extend(events.iter().cloned()),
