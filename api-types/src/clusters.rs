@@ -96,6 +96,19 @@ pub struct TreeResponse {
     pub trees: Vec<TreeNode>,
 }
 
+/// A `reload` event of `GET /api/v1/tree/events`: the vertices whose children were added,
+/// removed or moved (reload their children where they are shown), or everything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct TreeReload {
+    /// The whole tree was rebuilt (a cluster added or removed), or the follower fell behind.
+    #[serde(default)]
+    pub all: bool,
+    /// Path ids of the vertices whose children changed.
+    #[serde(default)]
+    pub parents: Vec<String>,
+}
+
 /// `GET /api/v1/tree/preview?selector=…`: what an action on the selector would touch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

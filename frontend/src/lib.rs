@@ -10,6 +10,7 @@ mod components;
 mod loadable;
 mod nav;
 mod session;
+mod sse;
 
 /// Mounts the app on `<body>`; on the host (tests, clippy) there is no document, so it
 /// only says so.

@@ -42,6 +42,7 @@ impl<T> PartialEq for Loadable<T> {
 /// What a component gets back: the state and a way to load again now.
 pub struct Handle<T> {
     pub state: Loadable<T>,
+    #[allow(dead_code)] // no page has a Refresh button of this kind right now
     pub reload: Callback<()>,
 }
 

@@ -19,12 +19,14 @@
 use canopy_api_types::client::Client;
 use canopy_api_types::clusters::{CreateCluster, TreeResponse};
 use canopy_inventory::TreeNode;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+mod serve;
+
+use serve::Server;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SIM_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sim/scale.toml");
-const PASSWORD: &str = "bench password 1";
+use serve::PASSWORD;
 const NODE_RUNS: usize = 200;
 const WHOLE_RUNS: usize = 20;
 const GUESTS: usize = 30_000;
@@ -37,88 +39,6 @@ fn ms(d: Duration) -> f64 {
 fn quantile(v: &mut [Duration], q: f64) -> f64 {
     v.sort();
     ms(v[((v.len() as f64 - 1.0) * q).round() as usize])
-}
-
-/// The real `canopy serve`; killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let config = dir.join("canopy.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{db}\"\ndata_dir = \"{data}\"\n\
-                 access_token_ttl_secs = 7200\ndiscovery_interval_secs = 86400\n\
-                 node_updates_interval_secs = 86400\npve_timeout_secs = 120\n",
-                db = dir.join("canopy.db").display(),
-                data = dir.join("data").display(),
-            ),
-        )
-        .unwrap();
-        let log = dir.join("server.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_canopy"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("CANOPY_ADMIN_PASSWORD", PASSWORD)
-            .env("RUST_LOG", "warn")
-            .env_remove("CANOPY_DATABASE_URL")
-            .env_remove("CANOPY_LISTEN")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("canopy serve starts");
-        let mut server = Server {
-            child,
-            base: String::new(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        server.base = loop {
-            let text = std::fs::read_to_string(&server.log).unwrap_or_default();
-            if let Some(addr) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Canopy is listening on "))
-            {
-                break addr.trim().to_string();
-            }
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("canopy serve exited with {status}:\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "canopy serve did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        server
-    }
-
-    /// `(VmRSS, VmHWM)` of the server process, in MB.
-    fn memory_mb(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/PID/status of the server");
-        let kb = |key: &str| -> f64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("{key} in /proc/PID/status"))
-        };
-        (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One timed `GET`, until the last byte of the body arrived; the body is returned.

@@ -103,6 +103,14 @@ async fn call(
     }
     let resp = req.send().await.expect("the server answers");
     let status = resp.status().as_u16();
+    // A stream that was let in (`GET /tree/events`) never ends: its status is the answer.
+    let streaming = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+    if streaming {
+        return (status, String::new());
+    }
     let text = resp.text().await.unwrap_or_default();
     let message = serde_json::from_str::<canopy_api_types::ApiError>(&text)
         .map(|e| e.message)

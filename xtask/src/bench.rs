@@ -30,6 +30,10 @@ const GOALS: &[(&str, &str, Cmp, f64)] = &[
     ("tree", "tree_node_p95_ms", Cmp::AtMost, 20.0),
     ("tree", "tree_whole_p95_ms", Cmp::AtMost, 200.0),
     ("tree", "tree_server_rss_mb", Cmp::AtMost, 200.0),
+    // 5,000 guests (examples/sim/big.toml), headless Chromium: navigation to the first
+    // focusable tree rows, and one live update from the stream's message to the row's DOM.
+    ("ui", "ui_ready_p95_ms", Cmp::AtMost, 1000.0),
+    ("ui", "ui_update_p95_ms", Cmp::AtMost, 50.0),
 ];
 
 /// Ratios against a baseline that must be a floor: below this the baseline was slower than
@@ -45,6 +49,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("canopy-server", "deploy"),
     ("canopy-server", "update"),
     ("canopy-server", "tree"),
+    ("canopy-server", "ui"),
 ];
 
 /// Benches that need the lab (its PVE node stand-in and guests) and the static agent.
@@ -165,6 +170,16 @@ fn run_benches(
                 continue;
             }
             env = lab.as_ref().map(BenchLab::env).unwrap_or_default();
+        }
+        if *bench == "ui" {
+            // The server embeds the dashboard as built when it is compiled.
+            if let Err(e) = crate::ui::build(root) {
+                outcome.failed.push((
+                    bench.to_string(),
+                    format!("the dashboard did not build: {e:#}"),
+                ));
+                continue;
+            }
         }
         eprintln!("xtask: cargo bench -p {package} --bench {bench} (release; takes a while)");
         let mut bench_cmd = cmd(&cargo, ["bench", "-p", package, "--bench", bench]);

@@ -1,14 +1,15 @@
 //! The tree page: the filter box and the tree on the left, the selected vertex's detail on
 //! the right. The selection is the address (`tree/<path id>` below the base), so it
-//! survives a reload and can be shared.
+//! survives a reload and can be shared. The tree is loaded level by level and kept current
+//! by the server's tree stream ([`super::live_tree`]).
 
 use super::detail::Detail;
 use super::filter::Filter;
+use super::live_tree::{use_live_tree, Status};
 use super::tree::Tree;
-use crate::api;
-use crate::loadable::{use_loadable, Loadable};
 use crate::nav::NavContext;
 use crate::view::page::Page;
+use std::rc::Rc;
 use yew::prelude::*;
 
 #[derive(Properties, PartialEq)]
@@ -21,50 +22,43 @@ pub struct DashboardProps {
 pub fn dashboard(props: &DashboardProps) -> Html {
     let nav = use_context::<NavContext>().expect("the app provides the navigation");
     let selector = use_state(String::new);
-    let tree = use_loadable(
-        (*selector).clone(),
-        Some(15_000),
-        |sel: String| async move {
-            api::call(move |c| {
-                let sel = sel.clone();
-                async move {
-                    c.tree(Some(sel.as_str()).filter(|s| !s.is_empty()))
-                        .await
-                        .map(|t| t.trees)
-                }
-            })
-            .await
-        },
-    );
-    let on_select = Callback::from(move |id: String| nav.go(Page::Tree(Some(id))));
+    let tree = use_live_tree((*selector).clone(), props.selected.clone());
+    let on_select = use_callback(nav, |id: String, nav| nav.go(Page::Tree(Some(id))));
     let on_apply = {
         let selector = selector.clone();
         Callback::from(move |s: String| selector.set(s))
     };
     let selected = &props.selected;
+    let m = tree.model.0.borrow();
     html! {
         <div class="tree-page">
             <nav class="side" aria-label="Inventory">
                 <div class="side-tools">
-                    <button class="link" onclick={tree.reload.reform(|_: MouseEvent| ())}>{"Refresh"}</button>
+                    <button class="link" onclick={tree.refresh.reform(|_: MouseEvent| ())}>{"Refresh"}</button>
                 </div>
                 <Filter applied={(*selector).clone()} {on_apply} />
-                { match &tree.state {
-                    Loadable::Loading => html! { <p role="status">{"Loading the tree…"}</p> },
-                    Loadable::Failed(e) => html! { <p class="error" role="alert">{format!("Cannot load the tree: {e}")}</p> },
-                    Loadable::Ready(t) if t.is_empty() => html! {
+                if let Some(note) = &m.note {
+                    <p class="error" role="alert">{note}</p>
+                }
+                { match &m.status {
+                    Status::Loading => html! { <p role="status">{"Loading the tree…"}</p> },
+                    Status::Failed(e) => html! { <p class="error" role="alert">{format!("Cannot load the tree: {e}")}</p> },
+                    Status::Ready if m.loaded.is_empty() => html! {
                         <p>{ if selector.is_empty() { "No clusters yet: add one with canopy cluster add." } else { "Nothing matches this selector." } }</p>
                     },
-                    Loadable::Ready(t) => html! {
-                        <Tree forest={t.clone()} selected={selected.clone()} on_select={on_select.clone()} />
+                    Status::Ready => html! {
+                        <Tree model={tree.model.clone()} gen={tree.gen} selected={selected.clone()}
+                              {on_select} on_toggle={tree.toggle.clone()} />
                     },
                 } }
             </nav>
             <main class="main">
-                { match (&tree.state, selected) {
-                    (Loadable::Ready(t), Some(id)) => html! {
-                        <Detail forest={t.clone()} id={id.clone()} />
+                { match (m.loaded.get(selected.as_deref().unwrap_or("")), selected) {
+                    (Some(_), Some(id)) => html! {
+                        <Detail forest={Rc::new(m.loaded.forest_of(id))} id={id.clone()} />
                     },
+                    (None, Some(_)) if m.status == Status::Loading => html! { <p role="status">{"Loading…"}</p> },
+                    (None, Some(id)) => html! { <section class="detail"><p>{format!("{id} is not in the tree (any more).")}</p></section> },
                     _ => html! { <p class="hint">{"Select a cluster, node or guest to see its details."}</p> },
                 } }
             </main>

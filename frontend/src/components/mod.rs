@@ -6,6 +6,7 @@ pub mod badges;
 pub mod dashboard;
 pub mod detail;
 pub mod filter;
+pub mod live_tree;
 pub mod login;
 pub mod operation;
 pub mod operations;

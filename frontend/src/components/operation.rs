@@ -12,8 +12,6 @@ use canopy_api_types::deploy::{Operation, OperationState};
 use canopy_api_types::OperationId;
 use gloo_timers::callback::Interval;
 use std::rc::Rc;
-use wasm_bindgen::closure::Closure;
-use wasm_bindgen::JsCast;
 use yew::prelude::*;
 
 #[derive(Properties, PartialEq)]
@@ -132,33 +130,21 @@ pub fn operation_view(props: &OperationProps) -> Html {
             move || drop(poll)
         });
     }
-    // Each item's progress as it happens.
+    // Each item's progress as it happens (reopened after a session refresh: crate::sse).
     {
         let followed = followed.dispatcher();
+        let expired = use_context::<SessionContext>().map(|s| s.expired);
         use_effect_with(id, move |&id| {
-            let url = format!("{}/api/v1/operations/{id}/events", api::base());
-            let source = web_sys::EventSource::new(&url).ok();
-            let mut listeners = Vec::new();
-            if let Some(source) = &source {
-                for name in ["snapshot", "item", "done"] {
-                    let followed = followed.clone();
-                    let cb = Closure::<dyn Fn(web_sys::MessageEvent)>::new(
-                        move |e: web_sys::MessageEvent| {
-                            let data = e.data().as_string().unwrap_or_default();
-                            followed.dispatch(Change::Event(name.to_string(), data));
-                        },
-                    );
-                    let _ =
-                        source.add_event_listener_with_callback(name, cb.as_ref().unchecked_ref());
-                    listeners.push(cb);
-                }
-            }
-            move || {
-                if let Some(s) = source {
-                    s.close();
-                }
-                drop(listeners);
-            }
+            let on_event = Callback::from(move |(name, data): (&'static str, String)| {
+                followed.dispatch(Change::Event(name.to_string(), data))
+            });
+            let stream = crate::sse::open(
+                &format!("api/v1/operations/{id}/events"),
+                &["snapshot", "item", "done"],
+                on_event,
+                expired.unwrap_or_default(),
+            );
+            move || drop(stream)
         });
     }
     let Some(op) = &followed.op else {

@@ -1,23 +1,28 @@
 //! The inventory tree (clusters → nodes → guests) as the WAI-ARIA tree pattern: one
-//! `treeitem` per visible row with its level and expanded state, one tab stop, the arrow
-//! keys to move, expand and collapse, Enter to open the detail. Only the rows of expanded
-//! vertices are built (`view::tree::visible_rows`), and of a long list only the window the
-//! viewport shows is in the page (`view::tree::window`), between two spacers whose heights
-//! are set through the CSSOM (the CSP allows no `style` attribute).
+//! `treeitem` per visible row with its level, place among its siblings, expanded state and
+//! `aria-busy` while its children load; one tab stop, the arrow keys to move, expand and
+//! collapse, Enter to open the detail. Only the rows of expanded, loaded vertices are built
+//! (`view::tree::visible_rows`), and of a long list only the window the viewport shows is in
+//! the page (`view::tree::window`), between two spacers whose heights are set through the
+//! CSSOM (the CSP allows no `style` attribute). Each row is a component of its own, keyed by
+//! its path id: a live update draws again only the rows whose vertex changed.
 
 use super::badges::Badges;
-use crate::view::tree::{ancestors, key, scroll_to, visible_rows, window, Nav, Row, ROW_PX};
+use super::live_tree::{mark, Shared};
+use crate::view::tree::{face, key, scroll_to, visible_rows, window, Nav, Row, ROW_PX};
 use canopy_inventory::{Kind, TreeNode};
-use std::collections::HashSet;
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use yew::prelude::*;
 
 #[derive(Properties, PartialEq)]
 pub struct TreeProps {
-    pub forest: Rc<Vec<TreeNode>>,
+    pub model: Shared,
+    /// The model's generation: a new one draws again.
+    pub gen: u64,
     pub selected: Option<String>,
     pub on_select: Callback<String>,
+    pub on_toggle: Callback<String>,
 }
 
 fn dom_id(id: &str) -> String {
@@ -34,38 +39,87 @@ fn kind_class(kind: Kind) -> &'static str {
     }
 }
 
-#[function_component(Tree)]
-pub fn tree(props: &TreeProps) -> Html {
-    // Clusters start open, so their nodes show.
-    let expanded = {
-        let forest = props.forest.clone();
-        use_state(move || {
-            forest
-                .iter()
-                .map(|c| c.id.to_string())
-                .collect::<HashSet<_>>()
+#[derive(Properties, PartialEq)]
+struct RowProps {
+    node: Rc<TreeNode>,
+    level: usize,
+    setsize: usize,
+    posinset: usize,
+    has_children: bool,
+    expanded: bool,
+    busy: bool,
+    selected: bool,
+    tab_stop: bool,
+    /// Clicked: focus and select it.
+    on_pick: Callback<String>,
+    on_toggle: Callback<String>,
+}
+
+/// One row; drawn again only when its own props change.
+#[function_component(TreeRow)]
+fn tree_row(p: &RowProps) -> Html {
+    let id = p.node.id.as_str().to_string();
+    let f = face(&p.node);
+    let onclick = p.on_pick.reform({
+        let id = id.clone();
+        move |_: MouseEvent| id.clone()
+    });
+    let on_twisty = {
+        let (toggle, id) = (p.on_toggle.clone(), id.clone());
+        Callback::from(move |e: MouseEvent| {
+            e.stop_propagation();
+            toggle.emit(id.clone());
         })
     };
+    html! {
+        <li id={dom_id(&id)} role="treeitem"
+            class={classes!("row", format!("lvl-{}", p.level.min(6)), p.selected.then_some("selected"))}
+            aria-level={p.level.to_string()}
+            aria-setsize={p.setsize.to_string()}
+            aria-posinset={p.posinset.to_string()}
+            aria-expanded={p.has_children.then(|| p.expanded.to_string())}
+            aria-busy={p.busy.then_some("true")}
+            aria-selected={p.selected.to_string()}
+            tabindex={if p.tab_stop { "0" } else { "-1" }}
+            {onclick}>
+            <span class={classes!("twisty", p.has_children.then_some(if p.expanded { "open" } else { "closed" }))}
+                  aria-hidden="true" onclick={on_twisty}></span>
+            <span class={classes!("dot", format!("tone-{}", f.tone))} aria-hidden="true"></span>
+            <span class={classes!("kind", kind_class(p.node.kind))} aria-hidden="true"></span>
+            <span class="label">{&f.label}</span>
+            if let Some(status) = &f.status {
+                <span class="visually-hidden">{format!(", {status}")}</span>
+            }
+            if f.template {
+                <span class="tag template">{"template"}</span>
+            }
+            { for f.tags.iter().map(|t| html! { <span class="tag">{t}</span> }) }
+            <Badges badges={f.badges.clone()} />
+        </li>
+    }
+}
+
+#[function_component(Tree)]
+pub fn tree(props: &TreeProps) -> Html {
     let focused = use_state(|| props.selected.clone().unwrap_or_default());
     let by_keyboard = use_mut_ref(|| false);
-    // A selection made elsewhere (the address bar) opens its ancestors.
+    let rows: Rc<Vec<Row>> = {
+        let m = props.model.0.borrow();
+        use_memo((props.model.clone(), props.gen), |_| {
+            visible_rows(&m.loaded, &m.expanded)
+        })
+    };
+    // The app is ready once the first rows are in the page (the `ui` bench reads it).
+    let marked = use_mut_ref(|| false);
     {
-        let expanded = expanded.clone();
-        use_effect_with(props.selected.clone(), move |sel| {
-            if let Some(sel) = sel {
-                let missing: Vec<String> = ancestors(sel)
-                    .into_iter()
-                    .filter(|a| !expanded.contains(a))
-                    .collect();
-                if !missing.is_empty() {
-                    let mut next = (*expanded).clone();
-                    next.extend(missing);
-                    expanded.set(next);
-                }
+        let (marked, any) = (marked.clone(), !rows.is_empty());
+        use_effect(move || {
+            if any && !*marked.borrow() {
+                *marked.borrow_mut() = true;
+                mark("canopy:tree-ready");
             }
         });
     }
-    let rows: Rc<Vec<Row>> = Rc::new(visible_rows(&props.forest, &expanded));
     let viewport = use_node_ref();
     let (top_spacer, bottom_spacer) = (use_node_ref(), use_node_ref());
     // (scroll_top, height) of the viewport, updated every few rows of scrolling.
@@ -112,7 +166,7 @@ pub fn tree(props: &TreeProps) -> Html {
                     .and_then(|w| w.document())
                     .and_then(|d| d.get_element_by_id(&dom_id(id)))
                     .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
-                let i = rows.iter().position(|r| &r.id == id);
+                let i = rows.iter().position(|r| r.id() == id);
                 let view = viewport.cast::<web_sys::HtmlElement>();
                 if let (Some(i), Some(view)) = (i, &view) {
                     let height = view.client_height().max(0) as u32;
@@ -128,14 +182,12 @@ pub fn tree(props: &TreeProps) -> Html {
             }
         });
     }
-    let toggle = {
-        let expanded = expanded.clone();
-        Callback::from(move |id: String| {
-            let mut next = (*expanded).clone();
-            if !next.remove(&id) {
-                next.insert(id);
-            }
-            expanded.set(next);
+    let toggle = props.on_toggle.clone();
+    let on_pick = {
+        let (focused, on_select) = (focused.setter(), props.on_select.clone());
+        use_callback(on_select, move |id: String, on_select| {
+            focused.set(id.clone());
+            on_select.emit(id);
         })
     };
     let onkeydown = {
@@ -154,55 +206,22 @@ pub fn tree(props: &TreeProps) -> Html {
             e.prevent_default();
         })
     };
-    let tab_stop = if rows.iter().any(|r| r.id == *focused) {
+    let tab_stop = if rows.iter().any(|r| r.id() == *focused) {
         (*focused).clone()
     } else {
-        rows.first().map(|r| r.id.clone()).unwrap_or_default()
+        rows.first().map(|r| r.id().to_string()).unwrap_or_default()
     };
     html! {
         <div class="tree-view" ref={viewport} {onscroll}>
         <ul class="tree" role="tree" aria-label="Clusters, nodes and guests" {onkeydown}>
             <li class="spacer" role="none" aria-hidden="true" ref={top_spacer}></li>
-            { for rows[start..end].iter().map(|row| {
-                let id = row.id.clone();
-                let onclick = {
-                    let (focused, on_select, id) = (focused.clone(), props.on_select.clone(), id.clone());
-                    Callback::from(move |_: MouseEvent| {
-                        focused.set(id.clone());
-                        on_select.emit(id.clone());
-                    })
-                };
-                let on_twisty = {
-                    let (toggle, id) = (toggle.clone(), id.clone());
-                    Callback::from(move |e: MouseEvent| {
-                        e.stop_propagation();
-                        toggle.emit(id.clone());
-                    })
-                };
-                let selected = props.selected.as_deref() == Some(row.id.as_str());
-                html! {
-                    <li key={row.id.clone()} id={dom_id(&row.id)} role="treeitem"
-                        class={classes!("row", format!("lvl-{}", row.level.min(6)), selected.then_some("selected"))}
-                        aria-level={row.level.to_string()}
-                        aria-expanded={row.has_children.then(|| row.expanded.to_string())}
-                        aria-selected={selected.to_string()}
-                        tabindex={if row.id == tab_stop { "0" } else { "-1" }}
-                        {onclick}>
-                        <span class={classes!("twisty", row.has_children.then_some(if row.expanded { "open" } else { "closed" }))}
-                              aria-hidden="true" onclick={on_twisty}></span>
-                        <span class={classes!("dot", format!("tone-{}", row.tone))} aria-hidden="true"></span>
-                        <span class={classes!("kind", kind_class(row.kind))} aria-hidden="true"></span>
-                        <span class="label">{&row.label}</span>
-                        if let Some(status) = &row.status {
-                            <span class="visually-hidden">{format!(", {status}")}</span>
-                        }
-                        if row.template {
-                            <span class="tag template">{"template"}</span>
-                        }
-                        { for row.tags.iter().map(|t| html! { <span class="tag">{t}</span> }) }
-                        <Badges badges={row.badges.clone()} />
-                    </li>
-                }
+            { for rows[start..end].iter().map(|row| html! {
+                <TreeRow key={row.id()} node={row.node.clone()} level={row.level}
+                    setsize={row.setsize} posinset={row.posinset}
+                    has_children={row.has_children} expanded={row.expanded} busy={row.busy}
+                    selected={props.selected.as_deref() == Some(row.id())}
+                    tab_stop={row.id() == tab_stop}
+                    on_pick={on_pick.clone()} on_toggle={toggle.clone()} />
             }) }
             <li class="spacer" role="none" aria-hidden="true" ref={bottom_spacer}></li>
         </ul>

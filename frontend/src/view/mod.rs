@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod admin;
 pub mod detail;
+pub mod loaded;
 pub mod operation;
 pub mod operations;
 pub mod page;

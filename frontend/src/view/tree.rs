@@ -1,9 +1,12 @@
-//! The tree as rows: which vertices are visible given what is expanded, each with its
-//! depth, icon, status and rollup badges, and what the arrow keys do (the WAI-ARIA tree
-//! pattern). Only visible rows are ever built, so a collapsed node's guests cost nothing.
+//! The tree as rows: which loaded vertices are visible given what is expanded, each with
+//! its depth and place among its siblings, what a row shows (icon, status, rollup badges),
+//! and what the arrow keys do (the WAI-ARIA tree pattern). Only visible rows are ever
+//! built, so a collapsed node's guests cost nothing.
 
+use super::loaded::Loaded;
 use canopy_inventory::{Counts, Kind, TreeNode};
 use std::collections::HashSet;
+use std::rc::Rc;
 
 /// One badge on a row: what it counts, how many, and how it reads aloud.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,14 +85,34 @@ pub fn badges(rollup: &Counts) -> Vec<Badge> {
         .collect()
 }
 
-/// What a row shows.
+/// One visible row: the vertex (its facts shared with [`Loaded`], so an unchanged row
+/// compares equal) and its place in the tree.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    pub id: String,
-    pub parent: Option<String>,
-    /// 1 for clusters (aria-level).
+    pub node: Rc<TreeNode>,
+    /// The parent's position in the rows.
+    pub parent: Option<usize>,
+    /// 1 for the roots (aria-level).
     pub level: usize,
-    pub kind: Kind,
+    /// How many siblings it has, itself included, and its place among them from 1
+    /// (aria-setsize, aria-posinset).
+    pub setsize: usize,
+    pub posinset: usize,
+    pub has_children: bool,
+    pub expanded: bool,
+    /// Expanded, its children still loading (aria-busy).
+    pub busy: bool,
+}
+
+impl Row {
+    pub fn id(&self) -> &str {
+        self.node.id.as_str()
+    }
+}
+
+/// What a row shows of its vertex.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowFace {
     /// "101 web" for guests, the name otherwise.
     pub label: String,
     /// running, stopped, online, offline, unknown…
@@ -101,8 +124,19 @@ pub struct Row {
     /// online | offline | agentless | missing, on guests.
     pub agent: Option<String>,
     pub badges: Vec<Badge>,
-    pub has_children: bool,
-    pub expanded: bool,
+}
+
+/// The face of a vertex's row.
+pub fn face(n: &TreeNode) -> RowFace {
+    RowFace {
+        label: label(n),
+        status: n.status.clone(),
+        tone: tone(n.kind, n.status.as_deref()),
+        template: n.template.unwrap_or(false),
+        tags: n.tags.clone().unwrap_or_default(),
+        agent: n.agent.clone(),
+        badges: badges(&n.rollup),
+    }
 }
 
 /// The status dot's tone.
@@ -124,42 +158,41 @@ fn label(n: &TreeNode) -> String {
     }
 }
 
-/// The rows the tree shows, in order: every root, and the children of expanded vertices.
-pub fn visible_rows(forest: &[TreeNode], expanded: &HashSet<String>) -> Vec<Row> {
+/// The rows the tree shows, in order: every root, and the children of expanded vertices
+/// (an expanded vertex whose children are not loaded yet is `busy`).
+pub fn visible_rows(loaded: &Loaded, expanded: &HashSet<String>) -> Vec<Row> {
     fn walk(
-        n: &TreeNode,
-        parent: Option<&str>,
+        l: &Loaded,
+        ids: &[String],
+        parent: Option<usize>,
         level: usize,
         open: &HashSet<String>,
         out: &mut Vec<Row>,
     ) {
-        let id = n.id.as_str();
-        let is_open = !n.children.is_empty() && open.contains(id);
-        out.push(Row {
-            id: id.to_string(),
-            parent: parent.map(String::from),
-            level,
-            kind: n.kind,
-            label: label(n),
-            status: n.status.clone(),
-            tone: tone(n.kind, n.status.as_deref()),
-            template: n.template.unwrap_or(false),
-            tags: n.tags.clone().unwrap_or_default(),
-            agent: n.agent.clone(),
-            badges: badges(&n.rollup),
-            has_children: !n.children.is_empty(),
-            expanded: is_open,
-        });
-        if is_open {
-            for c in &n.children {
-                walk(c, Some(id), level + 1, open, out);
+        let setsize = ids.len();
+        for (i, id) in ids.iter().enumerate() {
+            let Some(node) = l.get(id) else { continue };
+            let has_children = l.has_children(id);
+            let is_open = has_children && open.contains(id);
+            let kids = l.children(id);
+            let at = out.len();
+            out.push(Row {
+                node: node.clone(),
+                parent,
+                level,
+                setsize,
+                posinset: i + 1,
+                has_children,
+                expanded: is_open,
+                busy: is_open && kids.is_none(),
+            });
+            if let (true, Some(kids)) = (is_open, kids) {
+                walk(l, kids, Some(at), level + 1, open, out);
             }
         }
     }
     let mut out = Vec::new();
-    for root in forest {
-        walk(root, None, 1, expanded, &mut out);
-    }
+    walk(loaded, loaded.roots(), None, 1, expanded, &mut out);
     out
 }
 
@@ -234,26 +267,27 @@ pub enum Nav {
 /// The tree keyboard pattern: ↓/↑ next/previous row, → expands or goes to the first child,
 /// ← collapses or goes to the parent, Home/End the first/last row, Enter/Space selects.
 pub fn key(rows: &[Row], focused: &str, key: &str) -> Nav {
-    let Some(i) = rows.iter().position(|r| r.id == focused) else {
+    let Some(i) = rows.iter().position(|r| r.id() == focused) else {
         return rows
             .first()
-            .map_or(Nav::Nothing, |r| Nav::Focus(r.id.clone()));
+            .map_or(Nav::Nothing, |r| Nav::Focus(r.id().to_string()));
     };
     let row = &rows[i];
     let focus = |j: usize| {
         rows.get(j)
-            .map_or(Nav::Nothing, |r| Nav::Focus(r.id.clone()))
+            .map_or(Nav::Nothing, |r| Nav::Focus(r.id().to_string()))
     };
+    let id = || row.id().to_string();
     match key {
         "ArrowDown" => focus(i + 1),
         "ArrowUp" if i > 0 => focus(i - 1),
         "Home" => focus(0),
         "End" => focus(rows.len().saturating_sub(1)),
-        "ArrowRight" if row.has_children && !row.expanded => Nav::Expand(row.id.clone()),
-        "ArrowRight" if row.expanded => focus(i + 1),
-        "ArrowLeft" if row.expanded => Nav::Collapse(row.id.clone()),
-        "ArrowLeft" => row.parent.clone().map_or(Nav::Nothing, Nav::Focus),
-        "Enter" | " " => Nav::Select(row.id.clone()),
+        "ArrowRight" if row.has_children && !row.expanded => Nav::Expand(id()),
+        "ArrowRight" if row.expanded && !row.busy => focus(i + 1),
+        "ArrowLeft" if row.expanded => Nav::Collapse(id()),
+        "ArrowLeft" => row.parent.map_or(Nav::Nothing, focus),
+        "Enter" | " " => Nav::Select(id()),
         _ => Nav::Nothing,
     }
 }
@@ -290,22 +324,32 @@ mod tests {
         .unwrap()
     }
 
+    /// `forest` loaded whole.
+    fn loaded(forest: Vec<TreeNode>) -> Loaded {
+        let mut l = Loaded::default();
+        l.set_roots(forest);
+        l
+    }
+
+    fn ids(rows: &[Row]) -> Vec<&str> {
+        rows.iter().map(Row::id).collect()
+    }
+
     fn open(ids: &[&str]) -> HashSet<String> {
         ids.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
     fn collapsed_vertices_hide_their_subtree() {
-        let rows = visible_rows(&forest(), &open(&[]));
+        let rows = visible_rows(&loaded(forest()), &open(&[]));
         assert_eq!(rows.len(), 1);
         assert!(rows[0].has_children && !rows[0].expanded);
         let rows = visible_rows(
-            &forest(),
+            &loaded(forest()),
             &open(&["cluster/home", "cluster/home/node/pve1"]),
         );
-        let ids: Vec<_> = rows.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(
-            ids,
+            ids(&rows),
             [
                 "cluster/home",
                 "cluster/home/node/pve1",
@@ -315,18 +359,20 @@ mod tests {
             ]
         );
         assert_eq!(rows[2].level, 3);
-        assert_eq!(rows[2].label, "101 web");
-        assert_eq!(rows[3].label, "200");
-        assert!(rows[3].template);
-        assert_eq!(rows[2].tags, ["prod"]);
-        assert_eq!(rows[4].tone, "bad");
-        assert_eq!(rows[2].tone, "ok");
+        assert_eq!((rows[2].posinset, rows[2].setsize), (1, 2));
+        assert_eq!((rows[4].posinset, rows[4].setsize), (2, 2));
+        assert_eq!(face(&rows[2].node).label, "101 web");
+        assert_eq!(face(&rows[3].node).label, "200");
+        assert!(face(&rows[3].node).template);
+        assert_eq!(face(&rows[2].node).tags, ["prod"]);
+        assert_eq!(face(&rows[4].node).tone, "bad");
+        assert_eq!(face(&rows[2].node).tone, "ok");
     }
 
     #[test]
     fn badges_say_what_they_count_most_urgent_first() {
-        let rows = visible_rows(&forest(), &open(&[]));
-        let b = &rows[0].badges;
+        let rows = visible_rows(&loaded(forest()), &open(&[]));
+        let b = &face(&rows[0].node).badges;
         assert_eq!(
             b.iter().map(|b| b.class).collect::<Vec<_>>(),
             ["security", "pending", "missing"]
@@ -339,7 +385,7 @@ mod tests {
 
     #[test]
     fn arrow_keys_follow_the_tree_pattern() {
-        let f = forest();
+        let f = loaded(forest());
         let closed = visible_rows(&f, &open(&[]));
         assert_eq!(
             key(&closed, "cluster/home", "ArrowRight"),
@@ -382,6 +428,28 @@ mod tests {
         assert_eq!(
             key(&rows, "gone", "ArrowDown"),
             Nav::Focus("cluster/home".into())
+        );
+    }
+
+    #[test]
+    fn an_expanded_vertex_whose_children_load_is_busy() {
+        let l = loaded(
+            serde_json::from_value(serde_json::json!([{
+                "id": "cluster/home", "kind": "cluster", "name": "home", "children": [
+                    {"id": "cluster/home/node/pve1", "kind": "node", "name": "pve1",
+                     "child_count": 2, "children": []}
+                ]
+            }]))
+            .unwrap(),
+        );
+        let rows = visible_rows(&l, &open(&["cluster/home", "cluster/home/node/pve1"]));
+        assert_eq!(ids(&rows), ["cluster/home", "cluster/home/node/pve1"]);
+        assert!(rows[1].has_children && rows[1].expanded && rows[1].busy);
+        assert!(!rows[0].busy);
+        assert_eq!((rows[1].posinset, rows[1].setsize), (1, 1));
+        assert_eq!(
+            key(&rows, "cluster/home/node/pve1", "ArrowRight"),
+            Nav::Nothing
         );
     }
 

@@ -10,8 +10,10 @@
 //! out are kept in a queue of deadlines. Marked guests are shown again at the next read
 //! ([`Live::settle`]), all at once, so many changes between two reads cost one copy of the
 //! tree at most (none when no reader still holds the old one), and a read with nothing
-//! marked costs nothing.
+//! marked costs nothing. While someone follows the tree ([`super::news`]), what each change
+//! showed differently is also gathered as [`News`].
 
+use super::news::News;
 use anyhow::Result;
 use canopy_api_types::agent::HostFacts;
 use canopy_api_types::hosts::{Host, HostState};
@@ -88,6 +90,9 @@ pub(super) struct Live {
     /// Guests whose vertex is shown again at the next [`Live::settle`].
     dirty: HashSet<GuestId>,
     offline_after: Duration,
+    /// Someone follows the tree: gather [`News`].
+    pub(super) listening: bool,
+    pub(super) news: News,
 }
 
 impl Live {
@@ -101,6 +106,8 @@ impl Live {
             deadlines: BTreeSet::new(),
             dirty: HashSet::new(),
             offline_after,
+            listening: false,
+            news: News::default(),
         }
     }
 
@@ -134,7 +141,9 @@ impl Live {
     ) -> Result<()> {
         let mut tree = std::mem::take(&mut self.tree);
         let inv = Arc::make_mut(&mut tree);
-        for v in inv.remove(&PathId::cluster(name)?) {
+        let cluster = PathId::cluster(name)?;
+        let old = inv.remove(&cluster);
+        for v in &old {
             let Some(vmid) = v.vmid.filter(|_| v.kind.is_guest()) else {
                 continue;
             };
@@ -146,8 +155,55 @@ impl Live {
             }
         }
         let added = self.add(inv, snap, now);
+        if self.listening {
+            self.news_of_replace(inv, &cluster, old);
+        }
         self.tree = tree;
         added
+    }
+
+    /// What replacing the cluster's old vertices with those now in `inv` showed: vertices
+    /// changed in place, and the parents of those added or removed.
+    fn news_of_replace(&mut self, inv: &Inventory, cluster: &PathId, old: Vec<Vertex>) {
+        let mut before: HashMap<PathId, Vertex> =
+            old.into_iter().map(|v| (v.id.clone(), v)).collect();
+        let now: Vec<&Vertex> = inv
+            .get(cluster)
+            .into_iter()
+            .chain(inv.descendants(cluster))
+            .collect();
+        for v in now {
+            match before.remove(&v.id) {
+                Some(b) if b != *v => {
+                    self.news.changed.insert(v.id.clone());
+                }
+                Some(_) => {}
+                None => match v.id.parent() {
+                    Some(p) => {
+                        self.news.reshaped.insert(p);
+                    }
+                    None => self.news.all = true,
+                },
+            }
+        }
+        for gone in before.into_keys() {
+            match gone.parent() {
+                Some(p) => {
+                    self.news.reshaped.insert(p);
+                }
+                None => self.news.all = true,
+            }
+        }
+    }
+
+    /// Work the tree stream waits for: guests to show again, or news to send.
+    pub(super) fn has_news(&self) -> bool {
+        self.listening && (!self.dirty.is_empty() || !self.news.is_empty())
+    }
+
+    /// When the next agent's time runs out.
+    pub(super) fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.deadlines.first().map(|&(d, _)| d)
     }
 
     /// The vertices of `snap`'s clusters, nodes and guests into `inv`, the guests shown with
@@ -241,6 +297,9 @@ impl Live {
                 }
             }
         }
+        built.listening = self.listening;
+        built.news = std::mem::take(&mut self.news);
+        built.news.all = built.listening;
         *self = built;
     }
 
@@ -342,6 +401,9 @@ impl Live {
     pub(super) fn set_error(&mut self, id: &PathId, error: Option<String>) {
         if self.tree.get(id).is_some_and(|v| v.error != error) {
             let _ = Arc::make_mut(&mut self.tree).update(id, |v| v.error = error);
+            if self.listening {
+                self.news.changed.insert(id.clone());
+            }
         }
     }
 
@@ -362,9 +424,14 @@ impl Live {
                     continue;
                 };
                 let agent = guest.host.and_then(|h| self.hosts.get(&h));
-                let _ = tree.update(&guest.path, |v| {
-                    show(v, guest, agent, now, self.offline_after)
+                let shown = tree.update(&guest.path, |v| {
+                    let before = self.listening.then(|| v.clone());
+                    show(v, guest, agent, now, self.offline_after);
+                    before.is_some_and(|b| b != *v)
                 });
+                if matches!(shown, Ok(true)) {
+                    self.news.changed.insert(guest.path.clone());
+                }
             }
         }
         self.tree.clone()

@@ -1,12 +1,15 @@
 //! Proxmox discovery: building the tree from PVE (`build`), connecting with the stored
 //! settings of a cluster (`connect`), the periodic per-cluster service (`service`), the
-//! in-memory tree it serves (`live`) and what agents do to it (`hosts`).
+//! in-memory tree it serves (`live`), what agents do to it (`hosts`) and its changes pushed
+//! to followers (`news`).
 
 pub mod build;
 mod hosts;
 mod live;
+mod news;
 pub mod service;
 
+pub use news::TreeEvent;
 pub use service::Discovery;
 
 use anyhow::{bail, Context, Result};

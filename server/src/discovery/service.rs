@@ -47,6 +47,39 @@ pub struct Discovery {
     clients: Mutex<HashMap<ClusterId, Arc<PveClient>>>,
     pass_locks: Mutex<HashMap<ClusterId, Arc<tokio::sync::Mutex<()>>>>,
     wake: Notify,
+    /// The tree's changes, for its followers ([`super::news`]).
+    pub(super) news: tokio::sync::broadcast::Sender<Arc<Vec<super::news::TreeEvent>>>,
+    /// A pump runs for them.
+    pub(super) pumping: std::sync::atomic::AtomicBool,
+    /// A change the pump has not settled yet.
+    pub(super) stir: Notify,
+}
+
+/// The tree, locked; tells the pump when it leaves work behind.
+pub(super) struct LiveGuard<'a> {
+    guard: MutexGuard<'a, Live>,
+    stir: &'a Notify,
+}
+
+impl std::ops::Deref for LiveGuard<'_> {
+    type Target = Live;
+    fn deref(&self) -> &Live {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for LiveGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Live {
+        &mut self.guard
+    }
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        if self.guard.has_news() {
+            self.stir.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for Discovery {
@@ -79,6 +112,9 @@ impl Discovery {
             clients: Mutex::new(HashMap::new()),
             pass_locks: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            news: tokio::sync::broadcast::channel(64).0,
+            pumping: std::sync::atomic::AtomicBool::new(false),
+            stir: Notify::new(),
         }
     }
 
@@ -93,8 +129,11 @@ impl Discovery {
         self.live().settle(Utc::now())
     }
 
-    pub(super) fn live(&self) -> MutexGuard<'_, Live> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    pub(super) fn live(&self) -> LiveGuard<'_> {
+        LiveGuard {
+            guard: self.live.lock().unwrap_or_else(|e| e.into_inner()),
+            stir: &self.stir,
+        }
     }
 
     pub(super) fn ticket(&self) -> u64 {

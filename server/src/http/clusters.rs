@@ -11,13 +11,17 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use canopy_api_types::clusters::*;
 use canopy_api_types::hosts::Event;
 use canopy_hypervisor::{normalize_endpoint, probe_fingerprint, ApiToken, Fingerprint};
 use canopy_inventory::{PathId, Selector, SkipReason};
 use canopy_store::{ClusterRecord, NewCluster};
+use futures::Stream;
 use serde::Deserialize;
+use std::convert::Infallible;
 use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -28,6 +32,7 @@ pub fn routes() -> Routes {
         .post("/clusters/{name}/discover", discover_now)
         .get("/clusters/{name}/nodes/{node}/updates", node_updates)
         .get("/tree", tree)
+        .get("/tree/events", tree_events)
         .get("/tree/preview", preview)
         .get("/tree/history", history)
 }
@@ -274,6 +279,59 @@ async fn tree(
     })
     .await
     .map_err(Error::internal)
+}
+
+/// The tree's changes as server-sent events (docs/design.md §7.2): `ready` once
+/// subscribed (load or reload what you show now: nothing after it is missed), then
+/// `vertices` (the vertices shown differently and their ancestors, each as `GET
+/// /tree?depth=0` has it) and `reload` ([`TreeReload`]) as they happen; a follower that fell
+/// behind gets `reload` with `all`. The stream ends when the access token it was opened
+/// with expires (a stream outlives no session; the browser opens it again with its
+/// refreshed cookie, `frontend/src/sse.rs`) and when the server shuts down.
+async fn tree_events(
+    State(state): State<AppState>,
+    user: UserAuth,
+) -> Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>> {
+    let rx = state.discovery.subscribe();
+    let left = (user.0.exp - chrono::Utc::now().timestamp()).max(0) as u64;
+    let expires = tokio::time::Instant::now() + Duration::from_secs(left);
+    let ready = vec![discovery::TreeEvent {
+        name: "ready",
+        data: "{}".into(),
+    }];
+    // Ends when the server shuts down, so a graceful shutdown does not wait for the tab.
+    let shutdown = state.shutdown.clone();
+    let stream = futures::stream::unfold(
+        (std::collections::VecDeque::from(ready), rx),
+        move |(mut queue, mut rx)| {
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    if let Some(e) = queue.pop_front() {
+                        // `retry`: the browser opens it again a second after it ends.
+                        let event = SseEvent::default()
+                            .event(e.name)
+                            .data(e.data)
+                            .retry(Duration::from_secs(1));
+                        return Some((Ok(event), (queue, rx)));
+                    }
+                    let next = tokio::select! {
+                        next = rx.recv() => next,
+                        () = shutdown.wait() => return None,
+                        () = tokio::time::sleep_until(expires) => return None,
+                    };
+                    match next {
+                        Ok(events) => queue.extend(events.iter().cloned()),
+                        Err(RecvError::Lagged(_)) => {
+                            queue.push_back(discovery::TreeEvent::reload_all())
+                        }
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// The matched vertices no other matched vertex holds (`ids` in tree order, where a

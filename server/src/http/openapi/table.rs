@@ -75,6 +75,7 @@ pub const ROUTES: &[ApiRoute] = &[
     r(Post, "/clusters/{name}/discover", Operator, "Run a discovery pass now").ok::<DiscoveryReport>(),
     r(Get, "/clusters/{name}/nodes/{node}/updates", Viewer, "A PVE node's own pending apt updates (read-only, cached)").ok::<NodeUpdates>(),
     r(Get, "/tree", Viewer, "The inventory tree with rollups, whole or the subtrees a selector matches, all levels or `depth` of them").query::<TreeQuery>().ok::<TreeResponse>(),
+    r(Get, "/tree/events", Viewer, "Server-sent events of the tree's changes: `ready` once subscribed, then `vertices` (changed vertices and their ancestors, as `depth=0` lists them) and `reload` (`TreeReload`: whose children to load again)").event_stream(),
     r(Get, "/tree/preview", Viewer, "What an action on a selector would touch").query::<SelectorQuery>().ok::<SelectorPreview>(),
     r(Get, "/tree/history", Viewer, "Events of a guest across migrations and of its agent").query::<HistoryQuery>().ok::<Vec<Event>>(),
     r(Get, "/tree/snapshots", Viewer, "A guest's PVE snapshots, read live (Canopy's marked), newest first").query::<GuestQuery>().ok::<Vec<GuestSnapshot>>(),
