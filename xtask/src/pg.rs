@@ -169,8 +169,7 @@ pub fn discard() -> Result<()> {
     stop()?;
     let p = paths()?;
     if p.data.exists() {
-        fs::remove_dir_all(&p.data)
-            .with_context(|| format!("removing {}", p.data.display()))?;
+        fs::remove_dir_all(&p.data).with_context(|| format!("removing {}", p.data.display()))?;
     }
     Ok(())
 }
