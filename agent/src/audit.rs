@@ -168,7 +168,10 @@ mod tests {
     }
 
     fn fixture(name: &str) -> String {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/{name}",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+        );
         crate::scan::strip_fixture_header(&std::fs::read_to_string(path).expect("fixture"))
     }
 

@@ -512,8 +512,11 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/agent.toml");
-        let c = AgentConfig::load(Path::new(example)).expect("examples/agent.toml loads");
+        let example = format!(
+            "{}/../examples/agent.toml",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+        );
+        let c = AgentConfig::load(Path::new(&example)).expect("examples/agent.toml loads");
         assert!(c.package_managers.is_empty(), "the example auto-detects");
     }
 }

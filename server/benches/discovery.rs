@@ -31,7 +31,14 @@ use canopy_store::{Actor, ClusterRecord, DiscoveryWrite, NewCluster};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-const SIM_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sim/big.toml");
+// The manifest dir as cargo sets it when this runs, not as it was at build time: a target
+// dir shared by two checkouts can hand over a binary built in the other one.
+fn sim_file() -> String {
+    format!(
+        "{}/../examples/sim/big.toml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+    )
+}
 const STEADY_RUNS: usize = 20;
 const SIM_THREAD: &str = "pve-sim";
 const MAX_API_CALLS: usize = 3;
@@ -301,7 +308,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let file = SimFile::load(SIM_FILE).unwrap();
+    let file = SimFile::load(sim_file()).unwrap();
     let sim = sim_rt
         .block_on(canopy_pve_sim::start(file.clusters[0].clone()))
         .unwrap();

@@ -26,7 +26,14 @@ use serve::{Server, PASSWORD};
 use std::time::{Duration, Instant};
 use webdriver::Browser;
 
-const SIM_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sim/big.toml");
+// The manifest dir as cargo sets it when this runs, not as it was at build time: a target
+// dir shared by two checkouts can hand over a binary built in the other one.
+fn sim_file() -> String {
+    format!(
+        "{}/../examples/sim/big.toml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+    )
+}
 const LOADS: usize = 10;
 const UPDATES: usize = 20;
 
@@ -179,7 +186,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let file = canopy_pve_sim::SimFile::load(SIM_FILE).unwrap();
+    let file = canopy_pve_sim::SimFile::load(sim_file()).unwrap();
     let sims = sim_rt.block_on(canopy_pve_sim::start_all(file)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

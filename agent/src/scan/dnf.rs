@@ -272,7 +272,10 @@ mod tests {
 
     // Real output of dnf 4.14 / rpm 4.18 (Debian 12's packages) in the lab's dnf guest.
     fn lab(name: &str) -> String {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/{name}",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+        );
         strip_fixture_header(&std::fs::read_to_string(&path).expect("fixture"))
     }
 

@@ -101,7 +101,10 @@ mod tests {
     /// generator: progenitor turns it into a typed client that parses as Rust.
     #[test]
     fn canopy_api_document_generates_a_client() {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+        let path = PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+        )
+        .join("../../docs/openapi.json");
         let text = std::fs::read_to_string(&path).expect("docs/openapi.json is committed");
         let spec: openapiv3::OpenAPI =
             serde_json::from_str(&text).expect("docs/openapi.json is an OpenAPI 3.0 document");

@@ -179,9 +179,11 @@ pub async fn applied(db: &Empty) -> Vec<(i64, String, bool)> {
 
 /// Apply only the first `n` migration files of the backend (as an older binary would).
 pub async fn apply_first(db: &Empty, n: usize) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../migrations")
-        .join(db.backend.name());
+    let dir = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../migrations")
+    .join(db.backend.name());
     let all = sqlx::migrate::Migrator::new(dir)
         .await
         .expect("read migrations");

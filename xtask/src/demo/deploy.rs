@@ -288,7 +288,9 @@ mod tests {
 
     #[test]
     fn demo_config_routes_every_simulated_node_to_loopback() {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sim/home.toml");
+        let file =
+            Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+                .join("../examples/sim/home.toml");
         let sim = sim_nodes(&std::fs::read_to_string(file).unwrap()).unwrap();
         let names: Vec<(&str, Vec<&str>)> = sim
             .iter()

@@ -15,7 +15,7 @@ pub const ADMIN: &str = "root@pam!canopy=5f0c6b1e-2a47-4c1d-9e8a-3b7d6c5a4f21";
 pub const AUDITOR: &str = "auditor@pve!ro=0b9e7c2a-5d4f-4e3b-8a1c-9f8e7d6c5b4a";
 
 pub fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
         .join("../../examples/sim")
         .join(name)
 }
