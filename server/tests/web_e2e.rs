@@ -1,5 +1,6 @@
 //! The dashboard end to end in headless Chromium (WebDriver), against the real server on a
-//! simulated estate: a deep link sends a logged-out visitor to the login page; after the
+//! simulated estate: a deep link sends a logged-out visitor to the login page (every page
+//! does, checked again after the logout); after the
 //! login, the tree with its rollup badges; the arrow keys expand and collapse a node; a
 //! selector's live preview and the tree narrowed to it; a guest's detail; logging out; a
 //! viewer sees no action button and the API refuses the action anyway. A screenshot of each
@@ -160,6 +161,21 @@ async fn log_in_browse_filter_and_stay_read_only_as_a_viewer() {
     // Log out, then in as a viewer: no action, and the API refuses it anyway.
     b.click("header .link:last-child").await;
     b.wait_text(".login .note", "Logged out").await;
+    // Logged out, every page of the dashboard is the login page.
+    for page in [
+        "operations",
+        "operations/0b9c7f4e-2f7e-4f7c-9d39-1d0f0b7f6a11",
+        "admin/users",
+        "tree/cluster/home",
+    ] {
+        b.goto(&format!("{}/{page}", app.base)).await;
+        b.find("#password").await;
+        assert_eq!(
+            b.count("header .sections").await,
+            0,
+            "{page} shows nothing but the login page"
+        );
+    }
     b.clear("#username").await;
     b.type_into("#username", "vera").await;
     b.type_into("#password", VIEWER_PASSWORD).await;
