@@ -46,11 +46,19 @@ pub struct CreateCluster {
     pub interval_secs: Option<u32>,
 }
 
-/// `POST /api/v1/clusters/probe`: what certificate does this address present?
+/// `POST /api/v1/clusters/probe`: what certificate does this address present? With a token
+/// and the fingerprint the user confirmed, also: does this token sign in over a connection
+/// pinned to it? (The token is never sent before its certificate was confirmed.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProbeRequest {
     pub url: String,
+    /// `USER@REALM!ID=SECRET`; needs `fingerprint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The fingerprint the user confirmed, to pin the token check to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +67,9 @@ pub struct ProbeResponse {
     pub url: String,
     /// SHA-256 of the certificate, `AA:BB:…` as the PVE GUI shows it.
     pub fingerprint: String,
+    /// With a token: the nodes it can see (it signed in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
 }
 
 /// What one discovery pass found.

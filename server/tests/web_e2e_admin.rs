@@ -197,6 +197,11 @@ async fn add_a_cluster_make_a_token_and_a_viewer_in_the_browser() {
     b.click("#fingerprint-ok").await;
     assert_eq!(b.attribute("#add-cluster", "disabled").await, None);
 
+    // Checking the token over the pinned connection: a wrong secret is refused by name.
+    b.click("#check-token").await;
+    b.wait_text(".wizard [role=alert]", "authentication").await;
+    assert_eq!(b.count("#token-ok").await, 0);
+
     // A wrong secret: the first discovery fails and the server says why.
     b.click("#add-cluster").await;
     let e = b
@@ -209,6 +214,9 @@ async fn add_a_cluster_make_a_token_and_a_viewer_in_the_browser() {
     // The right one: added, pinned to the fingerprint the user confirmed.
     b.clear("#token-secret").await;
     b.type_into("#token-secret", SECRET).await;
+    b.click("#check-token").await;
+    b.wait_text("#token-ok", "2 nodes: alpha, beta").await;
+    b.shot("token-checked").await;
     b.click("#add-cluster").await;
     b.wait_text("[role=status]", "Cluster lab added").await;
     let row = b.wait_text("#cluster-lab", "ok").await;

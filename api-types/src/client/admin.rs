@@ -3,10 +3,26 @@
 //! [`super::operations`] and the cluster calls stay for the CLI.)
 
 use super::{path_segment, Client, ClientError};
-use crate::clusters::ClusterRemoved;
+use crate::clusters::{ClusterRemoved, ProbeRequest, ProbeResponse};
 use crate::deploy::{HostKeyForgotten, SshPublicKey};
 
 impl Client {
+    /// `POST /clusters/probe` with a token: signs in at `url` over a connection pinned to the
+    /// `fingerprint` the user confirmed, and lists the nodes the token sees.
+    pub async fn check_cluster_token(
+        &self,
+        url: &str,
+        token: &str,
+        fingerprint: &str,
+    ) -> Result<ProbeResponse, ClientError> {
+        let req = ProbeRequest {
+            url: url.into(),
+            token: Some(token.into()),
+            fingerprint: Some(fingerprint.into()),
+        };
+        self.post("/clusters/probe", &req).await
+    }
+
     /// `DELETE /clusters/{name}`: the cluster, its nodes and guests leave the tree.
     pub async fn remove_cluster(&self, name: &str) -> Result<ClusterRemoved, ClientError> {
         self.delete(&format!("/clusters/{}", path_segment(name)))

@@ -168,8 +168,12 @@ impl Client {
     }
 
     pub async fn probe_cluster(&self, url: &str) -> Result<ProbeResponse, ClientError> {
-        self.post("/clusters/probe", &ProbeRequest { url: url.into() })
-            .await
+        let req = ProbeRequest {
+            url: url.into(),
+            token: None,
+            fingerprint: None,
+        };
+        self.post("/clusters/probe", &req).await
     }
 
     pub async fn delete_cluster(&self, name: &str) -> Result<serde_json::Value, ClientError> {

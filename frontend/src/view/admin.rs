@@ -291,9 +291,28 @@ pub fn authorized_keys_line(public_key: &str) -> String {
     )
 }
 
+/// The nodes a token saw, in words: "no node", "node pve1", "2 nodes: pve1, pve2".
+pub fn node_list(nodes: &[String]) -> String {
+    match nodes {
+        [] => "no node (check the token's permissions: PVEAuditor on /)".into(),
+        [one] => format!("node {one}"),
+        many => format!("{} nodes: {}", many.len(), many.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nodes_a_token_sees_read_as_words() {
+        assert!(node_list(&[]).starts_with("no node"));
+        assert_eq!(node_list(&["pve1".into()]), "node pve1");
+        assert_eq!(
+            node_list(&["alpha".into(), "beta".into()]),
+            "2 nodes: alpha, beta"
+        );
+    }
     use canopy_api_types::{RegistrationTokenId, UserId};
 
     #[test]

@@ -154,10 +154,49 @@ async fn probe(
     let fp = probe_fingerprint(&req.url, Duration::from_secs(10))
         .await
         .map_err(|e| Error::Validation(e.to_string()))?;
+    let nodes = match (&req.token, &req.fingerprint) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(Error::Validation(
+                "fingerprint: confirm the certificate's fingerprint before the token is sent"
+                    .into(),
+            ))
+        }
+        (Some(token), Some(pinned)) => Some(token_sees(&req.url, token, pinned).await?),
+    };
     Ok(Json(ProbeResponse {
         url: req.url,
         fingerprint: fp.to_string(),
+        nodes,
     }))
+}
+
+/// Signs in at `url` with `token` over a connection pinned to `pinned` and lists the nodes it
+/// sees: a wrong token, or a certificate other than the confirmed one, is the error.
+async fn token_sees(url: &str, token: &str, pinned: &str) -> Result<Vec<String>> {
+    use canopy_hypervisor::Hypervisor;
+    let endpoint = normalize_endpoint(url)
+        .map(|u| u.as_str().trim_end_matches('/').to_string())
+        .map_err(|e| Error::Validation(format!("url: {e}")))?;
+    let token: ApiToken = token
+        .parse()
+        .map_err(|e: canopy_hypervisor::Error| Error::Validation(format!("token: {e}")))?;
+    let pinned = pinned
+        .parse::<Fingerprint>()
+        .map_err(|e| Error::Validation(format!("fingerprint: {e}")))?;
+    let pve = discovery::connect(&Target {
+        endpoints: vec![endpoint],
+        token,
+        fingerprints: vec![pinned.to_string()],
+        ca_pem: None,
+        timeout: Duration::from_secs(10),
+    })
+    .map_err(|e| Error::Validation(format!("{e:#}")))?;
+    let nodes = pve
+        .nodes()
+        .await
+        .map_err(|e| Error::Validation(e.to_string()))?;
+    Ok(nodes.into_iter().map(|n| n.node).collect())
 }
 
 async fn remove(

@@ -1,8 +1,9 @@
 //! The add-cluster wizard: address, API token (ID and secret, or the whole
 //! `USER@REALM!ID=SECRET`), an optional name. "Test connection" asks the server which
 //! certificate the address presents (`POST /clusters/probe`); the user compares its SHA-256
-//! fingerprint with the node's own and ticks that it matches; only then "Add cluster"
-//! sends it, pinned (never "accept any certificate"). The server runs the first discovery
+//! fingerprint with the node's own and ticks that it matches; only then "Check the token"
+//! (signs in over a connection pinned to it) and "Add cluster" send the token, pinned
+//! (never "accept any certificate"). The server runs the first discovery
 //! before it answers, so a wrong token comes back as its error.
 
 use super::{alert, value};
@@ -25,13 +26,17 @@ pub fn wizard(props: &WizardProps) -> Html {
     // that it is the node's.
     let probed = use_state(|| None::<ProbeResponse>);
     let confirmed = use_state(|| false);
+    // The nodes the token saw, once checked over the pinned connection.
+    let token_nodes = use_state(|| None::<Vec<String>>);
     let busy = use_state(|| None::<&'static str>);
     let error = use_state(|| None::<String>);
 
     let field = |state: &UseStateHandle<String>, resets: bool| {
         let (state, probed, confirmed) = (state.clone(), probed.clone(), confirmed.clone());
+        let token_nodes = token_nodes.clone();
         Callback::from(move |e: InputEvent| {
             state.set(value(&e));
+            token_nodes.set(None);
             if resets {
                 probed.set(None);
                 confirmed.set(false);
@@ -142,6 +147,44 @@ pub fn wizard(props: &WizardProps) -> Html {
             });
         })
     };
+    let check_token = {
+        let (token_id, secret, probed, token_nodes, busy, error) = (
+            token_id.clone(),
+            secret.clone(),
+            probed.clone(),
+            token_nodes.clone(),
+            busy.clone(),
+            error.clone(),
+        );
+        Callback::from(move |_: MouseEvent| {
+            let Some(p) = (*probed).clone() else { return };
+            let token = match api_token(&token_id, &secret) {
+                Ok(t) => t,
+                Err(e) => {
+                    error.set(Some(e));
+                    return;
+                }
+            };
+            token_nodes.set(None);
+            busy.set(Some("Signing in with the token…"));
+            let (token_nodes, busy, err) = (token_nodes.clone(), busy.clone(), error.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                let answer = crate::api::call(move |c| {
+                    let (p, token) = (p.clone(), token.clone());
+                    async move { c.check_cluster_token(&p.url, &token, &p.fingerprint).await }
+                })
+                .await;
+                busy.set(None);
+                match answer {
+                    Ok(r) => {
+                        err.set(None);
+                        token_nodes.set(Some(r.nodes.unwrap_or_default()));
+                    }
+                    Err(e) => err.set(Some(e.message())),
+                }
+            });
+        })
+    };
     let toggle = {
         let confirmed = confirmed.clone();
         Callback::from(move |_: Event| confirmed.set(!*confirmed))
@@ -187,9 +230,13 @@ pub fn wizard(props: &WizardProps) -> Html {
                         </label>
                     </div>
                 }
+                if let Some(nodes) = &*token_nodes {
+                    <p id="token-ok" class="note" role="status">{format!("The token signs in and sees {}.", crate::view::admin::node_list(nodes))}</p>
+                }
                 if let Some(b) = *busy { <p class="note" role="status">{b}</p> }
                 { alert(&error) }
                 <div class="buttons">
+                    <button type="button" id="check-token" onclick={check_token} disabled={!ready}>{"Check the token"}</button>
                     <button type="submit" id="add-cluster" class="primary" disabled={!ready}>{"Add cluster"}</button>
                 </div>
             </form>

@@ -70,7 +70,7 @@ pub const ROUTES: &[ApiRoute] = &[
     r(Get, "/stats", Viewer, "Dashboard figures").ok::<UpdateStats>(),
     r(Get, "/clusters", Viewer, "Proxmox clusters (the token secret is never returned)").ok::<Vec<Cluster>>(),
     r(Post, "/clusters", Admin, "Add a cluster (URL, API token, fingerprint or CA); runs the first discovery").body::<CreateCluster>().created::<Cluster>(),
-    r(Post, "/clusters/probe", Admin, "The certificate fingerprint an address presents, for trust on first use").body::<ProbeRequest>().ok::<ProbeResponse>(),
+    r(Post, "/clusters/probe", Admin, "The certificate fingerprint an address presents, for trust on first use; with a token and the confirmed fingerprint, the nodes that token sees over the pinned connection").body::<ProbeRequest>().ok::<ProbeResponse>(),
     r(Delete, "/clusters/{name}", Admin, "Remove a cluster and its tree").ok::<ClusterRemoved>(),
     r(Post, "/clusters/{name}/discover", Operator, "Run a discovery pass now").ok::<DiscoveryReport>(),
     r(Get, "/clusters/{name}/nodes/{node}/updates", Viewer, "A PVE node's own pending apt updates (read-only, cached)").ok::<NodeUpdates>(),
