@@ -25,14 +25,6 @@ use serve::Server;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-// The manifest dir as cargo sets it when this runs, not as it was at build time: a target
-// dir shared by two checkouts can hand over a binary built in the other one.
-fn sim_file() -> String {
-    format!(
-        "{}/../examples/sim/scale.toml",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
-    )
-}
 use serve::PASSWORD;
 const NODE_RUNS: usize = 200;
 const WHOLE_RUNS: usize = 20;
@@ -180,23 +172,8 @@ async fn bench(sims: &[canopy_pve_sim::RunningCluster], dir: &Path) {
 }
 
 fn main() {
-    // The simulators get their own runtime thread, so the client never queues behind them.
-    let sim_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("pve-sim")
-        .enable_all()
-        .build()
-        .unwrap();
-    let file = canopy_pve_sim::SimFile::load(sim_file()).unwrap();
-    let sims = sim_rt.block_on(canopy_pve_sim::start_all(file)).unwrap();
+    let sims = serve::Sims::start("scale.toml");
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(bench(&sims, dir.path()));
-    drop(rt);
-    for sim in sims {
-        sim_rt.block_on(sim.shutdown());
-    }
+    serve::block_on(bench(&sims.clusters, dir.path()));
+    sims.shutdown();
 }

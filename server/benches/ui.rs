@@ -26,14 +26,6 @@ use serve::{Server, PASSWORD};
 use std::time::{Duration, Instant};
 use webdriver::Browser;
 
-// The manifest dir as cargo sets it when this runs, not as it was at build time: a target
-// dir shared by two checkouts can hand over a binary built in the other one.
-fn sim_file() -> String {
-    format!(
-        "{}/../examples/sim/big.toml",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
-    )
-}
 const LOADS: usize = 10;
 const UPDATES: usize = 20;
 
@@ -180,22 +172,8 @@ async fn bench(sim: &canopy_pve_sim::RunningCluster, dir: &std::path::Path) {
 }
 
 fn main() {
-    let sim_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("pve-sim")
-        .enable_all()
-        .build()
-        .unwrap();
-    let file = canopy_pve_sim::SimFile::load(sim_file()).unwrap();
-    let sims = sim_rt.block_on(canopy_pve_sim::start_all(file)).unwrap();
+    let sims = serve::Sims::start("big.toml");
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(bench(&sims[0], dir.path()));
-    drop(rt);
-    for sim in sims {
-        sim_rt.block_on(sim.shutdown());
-    }
+    serve::block_on(bench(&sims.clusters[0], dir.path()));
+    sims.shutdown();
 }

@@ -90,3 +90,42 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The simulated estate `examples/sim/NAME` on a runtime thread of its own, so the bench's
+/// client never queues behind the simulators; [`Sims::shutdown`] stops them.
+pub struct Sims {
+    rt: tokio::runtime::Runtime,
+    pub clusters: Vec<canopy_pve_sim::RunningCluster>,
+}
+
+impl Sims {
+    pub fn start(name: &str) -> Sims {
+        // The manifest dir as cargo sets it when this runs, not as it was at build time: a
+        // target dir shared by two checkouts can hand over a binary built in the other one.
+        let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+        let file = canopy_pve_sim::SimFile::load(format!("{dir}/../examples/sim/{name}")).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pve-sim")
+            .enable_all()
+            .build()
+            .unwrap();
+        let clusters = rt.block_on(canopy_pve_sim::start_all(file)).unwrap();
+        Sims { rt, clusters }
+    }
+
+    pub fn shutdown(self) {
+        for sim in self.clusters {
+            self.rt.block_on(sim.shutdown());
+        }
+    }
+}
+
+/// Runs the bench itself on a runtime of the calling thread.
+pub fn block_on<F: std::future::Future>(bench: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench)
+}
