@@ -421,7 +421,7 @@ impl Agent {
                 .await
             }
             // Each package goes to the manager that reported it in the last scan.
-            CommandSpec::DryRun { packages } => {
+            CommandSpec::DryRun { packages, .. } => {
                 match actions::route(packages, &self.managers, self.cache.report.as_ref()) {
                     Ok(batches) => actions::dry_run(&batches, timeout).await,
                     Err(refused) => *refused,

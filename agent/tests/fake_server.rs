@@ -168,6 +168,7 @@ async fn checkin_loop_runs_commands_and_reports() {
         id: CommandId::new(),
         spec: CommandSpec::DryRun {
             packages: vec!["bash".into()],
+            images: Vec::new(),
         },
         timeout_secs: 120,
     };

@@ -22,6 +22,7 @@ async fn a_refused_start_never_runs_the_command() {
     let scan = command(CommandSpec::Scan);
     let dry = command(CommandSpec::DryRun {
         packages: vec!["bash".into()],
+        images: Vec::new(),
     });
     let starts = HashMap::from([
         (install.id, StartPlan::Status(409)),
@@ -62,6 +63,7 @@ async fn a_refused_start_never_runs_the_command() {
 async fn a_start_lost_in_transit_is_asked_again_and_runs_once() {
     let dry = command(CommandSpec::DryRun {
         packages: vec!["bash".into()],
+        images: Vec::new(),
     });
     let starts = HashMap::from([(dry.id, StartPlan::Transport(2))]);
     let (url, seen) = spawn_server_with(vec![dry.clone()], starts).await;
@@ -122,6 +124,7 @@ async fn a_shutdown_before_the_go_runs_nothing() {
 async fn heartbeats_are_sent_while_a_command_runs_and_only_then() {
     let dry = command(CommandSpec::DryRun {
         packages: vec!["bash".into()],
+        images: Vec::new(),
     });
     let (url, seen) = spawn_server(vec![dry.clone()]).await;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,6 +1,7 @@
 //! The agent ↔ server protocol: registration, long-poll check-in, reports, results.
 
 use crate::commands::{AgentCommand, CommandResult};
+use crate::docker::Container;
 use crate::updates::{PackageManager, PackageUpdate};
 use crate::HostId;
 use chrono::{DateTime, Utc};
@@ -86,6 +87,11 @@ pub struct ScanReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scanner_errors: Vec<ScannerError>,
     pub scanned_at: DateTime<Utc>,
+    /// The host's Docker containers: `None` when the host has no Docker engine, or when
+    /// listing them failed (then `scanner_errors` names `docker`, and the server keeps the
+    /// containers it knew: absent, not removed); `Some(vec![])` for an engine without any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Vec<Container>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +138,10 @@ pub struct ReportUpload {
     #[serde(default)]
     pub scanner_errors: Vec<ScannerError>,
     pub updates: Vec<serde_json::Value>,
+    /// [`ScanReport::containers`], one JSON value per container so that a malformed one is
+    /// rejected with its reason (`ReportAccepted::rejected_containers`) and the rest stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Vec<serde_json::Value>>,
 }
 
 impl ReportUpload {
@@ -147,6 +157,11 @@ impl ReportUpload {
                 .iter()
                 .filter_map(|u| serde_json::to_value(u).ok())
                 .collect(),
+            containers: report.containers.as_ref().map(|cs| {
+                cs.iter()
+                    .filter_map(|c| serde_json::to_value(c).ok())
+                    .collect()
+            }),
         }
     }
 }
@@ -166,6 +181,9 @@ pub struct ReportAccepted {
     pub rejected: Vec<RejectedRow>,
     /// Rows closed because the update is no longer offered or was applied outside Canopy.
     pub reconciled: u64,
+    /// Containers of the report that were malformed (`index` into `containers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_containers: Vec<RejectedRow>,
 }
 
 /// `POST /api/v1/agent/commands/{id}/result`. Submitting the same result twice is a no-op.
@@ -176,14 +194,24 @@ pub struct ResultSubmission {
 }
 
 /// Stable hash of a report's content (not of its timestamp): SHA-256 hex computed by
-/// the agent over the canonical JSON of the sorted updates and the reboot flag.
+/// the agent over the canonical JSON of the sorted updates and the reboot flag, and the
+/// containers sorted by name when the host has Docker (a host without keeps the hash it
+/// had before containers were reported).
 pub fn report_hash_input(report: &ScanReport) -> Vec<u8> {
     let mut updates = report.updates.clone();
     updates.sort_by(|a, b| {
         (a.manager.as_str(), &a.package, &a.arch).cmp(&(b.manager.as_str(), &b.package, &b.arch))
     });
-    serde_json::to_vec(&(updates, report.reboot_required, &report.scanner_errors))
-        .expect("report serialises")
+    let base = (updates, report.reboot_required, &report.scanner_errors);
+    match &report.containers {
+        None => serde_json::to_vec(&base),
+        Some(containers) => {
+            let mut containers = containers.clone();
+            containers.sort_by(|a, b| a.name.cmp(&b.name));
+            serde_json::to_vec(&(base, containers))
+        }
+    }
+    .expect("report serialises")
 }
 
 /// How the server recorded a submitted result.

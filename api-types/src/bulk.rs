@@ -190,6 +190,9 @@ pub struct PlanPackage {
     pub severity: Option<Severity>,
     /// `false` for a dependency the dry-run pulled in.
     pub requested: bool,
+    /// Image updates: the guest's containers that move (`name (compose PROJECT/SERVICE)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
 }
 
 /// An update the plan leaves out on purpose.
@@ -233,6 +236,7 @@ impl GuestPlan {
                 to_version: p.to_version.clone(),
                 requested: p.requested,
                 manager: p.manager,
+                containers: p.containers.clone(),
             })
             .collect()
     }

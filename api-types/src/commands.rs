@@ -1,6 +1,7 @@
 //! Commands the server queues for an agent, and what the agent reports back.
 
 use crate::bulk::{HealthCheck, HealthReport};
+use crate::docker::ImageTarget;
 use crate::updates::PackageManager;
 use crate::{CommandId, CorrelationId, HostId};
 use chrono::{DateTime, Utc};
@@ -15,7 +16,15 @@ pub enum CommandSpec {
     Scan,
     /// Simulate installing these packages (`apt-get -s install`, `dnf --assumeno`)
     /// and report every package the install would touch.
-    DryRun { packages: Vec<String> },
+    ///
+    /// `images` are the image updates of the same plan (Docker inside the guest): the agent
+    /// lists, per reference, the containers and compose services it would move to
+    /// `to_digest` (a [`PlannedPackage`] of manager `docker` each).
+    DryRun {
+        packages: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<ImageTarget>,
+    },
     /// Install these packages at exactly the versions the confirmed dry-run planned.
     ///
     /// `packages` names the requested packages (what older agents install, unpinned);
@@ -23,6 +32,11 @@ pub enum CommandSpec {
     /// each at its `to_version`. The agent installs `pkg=VERSION …` (`pkg-VERSION` for dnf)
     /// and refuses, before touching anything, when the repository no longer offers the
     /// planned versions ("approved 2.4-1, now 2.5-1: run the dry-run again").
+    ///
+    /// Pinned entries of manager `docker` are image updates (`package` the reference,
+    /// `to_version` the digest): after the packages, the agent pulls each, checks the digest,
+    /// and moves its containers to it (compose services through compose, others recreated
+    /// with the same configuration), back to the old image when the new one is not healthy.
     Install {
         packages: Vec<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -115,6 +129,10 @@ pub struct PlannedPackage {
     /// install gives each package to this manager).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager: Option<PackageManager>,
+    /// Image updates (manager `docker`): the containers that move, `name` or
+    /// `name (compose PROJECT/SERVICE)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
 }
 
 /// What the agent reports when a command finishes.

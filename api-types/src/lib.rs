@@ -9,6 +9,7 @@ pub mod bulk;
 pub mod clusters;
 pub mod commands;
 pub mod deploy;
+pub mod docker;
 pub mod error;
 pub mod hosts;
 pub mod ids;

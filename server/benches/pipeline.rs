@@ -259,6 +259,7 @@ async fn enrol(base: &str, admin: &Client, n: usize) -> Vec<Agent> {
             scanned_at: chrono::Utc::now(),
             scanner_errors: vec![],
             updates: vec![serde_json::to_value(&rows()[i].1).unwrap()],
+            containers: None,
         };
         client.upload_report(&upload).await.unwrap();
         agents.push(Agent {
@@ -363,6 +364,7 @@ async fn main() {
                 serde_json::to_value(&rows()[0].1).unwrap(),
                 serde_json::to_value(&row).unwrap(),
             ],
+            containers: None,
         };
         agent.client.upload_report(&upload).await.unwrap();
         let id = admin

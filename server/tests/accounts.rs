@@ -83,6 +83,7 @@ async fn revoked_registration_token_is_refused(backend: Backend) {
             scanned_at: chrono::Utc::now(),
             scanner_errors: vec![],
             updates: vec![],
+            containers: None,
         })
         .await
         .unwrap();

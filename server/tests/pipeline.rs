@@ -79,7 +79,7 @@ async fn full_pipeline(backend: Backend) {
     );
     let dry = &got.commands[0];
     match &dry.spec {
-        CommandSpec::DryRun { packages } => {
+        CommandSpec::DryRun { packages, .. } => {
             assert_eq!(packages, &vec!["nginx".to_string(), "openssl".to_string()])
         }
         other => panic!("expected a dry-run, got {other:?}"),
@@ -92,6 +92,7 @@ async fn full_pipeline(backend: Backend) {
             to_version: "1.1-1".into(),
             requested: true,
             manager: None,
+            containers: Vec::new(),
         },
         PlannedPackage {
             package: "openssl".into(),
@@ -99,6 +100,7 @@ async fn full_pipeline(backend: Backend) {
             to_version: "1.1-1".into(),
             requested: true,
             manager: None,
+            containers: Vec::new(),
         },
         PlannedPackage {
             package: "libnew1".into(),
@@ -106,6 +108,7 @@ async fn full_pipeline(backend: Backend) {
             to_version: "2.0".into(),
             requested: false,
             manager: None,
+            containers: Vec::new(),
         },
     ];
     let sub = ResultSubmission {

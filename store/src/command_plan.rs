@@ -9,7 +9,7 @@ use canopy_api_types::commands::{CommandResult, CommandSpec, CommandStatus, Plan
 pub fn carried_packages(spec: &CommandSpec) -> &[String] {
     match spec {
         CommandSpec::Scan | CommandSpec::Repair { .. } | CommandSpec::Health { .. } => &[],
-        CommandSpec::DryRun { packages } | CommandSpec::Install { packages, .. } => packages,
+        CommandSpec::DryRun { packages, .. } | CommandSpec::Install { packages, .. } => packages,
     }
 }
 
@@ -38,7 +38,13 @@ pub fn retry_spec(old: &CommandSpec, packages: Vec<String>) -> (CommandSpec, Opt
             },
             None,
         ),
-        CommandSpec::DryRun { .. } => (CommandSpec::DryRun { packages }, Some("dry_run")),
+        CommandSpec::DryRun { images, .. } => (
+            CommandSpec::DryRun {
+                packages,
+                images: images.clone(),
+            },
+            Some("dry_run"),
+        ),
         CommandSpec::Install { pinned, .. } => {
             let pinned: Vec<PlannedPackage> = pinned
                 .iter()
@@ -156,6 +162,7 @@ mod tests {
             to_version: "2".into(),
             requested,
             manager: None,
+            containers: Vec::new(),
         }
     }
 

@@ -38,6 +38,7 @@ pub fn parse_simulation(text: &str, requested: &[String]) -> Plan {
                 plan.packages.push(PlannedPackage {
                     requested: wanted.contains(name),
                     manager: Some(canopy_api_types::updates::PackageManager::Apk),
+                    containers: Vec::new(),
                     package: name.to_string(),
                     from_version: from,
                     to_version: to,

@@ -50,6 +50,7 @@ fn parse_inst(rest: &str, wanted: &HashSet<&str>) -> Option<PlannedPackage> {
     Some(PlannedPackage {
         requested: wanted.contains(base_name(&package)),
         manager: Some(canopy_api_types::updates::PackageManager::Apt),
+        containers: Vec::new(),
         package,
         from_version,
         to_version,

@@ -61,6 +61,7 @@ pub fn parse_transaction(
             to_version: version.to_string(),
             requested: wanted.contains(name),
             manager: Some(canopy_api_types::updates::PackageManager::Dnf),
+            containers: Vec::new(),
         });
     }
     plan

@@ -407,6 +407,7 @@ mod tests {
                 to_version: "2".into(),
                 requested: true,
                 manager: None,
+                containers: Vec::new(),
             }],
             removed: vec![],
             summary: "1 upgraded".into(),

@@ -132,6 +132,7 @@ mod tests {
             to_version: to.into(),
             requested,
             manager: None,
+            containers: Vec::new(),
         }
     }
 

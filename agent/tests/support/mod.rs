@@ -149,6 +149,7 @@ pub async fn spawn_server_with(
                             accepted: n,
                             rejected: vec![],
                             reconciled: 0,
+                            rejected_containers: vec![],
                         })
                     },
                 ),

@@ -159,6 +159,7 @@ pub fn parse(text: &str) -> Result<(HostFacts, ScanReport)> {
         reboot_required: get("reboot").is_some_and(|b| b.trim() == "yes"),
         scanner_errors,
         scanned_at: chrono::Utc::now(),
+        containers: None,
     };
     Ok((facts, report))
 }

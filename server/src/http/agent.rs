@@ -120,6 +120,7 @@ async fn upload_report(
         accepted: outcome.accepted,
         rejected,
         reconciled: outcome.reconciled,
+        rejected_containers: Vec::new(),
     }))
 }
 

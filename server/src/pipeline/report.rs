@@ -111,6 +111,7 @@ mod tests {
             scanned_at: chrono::Utc::now(),
             scanner_errors: vec![],
             updates: rows,
+            containers: None,
         }
     }
 

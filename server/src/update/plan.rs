@@ -460,6 +460,7 @@ impl Updater {
                 to_version: p.to_version.clone(),
                 severity: severity.get(p.package.as_str()).copied(),
                 requested: p.requested,
+                containers: p.containers.clone(),
             })
             .collect();
         if let Some(p) = packages
@@ -580,6 +581,7 @@ mod tests {
             to_version: v.into(),
             severity: None,
             requested: true,
+            containers: Vec::new(),
         };
         assert_ne!(
             guest_fingerprint(&[p("2")], &[]),

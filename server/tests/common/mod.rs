@@ -284,6 +284,7 @@ impl ProtocolAgent {
                 scanned_at: chrono::Utc::now(),
                 scanner_errors: vec![],
                 updates: rows,
+                containers: None,
             })
             .await
             .unwrap()

@@ -230,7 +230,7 @@ fn run_command(st: &Arc<Mutex<GuestState>>, spec: &CommandSpec) -> CommandResult
             }),
             ..ok("health")
         },
-        CommandSpec::DryRun { packages } => {
+        CommandSpec::DryRun { packages, .. } => {
             let mut planned: Vec<PlannedPackage> = packages
                 .iter()
                 .filter_map(|n| st.packages.get(n).map(|p| (n, p)))
@@ -240,6 +240,7 @@ fn run_command(st: &Arc<Mutex<GuestState>>, spec: &CommandSpec) -> CommandResult
                     to_version: p.repo.clone(),
                     requested: true,
                     manager: Some(PackageManager::Apt),
+                    containers: Vec::new(),
                 })
                 .collect();
             if packages.iter().any(|p| p == "tools") {
@@ -249,6 +250,7 @@ fn run_command(st: &Arc<Mutex<GuestState>>, spec: &CommandSpec) -> CommandResult
                     to_version: "1.0".into(),
                     requested: false,
                     manager: Some(PackageManager::Apt),
+                    containers: Vec::new(),
                 });
             }
             if let Some((name, v)) = st.bump_after_dry_run.take() {

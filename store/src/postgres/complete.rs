@@ -161,7 +161,7 @@ impl PgStore {
         let r: Result<_> = async {
             let row = lock(&mut tx, dry_run).await?.ok_or_else(|| not_found(dry_run))?;
             let dry = rows::command(&row)?;
-            let CommandSpec::DryRun { packages: planned } = &dry.spec else {
+            let CommandSpec::DryRun { packages: planned, .. } = &dry.spec else {
                 return Err(StoreError::Conflict(format!(
                     "command {dry_run} is a {} command, not a dry-run",
                     dry.spec.kind()

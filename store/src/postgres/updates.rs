@@ -353,7 +353,10 @@ async fn approve_in(
             Some(host),
             now,
         ));
-        let spec = CommandSpec::DryRun { packages };
+        let spec = CommandSpec::DryRun {
+            packages,
+            images: Vec::new(),
+        };
         let c = insert_command(
             &mut *conn,
             cmd,

@@ -164,7 +164,7 @@ impl SqliteStore {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("command {dry_run}")))?;
         let dr = loaded.cmd;
-        let CommandSpec::DryRun { packages } = &dr.spec else {
+        let CommandSpec::DryRun { packages, .. } = &dr.spec else {
             return Err(StoreError::Conflict(format!(
                 "command {dry_run} is not a dry-run"
             )));

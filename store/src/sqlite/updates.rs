@@ -350,7 +350,10 @@ async fn approve_in(
         new_commands.push(NewCommand {
             id,
             host,
-            spec: CommandSpec::DryRun { packages },
+            spec: CommandSpec::DryRun {
+                packages,
+                images: Vec::new(),
+            },
             correlation,
             caused_by: None,
             timeout_secs,

@@ -403,7 +403,8 @@ pub async fn retry_links_and_completes(store: S) {
     assert_eq!(
         retry.spec,
         CommandSpec::DryRun {
-            packages: vec!["a".into(), "b".into()]
+            packages: vec!["a".into(), "b".into()],
+            images: Vec::new(),
         }
     );
     let rows = store.list_updates(&by_host(h.id)).await.unwrap().items;

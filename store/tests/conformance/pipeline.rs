@@ -59,7 +59,7 @@ pub async fn approve_many_one_dry_run_per_host(store: S) {
         assert_eq!(c.status, CommandStatus::Pending);
         assert_eq!(c.correlation_id, corr);
         assert_eq!(c.timeout_secs, 900);
-        let CommandSpec::DryRun { packages } = &c.spec else {
+        let CommandSpec::DryRun { packages, .. } = &c.spec else {
             panic!("not a dry-run: {:?}", c.spec)
         };
         let mut sorted = packages.clone();

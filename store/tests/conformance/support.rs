@@ -151,6 +151,7 @@ pub fn planned(name: &str, requested: bool) -> PlannedPackage {
         to_version: "2.0".into(),
         requested,
         manager: None,
+        containers: Vec::new(),
     }
 }
 

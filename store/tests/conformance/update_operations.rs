@@ -47,6 +47,7 @@ fn plan(fingerprint: &str) -> GuestPlan {
             to_version: "3.0.13-1".into(),
             severity: None,
             requested: true,
+            containers: Vec::new(),
         }],
         reboot_required: true,
         fingerprint: fingerprint.into(),

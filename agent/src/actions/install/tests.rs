@@ -8,6 +8,7 @@ fn planned(name: &str, to: &str, requested: bool, m: Option<PackageManager>) -> 
         to_version: to.into(),
         requested,
         manager: m,
+        containers: Vec::new(),
     }
 }
 
