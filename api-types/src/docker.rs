@@ -74,3 +74,62 @@ pub struct ImageTarget {
     /// multi-platform image): what `docker pull` must yield, checked after the pull.
     pub to_digest: String,
 }
+
+/// What the last registry check of one (registry, repository, tag, platform) found; shared
+/// by every container of the fleet on that reference and platform. Whether a container is
+/// up to date is decided per container: one of its RepoDigests is `remote_digest` or
+/// `platform_digest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ImageCheck {
+    /// `docker.io`, `ghcr.io`, `127.0.0.1:5000`.
+    pub registry: String,
+    /// `library/nginx`.
+    pub repository: String,
+    pub tag: String,
+    /// `linux/amd64`.
+    pub platform: String,
+    /// The digest the registry serves for the tag (an index digest for a multi-platform
+    /// image): what `docker pull` records in RepoDigests. `None` when the check failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_digest: Option<String>,
+    /// For a multi-platform image: the platform's own manifest digest, when it had to be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_digest: Option<String>,
+    /// Why the check failed (unreachable, unknown tag, refused credentials, rate limited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Rate limited: the registry asked not to be asked again before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<chrono::DateTime<chrono::Utc>>,
+    pub checked_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a registry last said about its rate limit (Docker Hub's `ratelimit-limit` and
+/// `ratelimit-remaining`, `N;w=SECONDS`) and whether it asked us to wait.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RegistryStatus {
+    pub registry: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// The window `remaining` counts over, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_secs: Option<u64>,
+    /// After a `429`: no request to this registry before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Manifest requests of the last check cycle: `HEAD`s (not counted as pulls by Docker
+    /// Hub) and `GET`s (counted).
+    #[serde(default)]
+    pub heads: u64,
+    #[serde(default)]
+    pub gets: u64,
+    /// Credentials are stored for this registry (never shown).
+    #[serde(default)]
+    pub authenticated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<chrono::DateTime<chrono::Utc>>,
+}

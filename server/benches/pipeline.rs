@@ -111,6 +111,7 @@ async fn bench_ingest(dir: &std::path::Path) -> (Duration, Duration) {
             scanned_managers: vec![PackageManager::Dnf],
             scanner_errors: vec![],
             rows: rows(),
+            containers: None,
         };
         checkpoint(&mut raw_conn).await;
         let t = Instant::now();

@@ -42,6 +42,9 @@ pub const COMMAND_LATE_RESULT: &str = "command.late_result";
 /// A running command passed its deadline; it is left to finish.
 pub const COMMAND_OVERDUE: &str = "command.overdue";
 pub const INSTALL_CONFIRMED: &str = "install.confirmed";
+pub const IMAGE_UPDATES_CHECKED: &str = "image_updates.checked";
+pub const REGISTRY_CREDENTIALS_SET: &str = "registry.credentials_set";
+pub const REGISTRY_CREDENTIALS_REMOVED: &str = "registry.credentials_removed";
 pub const SSH_HOST_KEY_PINNED: &str = "ssh.host_key_pinned";
 pub const SSH_HOST_KEY_FORGOTTEN: &str = "ssh.host_key_forgotten";
 pub const OPERATION_CREATED: &str = "operation.created";
@@ -135,4 +138,9 @@ pub fn operation_subject(id: canopy_api_types::OperationId) -> String {
 /// Subject path of a pinned SSH host key.
 pub fn ssh_host_key_subject(address: &str) -> String {
     format!("ssh_host_key/{address}")
+}
+
+/// Subject path of a container registry (`registry/docker.io`).
+pub fn registry_subject(registry: &str) -> String {
+    format!("registry/{registry}")
 }

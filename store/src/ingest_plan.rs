@@ -21,6 +21,49 @@ use canopy_api_types::updates::{PackageManager, PackageUpdate, Severity, UpdateS
 use canopy_api_types::UpdateId;
 use std::collections::{HashMap, HashSet};
 
+/// Where the rows of an ingest come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// An agent's (or an agentless scan's) report: it also sets the host's report hash,
+    /// reboot flag and last report, and replaces its containers when it carries them.
+    Report,
+    /// The server's image updates for the host (`DockerStore::sync_image_updates`): the
+    /// `docker` rows only, nothing else of the host.
+    ImageChecks,
+}
+
+impl Source {
+    pub(crate) fn event_type(self) -> &'static str {
+        match self {
+            Source::Report => crate::events::REPORT_INGESTED,
+            Source::ImageChecks => crate::events::IMAGE_UPDATES_CHECKED,
+        }
+    }
+}
+
+/// The report an image-update sync is ingested as: the `docker` manager scanned, `rows`.
+pub(crate) fn image_update_report(rows: Vec<PackageUpdate>) -> crate::Result<IngestReport> {
+    if let Some(r) = rows.iter().find(|r| r.manager != PackageManager::Docker) {
+        return Err(crate::StoreError::ReportRefused {
+            reason: format!(
+                "image updates are rows of manager docker; {} is of manager {}",
+                r.package,
+                r.manager.as_str()
+            ),
+            rejected: Vec::new(),
+        });
+    }
+    Ok(IngestReport {
+        report_hash: String::new(),
+        reboot_required: false,
+        scanned_at: chrono::Utc::now(),
+        scanned_managers: vec![PackageManager::Docker],
+        scanner_errors: Vec::new(),
+        rows: rows.into_iter().enumerate().collect(),
+        containers: None,
+    })
+}
+
 /// An open update row as loaded for ingestion.
 #[derive(Debug, Clone)]
 pub(crate) struct OpenRow {
@@ -176,6 +219,7 @@ mod tests {
             scanned_managers: vec![PackageManager::Apt],
             scanner_errors: vec![],
             rows: rows.into_iter().enumerate().collect(),
+            containers: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod command_events;
 mod command_plan;
 mod common;
 pub mod deploy;
+pub mod docker;
 mod error;
 pub mod events;
 mod host_plan;
@@ -28,6 +29,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use deploy::*;
+pub use docker::*;
 pub use error::StoreError;
 pub use inventory::*;
 pub use migrate::{known_migrations, MigrationError};
@@ -105,6 +107,7 @@ pub trait Store:
     + InventoryStore
     + SshKeyStore
     + OperationStore
+    + DockerStore
     + Send
     + Sync
     + 'static

@@ -137,6 +137,9 @@ pub struct IngestReport {
     pub scanner_errors: Vec<ScannerError>,
     /// Validated rows; `(original index in the upload, row)`.
     pub rows: Vec<(usize, PackageUpdate)>,
+    /// The host's Docker containers (validated): `Some` replaces the stored ones in the same
+    /// transaction, `None` (no engine, or listing failed) keeps them.
+    pub containers: Option<Vec<canopy_api_types::docker::Container>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,8 @@ mod accounts;
 mod commands;
 #[path = "conformance/deploy_hosts.rs"]
 mod deploy_hosts;
+#[path = "conformance/docker.rs"]
+mod docker;
 #[path = "conformance/fixture.rs"]
 mod fixture;
 #[path = "conformance/health_commands.rs"]
@@ -153,6 +155,9 @@ macro_rules! every_store_case {
                 update_operations::update_operation_moves_through_its_states,
                 update_operations::restart_resumes_update_operations_and_fails_deploys,
                 health_commands::health_command_round_trip,
+                docker::containers_follow_reports,
+                docker::image_updates_follow_report_rules_for_docker_only,
+                docker::image_checks_and_registries_round_trip,
         );
     };
 }
@@ -172,6 +177,7 @@ macro_rules! conformance_tests {
                 migrations::trust_migration_keeps_hosts_and_commands,
                 migrations::accounts_migration_keeps_users_and_sessions,
                 migrations::update_operations_migration_keeps_operations_and_commands,
+                migrations::docker_migration_adds_its_tables_to_a_populated_database,
                 migrations::corrupt_detail_is_named,
             );
         }

@@ -184,7 +184,7 @@ pub async fn scan(
         );
     }
     let upload = ReportUpload::of(&report, canopy_agent::scan::report_hash(&report));
-    let (ingest, _rejected) = crate::pipeline::report::validate(upload, &facts.os_id);
+    let ingest = crate::pipeline::report::validate(upload, &facts.os_id).report;
     let outcome = store.ingest_report(host.id, ingest, actor).await?;
     Ok(Scanned {
         host_id: host.id,

@@ -105,7 +105,11 @@ async fn upload_report(
     agent: AgentAuth,
     Json(upload): Json<ReportUpload>,
 ) -> Result<Json<ReportAccepted>> {
-    let (ingest, mut rejected) = report::validate(upload, &agent.0.os_id);
+    let report::Validated {
+        report: ingest,
+        mut rejected,
+        rejected_containers,
+    } = report::validate(upload, &agent.0.os_id);
     let outcome = state
         .store
         .ingest_report(agent.host_id(), ingest, &agent.actor())
@@ -120,7 +124,7 @@ async fn upload_report(
         accepted: outcome.accepted,
         rejected,
         reconciled: outcome.reconciled,
-        rejected_containers: Vec::new(),
+        rejected_containers,
     }))
 }
 

@@ -2,6 +2,7 @@
 //! reason; it never sinks the report (seed 000).
 
 use canopy_api_types::agent::{RejectedRow, ReportUpload};
+use canopy_api_types::docker::Container;
 use canopy_api_types::updates::{PackageManager, PackageUpdate};
 use canopy_store::IngestReport;
 use std::collections::HashSet;
@@ -26,6 +27,12 @@ fn check_field(name: &str, value: &str, max: usize) -> Result<(), String> {
 
 fn validate_row(value: &serde_json::Value) -> Result<PackageUpdate, String> {
     let row: PackageUpdate = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    if row.manager == PackageManager::Docker {
+        return Err(format!(
+            "`{}`: image updates come from the server's registry checks, not from reports",
+            row.package
+        ));
+    }
     check_field("package", &row.package, MAX_NAME)?;
     check_field("current_version", &row.current_version, MAX_VERSION)?;
     check_field("available_version", &row.available_version, MAX_VERSION)?;
@@ -33,6 +40,58 @@ fn validate_row(value: &serde_json::Value) -> Result<PackageUpdate, String> {
         check_field("arch", arch, 64)?;
     }
     Ok(row)
+}
+
+/// A container of a report: its name must be a path segment of the tree
+/// (`[A-Za-z0-9][A-Za-z0-9_.-]*`, as Docker's own names are), the rest bounded.
+fn validate_container(value: &serde_json::Value) -> Result<Container, String> {
+    let c: Container = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    canopy_inventory::validate_name(&c.name).map_err(|e| format!("container name: {e}"))?;
+    check_field("image", &c.image, 512)?;
+    check_field("id", &c.id, 128)?;
+    check_field("platform", &c.platform, 64)?;
+    check_field("state", &c.state, 32)?;
+    if c.repo_digests.len() > 64 {
+        return Err("more than 64 repo_digests".into());
+    }
+    for d in &c.repo_digests {
+        check_field("repo_digests", d, 512)?;
+    }
+    Ok(c)
+}
+
+/// Containers of an upload: `None` stays `None` (no engine, or listing failed); malformed
+/// ones and repeated names are rejected with their index, the rest kept.
+fn validate_containers(
+    values: Option<Vec<serde_json::Value>>,
+) -> (Option<Vec<Container>>, Vec<RejectedRow>) {
+    let Some(values) = values else {
+        return (None, Vec::new());
+    };
+    let mut kept: Vec<Container> = Vec::with_capacity(values.len());
+    let mut rejected = Vec::new();
+    let mut names = HashSet::new();
+    for (index, value) in values.iter().enumerate() {
+        match validate_container(value) {
+            Ok(c) if !names.insert(c.name.clone()) => rejected.push(RejectedRow {
+                index,
+                reason: format!("duplicate of an earlier container named `{}`", c.name),
+            }),
+            Ok(c) => kept.push(c),
+            Err(reason) => rejected.push(RejectedRow { index, reason }),
+        }
+    }
+    (Some(kept), rejected)
+}
+
+/// A validated upload: what to store and what was refused, row by row.
+#[derive(Debug)]
+pub struct Validated {
+    pub report: IngestReport,
+    /// Update rows refused (index into `updates`).
+    pub rejected: Vec<RejectedRow>,
+    /// Containers refused (index into `containers`).
+    pub rejected_containers: Vec<RejectedRow>,
 }
 
 /// The package manager a host's OS uses (from os-release `ID`).
@@ -52,7 +111,7 @@ pub fn native_manager(os_id: &str) -> Option<PackageManager> {
 /// Validate every row; return the rows to store and the rejected ones with reasons.
 /// `scanned_managers` = managers that produced rows plus the host's native manager,
 /// minus any scanner that reported an error (its absent rows must not be closed).
-pub fn validate(upload: ReportUpload, os_id: &str) -> (IngestReport, Vec<RejectedRow>) {
+pub fn validate(upload: ReportUpload, os_id: &str) -> Validated {
     let mut rows = Vec::with_capacity(upload.updates.len());
     let mut rejected = Vec::new();
     let mut seen = HashSet::new();
@@ -85,17 +144,20 @@ pub fn validate(upload: ReportUpload, os_id: &str) -> (IngestReport, Vec<Rejecte
     managers.sort_by_key(|m| m.as_str());
     managers.dedup();
     managers.retain(|m| !failed.contains(m.as_str()));
-    (
-        IngestReport {
+    let (containers, rejected_containers) = validate_containers(upload.containers);
+    Validated {
+        report: IngestReport {
             report_hash: upload.report_hash,
             reboot_required: upload.reboot_required,
             scanned_at: upload.scanned_at,
             scanned_managers: managers,
             scanner_errors: upload.scanner_errors,
             rows,
+            containers,
         },
         rejected,
-    )
+        rejected_containers,
+    }
 }
 
 #[cfg(test)]
@@ -131,7 +193,9 @@ mod tests {
             json!("not an object"),
             good("c"),
         ];
-        let (report, rejected) = validate(upload(rows), "debian");
+        let Validated {
+            report, rejected, ..
+        } = validate(upload(rows), "debian");
         assert_eq!(
             report.rows.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
             vec![0, 6]
@@ -157,9 +221,9 @@ mod tests {
             scanner: "apt".into(),
             message: "lock".into(),
         });
-        let (report, _) = validate(u, "debian");
+        let report = validate(u, "debian").report;
         assert!(report.scanned_managers.is_empty());
-        let (report, _) = validate(upload(vec![]), "debian");
+        let report = validate(upload(vec![]), "debian").report;
         assert_eq!(report.scanned_managers, vec![PackageManager::Apt]);
     }
 }

@@ -8,7 +8,7 @@
 
 use super::{insert_events, rows};
 use crate::common::{now_micros, prepare_event};
-use crate::ingest_plan::{self, OpenRow, Refresh};
+use crate::ingest_plan::{self, OpenRow, Refresh, Source};
 use crate::{
     events, Actor, IngestOutcome, IngestReport, NewEvent, Result, StoreError, REPORT_CHUNK_ROWS,
 };
@@ -236,6 +236,7 @@ pub(super) async fn ingest(
     host: HostId,
     report: IngestReport,
     actor: &Actor,
+    source: Source,
 ) -> Result<IngestOutcome> {
     let now = now_micros();
     // Serialise reports of one host: two concurrent ingests would both see a row as new.
@@ -282,25 +283,31 @@ pub(super) async fn ingest(
             .execute(&mut *conn)
             .await?;
     }
-    sqlx::query(
-        "UPDATE hosts SET report_hash = $1, reboot_required = $2, last_report = $3 WHERE id = $4",
-    )
-    .bind(&report.report_hash)
-    .bind(report.reboot_required)
-    .bind(now)
-    .bind(host.0)
-    .execute(&mut *conn)
-    .await?;
+    if source == Source::Report {
+        sqlx::query(
+            "UPDATE hosts SET report_hash = $1, reboot_required = $2, last_report = $3 WHERE id = $4",
+        )
+        .bind(&report.report_hash)
+        .bind(report.reboot_required)
+        .bind(now)
+        .bind(host.0)
+        .execute(&mut *conn)
+        .await?;
+        if let Some(containers) = &report.containers {
+            super::docker::replace_containers(conn, host, containers, now).await?;
+        }
+    }
     let reconciled = gone.len() as u64;
     let resets = plan.refreshes.iter().filter(|f| f.reset).count();
     let mut evs = vec![prepare_event(
         NewEvent {
-            event_type: events::REPORT_INGESTED.into(),
+            event_type: source.event_type().into(),
             subject: events::host_subject(host),
             actor: actor.clone(),
             correlation: None,
             causation: None,
             payload: json!({
+                "containers": report.containers.as_ref().map(Vec::len),
                 "report_hash": report.report_hash,
                 "scanned_at": report.scanned_at,
                 "rows": report.rows.len(),

@@ -19,6 +19,7 @@ mod accounts;
 mod commands;
 mod complete;
 mod discovery;
+mod docker;
 mod events;
 mod hosts;
 mod ingest;

@@ -147,7 +147,7 @@ pub(super) fn event(row: &PgRow) -> Result<canopy_api_types::hosts::Event> {
     })
 }
 
-fn json_col<T: serde::de::DeserializeOwned>(
+pub(super) fn json_col<T: serde::de::DeserializeOwned>(
     row: &PgRow,
     table: &'static str,
     col: &str,
@@ -157,7 +157,7 @@ fn json_col<T: serde::de::DeserializeOwned>(
 }
 
 /// A nullable JSON column: NULL is `None`, JSON that does not decode is `Corrupt`.
-fn opt_json_col<T: serde::de::DeserializeOwned>(
+pub(super) fn opt_json_col<T: serde::de::DeserializeOwned>(
     row: &PgRow,
     table: &'static str,
     col: &str,

@@ -72,6 +72,7 @@ fn report(rows: Vec<PackageUpdate>) -> IngestReport {
         scanned_managers: vec![PackageManager::Apt],
         scanner_errors: vec![],
         rows: rows.into_iter().enumerate().collect(),
+        containers: None,
     }
 }
 

@@ -63,7 +63,14 @@ impl UpdateStore for PgStore {
     ) -> Result<IngestOutcome> {
         let mut tx = self.pool.begin().await?;
         let r: Result<_> = async {
-            let out = super::ingest::ingest(&mut tx, host, report, actor).await?;
+            let out = super::ingest::ingest(
+                &mut tx,
+                host,
+                report,
+                actor,
+                crate::ingest_plan::Source::Report,
+            )
+            .await?;
             Ok(out)
         }
         .await;

@@ -6,7 +6,7 @@
 
 use super::{insert_events, new_event, placeholders, rows, ts, SqliteStore, Tx};
 use crate::common::{now_micros, prepare_event};
-use crate::ingest_plan::{self, OpenRow, Refresh};
+use crate::ingest_plan::{self, OpenRow, Refresh, Source};
 use crate::{events, Actor, IngestOutcome, IngestReport, Result, StoreError, REPORT_CHUNK_ROWS};
 use canopy_api_types::agent::RejectedRow;
 use canopy_api_types::updates::{PackageManager, PackageUpdate, Severity, UpdateStatus};
@@ -137,6 +137,7 @@ impl SqliteStore {
         host: HostId,
         report: IngestReport,
         actor: &Actor,
+        source: Source,
     ) -> Result<IngestOutcome> {
         let now = now_micros();
         let now_s = ts(now);
@@ -214,15 +215,20 @@ impl SqliteStore {
             q.execute(&mut *tx).await?;
         }
 
-        sqlx::query(
-            "UPDATE hosts SET report_hash = ?, reboot_required = ?, last_report = ? WHERE id = ?",
-        )
-        .bind(&report.report_hash)
-        .bind(report.reboot_required)
-        .bind(&now_s)
-        .bind(host.to_string())
-        .execute(&mut *tx)
-        .await?;
+        if source == Source::Report {
+            sqlx::query(
+                "UPDATE hosts SET report_hash = ?, reboot_required = ?, last_report = ? WHERE id = ?",
+            )
+            .bind(&report.report_hash)
+            .bind(report.reboot_required)
+            .bind(&now_s)
+            .bind(host.to_string())
+            .execute(&mut *tx)
+            .await?;
+            if let Some(containers) = &report.containers {
+                super::docker::replace_containers(&mut tx, host, containers, &now_s).await?;
+            }
+        }
 
         rejected.sort_by_key(|r| r.index);
         let accepted = discovered + refreshed + plan.unchanged;
@@ -230,11 +236,12 @@ impl SqliteStore {
         let resets = plan.refreshes.iter().filter(|f| f.reset).count();
         let mut evs = vec![prepare_event(
             new_event(
-                events::REPORT_INGESTED,
+                source.event_type(),
                 events::host_subject(host),
                 actor,
                 None,
                 json!({
+                    "containers": report.containers.as_ref().map(Vec::len),
                     "report_hash": report.report_hash,
                     "scanned_at": report.scanned_at,
                     "rows": report.rows.len(),

@@ -20,6 +20,7 @@ mod accounts;
 mod commands;
 mod complete;
 mod discovery;
+mod docker;
 mod event_store;
 mod hosts;
 mod ingest;

@@ -254,7 +254,7 @@ pub(super) fn version_change(row: &SqliteRow) -> R<VersionChange> {
     })
 }
 
-fn json_col<T: serde::de::DeserializeOwned>(
+pub(super) fn json_col<T: serde::de::DeserializeOwned>(
     row: &SqliteRow,
     table: &'static str,
     col: &str,
@@ -264,7 +264,7 @@ fn json_col<T: serde::de::DeserializeOwned>(
 }
 
 /// A nullable JSON column: NULL is `None`, JSON that does not decode is `Corrupt`.
-fn opt_json_col<T: serde::de::DeserializeOwned>(
+pub(super) fn opt_json_col<T: serde::de::DeserializeOwned>(
     row: &SqliteRow,
     table: &'static str,
     col: &str,

@@ -74,7 +74,8 @@ impl UpdateStore for SqliteStore {
         report: IngestReport,
         actor: &Actor,
     ) -> Result<IngestOutcome> {
-        self.ingest(host, report, actor).await
+        self.ingest(host, report, actor, crate::ingest_plan::Source::Report)
+            .await
     }
 
     async fn list_updates(&self, filter: &UpdateFilter) -> Result<Page<Update>> {

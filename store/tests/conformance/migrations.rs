@@ -460,3 +460,58 @@ pub async fn corrupt_detail_is_named(fresh: &Fresh) {
         assert!(fresh.store.list_operations(10).await.is_err());
     }
 }
+
+/// 0007 (Docker) on a database that already holds a host with update rows: the host's
+/// containers, image updates of manager docker and registries can be stored afterwards;
+/// deleting the host takes its containers along; the credential pair check holds.
+pub async fn docker_migration_adds_its_tables_to_a_populated_database(fresh: &Fresh) {
+    use super::docker::container;
+    let backend = fresh.db.backend;
+    let all = known_migrations(backend.name());
+    assert!(all.iter().any(|(v, d)| *v == 7 && d == "docker"), "{all:?}");
+    let db = empty(backend).await.expect("database");
+    apply_first(&db, 6).await;
+    exec(
+        &db,
+        "INSERT INTO hosts (id, hostname, machine_id, credential_hash, registered_at) \
+         VALUES ('7d0c8e1a-6b2f-4c3d-8e9f-0a1b2c3d4e5f', 'old-host', 'machine-old', 'cred', \
+         '2024-05-01T12:00:00.000000Z');",
+    )
+    .await
+    .unwrap();
+    let store = canopy_store::open(&db.url)
+        .await
+        .expect("migrate to the latest");
+    assert_eq!(applied(&db).await, expected(backend));
+    let host = store.list_hosts().await.unwrap()[0].id;
+    let mut report = super::support::report(vec![]);
+    report.containers = Some(vec![container("web", "nginx")]);
+    store
+        .ingest_report(host, report, &Actor::System)
+        .await
+        .unwrap();
+    assert_eq!(store.list_containers().await.unwrap().len(), 1);
+    assert!(
+        exec(&db, "UPDATE registries SET auth_kind = 'basic'")
+            .await
+            .is_ok(),
+        "no rows yet"
+    );
+    exec(
+        &db,
+        "INSERT INTO registries (registry, updated_at) VALUES ('ghcr.io', '2024-05-01T12:00:00.000000Z')",
+    )
+    .await
+    .unwrap();
+    assert!(
+        exec(&db, "UPDATE registries SET auth_kind = 'basic'")
+            .await
+            .is_err(),
+        "a credential kind without its sealed secret is refused"
+    );
+    exec(&db, "DELETE FROM hosts").await.unwrap();
+    assert!(
+        store.list_containers().await.unwrap().is_empty(),
+        "cascaded"
+    );
+}

@@ -108,6 +108,7 @@ pub fn report_scanned(rows: Vec<PackageUpdate>, managers: Vec<PackageManager>) -
         scanned_managers: managers,
         scanner_errors: vec![],
         rows: rows.into_iter().enumerate().collect(),
+        containers: None,
     }
 }
 
