@@ -216,7 +216,7 @@ pub async fn image_checks_and_registries_round_trip(store: S) {
     store
         .save_image_checks(
             &[check("stable", "sha256:1"), check("1", "sha256:9")],
-            &[status.clone()],
+            std::slice::from_ref(&status),
         )
         .await
         .unwrap();
@@ -249,7 +249,7 @@ pub async fn image_checks_and_registries_round_trip(store: S) {
         .unwrap();
     // A later cycle's status keeps the credentials.
     store
-        .save_image_checks(&[], &[status.clone()])
+        .save_image_checks(&[], std::slice::from_ref(&status))
         .await
         .unwrap();
     let regs = store.list_registries().await.unwrap();
