@@ -57,6 +57,11 @@ pub struct RegistryRecord {
 pub trait DockerStore {
     /// Every stored container of an active host, by host then name.
     async fn list_containers(&self) -> Result<Vec<HostContainer>>;
+    /// The containers `host` last reported, by name.
+    async fn host_containers(&self, host: HostId) -> Result<Vec<Container>>;
+    /// `(host, image reference)` of every open image update (manager `docker`, not installed
+    /// or reconciled), of one host or of all.
+    async fn open_image_updates(&self, host: Option<HostId>) -> Result<Vec<(HostId, String)>>;
     /// Replace the host's open image updates (manager `docker`) by `rows`, with the rules
     /// of a report's rows: new ones inserted `pending`, changed digests reset an approval,
     /// rows no longer listed reconciled, rows an in-flight command carries left alone. The

@@ -64,6 +64,33 @@ impl DockerStore for PgStore {
             .collect()
     }
 
+    async fn host_containers(&self, host: HostId) -> Result<Vec<Container>> {
+        let found =
+            sqlx::query("SELECT detail FROM docker_containers WHERE host_id = $1 ORDER BY name")
+                .bind(host.0)
+                .fetch_all(&self.pool)
+                .await?;
+        found
+            .iter()
+            .map(|r| rows::json_col(r, "docker_containers", "detail"))
+            .collect()
+    }
+
+    async fn open_image_updates(&self, host: Option<HostId>) -> Result<Vec<(HostId, String)>> {
+        let found = sqlx::query(
+            "SELECT host_id, package FROM updates WHERE manager = 'docker' \
+             AND status NOT IN ('installed', 'reconciled') AND ($1::uuid IS NULL OR host_id = $1) \
+             ORDER BY host_id, package",
+        )
+        .bind(host.map(|h| h.0))
+        .fetch_all(&self.pool)
+        .await?;
+        found
+            .iter()
+            .map(|r| Ok((HostId(r.try_get("host_id")?), r.try_get("package")?)))
+            .collect()
+    }
+
     async fn sync_image_updates(
         &self,
         host: HostId,

@@ -63,6 +63,35 @@ impl DockerStore for SqliteStore {
             .collect()
     }
 
+    async fn host_containers(&self, host: HostId) -> Result<Vec<Container>> {
+        let found =
+            sqlx::query("SELECT detail FROM docker_containers WHERE host_id = ? ORDER BY name")
+                .bind(host.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+        found
+            .iter()
+            .map(|r| rows::json_col(r, "docker_containers", "detail"))
+            .collect()
+    }
+
+    async fn open_image_updates(&self, host: Option<HostId>) -> Result<Vec<(HostId, String)>> {
+        const T: &str = "updates";
+        let found = sqlx::query(
+            "SELECT host_id, package FROM updates WHERE manager = 'docker' \
+             AND status NOT IN ('installed', 'reconciled') AND (? IS NULL OR host_id = ?) \
+             ORDER BY host_id, package",
+        )
+        .bind(host.map(|h| h.to_string()))
+        .bind(host.map(|h| h.to_string()))
+        .fetch_all(&self.pool)
+        .await?;
+        found
+            .iter()
+            .map(|r| Ok((rows::id(r, T, "host_id")?, rows::text(r, T, "package")?)))
+            .collect()
+    }
+
     async fn sync_image_updates(
         &self,
         host: HostId,

@@ -86,6 +86,10 @@ pub async fn containers_follow_reports(store: S) {
         names(store.list_containers().await.unwrap()),
         vec![("db".into(), "postgres:16".into())]
     );
+    assert_eq!(
+        store.host_containers(h.id).await.unwrap(),
+        vec![container("db", "postgres:16")]
+    );
     let ingested = events_of_type(&store, events::REPORT_INGESTED).await;
     let counts: Vec<_> = ingested
         .iter()
@@ -120,6 +124,9 @@ pub async fn image_updates_follow_report_rules_for_docker_only(store: S) {
     assert_eq!((out.accepted, out.discovered, out.reconciled), (1, 1, 0));
     let rows = store.list_updates(&by_host(h.id)).await.unwrap().items;
     assert_eq!(rows.len(), 2, "{rows:?}");
+    let open = vec![(h.id, web.to_string())];
+    assert_eq!(store.open_image_updates(Some(h.id)).await.unwrap(), open);
+    assert_eq!(store.open_image_updates(None).await.unwrap(), open);
     let image = rows
         .iter()
         .find(|r| r.manager == PackageManager::Docker)
@@ -172,6 +179,7 @@ pub async fn image_updates_follow_report_rules_for_docker_only(store: S) {
         .await
         .unwrap();
     assert_eq!(out.reconciled, 1);
+    assert!(store.open_image_updates(None).await.unwrap().is_empty());
     let rows = store.list_updates(&by_host(h.id)).await.unwrap().items;
     let open: Vec<_> = rows.iter().filter(|r| !r.status.is_closed()).collect();
     assert_eq!(open.len(), 1);
