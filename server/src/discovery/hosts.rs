@@ -5,6 +5,7 @@
 //! registration applies. Each store write that changes what the tree shows of a host is
 //! followed by one of these, so `GET /tree` never has to read the database.
 
+use super::containers::Docker;
 use super::Discovery;
 use anyhow::Result;
 use canopy_api_types::agent::HostFacts;
@@ -36,13 +37,26 @@ impl Discovery {
                 continue;
             };
             let guest = self.store.guest_of_host(id).await?;
-            next = self.live().refresh(&h, guest, ticket);
+            let docker = self.docker_of(id).await?;
+            next = self.live().refresh(&h, guest, docker, ticket);
             read += 1;
             if read > 3 {
                 break; // a chain of displacements; each host is read at its own next change
             }
         }
         Ok(())
+    }
+
+    /// What the tree shows of the host's containers, read from the store.
+    pub(super) async fn docker_of(&self, host: HostId) -> Result<Docker> {
+        Ok(Docker::new(
+            self.store.host_containers(host).await?,
+            self.store
+                .open_image_updates(Some(host))
+                .await?
+                .into_iter()
+                .map(|(_, reference)| reference),
+        ))
     }
 
     /// A host enrolled: show it where the store attached it (a deploy's token bound to its

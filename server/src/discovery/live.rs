@@ -13,6 +13,7 @@
 //! marked costs nothing. While someone follows the tree ([`super::news`]), what each change
 //! showed differently is also gathered as [`News`].
 
+use super::containers::{self, Docker};
 use super::news::News;
 use anyhow::Result;
 use canopy_api_types::agent::HostFacts;
@@ -45,12 +46,14 @@ pub(super) struct Agent {
     pending: u32,
     security: u32,
     reboot_required: bool,
+    /// Its containers and their open image updates.
+    docker: Docker,
     /// When a check-in last set the facts above (see [`Live::refresh`]).
     seen_ticket: u64,
 }
 
 impl Agent {
-    fn of(h: &Host) -> Agent {
+    fn of(h: &Host, docker: Docker) -> Agent {
         Agent {
             hostname: h.hostname.clone(),
             machine_id: h.machine_id.clone(),
@@ -61,6 +64,7 @@ impl Agent {
             pending: u32::try_from(h.pending_updates).unwrap_or(u32::MAX),
             security: u32::try_from(h.security_updates).unwrap_or(u32::MAX),
             reboot_required: h.reboot_required,
+            docker,
             seen_ticket: 0,
         }
     }
@@ -111,16 +115,19 @@ impl Live {
         }
     }
 
-    /// The whole tree from stored rows and the active hosts among `hosts`.
+    /// The whole tree from stored rows and the active hosts among `hosts` (with what
+    /// `docker` holds of their containers).
     pub(super) fn build(
         snap: &InventorySnapshot,
         hosts: &[Host],
+        mut docker: HashMap<HostId, Docker>,
         now: DateTime<Utc>,
         offline_after: Duration,
     ) -> Result<Live> {
         let mut live = Live::empty(offline_after);
         for h in hosts.iter().filter(|h| h.state == HostState::Active) {
-            live.hosts.insert(h.id, Agent::of(h));
+            let d = docker.remove(&h.id).unwrap_or_default();
+            live.hosts.insert(h.id, Agent::of(h, d));
             live.set_deadline(h.id, None);
         }
         let mut inv = Inventory::new();
@@ -259,14 +266,11 @@ impl Live {
                 .with_status(g.row.status.clone())
                 .with_template(g.row.template)
                 .with_tags(g.row.tags.clone());
-            show(
-                &mut v,
-                &guest,
-                host.and_then(|h| self.hosts.get(&h)),
-                now,
-                offline_after,
-            );
+            let agent = host.and_then(|h| self.hosts.get(&h));
+            show(&mut v, &guest, agent, now, offline_after);
+            let path = v.id.clone();
             inv.upsert(v)?;
+            containers::show(inv, &path, agent.map(|a| &a.docker));
             if let Some(h) = host {
                 if let Some(before) = self.at.insert(h, g.id).filter(|b| *b != g.id) {
                     // Attached elsewhere before (a host is one machine).
@@ -357,13 +361,14 @@ impl Live {
         &mut self,
         host: &Host,
         guest: Option<GuestId>,
+        docker: Docker,
         ticket: u64,
     ) -> Option<HostId> {
         if host.state != HostState::Active {
             self.forget(host.id);
             return None;
         }
-        let mut agent = Agent::of(host);
+        let mut agent = Agent::of(host, docker);
         let old_seen = self.hosts.get(&host.id).and_then(|a| a.last_seen);
         if let Some(old) = self.hosts.get(&host.id) {
             agent.keep_newer_seen(old, ticket);
@@ -429,8 +434,15 @@ impl Live {
                     show(v, guest, agent, now, self.offline_after);
                     before.is_some_and(|b| b != *v)
                 });
-                if matches!(shown, Ok(true)) {
-                    self.news.changed.insert(guest.path.clone());
+                let inside = containers::show(tree, &guest.path, agent.map(|a| &a.docker));
+                if self.listening {
+                    if matches!(shown, Ok(true)) {
+                        self.news.changed.insert(guest.path.clone());
+                    }
+                    if inside.reshaped {
+                        self.news.reshaped.insert(guest.path.clone());
+                    }
+                    self.news.changed.extend(inside.changed);
                 }
             }
         }
@@ -502,7 +514,8 @@ fn show(
             if v.os.is_none() && !h.os_id.is_empty() {
                 v.os = Some(h.os_id.clone());
             }
-            counts.pending = h.pending;
+            // Image updates are counted on the containers they move (`containers`).
+            counts.pending = h.pending.saturating_sub(h.docker.pending());
             counts.security = h.security;
             counts.reboot_required = u32::from(h.reboot_required);
             if h.agentless {

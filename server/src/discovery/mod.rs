@@ -4,6 +4,7 @@
 //! to followers (`news`).
 
 pub mod build;
+mod containers;
 mod hosts;
 mod live;
 mod news;

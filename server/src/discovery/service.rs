@@ -12,6 +12,7 @@
 //! on the cluster; a node that does not answer its own requests (apt updates) gets the error
 //! on its vertex while the rest refresh.
 
+use super::containers::Docker;
 use super::live::{node_error, Live};
 use super::{build, connect, Target};
 use crate::auth::sealed::Sealer;
@@ -423,7 +424,11 @@ impl Discovery {
         let ticket = self.ticket();
         let snapshot = self.store.inventory().await?;
         let hosts = self.store.list_hosts().await?;
-        let built = Live::build(&snapshot, &hosts, Utc::now(), self.offline_after)?;
+        let docker = Docker::by_host(
+            self.store.list_containers().await?,
+            self.store.open_image_updates(None).await?,
+        );
+        let built = Live::build(&snapshot, &hosts, docker, Utc::now(), self.offline_after)?;
         self.live().install(built, ticket);
         Ok(())
     }
@@ -447,7 +452,8 @@ impl Discovery {
         // know yet is read now.
         for (host, guest) in unknown {
             if let Some(h) = self.store.get_host(host).await? {
-                self.live().refresh(&h, Some(guest), ticket);
+                let docker = self.docker_of(host).await?;
+                self.live().refresh(&h, Some(guest), docker, ticket);
             }
         }
         Ok(())
