@@ -4,13 +4,53 @@
 //! only their SQL differs.
 
 use canopy_api_types::commands::{CommandResult, CommandSpec, CommandStatus, PlannedPackage};
+use canopy_api_types::docker::ImageTarget;
+use canopy_api_types::updates::PackageManager;
 
-/// The packages a command carries (none for a scan or a repair).
-pub fn carried_packages(spec: &CommandSpec) -> &[String] {
+/// What a command carries, by update-row `package`: its packages and the references of its
+/// image updates (none for a scan, a repair or a health check).
+pub fn carried_packages(spec: &CommandSpec) -> Vec<String> {
     match spec {
-        CommandSpec::Scan | CommandSpec::Repair { .. } | CommandSpec::Health { .. } => &[],
-        CommandSpec::DryRun { packages, .. } | CommandSpec::Install { packages, .. } => packages,
+        CommandSpec::Scan | CommandSpec::Repair { .. } | CommandSpec::Health { .. } => Vec::new(),
+        CommandSpec::DryRun { packages, images } => packages
+            .iter()
+            .cloned()
+            .chain(images.iter().map(|i| i.reference.clone()))
+            .collect(),
+        CommandSpec::Install { packages, pinned } => packages
+            .iter()
+            .cloned()
+            .chain(
+                pinned
+                    .iter()
+                    .filter(|p| p.manager == Some(PackageManager::Docker))
+                    .map(|p| p.package.clone()),
+            )
+            .collect(),
     }
+}
+
+/// The dry-run of one host's approved rows, `(manager, package, available_version)`: the
+/// package managers' names sorted, and the image updates (rows of manager `docker`: the
+/// reference and the digest the registry served) sorted by reference.
+pub fn dry_run_spec(rows: Vec<(String, String, String)>) -> CommandSpec {
+    let mut packages = Vec::new();
+    let mut images = Vec::new();
+    for (manager, package, available) in rows {
+        if manager == PackageManager::Docker.as_str() {
+            images.push(ImageTarget {
+                reference: package,
+                to_digest: available,
+            });
+        } else {
+            packages.push(package);
+        }
+    }
+    packages.sort();
+    packages.dedup();
+    images.sort_by(|a, b| a.reference.cmp(&b.reference));
+    images.dedup_by(|a, b| a.reference == b.reference);
+    CommandSpec::DryRun { packages, images }
 }
 
 /// The install a successful dry-run turns into: its requested packages, and its whole plan
@@ -38,18 +78,32 @@ pub fn retry_spec(old: &CommandSpec, packages: Vec<String>) -> (CommandSpec, Opt
             },
             None,
         ),
-        CommandSpec::DryRun { images, .. } => (
-            CommandSpec::DryRun {
-                packages,
-                images: images.clone(),
-            },
-            Some("dry_run"),
-        ),
+        CommandSpec::DryRun { images, .. } => {
+            let images: Vec<ImageTarget> = images
+                .iter()
+                .filter(|i| packages.contains(&i.reference))
+                .cloned()
+                .collect();
+            let packages = packages
+                .into_iter()
+                .filter(|p| !images.iter().any(|i| i.reference == *p))
+                .collect();
+            (CommandSpec::DryRun { packages, images }, Some("dry_run"))
+        }
         CommandSpec::Install { pinned, .. } => {
             let pinned: Vec<PlannedPackage> = pinned
                 .iter()
                 .filter(|p| !p.requested || packages.contains(&p.package))
                 .cloned()
+                .collect();
+            // Image references are carried by their pins, never installed as packages.
+            let packages = packages
+                .into_iter()
+                .filter(|name| {
+                    !pinned
+                        .iter()
+                        .any(|p| p.manager == Some(PackageManager::Docker) && p.package == *name)
+                })
                 .collect();
             (
                 CommandSpec::Install { packages, pinned },
@@ -203,6 +257,48 @@ mod tests {
             panic!("an install")
         };
         assert_eq!(pinned, result.planned);
-        assert_eq!(carried_packages(&CommandSpec::Scan), &[] as &[String]);
+        assert!(carried_packages(&CommandSpec::Scan).is_empty());
+    }
+
+    #[test]
+    fn image_updates_ride_in_dry_runs_and_pins_never_as_packages() {
+        let spec = dry_run_spec(vec![
+            ("apt".into(), "curl".into(), "8.0".into()),
+            ("docker".into(), "nginx:1".into(), "sha256:b".into()),
+            ("docker".into(), "app".into(), "sha256:c".into()),
+        ]);
+        let CommandSpec::DryRun { packages, images } = &spec else {
+            panic!("a dry-run")
+        };
+        assert_eq!(packages, &["curl"]);
+        let refs: Vec<&str> = images.iter().map(|i| i.reference.as_str()).collect();
+        assert_eq!(refs, ["app", "nginx:1"]);
+        assert_eq!(carried_packages(&spec), ["curl", "app", "nginx:1"]);
+
+        let (retried, _) = retry_spec(&spec, vec!["nginx:1".into()]);
+        assert_eq!(
+            retried,
+            CommandSpec::DryRun {
+                packages: vec![],
+                images: vec![ImageTarget {
+                    reference: "nginx:1".into(),
+                    to_digest: "sha256:b".into()
+                }]
+            }
+        );
+
+        let mut image = planned("nginx:1", true);
+        image.manager = Some(PackageManager::Docker);
+        let install = CommandSpec::Install {
+            packages: vec!["curl".into()],
+            pinned: vec![planned("curl", true), image],
+        };
+        assert_eq!(carried_packages(&install), ["curl", "nginx:1"]);
+        let (retried, _) = retry_spec(&install, vec!["curl".into(), "nginx:1".into()]);
+        let CommandSpec::Install { packages, pinned } = retried else {
+            panic!("an install")
+        };
+        assert_eq!(packages, ["curl"], "a reference is never an apt package");
+        assert_eq!(pinned.len(), 2);
     }
 }

@@ -158,6 +158,7 @@ macro_rules! every_store_case {
                 docker::containers_follow_reports,
                 docker::image_updates_follow_report_rules_for_docker_only,
                 docker::image_checks_and_registries_round_trip,
+                docker::image_updates_are_approved_planned_and_installed_with_packages,
         );
     };
 }

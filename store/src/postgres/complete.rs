@@ -208,7 +208,8 @@ impl PgStore {
                 }
                 names.insert(r.try_get::<String, _>("package")?);
             }
-            let expected: BTreeSet<String> = planned.iter().cloned().collect();
+            let expected: BTreeSet<String> =
+                crate::command_plan::carried_packages(&dry.spec).into_iter().collect();
             if carried.is_empty() || names != expected {
                 return Err(StoreError::Conflict(format!(
                     "the updates of dry-run {dry_run} changed since it ran (rejected or re-scanned); approve them again"

@@ -15,7 +15,6 @@ use crate::{
     NewEvent, Result, StoreError, UpdateStore,
 };
 use async_trait::async_trait;
-use canopy_api_types::commands::CommandSpec;
 use canopy_api_types::updates::*;
 use canopy_api_types::*;
 use serde_json::json;
@@ -326,7 +325,7 @@ async fn approve_in(
          correlation_id = $4, updated_at = $5 \
          FROM UNNEST($1::uuid[], $2::text[], $3::uuid[]) AS v(id, fp, cmd) \
          WHERE u.id = v.id AND u.status IN ('pending', 'failed', 'awaiting_confirmation') AND NOT u.held \
-         RETURNING u.id, u.host_id, u.package",
+         RETURNING u.id, u.host_id, u.manager, u.package, u.available_version",
     )
     .bind(&todo_ids)
     .bind(&todo_fps)
@@ -335,18 +334,21 @@ async fn approve_in(
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
-    // One dry-run per host with that host's packages, sorted.
-    let mut per_host: BTreeMap<HostId, (Vec<Uuid>, Vec<String>)> = BTreeMap::new();
+    // One dry-run per host with that host's packages and image updates.
+    let mut per_host: BTreeMap<HostId, (Vec<Uuid>, Vec<(String, String, String)>)> =
+        BTreeMap::new();
     for r in &approved_rows {
         let e = per_host.entry(HostId(r.try_get("host_id")?)).or_default();
         e.0.push(r.try_get("id")?);
-        e.1.push(r.try_get("package")?);
+        e.1.push((
+            r.try_get("manager")?,
+            r.try_get("package")?,
+            r.try_get("available_version")?,
+        ));
     }
     let mut evs = Vec::new();
     let mut commands = Vec::with_capacity(per_host.len());
-    for (host, (ids, mut packages)) in per_host {
-        packages.sort();
-        packages.dedup();
+    for (host, (ids, rows)) in per_host {
         let cmd = command_of[&host];
         evs.push(prepare_event(
             NewEvent {
@@ -360,10 +362,7 @@ async fn approve_in(
             Some(host),
             now,
         ));
-        let spec = CommandSpec::DryRun {
-            packages,
-            images: Vec::new(),
-        };
+        let spec = crate::command_plan::dry_run_spec(rows);
         let c = insert_command(
             &mut *conn,
             cmd,

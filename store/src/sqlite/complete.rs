@@ -10,6 +10,7 @@ use canopy_api_types::commands::{Command, CommandResult, CommandSpec, CommandSta
 use canopy_api_types::{CommandId, HostId, UpdateId};
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite};
+use std::collections::BTreeSet;
 
 fn result_json(result: &CommandResult) -> Result<String> {
     serde_json::to_string(result)
@@ -183,11 +184,13 @@ impl SqliteStore {
             )));
         }
         let carried = carried_rows(&mut tx, dry_run, &["awaiting_confirmation"]).await?;
-        let mut now_packages: Vec<String> = carried.iter().map(|(_, p, _)| p.clone()).collect();
-        now_packages.dedup();
+        let now_packages: BTreeSet<String> = carried.iter().map(|(_, p, _)| p.clone()).collect();
+        let expected: BTreeSet<String> = crate::command_plan::carried_packages(&dr.spec)
+            .into_iter()
+            .collect();
         if carried.is_empty()
             || carried.iter().any(|(_, _, same)| !same)
-            || &now_packages != packages
+            || now_packages != expected
         {
             return Err(StoreError::Conflict(format!(
                 "the updates of dry-run {dry_run} changed since it ran; approve them again"
@@ -196,7 +199,7 @@ impl SqliteStore {
         let new = NewCommand {
             id: CommandId::new(),
             host: dr.host_id,
-            spec: crate::command_plan::install_spec(now_packages, dr.result.as_ref()),
+            spec: crate::command_plan::install_spec(packages.clone(), dr.result.as_ref()),
             correlation: dr.correlation_id,
             caused_by: Some(dry_run),
             timeout_secs,

@@ -13,7 +13,6 @@ use crate::{
     NewCommand, Result, StoreError, UpdateStore,
 };
 use async_trait::async_trait;
-use canopy_api_types::commands::CommandSpec;
 use canopy_api_types::updates::{
     Page, Update, UpdateFilter, UpdateStats, UpdateStatus, VersionChange,
 };
@@ -299,7 +298,8 @@ async fn approve_in(
     }
 
     // The approval itself: one guarded statement (per 5,000 ids).
-    let mut approved: Vec<(UpdateId, HostId, String)> = Vec::with_capacity(todo.len());
+    let mut approved: Vec<(UpdateId, HostId, (String, String, String))> =
+        Vec::with_capacity(todo.len());
     for chunk in todo.chunks(APPROVE_CHUNK) {
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("WITH v(id, fp, cmd) AS (");
         qb.push_values(chunk, |mut b, (id, fp, cmd)| {
@@ -313,29 +313,32 @@ async fn approve_in(
             .push_bind(ts(now))
             .push(
                 " FROM v WHERE updates.id = v.id AND updates.status IN ('pending', 'failed', 'awaiting_confirmation') \
-                 AND updates.held = 0 RETURNING id, host_id, package",
+                 AND updates.held = 0 RETURNING id, host_id, manager, package, available_version",
             );
         for r in qb.build().fetch_all(&mut **tx).await? {
             approved.push((
                 rows::id(&r, T, "id")?,
                 rows::id(&r, T, "host_id")?,
-                rows::text(&r, T, "package")?,
+                (
+                    rows::text(&r, T, "manager")?,
+                    rows::text(&r, T, "package")?,
+                    rows::text(&r, T, "available_version")?,
+                ),
             ));
         }
     }
 
-    // One dry-run per host with that host's packages, sorted.
-    let mut per_host: BTreeMap<HostId, (Vec<UpdateId>, Vec<String>)> = BTreeMap::new();
-    for (id, host, package) in &approved {
+    // One dry-run per host with that host's packages and image updates.
+    let mut per_host: BTreeMap<HostId, (Vec<UpdateId>, Vec<(String, String, String)>)> =
+        BTreeMap::new();
+    for (id, host, row) in &approved {
         let e = per_host.entry(*host).or_default();
         e.0.push(*id);
-        e.1.push(package.clone());
+        e.1.push(row.clone());
     }
     let mut new_commands = Vec::new();
     let mut evs = Vec::new();
-    for (host, (ids, mut packages)) in per_host {
-        packages.sort();
-        packages.dedup();
+    for (host, (ids, rows)) in per_host {
         let id = command_of[&host];
         evs.push(prepare_event(
             new_event(
@@ -351,10 +354,7 @@ async fn approve_in(
         new_commands.push(NewCommand {
             id,
             host,
-            spec: CommandSpec::DryRun {
-                packages,
-                images: Vec::new(),
-            },
+            spec: crate::command_plan::dry_run_spec(rows),
             correlation,
             caused_by: None,
             timeout_secs,

@@ -305,3 +305,74 @@ pub async fn image_checks_and_registries_round_trip(store: S) {
         .iter()
         .all(|r| r.registry != "ghcr.io" || r.credential.is_none()));
 }
+
+/// An approval of a package and an image update: one dry-run carrying the package and the
+/// image target; its confirmation pins both (the image by digest) and installs neither
+/// reference as a package; the result closes both rows.
+pub async fn image_updates_are_approved_planned_and_installed_with_packages(store: S) {
+    use canopy_api_types::commands::CommandSpec;
+    use canopy_api_types::docker::ImageTarget;
+    use canopy_api_types::CorrelationId;
+    let h = host(&store, "both").await;
+    store
+        .ingest_report(h.id, report(vec![apt("curl", "1", "2")]), &admin())
+        .await
+        .unwrap();
+    let web = "127.0.0.1:5000/canopy/web:stable";
+    store
+        .sync_image_updates(
+            h.id,
+            vec![image_row(web, "sha256:a1", "sha256:b2")],
+            &admin(),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<_> = store
+        .list_updates(&by_host(h.id))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    let out = store
+        .approve_updates(&ids, CorrelationId::new(), 600, &admin())
+        .await
+        .unwrap();
+    assert_eq!(out.commands.len(), 1, "one dry-run for the host");
+    let dry = &out.commands[0];
+    assert_eq!(
+        dry.spec,
+        CommandSpec::DryRun {
+            packages: vec!["curl".into()],
+            images: vec![ImageTarget {
+                reference: web.into(),
+                to_digest: "sha256:b2".into()
+            }],
+        }
+    );
+    let mut image = planned(web, true);
+    image.manager = Some(PackageManager::Docker);
+    image.from_version = Some("sha256:a1".into());
+    image.to_version = "sha256:b2".into();
+    image.containers = vec!["web (compose shop/web)".into()];
+    run(
+        &store,
+        h.id,
+        dry.id,
+        ok(vec![planned("curl", true), image.clone()]),
+    )
+    .await;
+    let install = store.confirm_dry_run(dry.id, 600, &admin()).await.unwrap();
+    let CommandSpec::Install { packages, pinned } = &install.spec else {
+        panic!("an install: {:?}", install.spec)
+    };
+    assert_eq!(packages, &["curl"], "the reference is not an apt package");
+    assert!(pinned.contains(&image), "{pinned:?}");
+    run(&store, h.id, install.id, ok(vec![])).await;
+    let rows = store.list_updates(&by_host(h.id)).await.unwrap().items;
+    assert!(
+        rows.iter().all(|r| r.status == UpdateStatus::Installed),
+        "{rows:?}"
+    );
+}
