@@ -30,10 +30,13 @@ pub fn carried_packages(spec: &CommandSpec) -> Vec<String> {
     }
 }
 
+/// An approved row as its dry-run needs it: `(manager, package, available_version)`.
+pub type ApprovedRow = (String, String, String);
+
 /// The dry-run of one host's approved rows, `(manager, package, available_version)`: the
 /// package managers' names sorted, and the image updates (rows of manager `docker`: the
 /// reference and the digest the registry served) sorted by reference.
-pub fn dry_run_spec(rows: Vec<(String, String, String)>) -> CommandSpec {
+pub fn dry_run_spec(rows: Vec<ApprovedRow>) -> CommandSpec {
     let mut packages = Vec::new();
     let mut images = Vec::new();
     for (manager, package, available) in rows {

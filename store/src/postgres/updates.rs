@@ -335,7 +335,7 @@ async fn approve_in(
     .fetch_all(&mut *conn)
     .await?;
     // One dry-run per host with that host's packages and image updates.
-    let mut per_host: BTreeMap<HostId, (Vec<Uuid>, Vec<(String, String, String)>)> =
+    let mut per_host: BTreeMap<HostId, (Vec<Uuid>, Vec<crate::command_plan::ApprovedRow>)> =
         BTreeMap::new();
     for r in &approved_rows {
         let e = per_host.entry(HostId(r.try_get("host_id")?)).or_default();

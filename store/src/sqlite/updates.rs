@@ -298,7 +298,7 @@ async fn approve_in(
     }
 
     // The approval itself: one guarded statement (per 5,000 ids).
-    let mut approved: Vec<(UpdateId, HostId, (String, String, String))> =
+    let mut approved: Vec<(UpdateId, HostId, crate::command_plan::ApprovedRow)> =
         Vec::with_capacity(todo.len());
     for chunk in todo.chunks(APPROVE_CHUNK) {
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("WITH v(id, fp, cmd) AS (");
@@ -329,7 +329,7 @@ async fn approve_in(
     }
 
     // One dry-run per host with that host's packages and image updates.
-    let mut per_host: BTreeMap<HostId, (Vec<UpdateId>, Vec<(String, String, String)>)> =
+    let mut per_host: BTreeMap<HostId, (Vec<UpdateId>, Vec<crate::command_plan::ApprovedRow>)> =
         BTreeMap::new();
     for (id, host, row) in &approved {
         let e = per_host.entry(*host).or_default();
