@@ -323,6 +323,10 @@ pub struct UpdateItemDetail {
     pub steps: Vec<ItemStep>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<HostId>,
+    /// The selector named containers of this guest, not the guest: only image updates of
+    /// these references are planned (its packages are left out). Empty: everything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images_only: Vec<String>,
 }
 
 impl UpdateItemDetail {

@@ -16,6 +16,7 @@ mod execute;
 mod guest;
 mod plan;
 mod pve;
+mod targets;
 
 /// Where the names of Canopy's own snapshots start (`canopy-<operation>`).
 pub use pve::PREFIX as SNAPSHOT_PREFIX;
@@ -130,13 +131,13 @@ impl Updater {
     /// Records the operation (`planning`) and plans every target in the background.
     pub async fn start(self: &Arc<Self>, req: UpdateRequest, actor: Actor) -> Result<Operation> {
         plan::check_options(&req.options)?;
-        let mut targets = plan::targets(&self.discovery, &req)?;
+        let mut targets = targets::targets(&self.discovery, &req)?;
         if req.options.snapshot == canopy_api_types::bulk::SnapshotPolicy::Required
             && req.options.backup_storage.is_none()
         {
             self.keep_snapshot_capable(&mut targets).await;
         }
-        plan::mark_canaries(&mut targets.items, &req.options.canary)?;
+        targets::mark_canaries(&mut targets.items, &req.options.canary)?;
         let detail = UpdateOperationDetail {
             options: req.options.clone(),
             ..Default::default()

@@ -5,29 +5,22 @@
 //! dependencies, removals, what is left out and why. The plan's fingerprint covers every guest.
 
 use super::commands::failure_text;
+use super::targets::Targets;
 use super::{detail_of, Updater};
-use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use canopy_api_types::bulk::{
-    Canary, GuestPlan, LeftOut, NodeTotals, PlanPackage, UpdateItemDetail, UpdateOptions,
-    UpdateRequest,
+    GuestPlan, LeftOut, NodeTotals, PlanPackage, UpdateItemDetail, UpdateOptions,
 };
 use canopy_api_types::clusters::SkippedTarget;
 use canopy_api_types::commands::CommandStatus;
-use canopy_api_types::deploy::{DeployOutcome, ItemState, OperationItem, OperationState, Route};
-use canopy_api_types::updates::{Severity, Update, UpdateFilter, UpdateStatus};
+use canopy_api_types::deploy::{DeployOutcome, ItemState, OperationItem, OperationState};
+use canopy_api_types::updates::{PackageManager, Severity, Update, UpdateFilter, UpdateStatus};
 use canopy_api_types::{CorrelationId, HostId, OperationId};
-use canopy_inventory::{Kind, Selector};
 use canopy_store::events;
 use canopy_store::{Actor, ItemUpdate};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-
-pub(super) struct Targets {
-    pub items: Vec<OperationItem>,
-    pub skipped: Vec<SkippedTarget>,
-}
 
 /// Options that cannot work are refused before anything is recorded.
 pub(super) fn check_options(o: &UpdateOptions) -> Result<()> {
@@ -92,98 +85,6 @@ pub(super) fn glob_match(pattern: &str, name: &str) -> bool {
         }
     }
     go(pattern.as_bytes(), name.as_bytes())
-}
-
-/// The guests `req.selector` resolves to that an update can work on, and the others with
-/// the reason.
-pub(super) fn targets(discovery: &Discovery, req: &UpdateRequest) -> Result<Targets> {
-    let sel =
-        Selector::parse(&req.selector).map_err(|e| Error::Validation(format!("selector: {e}")))?;
-    let inv = discovery.tree();
-    let resolved = inv.targets(&sel);
-    let mut skipped = crate::http::clusters::skipped(&resolved);
-    for s in &mut skipped {
-        if s.reason == "stopped" {
-            s.reason = "stopped (it is never started for an update)".into();
-        }
-    }
-    let mut items = Vec::new();
-    for path in &resolved.hosts {
-        let (Some(node), Some(vmid)) = (path.node_name(), path.vmid()) else {
-            continue;
-        };
-        let Some(v) = inv.get(path) else { continue };
-        let why = match (v.agent.as_deref(), v.host_id.as_deref()) {
-            (Some("online"), Some(_)) => None,
-            (Some("offline"), _) => Some("agent offline".to_string()),
-            (Some("agentless"), _) => Some(
-                "agent missing (scanned agentless): deploy it with canopy agent deploy".to_string(),
-            ),
-            _ => Some("agent missing: deploy it with canopy agent deploy".to_string()),
-        };
-        if let Some(reason) = why {
-            skipped.push(SkippedTarget {
-                id: path.to_string(),
-                reason,
-            });
-            continue;
-        }
-        let route = if path.kind() == Kind::Lxc {
-            Route::Pct
-        } else {
-            Route::Ssh
-        };
-        let mut item = OperationItem::queued(
-            path.to_string(),
-            discovery.guest_id(path),
-            node,
-            vmid,
-            route,
-        );
-        item.host_id = v.host_id.as_deref().and_then(|h| h.parse().ok());
-        item.update = Some(UpdateItemDetail {
-            host_id: item.host_id,
-            ..Default::default()
-        });
-        items.push(item);
-    }
-    if items.is_empty() && skipped.is_empty() {
-        return Err(Error::Validation(format!(
-            "selector '{}' matches no guest",
-            req.selector
-        )));
-    }
-    Ok(Targets { items, skipped })
-}
-
-/// Marks the canaries: the named ones, else the first `count` guests.
-pub(super) fn mark_canaries(items: &mut [OperationItem], canary: &Canary) -> Result<()> {
-    if canary.targets.is_empty() {
-        for item in items.iter_mut().take(canary.count as usize) {
-            if let Some(d) = item.update.as_mut() {
-                d.canary = true;
-            }
-        }
-    } else {
-        for name in &canary.targets {
-            let hit = items
-                .iter_mut()
-                .find(|i| &i.target == name || i.vmid.to_string() == *name);
-            match hit {
-                Some(i) => {
-                    if let Some(d) = i.update.as_mut() {
-                        d.canary = true;
-                    }
-                }
-                None => {
-                    return Err(Error::Validation(format!(
-                        "canary {name} is not one of the guests this operation updates"
-                    )))
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The snapshot name of an operation: PVE's `pve-configid` rules (a letter first, at most 40).
@@ -407,7 +308,7 @@ impl Updater {
         self.item(id, item, up, actor).await?;
         self.scan(id, host, actor).await?;
         let rows = self.open_updates(host).await?;
-        let (chosen, left_out) = choose(&rows, options);
+        let (chosen, left_out) = choose(&rows, options, &detail.images_only);
         let reboot_required = self
             .store
             .get_host(host)
@@ -513,11 +414,21 @@ impl Updater {
 }
 
 /// Which of a guest's updates the operation installs, and the others with the reason.
-pub(super) fn choose<'a>(rows: &'a [Update], o: &UpdateOptions) -> (Vec<&'a Update>, Vec<LeftOut>) {
+/// The rows a guest's plan takes, and the ones it leaves out with the reason; `images_only`
+/// non-empty: only image updates of those references (the selector named containers).
+pub(super) fn choose<'a>(
+    rows: &'a [Update],
+    o: &UpdateOptions,
+    images_only: &[String],
+) -> (Vec<&'a Update>, Vec<LeftOut>) {
     let mut chosen = Vec::new();
     let mut left = Vec::new();
     for u in rows {
-        let reason = if u.held {
+        let reason = if !images_only.is_empty()
+            && !(u.manager == PackageManager::Docker && images_only.contains(&u.package))
+        {
+            Some("not selected (the selector names containers)")
+        } else if u.held {
             Some("held")
         } else if o.exclude.iter().any(|x| glob_match(x, &u.package)) {
             Some("excluded")
