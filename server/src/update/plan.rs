@@ -424,9 +424,9 @@ pub(super) fn choose<'a>(
     let mut chosen = Vec::new();
     let mut left = Vec::new();
     for u in rows {
-        let reason = if !images_only.is_empty()
-            && !(u.manager == PackageManager::Docker && images_only.contains(&u.package))
-        {
+        let selected = images_only.is_empty()
+            || (u.manager == PackageManager::Docker && images_only.contains(&u.package));
+        let reason = if !selected {
             Some("not selected (the selector names containers)")
         } else if u.held {
             Some("held")
