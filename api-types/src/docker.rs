@@ -133,3 +133,73 @@ pub struct RegistryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+/// A container as `GET /api/v1/containers` lists it: where it is, what it runs, and what the
+/// registry checks say about its image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ContainerView {
+    /// Its path in the tree (`…/lxc/101/docker/web`); `None` while its host is attached to
+    /// no guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub host_id: crate::HostId,
+    pub hostname: String,
+    pub container: Container,
+    /// The open image update of its reference on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<ImageUpdateView>,
+    /// The last check of its reference and platform, when one ran (its error, if it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<ImageCheck>,
+}
+
+/// An open image update: the update row's id, status and digests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ImageUpdateView {
+    pub update_id: crate::UpdateId,
+    pub status: crate::updates::UpdateStatus,
+    pub from_digest: String,
+    pub to_digest: String,
+}
+
+/// `PUT /api/v1/registries/{registry}/credentials`: how Canopy signs in to a registry. The
+/// secret is sealed at once and never shown again.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RegistryLogin {
+    /// `basic` (user name and password or access token, also for token realms) or `token`
+    /// (a bearer token sent as is).
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("kind", &self.kind)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one check cycle did (`POST /api/v1/images/check`, and each scheduled cycle's log).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CheckSummary {
+    /// Containers looked at.
+    pub containers: u64,
+    /// Distinct (registry, repository, tag, platform) checked.
+    pub references: u64,
+    /// Manifest requests sent: `HEAD`s and `GET`s (only `GET`s count as pulls on Docker Hub).
+    pub heads: u64,
+    pub gets: u64,
+    /// Containers whose image has an update now.
+    pub updates: u64,
+    /// Checks that failed or were held back by a rate limit.
+    pub errors: u64,
+    pub registries: Vec<RegistryStatus>,
+}

@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod discovery;
 pub mod error;
 pub mod http;
+pub mod images;
 pub mod operations;
 pub mod pipeline;
 pub mod settings;

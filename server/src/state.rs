@@ -5,6 +5,7 @@ use crate::auth::rate_limit::RateLimiter;
 use crate::auth::sealed::Sealer;
 use crate::deploy::Deployer;
 use crate::discovery::Discovery;
+use crate::images::Images;
 use crate::http::client_ip::TrustedProxies;
 use crate::operations::Engine;
 use crate::settings::Settings;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub deployer: Arc<Deployer>,
     /// Bulk update operations.
     pub updater: Arc<Updater>,
+    /// Registry checks of every container's image, and the image updates they find.
+    pub images: Arc<Images>,
     /// What every operation shares: item streams and guest locks.
     pub engine: Arc<Engine>,
     /// The certificate served; `None` for plain HTTP.
@@ -60,7 +63,16 @@ impl AppState {
         let fingerprint = tls.as_ref().map(|t| t.identity.fingerprint());
         let engine = Arc::new(Engine::default());
         let wakeups = Arc::new(Wakeups::default());
+        let images = Arc::new(
+            Images::new(
+                store.clone(),
+                discovery.clone(),
+                settings.image_check_interval_secs,
+            )
+            .expect("the registry client builds (rustls with the WebPKI roots)"),
+        );
         Self {
+            images,
             deployer: Arc::new(Deployer::new(
                 store.clone(),
                 discovery.clone(),

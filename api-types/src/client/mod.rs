@@ -4,6 +4,7 @@
 
 mod actions;
 mod admin;
+mod docker;
 mod operations;
 
 use crate::agent::*;

@@ -6,6 +6,7 @@ mod admin;
 mod agent;
 pub mod cluster;
 pub mod discover;
+mod docker;
 mod hosts;
 mod password;
 mod remote;
@@ -70,6 +71,15 @@ pub enum Command {
     /// One host: delete it, or repair its package database.
     #[command(subcommand)]
     Host(hosts::HostCommand),
+    /// Docker containers in the guests, with their image updates and last registry check.
+    Containers(docker::ContainersArgs),
+    /// Registry checks of every container's image: `images check` runs one now.
+    #[command(subcommand)]
+    Images(docker::ImagesCommand),
+    /// Container registries: budgets and rate limits (`registry list`), credentials
+    /// (`registry login REGISTRY --username U`, `registry logout REGISTRY`).
+    #[command(subcommand)]
+    Registry(docker::RegistryCommand),
     /// One-shot discovery of a PVE cluster: prints its tree, no server or database needed.
     Discover(discover::DiscoverArgs),
     /// Log in to a server and keep the session (0600) for the other commands.
@@ -149,6 +159,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Update(args) => update::run(args).await,
         Command::Discover(args) => discover::run(args).await,
         Command::Host(cmd) => hosts::run(cmd).await,
+        Command::Containers(args) => docker::containers(args).await,
+        Command::Images(cmd) => docker::images(cmd).await,
+        Command::Registry(cmd) => docker::registry(cmd).await,
         Command::Login(args) => remote::login(args).await,
         Command::Logout(args) => accounts::logout(args).await,
         Command::Remote(cmd) => remote::run(cmd).await,

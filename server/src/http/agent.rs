@@ -110,10 +110,17 @@ async fn upload_report(
         mut rejected,
         rejected_containers,
     } = report::validate(upload, &agent.0.os_id);
+    let had_containers = ingest.containers.is_some();
     let outcome = state
         .store
         .ingest_report(agent.host_id(), ingest, &agent.actor())
         .await?;
+    if had_containers {
+        // Its image updates from the stored checks, before the tree shows the host again.
+        if let Err(e) = state.images.host_reported(agent.host_id()).await {
+            tracing::warn!(error = %format!("{e:#}"), "image updates not worked out for the report");
+        }
+    }
     tree_follows(&state, agent.host_id()).await;
     rejected.extend(outcome.rejected);
     rejected.sort_by_key(|r| r.index);

@@ -8,6 +8,7 @@ mod bulk;
 pub(crate) mod client_ip;
 pub(crate) mod clusters;
 mod deploy;
+mod docker;
 pub mod extract;
 pub(crate) mod guests;
 mod hosts;
@@ -37,6 +38,7 @@ fn all_routes() -> Routes {
         .merge(scans::routes())
         .merge(clusters::routes())
         .merge(guests::routes())
+        .merge(docker::routes())
         .merge(deploy::routes())
         .merge(bulk::routes())
         .merge(agent::routes())

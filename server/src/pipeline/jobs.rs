@@ -14,6 +14,7 @@ pub fn spawn(state: AppState) -> Jobs {
             .clone()
             .run_forever(state.settings.discovery_interval_secs),
     ));
+    handles.push(tokio::spawn(state.images.clone().run_forever()));
     let s = state.clone();
     handles.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(s.settings.sweep_interval_secs.max(1)));

@@ -90,6 +90,9 @@ pub struct Settings {
     pub pve_timeout_secs: u64,
     /// Seconds between refreshes of each PVE node's own apt update list.
     pub node_updates_interval_secs: u64,
+    /// Seconds between registry check cycles of every container's image (a `HEAD` per
+    /// registry, repository and tag; 0: only on demand, `POST /images/check`).
+    pub image_check_interval_secs: u64,
     /// Agent delivery over SSH (`canopy agent deploy`).
     pub deploy: DeploySettings,
     /// Bulk update operations (`canopy update SELECTOR`).
@@ -154,6 +157,7 @@ impl Default for Settings {
             discovery_interval_secs: 60,
             pve_timeout_secs: 15,
             node_updates_interval_secs: 3600,
+            image_check_interval_secs: 6 * 3600,
             deploy: DeploySettings::default(),
             update: UpdateSettings::default(),
             ui_dir: None,
@@ -345,6 +349,10 @@ impl Settings {
         env!(
             node_updates_interval_secs,
             "CANOPY_NODE_UPDATES_INTERVAL_SECS"
+        );
+        env!(
+            image_check_interval_secs,
+            "CANOPY_IMAGE_CHECK_INTERVAL_SECS"
         );
         if let Some(v) = get("CANOPY_TRUSTED_PROXIES") {
             self.trusted_proxies = v

@@ -11,6 +11,7 @@
 use super::{r, ApiRoute, Auth::*};
 use crate::http::clusters::{HistoryQuery, SelectorQuery, TreeQuery};
 use crate::http::deploy::{ListQuery, PreviewQuery, SelectorBody};
+use crate::http::docker::ContainersQuery;
 use crate::http::guests::GuestQuery;
 use crate::http::routes::Verb::*;
 use canopy_api_types::agent::*;
@@ -19,6 +20,7 @@ use canopy_api_types::bulk::{ApproveOperation, UpdateRequest};
 use canopy_api_types::clusters::*;
 use canopy_api_types::commands::{Command, HeartbeatAck, StartAccepted};
 use canopy_api_types::deploy::*;
+use canopy_api_types::docker::{CheckSummary, ContainerView, RegistryLogin, RegistryStatus};
 use canopy_api_types::hosts::{Event, EventFilter, Host, HostScan, RepairRequest, ScanRequest};
 use canopy_api_types::updates::*;
 
@@ -79,6 +81,11 @@ pub const ROUTES: &[ApiRoute] = &[
     r(Get, "/tree/preview", Viewer, "What an action on a selector would touch").query::<SelectorQuery>().ok::<SelectorPreview>(),
     r(Get, "/tree/history", Viewer, "Events of a guest across migrations and of its agent").query::<HistoryQuery>().ok::<Vec<Event>>(),
     r(Get, "/tree/snapshots", Viewer, "A guest's PVE snapshots, read live (Canopy's marked), newest first").query::<GuestQuery>().ok::<Vec<GuestSnapshot>>(),
+    r(Get, "/containers", Viewer, "Docker containers the agents reported, with their place in the tree, open image update and last registry check").query::<ContainersQuery>().ok::<Vec<ContainerView>>(),
+    r(Get, "/registries", Viewer, "Container registries: the last rate-limit budget each announced, a 429's wait, requests of the last check, whether credentials are stored").ok::<Vec<RegistryStatus>>(),
+    r(Put, "/registries/{registry}/credentials", Admin, "Store credentials for a registry (the secret sealed, never shown again)").body::<RegistryLogin>().ok::<RegistryStatus>(),
+    r(Delete, "/registries/{registry}/credentials", Admin, "Remove a registry's credentials (checks go anonymous)").ok::<RegistryStatus>(),
+    r(Post, "/images/check", Operator, "Check every container's image against its registry now: one HEAD per registry, repository and tag").ok::<CheckSummary>(),
     r(Get, "/agents/deploy/preview", Viewer, "The guests an agent deploy would touch and how each is reached").query::<PreviewQuery>().ok::<DeployPreview>(),
     r(Post, "/agents/deploy", Deploy, "Deploy (or uninstall) agents below a selector; returns the operation at once. Admins only, unless deploy.operators_may_deploy lets operators too").body::<DeployRequest>().accepted::<Operation>(),
     r(Post, "/agents/agentless-scan", Operator, "Scan guests without an agent through pct exec; results per guest").body::<SelectorBody>().ok::<Vec<AgentlessResult>>(),
