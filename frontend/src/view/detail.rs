@@ -33,6 +33,15 @@ pub fn facts(n: &TreeNode) -> Vec<(&'static str, String)> {
     if let Some(os) = &n.os {
         out.push(("OS", os.clone()));
     }
+    if let Some(image) = &n.image {
+        out.push(("Image", image.clone()));
+        let update = if n.counts.pending > 0 {
+            "a newer image is in the registry: update it with its guest's plan"
+        } else {
+            "none known (as of the last registry check)"
+        };
+        out.push(("Image update", update.into()));
+    }
     if n.kind.is_guest() {
         out.push((
             "Agent",
@@ -183,6 +192,22 @@ mod tests {
         assert!(f.contains(&("VMID", "101".into())));
         assert_eq!(agent_text(None, None), "missing: no agent deployed");
         assert!(agent_text(Some("agentless"), None).starts_with("agentless"));
+    }
+
+    #[test]
+    fn containers_name_their_image_and_its_update() {
+        let c: TreeNode = serde_json::from_value(serde_json::json!({
+            "id": "cluster/c/node/n/lxc/101/docker/web", "kind": "docker", "name": "web",
+            "status": "running", "image": "nginx:1", "counts": {"pending": 1}, "children": []
+        }))
+        .unwrap();
+        let f = facts(&c);
+        assert!(f.contains(&("Kind", "Docker container".into())));
+        assert!(f.contains(&("Image", "nginx:1".into())));
+        assert!(f
+            .iter()
+            .any(|(k, v)| *k == "Image update" && v.starts_with("a newer image")));
+        assert!(!f.iter().any(|(k, _)| *k == "Agent"));
     }
 
     #[test]

@@ -66,10 +66,9 @@ pub async fn containers(args: ContainersArgs) -> anyhow::Result<()> {
 }
 
 fn container_line(c: &ContainerView) -> String {
-    let place = c
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("{} (host {})", c.container.name, c.hostname));
+    let place =
+        c.id.clone()
+            .unwrap_or_else(|| format!("{} (host {})", c.container.name, c.hostname));
     let state = match &c.container.health {
         Some(h) => format!("{} ({h})", c.container.state),
         None => c.container.state.clone(),
@@ -165,10 +164,8 @@ pub async fn registry(cmd: RegistryCommand) -> anyhow::Result<()> {
                 token != username.is_some(),
                 "give --username USER (basic credentials) or --token (a bearer token), not both"
             );
-            let secret = super::password::read(
-                &format!("secret for {registry}: "),
-                secret_file.as_deref(),
-            )?;
+            let secret =
+                super::password::read(&format!("secret for {registry}: "), secret_file.as_deref())?;
             let login = RegistryLogin {
                 kind: if token { "token" } else { "basic" }.into(),
                 username,
@@ -178,7 +175,9 @@ pub async fn registry(cmd: RegistryCommand) -> anyhow::Result<()> {
                 .await?
                 .set_registry_login(&registry, &login)
                 .await?;
-            print(common.json, &r, |r| println!("credentials stored for {}", r.registry))
+            print(common.json, &r, |r| {
+                println!("credentials stored for {}", r.registry)
+            })
         }
         RegistryCommand::Logout { common, registry } => {
             let r = session::client(common.server.as_deref())

@@ -65,7 +65,9 @@ async fn registries(
     State(state): State<AppState>,
     _u: UserAuth,
 ) -> Result<Json<Vec<RegistryStatus>>> {
-    Ok(Json(state.images.registries().await.map_err(Error::internal)?))
+    Ok(Json(
+        state.images.registries().await.map_err(Error::internal)?,
+    ))
 }
 
 /// `docker.io`, `ghcr.io`, `registry.lan:5000`: a host name with an optional port.

@@ -158,7 +158,10 @@ impl Images {
         let mut by_host: BTreeMap<HostId, Vec<canopy_api_types::docker::Container>> =
             BTreeMap::new();
         for c in all {
-            by_host.entry(c.host_id).or_default().push(c.container.clone());
+            by_host
+                .entry(c.host_id)
+                .or_default()
+                .push(c.container.clone());
         }
         // Hosts with image rows but no containers any more get theirs reconciled too.
         for (h, _) in self.store.open_image_updates(None).await? {
@@ -176,7 +179,11 @@ impl Images {
         Ok(behind)
     }
 
-    async fn sync(&self, host: HostId, rows: Vec<canopy_api_types::updates::PackageUpdate>) -> Result<()> {
+    async fn sync(
+        &self,
+        host: HostId,
+        rows: Vec<canopy_api_types::updates::PackageUpdate>,
+    ) -> Result<()> {
         let out = self
             .store
             .sync_image_updates(host, rows, &Actor::System)
@@ -254,7 +261,9 @@ impl Images {
                     .map(|p| p.to_string());
                 let update = open
                     .iter()
-                    .find(|u| u.host_id == hc.host_id && u.package == c.image && !u.status.is_closed())
+                    .find(|u| {
+                        u.host_id == hc.host_id && u.package == c.image && !u.status.is_closed()
+                    })
                     .map(|u| ImageUpdateView {
                         update_id: u.id,
                         status: u.status,

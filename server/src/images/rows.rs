@@ -2,8 +2,8 @@
 //! of one cycle kept per (registry, repository, tag, platform), and per host the `docker`
 //! update rows its containers call for (docs/design.md §2.7). Pure functions, tested here.
 
-use crate::registry::report::{CheckResult, ImageStatus};
 use crate::registry::reference::ImageRef;
+use crate::registry::report::{CheckResult, ImageStatus};
 use canopy_api_types::docker::{Container, ImageCheck};
 use canopy_api_types::updates::{PackageManager, PackageUpdate, Severity};
 use chrono::{DateTime, Utc};
@@ -132,16 +132,17 @@ pub fn host_rows(
             .into_iter()
             .next()
             .unwrap_or_else(|| c.image_id.clone());
-        rows.entry(c.image.clone()).or_insert_with(|| PackageUpdate {
-            manager: PackageManager::Docker,
-            package: c.image.clone(),
-            current_version: current,
-            available_version: check.remote_digest.clone().unwrap_or_default(),
-            arch: None,
-            source: Some(check.registry.clone()),
-            severity: Severity::Normal,
-            held: false,
-        });
+        rows.entry(c.image.clone())
+            .or_insert_with(|| PackageUpdate {
+                manager: PackageManager::Docker,
+                package: c.image.clone(),
+                current_version: current,
+                available_version: check.remote_digest.clone().unwrap_or_default(),
+                arch: None,
+                source: Some(check.registry.clone()),
+                severity: Severity::Normal,
+                held: false,
+            });
     }
     rows.into_values().collect()
 }
@@ -216,7 +217,11 @@ mod tests {
         );
         assert_eq!(rows.len(), 1, "one row per reference: {rows:?}");
         assert_eq!(
-            (rows[0].package.as_str(), rows[0].current_version.as_str(), rows[0].available_version.as_str()),
+            (
+                rows[0].package.as_str(),
+                rows[0].current_version.as_str(),
+                rows[0].available_version.as_str()
+            ),
             ("nginx:2", "sha256:old", "sha256:new")
         );
     }
