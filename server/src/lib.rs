@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod operations;
 pub mod pipeline;
+pub mod registry;
 pub mod settings;
 pub mod state;
 pub mod telemetry;
