@@ -10,6 +10,7 @@ pub mod http;
 pub mod images;
 pub mod operations;
 pub mod pipeline;
+pub mod registry;
 pub mod settings;
 pub mod state;
 pub mod telemetry;
