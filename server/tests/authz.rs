@@ -69,6 +69,7 @@ fn concrete(path: &str) -> String {
             "{node}" => "pve1".into(),
             "{address}" => "127.0.0.1:22".into(),
             "{username}" => "no-such-user".into(),
+            "{registry}" => "registry.invalid".into(),
             s if s.starts_with('{') => panic!("no value for the path parameter {s} in {path}"),
             s => s.into(),
         })
