@@ -4,8 +4,10 @@
 //! repository, tag, platform) and each registry's budget in the store, and turns them into
 //! `docker` update rows per host (`rows`), which then go through the same review, approval
 //! and bulk plans as packages. A report with containers is compared with the stored checks
-//! at once, without a request; a cycle runs every `image_check_interval_secs`, sooner when a
-//! registry asked to wait less than that, and on demand (`POST /images/check`).
+//! at once, without a request; a reference no check has answered yet (a new container) is
+//! checked a few seconds later on its own (reports arriving meanwhile join it). A cycle of
+//! everything runs every `image_check_interval_secs`, sooner when a registry asked to wait
+//! less than that, and on demand (`POST /images/check`).
 
 pub mod rows;
 
@@ -33,7 +35,13 @@ pub struct Images {
     interval: Duration,
     /// One cycle at a time; credentials are loaded from the store on the first.
     cycle: tokio::sync::Mutex<bool>,
+    /// A report brought a reference no check has answered yet.
+    unchecked: tokio::sync::Notify,
 }
+
+/// How long new references wait for others before their check (a burst of reports after a
+/// restart or a deploy is one small cycle).
+const GATHER_NEW: Duration = Duration::from_secs(5);
 
 impl Images {
     pub fn new(
@@ -49,6 +57,7 @@ impl Images {
             checker,
             interval: Duration::from_secs(interval_secs),
             cycle: tokio::sync::Mutex::new(false),
+            unchecked: tokio::sync::Notify::new(),
         })
     }
 
@@ -81,17 +90,30 @@ impl Images {
         Ok(out)
     }
 
-    /// One check cycle now (waits for one already running to end first).
+    /// One check cycle of every container's image now (after one already running).
     pub async fn cycle(&self) -> Result<CheckSummary> {
+        self.run(false).await
+    }
+
+    /// A cycle of every image, or (`only_new`) of the ones no stored check answers.
+    async fn run(&self, only_new: bool) -> Result<CheckSummary> {
         let mut loaded = self.cycle.lock().await;
         if !*loaded {
             self.credentials_changed().await;
             *loaded = true;
         }
         let all = self.store.list_containers().await?;
+        let known = if only_new {
+            self.stored_checks().await?
+        } else {
+            HashMap::new()
+        };
         let checked: Vec<&HostContainer> = all
             .iter()
-            .filter(|c| key_of(&c.container.image, &c.container.platform).is_some())
+            .filter(|c| {
+                key_of(&c.container.image, &c.container.platform)
+                    .is_some_and(|k| !known.contains_key(&k))
+            })
             .collect();
         let inputs: Vec<CheckInput> = checked
             .iter()
@@ -215,10 +237,17 @@ impl Images {
             .collect())
     }
 
-    /// A host reported its containers: its image rows from the stored checks, no request.
+    /// A host reported its containers: its image rows from the stored checks, no request;
+    /// references no check answered yet are checked shortly.
     pub async fn host_reported(&self, host: HostId) -> Result<()> {
         let containers = self.store.host_containers(host).await?;
         let checks = self.stored_checks().await?;
+        if containers
+            .iter()
+            .any(|c| key_of(&c.image, &c.platform).is_some_and(|k| !checks.contains_key(&k)))
+        {
+            self.unchecked.notify_one();
+        }
         let rows = host_rows(&containers, &checks);
         let had_rows = !self.store.open_image_updates(Some(host)).await?.is_empty();
         if rows.is_empty() && !had_rows {
@@ -299,12 +328,27 @@ impl Images {
             .collect())
     }
 
-    /// Cycles forever: every interval, or sooner when a registry asked to wait less.
+    /// Cycles forever: every interval, or sooner when a registry asked to wait less; new
+    /// references shortly after they are reported. With an interval of 0, only on demand.
     pub async fn run_forever(self: Arc<Self>) {
         if self.interval.is_zero() {
             return;
         }
+        let mut due = tokio::time::Instant::now();
         loop {
+            let only_new = tokio::select! {
+                _ = tokio::time::sleep_until(due) => false,
+                _ = self.unchecked.notified() => {
+                    tokio::time::sleep(GATHER_NEW).await;
+                    true
+                }
+            };
+            if only_new {
+                if let Err(e) = self.run(true).await {
+                    tracing::error!(error = %format!("{e:#}"), "checking new images failed");
+                }
+                continue; // the full cycle keeps its time
+            }
             let next = match self.cycle().await {
                 Ok(summary) => summary
                     .registries
@@ -319,7 +363,7 @@ impl Images {
                     self.interval
                 }
             };
-            tokio::time::sleep(next.max(Duration::from_secs(1))).await;
+            due = tokio::time::Instant::now() + next.max(Duration::from_secs(1));
         }
     }
 }
