@@ -61,15 +61,24 @@
 //! the simulator, whose tasks act on their containers (`action.rs`).
 
 mod action;
+mod app_images;
 mod base;
+mod daemon;
 mod dnf;
+mod docker_guests;
+mod docker_lab;
+mod engines;
 mod guest;
+mod http;
 mod image;
 mod mirror;
 mod node;
+mod oci;
 mod openrc;
 mod packages;
 mod pve;
+mod ratelimit;
+mod registry;
 mod repo;
 mod rpms;
 mod sim;
@@ -137,6 +146,19 @@ pub fn lab_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The Docker part's files in the workspace: `.lab/docker` (`.lab/docker-NAME` for an
+/// instance): the registry's storage and logs, the rate-limiting front's, the Docker guests'
+/// engines' data roots and logs.
+pub fn docker_dir() -> Result<PathBuf> {
+    let dir = match instance()? {
+        None => ".lab/docker".to_string(),
+        Some(i) => format!(".lab/docker-{i}"),
+    };
+    let dir = state::repo_root()?.join(dir);
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// `.lab/lab.json` in the workspace root (`.lab/lab-NAME.json` for a second lab started
 /// with `CANOPY_LAB_INSTANCE=NAME`, so it never overwrites the file the tests read).
 pub fn lab_json_path() -> Result<PathBuf> {
@@ -150,6 +172,11 @@ pub fn lab_json_path() -> Result<PathBuf> {
 /// Builds what is missing, (re)starts the repo server and `guests` containers, writes lab.json
 /// and returns its path.
 pub fn up(guests: usize) -> Result<PathBuf> {
+    up_with(guests, false)
+}
+
+/// [`up`], with the Docker part (`docker_lab.rs`) when `docker` is true.
+pub fn up_with(guests: usize, docker: bool) -> Result<PathBuf> {
     let started = Instant::now();
     crate::dockerd::ensure()?;
     let root = state::repo_root()?;
@@ -170,6 +197,11 @@ pub fn up(guests: usize) -> Result<PathBuf> {
     let pve_build_secs = systemd::ensure(&systemd::image_key(&inputs), &pkgs, &old_debs)?
         + openrc::ensure(&openrc::image_key(&inputs), &pkgs, &old_debs)?
         + node::ensure(&node::image_key())?;
+    let docker_build_secs = if docker {
+        docker_guests::ensure(&docker_guests::image_key(&inputs), &pkgs, &old_debs)?
+    } else {
+        0.0
+    };
     let url = repo::serve(&repo_dir)?;
     let rpm_url = format!("{url}{}/", rpms::SUBDIR);
     let sources = format!(
@@ -178,6 +210,7 @@ pub fn up(guests: usize) -> Result<PathBuf> {
         repo::SECURITY_SUITE
     );
     remove_guests()?;
+    docker_lab::down()?;
     let mut names = Vec::new();
     for i in 1..=guests {
         let name = format!("{}{i}", guest_prefix()?);
@@ -193,22 +226,46 @@ pub fn up(guests: usize) -> Result<PathBuf> {
         dnf::verify_guest(&name, &rpms)?;
         dnf_names.push(name);
     }
+    let docker_started = Instant::now();
+    let mut dock = docker.then(docker_lab::start).transpose()?;
+    let extra = dock
+        .as_ref()
+        .map(|d| docker_guests::pct_entries(&d.guests))
+        .unwrap_or_default();
+    let mut docker_secs = docker_started.elapsed().as_secs_f64();
     let pve_started = Instant::now();
-    let mut pve = pve::up(&sources, &pkgs)?;
+    let mut pve = pve::up(&sources, &pkgs, &extra)?;
     pve.sim_file = Some(sim::write()?);
     let pve_secs = pve_started.elapsed().as_secs_f64();
+    let configure_started = Instant::now();
+    if let Some(d) = dock.as_mut() {
+        d.configure(&sources, &pkgs, &pve)?;
+        docker_secs += configure_started.elapsed().as_secs_f64();
+    }
     let path = lab_json_path()?;
     fs::create_dir_all(path.parent().unwrap_or(&root))?;
-    let sections = [
+    let mut sections = vec![
         ("dnf", dnf::json_section(&rpm_url, &dnf_names, &rpms)),
         ("pve", pve::json_section(&pve)),
     ];
+    if let Some(d) = &dock {
+        sections.push(("docker", d.json()));
+    }
     fs::write(
         &path,
         lab_json(&key, &url, &repo_dir, &sources, &names, &pkgs, &sections),
     )?;
+    let docker_note = if docker {
+        format!(
+            ", Docker guests {}–{} ({docker_secs:.1}s, image build {docker_build_secs:.1}s)",
+            docker_guests::VMIDS.start(),
+            docker_guests::VMIDS.end()
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "xtask: lab up: {} apt + {} dnf guest(s), PVE node {} with 7 guests ({pve_secs:.1}s), \
+        "xtask: lab up: {} apt + {} dnf guest(s), PVE node {} with 7 guests ({pve_secs:.1}s){docker_note}, \
          repo {url}, image builds {build_secs:.1}s + {dnf_build_secs:.1}s (dnf) + \
          {pve_build_secs:.1}s (PVE), total {:.1}s; wrote {}",
         names.len(),
@@ -240,6 +297,12 @@ pub fn publish(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `lab image-push REPOSITORY TAG VARIANT`: a new version in the running lab registry
+/// (`docker_lab.rs`); prints its digest.
+pub fn image_push(args: &[&str]) -> Result<()> {
+    docker_lab::image_push(args)
+}
+
 /// `lab pve-action ACTION VMID [SNAPNAME] [--start]`: the simulator's action hook (`action.rs`).
 pub fn pve_action(args: &[&str]) -> Result<()> {
     action::run(args)
@@ -250,6 +313,7 @@ pub fn down() -> Result<()> {
     if crate::dockerd::engine_up() {
         remove_guests()?;
     }
+    docker_lab::down()?;
     repo::stop()?;
     let path = lab_json_path()?;
     for file in [path, sim::path()?] {
@@ -272,7 +336,7 @@ pub fn status() -> Result<()> {
                 let ps = cmd("docker", ["ps", "-a", "--filter", &filter, "--format", fmt]);
                 println!("\ncontainers:\n{}", ps.output()?.trim_end());
             }
-            Ok(())
+            docker_lab::status()
         }
         Err(_) => bail!(
             "no lab is up ({} missing; run `cargo xtask lab up`)",
