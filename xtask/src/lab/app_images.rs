@@ -102,7 +102,7 @@ impl Variant {
         })
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Variant::V1 => "v1",
             Variant::V2 => "v2",
@@ -151,12 +151,19 @@ pub fn busybox_layer() -> Result<Layer> {
     t.dir("bin", 0o755)?;
     t.file("bin/busybox", 0o755, &binary)?;
     for applet in list.lines().map(str::trim) {
-        if !applet.is_empty() && applet != "busybox" && applet.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
+        if !applet.is_empty()
+            && applet != "busybox"
+            && applet.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+        {
             t.symlink(&format!("bin/{applet}"), "busybox")?;
         }
     }
     t.dir("etc", 0o755)?;
-    t.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")?;
+    t.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
     t.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
     t.dir("root", 0o700)?;
     t.dir("tmp", 0o1777)?;
@@ -206,8 +213,15 @@ fn config(
     } else {
         ""
     };
-    let arch_variant = if arch == "arm64" { ",\"variant\":\"v8\"" } else { "" };
-    let diff_ids: Vec<String> = layers.iter().map(|l| format!("\"{}\"", l.diff_id)).collect();
+    let arch_variant = if arch == "arm64" {
+        ",\"variant\":\"v8\""
+    } else {
+        ""
+    };
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("\"{}\"", l.diff_id))
+        .collect();
     let history: Vec<String> = layers
         .iter()
         .enumerate()
@@ -321,7 +335,8 @@ pub fn push(
 pub fn check_repository(name: &str) -> Result<()> {
     let component_ok = |c: &str| {
         !c.is_empty()
-            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
             && c.as_bytes()[0].is_ascii_alphanumeric()
             && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
     };
@@ -337,7 +352,9 @@ pub fn check_tag(tag: &str) -> Result<()> {
         && tag.len() <= 128
         && tag.as_bytes()[0] != b'.'
         && tag.as_bytes()[0] != b'-'
-        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if !ok {
         bail!("tag {tag:?}: use letters, digits, '.', '_' and '-' (not first), at most 128");
     }

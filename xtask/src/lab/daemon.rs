@@ -29,6 +29,12 @@ impl Daemon {
         crate::state::stop_pid(&self.pidfile(), grace)
     }
 
+    /// The pid recorded at `spawn`, alive or not.
+    fn pid(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.pidfile()).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     pub fn running(&self) -> Option<u32> {
         crate::state::running_pid(&self.pidfile())
     }
@@ -62,13 +68,20 @@ impl Daemon {
 
     /// Waits until `ready` holds; fails with the tail of `log` if the process died or it took
     /// longer than `within`.
-    pub fn wait(&self, within: Duration, log: &Path, mut ready: impl FnMut() -> bool) -> Result<()> {
+    pub fn wait(
+        &self,
+        within: Duration,
+        log: &Path,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<()> {
         let mut died = false;
         let ok = crate::proc::poll(within, Duration::from_millis(100), || {
             if ready() {
                 return true;
             }
-            died = self.running().is_none();
+            // Not `running()`: while a big binary is still being loaded, /proc/PID/cmdline
+            // can read empty, and that would look like another program.
+            died = !self.pid().is_some_and(crate::state::pid_alive);
             died
         });
         if ok && !died {

@@ -71,18 +71,33 @@ impl DockerLab {
     }
 }
 
-/// Through the node's real sshd and its `pct`: every Docker guest runs and its `docker ps`
-/// lists exactly its own containers.
+/// Through the node's real sshd and its `pct` (one ssh session): every Docker guest runs and
+/// its `docker ps` lists exactly its own containers.
 fn self_check(guests: &[Guest], pve: &pve::Pve) -> Result<()> {
+    let remote: Vec<String> = guests
+        .iter()
+        .map(|g| {
+            format!(
+                "echo '== {vmid}' && pct status {vmid} && pct exec {vmid} -- docker ps --format '{{{{.Names}}}}'",
+                vmid = g.vmid
+            )
+        })
+        .collect();
+    let out = pve.node_ssh(&remote.join(" && ")).output()?;
     for g in guests {
-        let remote = format!(
-            "pct status {vmid} && pct exec {vmid} -- docker ps --format '{{{{.Names}}}}'",
-            vmid = g.vmid
-        );
-        let out = pve.node_ssh(&remote).output()?;
-        let mut lines: Vec<&str> = out.lines().collect();
+        let section = out
+            .split(&format!("== {}\n", g.vmid))
+            .nth(1)
+            .unwrap_or("")
+            .split("== ")
+            .next()
+            .unwrap_or("");
+        let mut lines: Vec<&str> = section.lines().collect();
         if lines.first() != Some(&"status: running") {
-            bail!("lab self-check: `pct status {}` printed {out:?}", g.vmid);
+            bail!(
+                "lab self-check: `pct status {}` printed {section:?}",
+                g.vmid
+            );
         }
         lines.remove(0);
         lines.sort_unstable();
@@ -107,7 +122,11 @@ pub fn status() -> Result<()> {
         }
         let fmt = "{{.Names}}\t{{.Image}}\t{{.Status}}";
         if let Ok(ps) = engine.docker(&["ps", "-a", "--format", fmt]).output() {
-            println!("\nDocker guest {vmid} ({}):\n{}", engine.host(), ps.trim_end());
+            println!(
+                "\nDocker guest {vmid} ({}):\n{}",
+                engine.host(),
+                ps.trim_end()
+            );
         }
     }
     Ok(())
@@ -133,8 +152,16 @@ pub fn down() -> Result<()> {
 pub fn image_push(args: &[&str]) -> Result<()> {
     const USAGE: &str = "usage: cargo xtask lab image-push REPOSITORY TAG v1|v2|broken|crash \
                          [--multi-platform] [--no-healthcheck]";
-    let flags: Vec<&str> = args.iter().copied().filter(|a| a.starts_with("--")).collect();
-    let rest: Vec<&str> = args.iter().copied().filter(|a| !a.starts_with("--")).collect();
+    let flags: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| a.starts_with("--"))
+        .collect();
+    let rest: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let [repository, tag, variant] = rest[..] else {
         bail!("{USAGE}");
     };
@@ -152,8 +179,10 @@ pub fn image_push(args: &[&str]) -> Result<()> {
     let addr = registry::running_addr()?;
     let pushed = push_one(&addr, repository, tag, variant, kind)?;
     eprintln!(
-        "xtask: lab image-push: {addr}/{repository}:{tag} is now {} ({variant:?}, {})",
-        pushed.digest, pushed.media_type
+        "xtask: lab image-push: {addr}/{repository}:{tag} is now {} ({}, {})",
+        pushed.digest,
+        variant.name(),
+        pushed.media_type
     );
     for (platform, digest) in &pushed.platforms {
         eprintln!("xtask: lab image-push:   {platform}: {digest}");

@@ -83,6 +83,7 @@ mod repo;
 mod rpms;
 mod sim;
 mod systemd;
+mod workloads;
 
 use crate::proc::cmd;
 use crate::state::{self, json_str};

@@ -82,7 +82,13 @@ pub struct Tar {
 
 impl Tar {
     pub fn dir(&mut self, path: &str, mode: u32) -> Result<()> {
-        self.entry(&format!("{}/", path.trim_end_matches('/')), mode, b'5', "", &[])
+        self.entry(
+            &format!("{}/", path.trim_end_matches('/')),
+            mode,
+            b'5',
+            "",
+            &[],
+        )
     }
 
     pub fn file(&mut self, path: &str, mode: u32, content: &[u8]) -> Result<()> {
@@ -147,7 +153,13 @@ impl Client<'_> {
         if http::request("HEAD", self.addr, &path, &[], &[])?.status == 200 {
             return Ok(());
         }
-        let start = http::request("POST", self.addr, &format!("/v2/{repo}/blobs/uploads/"), &[], &[])?;
+        let start = http::request(
+            "POST",
+            self.addr,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            &[],
+        )?;
         if start.status != 202 {
             bail!(
                 "POST /v2/{repo}/blobs/uploads/: {} {}",
@@ -231,11 +243,8 @@ mod tests {
         assert_eq!(tar.len(), 512 * 4 + 1024);
         for block in [&tar[0..512], &tar[512..1024], &tar[1536..2048]] {
             assert_eq!(&block[257..263], b"ustar\0");
-            let stored = u32::from_str_radix(
-                std::str::from_utf8(&block[148..154]).unwrap(),
-                8,
-            )
-            .unwrap();
+            let stored =
+                u32::from_str_radix(std::str::from_utf8(&block[148..154]).unwrap(), 8).unwrap();
             let mut copy = block.to_vec();
             copy[148..156].copy_from_slice(b"        ");
             assert_eq!(stored, copy.iter().map(|b| u32::from(*b)).sum::<u32>());

@@ -88,11 +88,7 @@ pub fn start() -> Result<Registry> {
     let conf = d.dir.join("config.yml");
     fs::write(&conf, config(&data, port))?;
     let (access, log) = (d.dir.join("access.log"), d.dir.join("registry.log"));
-    d.spawn(
-        cmd("docker-registry", ["serve"]).arg(&conf),
-        &access,
-        &log,
-    )?;
+    d.spawn(cmd("docker-registry", ["serve"]).arg(&conf), &access, &log)?;
     let addr = format!("127.0.0.1:{port}");
     d.wait(Duration::from_secs(20), &log, || {
         listening(port)
