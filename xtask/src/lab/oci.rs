@@ -122,13 +122,13 @@ impl Tar {
         self.out.extend_from_slice(&h);
         self.out.extend_from_slice(data);
         let pad = (512 - data.len() % 512) % 512;
-        self.out.extend(std::iter::repeat(0).take(pad));
+        self.out.extend(std::iter::repeat_n(0, pad));
         Ok(())
     }
 
     /// The archive with its two end blocks.
     pub fn finish(mut self) -> Vec<u8> {
-        self.out.extend(std::iter::repeat(0).take(1024));
+        self.out.extend(std::iter::repeat_n(0, 1024));
         self.out
     }
 }
