@@ -1,8 +1,9 @@
 //! One Docker engine per Docker guest, run natively on the host: `dockerd` with its own
 //! `--data-root` (`.lab/docker/engines/VMID/data`), `--exec-root` (`/run/canopy-lab/VMID`: it
 //! must be short, dockerd puts 81-character socket names in it), socket
-//! (`/run/canopy-lab/VMID.sock`), pid file and containerd namespace, no bridge and no iptables
-//! (containers use the host network), the main engine's storage driver. The guest container
+//! (`/run/canopy-lab/VMID.sock`), pid file and containerd namespace (`canopy-lab-VMID`), no
+//! bridge and no iptables (containers use the host network), the main engine's storage
+//! driver; its own containerd unless the machine runs one. The guest container
 //! gets that socket bind-mounted at `/run/docker.sock`, so each guest sees only its own
 //! containers, while they run on the host as real containers. Wiped at every `lab up`.
 
@@ -38,13 +39,6 @@ fn run_dir() -> Result<PathBuf> {
 pub fn engine(vmid: u32) -> Result<Engine> {
     let run = run_dir()?;
     let exec_root = run.join(vmid.to_string());
-    if exec_root.as_os_str().len() > MAX_EXEC_ROOT {
-        bail!(
-            "the exec root {} of a Docker guest's engine is longer than {MAX_EXEC_ROOT} bytes: \
-             use a shorter CANOPY_LAB_INSTANCE",
-            exec_root.display()
-        );
-    }
     let dir = super::docker_dir()?.join("engines").join(vmid.to_string());
     Ok(Engine {
         vmid,
@@ -80,9 +74,20 @@ impl Engine {
 
     /// Starts the engine (not waiting for it); its state must be gone (`stop`).
     fn spawn(&self, driver: &str) -> Result<()> {
+        if self.exec_root.as_os_str().len() > MAX_EXEC_ROOT {
+            bail!(
+                "the exec root {} of a Docker guest's engine is longer than {MAX_EXEC_ROOT} \
+                 bytes: use a shorter CANOPY_LAB_INSTANCE",
+                self.exec_root.display()
+            );
+        }
         fs::create_dir_all(&self.data_root)?;
         fs::create_dir_all(self.socket.parent().context("socket dir")?)?;
-        let ns = format!("canopy-lab-{}", self.vmid);
+        // Its own namespace also where engines share the machine's containerd.
+        let ns = match super::instance()? {
+            None => format!("canopy-lab-{}", self.vmid),
+            Some(i) => format!("canopy-lab-{i}-{}", self.vmid),
+        };
         let args = [
             format!("--data-root={}", self.data_root.display()),
             format!("--exec-root={}", self.exec_root.display()),

@@ -44,6 +44,46 @@
 //!       { "vmid": 106, "container": "canopy-lab-pve1-ct106", "hostname": "ct106",
 //!         "sudo": false, "ssh": "127.0.0.1:PORT" }
 //!     ]
+//!   },
+//!   "docker": {
+//!     "registry": { "url": "http://127.0.0.1:PORT", "host": "127.0.0.1:PORT",
+//!                   "access_log": "/…/.lab/docker/registry/access.log",
+//!                   "access_log_format": "combined", "log": "…", "config": "…", "data_dir": "…" },
+//!     "rate_limited": { "url": "http://127.0.0.1:PORT", "host": "127.0.0.1:PORT",
+//!                       "limited": "HEAD and GET /v2/*/manifests/*", "rate_per_minute": 30,
+//!                       "burst": 0, "status": 429, "retry_after_secs": 2,
+//!                       "ratelimit_limit": "100;w=21600", "ratelimit_remaining": "76;w=21600",
+//!                       "ratelimit_remaining_when_limited": "0;w=21600",
+//!                       "access_log": "…", "error_log": "…" },
+//!     "images": {
+//!       "web": { "repository": "canopy/web", "tag": "stable",
+//!                "reference": "127.0.0.1:PORT/canopy/web:stable",
+//!                "media_type": "application/vnd.docker.distribution.manifest.v2+json",
+//!                "digest": "sha256:…", "healthcheck": true, "multi_platform": false,
+//!                "platforms": {} },
+//!       "multi": { …, "media_type": "application/vnd.oci.image.index.v1+json",
+//!                  "multi_platform": true,
+//!                  "platforms": { "linux/amd64": "sha256:…", "linux/arm64": "sha256:…" } }
+//!     },
+//!     "variants": ["v1", "v2", "broken", "crash"],
+//!     "guest_image": "canopy-lab/debian-docker:bookworm",
+//!     "cluster": "dock", "node": "pve1", "sim_file": "/…/.lab/sim-dock.toml",
+//!     "compose_command": "docker-compose",
+//!     "guests": [
+//!       { "vmid": 201, "container": "canopy-lab-pve1-ct201", "hostname": "ct201",
+//!         "docker_host": "unix:///run/canopy-lab/201.sock", "socket": "/run/canopy-lab/201.sock",
+//!         "data_root": "…", "engine_log": "…",
+//!         "compose_projects": [ { "name": "shop", "working_dir": "/srv/compose/shop",
+//!                                 "config_file": "/srv/compose/shop/docker-compose.yml" } ],
+//!         "containers": [
+//!           { "name": "web-a", "image": "web", "reference": "127.0.0.1:PORT/canopy/web:stable",
+//!             "restart": "unless-stopped", "compose": null },
+//!           { "name": "shop_web_1", "image": "web", "reference": "…", "restart": "unless-stopped",
+//!             "compose": { "project": "shop", "service": "web",
+//!                          "working_dir": "/srv/compose/shop",
+//!                          "config_files": "docker-compose.yml" } }
+//!         ] }
+//!     ]
 //!   }
 //! }
 //! ```
@@ -59,6 +99,11 @@
 //! `canopy-lab/debian-openrc:bookworm`, no systemd, no sudo), which is not in `guests`.
 //! `sim_file` is the PVE simulator cluster file for node pve1 (`sim.rs`): guests 101–106 behind
 //! the simulator, whose tasks act on their containers (`action.rs`).
+//!
+//! `docker` is there only after `lab up --docker-guests` (`docker_lab.rs`): the registry and
+//! its access log, the rate-limiting front and its fixed budget headers, the images as pushed
+//! at v1 (`image` in a container names one of `images`), and the Docker guests 201–204 with
+//! their engines and containers (`compose` null for a `docker run` container).
 
 mod action;
 mod app_images;
@@ -155,9 +200,7 @@ pub fn docker_dir() -> Result<PathBuf> {
         None => ".lab/docker".to_string(),
         Some(i) => format!(".lab/docker-{i}"),
     };
-    let dir = state::repo_root()?.join(dir);
-    fs::create_dir_all(&dir)?;
-    Ok(dir)
+    Ok(state::repo_root()?.join(dir))
 }
 
 /// `.lab/lab.json` in the workspace root (`.lab/lab-NAME.json` for a second lab started
