@@ -502,16 +502,20 @@ async fn multi_platform_container(lab: &DockerLab, guests: &[DockerGuest]) {
     );
 }
 
-/// Removes the test's containers from a guest, also when the test fails.
+/// Removes the test's containers and images from a guest, also when the test fails.
 struct Cleanup<'a> {
     guest: &'a str,
     names: Vec<&'static str>,
+    images: Vec<String>,
 }
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         let mut args = vec!["exec", self.guest, "docker", "rm", "-f"];
         args.extend(&self.names);
+        let _ = docker_output(&args);
+        let mut args = vec!["exec", self.guest, "docker", "image", "rm"];
+        args.extend(self.images.iter().map(String::as_str));
         let _ = docker_output(&args);
     }
 }
@@ -522,12 +526,14 @@ fn broken_image_turns_unhealthy(lab: &DockerLab, g: &DockerGuest) {
     image_push(SMOKE_HEALTH, "good", "v1");
     image_push(SMOKE_HEALTH, "broken", "broken");
     let host = lab.registry_host();
+    let reference = |tag: &str| format!("{host}/{SMOKE_HEALTH}:{tag}");
     let cleanup = Cleanup {
         guest: &g.container,
         names: vec!["lab-smoke-good", "lab-smoke-broken"],
+        images: vec![reference("good"), reference("broken")],
     };
     for (name, tag) in [("lab-smoke-good", "good"), ("lab-smoke-broken", "broken")] {
-        let reference = format!("{host}/{SMOKE_HEALTH}:{tag}");
+        let reference = reference(tag);
         guest_docker(
             &g.container,
             &["run", "-d", "--name", name, "--network", "host", &reference],
