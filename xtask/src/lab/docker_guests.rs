@@ -22,7 +22,10 @@ const DOCKER_BASE: Extended = Extended {
     recipe: "docker-image-v1",
     packages: &["systemd", "systemd-sysv", "sudo", "dbus", "docker-compose"],
 };
+/// The Docker guests' vmids (`sim-dock.toml`, the node's `pct`).
 pub const VMIDS: std::ops::RangeInclusive<u32> = 201..=204;
+
+/// The guest image's content hash: the systemd image's recipe on the Docker base.
 pub fn image_key(description: &str) -> String {
     systemd::image_key_on(&DOCKER_BASE, description)
 }
