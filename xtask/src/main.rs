@@ -28,10 +28,16 @@ commands:
   openapi                 regenerate docs/openapi.json (the REST API document) from the server
   pg start|stop|url|reset throwaway PostgreSQL 15 on 127.0.0.1 (prints its URL; reset starts it empty)
   dockerd [start|stop]    ensure a Docker engine runs (bridge-less, host networking only)
-  lab up [--lab-guests N] build the guest image and apt repo, start guests, write .lab/lab.json
-  lab down|status         remove the guests and stop the repo server | print .lab/lab.json
+  lab up [--lab-guests N] [--docker-guests]
+                          build the guest image and apt repo, start guests, write .lab/lab.json;
+                          --docker-guests adds a Docker registry (and a rate-limiting front)
+                          on 127.0.0.1 and Docker guests 201-204 with containers and compose
+                          projects (cluster `dock`, .lab/sim-dock.toml)
+  lab down|status         remove the guests and stop the lab's servers | print .lab/lab.json
   lab publish SUITE PKG VERSION
                           publish a package version into the running lab's apt repository
+  lab image-push REPOSITORY TAG v1|v2|broken|crash [--multi-platform] [--no-healthcheck]
+                          push a version of an image to the running lab registry, print its digest
   test [--no-STEP ...]    the whole suite, exactly what CI runs (steps: prereqs check fmt
                           clippy musl pg docker lab; skipping is refused when CI=true)
   ui [--watch]            build the web dashboard into frontend/dist (embedded by canopy);
@@ -78,10 +84,14 @@ fn run() -> Result<()> {
         }
         ["dockerd"] | ["dockerd", "start"] => dockerd::ensure().map(|_| ()),
         ["dockerd", "stop"] => dockerd::stop(),
-        ["lab", "up", rest @ ..] => lab::up(parse_guests(rest)?).map(|_| ()),
+        ["lab", "up", rest @ ..] => {
+            let (guests, docker) = parse_up(rest)?;
+            lab::up_with(guests, docker).map(|_| ())
+        }
         ["lab", "down"] => lab::down(),
         ["lab", "status"] => lab::status(),
         ["lab", "publish", rest @ ..] => lab::publish(rest),
+        ["lab", "image-push", rest @ ..] => lab::image_push(rest),
         // The PVE simulator's action hook for the lab's node pve1 (not for people).
         ["lab", "pve-action", rest @ ..] => lab::pve_action(rest),
         ["test", rest @ ..] => test::run(rest),
@@ -96,15 +106,20 @@ fn run() -> Result<()> {
     }
 }
 
-/// `--lab-guests N` or `--lab-guests=N`; default 1.
-pub fn parse_guests(args: &[&str]) -> Result<usize> {
+/// `lab up` arguments: `--lab-guests N` or `--lab-guests=N` (default 1), `--docker-guests`.
+pub fn parse_up(args: &[&str]) -> Result<(usize, bool)> {
     let mut guests = 1;
+    let mut docker = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
+        if *arg == "--docker-guests" {
+            docker = true;
+            continue;
+        }
         let value = match arg.strip_prefix("--lab-guests") {
             Some("") => it.next().copied(),
             Some(v) if v.starts_with('=') => Some(&v[1..]),
-            _ => bail!("unknown argument {arg:?} (expected --lab-guests N)"),
+            _ => bail!("unknown argument {arg:?} (expected --lab-guests N, --docker-guests)"),
         };
         let value = value.ok_or_else(|| anyhow::anyhow!("--lab-guests needs a number"))?;
         guests = value
@@ -114,5 +129,5 @@ pub fn parse_guests(args: &[&str]) -> Result<usize> {
             bail!("--lab-guests must be between 1 and 32");
         }
     }
-    Ok(guests)
+    Ok((guests, docker))
 }

@@ -3,8 +3,9 @@
 //! prereqs → check → fmt → ui (the web dashboard, which `canopy` embeds) → clippy (also the
 //! dashboard for wasm32) → musl agent (exports `CANOPY_AGENT_MUSL_BIN`) → PostgreSQL
 //! (exports `CANOPY_TEST_POSTGRES_URL`) → dockerd → lab up (Debian and dnf guests, a PVE node
-//! stand-in with its guests, apt and RPM repositories; exports `CANOPY_LAB` and
-//! `CANOPY_XTASK_BIN`, which lab tests call to publish package versions) → the tests
+//! stand-in with its guests, apt and RPM repositories, and with `--docker-guests` a Docker
+//! registry with a rate-limiting front and the Docker guests 201–204; exports `CANOPY_LAB` and
+//! `CANOPY_XTASK_BIN`, which lab tests call to publish package versions and push images) → the tests
 //! (nextest when installed, else `cargo test`) → lab down and pg stop, also after a failure.
 //!
 //! Developers may skip steps with `--no-prereqs --no-check --no-fmt --no-ui --no-clippy --no-musl
@@ -261,12 +262,13 @@ pub fn run(args: &[&str]) -> Result<()> {
     } else {
         run.step("lab", |r| {
             lab_started = true;
-            let json = lab::up(LAB_GUESTS)?;
+            let json = lab::up_with(LAB_GUESTS, true)?;
             if !json.is_file() {
                 bail!("lab up did not write {}", json.display());
             }
             r.export("CANOPY_LAB", json.display().to_string());
-            // Lab tests publish package versions while they run (`lab publish`).
+            // Lab tests publish package versions and push images while they run (`lab publish`,
+            // `lab image-push`).
             let me = std::env::current_exe().context("the xtask binary's path")?;
             r.export("CANOPY_XTASK_BIN", me.display().to_string());
             Ok(())

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod deploy;
+pub mod docker_lab;
 pub mod lab;
 pub mod privilege;
 pub mod scripted;

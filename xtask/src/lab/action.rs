@@ -7,10 +7,13 @@
 //! restore the same replacement from it, `delbackup` removes it; start, shutdown, stop and reboot are `docker start|stop|stop|restart`, waiting
 //! for the guest's init to be up again. The guest keeps its `/etc/machine-id` throughout (the
 //! init wrappers write one only when there is none), so an enrolled agent stays the same host.
+//! A Docker guest (201–204) takes its engine along: stopped after the guest, started before
+//! it, restarted on reboot (containers with a restart policy come back, as in an LXC); its
+//! containers and images are not in a snapshot, so a rollback restores the guest's files only.
 //! On failure the last line on stderr is the reason the PVE task shows.
 
 use super::guest::{create_container, start_container};
-use super::{lab_prefix, openrc, pve, systemd};
+use super::{docker_guests, lab_prefix, openrc, pve, systemd};
 use crate::proc::cmd;
 use anyhow::{bail, Context, Result};
 use std::time::Duration;
@@ -36,8 +39,12 @@ enum Act {
 struct Target {
     container: String,
     hostname: String,
-    flags: &'static [&'static str],
+    flags: Vec<String>,
     systemd: bool,
+    /// A Docker guest's engine (`engines.rs`): it stops, starts and reboots with the guest, as
+    /// Docker does inside an LXC. A snapshot does not hold it (its containers and images live
+    /// on the host): a rollback restores the guest's files only.
+    engine: Option<super::engines::Engine>,
 }
 
 pub fn run(args: &[&str]) -> Result<()> {
@@ -118,13 +125,20 @@ fn parse(args: &[&str]) -> Result<(Act, u32)> {
 }
 
 fn target(vmid: u32) -> Result<Target> {
-    let (flags, systemd) = if pve::VMIDS.contains(&vmid) {
-        (systemd::RUN_FLAGS, true)
+    let owned = |flags: &[&str]| flags.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+    let (flags, systemd, engine) = if pve::VMIDS.contains(&vmid) {
+        (owned(systemd::RUN_FLAGS), true, None)
     } else if vmid == pve::OPENRC_VMID {
-        (openrc::RUN_FLAGS, false)
+        (owned(openrc::RUN_FLAGS), false, None)
+    } else if docker_guests::VMIDS.contains(&vmid) {
+        (
+            docker_guests::run_flags(vmid)?,
+            true,
+            Some(super::engines::engine(vmid)?),
+        )
     } else {
         bail!(
-            "CT {vmid} is not a lab guest of node {} (101–106, {})",
+            "CT {vmid} is not a lab guest of node {} (101–106, {}, 201–204)",
             super::node::NODE,
             pve::OPENRC_VMID
         );
@@ -134,6 +148,7 @@ fn target(vmid: u32) -> Result<Target> {
         hostname: format!("ct{vmid}"),
         flags,
         systemd,
+        engine,
     })
 }
 
@@ -150,13 +165,31 @@ fn docker(args: &[&str], secs: u64) -> Result<String> {
 
 fn act_on(act: &Act, vmid: u32, t: &Target) -> Result<()> {
     let name = t.container.as_str();
+    let flags: Vec<&str> = t.flags.iter().map(String::as_str).collect();
+    // A Docker guest's engine runs while the guest runs (its socket is mounted at start).
+    let engine_start = || t.engine.as_ref().map_or(Ok(()), |e| e.start());
+    let engine_stop = || t.engine.as_ref().map_or(Ok(()), |e| e.stop());
     match act {
         Act::Start => {
+            engine_start()?;
             start_container(name)?;
             wait_up(t)
         }
-        Act::Shutdown => docker(&["stop", "-t", "60", name], 90).map(drop),
-        Act::Stop => docker(&["stop", "-t", "5", name], 30).map(drop),
+        Act::Shutdown => {
+            docker(&["stop", "-t", "60", name], 90)?;
+            engine_stop()
+        }
+        Act::Stop => {
+            docker(&["stop", "-t", "5", name], 30)?;
+            engine_stop()
+        }
+        Act::Reboot if t.engine.is_some() => {
+            docker(&["stop", "-t", "60", name], 90)?;
+            engine_stop()?;
+            engine_start()?;
+            start_container(name)?;
+            wait_up(t)
+        }
         Act::Reboot => {
             docker(&["restart", "-t", "60", name], 120)?;
             super::guest::wait_machine_id(name)?;
@@ -176,8 +209,9 @@ fn act_on(act: &Act, vmid: u32, t: &Target) -> Result<()> {
                 );
             }
             docker(&["rm", "-f", name], 60)?;
-            create_container(name, &image, &t.hostname, t.flags)?;
+            create_container(name, &image, &t.hostname, &flags)?;
             if *start {
+                engine_start()?;
                 start_container(name)?;
                 wait_up(t)?;
             }

@@ -44,6 +44,46 @@
 //!       { "vmid": 106, "container": "canopy-lab-pve1-ct106", "hostname": "ct106",
 //!         "sudo": false, "ssh": "127.0.0.1:PORT" }
 //!     ]
+//!   },
+//!   "docker": {
+//!     "registry": { "url": "http://127.0.0.1:PORT", "host": "127.0.0.1:PORT",
+//!                   "access_log": "/…/.lab/docker/registry/access.log",
+//!                   "access_log_format": "combined", "log": "…", "config": "…", "data_dir": "…" },
+//!     "rate_limited": { "url": "http://127.0.0.1:PORT", "host": "127.0.0.1:PORT",
+//!                       "limited": "HEAD and GET /v2/*/manifests/*", "rate_per_minute": 30,
+//!                       "burst": 0, "status": 429, "retry_after_secs": 2,
+//!                       "ratelimit_limit": "100;w=21600", "ratelimit_remaining": "76;w=21600",
+//!                       "ratelimit_remaining_when_limited": "0;w=21600",
+//!                       "access_log": "…", "error_log": "…" },
+//!     "images": {
+//!       "web": { "repository": "canopy/web", "tag": "stable",
+//!                "reference": "127.0.0.1:PORT/canopy/web:stable",
+//!                "media_type": "application/vnd.docker.distribution.manifest.v2+json",
+//!                "digest": "sha256:…", "healthcheck": true, "multi_platform": false,
+//!                "platforms": {} },
+//!       "multi": { …, "media_type": "application/vnd.oci.image.index.v1+json",
+//!                  "multi_platform": true,
+//!                  "platforms": { "linux/amd64": "sha256:…", "linux/arm64": "sha256:…" } }
+//!     },
+//!     "variants": ["v1", "v2", "broken", "crash"],
+//!     "guest_image": "canopy-lab/debian-docker:bookworm",
+//!     "cluster": "dock", "node": "pve1", "sim_file": "/…/.lab/sim-dock.toml",
+//!     "compose_command": "docker-compose",
+//!     "guests": [
+//!       { "vmid": 201, "container": "canopy-lab-pve1-ct201", "hostname": "ct201",
+//!         "docker_host": "unix:///run/canopy-lab/201.sock", "socket": "/run/canopy-lab/201.sock",
+//!         "data_root": "…", "engine_log": "…",
+//!         "compose_projects": [ { "name": "shop", "working_dir": "/srv/compose/shop",
+//!                                 "config_file": "/srv/compose/shop/docker-compose.yml" } ],
+//!         "containers": [
+//!           { "name": "web-a", "image": "web", "reference": "127.0.0.1:PORT/canopy/web:stable",
+//!             "restart": "unless-stopped", "compose": null },
+//!           { "name": "shop_web_1", "image": "web", "reference": "…", "restart": "unless-stopped",
+//!             "compose": { "project": "shop", "service": "web",
+//!                          "working_dir": "/srv/compose/shop",
+//!                          "config_files": "docker-compose.yml" } }
+//!         ] }
+//!     ]
 //!   }
 //! }
 //! ```
@@ -59,21 +99,36 @@
 //! `canopy-lab/debian-openrc:bookworm`, no systemd, no sudo), which is not in `guests`.
 //! `sim_file` is the PVE simulator cluster file for node pve1 (`sim.rs`): guests 101–106 behind
 //! the simulator, whose tasks act on their containers (`action.rs`).
+//!
+//! `docker` is there only after `lab up --docker-guests` (`docker_lab.rs`): the registry and
+//! its access log, the rate-limiting front and its fixed budget headers, the images as pushed
+//! at v1 (`image` in a container names one of `images`), and the Docker guests 201–204 with
+//! their engines and containers (`compose` null for a `docker run` container).
 
 mod action;
+mod app_images;
 mod base;
+mod daemon;
 mod dnf;
+mod docker_guests;
+mod docker_lab;
+mod engines;
 mod guest;
+mod http;
 mod image;
 mod mirror;
 mod node;
+mod oci;
 mod openrc;
 mod packages;
 mod pve;
+mod ratelimit;
+mod registry;
 mod repo;
 mod rpms;
 mod sim;
 mod systemd;
+mod workloads;
 
 use crate::proc::cmd;
 use crate::state::{self, json_str};
@@ -137,6 +192,17 @@ pub fn lab_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The Docker part's files in the workspace: `.lab/docker` (`.lab/docker-NAME` for an
+/// instance): the registry's storage and logs, the rate-limiting front's, the Docker guests'
+/// engines' data roots and logs.
+pub fn docker_dir() -> Result<PathBuf> {
+    let dir = match instance()? {
+        None => ".lab/docker".to_string(),
+        Some(i) => format!(".lab/docker-{i}"),
+    };
+    Ok(state::repo_root()?.join(dir))
+}
+
 /// `.lab/lab.json` in the workspace root (`.lab/lab-NAME.json` for a second lab started
 /// with `CANOPY_LAB_INSTANCE=NAME`, so it never overwrites the file the tests read).
 pub fn lab_json_path() -> Result<PathBuf> {
@@ -150,6 +216,11 @@ pub fn lab_json_path() -> Result<PathBuf> {
 /// Builds what is missing, (re)starts the repo server and `guests` containers, writes lab.json
 /// and returns its path.
 pub fn up(guests: usize) -> Result<PathBuf> {
+    up_with(guests, false)
+}
+
+/// [`up`], with the Docker part (`docker_lab.rs`) when `docker` is true.
+pub fn up_with(guests: usize, docker: bool) -> Result<PathBuf> {
     let started = Instant::now();
     crate::dockerd::ensure()?;
     let root = state::repo_root()?;
@@ -170,6 +241,11 @@ pub fn up(guests: usize) -> Result<PathBuf> {
     let pve_build_secs = systemd::ensure(&systemd::image_key(&inputs), &pkgs, &old_debs)?
         + openrc::ensure(&openrc::image_key(&inputs), &pkgs, &old_debs)?
         + node::ensure(&node::image_key())?;
+    let docker_build_secs = if docker {
+        docker_guests::ensure(&docker_guests::image_key(&inputs), &pkgs, &old_debs)?
+    } else {
+        0.0
+    };
     let url = repo::serve(&repo_dir)?;
     let rpm_url = format!("{url}{}/", rpms::SUBDIR);
     let sources = format!(
@@ -178,6 +254,7 @@ pub fn up(guests: usize) -> Result<PathBuf> {
         repo::SECURITY_SUITE
     );
     remove_guests()?;
+    docker_lab::down()?;
     let mut names = Vec::new();
     for i in 1..=guests {
         let name = format!("{}{i}", guest_prefix()?);
@@ -193,22 +270,46 @@ pub fn up(guests: usize) -> Result<PathBuf> {
         dnf::verify_guest(&name, &rpms)?;
         dnf_names.push(name);
     }
+    let docker_started = Instant::now();
+    let mut dock = docker.then(docker_lab::start).transpose()?;
+    let extra = dock
+        .as_ref()
+        .map(|d| docker_guests::pct_entries(&d.guests))
+        .unwrap_or_default();
+    let mut docker_secs = docker_started.elapsed().as_secs_f64();
     let pve_started = Instant::now();
-    let mut pve = pve::up(&sources, &pkgs)?;
+    let mut pve = pve::up(&sources, &pkgs, &extra)?;
     pve.sim_file = Some(sim::write()?);
     let pve_secs = pve_started.elapsed().as_secs_f64();
+    let configure_started = Instant::now();
+    if let Some(d) = dock.as_mut() {
+        d.configure(&sources, &pkgs, &pve)?;
+        docker_secs += configure_started.elapsed().as_secs_f64();
+    }
     let path = lab_json_path()?;
     fs::create_dir_all(path.parent().unwrap_or(&root))?;
-    let sections = [
+    let mut sections = vec![
         ("dnf", dnf::json_section(&rpm_url, &dnf_names, &rpms)),
         ("pve", pve::json_section(&pve)),
     ];
+    if let Some(d) = &dock {
+        sections.push(("docker", d.json()));
+    }
     fs::write(
         &path,
         lab_json(&key, &url, &repo_dir, &sources, &names, &pkgs, &sections),
     )?;
+    let docker_note = if docker {
+        format!(
+            ", Docker guests {}–{} ({docker_secs:.1}s, image build {docker_build_secs:.1}s)",
+            docker_guests::VMIDS.start(),
+            docker_guests::VMIDS.end()
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "xtask: lab up: {} apt + {} dnf guest(s), PVE node {} with 7 guests ({pve_secs:.1}s), \
+        "xtask: lab up: {} apt + {} dnf guest(s), PVE node {} with 7 guests ({pve_secs:.1}s){docker_note}, \
          repo {url}, image builds {build_secs:.1}s + {dnf_build_secs:.1}s (dnf) + \
          {pve_build_secs:.1}s (PVE), total {:.1}s; wrote {}",
         names.len(),
@@ -240,6 +341,12 @@ pub fn publish(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `lab image-push REPOSITORY TAG VARIANT`: a new version in the running lab registry
+/// (`docker_lab.rs`); prints its digest.
+pub fn image_push(args: &[&str]) -> Result<()> {
+    docker_lab::image_push(args)
+}
+
 /// `lab pve-action ACTION VMID [SNAPNAME] [--start]`: the simulator's action hook (`action.rs`).
 pub fn pve_action(args: &[&str]) -> Result<()> {
     action::run(args)
@@ -250,6 +357,7 @@ pub fn down() -> Result<()> {
     if crate::dockerd::engine_up() {
         remove_guests()?;
     }
+    docker_lab::down()?;
     repo::stop()?;
     let path = lab_json_path()?;
     for file in [path, sim::path()?] {
@@ -272,7 +380,7 @@ pub fn status() -> Result<()> {
                 let ps = cmd("docker", ["ps", "-a", "--filter", &filter, "--format", fmt]);
                 println!("\ncontainers:\n{}", ps.output()?.trim_end());
             }
-            Ok(())
+            docker_lab::status()
         }
         Err(_) => bail!(
             "no lab is up ({} missing; run `cargo xtask lab up`)",

@@ -183,7 +183,7 @@ pub fn ssh(key: &Path, port: u16, remote: &str) -> Cmd {
 }
 
 /// The host's Docker CLI (a static binary), to bind-mount into the node.
-fn docker_binary() -> Result<PathBuf> {
+pub(super) fn docker_binary() -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join("docker"))

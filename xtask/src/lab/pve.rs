@@ -57,8 +57,13 @@ pub const DNF_VMID: u32 = 120;
 pub const OPENRC_VMID: u32 = 108;
 
 /// Starts the guests and the node (the images exist), then checks them through ssh.
-/// The old containers are gone (`remove_guests`).
-pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
+/// The old containers are gone (`remove_guests`). `extra` guests (`(vmid, container,
+/// hostname)`: the Docker guests, started by the caller) join the node's `pct` list.
+pub fn up(
+    sources: &str,
+    pkgs: &[super::packages::DemoPackage],
+    extra: &[(u32, String, String)],
+) -> Result<Pve> {
     let node_container = node_container()?;
     let mut guests = Vec::new();
     for vmid in VMIDS {
@@ -144,6 +149,7 @@ pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
     // The dnf guest (no systemd) is a container of this node too: agentless scans of a dnf
     // system, and a deploy that must fail clearly for want of a service manager.
     list.push((DNF_VMID, super::dnf_guest_name(1)?, "dnf-1".into()));
+    list.extend(extra.iter().cloned());
     node::start(&node_container, node_port, &key, &list)?;
     let pve = Pve {
         node_container,
@@ -155,6 +161,13 @@ pub fn up(sources: &str, pkgs: &[super::packages::DemoPackage]) -> Result<Pve> {
     };
     self_check(&pve)?;
     Ok(pve)
+}
+
+impl Pve {
+    /// `ssh root@node REMOTE` through the node's sshd with the lab key.
+    pub fn node_ssh(&self, remote: &str) -> crate::proc::Cmd {
+        node::ssh(&self.key, self.node_port, remote)
+    }
 }
 
 fn exec(container: &str, args: &[&str]) -> Result<String> {

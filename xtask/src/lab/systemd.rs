@@ -70,9 +70,14 @@ const SYSTEMD_INIT: &str = concat!(
 
 /// The content hash of the image: systemd base + demo packages + builder + unit changes.
 pub fn image_key(description: &str) -> String {
+    image_key_on(&SYSTEMD_BASE, description)
+}
+
+/// [`image_key`] of an image built the same way on another systemd base (the Docker guests').
+pub(super) fn image_key_on(base: &Extended, description: &str) -> String {
     let mut h = StableHash::new();
     for part in [
-        SYSTEMD_BASE.key().as_str(),
+        base.key().as_str(),
         description,
         BUILDER_VERSION,
         INIT,
@@ -88,13 +93,24 @@ pub fn image_key(description: &str) -> String {
 
 /// Makes sure the image with hash `key` exists. Returns seconds spent building.
 pub fn ensure(key: &str, pkgs: &[DemoPackage], old_debs: &[PathBuf]) -> Result<f64> {
-    image::ensure_image(IMAGE, key, || {
-        let root = unpack(&SYSTEMD_BASE.tarball()?, "systemdroot")?;
+    ensure_on(IMAGE, &SYSTEMD_BASE, key, pkgs, old_debs)
+}
+
+/// [`ensure`] for `image` built the same way on another systemd base (the Docker guests').
+pub(super) fn ensure_on(
+    image: &str,
+    base: &Extended,
+    key: &str,
+    pkgs: &[DemoPackage],
+    old_debs: &[PathBuf],
+) -> Result<f64> {
+    image::ensure_image(image, key, || {
+        let root = unpack(&base.tarball()?, "systemdroot")?;
         image::install_demo_debs(&root, pkgs, old_debs)?;
         container_units(&root)?;
         image::finish_root(&root)?;
         image::write_exec(&root, INIT_PATH, SYSTEMD_INIT)?;
-        image::import(&root, IMAGE, key, CMD)
+        image::import(&root, image, key, CMD)
     })
 }
 
