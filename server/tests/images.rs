@@ -314,3 +314,83 @@ async fn a_new_reference_is_checked_soon_after_its_report() {
         "only the new reference"
     );
 }
+
+/// A registry answering `429` with `Retry-After` (nginx's `limit_req` in front of the real
+/// registry): Canopy records the wait and the budget it announced, asks nothing before the
+/// time, and checks again by itself once it may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registry_answering_429_is_waited_for_and_checked_again() {
+    let Some(app) = spawn_app_with(Backend::Sqlite, |s| s.image_check_interval_secs = 3600).await
+    else {
+        return;
+    };
+    let reg = Registry::start().await;
+    let front = registry::Nginx::start(&reg.addr).await;
+    let db = reg
+        .push_image("canopy/db", "15", ("linux", "amd64"), "db v1")
+        .await;
+    let agent = app.enrol("limited").await;
+    let reference = format!("{}/canopy/db:15", front.addr);
+    report(
+        &agent,
+        &[container(
+            "db",
+            &reference,
+            &format!("{}/canopy/db@{db}", front.addr),
+        )],
+    )
+    .await;
+    // The new reference is checked on its own: one request, answered.
+    let first = eventually(Duration::from_secs(60), || async {
+        let list = app.admin.containers(None).await.unwrap();
+        list.into_iter().find_map(|c| c.check)
+    })
+    .await;
+    assert_eq!(first.error, None);
+    // Asked again at once: 429, Retry-After 2.
+    let summary = app.admin.check_images().await.unwrap();
+    assert_eq!(summary.errors, 1, "{summary:?}");
+    let status = &summary.registries[0];
+    assert_eq!(
+        status.remaining,
+        Some(0),
+        "the budget it announced: {status:?}"
+    );
+    let retry_after = status.retry_after.expect("the wait is recorded");
+    let registries = app.admin.registries().await.unwrap();
+    assert_eq!(registries[0].retry_after, Some(retry_after), "and shown");
+    let listed = app.admin.containers(None).await.unwrap();
+    let error = listed[0].check.as_ref().unwrap().error.clone().unwrap();
+    assert!(error.contains("429"), "{error}");
+    let before = front.log.since_last_mark().await;
+    assert_eq!(
+        before
+            .iter()
+            .filter(|l| l.is_manifest_read())
+            .map(|l| l.status)
+            .collect::<Vec<_>>(),
+        [200, 429]
+    );
+    // Before the time nothing is sent; after it, Canopy checks again by itself.
+    let held = app.admin.check_images().await.unwrap();
+    if chrono::Utc::now() < retry_after {
+        assert_eq!(held.heads + held.gets, 0, "{held:?}");
+    }
+    let again = eventually(Duration::from_secs(60), || async {
+        let list = app.admin.containers(None).await.unwrap();
+        list.into_iter()
+            .find_map(|c| c.check)
+            .filter(|c| c.error.is_none() && c.checked_at > retry_after)
+    })
+    .await;
+    assert_eq!(again.remote_digest.as_deref(), Some(db.as_str()));
+    let after: Vec<u16> = front
+        .log
+        .since_last_mark()
+        .await
+        .iter()
+        .filter(|l| l.is_manifest_read())
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(after, [200], "one request, after the wait");
+}

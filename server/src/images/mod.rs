@@ -37,6 +37,10 @@ pub struct Images {
     cycle: tokio::sync::Mutex<bool>,
     /// A report brought a reference no check has answered yet.
     unchecked: tokio::sync::Notify,
+    /// A cycle met a `429`: the earliest time its registry may be asked again, for the
+    /// scheduler to check again then (not only at the next interval).
+    retry_at: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
+    replan: tokio::sync::Notify,
 }
 
 /// How long new references wait for others before their check (a burst of reports after a
@@ -58,6 +62,8 @@ impl Images {
             interval: Duration::from_secs(interval_secs),
             cycle: tokio::sync::Mutex::new(false),
             unchecked: tokio::sync::Notify::new(),
+            retry_at: std::sync::Mutex::new(None),
+            replan: tokio::sync::Notify::new(),
         })
     }
 
@@ -125,6 +131,10 @@ impl Images {
             })
             .collect();
         let report = self.checker.check(&inputs).await;
+        if let Some(t) = report.retry_at {
+            *self.retry_at.lock().expect("retry lock") = Some(t);
+            self.replan.notify_one();
+        }
         let containers: Vec<_> = checked.iter().map(|c| &c.container).collect();
         let checks = checks_of(&containers, &report.results, report.finished_at);
         let mut registries: Vec<RegistryStatus> = report
@@ -338,6 +348,14 @@ impl Images {
         loop {
             let only_new = tokio::select! {
                 _ = tokio::time::sleep_until(due) => false,
+                _ = self.replan.notified() => {
+                    // A registry asked to wait: check again once it may be asked.
+                    if let Some(t) = self.retry_at.lock().expect("retry lock").take() {
+                        let wait = (t - Utc::now()).to_std().unwrap_or_default();
+                        due = due.min(tokio::time::Instant::now() + wait);
+                    }
+                    continue;
+                }
                 _ = self.unchecked.notified() => {
                     tokio::time::sleep(GATHER_NEW).await;
                     true
@@ -349,21 +367,11 @@ impl Images {
                 }
                 continue; // the full cycle keeps its time
             }
-            let next = match self.cycle().await {
-                Ok(summary) => summary
-                    .registries
-                    .iter()
-                    .filter_map(|r| r.retry_after)
-                    .min()
-                    .and_then(|t| (t - Utc::now()).to_std().ok())
-                    .map(|wait| wait.min(self.interval))
-                    .unwrap_or(self.interval),
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "image check cycle failed");
-                    self.interval
-                }
-            };
-            due = tokio::time::Instant::now() + next.max(Duration::from_secs(1));
+            if let Err(e) = self.cycle().await {
+                tracing::error!(error = %format!("{e:#}"), "image check cycle failed");
+            }
+            // A 429 in that cycle brought `due` forward again through `replan`.
+            due = tokio::time::Instant::now() + self.interval.max(Duration::from_secs(1));
         }
     }
 }
