@@ -78,7 +78,11 @@ impl Engine {
 /// An engine error with its causes (`client error (Connect): Permission denied (os error 13)`),
 /// each cause once.
 pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
+    let top = e.to_string();
+    let mut out = top
+        .strip_prefix("Error in the hyper legacy client: ")
+        .unwrap_or(&top)
+        .to_string();
     let mut source = e.source();
     while let Some(s) = source {
         let text = s.to_string();
