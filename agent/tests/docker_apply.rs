@@ -7,49 +7,8 @@
 
 mod docker_support;
 
-use canopy_agent::actions::{install, InstallJob};
-use canopy_agent::docker::DockerConfig;
-use canopy_api_types::commands::{CommandResult, PlannedPackage};
-use canopy_api_types::updates::PackageManager;
-use docker_support::{docker, inspect, ready, Lab, SOCKET};
+use docker_support::{docker, exists, inspect, ready, update, Lab};
 use std::process::Command;
-use std::time::Duration;
-
-/// The install command of one image update, as a bulk update sends it.
-pub async fn update(reference: &str, to: &str, containers: &[&str]) -> CommandResult {
-    let pinned = [PlannedPackage {
-        package: reference.into(),
-        from_version: None,
-        to_version: to.into(),
-        requested: true,
-        manager: Some(PackageManager::Docker),
-        containers: containers.iter().map(|c| c.to_string()).collect(),
-    }];
-    let mut docker = DockerConfig::with_socket(SOCKET);
-    docker.settle_secs = 2;
-    docker.health_timeout_secs = 30;
-    let job = InstallJob {
-        packages: &[],
-        pinned: &pinned,
-        managers: &[],
-        last: None,
-        read_only: false,
-        check_timeout: Duration::from_secs(60),
-        hang_timeout: Duration::from_secs(300),
-        docker,
-    };
-    let r = install(&job).await;
-    eprintln!("== {}\n{}\n", r.summary, r.stdout);
-    r
-}
-
-/// Whether the engine knows `reference`.
-fn exists(reference: &str) -> bool {
-    Command::new("docker")
-        .args(["image", "inspect", reference])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 fn no_leftovers(lab: &Lab, name: &str, repo: &str) {
     let names = docker(&["ps", "-a", "--format", "{{.Names}}"]);

@@ -10,6 +10,10 @@
 //! and elsewhere prints SKIPPED and returns.
 #![allow(dead_code)]
 
+use canopy_agent::actions::{install, InstallJob};
+use canopy_agent::docker::DockerConfig;
+use canopy_api_types::commands::{CommandResult, PlannedPackage};
+use canopy_api_types::updates::PackageManager;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -100,6 +104,42 @@ pub fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The install command of one image update, as a bulk update sends it.
+pub async fn update(reference: &str, to: &str, containers: &[&str]) -> CommandResult {
+    let pinned = [PlannedPackage {
+        package: reference.into(),
+        from_version: None,
+        to_version: to.into(),
+        requested: true,
+        manager: Some(PackageManager::Docker),
+        containers: containers.iter().map(|c| c.to_string()).collect(),
+    }];
+    let mut docker = DockerConfig::with_socket(SOCKET);
+    docker.settle_secs = 2;
+    docker.health_timeout_secs = 30;
+    let job = InstallJob {
+        packages: &[],
+        pinned: &pinned,
+        managers: &[],
+        last: None,
+        read_only: false,
+        check_timeout: Duration::from_secs(60),
+        hang_timeout: Duration::from_secs(300),
+        docker,
+    };
+    let r = install(&job).await;
+    eprintln!("== {}\n{}\n", r.summary, r.stdout);
+    r
+}
+
+/// Whether the engine knows `reference`.
+pub fn exists(reference: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", reference])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn free_port() -> u16 {
