@@ -80,7 +80,7 @@ pub(crate) async fn inspect_all(
         }
         out.push((c, images.get(&image_id).cloned().flatten()));
     }
-    out.sort_by(|a, b| name_of(&a.0).cmp(&name_of(&b.0)));
+    out.sort_by_key(|(c, _)| name_of(c));
     Ok(out)
 }
 

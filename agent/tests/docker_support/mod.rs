@@ -231,7 +231,7 @@ impl Lab {
         if healthy {
             std::fs::write(root.join("healthy"), "").expect("healthy file");
         }
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .args(["-C", root.to_str().expect("utf-8"), "-cf", "-", "."])
             .stdout(Stdio::piped())
             .spawn()
@@ -247,9 +247,10 @@ impl Lab {
                 "-",
                 &local,
             ])
-            .stdin(tar.stdout.expect("tar output"))
+            .stdin(tar.stdout.take().expect("tar output"))
             .output()
             .expect("docker import");
+        assert!(tar.wait().is_ok_and(|s| s.success()), "tar of the root filesystem failed");
         assert!(
             out.status.success(),
             "docker import: {}",
