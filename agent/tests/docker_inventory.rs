@@ -264,3 +264,85 @@ async fn a_dry_run_plans_exactly_the_containers_of_the_reference_and_asks_no_reg
         "{r:?}"
     );
 }
+
+/// `canopy-agent containers`: the list as root; as a user outside the `docker` group, the
+/// socket named with "permission denied" (exit 2). The `[docker]` socket comes from the config.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_containers_command_lists_them_and_names_a_socket_it_may_not_use() {
+    if !ready(false) {
+        return;
+    }
+    let lab = Lab::start("cli");
+    let v1 = lab.image("v1", true);
+    let reference = format!("{}:stable", lab.repo("web"));
+    lab.push(&v1, &reference);
+    let web = lab.name("web");
+    lab.run(&web, &["--restart", "always"], &reference);
+    // Readable by anyone (the binary and the config), as a user other than root needs them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("canopy-agent");
+    std::fs::copy(env!("CARGO_BIN_EXE_canopy-agent"), &bin).expect("copy the agent");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("server_url = \"http://127.0.0.1:9\"\n\n[docker]\nsocket = \"{SOCKET}\"\n"),
+    )
+    .expect("config");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = config.to_str().expect("utf-8");
+
+    let out = std::process::Command::new(&bin)
+        .args(["--config", config, "containers", "--json"])
+        .output()
+        .expect("canopy-agent containers");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<canopy_api_types::docker::Container> =
+        serde_json::from_slice(&out.stdout).expect("a JSON list");
+    let c = list.iter().find(|c| c.name == web).expect("the container");
+    assert_eq!(
+        (c.image.as_str(), c.restart_policy.as_deref()),
+        (reference.as_str(), Some("always"))
+    );
+    let out = std::process::Command::new(&bin)
+        .args(["--config", config, "containers"])
+        .output()
+        .expect("canopy-agent containers");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&web) && l.contains(&reference)),
+        "{table}"
+    );
+
+    if !canopy_agent::identity::is_root() {
+        eprintln!(
+            "SKIPPED the permission-denied half: only root can run the agent as another user here"
+        );
+        return;
+    }
+    let out = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            bin.to_str().expect("utf-8"),
+            "--config",
+            config,
+            "containers",
+        ])
+        .output()
+        .expect("runuser");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("docker: cannot use the Docker engine at {SOCKET}"))
+            && err.contains("Permission denied"),
+        "{err}"
+    );
+}

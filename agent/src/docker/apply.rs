@@ -79,16 +79,18 @@ pub async fn apply(
 ) -> CommandResult {
     let mut log = Vec::new();
     let end = run(pins, cfg, deadline, &mut log).await;
-    let (success, summary) = match end {
-        End::Done(s) => (true, s),
-        End::Refused(s) => (false, format!("refused: {s}")),
-        End::Failed(s) => (false, s),
+    // -1: nothing ran (as the package managers' refusals); 1: it ran and failed.
+    let (exit_code, summary) = match end {
+        End::Done(s) => (0, s),
+        End::Refused(s) => (-1, format!("refused: {s}")),
+        End::Failed(s) => (1, s),
     };
+    let success = exit_code == 0;
     for l in &log {
         tracing::info!(step = %l, "docker");
     }
     CommandResult {
-        exit_code: if success { 0 } else { 1 },
+        exit_code,
         success,
         stdout: truncate_tail(&log.join("\n"), MAX_OUTPUT),
         stderr: if success {

@@ -23,6 +23,9 @@ use bollard::query_parameters::{
 };
 use std::collections::HashMap;
 
+/// How long a stop request may take (the container's stop timeout, then the kill).
+const STOP: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// The name the old container waits under while the new one proves itself.
 pub fn aside_name(name: &str) -> String {
     format!("{name}-canopy-old")
@@ -269,8 +272,9 @@ pub async fn recreate(
         log.push(format!("{name}: connected {temp} to network {network}"));
     }
     if swap.was_running {
+        // The engine waits the container's own stop timeout before it kills it.
         engine
-            .api
+            .with_timeout(STOP)
             .stop_container(&swap.old_id, None)
             .await
             .map_err(|e| step_err(&format!("stopping {name}"), &e))?;

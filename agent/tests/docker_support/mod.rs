@@ -250,7 +250,10 @@ impl Lab {
             .stdin(tar.stdout.take().expect("tar output"))
             .output()
             .expect("docker import");
-        assert!(tar.wait().is_ok_and(|s| s.success()), "tar of the root filesystem failed");
+        assert!(
+            tar.wait().is_ok_and(|s| s.success()),
+            "tar of the root filesystem failed"
+        );
         assert!(
             out.status.success(),
             "docker import: {}",
