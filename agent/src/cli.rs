@@ -84,6 +84,11 @@ pub enum Command {
         #[arg(long)]
         refresh: bool,
     },
+    /// List the Docker engine's containers (image, digests, platform, health, compose service).
+    Containers {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show registration, server, last check-in, last scan and pending counts (from the cache).
     Status {
         #[arg(long)]
@@ -214,6 +219,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 refresh,
                 timeout,
                 managers,
+                docker: cfg.as_ref().map(|c| c.docker.clone()).unwrap_or_default(),
             })
             .await;
             let path = cache_path(cfg.as_ref());
@@ -251,6 +257,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let checks = crate::health::local::checks_from_flags(http, tcp, command)?;
             crate::health::local::print(&checks, json, Duration::from_secs(timeout.max(1))).await
+        }
+        Command::Containers { json } => {
+            let docker = try_config(cfg_flag)?.map(|c| c.docker).unwrap_or_default();
+            crate::docker::local::print(&docker, json, Duration::from_secs(60)).await
         }
         Command::Status { json } => {
             let cfg = try_config(cfg_flag)?;

@@ -106,6 +106,13 @@ pub struct AgentConfig {
     /// by `$CANOPY_AGENT_HANG_TIMEOUT_SECS`.
     #[serde(default = "default_hang_timeout")]
     pub hang_timeout_secs: u64,
+    /// Docker inside the host (`[docker]`): the engine's socket, and how long a container
+    /// moved to a new image gets to be healthy ([`crate::docker::DockerConfig`]).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::docker::DockerConfig::is_default"
+    )]
+    pub docker: crate::docker::DockerConfig,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -150,6 +157,7 @@ impl AgentConfig {
             ca_file: None,
             package_managers: Vec::new(),
             hang_timeout_secs: default_hang_timeout(),
+            docker: crate::docker::DockerConfig::default(),
         }
     }
 
@@ -508,6 +516,26 @@ mod tests {
         assert!(e.contains("has 2 bytes"), "{e}");
         let c = AgentConfig::new("https://x");
         assert!(c.server_trust().expect("none").is_none());
+    }
+
+    #[test]
+    fn the_docker_section_round_trips_and_is_left_out_when_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("a.toml");
+        let mut c = AgentConfig::new("http://x");
+        c.save(&p).expect("save");
+        assert!(!std::fs::read_to_string(&p)
+            .expect("read")
+            .contains("[docker]"));
+        c.docker = crate::docker::DockerConfig::with_socket("/run/docker.sock");
+        c.docker.settle_secs = 3;
+        c.save(&p).expect("save");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(
+            text.contains("[docker]") && text.contains("settle_secs = 3"),
+            "{text}"
+        );
+        assert_eq!(AgentConfig::load(&p).expect("load"), c);
     }
 
     #[test]

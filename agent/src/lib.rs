@@ -1,4 +1,4 @@
-//! canopy-agent: the per-host half of Canopy. Scans package managers, keeps a local
+//! canopy-agent: the per-host half of Canopy. Scans package managers and Docker containers, keeps a local
 //! cache, long-polls the server for commands (dry-run, install, repair, scan, health) and
 //! reports results. Every external command runs through [`process::run`]; everything that needs
 //! root goes through the helper ([`helper`]).
@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod docker;
 pub mod facts;
 pub mod health;
 pub mod helper;

@@ -173,6 +173,7 @@ impl Agent {
             refresh,
             timeout,
             managers: self.managers.clone(),
+            docker: self.cfg.docker.clone(),
         })
         .await;
         self.cache.set_report(report);
@@ -420,12 +421,19 @@ impl Agent {
                 ))
                 .await
             }
-            // Each package goes to the manager that reported it in the last scan.
-            CommandSpec::DryRun { packages, .. } => {
-                match actions::route(packages, &self.managers, self.cache.report.as_ref()) {
-                    Ok(batches) => actions::dry_run(&batches, timeout).await,
-                    Err(refused) => *refused,
-                }
+            // Each package goes to the manager that reported it in the last scan; image
+            // updates to the Docker engine.
+            CommandSpec::DryRun { packages, images } => {
+                let last = self.cache.report.as_ref();
+                actions::images::dry_run(
+                    packages,
+                    images,
+                    &self.managers,
+                    last,
+                    &self.cfg.docker,
+                    timeout,
+                )
+                .await
             }
             // Never stopped at the deadline: the server marks it overdue, the hang watchdog
             // is the only stop. The database is audited afterwards, whatever happened.
@@ -438,6 +446,7 @@ impl Agent {
                     read_only: self.cfg.read_only,
                     check_timeout: self.check_timeout(),
                     hang_timeout: self.hang_timeout(),
+                    docker: self.cfg.docker.clone(),
                 };
                 let r = actions::install(&job).await;
                 if !self.cfg.read_only {
@@ -528,7 +537,9 @@ pub fn scan_result(cache: &Cache) -> CommandResult {
         .iter()
         .map(|e| format!("{}: {}", e.scanner, e.message))
         .collect();
-    let ok = errors.is_empty() || !r.updates.is_empty();
+    // The Docker inventory failing does not fail a scan of the packages.
+    let package_errors = r.scanner_errors.iter().filter(|e| e.scanner != "docker");
+    let ok = package_errors.count() == 0 || !r.updates.is_empty();
     CommandResult {
         exit_code: if ok { 0 } else { 1 },
         success: ok,

@@ -35,6 +35,7 @@ async fn real_apt_scan_is_well_formed() {
         refresh: false,
         timeout: Duration::from_secs(120),
         managers: vec![PackageManager::Apt],
+        ..ScanOptions::default()
     })
     .await;
     assert!(

@@ -39,8 +39,10 @@ pub struct InstallJob<'a> {
     pub read_only: bool,
     /// Deadline of the read-only steps (audit, simulation).
     pub check_timeout: Duration,
-    /// The transaction's hang watchdog.
+    /// The transaction's hang watchdog (also the deadline of each image pull and compose run).
     pub hang_timeout: Duration,
+    /// The Docker engine, for pinned entries of manager `docker` ([`super::images`]).
+    pub docker: crate::docker::DockerConfig,
 }
 
 /// One manager's share of an install.
@@ -123,12 +125,22 @@ fn shares(job: &InstallJob<'_>) -> Result<Vec<Share>, Box<CommandResult>> {
     Ok(shares)
 }
 
-/// Install `job`: checks, then the transaction(s). See the module documentation.
+/// Install `job`: checks, then the transaction(s), then the image updates among the pins
+/// ([`super::images`]). See the module documentation.
 #[tracing::instrument(skip_all, fields(packages = ?job.packages, pinned = job.pinned.len()))]
 pub async fn install(job: &InstallJob<'_>) -> CommandResult {
     if job.read_only {
         return refused_read_only();
     }
+    let (images, pins) = super::images::split(job.pinned);
+    if !images.is_empty() {
+        return super::images::install(job, &images, &pins).await;
+    }
+    install_packages(job).await
+}
+
+/// The package managers' part of an install.
+pub(crate) async fn install_packages(job: &InstallJob<'_>) -> CommandResult {
     let shares = match shares(job) {
         Ok(s) => s,
         Err(r) => return *r,

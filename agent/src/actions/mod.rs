@@ -10,6 +10,7 @@
 pub mod apk;
 pub mod apt;
 pub mod dnf;
+pub mod images;
 pub mod install;
 pub mod pinned;
 

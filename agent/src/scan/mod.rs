@@ -1,5 +1,6 @@
 //! Scanners: decide which package managers to use (the configured ones, else every one
-//! present), ask each for its outdated packages and assemble one [`ScanReport`]. A scanner that fails is recorded in
+//! present), ask each for its outdated packages, list the Docker engine's containers
+//! ([`crate::docker::inventory`]) and assemble one [`ScanReport`]. A scanner that fails is recorded in
 //! `scanner_errors` (its packages are then absent, not removed) instead of failing
 //! the whole scan. Parsers are pure functions tested on captured real output.
 
@@ -14,6 +15,9 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Duration;
 
+/// The longest the engine may take to answer one inventory request.
+const DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How to scan.
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
@@ -24,6 +28,8 @@ pub struct ScanOptions {
     /// The package managers to scan, in order (`package_managers` in the config); empty =
     /// every one detected.
     pub managers: Vec<PackageManager>,
+    /// Where the Docker engine is (its containers join every report, [`crate::docker`]).
+    pub docker: crate::docker::DockerConfig,
 }
 
 impl Default for ScanOptions {
@@ -32,6 +38,7 @@ impl Default for ScanOptions {
             refresh: false,
             timeout: Duration::from_secs(600),
             managers: Vec::new(),
+            docker: crate::docker::DockerConfig::default(),
         }
     }
 }
@@ -125,8 +132,14 @@ pub async fn scan(opts: &ScanOptions) -> ScanReport {
         (a.manager.as_str(), &a.package, &a.arch).cmp(&(b.manager.as_str(), &b.package, &b.arch))
     });
     report.reboot_required = reboot_required(Path::new("/"));
+    // No engine: `None` and no error; an engine that cannot be used: `None` and an error.
+    let (containers, docker_error) =
+        crate::docker::inventory::scan(&opts.docker, opts.timeout.min(DOCKER_TIMEOUT)).await;
+    report.containers = containers;
+    report.scanner_errors.extend(docker_error);
     tracing::info!(
         updates = report.updates.len(),
+        containers = report.containers.as_ref().map(Vec::len),
         errors = report.scanner_errors.len(),
         "scan finished"
     );

@@ -25,6 +25,7 @@ fn job<'a>(
         read_only: false,
         check_timeout: Duration::from_secs(5),
         hang_timeout: Duration::from_secs(5),
+        docker: crate::docker::DockerConfig::default(),
     }
 }
 
