@@ -12,9 +12,11 @@ use super::base::Extended;
 use super::engines::{self, Engine};
 use super::packages::DemoPackage;
 use super::{guest, node, pve, systemd, workloads};
+use crate::proc::cmd;
 use crate::state::json_str;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub const IMAGE: &str = "canopy-lab/debian-docker:bookworm";
 const DOCKER_BASE: Extended = Extended {
@@ -122,6 +124,7 @@ pub fn configure(
         }
         guest::configure_apt(&g.container, sources)?;
         guest::verify_guest(&g.container, pkgs)?;
+        docker_group(&g.container)?;
     }
     // The guests' engines are independent: their workloads start side by side.
     std::thread::scope(|scope| {
@@ -144,6 +147,26 @@ pub fn configure(
             })
             .collect::<Result<Vec<()>>>()
     })?;
+    Ok(())
+}
+
+/// A `docker` group owning the engine's socket, as Debian's docker.io package makes one in
+/// an LXC running Docker: the socket's group on the host, named in the guest, so a deploy
+/// gives the agent's user access to it the way it would in a real guest.
+fn docker_group(container: &str) -> Result<()> {
+    cmd(
+        "docker",
+        [
+            "exec",
+            container,
+            "sh",
+            "-c",
+            "getent group docker >/dev/null || groupadd -g \"$(stat -c %g /run/docker.sock)\" docker",
+        ],
+    )
+    .timeout(Duration::from_secs(30))
+    .output()
+    .with_context(|| format!("the docker group in {container}"))?;
     Ok(())
 }
 
