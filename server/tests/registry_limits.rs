@@ -90,11 +90,7 @@ async fn rate_limited_registries_are_left_alone_until_retry_after() {
         "{reg_report:?}"
     );
     let refused = nginx.log.since_last_mark().await;
-    let last = refused
-        .iter()
-        .filter(|l| l.is_manifest_read())
-        .last()
-        .unwrap();
+    let last = refused.iter().rfind(|l| l.is_manifest_read()).unwrap();
     assert_eq!(last.status, 429, "{refused:#?}");
 
     // Until retry_after: no request at all (nginx's log), the images still rate limited.

@@ -8,8 +8,12 @@
 //! registry's challenge is remembered so that the next repository's token is fetched before
 //! its first request, not after a `401` (every `401` is a request the registry counts).
 
-use super::reference::normalize_registry;
+use super::client::{bad, transport, Failure, RegistryClient, Tally};
+use super::reference::{is_loopback, normalize_registry, ImageRef};
+use super::report::{CheckError, ErrorKind};
 use chrono::{DateTime, Duration, Utc};
+use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -202,6 +206,211 @@ pub(crate) fn pull_scope(repository: &str) -> String {
     format!("repository:{repository}:pull")
 }
 
+impl RegistryClient {
+    /// The `Authorization` header for a request: the configured token, basic credentials
+    /// for a registry that asked for them, or a bearer token (cached, or fetched now from the
+    /// realm this registry named before).
+    pub(super) async fn authorization(
+        &self,
+        r: &ImageRef,
+        scope: &str,
+        what: &str,
+        tally: &Tally,
+    ) -> Result<Option<String>, Failure> {
+        let registry = r.registry.as_str();
+        let credential = self.credentials.read().unwrap().get(registry).cloned();
+        if let Some(Credential::Token(t)) = &credential {
+            return Ok(Some(format!("Bearer {t}")));
+        }
+        let realm = {
+            let auth = self.auth.lock().unwrap();
+            let Some(a) = auth.get(registry) else {
+                return Ok(None);
+            };
+            if a.basic {
+                return Ok(credential.as_ref().and_then(basic_header));
+            }
+            if let Some(t) = a.token(scope, Utc::now()) {
+                return Ok(Some(format!("Bearer {t}")));
+            }
+            a.bearer.clone()
+        };
+        match realm {
+            Some((realm, service)) => {
+                let token = self
+                    .token(r, scope, &realm, service.as_deref(), what, tally)
+                    .await?;
+                Ok(Some(format!("Bearer {token}")))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Learn from a `401`'s challenge what the next attempt sends.
+    pub(super) async fn answer_challenge(
+        &self,
+        r: &ImageRef,
+        scope: &str,
+        headers: &HeaderMap,
+        what: &str,
+        tally: &Tally,
+    ) -> Result<(), Failure> {
+        let registry = r.registry.as_str();
+        let values = headers
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let challenge = parse_challenges(values).into_iter().next();
+        let credential = self.credentials.read().unwrap().get(registry).cloned();
+        let unauthorized = |why: &str| {
+            Failure::Error(CheckError::new(
+                ErrorKind::Unauthorized,
+                format!("{what}: {why} (401)"),
+            ))
+        };
+        match (challenge, credential) {
+            (_, Some(Credential::Token(_))) => {
+                Err(unauthorized("the registry refused the configured token"))
+            }
+            (Some(Challenge::Bearer { realm, service, .. }), _) => {
+                {
+                    let mut auth = self.auth.lock().unwrap();
+                    let a = auth.entry(registry.to_string()).or_default();
+                    a.bearer = Some((realm.clone(), service.clone()));
+                    a.basic = false;
+                    a.tokens.remove(scope);
+                }
+                self.token(r, scope, &realm, service.as_deref(), what, tally)
+                    .await?;
+                Ok(())
+            }
+            (Some(Challenge::Basic), Some(Credential::Basic { .. })) => {
+                self.auth
+                    .lock()
+                    .unwrap()
+                    .entry(registry.to_string())
+                    .or_default()
+                    .basic = true;
+                Ok(())
+            }
+            (Some(Challenge::Basic), None) => Err(unauthorized(
+                "the registry asks for a user name and password, and none are configured for it",
+            )),
+            (None, _) => Err(unauthorized(
+                "the registry refused the request without a usable WWW-Authenticate challenge",
+            )),
+        }
+    }
+
+    /// A bearer token for `scope` from `realm`: cached, or fetched (with the registry's
+    /// basic credentials when configured) and cached until it expires.
+    async fn token(
+        &self,
+        r: &ImageRef,
+        scope: &str,
+        realm: &str,
+        service: Option<&str>,
+        what: &str,
+        tally: &Tally,
+    ) -> Result<String, Failure> {
+        let registry = r.registry.as_str();
+        let gate = self
+            .token_gates
+            .lock()
+            .unwrap()
+            .entry(registry.to_string())
+            .or_default()
+            .clone();
+        let _held = gate.lock().await;
+        if let Some(t) = self
+            .auth
+            .lock()
+            .unwrap()
+            .get(registry)
+            .and_then(|a| a.token(scope, Utc::now()))
+        {
+            return Ok(t.to_string());
+        }
+        let unauthorized = |why: String| {
+            Failure::Error(CheckError::new(
+                ErrorKind::Unauthorized,
+                format!("{what}: {why}"),
+            ))
+        };
+        let url = reqwest::Url::parse(realm).map_err(|e| {
+            unauthorized(format!(
+                "the registry's token realm {realm:?} is not a URL: {e}"
+            ))
+        })?;
+        if url.scheme() != "https"
+            && !(url.scheme() == "http" && url.host_str().is_some_and(is_loopback))
+        {
+            return Err(unauthorized(format!(
+                "the registry's token realm {realm} is not HTTPS (plain HTTP only to loopback)"
+            )));
+        }
+        let mut query = vec![("scope", scope)];
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        let mut req = self.http.get(url).query(&query);
+        let credential = self.credentials.read().unwrap().get(registry).cloned();
+        if let Some(Credential::Basic { username, password }) = &credential {
+            req = req.basic_auth(username, Some(password));
+        }
+        tally.add(registry, |c| c.token_requests += 1);
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport(&format!("{what}: token realm {realm}"), &e))?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let why = if credential.is_some() {
+                "refused the configured credentials"
+            } else {
+                "refused an anonymous token"
+            };
+            return Err(unauthorized(format!(
+                "the token realm {realm} {why} ({})",
+                status.as_u16()
+            )));
+        }
+        if !status.is_success() {
+            return Err(bad(what, &format!("its token realm {realm} answered {status}")).into());
+        }
+        let answer: TokenAnswer = resp.json().await.map_err(|e| {
+            bad(
+                what,
+                &format!("its token realm {realm} sent no token JSON: {e}"),
+            )
+        })?;
+        let Some((token, until)) = answer.into_token(Utc::now()) else {
+            return Err(bad(
+                what,
+                &format!("its token realm {realm} sent an empty token"),
+            )
+            .into());
+        };
+        let mut auth = self.auth.lock().unwrap();
+        auth.entry(registry.to_string())
+            .or_default()
+            .tokens
+            .insert(scope.to_string(), (token.clone(), until));
+        Ok(token)
+    }
+}
+
+fn basic_header(c: &Credential) -> Option<String> {
+    use base64::Engine;
+    match c {
+        Credential::Basic { username, password } => Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        )),
+        Credential::Token(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +462,15 @@ mod tests {
         assert_eq!(auth.token("s", now), Some("tok"));
         assert_eq!(auth.token("s", now + Duration::seconds(5)), None);
         assert_eq!(auth.token("other", now), None);
+    }
+
+    #[test]
+    fn basic_header_is_base64() {
+        let c = Credential::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        assert_eq!(basic_header(&c).unwrap(), "Basic dTpw");
     }
 
     #[test]

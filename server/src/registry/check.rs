@@ -11,9 +11,8 @@
 //! Only RepoDigests of the reference's own repository count.
 
 use super::auth::Credentials;
-use super::client::{
-    ClientOptions, Failure, ManifestHead, MediaType, RegistryClient, RegistryLimits, Tally,
-};
+use super::client::{ClientOptions, Failure, ManifestHead, RegistryClient, RegistryLimits, Tally};
+use super::manifest::MediaType;
 use super::platform::Platform;
 use super::reference::ImageRef;
 use super::report::*;

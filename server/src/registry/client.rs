@@ -20,29 +20,19 @@
 //! (base with reqwest 0.12 and tokio: 66 s). What is needed here is two requests and a
 //! challenge parser.
 
-use super::auth::{
-    parse_challenges, pull_scope, Challenge, Credential, Credentials, RegistryAuth, TokenAnswer,
-};
+use super::auth::{pull_scope, Credentials, RegistryAuth};
 use super::limits::{self, Budget};
+use super::manifest::{parse_index, MediaType, MANIFEST_TYPES};
 use super::reference::{is_loopback, ImageRef};
 use super::report::{CheckError, ErrorKind, IndexEntry, RequestCounts};
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// Manifest types a check accepts, lists and indexes first (Docker's order).
-pub const MANIFEST_TYPES: [&str; 4] = [
-    DOCKER_LIST,
-    OCI_INDEX,
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-];
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// The largest index read (Docker's own limit on a manifest is 4 MiB).
 const MAX_INDEX_BYTES: usize = 4 << 20;
 
@@ -70,31 +60,6 @@ impl Default for ClientOptions {
 pub struct ManifestHead {
     pub digest: String,
     pub media_type: MediaType,
-}
-
-/// The `Content-Type` of a manifest answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaType {
-    /// A Docker manifest list or an OCI index: the digest is the index's.
-    Index,
-    /// A Docker v2 or OCI image manifest: the digest is the platform's.
-    Manifest,
-    /// Anything else (or none): only the body tells.
-    Other(String),
-}
-
-impl MediaType {
-    fn of(content_type: Option<&str>) -> Self {
-        let t = content_type
-            .and_then(|t| t.split(';').next())
-            .map(str::trim)
-            .unwrap_or_default();
-        match t {
-            DOCKER_LIST | OCI_INDEX => MediaType::Index,
-            _ if MANIFEST_TYPES.contains(&t) => MediaType::Manifest,
-            other => MediaType::Other(other.to_string()),
-        }
-    }
 }
 
 /// Why a request gave no answer to use.
@@ -125,7 +90,7 @@ pub struct RegistryLimits {
 pub struct Tally(Mutex<HashMap<String, RequestCounts>>);
 
 impl Tally {
-    fn add(&self, registry: &str, f: impl FnOnce(&mut RequestCounts)) {
+    pub(super) fn add(&self, registry: &str, f: impl FnOnce(&mut RequestCounts)) {
         f(self
             .0
             .lock()
@@ -152,12 +117,12 @@ enum Kind {
 
 /// The one registry client; shared by every cycle of a server.
 pub struct RegistryClient {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     options: ClientOptions,
-    credentials: RwLock<Credentials>,
-    auth: Mutex<HashMap<String, RegistryAuth>>,
+    pub(super) credentials: RwLock<Credentials>,
+    pub(super) auth: Mutex<HashMap<String, RegistryAuth>>,
     /// One token fetch per registry at a time, so concurrent checks share a token.
-    token_gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(super) token_gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     limits: Mutex<HashMap<String, RegistryLimits>>,
 }
 
@@ -373,7 +338,7 @@ impl RegistryClient {
                     let why = if has {
                         "refused the configured credentials"
                     } else {
-                        "needs credentials, and none are configured for this registry"
+                        "needs credentials (or the repository does not exist), and none are configured for this registry"
                     };
                     return Err(CheckError::new(
                         ErrorKind::Unauthorized,
@@ -411,215 +376,12 @@ impl RegistryClient {
         }
     }
 
-    /// The `Authorization` header for a request: the configured token, basic credentials
-    /// for a registry that asked for them, or a bearer token (cached, or fetched now from the
-    /// realm this registry named before).
-    async fn authorization(
-        &self,
-        r: &ImageRef,
-        scope: &str,
-        what: &str,
-        tally: &Tally,
-    ) -> Result<Option<String>, Failure> {
-        let registry = r.registry.as_str();
-        let credential = self.credentials.read().unwrap().get(registry).cloned();
-        if let Some(Credential::Token(t)) = &credential {
-            return Ok(Some(format!("Bearer {t}")));
-        }
-        let realm = {
-            let auth = self.auth.lock().unwrap();
-            let Some(a) = auth.get(registry) else {
-                return Ok(None);
-            };
-            if a.basic {
-                return Ok(credential.as_ref().and_then(basic_header));
-            }
-            if let Some(t) = a.token(scope, Utc::now()) {
-                return Ok(Some(format!("Bearer {t}")));
-            }
-            a.bearer.clone()
-        };
-        match realm {
-            Some((realm, service)) => {
-                let token = self
-                    .token(r, scope, &realm, service.as_deref(), what, tally)
-                    .await?;
-                Ok(Some(format!("Bearer {token}")))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Learn from a `401`'s challenge what the next attempt sends.
-    async fn answer_challenge(
-        &self,
-        r: &ImageRef,
-        scope: &str,
-        headers: &HeaderMap,
-        what: &str,
-        tally: &Tally,
-    ) -> Result<(), Failure> {
-        let registry = r.registry.as_str();
-        let values = headers
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok());
-        let challenge = parse_challenges(values).into_iter().next();
-        let credential = self.credentials.read().unwrap().get(registry).cloned();
-        let unauthorized = |why: &str| {
-            Failure::Error(CheckError::new(
-                ErrorKind::Unauthorized,
-                format!("{what}: {why} (401)"),
-            ))
-        };
-        match (challenge, credential) {
-            (_, Some(Credential::Token(_))) => {
-                Err(unauthorized("the registry refused the configured token"))
-            }
-            (Some(Challenge::Bearer { realm, service, .. }), _) => {
-                {
-                    let mut auth = self.auth.lock().unwrap();
-                    let a = auth.entry(registry.to_string()).or_default();
-                    a.bearer = Some((realm.clone(), service.clone()));
-                    a.basic = false;
-                    a.tokens.remove(scope);
-                }
-                self.token(r, scope, &realm, service.as_deref(), what, tally)
-                    .await?;
-                Ok(())
-            }
-            (Some(Challenge::Basic), Some(Credential::Basic { .. })) => {
-                self.auth
-                    .lock()
-                    .unwrap()
-                    .entry(registry.to_string())
-                    .or_default()
-                    .basic = true;
-                Ok(())
-            }
-            (Some(Challenge::Basic), None) => Err(unauthorized(
-                "the registry asks for a user name and password, and none are configured for it",
-            )),
-            (None, _) => Err(unauthorized(
-                "the registry refused the request without a usable WWW-Authenticate challenge",
-            )),
-        }
-    }
-
-    /// A bearer token for `scope` from `realm`: cached, or fetched (with the registry's
-    /// basic credentials when configured) and cached until it expires.
-    async fn token(
-        &self,
-        r: &ImageRef,
-        scope: &str,
-        realm: &str,
-        service: Option<&str>,
-        what: &str,
-        tally: &Tally,
-    ) -> Result<String, Failure> {
-        let registry = r.registry.as_str();
-        let gate = self
-            .token_gates
-            .lock()
-            .unwrap()
-            .entry(registry.to_string())
-            .or_default()
-            .clone();
-        let _held = gate.lock().await;
-        if let Some(t) = self
-            .auth
-            .lock()
-            .unwrap()
-            .get(registry)
-            .and_then(|a| a.token(scope, Utc::now()))
-        {
-            return Ok(t.to_string());
-        }
-        let unauthorized = |why: String| {
-            Failure::Error(CheckError::new(
-                ErrorKind::Unauthorized,
-                format!("{what}: {why}"),
-            ))
-        };
-        let url = reqwest::Url::parse(realm).map_err(|e| {
-            unauthorized(format!(
-                "the registry's token realm {realm:?} is not a URL: {e}"
-            ))
-        })?;
-        if url.scheme() != "https"
-            && !(url.scheme() == "http" && url.host_str().is_some_and(is_loopback))
-        {
-            return Err(unauthorized(format!(
-                "the registry's token realm {realm} is not HTTPS (plain HTTP only to loopback)"
-            )));
-        }
-        let mut query = vec![("scope", scope)];
-        if let Some(s) = service {
-            query.push(("service", s));
-        }
-        let mut req = self.http.get(url).query(&query);
-        let credential = self.credentials.read().unwrap().get(registry).cloned();
-        if let Some(Credential::Basic { username, password }) = &credential {
-            req = req.basic_auth(username, Some(password));
-        }
-        tally.add(registry, |c| c.token_requests += 1);
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport(&format!("{what}: token realm {realm}"), &e))?;
-        let status = resp.status();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            let why = if credential.is_some() {
-                "refused the configured credentials"
-            } else {
-                "refused an anonymous token"
-            };
-            return Err(unauthorized(format!(
-                "the token realm {realm} {why} ({})",
-                status.as_u16()
-            )));
-        }
-        if !status.is_success() {
-            return Err(bad(what, &format!("its token realm {realm} answered {status}")).into());
-        }
-        let answer: TokenAnswer = resp.json().await.map_err(|e| {
-            bad(
-                what,
-                &format!("its token realm {realm} sent no token JSON: {e}"),
-            )
-        })?;
-        let Some((token, until)) = answer.into_token(Utc::now()) else {
-            return Err(bad(
-                what,
-                &format!("its token realm {realm} sent an empty token"),
-            )
-            .into());
-        };
-        let mut auth = self.auth.lock().unwrap();
-        auth.entry(registry.to_string())
-            .or_default()
-            .tokens
-            .insert(scope.to_string(), (token.clone(), until));
-        Ok(token)
-    }
-
     pub fn options(&self) -> &ClientOptions {
         &self.options
     }
 }
 
-fn basic_header(c: &Credential) -> Option<String> {
-    use base64::Engine;
-    match c {
-        Credential::Basic { username, password } => Some(format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
-        )),
-        Credential::Token(_) => None,
-    }
-}
-
-fn bad(what: &str, why: &str) -> CheckError {
+pub(super) fn bad(what: &str, why: &str) -> CheckError {
     CheckError::new(ErrorKind::BadAnswer, format!("{what}: the registry {why}"))
 }
 
@@ -631,7 +393,7 @@ fn unexpected(what: &str, status: StatusCode) -> CheckError {
 }
 
 /// A request that got no answer: connection refused, DNS, TLS, timeout.
-fn transport(what: &str, e: &reqwest::Error) -> CheckError {
+pub(super) fn transport(what: &str, e: &reqwest::Error) -> CheckError {
     let mut chain = String::new();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -647,94 +409,4 @@ fn transport(what: &str, e: &reqwest::Error) -> CheckError {
         format!("the request failed{chain}")
     };
     CheckError::new(ErrorKind::Unreachable, format!("{what}: {why}"))
-}
-
-#[derive(serde::Deserialize)]
-struct IndexDoc {
-    #[serde(default)]
-    manifests: Option<Vec<IndexDocEntry>>,
-    #[serde(default, rename = "mediaType")]
-    media_type: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct IndexDocEntry {
-    digest: String,
-    #[serde(default)]
-    platform: Option<IndexDocPlatform>,
-}
-
-#[derive(serde::Deserialize)]
-struct IndexDocPlatform {
-    os: String,
-    architecture: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
-
-/// An index's entries; `None` for a document that is a single manifest.
-fn parse_index(body: &[u8]) -> Result<Option<Vec<IndexEntry>>, String> {
-    let doc: IndexDoc = serde_json::from_slice(body)
-        .map_err(|e| format!("sent a manifest that is not JSON: {e}"))?;
-    let Some(manifests) = doc.manifests else {
-        return match doc.media_type.as_deref() {
-            Some(DOCKER_LIST | OCI_INDEX) => Err("sent an index without a manifests list".into()),
-            _ => Ok(None),
-        };
-    };
-    Ok(Some(
-        manifests
-            .into_iter()
-            .map(|m| IndexEntry {
-                digest: m.digest,
-                platform: m.platform.map(|p| {
-                    super::platform::Platform::new(&p.os, &p.architecture, p.variant.as_deref())
-                }),
-            })
-            .collect(),
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn media_types() {
-        assert_eq!(MediaType::of(Some(OCI_INDEX)), MediaType::Index);
-        assert_eq!(
-            MediaType::of(Some(&format!("{DOCKER_LIST}; charset=utf-8"))),
-            MediaType::Index
-        );
-        assert_eq!(MediaType::of(Some(MANIFEST_TYPES[2])), MediaType::Manifest);
-        assert_eq!(MediaType::of(Some(MANIFEST_TYPES[3])), MediaType::Manifest);
-        assert_eq!(MediaType::of(None), MediaType::Other(String::new()));
-    }
-
-    #[test]
-    fn indexes_parse_and_single_manifests_are_told_apart() {
-        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
-            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:aa","size":1,"platform":{"os":"linux","architecture":"amd64"}},
-            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:bb","size":1,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
-            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:cc","size":1}]}"#;
-        let e = parse_index(index).unwrap().unwrap();
-        assert_eq!(e.len(), 3);
-        assert_eq!(e[1].platform.as_ref().unwrap().to_string(), "linux/arm64");
-        assert_eq!(e[2].platform, None);
-        let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
-        assert_eq!(parse_index(manifest).unwrap(), None);
-        assert!(parse_index(b"<html>").unwrap_err().contains("not JSON"));
-        assert!(
-            parse_index(br#"{"mediaType":"application/vnd.oci.image.index.v1+json"}"#).is_err()
-        );
-    }
-
-    #[test]
-    fn basic_header_is_base64() {
-        let c = Credential::Basic {
-            username: "u".into(),
-            password: "p".into(),
-        };
-        assert_eq!(basic_header(&c).unwrap(), "Basic dTpw");
-    }
 }

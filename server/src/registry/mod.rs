@@ -8,13 +8,15 @@
 //! back-offs, budgets and cached indexes across restarts.
 //!
 //! - [`reference`]: image references parsed and normalised as Docker does.
-//! - [`client`]: manifest `HEAD` and index `GET`, authentication, `429` back-off.
+//! - [`client`]: manifest `HEAD` and index `GET`, `429` back-off; [`auth`] the challenges,
+//!   tokens and credentials; [`manifest`] media types and index documents.
 //! - [`check`]: the cycle: one request per (registry, repository, tag), digests compared.
 
 pub mod auth;
 pub mod check;
 pub mod client;
 pub mod limits;
+pub mod manifest;
 pub mod platform;
 pub mod reference;
 pub mod report;

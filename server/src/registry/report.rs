@@ -207,3 +207,28 @@ pub struct IndexEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_tagged_json() {
+        let s = ImageStatus::UpdateAvailable {
+            local_digests: vec!["sha256:a".into()],
+            remote_digest: "sha256:i".into(),
+            platform_digest: None,
+        };
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"status": "update_available", "local_digests": ["sha256:a"], "remote_digest": "sha256:i"})
+        );
+        assert_eq!(serde_json::from_value::<ImageStatus>(json).unwrap(), s);
+        let e: ImageStatus = CheckError::new(ErrorKind::NotFound, "gone").into();
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"status": "error", "kind": "not_found", "message": "gone"})
+        );
+    }
+}

@@ -8,7 +8,17 @@
 //! locally. Every process is killed when its handle drops.
 #![allow(dead_code)]
 
-use base64::Engine as _;
+#[path = "registry/issuer.rs"]
+mod issuer;
+#[path = "registry/nginx.rs"]
+mod nginx;
+
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use issuer::{TokenIssuer, HTPASSWD_LINE, HTPASSWD_PASSWORD};
+#[allow(unused_imports)]
+pub use nginx::{Nginx, LIAR_DIGEST};
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -197,18 +207,6 @@ fn parse_combined(line: &str) -> Option<LogLine> {
         uri: parts.next()?.to_string(),
         status,
         agent,
-    })
-}
-
-/// nginx's `canopy` log format: `METHOD URI STATUS "agent"`.
-fn parse_nginx(line: &str) -> Option<LogLine> {
-    let (head, agent) = line.split_once(" \"")?;
-    let mut parts = head.split(' ');
-    Some(LogLine {
-        method: parts.next()?.to_string(),
-        uri: parts.next()?.to_string(),
-        status: parts.next()?.parse().ok()?,
-        agent: agent.trim_end_matches('"').to_string(),
     })
 }
 
@@ -464,261 +462,4 @@ pub struct Pushed {
     pub index: String,
     pub amd64: String,
     pub arm64: String,
-}
-
-/// nginx in front of a registry: `limit_req` at 30 requests a minute without burst on
-/// manifest requests, `429` with `Retry-After: 2` and a `ratelimit-remaining` header; and a
-/// second server that answers like a broken registry.
-pub struct Nginx {
-    /// The rate-limited front of the registry.
-    pub addr: String,
-    /// Answers `200` without a digest for `/v2/garbage/…`, and for `/v2/liar/…` an index
-    /// digest whose content does not match.
-    pub broken_addr: String,
-    pub log: AccessLog,
-    _proc: Proc,
-    _dir: tempfile::TempDir,
-}
-
-/// The digest nginx's `/v2/liar/` claims.
-pub const LIAR_DIGEST: &str =
-    "sha256:1111111111111111111111111111111111111111111111111111111111111111";
-
-impl Nginx {
-    pub async fn start(upstream: &str) -> Nginx {
-        let bin = require("nginx", "nginx");
-        let dir = tempfile::tempdir().unwrap();
-        let (port, broken) = (free_port(), free_port());
-        let d = dir.path().display();
-        let conf = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  log_format canopy '$request_method $request_uri $status "$http_user_agent"';
-  access_log {d}/access.log canopy;
-  limit_req_zone $binary_remote_addr zone=registry:1m rate=30r/m;
-  limit_req_status 429;
-  map $limit_req_status $remaining {{ REJECTED "0;w=60"; default "1;w=60"; }}
-  map $limit_req_status $retry_after {{ REJECTED "2"; default ""; }}
-  server {{
-    listen 127.0.0.1:{port};
-    location ~ /manifests/ {{
-      limit_req zone=registry;
-      add_header Retry-After $retry_after always;
-      add_header RateLimit-Limit "30;w=60" always;
-      add_header RateLimit-Remaining $remaining always;
-      proxy_pass http://{upstream};
-      proxy_set_header Host $http_host;
-    }}
-    location / {{
-      proxy_pass http://{upstream};
-      proxy_set_header Host $http_host;
-    }}
-  }}
-  server {{
-    listen 127.0.0.1:{broken};
-    location /v2/garbage/ {{ default_type text/html; return 200 "<html>not a registry</html>"; }}
-    location /v2/liar/ {{
-      add_header Docker-Content-Digest {LIAR_DIGEST} always;
-      default_type {OCI_INDEX};
-      return 200 '{{"schemaVersion":2,"manifests":[]}}';
-    }}
-    location / {{ return 200 "{{}}"; }}
-  }}
-}}
-"#
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let errors = dir.path().join("error.log");
-        let mut proc = Proc::spawn(
-            "nginx",
-            Command::new(bin)
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-e")
-                .arg(&errors)
-                .arg("-c")
-                .arg(&conf_path)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap()),
-        );
-        let addr = format!("127.0.0.1:{port}");
-        wait_ready(
-            &mut proc,
-            &format!("http://{addr}/v2/"),
-            &[200, 401],
-            &errors,
-        )
-        .await;
-        wait_ready(
-            &mut proc,
-            &format!("http://127.0.0.1:{broken}/"),
-            &[200],
-            &errors,
-        )
-        .await;
-        let log = AccessLog {
-            path: dir.path().join("access.log"),
-            mark_url: format!("http://{addr}/v2/"),
-            parse: parse_nginx,
-            marks: AtomicU64::new(0),
-            seen: Mutex::new(0),
-        };
-        log.since_last_mark().await;
-        Nginx {
-            addr,
-            broken_addr: format!("127.0.0.1:{broken}"),
-            log,
-            _proc: proc,
-            _dir: dir,
-        }
-    }
-}
-
-/// The password of the htpasswd user [`HTPASSWD_LINE`].
-pub const HTPASSWD_PASSWORD: &str = "registry-test-only";
-/// `canopy:` and the bcrypt hash of [`HTPASSWD_PASSWORD`] (distribution reads bcrypt only;
-/// made once with `python3 -c 'import crypt; print(crypt.crypt(PASSWORD,
-/// crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))'`, a test-only password).
-pub const HTPASSWD_LINE: &str =
-    "canopy:$2b$04$jKxqBCK1x5lUaqFwPVCoIenqY3yBbRH3aBZ5cEI.HbOvaxFZ.ba.K";
-
-/// The token issuer of a registry run with `auth: token`: it serves the realm (`GET
-/// /token?service=…&scope=…`) on 127.0.0.1 and signs JWTs (ES256, its certificate in `x5c`)
-/// that the registry verifies against the certificate it was given. Anyone gets `pull` on any
-/// repository except those under `private/`, which need the basic credentials
-/// [`TokenIssuer::USER`] / [`TokenIssuer::PASSWORD`]. It counts the tokens it issues.
-pub struct TokenIssuer {
-    pub addr: String,
-    cert_pem: String,
-    cert_der_b64: String,
-    key: jsonwebtoken::EncodingKey,
-    /// Tokens issued, and the scopes asked for.
-    pub issued: Mutex<Vec<String>>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-}
-
-impl TokenIssuer {
-    pub const SERVICE: &'static str = "canopy-test-registry";
-    pub const ISSUER: &'static str = "canopy-test-issuer";
-    pub const USER: &'static str = "reader";
-    pub const PASSWORD: &'static str = "issuer-test-only";
-
-    pub async fn start() -> Arc<TokenIssuer> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let cert = rcgen::CertificateParams::new(vec![Self::ISSUER.to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let issuer = Arc::new(TokenIssuer {
-            addr,
-            cert_pem: cert.pem(),
-            cert_der_b64: base64::engine::general_purpose::STANDARD.encode(cert.der()),
-            key: jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap(),
-            issued: Mutex::new(Vec::new()),
-            _shutdown: tx,
-        });
-        let app = axum::Router::new().route(
-            "/token",
-            axum::routing::get({
-                let issuer = Arc::downgrade(&issuer);
-                move |q: axum::extract::Query<std::collections::HashMap<String, String>>,
-                      headers: axum::http::HeaderMap| {
-                    let issuer = issuer.upgrade();
-                    async move {
-                        match issuer {
-                            Some(i) => i.answer(&q, &headers),
-                            None => (axum::http::StatusCode::GONE, String::new()),
-                        }
-                    }
-                }
-            }),
-        );
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
-        issuer
-    }
-
-    pub fn realm(&self) -> String {
-        format!("http://{}/token", self.addr)
-    }
-
-    pub fn issued(&self) -> Vec<String> {
-        self.issued.lock().unwrap().clone()
-    }
-
-    fn answer(
-        &self,
-        q: &std::collections::HashMap<String, String>,
-        headers: &axum::http::HeaderMap,
-    ) -> (axum::http::StatusCode, String) {
-        use axum::http::StatusCode;
-        if q.get("service").map(String::as_str) != Some(Self::SERVICE) {
-            return (StatusCode::BAD_REQUEST, "unknown service".into());
-        }
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                Self::USER,
-                Self::PASSWORD
-            ))
-        );
-        let presented = headers.get("authorization").and_then(|v| v.to_str().ok());
-        if presented.is_some_and(|p| p != expected) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                "wrong user name or password".into(),
-            );
-        }
-        let scope = q.get("scope").cloned().unwrap_or_default();
-        // repository:NAME:pull → pull on NAME, unless private and anonymous.
-        let mut parts = scope.splitn(3, ':');
-        let (kind, name) = (
-            parts.next().unwrap_or_default(),
-            parts.next().unwrap_or_default(),
-        );
-        let granted =
-            kind == "repository" && (!name.starts_with("private/") || presented.is_some());
-        self.issued.lock().unwrap().push(scope.clone());
-        let token = self.mint(name, if granted { &["pull"] } else { &[] });
-        (
-            StatusCode::OK,
-            serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
-                .to_string(),
-        )
-    }
-
-    /// A signed token granting `actions` on repository `name`.
-    pub fn mint(&self, name: &str, actions: &[&str]) -> String {
-        let now = chrono::Utc::now().timestamp();
-        let claims = serde_json::json!({
-            "iss": Self::ISSUER, "sub": "canopy-test", "aud": Self::SERVICE,
-            "exp": now + 300, "nbf": now - 10, "iat": now,
-            "jti": uuid::Uuid::new_v4().to_string(),
-            "access": [{"type": "repository", "name": name, "actions": actions}],
-        });
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.x5c = Some(vec![self.cert_der_b64.clone()]);
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-    }
 }
