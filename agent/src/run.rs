@@ -538,8 +538,7 @@ pub fn scan_result(cache: &Cache) -> CommandResult {
         .map(|e| format!("{}: {}", e.scanner, e.message))
         .collect();
     // The Docker inventory failing does not fail a scan of the packages.
-    let package_errors = r.scanner_errors.iter().filter(|e| e.scanner != "docker");
-    let ok = package_errors.count() == 0 || !r.updates.is_empty();
+    let ok = !r.scanner_errors.iter().any(|e| e.scanner != "docker") || !r.updates.is_empty();
     CommandResult {
         exit_code: if ok { 0 } else { 1 },
         success: ok,

@@ -21,25 +21,19 @@
 
 use super::compose::{self, Flavor};
 use super::health;
+use super::image::{self, PREVIOUS_TAG};
 use super::inventory::{self, compose_of, name_of};
 use super::plan::check_target;
 use super::recreate::{self, aside_name, new_name, Swap};
-use super::reference::{digest_for, Reference};
+use super::reference::Reference;
 use super::{describe, short_id, DockerConfig, Engine};
 use crate::process::{truncate_tail, MAX_OUTPUT};
 use bollard::models::{ContainerInspectResponse, ImageConfig, ImageInspect};
-use bollard::query_parameters::{
-    CreateImageOptionsBuilder, ListContainersOptionsBuilder, RemoveImageOptionsBuilder,
-    TagImageOptionsBuilder,
-};
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use canopy_api_types::commands::{CommandResult, PlannedPackage};
 use canopy_api_types::docker::{compose_labels, ComposeService};
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// The tag that keeps the old image while the new one proves itself.
-pub const PREVIOUS_TAG: &str = "canopy-previous";
 
 /// How long the engine may take for one request that is not a pull or a stop.
 const REQUEST: Duration = Duration::from_secs(120);
@@ -127,8 +121,9 @@ async fn run(
         Err(e) => return End::Refused(e),
     };
     for t in &mut targets {
-        if let Err(e) = pull(&engine, t, deadline, log).await {
-            return End::Refused(e);
+        match image::pull(&engine, &t.reference, &t.parsed, &t.digest, deadline, log).await {
+            Ok(id) => t.new_id = id,
+            Err(e) => return End::Refused(e),
         }
     }
     let mut done = Vec::new();
@@ -234,67 +229,6 @@ async fn prepare(
     Ok((targets, flavor))
 }
 
-/// Step 2: `REPO@DIGEST` pulled, and the engine lists that digest for the image.
-async fn pull(
-    engine: &Engine,
-    t: &mut Target,
-    deadline: Duration,
-    log: &mut Vec<String>,
-) -> Result<(), String> {
-    let want = t.parsed.at(&t.digest);
-    log.push(format!("{}: pulling {want}", t.reference));
-    let opts = CreateImageOptionsBuilder::default()
-        .from_image(&want)
-        .build();
-    let api = engine.with_timeout(deadline);
-    let mut stream = api.create_image(Some(opts), None, None);
-    while let Some(item) = stream.next().await {
-        if let Err(e) = item {
-            return Err(format!(
-                "the registry does not serve {want} (approved for {}) any more: {}; nothing was changed — run the check and the dry-run again",
-                t.reference,
-                describe(&e)
-            ));
-        }
-    }
-    let image = engine.api.inspect_image(&want).await.map_err(|e| {
-        format!(
-            "pulled {want}, but the engine cannot find it: {}",
-            describe(&e)
-        )
-    })?;
-    let digests = image.repo_digests.clone().unwrap_or_default();
-    if digest_for(&digests, &t.parsed.repository) != Some(t.digest.as_str())
-        && !digests
-            .iter()
-            .any(|d| d.ends_with(&format!("@{}", t.digest)))
-    {
-        return Err(format!(
-            "pulled {want}, but the image lists other digests ({}); nothing was changed",
-            digests.join(", ")
-        ));
-    }
-    t.new_id = image.id.unwrap_or_default();
-    log.push(format!(
-        "{}: pulled {want}: image {}",
-        t.reference,
-        short_id(&t.new_id)
-    ));
-    Ok(())
-}
-
-async fn tag(engine: &Engine, id: &str, repo: &str, tag: &str) -> Result<(), String> {
-    let opts = TagImageOptionsBuilder::default()
-        .repo(repo)
-        .tag(tag)
-        .build();
-    engine
-        .api
-        .tag_image(id, Some(opts))
-        .await
-        .map_err(|e| format!("tagging {} as {repo}:{tag}: {}", short_id(id), describe(&e)))
-}
-
 /// Step 3 for one reference; `Err` is the command's failure message, rollback done.
 async fn move_reference(
     engine: &Engine,
@@ -316,7 +250,7 @@ async fn move_reference(
             t.reference,
             short_id(&t.new_id)
         ));
-        tag(engine, &t.new_id, &r.repository, r.tag_or_latest()).await?;
+        image::tag(engine, &t.new_id, &r.repository, r.tag_or_latest()).await?;
         return Ok(format!(
             "{} unchanged (already on {})",
             t.reference,
@@ -325,7 +259,7 @@ async fn move_reference(
     };
     let old_id = first.image.clone().unwrap_or_default();
     let old_config: Option<ImageConfig> = old_image.as_ref().and_then(|i| i.config.clone());
-    tag(engine, &old_id, &r.repository, PREVIOUS_TAG).await?;
+    image::tag(engine, &old_id, &r.repository, PREVIOUS_TAG).await?;
     log.push(format!(
         "{}: old image {} kept as {}",
         t.reference,
@@ -335,7 +269,7 @@ async fn move_reference(
     let back = |why: String| format!("{why}; back on {}", short_id(&old_id));
     let mut moved: Vec<Moved> = Vec::new();
     let result = async {
-        tag(engine, &t.new_id, &r.repository, r.tag_or_latest())
+        image::tag(engine, &t.new_id, &r.repository, r.tag_or_latest())
             .await
             .map_err(|e| format!("{}: {e}", t.reference))?;
         log.push(format!(
@@ -406,7 +340,7 @@ async fn move_reference(
             }
         }
     }
-    untag_previous(engine, r, log).await;
+    image::untag_previous(engine, r, log).await;
     let names: Vec<String> = movers.iter().map(|(c, _)| name_of(c)).collect();
     Ok(format!(
         "{} {} -> {} ({})",
@@ -518,7 +452,7 @@ async fn roll_back(
     log: &mut Vec<String>,
 ) -> Result<(), String> {
     let r = &t.parsed;
-    tag(engine, old_id, &r.repository, r.tag_or_latest()).await?;
+    image::tag(engine, old_id, &r.repository, r.tag_or_latest()).await?;
     log.push(format!(
         "{}: points at {} again",
         t.reference,
@@ -551,24 +485,10 @@ async fn roll_back(
             }
         }
     }
-    untag_previous(engine, r, log).await;
+    image::untag_previous(engine, r, log).await;
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems.join("; "))
-    }
-}
-
-/// Drop `REPO:canopy-previous` (the tag only; the image stays while anything uses it).
-async fn untag_previous(engine: &Engine, r: &Reference, log: &mut Vec<String>) {
-    let name = r.with_tag(PREVIOUS_TAG);
-    let opts = RemoveImageOptionsBuilder::default().noprune(true).build();
-    match engine.api.remove_image(&name, Some(opts), None).await {
-        Ok(_) => log.push(format!("{}: dropped the tag {name}", r.repository)),
-        Err(e) => log.push(format!(
-            "{}: could not drop the tag {name}: {}",
-            r.repository,
-            describe(&e)
-        )),
     }
 }

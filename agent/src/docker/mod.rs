@@ -14,6 +14,7 @@ pub mod apply;
 pub mod compose;
 pub mod config;
 pub mod health;
+pub mod image;
 pub mod inventory;
 pub mod local;
 pub mod plan;
@@ -39,15 +40,17 @@ impl Engine {
     /// the socket and the cause. `timeout` bounds every request.
     pub async fn connect(cfg: &DockerConfig, timeout: Duration) -> Result<Option<Engine>, String> {
         let socket = cfg.socket_path()?;
-        if std::fs::symlink_metadata(&socket).is_err() {
-            return Ok(None);
-        }
         let failed = |cause: String| {
             format!(
                 "cannot use the Docker engine at {}: {cause}",
                 socket.display()
             )
         };
+        match std::fs::symlink_metadata(&socket) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(failed(e.to_string())),
+        }
         let path = socket
             .to_str()
             .ok_or_else(|| failed("the path is not UTF-8".into()))?;

@@ -101,6 +101,16 @@ pub fn digest_for<'a>(repo_digests: &'a [String], repository: &str) -> Option<&'
     })
 }
 
+/// Whether `repo_digests` has `repository@digest` (the repository compared as the engine
+/// names it).
+pub fn has_digest(repo_digests: &[String], repository: &str, digest: &str) -> bool {
+    let want = normalize(repository);
+    repo_digests.iter().any(|rd| {
+        rd.split_once('@')
+            .is_some_and(|(repo, d)| d == digest && normalize(repo) == want)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +162,9 @@ mod tests {
         );
         assert_eq!(digest_for(&digests, "127.0.0.1:5000/other"), Some(D));
         assert_eq!(digest_for(&digests, "127.0.0.1:5000/app"), None);
+        assert!(has_digest(&digests, "127.0.0.1:5000/other", D));
+        assert!(!has_digest(&digests, "127.0.0.1:5000/app", D));
+        assert!(!has_digest(&digests, "docker.io/library/nginx", D));
         assert!(check_digest(D).is_ok());
         assert!(check_digest("sha256:ABC").is_err());
     }
