@@ -95,7 +95,7 @@ async fn image_updates_through_the_bulk_plan_with_compose_and_rollback() {
     };
     let dl = DockerLab::from_env("Docker image updates end to end").unwrap();
     let pve = lab.pve();
-    let file = canopy_pve_sim::SimFile::load(&dl.sim_file()).expect("the dock simulator file");
+    let file = canopy_pve_sim::SimFile::load(dl.sim_file()).expect("the dock simulator file");
     let sim = canopy_pve_sim::start(file.clusters.into_iter().next().unwrap())
         .await
         .unwrap();
