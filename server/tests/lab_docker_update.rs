@@ -122,6 +122,30 @@ async fn image_updates_through_the_bulk_plan_with_compose_and_rollback() {
     let guests = dl.guests();
     let total: usize = guests.iter().map(|g| g.containers.len()).sum();
 
+    // Without an agent, an agentless scan (pct exec, the guest's Docker CLI) reads 204's
+    // containers.
+    let scanned = env
+        .app
+        .admin
+        .agentless_scan(&format!("{DOCK}/lxc/204"))
+        .await
+        .unwrap();
+    assert!(scanned[0].host_id.is_some(), "{scanned:?}");
+    let seen = env.app.admin.containers(None).await.unwrap();
+    let mut names: Vec<String> = seen.iter().map(|c| c.container.name.clone()).collect();
+    names.sort();
+    let mut want: Vec<String> = guests[3]
+        .containers
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    assert!(seen.iter().all(|c| c
+        .id
+        .as_deref()
+        .is_some_and(|id| id.starts_with(&format!("{DOCK}/lxc/204/docker/")))));
+
     // Agents in the four Docker guests; their containers reach the tree.
     let deploy = env
         .app

@@ -165,9 +165,85 @@ pub fn container(c: &ContainerInspectResponse, image: Option<&ImageInspect>) -> 
     }
 }
 
+/// The containers `docker inspect ID…` and `docker image inspect ID…` printed (the engine
+/// API's own JSON: an array, or one object per line as `-f '{{json …}}'` prints them): how an
+/// agentless scan reads a guest's engine through `pct exec` with the guest's Docker CLI.
+/// Sorted by name, like [`containers`].
+pub fn from_cli_json(containers: &str, images: &str) -> Result<Vec<Container>, String> {
+    let parse = |what: &str, text: &str| -> Result<Vec<serde_json::Value>, String> {
+        let text = text.trim();
+        let bad = |e: serde_json::Error| format!("{what}: not the JSON docker prints ({e})");
+        if text.starts_with('[') {
+            return serde_json::from_str(text).map_err(bad);
+        }
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(bad))
+            .collect()
+    };
+    let images: HashMap<String, ImageInspect> = parse("docker image inspect", images)?
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<ImageInspect>(v).ok())
+        .filter_map(|i| Some((i.id.clone()?, i)))
+        .collect();
+    let mut out = Vec::new();
+    for v in parse("docker inspect", containers)? {
+        let c: ContainerInspectResponse = serde_json::from_value(v)
+            .map_err(|e| format!("docker inspect: a container it does not describe ({e})"))?;
+        let image = c.image.as_ref().and_then(|id| images.get(id));
+        out.push(container(&c, image));
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clis_json_reads_like_the_apis() {
+        let containers = r#"[{"Id": "abc", "Name": "/web", "Image": "sha256:img",
+            "Config": {"Image": "nginx:1", "Labels": {"com.docker.compose.project": "shop",
+            "com.docker.compose.service": "web"}},
+            "State": {"Status": "running", "Health": {"Status": "healthy"}},
+            "HostConfig": {"RestartPolicy": {"Name": "always"}}}]"#;
+        let images = r#"[{"Id": "sha256:img", "RepoDigests": ["nginx@sha256:d"],
+            "Os": "linux", "Architecture": "arm", "Variant": "v7"}]"#;
+        let got = from_cli_json(containers, images).unwrap();
+        assert_eq!(got.len(), 1);
+        let c = &got[0];
+        assert_eq!(
+            (
+                c.name.as_str(),
+                c.image.as_str(),
+                c.platform.as_str(),
+                c.state.as_str()
+            ),
+            ("web", "nginx:1", "linux/arm/v7", "running")
+        );
+        assert_eq!(c.repo_digests, ["nginx@sha256:d"]);
+        assert_eq!(c.health.as_deref(), Some("healthy"));
+        assert_eq!(c.restart_policy.as_deref(), Some("always"));
+        assert_eq!(c.compose.as_ref().unwrap().service, "web");
+        assert!(from_cli_json("", "").unwrap().is_empty());
+        let lines = format!(
+            "{}\n",
+            containers
+                .replace('\n', " ")
+                .trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+        );
+        assert_eq!(
+            from_cli_json(&lines, images).unwrap(),
+            got,
+            "one object per line"
+        );
+        assert!(from_cli_json("not json", "[]")
+            .unwrap_err()
+            .contains("docker inspect"));
+    }
 
     #[test]
     fn compose_labels_become_the_service_with_its_files_split() {

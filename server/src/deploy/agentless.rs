@@ -5,7 +5,10 @@
 //! same validation as an agent's report. Nothing in the guest is changed: the package lists
 //! are whatever the guest last fetched.
 //!
-//! The parsing is the agent's own (`canopy_agent::scan`), so both paths read apt the same way.
+//! The parsing is the agent's own (`canopy_agent::scan`), so both paths read apt the same way;
+//! a guest's Docker engine is read with its CLI (one line of JSON per container, only the
+//! fields the inventory needs: the answer is cut to its last 64 KiB) and turned into
+//! containers by the agent's own inventory code.
 
 use super::shell::Shell;
 use super::steps::key_values;
@@ -36,6 +39,12 @@ if command -v dnf >/dev/null 2>&1; then
   echo "@@dnf-exit $?"
   echo @@dnf-security; LC_ALL=C dnf -q updateinfo list --security 2>/dev/null
   echo @@rpm; rpm -qa --qf '%{NAME}.%{ARCH} %{EPOCH}:%{VERSION}-%{RELEASE}\n' 2>/dev/null
+fi
+if command -v docker >/dev/null 2>&1 && [ -S /var/run/docker.sock ]; then
+  ids=$(docker ps -aq 2>/dev/null); echo "@@docker-exit $?"
+  echo @@docker-containers; [ -n "$ids" ] && docker inspect -f '{"Id":{{json .Id}},"Name":{{json .Name}},"Image":{{json .Image}},"Config":{"Image":{{json .Config.Image}},"Labels":{{json .Config.Labels}}},"State":{"Status":{{json .State.Status}}{{if index .State "Health"}},"Health":{"Status":{{json .State.Health.Status}}}{{end}}},"HostConfig":{"RestartPolicy":{{json .HostConfig.RestartPolicy}}}}' $ids 2>/dev/null
+  images=$([ -n "$ids" ] && docker inspect -f "{{.Image}}" $ids 2>/dev/null | sort -u)
+  echo @@docker-images; [ -n "$images" ] && docker image inspect $images 2>/dev/null
 fi
 echo @@end
 "#;
@@ -141,6 +150,27 @@ pub fn parse(text: &str) -> Result<(HostFacts, ScanReport)> {
             }),
         }
     }
+    // Docker, where the guest has an engine: the CLI's inspections, read as the agent reads
+    // the engine's (`canopy_agent::docker::inventory`).
+    let mut containers = None;
+    if let Some(list) = get("docker-containers") {
+        let read = match exit_code(&parts, "docker-exit") {
+            "0" => canopy_agent::docker::inventory::from_cli_json(
+                list,
+                get("docker-images").unwrap_or(""),
+            ),
+            code => Err(format!(
+                "docker ps exited with {code} (is the engine running?)"
+            )),
+        };
+        match read {
+            Ok(list) => containers = Some(list),
+            Err(message) => scanner_errors.push(ScannerError {
+                scanner: "docker".into(),
+                message,
+            }),
+        }
+    }
     if get("apt-list").is_none() && get("dnf-check").is_none() {
         scanner_errors.push(ScannerError {
             scanner: "agentless".into(),
@@ -159,7 +189,7 @@ pub fn parse(text: &str) -> Result<(HostFacts, ScanReport)> {
         reboot_required: get("reboot").is_some_and(|b| b.trim() == "yes"),
         scanner_errors,
         scanned_at: chrono::Utc::now(),
-        containers: None,
+        containers,
     };
     Ok((facts, report))
 }
@@ -277,6 +307,7 @@ mod tests {
         assert_eq!(facts.os_id, "debian");
         assert_eq!(facts.arch, "x86_64");
         assert_eq!(report.updates.len(), 2);
+        assert_eq!(report.containers, None, "no Docker engine answered");
         assert!(report.scanner_errors.is_empty());
         let ssl = report
             .updates
@@ -284,6 +315,28 @@ mod tests {
             .find(|u| u.package == "canopy-demo-ssl")
             .unwrap();
         assert_eq!(ssl.severity, canopy_api_types::updates::Severity::Security);
+    }
+
+    #[test]
+    fn reads_the_guests_docker_engine_and_names_what_fails() {
+        let base =
+            "@@machine-id\nabc\n@@hostname\nct204\n@@os-release\nID=debian\n@@uname\n6\nx86_64\n\
+                    @@apt-list\nListing...\n@@apt-exit 0\n@@apt-hold\n";
+        let ok = format!(
+            "{base}@@docker-exit 0\n@@docker-containers\n[{{\"Id\":\"c1\",\"Name\":\"/web\",\"Image\":\"sha256:i\",\
+             \"Config\":{{\"Image\":\"nginx:1\"}},\"State\":{{\"Status\":\"running\"}}}}]\n\
+             @@docker-images\n[{{\"Id\":\"sha256:i\",\"RepoDigests\":[\"nginx@sha256:d\"],\"Os\":\"linux\",\"Architecture\":\"amd64\"}}]\n@@end\n"
+        );
+        let (_, report) = parse(&ok).unwrap();
+        let containers = report.containers.expect("the engine's containers");
+        assert_eq!(containers[0].name, "web");
+        assert_eq!(containers[0].repo_digests, ["nginx@sha256:d"]);
+        let empty = format!("{base}@@docker-exit 0\n@@docker-containers\n@@docker-images\n@@end\n");
+        assert_eq!(parse(&empty).unwrap().1.containers, Some(vec![]));
+        let down = format!("{base}@@docker-exit 1\n@@docker-containers\n@@docker-images\n@@end\n");
+        let (_, report) = parse(&down).unwrap();
+        assert_eq!(report.containers, None, "kept as they were");
+        assert!(report.scanner_errors.iter().any(|e| e.scanner == "docker"));
     }
 
     #[test]

@@ -78,12 +78,12 @@ async fn agentless(
     op: RequireRole<Operator>,
     Json(body): Json<SelectorBody>,
 ) -> Result<Json<Vec<AgentlessResult>>> {
-    Ok(Json(
-        state
-            .deployer
-            .scan_agentless(&body.selector, &op.actor())
-            .await?,
-    ))
+    let results = state
+        .deployer
+        .scan_agentless(&body.selector, &op.actor())
+        .await?;
+    state.images.hosts_scanned(&results).await;
+    Ok(Json(results))
 }
 
 async fn ssh_key(

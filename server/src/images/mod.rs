@@ -266,6 +266,16 @@ impl Images {
         self.sync(host, rows).await
     }
 
+    /// Agentless scans read containers too: each scanned host's image rows, as after a
+    /// report.
+    pub async fn hosts_scanned(&self, results: &[canopy_api_types::deploy::AgentlessResult]) {
+        for host in results.iter().filter_map(|r| r.host_id) {
+            if let Err(e) = self.host_reported(host).await {
+                tracing::warn!(host = %host, error = %format!("{e:#}"), "image updates not worked out after an agentless scan");
+            }
+        }
+    }
+
     /// Every container with its place in the tree, its open image update and its check.
     pub async fn containers(&self) -> Result<Vec<ContainerView>> {
         let all = self.store.list_containers().await?;

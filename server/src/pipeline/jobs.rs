@@ -46,6 +46,7 @@ pub fn spawn(state: AppState) -> Jobs {
                 }
                 match s.deployer.scan_agentless("**", &canopy_store::Actor::System).await {
                     Ok(results) => {
+                        s.images.hosts_scanned(&results).await;
                         let scanned = results.iter().filter(|r| r.host_id.is_some()).count();
                         let failed: Vec<_> = results
                             .iter()
