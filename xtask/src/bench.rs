@@ -59,6 +59,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("canopy-server", "tree"),
     ("canopy-server", "ui"),
     ("canopy-server", "registry"),
+    ("canopy-agent", "inventory"),
 ];
 
 /// Benches that need the lab (its PVE node stand-in and guests) and the static agent.
@@ -179,6 +180,15 @@ fn run_benches(
                 continue;
             }
             env = lab.as_ref().map(BenchLab::env).unwrap_or_default();
+        }
+        if *bench == "inventory" {
+            // The agent's inventory reads a real engine's containers.
+            if let Err(e) = crate::dockerd::ensure() {
+                outcome
+                    .failed
+                    .push((bench.to_string(), format!("no Docker engine: {e:#}")));
+                continue;
+            }
         }
         if *bench == "ui" {
             // The server embeds the dashboard as built when it is compiled.
