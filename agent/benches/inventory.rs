@@ -50,7 +50,7 @@ fn image() {
     std::fs::copy("/bin/busybox", dir.path().join("bin/busybox"))
         .expect("/bin/busybox (busybox-static): cargo xtask prereqs installs it");
     std::os::unix::fs::symlink("busybox", dir.path().join("bin/sleep")).unwrap();
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .args(["-C"])
         .arg(dir.path())
         .args(["-c", "."])
@@ -59,10 +59,14 @@ fn image() {
         .unwrap();
     let status = Command::new("docker")
         .args(["import", "-", IMAGE])
-        .stdin(tar.stdout.unwrap())
+        .stdin(tar.stdout.take().unwrap())
         .stdout(Stdio::null())
         .status()
         .unwrap();
+    assert!(
+        tar.wait().unwrap().success(),
+        "tar of the bench image failed"
+    );
     assert!(status.success(), "docker import of the bench image failed");
 }
 
