@@ -394,3 +394,58 @@ async fn a_registry_answering_429_is_waited_for_and_checked_again() {
         .collect();
     assert_eq!(after, [200], "one request, after the wait");
 }
+
+/// A registry's wait outlives a restart: a server starting on a database where a registry
+/// asked (a `429`) not to be asked before a time asks it nothing before that time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registrys_wait_outlives_a_restart() {
+    let reg = Registry::start().await;
+    let db = reg
+        .push_image("canopy/db", "15", ("linux", "amd64"), "db v1")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("before.db").display());
+    let until = chrono::Utc::now() + chrono::Duration::hours(1);
+    {
+        // What the server that stopped had stored after the registry's 429.
+        let store = canopy_store::open(&url).await.unwrap();
+        let status = canopy_api_types::docker::RegistryStatus {
+            registry: reg.addr.clone(),
+            remaining: Some(0),
+            retry_after: Some(until),
+            checked_at: Some(chrono::Utc::now()),
+            ..Default::default()
+        };
+        store.save_image_checks(&[], &[status]).await.unwrap();
+    }
+    let Some(app) = spawn_app_with(Backend::Sqlite, |s| {
+        s.database_url = url.clone();
+        s.image_check_interval_secs = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let agent = app.enrol("after-restart").await;
+    let reference = format!("{}/canopy/db:15", reg.addr);
+    report(
+        &agent,
+        &[container(
+            "db",
+            &reference,
+            &format!("{}/canopy/db@{db}", reg.addr),
+        )],
+    )
+    .await;
+    let _ = reg.log.since_last_mark().await;
+    let summary = app.admin.check_images().await.unwrap();
+    assert_eq!(
+        (summary.heads, summary.gets, summary.errors),
+        (0, 0, 1),
+        "{summary:?}"
+    );
+    assert!(manifest_reads(&reg.log.since_last_mark().await).is_empty());
+    let listed = app.admin.containers(None).await.unwrap();
+    let check = listed[0].check.as_ref().unwrap();
+    assert_eq!(check.retry_after, Some(until));
+}

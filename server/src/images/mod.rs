@@ -75,6 +75,33 @@ impl Images {
         }
     }
 
+    /// What the registries said before this server started: a `429`'s wait still running and
+    /// the last budget, so a restart does not ask a registry that said to wait.
+    async fn restore_limits(&self) -> Result<()> {
+        let mut state = crate::registry::CheckerState::default();
+        for r in self.store.list_registries().await? {
+            let Some(s) = r.status else { continue };
+            let budget = s.remaining.map(|remaining| crate::registry::Budget {
+                remaining,
+                limit: s.limit,
+                window_secs: s.window_secs,
+                observed_at: s.checked_at.unwrap_or_else(Utc::now),
+            });
+            let backoff_until = s.retry_after.filter(|t| *t > Utc::now());
+            if budget.is_some() || backoff_until.is_some() {
+                state.registries.insert(
+                    r.registry,
+                    crate::registry::RegistryLimits {
+                        backoff_until,
+                        budget,
+                    },
+                );
+            }
+        }
+        self.checker.restore(state);
+        Ok(())
+    }
+
     async fn credentials(&self) -> Result<Credentials> {
         let mut out = Credentials::new();
         for r in self.store.list_registries().await? {
@@ -106,6 +133,7 @@ impl Images {
         let mut loaded = self.cycle.lock().await;
         if !*loaded {
             self.credentials_changed().await;
+            self.restore_limits().await?;
             *loaded = true;
         }
         let all = self.store.list_containers().await?;
