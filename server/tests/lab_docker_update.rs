@@ -14,9 +14,9 @@ use canopy_api_types::bulk::{Canary, RebootPolicy, SnapshotPolicy, UpdateOptions
 use canopy_api_types::deploy::{DeployAction, DeployRequest, ItemState, OperationState};
 use canopy_api_types::updates::PackageManager;
 use common::docker_lab::{guest_docker, image_push, DockerLab, RegistryLog};
-use common::lab::{deploy_settings, in_guest, Lab};
-use common::update_lab::{approve, plan, wait, Env};
-use common::{eventually, spawn_app_with, Backend};
+use common::eventually;
+use common::lab::{in_guest, Lab};
+use common::update_lab::{approve, plan, setup_cluster, wait, Env};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -94,31 +94,10 @@ async fn image_updates_through_the_bulk_plan_with_compose_and_rollback() {
         return;
     };
     let dl = DockerLab::from_env("Docker image updates end to end").unwrap();
-    let pve = lab.pve();
-    let file = canopy_pve_sim::SimFile::load(dl.sim_file()).expect("the dock simulator file");
-    let sim = canopy_pve_sim::start(file.clusters.into_iter().next().unwrap())
-        .await
-        .unwrap();
-    let app = spawn_app_with(Backend::Sqlite, |s| {
-        deploy_settings(s, &lab, &pve);
-        let node = s.deploy.nodes["lab/pve1"].clone();
-        s.deploy.nodes.insert("dock/pve1".into(), node);
+    let env = setup_cluster(&lab, "dock", &dl.sim_file(), |s| {
         s.image_check_interval_secs = 0;
     })
-    .await
-    .unwrap();
-    app.admin
-        .create_cluster(&canopy_api_types::clusters::CreateCluster {
-            name: "dock".into(),
-            endpoints: vec![sim.url()],
-            token: sim.token(),
-            fingerprints: vec![sim.fingerprint()],
-            ca_pem: None,
-            interval_secs: Some(3600),
-        })
-        .await
-        .unwrap();
-    let env = Env { app, sim, pve };
+    .await;
     let guests = dl.guests();
     let total: usize = guests.iter().map(|g| g.containers.len()).sum();
 

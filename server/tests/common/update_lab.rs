@@ -22,19 +22,37 @@ pub struct Env {
 
 pub async fn setup(lab: &Lab) -> Env {
     let pve = lab.pve();
-    let file = canopy_pve_sim::SimFile::load(&pve.sim_file).expect("the lab's simulator file");
+    let sim_file = pve.sim_file.clone();
+    setup_cluster(lab, "lab", &sim_file, |s| {
+        s.update.agent_back_timeout_secs = 180;
+    })
+    .await
+}
+
+/// A server (the lab's deploy settings, then `tweak`) with the simulator of `sim_file` added
+/// as cluster `name`, node `NAME/pve1` reached through the lab's node stand-in.
+pub async fn setup_cluster(
+    lab: &Lab,
+    name: &str,
+    sim_file: &std::path::Path,
+    tweak: impl FnOnce(&mut canopy_server::settings::Settings),
+) -> Env {
+    let pve = lab.pve();
+    let file = canopy_pve_sim::SimFile::load(sim_file).expect("the lab's simulator file");
     let sim = canopy_pve_sim::start(file.clusters.into_iter().next().expect("one cluster"))
         .await
         .expect("simulator starts");
     let app = spawn_app_with(Backend::Sqlite, |s| {
         deploy_settings(s, lab, &pve);
-        s.update.agent_back_timeout_secs = 180;
+        let node = s.deploy.nodes["lab/pve1"].clone();
+        s.deploy.nodes.insert(format!("{name}/pve1"), node);
+        tweak(s);
     })
     .await
     .unwrap();
     app.admin
         .create_cluster(&canopy_api_types::clusters::CreateCluster {
-            name: "lab".into(),
+            name: name.into(),
             endpoints: vec![sim.url()],
             token: sim.token(),
             fingerprints: vec![sim.fingerprint()],
